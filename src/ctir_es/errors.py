@@ -1,0 +1,55 @@
+"""Typed errors. The CLI turns them into click exceptions, the HTTP API into JSON."""
+
+
+class CtirError(Exception):
+    """Base class for every error ctir-es raises on purpose."""
+
+
+class ConfigError(CtirError):
+    """A setting is missing, malformed or contradictory."""
+
+
+class InvalidRecord(CtirError):
+    """A catalogue record cannot become a Product. ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class SourceError(CtirError):
+    """A catalogue source cannot be read at all (missing file, no network, ...)."""
+
+
+class ImageError(CtirError):
+    """An image cannot be fetched or decoded. ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class EncoderError(CtirError):
+    """A model cannot be loaded or run."""
+
+
+class MissingExtraError(CtirError, ImportError):
+    """An optional dependency is absent; the message names the pip command."""
+
+
+class StoreError(CtirError):
+    """The store cannot be opened, written or queried."""
+
+
+class SchemaMismatch(StoreError):
+    """The index was built with other encoders / dims than the ones in use now."""
+
+
+class FilterError(CtirError):
+    """A filter expression is malformed or uses an unknown field / operator."""
+
+
+class QueryError(CtirError):
+    """A query cannot be planned (empty text, unknown mode, no usable encoder, ...)."""
