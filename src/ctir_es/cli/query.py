@@ -1,0 +1,64 @@
+"""``ctir-es query``: category, text or image search over a store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from ..filters import Filter
+from ..ranking.fusion import FUSIONS
+from ..ranking.plan import MODES
+from ..search import Search
+from .main import cli, settings_from, store_options
+from .render import search_table
+
+
+@cli.command()
+@click.argument("text")
+@click.option("--mode", type=click.Choice(MODES), default=None,
+              help="category (default when TEXT holds '>'), text, or image (TEXT is a path or URL).")
+@click.option("--k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Results to return.")
+@click.option("--fusion", type=click.Choice(list(FUSIONS)), default="rrf", show_default=True,
+              help="How lexical and vector results are fused.")
+@click.option("--weight", "weights", multiple=True, metavar="SOURCE=W",
+              help="Per-source fusion weight, e.g. --weight bm25=0.3 --weight text=0.7.")
+@click.option("--within", default=None, metavar="PATH", help="Only products under this category, e.g. 'Kitchen'.")
+@click.option("--market", default=None, help="Only products of this market.")
+@click.option("--with-image", is_flag=True, help="Only products with an image.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@store_options
+@click.pass_context
+def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str, weights: tuple[str, ...],
+          within: str | None, market: str | None, with_image: bool, as_json: bool,
+          store: Path | None, es_url: str | None) -> None:
+    """Search the index: a category path ("Kitchen > Blenders"), free text, or an image."""
+    settings = settings_from(ctx, store=store, es_url=es_url)
+    filters = []
+    if within:
+        filters.append(Filter("category", "subtree", within))
+    if market:
+        filters.append(Filter("market", "eq", market))
+    if with_image:
+        filters.append(Filter("has_image", "eq", True))
+    source_weights = {}
+    for item in weights:
+        name, _, value = item.partition("=")
+        try:
+            source_weights[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not SOURCE=NUMBER", param_hint="--weight") from None
+    with Search.open(settings) as search:
+        response = search.search(
+            text if mode != "image" else None,
+            image=text if mode == "image" else None,
+            mode=mode, k=k, filters=filters, fusion=fusion, weights=source_weights or None,
+        )
+    if as_json:
+        click.echo(json.dumps(response.to_json(), ensure_ascii=False))
+    elif not response.results:
+        Console().print(f"No results for {text!r}.")
+    else:
+        Console().print(search_table(response))

@@ -1,0 +1,193 @@
+"""The ingest pipeline: products -> (images, vectors) -> store, in batches.
+
+- Images of the next batch are fetched and decoded in a thread while the current batch is
+  encoded, so encoding (the expensive part) rarely waits for I/O.
+- Each batch commits together with a checkpoint (its last position in the source), so a
+  killed ingest resumes where it stopped; upsert by id means a product is never duplicated.
+- Nothing is dropped silently: store errors, missing images and duplicates are counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..encoders.base import ImageEncoder, TextEncoder
+from ..errors import ImageError
+from ..products import Product
+from ..ranking.plan import IMAGE_VECTOR, TITLE_VECTOR
+from ..store.base import Document, IndexSchema, Store, VectorField
+from .report import IngestReport
+
+# Decoded images are shrunk right after loading: CLIP needs 224-336 px, and a batch of
+# full-size catalogue photos would otherwise hold hundreds of MB.
+MAX_IMAGE_SIDE = 768
+
+ImageLoad = Callable[[Sequence[str]], list[Image.Image | ImageError]]
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    batch_size: int = 64
+    with_images: bool = True  # fetch images (needed for image vectors; reports missing ones)
+    resume: bool = True
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """One product's image outcome: the decoded image, or why there is none."""
+
+    ref: str | None
+    image: Image.Image | None
+    error: str | None = None
+    detail: str = ""
+
+
+def index_schema(text_encoder: TextEncoder | None, image_encoder: ImageEncoder | None) -> IndexSchema:
+    vectors = {}
+    if text_encoder is not None:
+        vectors[TITLE_VECTOR] = VectorField(text_encoder.dims, "cosine", text_encoder.manifest)
+    if image_encoder is not None:
+        vectors[IMAGE_VECTOR] = VectorField(image_encoder.dims, "cosine", image_encoder.manifest)
+    return IndexSchema(vectors)
+
+
+def source_key(kind: str, path: str | Path | None, extra: str = "") -> str:
+    """A checkpoint key that changes when the source file changes (path, size, mtime)."""
+    parts = [kind, extra]
+    if path is not None:
+        p = Path(path)
+        try:
+            st = p.stat()
+            parts += [str(p.resolve()), str(st.st_size), str(st.st_mtime_ns)]
+        except OSError:
+            parts.append(str(p))
+    return f"{kind}:{hashlib.sha1('|'.join(parts).encode()).hexdigest()[:16]}"
+
+
+def _batches(items: Iterable[tuple[int, Product]], size: int) -> Iterator[list[tuple[int, Product]]]:
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _load_images(products: Sequence[Product], load: ImageLoad | None) -> list[_Loaded]:
+    out: list[_Loaded] = []
+    refs = [p.images[0] if p.images else None for p in products]
+    wanted = [r for r in refs if r is not None]
+    results = iter(load(wanted) if (load and wanted) else [])
+    for ref in refs:
+        if ref is None:
+            out.append(_Loaded(None, None, "no_image"))
+        elif load is None:
+            out.append(_Loaded(ref, None))  # images not fetched: keep the reference for display
+        else:
+            res = next(results)
+            if isinstance(res, ImageError):
+                out.append(_Loaded(ref, None, res.reason, res.detail))
+            else:
+                res.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.BICUBIC)
+                out.append(_Loaded(ref, res))
+    return out
+
+
+class Pipeline:
+    """Encode and index products into a store. Create one per ingest run."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        text_encoder: TextEncoder | None,
+        image_encoder: ImageEncoder | None,
+        load_images: ImageLoad | None,
+        options: IngestOptions = IngestOptions(),
+    ) -> None:
+        self.store = store
+        self.text_encoder = text_encoder
+        self.image_encoder = image_encoder
+        self.load_images = load_images if options.with_images else None
+        self.options = options
+
+    def run(
+        self,
+        products: Iterable[Product],
+        report: IngestReport,
+        checkpoint_key: str | None = None,
+        on_batch: Callable[[IngestReport], None] | None = None,
+    ) -> IngestReport:
+        self.store.setup(index_schema(self.text_encoder, self.image_encoder))
+        start = self.store.checkpoint(checkpoint_key) if (checkpoint_key and self.options.resume) else None
+        seen: set[str] = set()
+
+        def numbered() -> Iterator[tuple[int, Product]]:
+            for position, product in enumerate(products, start=1):
+                if product.id in seen:
+                    report.duplicates += 1  # the later record wins (upsert by id)
+                seen.add(product.id)
+                if start is not None and position <= start:
+                    report.skipped_resumed += 1
+                    continue
+                yield position, product
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctir-images") as pool:
+            pending: tuple[list[tuple[int, Product]], Future[list[_Loaded]]] | None = None
+            for batch in _batches(numbered(), self.options.batch_size):
+                future = pool.submit(_load_images, [p for _, p in batch], self.load_images)
+                if pending is not None:
+                    self._index_batch(*pending, report, checkpoint_key)
+                    if on_batch:
+                        on_batch(report)
+                pending = (batch, future)
+            if pending is not None:
+                self._index_batch(*pending, report, checkpoint_key)
+                if on_batch:
+                    on_batch(report)
+        if checkpoint_key:
+            self.store.clear_checkpoint(checkpoint_key)  # complete: a later run starts afresh
+        return report
+
+    def _index_batch(
+        self,
+        batch: list[tuple[int, Product]],
+        images: Future[list[_Loaded]],
+        report: IngestReport,
+        checkpoint_key: str | None,
+    ) -> None:
+        products = [p for _, p in batch]
+        loaded = images.result()
+        title_vecs = (
+            self.text_encoder.encode_documents([p.title for p in products]) if self.text_encoder else None
+        )
+        image_vecs: dict[int, np.ndarray] = {}
+        decoded = [i for i, item in enumerate(loaded) if item.image is not None]
+        if self.image_encoder is not None and decoded:
+            vecs = self.image_encoder.encode_images([loaded[i].image for i in decoded])  # type: ignore[misc]
+            image_vecs = dict(zip(decoded, vecs, strict=True))
+
+        docs = []
+        for i, product in enumerate(products):
+            item = loaded[i]
+            if item.error:
+                report.image_missing(product.id, item.error, item.detail)
+            vectors = {}
+            if title_vecs is not None:
+                vectors[TITLE_VECTOR] = title_vecs[i]
+            if i in image_vecs:
+                vectors[IMAGE_VECTOR] = image_vecs[i]
+            shown = item.ref if (item.image is not None or (item.ref and not item.error)) else None
+            docs.append(Document(product, vectors, shown))
+        # Within a batch the last record of an id wins, as it does across batches.
+        unique = list({d.product.id: d for d in docs}.values())
+        checkpoint = (checkpoint_key, batch[-1][0]) if checkpoint_key else None
+        result = self.store.upsert(unique, checkpoint=checkpoint)
+        report.indexed += result.written
+        for pid, reason in result.errors.items():
+            report.reject(pid, "store_error", reason)

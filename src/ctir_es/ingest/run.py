@@ -1,0 +1,80 @@
+"""``ingest_catalogue``: read a catalogue, encode it and index it - the function behind
+``ctir-es ingest``. Returns the ``IngestReport``; the CLI only renders it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ..config import Settings
+from ..encoders.base import ImageEncoder, TextEncoder
+from ..errors import SourceError
+from ..products import Product
+from ..search import open_store
+from .images import ImageLoader
+from .pipeline import IngestOptions, Pipeline, source_key
+from .readers import get_reader
+from .report import IngestReport
+
+KINDS = ("jsonl", "flipkart", "xmarket", "sample")
+
+
+def open_source(
+    kind: str,
+    source: str | Path | None,
+    report: IngestReport,
+    settings: Settings,
+    *,
+    market: str | None = None,
+    category: str | None = None,
+) -> tuple[Iterable[Product], str]:
+    """The product stream for a catalogue and the checkpoint key of that exact source."""
+    if kind == "sample":
+        from ..sample import sample_path
+
+        kind, source = "jsonl", sample_path()
+    if kind == "xmarket" and source is None:
+        if not (market and category):
+            raise SourceError("xmarket needs --market and --category (to download) or --source FILE_OR_DIR")
+        from .download import download, xmarket_url
+
+        source = download(xmarket_url(market, category), settings.download_cache)
+    if source is None:
+        raise SourceError(f"{kind} needs a source file or directory")
+    path = Path(source)
+    if not path.exists():
+        raise SourceError(f"{path} does not exist")
+    report.source = f"{kind}:{path}"
+    reader = get_reader(kind)
+    products = reader(path, report, market=market) if kind == "xmarket" else reader(path, report)
+    return products, source_key(kind, path, market or "")
+
+
+def ingest_catalogue(
+    kind: str,
+    source: str | Path | None,
+    settings: Settings,
+    *,
+    text_encoder: TextEncoder | None,
+    image_encoder: ImageEncoder | None,
+    market: str | None = None,
+    category: str | None = None,
+    options: IngestOptions = IngestOptions(),
+    on_batch: Callable[[IngestReport], None] | None = None,
+    report: IngestReport | None = None,
+) -> IngestReport:
+    report = report or IngestReport()
+    products, key = open_source(kind, source, report, settings, market=market, category=category)
+    loader = ImageLoader(cache_dir=settings.image_cache, timeout=settings.image_timeout)
+    store = open_store(settings)
+    try:
+        pipeline = Pipeline(
+            store,
+            text_encoder=text_encoder,
+            image_encoder=image_encoder,
+            load_images=lambda refs: loader.load_many(refs, workers=settings.image_workers),
+            options=options,
+        )
+        return pipeline.run(products, report, checkpoint_key=key, on_batch=on_batch)
+    finally:
+        store.close()

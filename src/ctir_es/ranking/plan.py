@@ -1,0 +1,98 @@
+"""Query planning: turn a query (category path, free text or image) into the store requests.
+
+Modes:
+- ``category`` (default when the text holds ``>``): BM25 weighted towards the category field,
+  the category text against product title vectors, and (when the index has image vectors)
+  the category text through CLIP's text tower against product images;
+- ``text``: the same sources with the default field weights;
+- ``image``: an image (path or URL) through CLIP's image tower against product images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..encoders.base import ImageEncoder, TextEncoder
+from ..errors import QueryError
+from ..products import format_category_path, looks_like_category_path, parse_category_path
+from ..store.base import DEFAULT_FIELD_WEIGHTS, IndexSchema, LexicalQuery, VectorQuery
+
+MODES = ("category", "text", "image")
+TITLE_VECTOR = "title_vector"
+IMAGE_VECTOR = "image_vector"
+# Result-source names as users see them in score breakdowns.
+TEXT_SOURCE = "text"
+IMAGE_SOURCE = "image"
+
+CATEGORY_FIELD_WEIGHTS: Mapping[str, float] = {
+    "title": 2.0,
+    "categories": 6.0,
+    "attributes": 1.0,
+    "description": 0.3,
+}
+MAX_QUERY_CHARS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    mode: str
+    text: str  # the normalised query text ("" for image queries)
+    lexical: LexicalQuery | None
+    vectors: Sequence[VectorQuery] = field(default_factory=tuple)
+
+    @property
+    def sources(self) -> list[str]:
+        return (["bm25"] if self.lexical else []) + [v.name for v in self.vectors]
+
+
+def detect_mode(text: str | None, image: object | None) -> str:
+    if image is not None:
+        return "image"
+    return "category" if text and looks_like_category_path(text) else "text"
+
+
+def plan_query(
+    *,
+    mode: str,
+    text: str | None,
+    schema: IndexSchema,
+    text_encoder: TextEncoder | None,
+    image_encoder: ImageEncoder | None,
+    image_vector: np.ndarray | None = None,
+    field_weights: Mapping[str, float] | None = None,
+    num_candidates: int | None = None,
+) -> Plan:
+    """Decide which sources a query uses, and encode it once for each vector field."""
+    if mode not in MODES:
+        raise QueryError(f"unknown mode {mode!r}; supported: {', '.join(MODES)}")
+    if mode == "image":
+        if image_vector is None:
+            raise QueryError("image mode needs an image (a path or URL)")
+        if IMAGE_VECTOR not in schema.vectors:
+            raise QueryError("this index has no image vectors: ingest with CLIP weights to search by image")
+        vq = VectorQuery(IMAGE_VECTOR, image_vector, IMAGE_SOURCE, num_candidates)
+        return Plan("image", "", None, (vq,))
+
+    raw = (text or "").strip()
+    if not raw:
+        raise QueryError("empty query: give a category path such as 'Kitchen > Blenders' or some text")
+    if len(raw) > MAX_QUERY_CHARS:
+        raise QueryError(f"query longer than {MAX_QUERY_CHARS} characters")
+    if mode == "category":
+        normalised = format_category_path(parse_category_path(raw))
+        weights = field_weights or CATEGORY_FIELD_WEIGHTS
+    else:
+        normalised = " ".join(raw.split())
+        weights = field_weights or DEFAULT_FIELD_WEIGHTS
+
+    vectors: list[VectorQuery] = []
+    if text_encoder is not None and TITLE_VECTOR in schema.vectors:
+        vec = text_encoder.encode_queries([normalised])[0]
+        vectors.append(VectorQuery(TITLE_VECTOR, vec, TEXT_SOURCE, num_candidates))
+    if image_encoder is not None and IMAGE_VECTOR in schema.vectors:
+        vec = image_encoder.encode_texts([normalised])[0]
+        vectors.append(VectorQuery(IMAGE_VECTOR, vec, IMAGE_SOURCE, num_candidates))
+    return Plan(mode, normalised, LexicalQuery(normalised, dict(weights)), tuple(vectors))

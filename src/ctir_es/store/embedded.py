@@ -1,0 +1,469 @@
+"""The default store: one SQLite file holding products, an FTS5 BM25 index and the vectors.
+
+Why SQLite: it is in the standard library, a second process can read while an ingest writes
+(WAL), and a batch commits atomically, so a killed ingest never leaves half a product.
+Vectors are float32 blobs searched exactly with NumPy; the matrix of each field is cached in
+memory and reloaded only when another connection has committed (``PRAGMA data_version``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SchemaMismatch, StoreError
+from ..filters import Filter
+from ..products import Product, format_category_path, path_prefixes
+from .base import (
+    LEXICAL_FIELDS,
+    LEXICAL_SOURCE,
+    Document,
+    Hit,
+    IndexSchema,
+    LexicalQuery,
+    StoredProduct,
+    VectorQuery,
+    WriteResult,
+)
+
+SCHEMA_VERSION = 1
+# Category nodes are stored as the path joined with this separator (never inside a name).
+NODE_SEP = "\x1f"
+MAX_QUERY_TERMS = 64
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS products (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    categories TEXT NOT NULL,   -- paths as "A > B > C", one per line (BM25 column)
+    attributes TEXT NOT NULL,   -- "Name: value ; ..." (BM25 column)
+    description TEXT NOT NULL,
+    extra TEXT NOT NULL,        -- JSON: category lists, attribute dict, image refs
+    image TEXT,                 -- the image that was encoded (or the first reference)
+    market TEXT,
+    has_image INTEGER NOT NULL DEFAULT 0
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
+    title, categories, attributes, description,
+    content='products', content_rowid='rowid',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+-- Keep the external-content FTS index in step with products (the pattern from the FTS5 docs).
+CREATE TRIGGER IF NOT EXISTS products_ai AFTER INSERT ON products BEGIN
+    INSERT INTO products_fts(rowid, title, categories, attributes, description)
+    VALUES (new.rowid, new.title, new.categories, new.attributes, new.description);
+END;
+CREATE TRIGGER IF NOT EXISTS products_ad AFTER DELETE ON products BEGIN
+    INSERT INTO products_fts(products_fts, rowid, title, categories, attributes, description)
+    VALUES ('delete', old.rowid, old.title, old.categories, old.attributes, old.description);
+END;
+CREATE TRIGGER IF NOT EXISTS products_au AFTER UPDATE ON products BEGIN
+    INSERT INTO products_fts(products_fts, rowid, title, categories, attributes, description)
+    VALUES ('delete', old.rowid, old.title, old.categories, old.attributes, old.description);
+    INSERT INTO products_fts(rowid, title, categories, attributes, description)
+    VALUES (new.rowid, new.title, new.categories, new.attributes, new.description);
+END;
+CREATE TABLE IF NOT EXISTS category_nodes (
+    node TEXT NOT NULL,         -- every ancestor prefix of every path, joined with NODE_SEP
+    product INTEGER NOT NULL REFERENCES products(rowid) ON DELETE CASCADE,
+    PRIMARY KEY (node, product)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS category_nodes_product ON category_nodes(product);
+CREATE TABLE IF NOT EXISTS vectors (
+    field TEXT NOT NULL,
+    product INTEGER NOT NULL REFERENCES products(rowid) ON DELETE CASCADE,
+    vec BLOB NOT NULL,          -- float32, L2-normalised
+    PRIMARY KEY (field, product)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS vectors_product ON vectors(product);
+"""
+
+_UPSERT = """
+INSERT INTO products (id, title, categories, attributes, description, extra, image, market, has_image)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(id) DO UPDATE SET
+    title = excluded.title, categories = excluded.categories, attributes = excluded.attributes,
+    description = excluded.description, extra = excluded.extra, image = excluded.image,
+    market = excluded.market, has_image = excluded.has_image
+RETURNING rowid
+"""
+
+
+def fts_query(text: str, fields: Iterable[str]) -> str | None:
+    """Free text -> an FTS5 expression: any of the words, restricted to ``fields``.
+
+    Words are quoted, so FTS5 operators typed by a user (AND, NEAR, *, :) are plain words.
+    """
+    terms = list(dict.fromkeys(t.lower() for t in re.findall(r"\w+", text)))[:MAX_QUERY_TERMS]
+    if not terms:
+        return None
+    cols = " ".join(fields)
+    return "{" + cols + "} : (" + " OR ".join(f'"{t}"' for t in terms) + ")"
+
+
+def filter_sql(filters: Sequence[Filter], alias: str = "p") -> tuple[str, list[Any]]:
+    """Translate the filter grammar into a SQL condition over ``products AS alias``."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for f in filters:
+        if f.field == "category":
+            clauses.append(f"{alias}.rowid IN (SELECT product FROM category_nodes WHERE node = ?)")
+            params.append(NODE_SEP.join(f.path))
+        elif f.field == "market" and f.op == "eq":
+            clauses.append(f"{alias}.market = ?")
+            params.append(f.value)
+        elif f.field in ("market", "id"):
+            marks = ",".join("?" * len(f.value))
+            negate = "NOT " if f.op == "not_in" else ""
+            clauses.append(f"{alias}.{f.field} {negate}IN ({marks})" if marks else ("1" if negate else "0"))
+            params.extend(f.value)
+        elif f.field == "has_image":
+            clauses.append(f"{alias}.has_image = ?")
+            params.append(int(f.value))
+    return (" AND ".join(clauses) or "1"), params
+
+
+class _VectorCache:
+    """The float32 matrix of one vector field plus the product rowids of its rows."""
+
+    def __init__(self, rowids: np.ndarray, matrix: np.ndarray) -> None:
+        self.rowids = rowids
+        self.matrix = matrix
+
+
+class EmbeddedStore:
+    """SQLite + FTS5 + NumPy. ``EmbeddedStore(path)`` does no I/O; the first call opens the file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()  # one connection, shared by threads of one process
+        self._vectors: dict[str, _VectorCache] = {}
+        self._seen_version: int | None = None
+        self._schema: IndexSchema | None = None
+
+    def __repr__(self) -> str:
+        return f"EmbeddedStore({str(self.path)!r})"
+
+    # -- connection -------------------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.executescript(_DDL)
+                row = conn.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
+                if row is None:
+                    conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} was written by store format {row[0]}, this ctir-es reads {SCHEMA_VERSION}"
+                    )
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._vectors.clear()
+
+    def _changed_elsewhere(self) -> bool:
+        """True when another connection committed since we last looked (drop caches)."""
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        changed = version != self._seen_version
+        self._seen_version = version
+        return changed
+
+    def _meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def schema(self) -> IndexSchema | None:
+        with self._lock:
+            raw = self._meta("schema")
+            return None if raw is None else IndexSchema.from_json(json.loads(raw))
+
+    def setup(self, schema: IndexSchema) -> IndexSchema:
+        with self._lock:
+            current = self.schema()
+            if current is None:
+                merged = schema
+            else:
+                problems = current.differences(schema)
+                if problems:
+                    raise SchemaMismatch(
+                        f"store {self.path} does not match the encoders in use: {'; '.join(problems)}. "
+                        "Ingest into a new store (--store PATH) or use the encoders it was built with."
+                    )
+                merged = IndexSchema({**schema.vectors, **current.vectors})
+            self.conn.execute(
+                "INSERT INTO meta VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (json.dumps(merged.to_json(), sort_keys=True),),
+            )
+            self._schema = merged
+            return merged
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def upsert(self, docs: Sequence[Document], checkpoint: tuple[str, int] | None = None) -> WriteResult:
+        schema = self._schema or self.schema() or IndexSchema()
+        result = WriteResult()
+        with self._lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for doc in docs:
+                    problem = _vector_problem(doc, schema)
+                    if problem:
+                        result.errors[doc.product.id] = problem
+                        continue
+                    rowid = conn.execute(_UPSERT, _product_row(doc)).fetchone()[0]
+                    conn.execute("DELETE FROM category_nodes WHERE product = ?", (rowid,))
+                    nodes = {NODE_SEP.join(p) for path in doc.product.categories for p in path_prefixes(path)}
+                    conn.executemany("INSERT INTO category_nodes VALUES (?, ?)", [(n, rowid) for n in nodes])
+                    conn.execute("DELETE FROM vectors WHERE product = ?", (rowid,))
+                    conn.executemany(
+                        "INSERT INTO vectors VALUES (?, ?, ?)",
+                        [
+                            (name, rowid, np.ascontiguousarray(vec, dtype=np.float32).tobytes())
+                            for name, vec in doc.vectors.items()
+                        ],
+                    )
+                    result.written += 1
+                if checkpoint is not None:
+                    conn.execute(
+                        "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (f"checkpoint:{checkpoint[0]}", str(checkpoint[1])),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._vectors.clear()  # our own commits do not change data_version for us
+        return result
+
+    def checkpoint(self, key: str) -> int | None:
+        with self._lock:
+            raw = self._meta(f"checkpoint:{key}")
+            return None if raw is None else int(raw)
+
+    def clear_checkpoint(self, key: str) -> None:
+        with self._lock:
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (f"checkpoint:{key}",))
+
+    def delete(self, ids: Sequence[str]) -> int:
+        with self._lock:
+            marks = ",".join("?" * len(ids))
+            cur = self.conn.execute(f"DELETE FROM products WHERE id IN ({marks})", list(ids))
+            self._vectors.clear()
+            return cur.rowcount
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def search(
+        self,
+        lexical: LexicalQuery | None,
+        vectors: Sequence[VectorQuery],
+        k: int,
+        filters: Sequence[Filter] = (),
+    ) -> dict[str, list[Hit]]:
+        with self._lock:
+            out: dict[str, list[Hit]] = {}
+            if lexical is not None:
+                out[LEXICAL_SOURCE] = self._lexical(lexical, k, filters)
+            if vectors:
+                allowed = self._allowed_rowids(filters) if filters else None
+                for vq in vectors:
+                    out[vq.name] = self._knn(vq, k, allowed)
+            return out
+
+    def _lexical(self, query: LexicalQuery, k: int, filters: Sequence[Filter]) -> list[Hit]:
+        fields = [f for f in LEXICAL_FIELDS if query.weights.get(f, 0) > 0]
+        expr = fts_query(query.text, fields) if fields else None
+        if expr is None:
+            return []
+        weights = [float(query.weights.get(f, 0.0)) for f in LEXICAL_FIELDS]
+        where, params = filter_sql(filters)
+        sql = (
+            "SELECT p.id, bm25(products_fts, ?, ?, ?, ?) AS s FROM products_fts "
+            "JOIN products p ON p.rowid = products_fts.rowid "
+            f"WHERE products_fts MATCH ? AND {where} ORDER BY s LIMIT ?"
+        )
+        rows = self.conn.execute(sql, [*weights, expr, *params, k]).fetchall()
+        return [Hit(pid, -float(score)) for pid, score in rows]  # FTS5 bm25 is negated
+
+    def _allowed_rowids(self, filters: Sequence[Filter]) -> np.ndarray:
+        where, params = filter_sql(filters)
+        rows = self.conn.execute(f"SELECT p.rowid FROM products p WHERE {where}", params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def _field_matrix(self, name: str) -> _VectorCache:
+        if self._changed_elsewhere():
+            self._vectors.clear()
+        cache = self._vectors.get(name)
+        if cache is None:
+            rows = self.conn.execute(
+                "SELECT product, vec FROM vectors WHERE field = ? ORDER BY product", (name,)
+            ).fetchall()
+            rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            if rows:
+                matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            else:
+                matrix = np.zeros((0, 0), dtype=np.float32)
+            cache = self._vectors[name] = _VectorCache(rowids, matrix)
+        return cache
+
+    def _knn(self, vq: VectorQuery, k: int, allowed: np.ndarray | None) -> list[Hit]:
+        cache = self._field_matrix(vq.field)
+        if cache.matrix.shape[0] == 0:
+            return []
+        query = np.asarray(vq.vector, dtype=np.float32).reshape(-1)
+        if query.shape[0] != cache.matrix.shape[1]:
+            raise SchemaMismatch(
+                f"query vector for {vq.field!r} has {query.shape[0]} dims, the store holds {cache.matrix.shape[1]}"
+            )
+        rowids, matrix = cache.rowids, cache.matrix
+        if allowed is not None:
+            mask = np.isin(rowids, allowed)
+            rowids, matrix = rowids[mask], matrix[mask]
+        scores = matrix @ query
+        top = _top_k(scores, k)
+        ids = self._ids_for_rowids(rowids[top])
+        return [Hit(ids[r], float(s)) for r, s in zip(rowids[top].tolist(), scores[top].tolist(), strict=True)]
+
+    def _ids_for_rowids(self, rowids: np.ndarray) -> dict[int, str]:
+        values = rowids.tolist()
+        if not values:
+            return {}
+        marks = ",".join("?" * len(values))
+        return dict(self.conn.execute(f"SELECT rowid, id FROM products WHERE rowid IN ({marks})", values).fetchall())
+
+    def get(self, ids: Sequence[str]) -> dict[str, StoredProduct]:
+        if not ids:
+            return {}
+        with self._lock:
+            out: dict[str, StoredProduct] = {}
+            for start in range(0, len(ids), 500):  # stay under SQLite's parameter limit
+                chunk = list(ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self.conn.execute(
+                    "SELECT p.rowid, p.id, p.title, p.description, p.extra, p.image, p.market, "
+                    "(SELECT group_concat(field) FROM vectors v WHERE v.product = p.rowid) "
+                    f"FROM products p WHERE p.id IN ({marks})",
+                    chunk,
+                ).fetchall()
+                for _rowid, pid, title, description, extra, image, market, fields in rows:
+                    out[pid] = StoredProduct(
+                        _product_from_row(pid, title, description, extra, market),
+                        image,
+                        tuple(sorted(fields.split(","))) if fields else (),
+                    )
+            return out
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self.conn.execute("SELECT count(*) FROM products").fetchone()[0])
+
+    def category_counts(self) -> dict[tuple[str, ...], int]:
+        """Products per category node (every level), for trees and evaluation."""
+        with self._lock:
+            rows = self.conn.execute("SELECT node, count(*) FROM category_nodes GROUP BY node").fetchall()
+            return {tuple(node.split(NODE_SEP)): n for node, n in rows}
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            conn = self.conn
+            schema = self.schema()
+            vector_counts = dict(conn.execute("SELECT field, count(*) FROM vectors GROUP BY field").fetchall())
+            top = conn.execute(
+                f"SELECT node, count(*) FROM category_nodes WHERE instr(node, '{NODE_SEP}') = 0 "
+                "GROUP BY node ORDER BY count(*) DESC"
+            ).fetchall()
+            return {
+                "backend": "embedded",
+                "path": str(self.path),
+                "file_bytes": self.path.stat().st_size if self.path.exists() else 0,
+                "products": self.count(),
+                "with_image": conn.execute("SELECT count(*) FROM products WHERE has_image = 1").fetchone()[0],
+                "category_nodes": conn.execute("SELECT count(DISTINCT node) FROM category_nodes").fetchone()[0],
+                "top_categories": dict(top),
+                "markets": dict(
+                    conn.execute("SELECT coalesce(market, '-'), count(*) FROM products GROUP BY market").fetchall()
+                ),
+                "lexical_fields": list(LEXICAL_FIELDS),
+                "vector_fields": {
+                    name: {**f.to_json(), "count": vector_counts.get(name, 0)}
+                    for name, f in (schema.vectors.items() if schema else [])
+                },
+            }
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best scores, best first (argpartition, then sort only those k)."""
+    n = scores.shape[0]
+    if k >= n:
+        return np.argsort(-scores, kind="stable")
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+def _vector_problem(doc: Document, schema: IndexSchema) -> str | None:
+    for name, vec in doc.vectors.items():
+        spec = schema.vectors.get(name)
+        if spec is None:
+            return f"vector field {name!r} is not in the index schema (call setup first)"
+        if np.asarray(vec).shape != (spec.dims,):
+            return f"vector {name!r} has shape {np.asarray(vec).shape}, the index expects ({spec.dims},)"
+        if not np.all(np.isfinite(vec)):
+            return f"vector {name!r} holds NaN or infinity"
+    return None
+
+
+def _product_row(doc: Document) -> tuple[Any, ...]:
+    p = doc.product
+    extra = {"categories": [list(c) for c in p.categories], "attributes": dict(p.attributes), "images": list(p.images)}
+    image = doc.image or (p.images[0] if p.images else None)
+    return (
+        p.id,
+        p.title,
+        "\n".join(format_category_path(c) for c in p.categories),
+        p.attribute_text,
+        p.description,
+        json.dumps(extra, ensure_ascii=False, separators=(",", ":")),
+        image,
+        p.market,
+        int(doc.image is not None),
+    )
+
+
+def _product_from_row(pid: str, title: str, description: str, extra: str, market: str | None) -> Product:
+    data = json.loads(extra)
+    return Product(
+        id=pid,
+        title=title,
+        categories=tuple(tuple(c) for c in data.get("categories", [])),
+        attributes=data.get("attributes", {}),
+        description=description,
+        images=tuple(data.get("images", [])),
+        market=market,
+    )

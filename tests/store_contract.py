@@ -1,0 +1,186 @@
+"""The contract every Store implementation must meet.
+
+An implementation's test module subclasses ``StoreContract`` and supplies a ``store`` fixture
+(a fresh, empty store). The embedded store runs it here; the Elasticsearch store runs it
+where a Docker engine answers (testcontainers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ctir_es.errors import SchemaMismatch
+from ctir_es.filters import Filter
+from ctir_es.products import Product
+from ctir_es.store.base import Document, IndexSchema, LexicalQuery, Store, VectorField, VectorQuery
+
+DIMS = 8
+SCHEMA = IndexSchema({"title_vector": VectorField(DIMS, "cosine", {"id": "test-encoder@1", "dims": DIMS})})
+
+
+def unit(*hot: int) -> np.ndarray:
+    v = np.full(DIMS, 0.01, dtype=np.float32)
+    for i in hot:
+        v[i] = 1.0
+    return v / np.linalg.norm(v)
+
+
+def product(pid: str, title: str, path: tuple[str, ...], **kw: object) -> Product:
+    return Product(id=pid, title=title, categories=(path,), **kw)  # type: ignore[arg-type]
+
+
+CATALOGUE = [
+    Document(
+        product("p1", "Prestige stainless steel pressure cooker", ("Kitchen & Dining", "Cookware", "Pressure Cookers"),
+                attributes={"Brand": "Prestige", "Material": "Steel"}, market="in"),
+        {"title_vector": unit(0)}, "img/p1.jpg"),
+    Document(
+        product("p2", "Non-stick frying pan 24 cm", ("Kitchen & Dining", "Cookware", "Pans"),
+                attributes={"Brand": "Hawkins"}, market="in"),
+        {"title_vector": unit(0, 1)}, "img/p2.jpg"),
+    Document(
+        product("p3", "Philips hand blender 250 W", ("Kitchen & Dining", "Kitchen Appliances", "Blenders"),
+                market="us"),
+        {"title_vector": unit(2)}, None),
+    Document(
+        product("p4", "Titan analog wrist watch for men", ("Watches", "Wrist Watches"), market="in",
+                description="a steel strap watch"),
+        {"title_vector": unit(5)}, "img/p4.jpg"),
+    Document(
+        product("p5", "Cotton bath towel set", ("Home Furnishing", "Bath Linen", "Towels"), market="us"),
+        {"title_vector": unit(6)}, "img/p5.jpg"),
+]
+
+
+def ids(hits: list) -> list[str]:
+    return [h.id for h in hits]
+
+
+class StoreContract:
+    """Subclass and provide a ``store`` fixture returning a fresh, empty Store."""
+
+    @pytest.fixture
+    def loaded(self, store: Store) -> Store:
+        store.setup(SCHEMA)
+        result = store.upsert(CATALOGUE)
+        assert result.written == len(CATALOGUE) and not result.errors
+        return store
+
+    def test_is_a_store(self, store: Store) -> None:
+        assert isinstance(store, Store)
+
+    def test_schema_absent_then_recorded(self, store: Store) -> None:
+        assert store.schema() is None
+        store.setup(SCHEMA)
+        assert store.schema() == SCHEMA
+
+    def test_setup_refuses_other_dims_and_encoder(self, loaded: Store) -> None:
+        other_dims = IndexSchema({"title_vector": VectorField(DIMS * 2, "cosine", {"id": "test-encoder@1"})})
+        with pytest.raises(SchemaMismatch, match="dims"):
+            loaded.setup(other_dims)
+        other_model = IndexSchema({"title_vector": VectorField(DIMS, "cosine", {"id": "another@2"})})
+        with pytest.raises(SchemaMismatch, match="another@2"):
+            loaded.setup(other_model)
+
+    def test_setup_is_idempotent(self, loaded: Store) -> None:
+        assert loaded.setup(SCHEMA) == SCHEMA
+        assert loaded.count() == len(CATALOGUE)
+
+    def test_round_trip(self, loaded: Store) -> None:
+        got = loaded.get(["p1", "p3", "missing"])
+        assert set(got) == {"p1", "p3"}
+        assert got["p1"].product == CATALOGUE[0].product
+        assert got["p1"].image == "img/p1.jpg"
+        assert got["p3"].image is None
+        assert loaded.count() == len(CATALOGUE)
+
+    def test_reupsert_updates_never_duplicates(self, loaded: Store) -> None:
+        renamed = Document(product("p1", "Hawkins aluminium pressure cooker", ("Kitchen & Dining", "Cookware")),
+                           {"title_vector": unit(3)}, None)
+        assert loaded.upsert([renamed]).written == 1
+        assert loaded.count() == len(CATALOGUE)
+        assert loaded.get(["p1"])["p1"].product.title.startswith("Hawkins")
+        lex = loaded.search(LexicalQuery("prestige"), [], 10)["bm25"]
+        assert "p1" not in ids(lex)  # the old text is gone from the lexical index
+        knn = loaded.search(None, [VectorQuery("title_vector", unit(3))], 1)["title_vector"]
+        assert ids(knn) == ["p1"]  # and the old vector from the vector index
+
+    def test_lexical_ranks_matching_products(self, loaded: Store) -> None:
+        hits = loaded.search(LexicalQuery("pressure cooker"), [], 10)["bm25"]
+        assert ids(hits)[0] == "p1"
+        assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+
+    def test_lexical_searches_only_weighted_fields(self, loaded: Store) -> None:
+        # "Appliances" appears only in p3's category path: with the category field excluded
+        # (as evaluation must do) it cannot be found.
+        with_cat = loaded.search(LexicalQuery("appliances", {"title": 1, "categories": 1}), [], 10)["bm25"]
+        assert ids(with_cat) == ["p3"]
+        without = loaded.search(LexicalQuery("appliances", {"title": 1, "attributes": 1, "description": 1}), [], 10)
+        assert ids(without["bm25"]) == []
+
+    def test_lexical_treats_operators_as_words(self, loaded: Store) -> None:
+        for text in ['cooker AND "', "NEAR(x y)", "title: *", "-", ""]:
+            loaded.search(LexicalQuery(text), [], 5)  # must not raise
+
+    def test_knn_orders_by_cosine(self, loaded: Store) -> None:
+        hits = loaded.search(None, [VectorQuery("title_vector", unit(0))], 3)["title_vector"]
+        assert ids(hits)[:2] == ["p1", "p2"]
+        assert hits[0].score == pytest.approx(1.0, abs=1e-3)
+        assert hits[0].score > hits[1].score > hits[2].score
+
+    def test_one_call_returns_every_source(self, loaded: Store) -> None:
+        runs = loaded.search(
+            LexicalQuery("cooker"),
+            [VectorQuery("title_vector", unit(0), "text"), VectorQuery("title_vector", unit(5), "other")],
+            2,
+        )
+        assert set(runs) == {"bm25", "text", "other"}
+        assert ids(runs["other"])[0] == "p4"
+        assert all(len(hits) <= 2 for hits in runs.values())
+
+    def test_category_subtree_filter(self, loaded: Store) -> None:
+        cookware = [Filter("category", "subtree", ("Kitchen & Dining", "Cookware"))]
+        knn = loaded.search(None, [VectorQuery("title_vector", unit(2))], 10, cookware)["title_vector"]
+        assert set(ids(knn)) == {"p1", "p2"}
+        lex = loaded.search(LexicalQuery("steel"), [], 10, cookware)["bm25"]
+        assert ids(lex) == ["p1"]  # p4 (a watch) also says steel
+        root = [Filter("category", "subtree", "Kitchen & Dining")]
+        assert set(ids(loaded.search(None, [VectorQuery("title_vector", unit(2))], 10, root)["title_vector"])) == {
+            "p1", "p2", "p3"}
+        # a prefix of a level name is not an ancestor
+        assert loaded.search(None, [VectorQuery("title_vector", unit(2))], 10,
+                             [Filter("category", "subtree", ("Kitchen",))])["title_vector"] == []
+
+    def test_market_image_and_id_filters(self, loaded: Store) -> None:
+        q = [VectorQuery("title_vector", unit(0))]
+        us = loaded.search(None, q, 10, [Filter("market", "eq", "US")])["title_vector"]
+        assert set(ids(us)) == {"p3", "p5"}
+        with_image = loaded.search(None, q, 10, [Filter("has_image", "eq", True)])["title_vector"]
+        assert set(ids(with_image)) == {"p1", "p2", "p4", "p5"}
+        not_in = loaded.search(None, q, 10, [Filter("id", "not_in", ["p1", "p2"])])["title_vector"]
+        assert set(ids(not_in)) == {"p3", "p4", "p5"}
+
+    def test_bad_vector_is_reported_and_others_kept(self, store: Store) -> None:
+        store.setup(SCHEMA)
+        bad = Document(product("bad", "wrong dims", ("X",)), {"title_vector": np.ones(DIMS + 1, np.float32)})
+        result = store.upsert([CATALOGUE[0], bad, CATALOGUE[1]])
+        assert result.written == 2
+        assert set(result.errors) == {"bad"}
+        assert store.count() == 2
+
+    def test_checkpoint_is_recorded_with_the_batch(self, store: Store) -> None:
+        store.setup(SCHEMA)
+        assert store.checkpoint("src") is None
+        store.upsert(CATALOGUE[:2], checkpoint=("src", 2))
+        assert store.checkpoint("src") == 2
+        store.upsert(CATALOGUE[2:], checkpoint=("src", 5))
+        assert store.checkpoint("src") == 5
+        store.clear_checkpoint("src")
+        assert store.checkpoint("src") is None
+
+    def test_stats(self, loaded: Store) -> None:
+        stats = loaded.stats()
+        assert stats["products"] == len(CATALOGUE)
+        assert "title_vector" in stats["vector_fields"]
+        assert stats["vector_fields"]["title_vector"]["encoder"]["id"] == "test-encoder@1"
