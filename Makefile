@@ -1,0 +1,32 @@
+# Two set-up commands for a fresh machine (see README):
+#   make demo   - install, ingest the bundled sample into the embedded store, run a category query
+#   make test   - install with the test extras and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STORE ?= $(CURDIR)/artifacts/sample.db
+
+.PHONY: install install-test demo test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first and pinned: an unpinned torch pulls GBs of CUDA wheels (see docs in README).
+install: $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[train]"
+
+install-test: $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[train,test]"
+
+demo: install
+	$(BIN)/ctir-es ingest sample --store $(STORE)
+	$(BIN)/ctir-es query "Kitchen & Dining > Cookware" --store $(STORE)
+
+test: install-test
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache
