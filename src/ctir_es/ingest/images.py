@@ -1,0 +1,270 @@
+"""Load product images from local paths, ``file://`` and ``http(s)://`` URLs, defensively.
+
+Why so careful: catalogue images are untrusted bytes from the web. Downloads are capped
+(``max_bytes``, streamed), decoding only accepts common raster formats (no EPS, which
+Pillow hands to Ghostscript), Pillow's decompression-bomb limit is kept and its warning is
+an error too, and every failure is an ``ImageError`` with a stable ``reason`` so the
+ingest can keep the product, text-only, and report why:
+
+``missing``, ``unreachable``, ``http_error``, ``not_an_image``, ``corrupt``,
+``too_large``, ``decompression_bomb``, ``unsupported_scheme``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import tempfile
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
+
+import numpy as np
+import requests
+from PIL import Image, ImageOps, UnidentifiedImageError
+from requests.exceptions import ChunkedEncodingError
+
+from ..errors import ImageError
+
+# Raster formats product photos come in; anything else is "not_an_image".
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_USER_AGENT = "ctir-es image loader (+https://github.com/ctir-es)"
+# warnings.catch_warnings swaps process-wide state: serialise our header parsing under it.
+_OPEN_LOCK = threading.Lock()
+
+LoadResult = Image.Image | ImageError
+
+
+class ImageLoader:
+    """Fetch and decode images to RGB; optional on-disk cache for URLs. Construction does no I/O."""
+
+    def __init__(
+        self,
+        cache_dir: Path | None = None,
+        timeout: float = 10,
+        retries: int = 2,
+        max_bytes: int = 20_000_000,
+    ) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.timeout = timeout
+        self.retries = retries
+        self.max_bytes = max_bytes
+        self._local = threading.local()  # one requests.Session per worker thread
+
+    # -- public -----------------------------------------------------------------------
+    def load(self, ref: str) -> Image.Image:
+        """The fully decoded RGB image at ``ref``; raises ``ImageError(reason, detail)``."""
+        return decode(self.fetch(ref), max_bytes=self.max_bytes)
+
+    def fetch(self, ref: str) -> bytes:
+        """The raw bytes at ``ref`` (at most ``max_bytes``), from the cache when possible."""
+        if not isinstance(ref, str) or not ref.strip():
+            raise ImageError("missing", "empty image reference")
+        ref = ref.strip()
+        parts = urlsplit(ref)
+        scheme = parts.scheme.lower()
+        if scheme in ("http", "https"):
+            return self._fetch_url(ref)
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost"):
+                raise ImageError("unsupported_scheme", f"remote file URL {ref[:200]}")
+            return self._read_file(Path(url2pathname(unquote(parts.path))))
+        if scheme == "" or len(scheme) == 1:  # a plain path (or a Windows drive letter)
+            return self._read_file(Path(ref).expanduser())
+        raise ImageError(
+            "unsupported_scheme", f"{scheme}: is not supported (use a path or http(s) URL)"
+        )
+
+    def load_many(self, refs: Iterable[str], workers: int = 4) -> list[LoadResult]:
+        """Load ``refs`` in a thread pool; results (image or ``ImageError``) align with input."""
+        return list(self.iter_load(refs, workers=workers, prefetch=None))
+
+    def iter_load(
+        self, refs: Iterable[str], workers: int = 4, prefetch: int | None = 32
+    ) -> Iterator[LoadResult]:
+        """Like ``load_many`` but lazy, in input order, with at most ``prefetch`` in flight,
+        so a pipeline can decode the next batch while it encodes this one."""
+        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ctir-img")
+        pending: deque[Future[LoadResult]] = deque()
+        try:
+            for ref in refs:
+                pending.append(pool.submit(self._load_result, ref))
+                if prefetch is not None and len(pending) >= max(prefetch, 1):
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # also when the consumer stops early: drop what has not started
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- sources ------------------------------------------------------------------------
+    def _load_result(self, ref: str) -> LoadResult:
+        try:
+            return self.load(ref)
+        except ImageError as exc:
+            return exc
+
+    def _read_file(self, path: Path) -> bytes:
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ImageError("missing", f"no such file: {path}") from None
+        except (OSError, ValueError) as exc:  # permissions, NUL in the name, name too long
+            raise ImageError("missing", f"cannot access {path}: {exc}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError("missing", f"not a regular file: {path}")
+        if st.st_size > self.max_bytes:
+            raise ImageError("too_large", f"{st.st_size:,} bytes > {self.max_bytes:,}: {path}")
+        try:
+            with open(path, "rb") as fh:
+                return fh.read(self.max_bytes + 1)
+        except OSError as exc:
+            raise ImageError("missing", f"cannot read {path}: {exc}") from None
+
+    def _cache_file(self, url: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+        return self.cache_dir / digest[:2] / digest
+
+    def _fetch_url(self, url: str) -> bytes:
+        cached = self._cache_file(url)
+        if cached is not None and cached.is_file():
+            try:
+                return cached.read_bytes()
+            except OSError:
+                pass  # unreadable cache entry: fetch again
+        data = self._download(url)
+        if cached is not None:
+            _write_atomic(cached, data)
+        return data
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = _USER_AGENT
+            self._local.session = session
+        return session
+
+    def _download(self, url: str) -> bytes:
+        """GET with retries (short backoff) on connection errors and 429/5xx only."""
+        timeout = (min(self.timeout, 5.0), self.timeout)
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                with self._session().get(url, stream=True, timeout=timeout) as resp:
+                    if resp.status_code in _RETRY_STATUS and not last:
+                        _backoff(attempt)
+                        continue
+                    if resp.status_code >= 400:
+                        raise ImageError("http_error", f"HTTP {resp.status_code} for {url[:200]}")
+                    return self._read_capped(resp, url)
+            except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
+                if last:
+                    raise ImageError("unreachable", f"{url[:200]}: {str(exc)[:200]}") from None
+                _backoff(attempt)
+            except requests.RequestException as exc:  # bad URL, redirect loop, ...
+                raise ImageError("unreachable", f"{url[:200]}: {str(exc)[:200]}") from None
+        raise ImageError(
+            "unreachable", url[:200]
+        )  # not reached: the last attempt returns or raises
+
+    def _read_capped(self, resp: requests.Response, url: str) -> bytes:
+        length = resp.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > self.max_bytes:
+            raise ImageError(
+                "too_large", f"{int(length):,} bytes > {self.max_bytes:,}: {url[:200]}"
+            )
+        buf = bytearray()
+        for chunk in resp.iter_content(1 << 16):
+            buf += chunk
+            if len(buf) > self.max_bytes:
+                raise ImageError("too_large", f"more than {self.max_bytes:,} bytes: {url[:200]}")
+        return bytes(buf)
+
+
+def decode(data: bytes, *, max_bytes: int | None = None) -> Image.Image:
+    """Bytes -> fully decoded RGB image (transparency flattened on white, EXIF rotation applied)."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ImageError("too_large", f"{len(data):,} bytes > {max_bytes:,}")
+    if not data.strip():
+        raise ImageError("not_an_image", "empty file")
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError("decompression_bomb", str(exc)[:200]) from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            "not_an_image", f"not a {'/'.join(ALLOWED_FORMATS)} image{_sniff(data)}"
+        ) from None
+    except MemoryError:
+        raise ImageError("too_large", "image header does not fit in memory") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on hostile bytes
+        raise ImageError("corrupt", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = im.size
+    if limit and width * height > limit:
+        raise ImageError("decompression_bomb", f"{width}x{height} pixels > {limit:,}")
+    try:
+        return _to_rgb(im)
+    except MemoryError:
+        raise ImageError("too_large", f"{width}x{height} does not fit in memory") from None
+    except Exception as exc:  # noqa: BLE001 - truncated data, bad chunks, unsupported modes
+        raise ImageError("corrupt", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    im.load()
+    im = ImageOps.exif_transpose(im) or im
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit grey: scale into 8 bits first
+        grey = np.asarray(im, dtype=np.float64)
+        peak = float(grey.max()) if grey.size else 0.0
+        if peak > 255:
+            grey = grey * (255.0 / peak)
+        im = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
+    return im.convert("RGB")
+
+
+def _sniff(data: bytes) -> str:
+    head = data[:256].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:2048].lower()):
+        return " (SVG is not supported)"
+    if head.startswith((b"<!doctype html", b"<html")):
+        return " (an HTML page)"
+    return ""
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.2 * 2**attempt, 2.0))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write the cache entry via a temp file + rename; a failed cache write is not an error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass
