@@ -156,6 +156,8 @@ class StoreContract:
         q = [VectorQuery("title_vector", unit(0))]
         us = loaded.search(None, q, 10, [Filter("market", "eq", "US")])["title_vector"]
         assert set(ids(us)) == {"p3", "p5"}
+        assert set(ids(loaded.search(None, q, 10, [Filter("market", "in", ["US", "xx"])])["title_vector"])) == {
+            "p3", "p5"}
         with_image = loaded.search(None, q, 10, [Filter("has_image", "eq", True)])["title_vector"]
         assert set(ids(with_image)) == {"p1", "p2", "p4", "p5"}
         not_in = loaded.search(None, q, 10, [Filter("id", "not_in", ["p1", "p2"])])["title_vector"]
@@ -164,9 +166,10 @@ class StoreContract:
     def test_bad_vector_is_reported_and_others_kept(self, store: Store) -> None:
         store.setup(SCHEMA)
         bad = Document(product("bad", "wrong dims", ("X",)), {"title_vector": np.ones(DIMS + 1, np.float32)})
-        result = store.upsert([CATALOGUE[0], bad, CATALOGUE[1]])
+        zero = Document(product("zero", "zero vector", ("X",)), {"title_vector": np.zeros(DIMS, np.float32)})
+        result = store.upsert([CATALOGUE[0], bad, zero, CATALOGUE[1]])
         assert result.written == 2
-        assert set(result.errors) == {"bad"}
+        assert set(result.errors) == {"bad", "zero"}
         assert store.count() == 2
 
     def test_checkpoint_is_recorded_with_the_batch(self, store: Store) -> None:

@@ -51,7 +51,10 @@ class Filter:
         elif self.op in ("in", "not_in"):
             if isinstance(self.value, str) or not isinstance(self.value, Iterable):
                 raise FilterError(f"{self.field} {self.op} needs a list of values")
-            object.__setattr__(self, "value", tuple(str(v) for v in self.value))
+            values = tuple(str(v) for v in self.value)
+            if self.field == "market":  # markets are stored lower-case
+                values = tuple(v.lower() for v in values)
+            object.__setattr__(self, "value", values)
         elif self.field == "has_image":
             if not isinstance(self.value, bool):
                 raise FilterError("has_image needs true or false")

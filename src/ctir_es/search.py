@@ -77,8 +77,13 @@ def open_store(settings: Settings) -> Store:
     if settings.es_url:
         from .store.elasticsearch import ElasticsearchStore, EsConnection
 
-        conn = EsConnection.from_env(url=settings.es_url, index=settings.es_index, **dict(settings.es_options))
-        return ElasticsearchStore(conn)
+        # The [elasticsearch] config table mixes connection fields (url, api_key, ...) and
+        # store options (index_options, chunk_size, ...): route each to its owner.
+        conn_fields = set(EsConnection.__dataclass_fields__)
+        conn_opts = {k: v for k, v in settings.es_options.items() if k in conn_fields}
+        store_opts = {k: v for k, v in settings.es_options.items() if k not in conn_fields}
+        conn = EsConnection.from_env(url=settings.es_url, index=settings.es_index, **conn_opts)
+        return ElasticsearchStore(conn, **store_opts)
     from .store.embedded import EmbeddedStore
 
     return EmbeddedStore(settings.store)

@@ -436,6 +436,8 @@ def _vector_problem(doc: Document, schema: IndexSchema) -> str | None:
             return f"vector {name!r} has shape {np.asarray(vec).shape}, the index expects ({spec.dims},)"
         if not np.all(np.isfinite(vec)):
             return f"vector {name!r} holds NaN or infinity"
+        if not np.any(vec):
+            return f"vector {name!r} is all zeros (cosine is undefined)"
     return None
 
 

@@ -1,0 +1,277 @@
+"""The Elasticsearch product index, as data: settings, analysers and mappings.
+
+Everything here is a pure function of the ``IndexSchema`` so it can be golden-tested and
+reviewed as JSON. Choices, with the reference pages that back them (Elasticsearch 8.x):
+
+- Text fields (``title``, ``categories``, ``attributes``, ``description``) use the built-in
+  ``english`` analyser (possessives, lowercase, stop words, Porter stemming), so "blenders"
+  matches "blender" - the same stemming the embedded SQLite store gets from FTS5's porter.
+- ``category_path`` is a ``text`` field analysed with a ``path_hierarchy`` tokenizer, which
+  emits one token per ancestor prefix (``A``, ``A/B``, ``A/B/C`` for ``A/B/C``); a subtree
+  filter is then a single ``term`` query on the joined prefix. Its ``search_analyzer`` is
+  ``keyword`` so a query string is never split into prefixes.
+  (reference/8.15/analysis-pathhierarchy-tokenizer.html)
+- The path delimiter is U+001F (INFORMATION SEPARATOR ONE, "unit separator"), not "/" or
+  " > ": the tokenizer takes a single character, category names contain "/" and "&"
+  ("Cases & Covers/Sleeves"), and U+001F can never occur inside a cleaned level because
+  ``str.split()`` treats it as whitespace and ``Product`` collapses whitespace in levels
+  (``path_key`` applies the same collapse to be safe for hand-built products).
+- Vectors are ``dense_vector`` with the schema's similarity, ``cosine`` by default. Our
+  vectors are L2-normalised, where cosine and dot_product rank and score identically
+  (``_score = (1 + cos) / 2`` for both); since 8.11 Elasticsearch normalises cosine vectors
+  at index time and scores them with the dot-product kernel (elastic/elasticsearch#99445),
+  so cosine costs nothing, while ``dot_product`` rejects any document or query vector that
+  is not unit length to within 1e-3 (e.g. an averaged query vector).
+  (reference/8.15/dense-vector.html#dense-vector-similarity)
+- ``index_options.type`` is configurable: ``int8_hnsw`` (the 8.x default for float vectors,
+  4x less memory), ``hnsw``, ``int4_hnsw`` (8x, even dims only), ``bbq_hnsw`` (32x, dims >= 64,
+  needs 8.16+), ``flat`` and ``int8_flat`` (brute force, exact for small catalogues).
+  (reference/8.15/dense-vector.html#dense-vector-index-options)
+- ``_meta.ctir_es`` records the ``IndexSchema`` (vector fields with their encoder manifests)
+  so the query side can check that it encodes with the encoders that built the index.
+  (reference/8.15/mapping-meta-field.html)
+- ``record`` is an ``object`` with ``enabled: false``: kept in ``_source`` verbatim (category
+  paths as lists of levels, attributes as a mapping) so ``get`` rebuilds the exact
+  ``Product``, but never parsed or indexed. (reference/8.15/enabled.html)
+- ``dynamic: strict`` turns a misspelt field into a per-document error instead of a silently
+  auto-mapped field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..errors import ConfigError
+from ..store.base import IndexSchema, VectorField
+
+MAPPING_VERSION = 1
+META_KEY = "ctir_es"
+
+# One char the path_hierarchy tokenizer splits on; see the module docstring.
+PATH_DELIMITER = "\u001f"
+PATH_ANALYZER = "ctir_category_path"
+TEXT_ANALYZER = "english"
+
+# field names the product documents use; vector fields may not reuse them.
+ID_FIELD = "id"
+TITLE_FIELD = "title"
+CATEGORIES_FIELD = "categories"
+CATEGORY_PATH_FIELD = "category_path"
+ATTRIBUTES_FIELD = "attributes"
+DESCRIPTION_FIELD = "description"
+MARKET_FIELD = "market"
+HAS_IMAGE_FIELD = "has_image"
+IMAGE_FIELD = "image"
+VECTOR_FIELDS_FIELD = "vector_fields"
+RECORD_FIELD = "record"
+RESERVED_FIELDS: frozenset[str] = frozenset(
+    {
+        ID_FIELD,
+        TITLE_FIELD,
+        CATEGORIES_FIELD,
+        CATEGORY_PATH_FIELD,
+        ATTRIBUTES_FIELD,
+        DESCRIPTION_FIELD,
+        MARKET_FIELD,
+        HAS_IMAGE_FIELD,
+        IMAGE_FIELD,
+        VECTOR_FIELDS_FIELD,
+        RECORD_FIELD,
+    }
+)
+
+DEFAULT_INDEX_OPTIONS = "int8_hnsw"
+# index_options.type -> (needs even dims, minimum dims). Types that do not exist in 8.x are
+# left out on purpose (e.g. bbq_disk is 9.x only).
+INDEX_OPTION_TYPES: dict[str, tuple[bool, int]] = {
+    "int8_hnsw": (False, 1),
+    "hnsw": (False, 1),
+    "int4_hnsw": (True, 1),
+    "bbq_hnsw": (False, 64),
+    "flat": (False, 1),
+    "int8_flat": (False, 1),
+}
+SIMILARITIES: tuple[str, ...] = ("cosine", "dot_product", "l2_norm", "max_inner_product")
+
+# Field names Elasticsearch treats specially or that would create object paths.
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+def path_key(path: Iterable[str]) -> str:
+    """The form of a category path stored in ``category_path`` and used by subtree filters."""
+    return PATH_DELIMITER.join(" ".join(level.split()) for level in path)
+
+
+def analysis_settings() -> dict[str, Any]:
+    """Custom analysis: only the category path needs one; text fields use built-in ``english``."""
+    return {
+        "tokenizer": {
+            PATH_ANALYZER: {"type": "path_hierarchy", "delimiter": PATH_DELIMITER},
+        },
+        "analyzer": {
+            PATH_ANALYZER: {"type": "custom", "tokenizer": PATH_ANALYZER},
+        },
+    }
+
+
+def check_index_options(index_options: str, dims: int, field: str = "vector") -> None:
+    """Fail before the server does when an index type cannot hold vectors of ``dims``."""
+    rule = INDEX_OPTION_TYPES.get(index_options)
+    if rule is None:
+        raise ConfigError(
+            f"unknown index_options type {index_options!r}; supported: {', '.join(INDEX_OPTION_TYPES)}"
+        )
+    even, minimum = rule
+    if even and dims % 2:
+        raise ConfigError(f"{field}: {index_options} needs an even number of dims, got {dims}")
+    if dims < minimum:
+        raise ConfigError(f"{field}: {index_options} needs at least {minimum} dims, got {dims}")
+
+
+def check_vector_field(name: str, field: VectorField) -> None:
+    """Vector field names become top-level mapping fields: keep them plain and unreserved."""
+    if not _FIELD_NAME.match(name) or name in RESERVED_FIELDS:
+        raise ConfigError(
+            f"bad vector field name {name!r}: use letters, digits and '_' (not one of "
+            f"{', '.join(sorted(RESERVED_FIELDS))})"
+        )
+    if field.dims < 1 or field.dims > 4096:
+        raise ConfigError(f"{name}: dims must be between 1 and 4096, got {field.dims}")
+    if field.similarity not in SIMILARITIES:
+        raise ConfigError(
+            f"{name}: unknown similarity {field.similarity!r}; supported: {', '.join(SIMILARITIES)}"
+        )
+
+
+def vector_mapping(
+    name: str, field: VectorField, index_options: str = DEFAULT_INDEX_OPTIONS
+) -> dict[str, Any]:
+    """One ``dense_vector`` field, indexed for approximate kNN with ``index_options``."""
+    check_vector_field(name, field)
+    check_index_options(index_options, field.dims, name)
+    return {
+        "type": "dense_vector",
+        "dims": field.dims,
+        "index": True,
+        "similarity": field.similarity,
+        "index_options": {"type": index_options},
+    }
+
+
+def meta(schema: IndexSchema, index_options: str = DEFAULT_INDEX_OPTIONS) -> dict[str, Any]:
+    """The ``_meta`` block: what built the index, read back by ``schema_from_mapping``."""
+    return {
+        META_KEY: {
+            "mapping_version": MAPPING_VERSION,
+            "schema": schema.to_json(),
+            "index_options": index_options,
+            "category_path_delimiter": PATH_DELIMITER,
+        }
+    }
+
+
+def product_properties() -> dict[str, Any]:
+    """The product fields every index has, whatever its vectors."""
+    english = {"type": "text", "analyzer": TEXT_ANALYZER}
+    return {
+        ID_FIELD: {"type": "keyword"},
+        TITLE_FIELD: {**english, "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}},
+        CATEGORIES_FIELD: {
+            **english,
+            "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}},
+        },
+        CATEGORY_PATH_FIELD: {
+            "type": "text",
+            "analyzer": PATH_ANALYZER,
+            "search_analyzer": "keyword",
+            "index_options": "docs",
+            "norms": False,
+        },
+        ATTRIBUTES_FIELD: dict(english),
+        DESCRIPTION_FIELD: dict(english),
+        MARKET_FIELD: {"type": "keyword"},
+        HAS_IMAGE_FIELD: {"type": "boolean"},
+        IMAGE_FIELD: {"type": "keyword", "index": False},
+        VECTOR_FIELDS_FIELD: {"type": "keyword"},
+        RECORD_FIELD: {"type": "object", "enabled": False},
+    }
+
+
+def mappings(schema: IndexSchema, index_options: str = DEFAULT_INDEX_OPTIONS) -> dict[str, Any]:
+    """Mappings for ``schema``: product fields plus one ``dense_vector`` per vector field."""
+    properties = product_properties()
+    for name, field in schema.vectors.items():
+        properties[name] = vector_mapping(name, field, index_options)
+    return {"dynamic": "strict", "_meta": meta(schema, index_options), "properties": properties}
+
+
+def index_body(
+    schema: IndexSchema,
+    index_options: str = DEFAULT_INDEX_OPTIONS,
+    *,
+    shards: int = 1,
+    replicas: int | None = None,
+) -> dict[str, Any]:
+    """The create-index body (``settings`` + ``mappings``).
+
+    One shard by default: kNN gathers ``num_candidates`` per shard, and a product catalogue
+    of up to a few million items fits one shard. ``replicas=None`` keeps the cluster default.
+    """
+    index: dict[str, Any] = {"number_of_shards": shards}
+    if replicas is not None:
+        index["number_of_replicas"] = replicas
+    return {
+        "settings": {"index": index, "analysis": analysis_settings()},
+        "mappings": mappings(schema, index_options),
+    }
+
+
+def schema_from_mapping(mapping: Mapping[str, Any]) -> IndexSchema | None:
+    """Read the ``IndexSchema`` back from a GET-mapping body (``{"mappings": {...}}`` or bare)."""
+    body = mapping.get("mappings", mapping)
+    info = (body.get("_meta") or {}).get(META_KEY)
+    if not isinstance(info, Mapping) or "schema" not in info:
+        return None
+    return IndexSchema.from_json(info["schema"])
+
+
+def index_options_from_mapping(mapping: Mapping[str, Any]) -> str | None:
+    body = mapping.get("mappings", mapping)
+    info = (body.get("_meta") or {}).get(META_KEY) or {}
+    value = info.get("index_options")
+    return str(value) if value else None
+
+
+def added_vector_properties(
+    existing: IndexSchema, wanted: IndexSchema, index_options: str = DEFAULT_INDEX_OPTIONS
+) -> dict[str, Any]:
+    """Mappings for vector fields in ``wanted`` that the index lacks (for put-mapping)."""
+    return {
+        name: vector_mapping(name, field, index_options)
+        for name, field in wanted.vectors.items()
+        if name not in existing.vectors
+    }
+
+
+def merged_schema(existing: IndexSchema, wanted: IndexSchema) -> IndexSchema:
+    """Existing fields kept as they are, new ones appended."""
+    vectors = dict(existing.vectors)
+    for name, field in wanted.vectors.items():
+        vectors.setdefault(name, field)
+    return IndexSchema(vectors)
+
+
+def meta_index_body() -> dict[str, Any]:
+    """The small side index holding ingest checkpoints (one document per key)."""
+    return {
+        "settings": {"index": {"number_of_shards": 1}},
+        "mappings": {
+            "dynamic": "strict",
+            "properties": {
+                "key": {"type": "keyword"},
+                "position": {"type": "long"},
+            },
+        },
+    }

@@ -1,0 +1,678 @@
+"""The Elasticsearch layer as data: index definition, bulk actions, search bodies, filters.
+
+No cluster runs here, so what the store sends is pinned as golden JSON (``tests/golden``) and
+was checked by hand against the Elasticsearch 8.x reference:
+
+- dense_vector (dims, index, similarity, index_options types int8_hnsw / hnsw / int4_hnsw /
+  bbq_hnsw / flat / int8_flat): https://www.elastic.co/guide/en/elasticsearch/reference/8.15/dense-vector.html
+  and the index-option rules (int4 even dims, bbq >= 64 dims) in DenseVectorFieldMapper;
+  cosine normalised at index time since 8.11: https://github.com/elastic/elasticsearch/pull/99445
+- top-level knn with k, num_candidates (<= 10,000, >= k) and a pre-filter:
+  https://www.elastic.co/guide/en/elasticsearch/reference/8.15/knn-search.html and
+  https://www.elastic.co/docs/solutions/search/vector/knn/filtered-knn-search
+- multi_match with field^boost and type most_fields / best_fields:
+  https://elastic.co/guide/en/elasticsearch/reference/current/query-dsl-multi-match-query.html
+- path_hierarchy tokenizer (delimiter, one token per ancestor):
+  https://elastic.co/guide/en/elasticsearch/reference/current/analysis-pathhierarchy-tokenizer-examples.html
+- _msearch header/body pairs: https://elastic.co/guide/en/elasticsearch/reference/8.17/search-multi-search.html
+- bulk index actions with _id (add or replace): https://elastic.co/guide/en/elasticsearch/reference/7.12/docs-bulk.html
+  (unchanged in 8.x: https://elastic.co/guide/en/elasticsearch/client/javascript-api/8.18/api-reference.html)
+- _meta in mappings, updatable by put-mapping:
+  https://elastic.co/guide/en/elasticsearch/reference/8.18/mapping-meta-field.html
+- enabled: false objects kept in _source only: https://elastic.co/guide/en/elasticsearch/reference/8.17/enabled.html
+- REST API compatibility headers (client 9.x vs server 8.x):
+  https://elastic.co/guide/en/elasticsearch/reference/8.17/rest-api-compatibility.html,
+  https://github.com/elastic/elasticsearch-py/pull/2928
+
+Regenerate the golden files after an intended change with ``CTIR_UPDATE_GOLDEN=1 pytest tests/test_es_requests.py``
+and review the diff against those pages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from ctir_es.errors import ConfigError, FilterError, QueryError, StoreError
+from ctir_es.es_mappings import index as mapping
+from ctir_es.es_mappings import queries
+from ctir_es.filters import Filter, parse_filters
+from ctir_es.products import Product
+from ctir_es.store.base import (
+    Document,
+    Hit,
+    IndexSchema,
+    LexicalQuery,
+    Store,
+    VectorField,
+    VectorQuery,
+)
+from ctir_es.store.elasticsearch import (
+    ElasticsearchStore,
+    EsConnection,
+    build_client,
+    client_kwargs,
+    compat_mimetype,
+    redact_url,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+
+SCHEMA = IndexSchema(
+    {
+        "image_vector": VectorField(
+            512, "cosine", {"id": "clip-vit-b-32@openai", "name": "ViT-B-32", "dims": 512}
+        ),
+        "title_vector": VectorField(384, "cosine", {"id": "all-minilm-l6-v2@1", "dims": 384}),
+    }
+)
+SMALL = IndexSchema({"v": VectorField(4, "cosine", {"id": "tiny@1"})})
+
+PAN = Product(
+    id="p-1",
+    title="Non-stick frying pan 24 cm",
+    categories=(("Kitchen & Dining", "Cookware", "Pans"), ("Cases & Covers/Sleeves",)),
+    attributes={"Brand": "Hawkins", "Colour": "Black"},
+    description="Induction friendly.",
+    images=("img/p-1.jpg", "img/p-1b.jpg"),
+    market="in",
+)
+TOWEL = Product(id="p-2", title="Cotton bath towel")
+
+
+def golden(name: str, data: Any) -> None:
+    """Compare ``data`` (as JSON) with ``tests/golden/<name>.json``; rewrite it on request."""
+    path = GOLDEN / f"{name}.json"
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    if os.environ.get("CTIR_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"missing golden file {path}; run with CTIR_UPDATE_GOLDEN=1 and review it"
+    assert json.loads(text) == json.loads(path.read_text(encoding="utf-8")), (
+        f"{name} differs from {path}"
+    )
+
+
+FILTERS = parse_filters(
+    [
+        {"field": "category", "op": "subtree", "value": "Kitchen & Dining > Cookware"},
+        {"field": "market", "op": "in", "value": ["US", "in"]},
+        {"field": "has_image", "op": "eq", "value": True},
+        {"field": "id", "op": "not_in", "value": ["p-9"]},
+    ]
+)
+
+
+# ---------------------------------------------------------------- index definition
+
+
+def test_index_body_golden() -> None:
+    golden("index_body", mapping.index_body(SCHEMA))
+
+
+def test_index_body_records_schema_for_the_query_side() -> None:
+    body = mapping.index_body(SCHEMA, "bbq_hnsw", replicas=0)
+    assert mapping.schema_from_mapping(body) == SCHEMA
+    assert mapping.index_options_from_mapping(body) == "bbq_hnsw"
+    assert body["settings"]["index"] == {"number_of_shards": 1, "number_of_replicas": 0}
+    assert mapping.schema_from_mapping({"mappings": {"properties": {}}}) is None
+
+
+@pytest.mark.parametrize("option", sorted(mapping.INDEX_OPTION_TYPES))
+def test_every_index_option_type(option: str) -> None:
+    field = mapping.index_body(SCHEMA, option)["mappings"]["properties"]["image_vector"]
+    assert field == {
+        "type": "dense_vector",
+        "dims": 512,
+        "index": True,
+        "similarity": "cosine",
+        "index_options": {"type": option},
+    }
+
+
+@pytest.mark.parametrize(
+    ("option", "dims", "message"),
+    [
+        ("int4_hnsw", 7, "even number of dims"),
+        ("bbq_hnsw", 32, "at least 64 dims"),
+        ("ivf", 8, "supported: int8_hnsw, hnsw"),
+    ],
+)
+def test_index_options_that_cannot_hold_the_vectors(option: str, dims: int, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        mapping.index_body(IndexSchema({"v": VectorField(dims)}), option)
+
+
+@pytest.mark.parametrize("name", ["title", "record", "a.b", "_id", "9lives", ""])
+def test_vector_names_that_would_clash(name: str) -> None:
+    with pytest.raises(ConfigError, match="bad vector field name"):
+        mapping.index_body(IndexSchema({name: VectorField(8)}))
+
+
+def test_similarity_is_checked() -> None:
+    with pytest.raises(ConfigError, match="similarity"):
+        mapping.index_body(IndexSchema({"v": VectorField(8, "angular")}))
+
+
+def test_path_key_keeps_slashes_and_ampersands() -> None:
+    assert (
+        mapping.path_key(("Cases & Covers/Sleeves", "A > B")) == "Cases & Covers/Sleeves\u001fA > B"
+    )
+    # the delimiter can never come from a level: it is whitespace to str.split()
+    assert mapping.path_key(("Kitchen\u001fDining", "  Pans ")) == "Kitchen Dining\u001fPans"
+
+
+def test_new_vector_fields_are_added_existing_kept() -> None:
+    existing = IndexSchema({"title_vector": SCHEMA.vectors["title_vector"]})
+    added = mapping.added_vector_properties(existing, SCHEMA)
+    assert list(added) == ["image_vector"]
+    merged = mapping.merged_schema(existing, SCHEMA)
+    assert list(merged.vectors) == ["title_vector", "image_vector"]
+
+
+def test_meta_index_body() -> None:
+    golden("meta_index_body", mapping.meta_index_body())
+
+
+# ---------------------------------------------------------------- documents
+
+
+def _docs() -> list[Document]:
+    return [
+        Document(PAN, {"v": np.array([0.5, 0.5, 0.5, 0.5], np.float32)}, "img/p-1.jpg"),
+        Document(TOWEL),
+    ]
+
+
+def test_bulk_actions_golden() -> None:
+    golden("bulk_actions", queries.bulk_actions(_docs(), "products"))
+
+
+def test_bulk_actions_use_the_product_id() -> None:
+    actions = queries.bulk_actions(_docs(), "shop")
+    assert [(a["_op_type"], a["_index"], a["_id"]) for a in actions] == [
+        ("index", "shop", "p-1"),
+        ("index", "shop", "p-2"),
+    ]
+
+
+def test_source_round_trips_the_exact_product() -> None:
+    for doc in _docs():
+        stored = queries.stored_product(json.loads(json.dumps(queries.document_source(doc))))
+        assert stored.product == doc.product
+        assert stored.vector_fields == tuple(sorted(doc.vectors))
+    assert queries.stored_product(queries.document_source(_docs()[1])).image is None
+
+
+def test_image_shown_falls_back_to_first_product_image() -> None:
+    source = queries.document_source(Document(PAN))
+    assert (source["has_image"], source["image"]) == (False, "img/p-1.jpg")
+
+
+@pytest.mark.parametrize(
+    ("vector", "reason"),
+    [
+        (np.ones(5, np.float32), "index has 4 dims, vector has 5"),
+        (np.array([np.nan, 1, 0, 0], np.float32), "non-finite"),
+        (np.zeros(4, np.float32), "zero vector"),
+    ],
+)
+def test_bad_vectors_are_reported_not_sent(vector: np.ndarray, reason: str) -> None:
+    assert reason in (queries.check_document(Document(TOWEL, {"v": vector}), SMALL) or "")
+    assert "unknown vector field" in (
+        queries.check_document(Document(TOWEL, {"w": vector}), SMALL) or ""
+    )
+    assert queries.check_document(Document(TOWEL, {"v": np.ones(4, np.float32)}), SMALL) is None
+
+
+def test_bulk_item_error() -> None:
+    item = {
+        "index": {
+            "_index": "products",
+            "_id": "p-7",
+            "status": 400,
+            "error": {"type": "document_parsing_exception", "reason": "[1:2] failed to parse"},
+        }
+    }
+    assert queries.bulk_item_error(item) == (
+        "p-7",
+        "index failed (400): document_parsing_exception: [1:2] failed to parse",
+    )
+
+
+def test_mget_products_skips_missing() -> None:
+    response = {
+        "docs": [
+            {"_id": "p-1", "found": True, "_source": queries.document_source(_docs()[0])},
+            {"_id": "nope", "found": False},
+        ]
+    }
+    got = queries.mget_products(response)
+    assert list(got) == ["p-1"] and got["p-1"].product == PAN
+
+
+# ---------------------------------------------------------------- filters
+
+
+def test_filters_golden() -> None:
+    golden("filters", queries.es_filter(FILTERS))
+
+
+def test_every_grammar_operator_has_a_translation() -> None:
+    from ctir_es.filters import SUPPORTED
+
+    assert set(queries.FILTER_TRANSLATIONS) == {
+        (f, op) for f, ops in SUPPORTED.items() for op in ops
+    }
+
+
+def test_filter_translation_of_each_kind() -> None:
+    assert queries.es_filter([Filter("market", "eq", "UK")]) == [{"term": {"market": "uk"}}]
+    assert queries.es_filter([Filter("id", "in", ["a", "b"])]) == [{"ids": {"values": ["a", "b"]}}]
+    assert queries.es_filter([Filter("has_image", "eq", False)]) == [{"term": {"has_image": False}}]
+    assert queries.es_filter([Filter("category", "subtree", ("Watches",))]) == [
+        {"term": {"category_path": "Watches"}}
+    ]
+    assert queries.es_filter([]) == [] and queries.es_filter(None) == []
+
+
+def test_unknown_filter_input_raises() -> None:
+    with pytest.raises(FilterError, match="expected a Filter"):
+        queries.es_filter([{"field": "market", "op": "eq", "value": "us"}])  # type: ignore[list-item]
+    forged = Filter("market", "eq", "us")
+    object.__setattr__(forged, "op", "regex")
+    with pytest.raises(FilterError, match="supported: category subtree"):
+        queries.es_filter([forged])
+
+
+# ---------------------------------------------------------------- searches
+
+
+def test_lexical_body_golden() -> None:
+    golden("lexical_body", queries.lexical_body(LexicalQuery("  hand   blender "), 10, FILTERS))
+
+
+def test_lexical_body_without_filters_and_zero_weights() -> None:
+    body = queries.lexical_body(
+        LexicalQuery("blender", {"title": 3, "categories": 0, "description": 0.25}), 5
+    )
+    assert body == {
+        "size": 5,
+        "_source": False,
+        "track_total_hits": False,
+        "query": {
+            "multi_match": {
+                "query": "blender",
+                "type": "most_fields",
+                "fields": ["title^3", "description^0.25"],
+            }
+        },
+    }
+
+
+def test_lexical_body_with_nothing_to_search() -> None:
+    assert queries.lexical_body(LexicalQuery("   "), 5) is None
+    assert queries.lexical_body(LexicalQuery("x", {"title": 0}), 5) is None
+
+
+@pytest.mark.parametrize("weights", [{"brand": 1.0}, {"title": -1.0}, {"title": float("nan")}])
+def test_lexical_weights_are_checked(weights: dict[str, float]) -> None:
+    with pytest.raises(QueryError):
+        queries.lexical_body(LexicalQuery("x", weights), 5)
+
+
+@pytest.mark.parametrize("k", [0, -1, 10_001, True, 2.5])
+def test_k_is_checked(k: Any) -> None:
+    with pytest.raises(QueryError, match="k must be"):
+        queries.lexical_body(LexicalQuery("x"), k)
+
+
+def test_knn_body_golden() -> None:
+    vq = VectorQuery("image_vector", np.array([0.5, -0.5, 0.5, -0.5], np.float32), "image")
+    golden("knn_body", queries.knn_body(vq, 10, FILTERS))
+
+
+def test_num_candidates() -> None:
+    assert queries.num_candidates(10) == 100
+    assert queries.num_candidates(80) == 160
+    assert queries.num_candidates(10, 40) == 40
+    assert queries.num_candidates(50, 20) == 50  # never below k
+    assert queries.num_candidates(6000) == 10_000  # the server's cap
+    with pytest.raises(QueryError):
+        queries.num_candidates(10, 0)
+
+
+def test_knn_body_rejects_non_finite_vectors() -> None:
+    with pytest.raises(QueryError, match="non-finite"):
+        queries.knn_body(VectorQuery("v", np.array([np.inf, 0, 0, 0])), 5)
+
+
+def test_msearch_body_golden() -> None:
+    names, searches = queries.msearch_body(
+        "products",
+        LexicalQuery("blender", {"title": 3, "attributes": 1}),
+        [
+            VectorQuery(
+                "title_vector",
+                np.array([1.0, 0.0, 0.0, 0.0], np.float32),
+                "text",
+                num_candidates=50,
+            ),
+            VectorQuery("image_vector", np.array([0.0, 1.0, 0.0, 0.0], np.float32), "image"),
+        ],
+        5,
+        [Filter("market", "eq", "us")],
+    )
+    assert names == ["bm25", "text", "image"]
+    golden("msearch_body", searches)
+
+
+def test_msearch_body_leaves_out_an_empty_lexical_search() -> None:
+    names, searches = queries.msearch_body(
+        "products", LexicalQuery(""), [VectorQuery("v", np.ones(4))], 3
+    )
+    assert names == ["v"] and len(searches) == 2
+
+
+def test_vector_queries_are_checked_against_the_schema() -> None:
+    ok = VectorQuery("v", np.ones(4))
+    queries.check_vector_queries([ok, VectorQuery("v", np.ones(4), "other")], SMALL)
+    with pytest.raises(QueryError, match="duplicate"):
+        queries.check_vector_queries([ok, ok], SMALL)
+    with pytest.raises(QueryError, match="duplicate"):
+        queries.check_vector_queries([VectorQuery("v", np.ones(4), "bm25")], None)
+    with pytest.raises(QueryError, match="no vector field 'w'"):
+        queries.check_vector_queries([VectorQuery("w", np.ones(4))], SMALL)
+    with pytest.raises(QueryError, match="index has 4 dims, the query vector has 3"):
+        queries.check_vector_queries([VectorQuery("v", np.ones(3))], SMALL)
+
+
+MSEARCH_RESPONSE = {
+    "took": 3,
+    "responses": [
+        {
+            "hits": {"hits": [{"_id": "a", "_score": 7.5}, {"_id": "b", "_score": 2.0}]},
+            "status": 200,
+        },
+        {
+            "hits": {"hits": [{"_id": "b", "_score": 0.9}, {"_id": "a", "_score": 0.75}]},
+            "status": 200,
+        },
+    ],
+}
+
+
+def test_parse_msearch_keeps_rank_order_and_gives_cosines() -> None:
+    converters = queries.vector_score_converters([VectorQuery("v", np.ones(4), "text")], SMALL)
+    got = queries.parse_msearch(["bm25", "text"], MSEARCH_RESPONSE, converters)
+    assert got["bm25"] == [Hit("a", 7.5), Hit("b", 2.0)]
+    assert [h.id for h in got["text"]] == ["b", "a"]
+    assert [h.score for h in got["text"]] == pytest.approx([0.8, 0.5])  # (1 + cos) / 2 -> cos
+
+
+def test_parse_msearch_raises_on_a_failed_search() -> None:
+    failed = {
+        "responses": [
+            {
+                "error": {
+                    "root_cause": [
+                        {"type": "index_not_found_exception", "reason": "no such index [x]"}
+                    ]
+                },
+                "status": 404,
+            }
+        ]
+    }
+    with pytest.raises(
+        StoreError, match="search 'bm25' failed \\(404\\): index_not_found_exception"
+    ):
+        queries.parse_msearch(["bm25"], failed)
+    with pytest.raises(StoreError, match="2 searches"):
+        queries.parse_msearch(["a", "b"], failed)
+
+
+def test_stats_body_and_parse() -> None:
+    golden("stats_body", queries.stats_body())
+    response = {
+        "hits": {"total": {"value": 5, "relation": "eq"}},
+        "aggregations": {
+            "with_image": {"doc_count": 4},
+            "vector_fields": {"buckets": [{"key": "title_vector", "doc_count": 5}]},
+            "markets": {"buckets": [{"key": "in", "doc_count": 3}, {"key": "us", "doc_count": 2}]},
+        },
+    }
+    assert queries.parse_stats(response) == {
+        "products": 5,
+        "with_image": 4,
+        "vector_counts": {"title_vector": 5},
+        "markets": {"in": 3, "us": 2},
+    }
+
+
+# ---------------------------------------------------------------- connection settings and secrets
+
+
+def test_from_env_reads_every_variable() -> None:
+    env = {
+        "CTIR_ES_URL": "https://es.example:9243",
+        "CTIR_ES_INDEX": "shop-v2",
+        "CTIR_ES_USERNAME": "ingest",
+        "CTIR_ES_PASSWORD": "pw-123",
+        "CTIR_ES_CA_CERTS": "/etc/ca.pem",
+        "CTIR_ES_VERIFY_CERTS": "false",
+        "CTIR_ES_REQUEST_TIMEOUT": "12.5",
+        "CTIR_ES_API_COMPAT": "none",
+    }
+    conn = EsConnection.from_env(env)
+    assert conn == EsConnection(
+        "https://es.example:9243",
+        "shop-v2",
+        None,
+        "ingest",
+        "pw-123",
+        "/etc/ca.pem",
+        False,
+        12.5,
+        None,
+    )
+    assert EsConnection.from_env({}) == EsConnection()
+    assert EsConnection.from_env({"CTIR_ES_INDEX": "a"}, index="b", url=None).index == "b"
+
+
+def test_credentials_in_the_url_move_out_of_it() -> None:
+    conn = EsConnection.from_env({"CTIR_ES_URL": "https://elastic:s%40cret@localhost:9200"})
+    assert (conn.url, conn.username, conn.password) == (
+        "https://localhost:9200",
+        "elastic",
+        "s@cret",
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"url": "localhost:9200"}, "http\\(s\\) URL"),
+        ({"url": "http://h:99999"}, "bad port"),
+        ({"index": "Products"}, "bad index name"),
+        ({"index": "_hidden"}, "bad index name"),
+        ({"index": "a/b"}, "bad index name"),
+        ({"api_key": "k", "username": "u", "password": "p"}, "not both"),
+        ({"username": "u"}, "CTIR_ES_PASSWORD is not"),
+        ({"password": "p"}, "CTIR_ES_USERNAME is not"),
+        ({"request_timeout": 0}, "request_timeout"),
+    ],
+)
+def test_bad_settings(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        EsConnection(**settings)
+
+
+def test_bad_env_values() -> None:
+    with pytest.raises(ConfigError, match="CTIR_ES_VERIFY_CERTS"):
+        EsConnection.from_env({"CTIR_ES_VERIFY_CERTS": "maybe"})
+    with pytest.raises(ConfigError, match="unknown Elasticsearch setting"):
+        EsConnection.from_env({}, hostname="x")
+
+
+PASSWORD = "hunter2-Zq9"
+API_KEY = "a2V5aWQ6c2VjcmV0LWtleS1Yejc="
+
+
+def test_repr_and_str_redact_secrets() -> None:
+    for conn in (
+        EsConnection(f"http://elastic:{PASSWORD}@127.0.0.1:9200"),
+        EsConnection(api_key=API_KEY),
+        EsConnection(api_key=f"id1:{API_KEY}"),
+    ):
+        store = ElasticsearchStore(conn)
+        for text in (repr(conn), str(conn), repr(store), str(store)):
+            assert PASSWORD not in text and API_KEY not in text
+        assert "***" in repr(conn)
+    assert redact_url(f"https://u:{PASSWORD}@h:1/x") == "https://***@h:1/x"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_construction_does_no_io() -> None:
+    port = _closed_port()  # nothing listens there
+    store = ElasticsearchStore(
+        EsConnection(f"http://elastic:{PASSWORD}@127.0.0.1:{port}", "ctir-test")
+    )
+    assert isinstance(store, Store)
+    build_client(store.connection)  # building the client connects to nothing either
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "conn",
+    [
+        EsConnection(f"http://elastic:{PASSWORD}@127.0.0.1:{_closed_port()}", "ctir-test"),
+        EsConnection(f"http://127.0.0.1:{_closed_port()}", "ctir-test", api_key=API_KEY),
+    ],
+    ids=["password", "api_key"],
+)
+def test_errors_name_the_cluster_but_not_the_secret(conn: EsConnection) -> None:
+    store = ElasticsearchStore(conn)
+    with pytest.raises(StoreError) as info:
+        store.count()
+    message = str(info.value)
+    assert "cannot reach Elasticsearch at http://127.0.0.1:" in message
+    assert PASSWORD not in message and API_KEY not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_client_kwargs_pass_auth_separately() -> None:
+    kwargs = client_kwargs(EsConnection(f"https://elastic:{PASSWORD}@es:9200", ca_certs="/ca.pem"))
+    assert kwargs["hosts"] == ["https://es:9200"]
+    assert kwargs["basic_auth"] == ("elastic", PASSWORD)
+    assert kwargs["ca_certs"] == "/ca.pem" and kwargs["verify_certs"] is True
+    assert client_kwargs(EsConnection(api_key="id1:key1"))["api_key"] == ("id1", "key1")
+    assert "verify_certs" not in client_kwargs(EsConnection("http://es:9200"))
+
+
+def test_compat_mimetype() -> None:
+    assert (
+        compat_mimetype("application/json", 8)
+        == "application/vnd.elasticsearch+json; compatible-with=8"
+    )
+    assert (
+        compat_mimetype("application/x-ndjson", 8)
+        == "application/vnd.elasticsearch+x-ndjson; compatible-with=8"
+    )
+    assert compat_mimetype("text/plain", 8) == "text/plain"
+
+
+# ---------------------------------------------------------------- one round trip, against a stand-in server
+
+
+class _FakeEs(BaseHTTPRequestHandler):
+    """Answers like Elasticsearch for the few requests a search makes; records what it got."""
+
+    requests: ClassVar[list[tuple[str, str, dict[str, str], bytes]]] = []
+
+    def _reply(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/vnd.elasticsearch+json;compatible-with=8")
+        self.send_header("X-Elastic-Product", "Elasticsearch")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.requests.append(
+            (self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        )
+        if self.path.startswith("/_msearch"):
+            self._reply(200, MSEARCH_RESPONSE)
+        elif self.path.startswith("/products/_mapping"):
+            self._reply(200, {"products-v1": mapping.index_body(SMALL)})
+        else:
+            self._reply(
+                404, {"error": {"type": "index_not_found_exception", "reason": "no"}, "status": 404}
+            )
+
+    do_GET = do_POST = do_PUT = _handle
+
+    def log_message(self, *args: Any) -> None:  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def fake_es() -> Iterator[str]:
+    _FakeEs.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeEs)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_search_is_one_msearch_round_trip_with_compat_8_headers(fake_es: str) -> None:
+    store = ElasticsearchStore(EsConnection(fake_es, "products", api_key="id1:key1"))
+    runs = store.search(
+        LexicalQuery("blender"), [VectorQuery("v", np.ones(4, np.float32) / 2, "text")], 2
+    )
+    store.close()
+    assert runs["bm25"] == [Hit("a", 7.5), Hit("b", 2.0)]
+    assert [h.id for h in runs["text"]] == ["b", "a"]
+    assert [h.score for h in runs["text"]] == pytest.approx([0.8, 0.5])
+    # the schema is read once (dims, similarity), then everything goes in one _msearch
+    assert [(m, p.split("?")[0]) for m, p, _, _ in _FakeEs.requests] == [
+        ("GET", "/products/_mapping"),
+        ("POST", "/_msearch"),
+    ]
+    _, _, headers, body = _FakeEs.requests[1]
+    assert headers["accept"] == "application/vnd.elasticsearch+json; compatible-with=8"
+    assert headers["content-type"] == "application/vnd.elasticsearch+x-ndjson; compatible-with=8"
+    assert headers["authorization"].startswith("ApiKey ")
+    sent = [json.loads(line) for line in body.decode().splitlines()]
+    _, expected = queries.msearch_body(
+        "products", LexicalQuery("blender"), [VectorQuery("v", np.ones(4) / 2, "text")], 2
+    )
+    assert sent == expected
+
+
+def test_server_errors_become_store_errors(fake_es: str) -> None:
+    store = ElasticsearchStore(EsConnection(fake_es, "missing"))
+    assert store.schema() is None and store.count() == 0 and store.get(["x"]) == {}
+    with pytest.raises(
+        StoreError, match="creating index 'missing' failed \\(404\\): index_not_found_exception"
+    ):
+        store.setup(SMALL)

@@ -1,0 +1,184 @@
+"""``ElasticsearchStore`` against a real cluster: the shared Store contract plus ES-only checks.
+
+The cluster is a single-node Elasticsearch started once per session by testcontainers
+(image ``CTIR_ES_TEST_IMAGE``, default below), or an existing one named by
+``CTIR_ES_TEST_URL`` (credentials from the usual ``CTIR_ES_*`` variables). Every test gets
+its own index, deleted afterwards. Where no Docker engine answers, everything here is
+skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from store_contract import CATALOGUE, SCHEMA, StoreContract, unit
+
+from ctir_es.errors import SchemaMismatch
+from ctir_es.es_mappings.index import INDEX_OPTION_TYPES
+from ctir_es.filters import Filter
+from ctir_es.products import Product
+from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
+from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
+
+pytestmark = pytest.mark.integration
+
+ES_IMAGE = os.environ.get(
+    "CTIR_ES_TEST_IMAGE", "docker.elastic.co/elasticsearch/elasticsearch:8.19.10"
+)
+NO_DOCKER = "no Docker engine: Elasticsearch contract tests need Docker (testcontainers)"
+
+
+def docker_unavailable() -> str | None:
+    """Why no container can be started here, or None when a Docker engine answers."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)  # type: ignore[attr-defined]
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - no socket, engine down, no permission, no package
+        return f"{NO_DOCKER} ({type(exc).__name__})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def es_connection() -> Iterator[EsConnection]:
+    """One cluster for the whole session."""
+    url = os.environ.get("CTIR_ES_TEST_URL")
+    if url:
+        yield EsConnection.from_env(url=url, index="ctir-test")
+        return
+    reason = docker_unavailable()
+    if reason:
+        pytest.skip(reason)
+    from testcontainers.community.elasticsearch import ElasticSearchContainer
+
+    container = (
+        ElasticSearchContainer(ES_IMAGE, mem_limit="2g")
+        .with_env("discovery.type", "single-node")
+        .with_env("ES_JAVA_OPTS", "-Xms1g -Xmx1g")
+        .with_env("cluster.routing.allocation.disk.threshold_enabled", "false")
+    )
+    with container:
+        host, port = container.get_container_host_ip(), container.get_exposed_port(container.port)
+        yield EsConnection(f"http://{host}:{port}", "ctir-test", request_timeout=60)
+
+
+@pytest.fixture
+def make_store(es_connection: EsConnection) -> Iterator[Callable[..., ElasticsearchStore]]:
+    """Stores on per-test indices (``make_store(name)`` reopens one); all dropped afterwards."""
+    made: list[ElasticsearchStore] = []
+    default = f"ctir-test-{uuid.uuid4().hex[:12]}"
+
+    def make(index: str | None = None, **options: object) -> ElasticsearchStore:
+        options.setdefault("initial_backoff", 0.1)
+        # float HNSW: exact scores, which the contract compares with the embedded store's
+        options.setdefault("index_options", "hnsw")
+        store = ElasticsearchStore(es_connection.with_index(index or default), **options)  # type: ignore[arg-type]
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        try:
+            store.drop()
+        finally:
+            store.close()
+
+
+class TestElasticsearchStore(StoreContract):
+    @pytest.fixture
+    def store(self, make_store: Callable[..., ElasticsearchStore]) -> ElasticsearchStore:
+        return make_store()
+
+
+def test_round_trip_and_reupsert_does_not_duplicate(
+    make_store: Callable[..., ElasticsearchStore],
+) -> None:
+    store = make_store()
+    assert store.setup(SCHEMA) == SCHEMA
+    assert store.upsert(CATALOGUE).written == len(CATALOGUE)
+    assert store.upsert(CATALOGUE).written == len(CATALOGUE)
+    assert store.count() == len(CATALOGUE)
+    runs = store.search(
+        LexicalQuery("pressure cooker"), [VectorQuery("title_vector", unit(0), "text")], 3
+    )
+    assert runs["bm25"][0].id == "p1" and runs["text"][0].id == "p1"
+    # another store object on the same index sees the data and the schema recorded in _meta
+    again = make_store(store.index)
+    assert again.schema() == SCHEMA
+    assert again.get(["p4"])["p4"].product == CATALOGUE[3].product
+
+
+@pytest.mark.parametrize("option", sorted(INDEX_OPTION_TYPES))
+def test_every_index_option_type_is_accepted(
+    make_store: Callable[..., ElasticsearchStore], option: str
+) -> None:
+    dims = 64  # bbq needs >= 64 dims, int4 an even number
+    schema = IndexSchema({"v": VectorField(dims, "cosine", {"id": "rand@1"})})
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(20, dims)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = make_store(index_options=option)
+    store.setup(schema)
+    docs = [Document(Product(id=f"d{i}", title=f"item {i}"), {"v": vectors[i]}) for i in range(20)]
+    assert store.upsert(docs).written == 20
+    hits = store.search(None, [VectorQuery("v", vectors[3])], 5)["v"]
+    assert hits[0].id == "d3"
+    assert store.stats()["index_options"] == option
+
+
+def test_new_vector_field_is_added_to_an_existing_index(
+    make_store: Callable[..., ElasticsearchStore],
+) -> None:
+    store = make_store()
+    store.setup(SCHEMA)
+    store.upsert(CATALOGUE[:1])
+    wider = IndexSchema(
+        {**SCHEMA.vectors, "image_vector": VectorField(4, "cosine", {"id": "img@1"})}
+    )
+    assert store.setup(wider) == wider
+    assert make_store(store.index).schema() == wider
+    doc = Document(
+        CATALOGUE[1].product, {"image_vector": np.array([0.5, 0.5, 0.5, 0.5], np.float32)}, "i.jpg"
+    )
+    assert not store.upsert([doc]).errors
+    assert store.get([doc.product.id])[doc.product.id].vector_fields == ("image_vector",)
+
+
+def test_foreign_index_is_refused(make_store: Callable[..., ElasticsearchStore]) -> None:
+    store = make_store()
+    store.client.indices.create(index=store.index)
+    with pytest.raises(SchemaMismatch, match="not created by ctir-es"):
+        store.setup(SCHEMA)
+
+
+def test_category_subtree_tolerates_slashes_in_names(
+    make_store: Callable[..., ElasticsearchStore],
+) -> None:
+    store = make_store()
+    store.setup(SCHEMA)
+    doc = Document(
+        Product(
+            id="c1", title="sleeve", categories=(("Computers", "Cases & Covers/Sleeves", "Laptop"),)
+        ),
+        {"title_vector": unit(1)},
+    )
+    store.upsert([doc])
+    q = [VectorQuery("title_vector", unit(1))]
+    hits = store.search(
+        None, q, 5, [Filter("category", "subtree", ("Computers", "Cases & Covers/Sleeves"))]
+    )
+    assert [h.id for h in hits["title_vector"]] == ["c1"]
+    assert (
+        store.search(None, q, 5, [Filter("category", "subtree", ("Computers", "Cases & Covers"))])[
+            "title_vector"
+        ]
+        == []
+    )
