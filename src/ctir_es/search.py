@@ -61,6 +61,7 @@ class SearchResponse:
     fusion: str
     sources: list[str]
     results: list[SearchResult] = field(default_factory=list)
+    weights: Mapping[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +69,7 @@ class SearchResponse:
             "mode": self.mode,
             "fusion": self.fusion,
             "sources": self.sources,
+            "weights": dict(self.weights),
             "results": [r.to_json() for r in self.results],
         }
 
@@ -204,8 +206,9 @@ class Search:
             field_weights=field_weights,
         )
         runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
-        fused = fuse(fusion, runs, weights)[:k]
-        return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused))
+        fused = fuse(fusion, runs, weights if weights is not None else plan.weights)[:k]
+        return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused),
+                              dict(weights if weights is not None else plan.weights))
 
     def _results(self, fused: Sequence[FusedHit]) -> list[SearchResult]:
         stored = self.store.get([h.id for h in fused])

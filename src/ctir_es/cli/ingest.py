@@ -58,7 +58,7 @@ def _run(ctx: click.Context, kind: str, source: Path | None, *, market: str | No
     with err.status("loading models..."):
         text_encoder, image_encoder = load_encoders(settings, report, with_images=options.with_images)
     for msg in report.messages:
-        err.print(f"[yellow]{msg}[/yellow]", highlight=False)
+        err.print(msg, style="yellow", highlight=False, markup=False, soft_wrap=True)
     progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(bar_width=None),
                         TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=err, transient=False)
 

@@ -61,4 +61,7 @@ def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str, 
     elif not response.results:
         Console().print(f"No results for {text!r}.")
     else:
-        Console().print(search_table(response))
+        console = Console()
+        console.print(search_table(response, console.width))
+        click.echo("(scores: fused RRF/linear score; sources: each list's rank and raw score - "
+                   "bm25, cosine for text/image vectors; --json for full ids and paths)", err=True)

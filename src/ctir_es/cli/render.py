@@ -12,30 +12,43 @@ from ..products import format_category_path
 from ..search import SearchResponse
 
 
-def _sources_text(sources: Any) -> str:
-    return "  ".join(f"{name} #{s.rank} {s.score:.3g}" for name, s in sources.items())
+def _sources_text(sources: Any, scores: bool = True) -> str:
+    if not scores:
+        return " ".join(f"{name}#{s.rank}" for name, s in sources.items())
+    return " ".join(f"{name}#{s.rank}:{s.score:.3g}" for name, s in sources.items())
 
 
-def search_table(response: SearchResponse) -> Table:
+def _short_path(path: list[str], levels: int = 3) -> str:
+    """The last levels of a path: the specific end is what tells products apart."""
+    shown = format_category_path(path[-levels:])
+    return ("… > " + shown) if len(path) > levels else shown
+
+
+def search_table(response: SearchResponse, width: int = 160) -> Table:
+    """One line per result; narrow terminals drop the id and image columns (see --json)."""
+    wide = width >= 120
     table = Table(
         title=f"{response.mode} query {response.query!r} - fusion {response.fusion} over "
-        f"{', '.join(response.sources)}",
+        f"{', '.join(f'{s} (w {response.weights.get(s, 1.0):g})' for s in response.sources)}",
         title_justify="left",
     )
-    for col, kw in [("#", {"justify": "right"}), ("id", {}), ("title", {"max_width": 48}),
-                    ("category", {"max_width": 48}), ("image", {"max_width": 28}),
-                    ("score", {"justify": "right"}), ("sources (rank, score)", {})]:
-        table.add_column(col, **kw)
+    columns: list[tuple[str, dict[str, Any]]] = [
+        ("#", {"justify": "right", "min_width": 2}),
+        ("title", {"max_width": 40 if wide else 20}),
+        ("category", {"max_width": 40 if wide else 18}),
+    ]
+    if wide:
+        columns += [("id", {"max_width": 10}), ("image", {"max_width": 12})]
+    sources_header = "sources (name#rank:score)" if wide else "sources"
+    columns += [("score", {"justify": "right", "min_width": 6}), (sources_header, {"min_width": 12})]
+    for col, kw in columns:
+        table.add_column(col, no_wrap=True, overflow="ellipsis", **kw)
     for r in response.results:
-        table.add_row(
-            str(r.rank),
-            r.id,
-            r.title,
-            format_category_path(r.categories[0]) if r.categories else "-",
-            (r.image or "-").rsplit("/", 1)[-1],
-            f"{r.score:.4f}",
-            _sources_text(r.sources),
-        )
+        cells = [str(r.rank), r.title, _short_path(r.categories[0]) if r.categories else "-"]
+        if wide:
+            cells += [r.id, (r.image or "-").rsplit("/", 1)[-1]]
+        cells += [f"{r.score:.4f}", _sources_text(r.sources, scores=wide)]
+        table.add_row(*cells)
     return table
 
 
@@ -59,5 +72,3 @@ def print_report(report: IngestReport, console: Console, store_count: int | None
         console.print(f"    {reason:<24} {n:>6}")
     for what, n in report.notes.most_common():
         console.print(f"  note: {what}: {n}")
-    for msg in report.messages:
-        console.print(f"  [yellow]{msg}[/yellow]")

@@ -34,7 +34,17 @@ reviewed as JSON. Choices, with the reference pages that back them (Elasticsearc
   paths as lists of levels, attributes as a mapping) so ``get`` rebuilds the exact
   ``Product``, but never parsed or indexed. (reference/8.15/enabled.html)
 - ``dynamic: strict`` turns a misspelt field into a per-document error instead of a silently
-  auto-mapped field.
+  auto-mapped field. The one exception is ``category_levels`` (``dynamic: true`` on that object
+  only), whose ``l1``, ``l2``, ... sub-fields the ingest pipeline creates per depth; a dynamic
+  template maps each of them to ``keyword``. (reference/8.15/dynamic.html,
+  dynamic-templates.html#path-match-unmatch)
+- Fields derived server-side by the ingest pipeline (``ctir_es.es_mappings.pipeline``):
+  ``category_top``, ``category_ancestors`` (every ancestor as "A > B"), ``category_levels.lN``,
+  ``category_depth`` and ``ingested_at``. ``index.default_pipeline`` names that pipeline so
+  every write (bulk, ``_reindex``, a hand-made ``PUT _doc``) goes through it.
+  (reference/8.15/ingest.html#set-default-pipeline)
+- Versioned indices behind an alias: the store writes and reads ``products`` (an alias), the
+  data lives in ``products-v1``, ``products-v2``, ...; see ``ctir_es.es_mappings.lifecycle``.
 """
 
 from __future__ import annotations
@@ -46,7 +56,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..store.base import IndexSchema, VectorField
 
-MAPPING_VERSION = 1
+MAPPING_VERSION = 2
 META_KEY = "ctir_es"
 
 # One char the path_hierarchy tokenizer splits on; see the module docstring.
@@ -66,6 +76,12 @@ HAS_IMAGE_FIELD = "has_image"
 IMAGE_FIELD = "image"
 VECTOR_FIELDS_FIELD = "vector_fields"
 RECORD_FIELD = "record"
+# derived by the ingest pipeline
+CATEGORY_TOP_FIELD = "category_top"
+CATEGORY_ANCESTORS_FIELD = "category_ancestors"
+CATEGORY_LEVELS_FIELD = "category_levels"
+CATEGORY_DEPTH_FIELD = "category_depth"
+INGESTED_AT_FIELD = "ingested_at"
 RESERVED_FIELDS: frozenset[str] = frozenset(
     {
         ID_FIELD,
@@ -79,6 +95,11 @@ RESERVED_FIELDS: frozenset[str] = frozenset(
         IMAGE_FIELD,
         VECTOR_FIELDS_FIELD,
         RECORD_FIELD,
+        CATEGORY_TOP_FIELD,
+        CATEGORY_ANCESTORS_FIELD,
+        CATEGORY_LEVELS_FIELD,
+        CATEGORY_DEPTH_FIELD,
+        INGESTED_AT_FIELD,
     }
 )
 
@@ -160,14 +181,25 @@ def vector_mapping(
     }
 
 
-def meta(schema: IndexSchema, index_options: str = DEFAULT_INDEX_OPTIONS) -> dict[str, Any]:
-    """The ``_meta`` block: what built the index, read back by ``schema_from_mapping``."""
+def meta(
+    schema: IndexSchema,
+    index_options: str = DEFAULT_INDEX_OPTIONS,
+    pipeline: str | None = None,
+) -> dict[str, Any]:
+    """The ``_meta`` block: what built the index, read back by ``schema_from_mapping``.
+
+    ``pipeline`` is the ingest pipeline the index was built for (bulk requests name it, so an
+    index made by an older ctir-es without the derived fields is never fed them).
+    """
+    from .pipeline import PIPELINE_ID
+
     return {
         META_KEY: {
             "mapping_version": MAPPING_VERSION,
             "schema": schema.to_json(),
             "index_options": index_options,
             "category_path_delimiter": PATH_DELIMITER,
+            "ingest_pipeline": pipeline or PIPELINE_ID,
         }
     }
 
@@ -196,7 +228,24 @@ def product_properties() -> dict[str, Any]:
         IMAGE_FIELD: {"type": "keyword", "index": False},
         VECTOR_FIELDS_FIELD: {"type": "keyword"},
         RECORD_FIELD: {"type": "object", "enabled": False},
+        CATEGORY_TOP_FIELD: {"type": "keyword"},
+        CATEGORY_ANCESTORS_FIELD: {"type": "keyword"},
+        CATEGORY_LEVELS_FIELD: {"type": "object", "dynamic": True},
+        CATEGORY_DEPTH_FIELD: {"type": "short"},
+        INGESTED_AT_FIELD: {"type": "date"},
     }
+
+
+def dynamic_templates() -> list[dict[str, Any]]:
+    """``category_levels.l1``, ``.l2``, ... (one per depth, made by the pipeline) are keywords."""
+    return [
+        {
+            "category_levels": {
+                "path_match": f"{CATEGORY_LEVELS_FIELD}.*",
+                "mapping": {"type": "keyword"},
+            }
+        }
+    ]
 
 
 def mappings(schema: IndexSchema, index_options: str = DEFAULT_INDEX_OPTIONS) -> dict[str, Any]:
@@ -204,7 +253,12 @@ def mappings(schema: IndexSchema, index_options: str = DEFAULT_INDEX_OPTIONS) ->
     properties = product_properties()
     for name, field in schema.vectors.items():
         properties[name] = vector_mapping(name, field, index_options)
-    return {"dynamic": "strict", "_meta": meta(schema, index_options), "properties": properties}
+    return {
+        "dynamic": "strict",
+        "dynamic_templates": dynamic_templates(),
+        "_meta": meta(schema, index_options),
+        "properties": properties,
+    }
 
 
 def index_body(
@@ -219,9 +273,12 @@ def index_body(
     One shard by default: kNN gathers ``num_candidates`` per shard, and a product catalogue
     of up to a few million items fits one shard. ``replicas=None`` keeps the cluster default.
     """
+    from .pipeline import PIPELINE_ID
+
     index: dict[str, Any] = {"number_of_shards": shards}
     if replicas is not None:
         index["number_of_replicas"] = replicas
+    index["default_pipeline"] = PIPELINE_ID
     return {
         "settings": {"index": index, "analysis": analysis_settings()},
         "mappings": mappings(schema, index_options),
@@ -237,10 +294,25 @@ def schema_from_mapping(mapping: Mapping[str, Any]) -> IndexSchema | None:
     return IndexSchema.from_json(info["schema"])
 
 
-def index_options_from_mapping(mapping: Mapping[str, Any]) -> str | None:
+def _info(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
     body = mapping.get("mappings", mapping)
-    info = (body.get("_meta") or {}).get(META_KEY) or {}
-    value = info.get("index_options")
+    info = (body.get("_meta") or {}).get(META_KEY)
+    return info if isinstance(info, Mapping) else {}
+
+
+def index_options_from_mapping(mapping: Mapping[str, Any]) -> str | None:
+    value = _info(mapping).get("index_options")
+    return str(value) if value else None
+
+
+def mapping_version_from_mapping(mapping: Mapping[str, Any]) -> int | None:
+    value = _info(mapping).get("mapping_version")
+    return int(value) if value is not None else None
+
+
+def pipeline_from_mapping(mapping: Mapping[str, Any]) -> str | None:
+    """The ingest pipeline the index was built for; None for indices made before pipelines."""
+    value = _info(mapping).get("ingest_pipeline")
     return str(value) if value else None
 
 

@@ -18,6 +18,12 @@ check the requests the store makes. Reference pages (Elasticsearch 8.x) they fol
   (reference/8.15/search-multi-search.html);
 - writes: bulk ``index`` actions with ``_id`` = product id, so re-ingesting replaces
   (reference/8.15/docs-bulk.html); reads: ``_mget`` (reference/8.15/docs-multi-get.html).
+- server-side fusion (optional, see ``ctir_es.store.es.capabilities``): one ``_search`` with a
+  ``retriever``: ``rrf`` over ``standard`` + ``knn`` retrievers (``rank_constant``,
+  ``rank_window_size``; GA in 8.16, reference/8.16/retriever.html#rrf-retriever) or ``linear``
+  with per-retriever ``weight`` and ``normalizer: minmax`` (8.18+,
+  reference/8.18/retriever.html#linear-retriever). Filters go on every child retriever
+  (``standard.filter``, ``knn.filter``), which every 8.x version with retrievers accepts.
 """
 
 from __future__ import annotations
@@ -342,6 +348,103 @@ def vector_score_converters(
     }
 
 
+# ---------------------------------------------------------------- server-side fusion (retrievers)
+
+RETRIEVER_FUSIONS: tuple[str, ...] = ("rrf", "linear")
+RRF_RANK_CONSTANT = 60
+
+
+def _standard_retriever(
+    lexical: LexicalQuery, clauses: list[dict[str, Any]], multi_match_type: str
+) -> dict[str, Any] | None:
+    fields = lexical_fields(lexical.weights)
+    text = " ".join(lexical.text.split())
+    if not text or not fields:
+        return None
+    standard: dict[str, Any] = {
+        "query": {"multi_match": {"query": text, "type": multi_match_type, "fields": fields}}
+    }
+    if clauses:
+        standard["filter"] = clauses
+    return {"standard": standard}
+
+
+def _knn_retriever(vq: VectorQuery, k: int, clauses: list[dict[str, Any]]) -> dict[str, Any]:
+    body = knn_body(vq, k)["knn"]
+    if clauses:
+        body["filter"] = clauses
+    return {"knn": body}
+
+
+def retriever_body(
+    method: str,
+    lexical: LexicalQuery | None,
+    vectors: Sequence[VectorQuery],
+    k: int,
+    filters: Sequence[Filter] = (),
+    *,
+    window: int | None = None,
+    weights: Mapping[str, float] | None = None,
+    rank_constant: int = RRF_RANK_CONSTANT,
+    multi_match_type: str = MULTI_MATCH_TYPE,
+) -> tuple[list[str], dict[str, Any] | None]:
+    """Source names and ONE ``_search`` body fusing them server-side, or None when fewer than
+    two sources have something to search (a compound retriever needs two children).
+
+    ``window`` is each child's depth (``rank_window_size``, and ``k`` of the kNN children);
+    ``weights`` (by source name, default 1) apply to ``linear`` only - the 8.x ``rrf`` retriever
+    weighs every child equally, so callers fall back to client-side RRF when weights differ.
+    """
+    if method not in RETRIEVER_FUSIONS:
+        raise QueryError(
+            f"unknown server-side fusion {method!r}; supported: {', '.join(RETRIEVER_FUSIONS)}"
+        )
+    _check_k(k)
+    depth = max(k, window or k)
+    _check_k(depth)
+    clauses = es_filter(filters)
+    names: list[str] = []
+    children: list[dict[str, Any]] = []
+    if lexical is not None:
+        standard = _standard_retriever(lexical, clauses, multi_match_type)
+        if standard is not None:
+            names.append(LEXICAL_SOURCE)
+            children.append(standard)
+    for vq in vectors:
+        names.append(vq.name)
+        children.append(_knn_retriever(vq, depth, clauses))
+    if len(children) < 2:
+        return names, None
+    retriever: dict[str, Any]
+    if method == "rrf":
+        retriever = {
+            "rrf": {
+                "retrievers": children,
+                "rank_window_size": depth,
+                "rank_constant": rank_constant,
+            }
+        }
+    else:
+        w = weights or {}
+        for name, weight in w.items():
+            if not math.isfinite(weight) or weight < 0:
+                raise QueryError(f"weight for {name} must be a finite number >= 0, got {weight!r}")
+        retriever = {
+            "linear": {
+                "retrievers": [
+                    {
+                        "retriever": child,
+                        "weight": float(w.get(name, 1.0)),
+                        "normalizer": "minmax",
+                    }
+                    for name, child in zip(names, children)
+                ],
+                "rank_window_size": depth,
+            }
+        }
+    return names, {**_base(k), "retriever": retriever}
+
+
 # ---------------------------------------------------------------- documents
 
 
@@ -370,6 +473,9 @@ def document_source(doc: Document) -> dict[str, Any]:
         IMAGE_FIELD: shown_image(doc),
         VECTOR_FIELDS_FIELD: sorted(doc.vectors),
         RECORD_FIELD: {
+            # the exact record: the ingest pipeline normalises the searched copies above
+            "title": p.title,
+            "description": p.description,
             "categories": [list(path) for path in p.categories],
             "attributes": dict(p.attributes),
             "images": list(p.images),
@@ -410,6 +516,24 @@ def bulk_actions(docs: Sequence[Document], index: str) -> list[dict[str, Any]]:
     ]
 
 
+def bulk_lines(
+    docs: Sequence[Document], index: str, dumps: Callable[[Any], str] | None = None
+) -> list[tuple[str, str, str]]:
+    """``(id, action line, source line)`` per document: the ``_bulk`` NDJSON, pre-serialised so
+    chunks can be cut by byte size exactly as they go on the wire."""
+    import json
+
+    encode = dumps or (lambda obj: json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+    return [
+        (
+            doc.product.id,
+            encode({"index": {"_index": index, "_id": doc.product.id}}),
+            encode(document_source(doc)),
+        )
+        for doc in docs
+    ]
+
+
 def bulk_item_error(item: Mapping[str, Any]) -> tuple[str, str]:
     """``(id, reason)`` of a failed item as ``streaming_bulk`` yields it."""
     op, info = next(iter(item.items()))
@@ -423,12 +547,12 @@ def stored_product(source: Mapping[str, Any]) -> StoredProduct:
     record = source.get(RECORD_FIELD) or {}
     product = Product(
         id=str(source[ID_FIELD]),
-        title=str(source.get(TITLE_FIELD, "")),
+        title=str(record.get("title", source.get(TITLE_FIELD, ""))),
         categories=tuple(
             tuple(str(level) for level in path) for path in record.get("categories", [])
         ),
         attributes={str(k): str(v) for k, v in (record.get("attributes") or {}).items()},
-        description=str(source.get(DESCRIPTION_FIELD) or ""),
+        description=str(record.get("description", source.get(DESCRIPTION_FIELD)) or ""),
         images=tuple(str(i) for i in record.get("images", [])),
         market=source.get(MARKET_FIELD),
     )

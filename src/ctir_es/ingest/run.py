@@ -78,3 +78,28 @@ def ingest_catalogue(
         return pipeline.run(products, report, checkpoint_key=key, on_batch=on_batch)
     finally:
         store.close()
+
+
+def load_encoders(
+    settings: Settings, report: IngestReport, *, with_images: bool = True
+) -> tuple[TextEncoder | None, ImageEncoder | None]:
+    """The encoders an ingest uses, loaded now so a bad model fails before any work.
+
+    No image weights is not an error: the ingest goes on text-only and says so in one line.
+    """
+    from ..encoders.registry import EncoderConfig, load_text_encoder, try_load_image_encoder
+
+    cfg = EncoderConfig.from_settings(settings)
+    text = None if settings.text_model.strip().lower() == "none" else load_text_encoder(cfg)
+    if text is None:
+        report.message("no text encoder (--text-model none): BM25 only, no title vectors")
+    image = None
+    if not with_images:
+        report.message("images not fetched (--no-images): no image vectors")
+    elif not settings.use_images:
+        report.message("image vectors off (--clip-weights none): text-only ingest")
+    else:
+        image, notice = try_load_image_encoder(cfg)
+        if notice:
+            report.message(notice)
+    return text, image
