@@ -113,3 +113,29 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 # =====================================================================================
 # (end of encoder fixtures)
 # =====================================================================================
+
+
+# =====================================================================================
+# Real data: the flipkart-1050 catalogue (shared with the project, not copied into it).
+# =====================================================================================
+
+def _find_flipkart() -> Path | None:
+    import os
+
+    candidates = [os.environ.get("CTIR_ES_FLIPKART_DIR"),
+                  Path(__file__).resolve().parents[2] / "shared/datasets/flipkart-1050",
+                  "/work/shared/datasets/flipkart-1050"]
+    for c in candidates:
+        if c and (Path(c) / "products.csv").is_file():
+            return Path(c)
+    return None
+
+
+FLIPKART_DIR = _find_flipkart()
+
+
+@pytest.fixture(scope="session")
+def flipkart_dir() -> Path:
+    if FLIPKART_DIR is None:
+        pytest.skip("flipkart-1050 not found: set CTIR_ES_FLIPKART_DIR to the dataset folder")
+    return FLIPKART_DIR

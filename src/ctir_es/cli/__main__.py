@@ -1,0 +1,5 @@
+"""``python -m ctir_es.cli`` - same as the ``ctir-es`` console script."""
+
+from .main import main
+
+main()
