@@ -43,6 +43,10 @@ class StoreError(CtirError):
     """The store cannot be opened, written or queried."""
 
 
+class StoreLocked(StoreError):
+    """Another process is already ingesting into this store."""
+
+
 class SchemaMismatch(StoreError):
     """The index was built with other encoders / dims than the ones in use now."""
 

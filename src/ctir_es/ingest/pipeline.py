@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -122,6 +123,19 @@ class Pipeline:
         report: IngestReport,
         checkpoint_key: str | None = None,
         on_batch: Callable[[IngestReport], None] | None = None,
+    ) -> IngestReport:
+        # Stores that can be written by one process at a time say so (the embedded file);
+        # Elasticsearch serialises writes itself.
+        lock = getattr(self.store, "exclusive_writer", None)
+        with lock() if lock else contextlib.nullcontext():
+            return self._run(products, report, checkpoint_key, on_batch)
+
+    def _run(
+        self,
+        products: Iterable[Product],
+        report: IngestReport,
+        checkpoint_key: str | None,
+        on_batch: Callable[[IngestReport], None] | None,
     ) -> IngestReport:
         self.store.setup(index_schema(self.text_encoder, self.image_encoder))
         start = self.store.checkpoint(checkpoint_key) if (checkpoint_key and self.options.resume) else None

@@ -8,17 +8,20 @@ memory and reloaded only when another connection has committed (``PRAGMA data_ve
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import SchemaMismatch, StoreError
+from ..errors import SchemaMismatch, StoreError, StoreLocked
 from ..filters import Filter
 from ..products import Product, format_category_path, path_prefixes
 from .base import (
@@ -177,6 +180,31 @@ class EmbeddedStore:
                 raise StoreError(f"cannot open store {self.path}: {exc}") from exc
             self._conn = conn
         return self._conn
+
+    @contextlib.contextmanager
+    def exclusive_writer(self) -> Iterator[None]:
+        """Refuse a second concurrent ingest into this file (readers are never blocked).
+
+        An advisory ``flock`` on ``<store>.lock``: the kernel releases it when the holder dies,
+        so a killed ingest never leaves a stale lock behind.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                raise StoreLocked(
+                    f"another ingest (pid {holder}) is writing to {self.path}; wait for it to finish "
+                    "(queries keep working meanwhile)"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
 
     def close(self) -> None:
         with self._lock:
