@@ -56,8 +56,10 @@ def rrf(runs: Runs, weights: Mapping[str, float] | None = None, k: int = RRF_K) 
         raise QueryError("RRF k must be >= 0")
     sources = _collect(runs)
     w = weights or {}
+    # Sum in source-name order: float addition is not associative, and the order of the
+    # sources must never change a ranking.
     scored = {
-        pid: sum(w.get(src, 1.0) / (k + s.rank) for src, s in per.items()) for pid, per in sources.items()
+        pid: sum(w.get(src, 1.0) / (k + s.rank) for src, s in sorted(per.items())) for pid, per in sources.items()
     }
     return [FusedHit(pid, scored[pid], sources[pid]) for pid in _order(scored, sources)]
 
@@ -80,7 +82,7 @@ def linear(runs: Runs, weights: Mapping[str, float] | None = None) -> list[Fused
     scored: dict[str, float] = {}
     explained: dict[str, dict[str, SourceScore]] = {}
     for pid, per in sources.items():
-        scored[pid] = sum(w.get(src, 1.0) * norms[src][pid] for src in per)
+        scored[pid] = sum(w.get(src, 1.0) * norms[src][pid] for src in sorted(per))
         explained[pid] = {
             src: SourceScore(s.rank, s.score, norms[src][pid]) for src, s in per.items()
         }

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS products (
     attributes TEXT NOT NULL,   -- "Name: value ; ..." (BM25 column)
     description TEXT NOT NULL,
     extra TEXT NOT NULL,        -- JSON: category lists, attribute dict, image refs
-    image TEXT,                 -- the image that was encoded (or the first reference)
+    image TEXT,                 -- the image shown in results: one that loaded, never a broken one
     market TEXT,
     has_image INTEGER NOT NULL DEFAULT 0
 );
@@ -418,6 +418,30 @@ class EmbeddedStore:
             rows = self.conn.execute("SELECT node, count(*) FROM category_nodes GROUP BY node").fetchall()
             return {tuple(node.split(NODE_SEP)): n for node, n in rows}
 
+    def vectors(self, ids: Sequence[str], field: str) -> dict[str, np.ndarray]:
+        """The stored ``field`` vectors of ``ids`` (an id without one is absent), e.g. for
+        "more like this" queries on a product's own vectors."""
+        out: dict[str, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(ids), 500):  # stay under SQLite's parameter limit
+                chunk = list(ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self.conn.execute(
+                    "SELECT p.id, v.vec FROM vectors v JOIN products p ON p.rowid = v.product "
+                    f"WHERE v.field = ? AND p.id IN ({marks})",
+                    [field, *chunk],
+                ).fetchall()
+                out.update((pid, np.frombuffer(vec, dtype=np.float32).copy()) for pid, vec in rows)
+        return out
+
+    def image_dirs(self) -> list[str]:
+        """Distinct directories of the local image files the products refer to (URLs left
+        out): where a server may serve catalogue images from."""
+        with self._lock:
+            rows = self.conn.execute("SELECT DISTINCT image FROM products WHERE image IS NOT NULL").fetchall()
+        dirs = {str(Path(ref).parent) for (ref,) in rows if "://" not in ref and Path(ref).is_absolute()}
+        return sorted(dirs)
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             conn = self.conn
@@ -472,7 +496,6 @@ def _vector_problem(doc: Document, schema: IndexSchema) -> str | None:
 def _product_row(doc: Document) -> tuple[Any, ...]:
     p = doc.product
     extra = {"categories": [list(c) for c in p.categories], "attributes": dict(p.attributes), "images": list(p.images)}
-    image = doc.image or (p.images[0] if p.images else None)
     return (
         p.id,
         p.title,
@@ -480,7 +503,7 @@ def _product_row(doc: Document) -> tuple[Any, ...]:
         p.attribute_text,
         p.description,
         json.dumps(extra, ensure_ascii=False, separators=(",", ":")),
-        image,
+        doc.image,  # only an image that loaded (or, with --no-images, the unverified reference)
         p.market,
         int(doc.image is not None),
     )

@@ -1,0 +1,108 @@
+"""Property-based tests: category paths, record validation, fusion invariants, FTS queries."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from ctir_es.errors import InvalidRecord
+from ctir_es.products import Product, format_category_path, parse_category_path, path_prefixes
+from ctir_es.ranking.fusion import linear, rrf
+from ctir_es.store.base import Hit, IndexSchema, LexicalQuery
+from ctir_es.store.embedded import EmbeddedStore
+from store_contract import CATALOGUE, SCHEMA
+
+level = st.text(st.characters(blacklist_characters=">", blacklist_categories=("Cs",)), min_size=1, max_size=20).map(
+    lambda s: " ".join(s.split())).filter(bool)
+
+
+@given(st.lists(level, min_size=1, max_size=8))
+def test_path_format_parse_round_trip(levels: list[str]) -> None:
+    assert parse_category_path(format_category_path(levels)) == tuple(levels)
+
+
+@given(st.text(max_size=200))
+def test_parse_is_idempotent_and_clean(text: str) -> None:
+    path = parse_category_path(text)
+    assert parse_category_path(format_category_path(path)) == path
+    assert all(lv and lv == lv.strip() and ">" not in lv for lv in path)
+    assert path_prefixes(path)[-1:] == ([path] if path else [])
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["id", "title", "categories", "attributes", "description", "images",
+                                        "market", "other"]), json_like, max_size=8))
+def test_any_record_is_a_product_or_a_named_rejection(raw: dict) -> None:
+    try:
+        p = Product.from_mapping(raw)
+    except InvalidRecord as exc:
+        assert exc.reason and " " not in exc.reason
+        return
+    assert p.id and p.title
+    assert Product.from_mapping(p.to_json()) == p
+
+
+ids = st.sampled_from(list("abcdefghij"))
+ranked = st.lists(ids, unique=True, max_size=10).map(
+    lambda xs: [Hit(x, float(len(xs) - i)) for i, x in enumerate(xs)])
+runs = st.dictionaries(st.sampled_from(["bm25", "text", "image"]), ranked, max_size=3)
+
+
+@given(runs)
+def test_rrf_basic_invariants(r: dict) -> None:
+    fused = rrf(r)
+    assert {h.id for h in fused} == {h.id for hits in r.values() for h in hits}
+    assert all(h.score > 0 for h in fused)
+    assert [h.score for h in fused] == sorted((h.score for h in fused), reverse=True)
+    assert rrf({**r, "empty": []}) == fused  # an empty list changes nothing
+    swapped = rrf(dict(reversed(list(r.items()))))
+    assert [(h.id, h.score) for h in swapped] == [(h.id, h.score) for h in fused]  # source order is irrelevant
+
+
+@given(runs, st.data())
+def test_rrf_is_monotone_in_rank(r: dict, data: st.DataObject) -> None:
+    sources = [s for s, hits in r.items() if len(hits) >= 2]
+    assume(sources)
+    src = data.draw(st.sampled_from(sources))
+    hits = r[src]
+    i = data.draw(st.integers(1, len(hits) - 1))
+    promoted = hits[:i - 1] + [hits[i]] + [hits[i - 1]] + hits[i + 1:]  # move hits[i] up one place
+    before = {h.id: h.score for h in rrf(r)}
+    after = {h.id: h.score for h in rrf({**r, src: promoted})}
+    assert after[hits[i].id] > before[hits[i].id]
+    assert after[hits[i - 1].id] < before[hits[i - 1].id]
+
+
+@given(runs, st.floats(0, 1), st.floats(0, 1))
+def test_linear_scores_are_bounded_by_the_weights(r: dict, w1: float, w2: float) -> None:
+    weights = {"bm25": w1, "text": w2, "image": 1.0}
+    for h in linear(r, weights):
+        assert -1e-9 <= h.score <= sum(weights[s] for s in h.sources) + 1e-9
+
+
+@pytest.fixture(scope="module")
+def small_store():
+    with tempfile.TemporaryDirectory() as tmp:
+        store = EmbeddedStore(Path(tmp) / "s.db")
+        store.setup(SCHEMA)
+        store.upsert(CATALOGUE)
+        yield store
+        store.close()
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=100))
+def test_any_query_text_is_safe_for_fts(small_store: EmbeddedStore, text: str) -> None:
+    hits = small_store.search(LexicalQuery(text), [], 5)["bm25"]  # never an FTS5 syntax error
+    assert len(hits) <= 5
+    assert isinstance(small_store.schema(), IndexSchema)
