@@ -9,6 +9,30 @@ Top-level layout (one concept per subpackage):
 - ``es_mappings``  the Elasticsearch index definition, as data
 - ``ranking``      query planning and fusion (RRF, linear)
 - ``cli``          thin click commands over the library
+- ``service``      the HTTP API and web page (FastAPI) over ``Search``
+
+The Python entry point is ``ctir_es.Search`` (imported lazily, so ``import ctir_es`` stays
+light)::
+
+    import ctir_es
+    with ctir_es.Search.open() as search:
+        print(search.search("Kitchen & Dining > Cookware", k=5).to_json())
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .search import Search
+
 __version__ = "0.1.0"
+__all__ = ["Search", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Search":
+        from .search import Search
+
+        return Search
+    raise AttributeError(f"module 'ctir_es' has no attribute {name!r}")

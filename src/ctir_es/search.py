@@ -11,21 +11,68 @@ loads with other weights or dims is an error that says what differs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
 
 from .config import Settings, load_settings
 from .encoders.base import ImageEncoder, TextEncoder
 from .errors import QueryError, SchemaMismatch, StoreError
 from .filters import Filter
 from .ranking.fusion import FusedHit, SourceScore, fuse
-from .ranking.plan import IMAGE_VECTOR, TITLE_VECTOR, detect_mode, plan_query
-from .store.base import IndexSchema, Store
+from .ranking.plan import (
+    IMAGE_SOURCE,
+    IMAGE_VECTOR,
+    TEXT_SOURCE,
+    TITLE_VECTOR,
+    detect_mode,
+    plan_query,
+)
+from .store.base import (
+    DEFAULT_FIELD_WEIGHTS,
+    IndexSchema,
+    LexicalQuery,
+    Store,
+    StoredProduct,
+    VectorQuery,
+)
+
+if TYPE_CHECKING:
+    from .categories import Categorization, CategoryNode
+    from .ingest.pipeline import IngestOptions
+    from .ingest.report import IngestReport
+    from .products import Product
 
 # Each source returns this many candidates before fusion (fusion needs depth to work with).
 MIN_CANDIDATES = 100
 MAX_K = 1_000
+# "More like this": the product's own vectors, queried against the same fields.
+SIMILAR_SOURCES: Mapping[str, str] = {IMAGE_VECTOR: IMAGE_SOURCE, TITLE_VECTOR: TEXT_SOURCE}
+
+
+class NotFound(QueryError):
+    """The product (or other named thing) is not in the index."""
+
+
+class Unsupported(QueryError):
+    """The index or store cannot answer this request (e.g. no image vectors to categorize)."""
+
+
+@runtime_checkable
+class VectorReader(Protocol):
+    """A store that returns stored vectors (``EmbeddedStore``); ``similar`` uses it."""
+
+    def vectors(self, ids: Sequence[str], field: str) -> dict[str, np.ndarray]: ...
+
+
+@runtime_checkable
+class CategoryCounter(Protocol):
+    """A store that counts products per category node (``EmbeddedStore``)."""
+
+    def category_counts(self) -> dict[tuple[str, ...], int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +219,7 @@ class Search:
         self,
         text: str | None = None,
         *,
-        image: str | None = None,
+        image: str | bytes | Image.Image | None = None,
         mode: str | None = None,
         k: int = 10,
         filters: Sequence[Filter] = (),
@@ -180,21 +227,18 @@ class Search:
         weights: Mapping[str, float] | None = None,
         field_weights: Mapping[str, float] | None = None,
     ) -> SearchResponse:
-        """Category (``"A > B"``), free-text or image (path / URL) search."""
+        """Category (``"A > B"``), free-text or image search (a path / URL, raw bytes or a
+        decoded PIL image)."""
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}")
         mode = mode or detect_mode(text, image)
         image_vector = None
         if mode == "image":
-            ref = image or text
-            if not ref:
+            ref = image if image is not None else text
+            if ref is None or (isinstance(ref, (str, bytes)) and not ref):
                 raise QueryError("image mode needs an image path or URL")
-            if self.image_encoder is None:
-                raise QueryError("this index has no image encoder: ingest with CLIP weights to search by image")
-            if self.image_loader is None:
-                raise QueryError("no image loader configured")
-            image_vector = self.image_encoder.encode_images([self.image_loader.load(ref)])[0]
-            text = ref
+            image_vector = self._image_vector(ref)
+            text = ref if isinstance(ref, str) else (text or "(image)")
         candidates = max(MIN_CANDIDATES, 2 * k)
         plan = plan_query(
             mode=mode,
@@ -229,3 +273,135 @@ class Search:
                 )
             )
         return out
+
+    # -- product-level API: what the HTTP service exposes --------------------------------
+
+    def product(self, product_id: str) -> StoredProduct:
+        """The stored product, or ``NotFound``."""
+        found = self.store.get([product_id]).get(product_id)
+        if found is None:
+            raise NotFound(f"no product with id {product_id[:200]!r}")
+        return found
+
+    def similar(
+        self,
+        product_id: str,
+        *,
+        k: int = 10,
+        filters: Sequence[Filter] = (),
+        fusion: str = "rrf",
+        weights: Mapping[str, float] | None = None,
+    ) -> SearchResponse:
+        """Products like ``product_id`` (never itself): kNN on its own stored image and title
+        vectors, fused. A product without stored vectors (a BM25-only index, or a store that
+        cannot return vectors) falls back to BM25 over its title."""
+        if not 1 <= k <= MAX_K:
+            raise QueryError(f"k must be between 1 and {MAX_K}")
+        stored = self.product(product_id)
+        queries = []
+        if isinstance(self.store, VectorReader):
+            for field_name, source in SIMILAR_SOURCES.items():
+                if field_name in stored.vector_fields:
+                    vec = self.store.vectors([product_id], field_name).get(product_id)
+                    if vec is not None:
+                        queries.append(VectorQuery(field_name, vec, source))
+        lexical = None if queries else LexicalQuery(stored.product.title, dict(DEFAULT_FIELD_WEIGHTS))
+        not_itself = [*filters, Filter("id", "not_in", (product_id,))]
+        runs = self.store.search(lexical, queries, max(MIN_CANDIDATES, 2 * k), not_itself)
+        sources = (["bm25"] if lexical else []) + [q.name for q in queries]
+        used = dict(weights) if weights is not None else dict.fromkeys(sources, 1.0)
+        fused = fuse(fusion, runs, used)[:k]
+        return SearchResponse(product_id, "similar", fusion, sources, self._results(fused), used)
+
+    def categorize(
+        self,
+        image: str | bytes | Image.Image,
+        *,
+        k: int = 5,
+        depth: int | None = 3,
+        neighbours: int = 50,
+        filters: Sequence[Filter] = (),
+    ) -> Categorization:
+        """Top categories for an image: its ``neighbours`` nearest products (image vectors)
+        vote for their category paths, cut to ``depth`` levels (catalogue leaves are often
+        brand-level and too sparse to vote on), weighted by similarity. Needs image vectors:
+        a text-only index raises ``Unsupported``."""
+        from .categories import vote_categories
+
+        if not 1 <= neighbours <= MAX_K:
+            raise QueryError(f"neighbours must be between 1 and {MAX_K}")
+        if IMAGE_VECTOR not in self.schema.vectors:
+            raise Unsupported(
+                "this index has no image vectors, so images cannot be categorized: "
+                "ingest with CLIP weights (--clip-weights TAG|FILE)"
+            )
+        vec = self._image_vector(image)
+        hits = self.store.search(None, [VectorQuery(IMAGE_VECTOR, vec, IMAGE_SOURCE)], neighbours, filters)
+        hits_list = hits.get(IMAGE_SOURCE, [])
+        stored = self.store.get([h.id for h in hits_list])
+        votes = [(stored[h.id].product.categories, h.score) for h in hits_list if h.id in stored]
+        return vote_categories(votes, k=k, depth=depth)
+
+    def categories(self) -> list[CategoryNode]:
+        """The category tree (roots, children sorted by name) with product counts per node."""
+        from .categories import build_tree
+
+        if not isinstance(self.store, CategoryCounter):
+            raise Unsupported(f"{type(self.store).__name__} cannot list categories yet")
+        return build_tree(self.store.category_counts())
+
+    def index(
+        self,
+        products: Iterable[Product | Mapping[str, Any]],
+        *,
+        options: IngestOptions | None = None,
+        report: IngestReport | None = None,
+    ) -> IngestReport:
+        """Encode and upsert products (``Product`` or generic-JSONL-shaped mappings) with this
+        search's encoders, through the ingest pipeline. Bad records are rejected and counted
+        in the returned report, never raised; images are fetched only for an image encoder."""
+        from .errors import InvalidRecord
+        from .ingest.pipeline import IngestOptions, Pipeline
+        from .ingest.report import IngestReport
+        from .products import Product
+
+        report = report if report is not None else IngestReport(source="api")
+        options = options or IngestOptions()
+        loader = self.image_loader
+
+        def validated() -> Iterable[Product]:
+            for n, item in enumerate(products, start=1):
+                report.read += 1
+                if isinstance(item, Product):
+                    yield item
+                    continue
+                try:
+                    yield Product.from_mapping(item)
+                except InvalidRecord as exc:
+                    report.reject(f"item {n}", exc.reason, exc.detail)
+
+        load = loader.load_many if (self.image_encoder is not None and loader is not None) else None
+        pipeline = Pipeline(
+            self.store, text_encoder=self.text_encoder, image_encoder=self.image_encoder,
+            load_images=load, options=options,
+        )
+        try:
+            return pipeline.run(validated(), report)
+        finally:
+            self._schema = None  # the first index() creates the schema
+
+    def _image_vector(self, image: str | bytes | Image.Image) -> np.ndarray:
+        """An image (path / URL, raw bytes, or decoded) through the index's image encoder."""
+        if self.image_encoder is None or IMAGE_VECTOR not in self.schema.vectors:
+            raise Unsupported("this index has no image vectors: ingest with CLIP weights to search by image")
+        if isinstance(image, Image.Image):
+            decoded = image.convert("RGB")
+        elif isinstance(image, bytes):
+            from .ingest.images import decode
+
+            decoded = decode(image, max_bytes=getattr(self.image_loader, "max_bytes", None))
+        else:
+            if self.image_loader is None:
+                raise QueryError("no image loader configured")
+            decoded = self.image_loader.load(image)
+        return self.image_encoder.encode_images([decoded])[0]
