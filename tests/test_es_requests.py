@@ -23,6 +23,31 @@ was checked by hand against the Elasticsearch 8.x reference:
 - REST API compatibility headers (client 9.x vs server 8.x):
   https://elastic.co/guide/en/elasticsearch/reference/8.17/rest-api-compatibility.html,
   https://github.com/elastic/elasticsearch-py/pull/2928
+- setup = create index with ``aliases`` + ``is_write_index`` and ``index.default_pipeline``:
+  https://elastic.co/guide/en/elasticsearch/reference/8.15/indices-create-index.html,
+  https://elastic.co/guide/en/elasticsearch/reference/8.15/ingest.html#set-default-pipeline;
+  dynamic templates with ``path_match`` under a ``dynamic: true`` object:
+  https://elastic.co/guide/en/elasticsearch/reference/8.15/dynamic-templates.html
+- ingest pipeline (``PUT _ingest/pipeline/<id>`` with description, version, _meta, processors
+  html_strip / gsub / trim / script (painless, params) / set with ``{{{_ingest.timestamp}}}``):
+  https://elastic.co/guide/en/elasticsearch/reference/8.15/put-pipeline-api.html,
+  .../htmlstrip-processor.html, .../gsub-processor.html, .../trim-processor.html,
+  .../script-processor.html, .../set-processor.html, .../ingest.html#access-ingest-metadata
+- alias swap in one atomic ``POST _aliases`` (remove + add, ``remove_index`` for a plain
+  index of the alias' name): https://elastic.co/guide/en/elasticsearch/reference/8.15/indices-aliases.html
+- ``POST _reindex`` with ``dest.pipeline``, ``dest.op_type``, ``conflicts``:
+  https://elastic.co/guide/en/elasticsearch/reference/8.15/docs-reindex.html
+- bulk NDJSON (action line + source line, ``?pipeline=``), item statuses, 429 back-off:
+  https://elastic.co/guide/en/elasticsearch/reference/8.15/docs-bulk.html
+- hybrid in one ``_search``: ``retriever.rrf`` (retrievers, rank_window_size, rank_constant;
+  standard + knn children with ``filter``), ``retriever.linear`` (retriever, weight, normalizer
+  minmax): https://elastic.co/guide/en/elasticsearch/reference/8.16/retriever.html,
+  https://elastic.co/guide/en/elasticsearch/reference/8.18/retriever.html#linear-retriever,
+  https://elastic.co/docs/reference/elasticsearch/rest-apis/retrievers/linear-retriever
+- ``GET /`` (``version.number``, ``build_flavor``) and ``GET /_license`` (``license.type``,
+  ``license.status``): https://elastic.co/guide/en/elasticsearch/reference/8.15/rest-api-root.html,
+  https://elastic.co/guide/en/elasticsearch/reference/8.15/get-license.html; rrf/linear are
+  ENTERPRISE-licensed (x-pack/plugin/rank-rrf RRFRankPlugin.java)
 
 Regenerate the golden files after an intended change with ``CTIR_UPDATE_GOLDEN=1 pytest tests/test_es_requests.py``
 and review the diff against those pages.
@@ -123,7 +148,11 @@ def test_index_body_records_schema_for_the_query_side() -> None:
     body = mapping.index_body(SCHEMA, "bbq_hnsw", replicas=0)
     assert mapping.schema_from_mapping(body) == SCHEMA
     assert mapping.index_options_from_mapping(body) == "bbq_hnsw"
-    assert body["settings"]["index"] == {"number_of_shards": 1, "number_of_replicas": 0}
+    assert body["settings"]["index"] == {
+        "number_of_shards": 1,
+        "number_of_replicas": 0,
+        "default_pipeline": "ctir-products-v1",
+    }
     assert mapping.schema_from_mapping({"mappings": {"properties": {}}}) is None
 
 
@@ -672,7 +701,164 @@ def test_search_is_one_msearch_round_trip_with_compat_8_headers(fake_es: str) ->
 def test_server_errors_become_store_errors(fake_es: str) -> None:
     store = ElasticsearchStore(EsConnection(fake_es, "missing"))
     assert store.schema() is None and store.count() == 0 and store.get(["x"]) == {}
-    with pytest.raises(
-        StoreError, match="creating index 'missing' failed \\(404\\): index_not_found_exception"
-    ):
+    with pytest.raises(StoreError, match="failed \\(404\\): index_not_found_exception"):
         store.setup(SMALL)
+
+
+# ---------------------------------------------------------------- setup: pipeline, alias, lifecycle bodies
+
+
+def test_setup_request_golden() -> None:
+    """What ``setup`` sends to create ``products-v1``: settings, mappings and the alias."""
+    from ctir_es.es_mappings import lifecycle
+
+    golden("setup_create_index", lifecycle.with_alias(mapping.index_body(SCHEMA), "products"))
+
+
+def test_pipeline_golden() -> None:
+    from ctir_es.es_mappings.pipeline import PIPELINE_ID, pipeline_body
+
+    assert PIPELINE_ID == "ctir-products-v1"
+    golden("ingest_pipeline", pipeline_body())
+
+
+def test_pipeline_processors_follow_the_reference() -> None:
+    from ctir_es.es_mappings.pipeline import pipeline_body
+
+    processors = pipeline_body()["processors"]
+    kinds = [next(iter(p)) for p in processors]
+    assert kinds[0] == "html_strip" and kinds[-2:] == ["script", "set"]
+    assert set(kinds) <= {"html_strip", "gsub", "trim", "script", "set"}
+    for proc in processors:
+        (kind, spec), = proc.items()
+        if kind in ("html_strip", "gsub", "trim"):
+            assert spec["ignore_missing"] is True and spec["field"] in mapping.product_properties()
+    script = processors[-2]["script"]
+    assert script["lang"] == "painless" and script["params"]["delimiter"] == mapping.PATH_DELIMITER
+    assert "\\u" not in script["source"]  # painless string literals have no unicode escapes
+    assert processors[-1]["set"] == {
+        "field": "ingested_at",
+        "value": "{{{_ingest.timestamp}}}",
+        "tag": "ingest_timestamp",
+    }
+    # every field the pipeline writes is mapped (the mapping is strict)
+    props = mapping.product_properties()
+    for name in ("top_field", "ancestors_field", "levels_field", "depth_field"):
+        assert script["params"][name] in props
+    assert "ingested_at" in props
+
+
+def test_category_derivation_meaning() -> None:
+    """What the painless script derives, pinned through its Python twin."""
+    from ctir_es.es_mappings.pipeline import derive_category_fields
+
+    paths = [mapping.path_key(p) for p in PAN.categories] + [mapping.path_key(("Kitchen & Dining", "Cutlery"))]
+    assert derive_category_fields(paths) == {
+        "category_top": ["Kitchen & Dining", "Cases & Covers/Sleeves"],
+        "category_ancestors": [
+            "Kitchen & Dining",
+            "Kitchen & Dining > Cookware",
+            "Kitchen & Dining > Cookware > Pans",
+            "Cases & Covers/Sleeves",
+            "Kitchen & Dining > Cutlery",
+        ],
+        "category_levels": {
+            "l1": ["Kitchen & Dining", "Cases & Covers/Sleeves"],
+            "l2": ["Cookware", "Cutlery"],
+            "l3": ["Pans"],
+        },
+        "category_depth": 3,
+    }
+    assert derive_category_fields([])["category_depth"] == 0
+
+
+def test_index_records_its_pipeline_and_mapping_version() -> None:
+    body = mapping.index_body(SCHEMA)
+    assert body["settings"]["index"]["default_pipeline"] == "ctir-products-v1"
+    assert mapping.pipeline_from_mapping(body) == "ctir-products-v1"
+    assert mapping.mapping_version_from_mapping(body) == mapping.MAPPING_VERSION
+    old = mapping.meta(SCHEMA, "hnsw", None, mapping_version=1)
+    assert "ingest_pipeline" not in old["ctir_es"] and old["ctir_es"]["mapping_version"] == 1
+
+
+def test_versioned_names() -> None:
+    from ctir_es.es_mappings import lifecycle
+
+    assert lifecycle.versioned_name("products", 3) == "products-v3"
+    assert lifecycle.parse_versioned("products-v12") == ("products", 12)
+    assert lifecycle.parse_versioned("products") is None
+    assert lifecycle.parse_versioned("products-vintage") is None
+    assert lifecycle.next_version("products", ["products-v1", "products-v7", "shop-v9"]) == 8
+    assert lifecycle.next_version("products", []) == 1
+    with pytest.raises(ConfigError):
+        lifecycle.versioned_name("products", 0)
+
+
+def test_alias_swap_and_reindex_golden() -> None:
+    from ctir_es.es_mappings import lifecycle
+
+    golden(
+        "alias_swap",
+        {"actions": lifecycle.alias_swap_actions("products", ["products-v2"], "products-v3")},
+    )
+    golden("reindex_body", lifecycle.reindex_body("products-v2", "products-v3", "ctir-products-v1"))
+    assert lifecycle.aliases_of(
+        {"products-v2": {"aliases": {"products": {}}}, "other": {"aliases": {}}}, "products"
+    ) == ["products-v2"]
+    failed = {"failures": [{"id": "p1", "cause": {"type": "document_parsing_exception", "reason": "bad"}}]}
+    assert lifecycle.reindex_failures(failed) == ["p1: document_parsing_exception: bad"]
+
+
+def test_bulk_request_golden() -> None:
+    """The exact NDJSON lines of a bulk request (action + source per product)."""
+    lines = queries.bulk_lines(_docs(), "products")
+    assert [pid for pid, _, _ in lines] == ["p-1", "p-2"]
+    golden("bulk_request", [json.loads(part) for _, action, source in lines for part in (action, source)])
+
+
+# ---------------------------------------------------------------- hybrid: server-side retrievers
+
+
+HYBRID_VECTORS = [
+    VectorQuery("title_vector", np.array([1.0, 0.0, 0.0, 0.0], np.float32), "text", num_candidates=50),
+    VectorQuery("image_vector", np.array([0.0, 1.0, 0.0, 0.0], np.float32), "image"),
+]
+
+
+def test_rrf_retriever_golden() -> None:
+    names, body = queries.retriever_body(
+        "rrf", LexicalQuery("blender", {"title": 3, "attributes": 1}), HYBRID_VECTORS, 5,
+        [Filter("market", "eq", "us")], window=20,
+    )
+    assert names == ["bm25", "text", "image"]
+    golden("rrf_retriever", body)
+
+
+def test_linear_retriever_golden() -> None:
+    names, body = queries.retriever_body(
+        "linear", LexicalQuery("blender", {"title": 3}), HYBRID_VECTORS, 5, FILTERS,
+        window=20, weights={"bm25": 0.5, "image": 2.0},
+    )
+    assert names == ["bm25", "text", "image"]
+    golden("linear_retriever", body)
+
+
+def test_retriever_body_rules() -> None:
+    one = queries.retriever_body("rrf", None, HYBRID_VECTORS[:1], 5)
+    assert one == (["text"], None)  # a compound retriever needs two children
+    empty_text = queries.retriever_body("rrf", LexicalQuery("  "), HYBRID_VECTORS[:1], 5)
+    assert empty_text[1] is None
+    with pytest.raises(QueryError, match="supported: rrf, linear"):
+        queries.retriever_body("borda", None, HYBRID_VECTORS, 5)
+    with pytest.raises(QueryError, match="weight"):
+        queries.retriever_body("linear", None, HYBRID_VECTORS, 5, weights={"text": -1.0})
+    _, body = queries.retriever_body("rrf", None, HYBRID_VECTORS, 5)
+    assert body is not None
+    rrf = body["retriever"]["rrf"]
+    assert rrf["rank_window_size"] == 5 and rrf["rank_constant"] == 60
+    assert all("filter" not in child["knn"] for child in rrf["retrievers"])
+    # knn k follows the window, num_candidates never below it
+    _, deep = queries.retriever_body("rrf", None, HYBRID_VECTORS, 5, window=300)
+    assert deep is not None
+    knn = deep["retriever"]["rrf"]["retrievers"][0]["knn"]
+    assert knn["k"] == 300 and knn["num_candidates"] >= 300

@@ -1,10 +1,15 @@
 """``ElasticsearchStore`` against a real cluster: the shared Store contract plus ES-only checks.
 
 The cluster is a single-node Elasticsearch started once per session by testcontainers
-(image ``CTIR_ES_TEST_IMAGE``, default below), or an existing one named by
+(image ``CTIR_ES_TEST_IMAGE``, default below, with a self-generated TRIAL licence so the
+server-side rrf/linear retrievers can be exercised), or an existing one named by
 ``CTIR_ES_TEST_URL`` (credentials from the usual ``CTIR_ES_*`` variables). Every test gets
-its own index, deleted afterwards. Where no Docker engine answers, everything here is
-skipped with the reason.
+its own alias (and versions), deleted afterwards. Where no Docker engine answers, everything
+here is skipped with the reason.
+
+ES-only checks: lifecycle (alias -> versions, the ingest pipeline really deriving category
+fields with its Painless script), bulk with a real mapping error, reindex + alias swap with
+searches before and after, hybrid query both server-side (retriever) and client-side.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from store_contract import CATALOGUE, SCHEMA, StoreContract, unit
 
 from ctir_es.errors import SchemaMismatch
 from ctir_es.es_mappings.index import INDEX_OPTION_TYPES
+from ctir_es.es_mappings.pipeline import PIPELINE_ID
 from ctir_es.filters import Filter
 from ctir_es.products import Product
 from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
+from ctir_es.store.es.bulk import BulkLine
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +71,7 @@ def es_connection() -> Iterator[EsConnection]:
         .with_env("discovery.type", "single-node")
         .with_env("ES_JAVA_OPTS", "-Xms1g -Xmx1g")
         .with_env("cluster.routing.allocation.disk.threshold_enabled", "false")
+        .with_env("xpack.license.self_generated.type", "trial")
     )
     with container:
         host, port = container.get_container_host_ip(), container.get_exposed_port(container.port)
@@ -182,3 +190,78 @@ def test_category_subtree_tolerates_slashes_in_names(
         ]
         == []
     )
+
+
+# ---------------------------------------------------------------- lifecycle, pipeline, bulk, swap, hybrid
+
+
+def test_lifecycle_alias_versions_and_pipeline(make_store: Callable[..., ElasticsearchStore]) -> None:
+    store = make_store()
+    store.setup(SCHEMA)
+    status = store.status()
+    assert status["kind"] == "alias" and status["live"] == f"{store.index}-v1"
+    assert status["pipeline_installed"] is True and status["ingest_pipeline"] == PIPELINE_ID
+    store.upsert(CATALOGUE)
+    raw = store.client.get(index=store.index, id="p1").body["_source"]
+    # derived server-side by the Painless script of the ingest pipeline
+    assert raw["category_top"] == ["Kitchen & Dining"]
+    assert raw["category_ancestors"] == [
+        "Kitchen & Dining",
+        "Kitchen & Dining > Cookware",
+        "Kitchen & Dining > Cookware > Pressure Cookers",
+    ]
+    assert raw["category_levels"] == {"l1": ["Kitchen & Dining"], "l2": ["Cookware"], "l3": ["Pressure Cookers"]}
+    assert raw["category_depth"] == 3 and raw["ingested_at"]
+    hits = store.client.search(index=store.index, query={"term": {"category_levels.l2": "Cookware"}})
+    assert {h["_id"] for h in hits.body["hits"]["hits"]} == {"p1", "p2"}
+
+
+def test_bulk_with_a_mapping_error(make_store: Callable[..., ElasticsearchStore]) -> None:
+    store = make_store()
+    store.setup(SCHEMA)
+    good = store.upsert(CATALOGUE[:2])
+    assert good.written == 2
+    writer = store._writer()
+    bad = BulkLine("bad", f'{{"index":{{"_index":"{store.index}","_id":"bad"}}}}', '{"id":"bad","title":"x","has_image":"perhaps"}')
+    unknown = BulkLine("unknown", f'{{"index":{{"_index":"{store.index}","_id":"unknown"}}}}', '{"id":"unknown","title":"x","colour":"red"}')
+    result = writer.write([bad, unknown])
+    assert result.written == 0 and result.retries == 0
+    assert "parsing" in result.errors["bad"] and "400" in result.errors["bad"]
+    assert "strict_dynamic_mapping_exception" in result.errors["unknown"]
+    store.client.indices.refresh(index=store.index)
+    assert store.count() == 2
+
+
+def test_reindex_swaps_the_alias_without_losing_searches(make_store: Callable[..., ElasticsearchStore]) -> None:
+    store = make_store()
+    store.setup(SCHEMA)
+    store.upsert(CATALOGUE)
+    query = (LexicalQuery("pressure cooker"), [VectorQuery("title_vector", unit(0), "text")], 3)
+    before = store.search(*query)
+    report = store.reindex(index_options="int8_hnsw")
+    assert report.dest == f"{store.index}-v2" and report.count == len(CATALOGUE)
+    after = store.search(*query)
+    assert [h.id for h in after["bm25"]] == [h.id for h in before["bm25"]]
+    assert after["text"][0].id == "p1"
+    assert store.status()["live"] == f"{store.index}-v2" and store.stats()["index_options"] == "int8_hnsw"
+    store.swap(f"{store.index}-v1")  # rollback
+    assert store.status()["live"] == f"{store.index}-v1"
+
+
+def test_hybrid_query_server_and_client_side(make_store: Callable[..., ElasticsearchStore]) -> None:
+    store = make_store()
+    store.setup(SCHEMA)
+    store.upsert(CATALOGUE)
+    lexical, vectors = LexicalQuery("steel"), [VectorQuery("title_vector", unit(0), "text")]
+    client = store.search_fused(lexical, vectors, 3, server_side=False)
+    assert not client.server_side and client.hits[0].id == "p1"
+    info = store.cluster_info()
+    allowed, why = info.fusion_support("rrf")
+    server = store.search_fused(lexical, vectors, 3)
+    if allowed:
+        assert server.server_side and server.notice is None, why
+        assert [h.id for h in server.hits] == [h.id for h in client.hits]
+    else:
+        assert not server.server_side and server.notice
+    filtered = store.search_fused(lexical, vectors, 5, [Filter("category", "subtree", ("Watches",))])
+    assert [h.id for h in filtered.hits] == ["p4"]

@@ -57,8 +57,6 @@ def store_options(fn: Any) -> Any:
 
 
 def main() -> None:
-    from . import ingest, query, stats  # noqa: F401  (registers the commands)
-
     cli(prog_name="ctir-es")
 
 
@@ -66,3 +64,5 @@ def main() -> None:
 from . import ingest as _ingest  # noqa: E402,F401
 from . import query as _query  # noqa: E402,F401
 from . import stats as _stats  # noqa: E402,F401
+from . import es as _es  # noqa: E402,F401
+from . import kibana as _kibana  # noqa: E402,F401

@@ -57,6 +57,10 @@ from ..errors import ConfigError
 from ..store.base import IndexSchema, VectorField
 
 MAPPING_VERSION = 2
+# The ingest pipeline new indices are built for (its definition: ``pipeline.py``). A changed
+# definition gets a new version, hence a new id, so older indices keep their own.
+PIPELINE_VERSION = 1
+PIPELINE_ID = f"ctir-products-v{PIPELINE_VERSION}"
 META_KEY = "ctir_es"
 
 # One char the path_hierarchy tokenizer splits on; see the module docstring.
@@ -184,24 +188,25 @@ def vector_mapping(
 def meta(
     schema: IndexSchema,
     index_options: str = DEFAULT_INDEX_OPTIONS,
-    pipeline: str | None = None,
+    pipeline: str | None = PIPELINE_ID,
+    mapping_version: int = MAPPING_VERSION,
 ) -> dict[str, Any]:
     """The ``_meta`` block: what built the index, read back by ``schema_from_mapping``.
 
     ``pipeline`` is the ingest pipeline the index was built for (bulk requests name it, so an
-    index made by an older ctir-es without the derived fields is never fed them).
+    index made by an older ctir-es, without the derived fields, is never fed them); None
+    leaves it out. ``put_mapping`` replaces ``_meta`` whole, so updates pass the index's own
+    ``pipeline`` and ``mapping_version``.
     """
-    from .pipeline import PIPELINE_ID
-
-    return {
-        META_KEY: {
-            "mapping_version": MAPPING_VERSION,
-            "schema": schema.to_json(),
-            "index_options": index_options,
-            "category_path_delimiter": PATH_DELIMITER,
-            "ingest_pipeline": pipeline or PIPELINE_ID,
-        }
+    info: dict[str, Any] = {
+        "mapping_version": mapping_version,
+        "schema": schema.to_json(),
+        "index_options": index_options,
+        "category_path_delimiter": PATH_DELIMITER,
     }
+    if pipeline:
+        info["ingest_pipeline"] = pipeline
+    return {META_KEY: info}
 
 
 def product_properties() -> dict[str, Any]:
@@ -273,8 +278,6 @@ def index_body(
     One shard by default: kNN gathers ``num_candidates`` per shard, and a product catalogue
     of up to a few million items fits one shard. ``replicas=None`` keeps the cluster default.
     """
-    from .pipeline import PIPELINE_ID
-
     index: dict[str, Any] = {"number_of_shards": shards}
     if replicas is not None:
         index["number_of_replicas"] = replicas

@@ -44,11 +44,12 @@ from .index import (
     DESCRIPTION_FIELD,
     INGESTED_AT_FIELD,
     PATH_DELIMITER,
+    PIPELINE_ID,
+    PIPELINE_VERSION,
     TITLE_FIELD,
 )
 
-PIPELINE_VERSION = 1
-PIPELINE_ID = f"ctir-products-v{PIPELINE_VERSION}"
+__all__ = ["PIPELINE_ID", "PIPELINE_VERSION", "derive_category_fields", "pipeline_body"]
 DISPLAY_SEPARATOR = " > "  # products.PATH_SEPARATOR: how ancestors read in Kibana
 
 CATEGORY_SCRIPT = """

@@ -1,33 +1,32 @@
 """``ElasticsearchStore``: the production backend of the ``Store`` protocol.
 
 A thin layer: request bodies come from the pure functions in ``ctir_es.es_mappings``
-(golden-tested as data); this module owns the connection settings, the lazy client, the
-round trips and the translation of client exceptions into ``StoreError`` with secrets
-redacted. Construction does no I/O; the first call connects.
+(golden-tested as data); the pieces with logic of their own live in ``ctir_es.store.es``:
+``connection`` (settings, auth, TLS, redaction, REST compatibility), ``lifecycle`` (versioned
+indices behind an alias, pipeline, reindex, alias swap), ``bulk`` (chunked writes with
+retries) and ``capabilities`` (what the cluster's version and licence allow). This module owns
+the lazy client, the round trips and the translation of client exceptions into ``StoreError``
+with secrets redacted. Construction does no I/O; the first call connects.
 
-Client/server versions: elasticsearch-py 9.x asks for REST API compatibility 9, which 8.x
-servers reject ("Accept version must be either version 8 or 7"). By default the store asks
-for compatibility 8 instead (``EsConnection.api_compat``), which 8.x serves natively and 9.x
-serves through its N-1 REST compatibility, so one client works against both.
-(reference/8.15/rest-api-compatibility.html)
+Fusion: ``search`` returns one ranked list per source and ``ctir_es.ranking.fusion`` fuses them
+client-side, exactly as for the embedded store - the default path. ``search_fused`` is an extra
+for this backend: ONE ``_search`` with an ``rrf`` or ``linear`` retriever when the cluster's
+version and licence allow it (``cluster_info``), else the same client-side fusion with a
+one-line notice. The ranking layer can use it by checking ``hasattr(store, "search_fused")``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Self, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import elastic_transport
 import elasticsearch
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import Elasticsearch
 
-from ..errors import ConfigError, CtirError, SchemaMismatch, StoreError
+from ..errors import ConfigError, CtirError, QueryError, StoreError
 from ..es_mappings import index as mapping
 from ..es_mappings import queries
 from ..filters import Filter
@@ -42,13 +41,46 @@ from .base import (
     VectorQuery,
     WriteResult,
 )
+from .es import lifecycle
+from .es.bulk import BulkAborted, BulkLine, BulkOptions, BulkResult, BulkWriter
+from .es.capabilities import ClusterInfo
+from .es.connection import (
+    DEFAULT_INDEX,
+    DEFAULT_URL,
+    ENV_PREFIX,
+    META_INDEX_SUFFIX,
+    REDACTED,
+    EsConnection,
+    RedactingFilter,
+    _body,
+    build_client,
+    client_kwargs,
+    client_major,
+    compat_client_class,
+    compat_mimetype,
+    install_log_redaction,
+    redact_url,
+)
 
 __all__ = [
+    "DEFAULT_INDEX",
+    "DEFAULT_URL",
+    "ENV_PREFIX",
+    "META_INDEX_SUFFIX",
+    "REDACTED",
+    "BulkLoadReport",
     "ElasticsearchStore",
     "EsConnection",
+    "FusedSearch",
+    "RedactingFilter",
     "build_client",
     "bulk_actions",
+    "client_kwargs",
+    "client_major",
+    "compat_client_class",
+    "compat_mimetype",
     "es_filter",
+    "install_log_redaction",
     "knn_body",
     "lexical_body",
     "msearch_body",
@@ -64,261 +96,47 @@ msearch_body = queries.msearch_body
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "http://localhost:9200"
-DEFAULT_INDEX = "products"
-META_INDEX_SUFFIX = "-ctir-meta"
-ENV_PREFIX = "CTIR_ES_"
-REDACTED = "***"
-
 _T = TypeVar("_T")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_USERINFO = re.compile(r"(?<=//)[^/@]*@")
-_BAD_INDEX_CHARS = set('\\/*?"<>| ,#:')
+MIN_FUSION_WINDOW = 100  # as Search: each source contributes at least this many candidates
 
 
-# ---------------------------------------------------------------- connection settings
+@dataclass
+class BulkLoadReport:
+    """Outcome of ``ElasticsearchStore.bulk_load``."""
+
+    written: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+    retries: int = 0
+    requests: int = 0
+    skipped_resumed: int = 0  # documents before the checkpoint, not sent again
+    last_position: int = 0
+    count_before: int = 0
+    count_after: int = 0
+    distinct_written: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
-def redact_url(url: str) -> str:
-    """``https://user:pw@host`` -> ``https://***@host`` (for messages and repr)."""
-    return _USERINFO.sub(f"{REDACTED}@", url)
+@dataclass(frozen=True)
+class FusedSearch:
+    """``search_fused`` result: fused hits, where the fusion ran, and why if not server-side."""
 
-
-def _parse_bool(name: str, value: str) -> bool:
-    text = value.strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-
-def _check_index_name(name: str) -> None:
-    """Elasticsearch's index-name rules, checked before any request is made."""
-    if (
-        not name
-        or name != name.lower()
-        or name[0] in "-_+"
-        or name in (".", "..")
-        or set(name) & _BAD_INDEX_CHARS
-        or len(name.encode()) > 255 - len(META_INDEX_SUFFIX)
-    ):
-        raise ConfigError(
-            f"bad index name {name!r}: use lowercase letters, digits, '-', '_' or '.', "
-            f"not starting with '-', '_' or '+' (set CTIR_ES_INDEX)"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class EsConnection:
-    """Where and how to reach Elasticsearch. Secrets never appear in ``repr``/``str``.
-
-    Credentials may be given as ``api_key`` (``"id:key"`` or the encoded form), as
-    ``username``/``password``, or embedded in ``url`` (``https://user:pw@host:9200``); they
-    are moved out of the URL so it can be shown and logged.
-    ``api_compat`` is the REST API compatibility major version to request (8 works with
-    8.x and 9.x servers; None sends what the installed client sends).
-    """
-
-    url: str = DEFAULT_URL
-    index: str = DEFAULT_INDEX
-    api_key: str | None = None
-    username: str | None = None
-    password: str | None = None
-    ca_certs: str | None = None
-    verify_certs: bool = True
-    request_timeout: float = 30.0
-    api_compat: int | None = 8
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"CTIR_ES_URL must be an http(s) URL such as {DEFAULT_URL}, got {redact_url(self.url)!r}"
-            )
-        try:
-            port = parts.port
-        except ValueError:
-            raise ConfigError(f"bad port in CTIR_ES_URL {redact_url(self.url)!r}") from None
-        if parts.username is not None or parts.password is not None:
-            if self.username is None and parts.username:
-                object.__setattr__(self, "username", unquote(parts.username))
-            if self.password is None and parts.password is not None:
-                object.__setattr__(self, "password", unquote(parts.password))
-            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-            netloc = f"{host}:{port}" if port else host
-            object.__setattr__(self, "url", urlunsplit(parts._replace(netloc=netloc)))
-        else:
-            object.__setattr__(self, "url", self.url.strip())
-        _check_index_name(self.index)
-        if self.api_key and (self.username or self.password):
-            raise ConfigError(
-                "give either an API key (CTIR_ES_API_KEY) or a username/password, not both"
-            )
-        if self.username and self.password is None:
-            raise ConfigError("CTIR_ES_USERNAME is set but CTIR_ES_PASSWORD is not")
-        if self.password and not self.username:
-            raise ConfigError("CTIR_ES_PASSWORD is set but CTIR_ES_USERNAME is not")
-        if not self.request_timeout or self.request_timeout <= 0:
-            raise ConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> EsConnection:
-        """Settings from ``CTIR_ES_*`` variables; keyword overrides (not None) win.
-
-        Reads CTIR_ES_URL, CTIR_ES_INDEX, CTIR_ES_API_KEY, CTIR_ES_USERNAME,
-        CTIR_ES_PASSWORD, CTIR_ES_CA_CERTS, CTIR_ES_VERIFY_CERTS, CTIR_ES_REQUEST_TIMEOUT
-        and CTIR_ES_API_COMPAT ("8", "9" or "none").
-        """
-        env = os.environ if env is None else env
-        fields = set(cls.__dataclass_fields__)
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ConfigError(
-                f"unknown Elasticsearch setting(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
-            )
-        values: dict[str, Any] = {}
-        for name in ("url", "index", "api_key", "username", "password", "ca_certs"):
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is not None and raw.strip():
-                values[name] = raw.strip()
-        if (raw := env.get("CTIR_ES_VERIFY_CERTS")) is not None and raw.strip():
-            values["verify_certs"] = _parse_bool("CTIR_ES_VERIFY_CERTS", raw)
-        if (raw := env.get("CTIR_ES_REQUEST_TIMEOUT")) is not None and raw.strip():
-            try:
-                values["request_timeout"] = float(raw)
-            except ValueError:
-                raise ConfigError(
-                    f"CTIR_ES_REQUEST_TIMEOUT must be a number of seconds, got {raw!r}"
-                ) from None
-        if (raw := env.get("CTIR_ES_API_COMPAT")) is not None and raw.strip():
-            text = raw.strip().lower()
-            if text in ("none", "off"):
-                values["api_compat"] = None
-            elif text.isdigit():
-                values["api_compat"] = int(text)
-            else:
-                raise ConfigError(
-                    f"CTIR_ES_API_COMPAT must be a major version such as 8, or none; got {raw!r}"
-                )
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    @property
-    def meta_index(self) -> str:
-        return self.index + META_INDEX_SUFFIX
-
-    @property
-    def redacted_url(self) -> str:
-        return redact_url(self.url)
-
-    def secrets(self) -> list[str]:
-        return [s for s in (self.api_key, self.password) if s]
-
-    def scrub(self, text: str) -> str:
-        """Remove every secret (and URL userinfo) from a message before it is shown."""
-        text = redact_url(text)
-        for secret in self.secrets():
-            text = text.replace(secret, REDACTED)
-        return text
-
-    def with_index(self, index: str) -> EsConnection:
-        return replace(self, index=index)
-
-    def __repr__(self) -> str:
-        return (
-            f"EsConnection(url={self.redacted_url!r}, index={self.index!r}, "
-            f"api_key={REDACTED if self.api_key else None!r}, username={self.username!r}, "
-            f"password={REDACTED if self.password else None!r}, ca_certs={self.ca_certs!r}, "
-            f"verify_certs={self.verify_certs!r}, request_timeout={self.request_timeout!r}, "
-            f"api_compat={self.api_compat!r})"
-        )
-
-    __str__ = __repr__
-
-
-# ---------------------------------------------------------------- client
-
-
-_JSON_MIMETYPE = re.compile(r"application/(json|x-ndjson)")
-
-
-def compat_mimetype(value: str, major: int) -> str:
-    """``application/json`` -> ``application/vnd.elasticsearch+json; compatible-with=8``."""
-    return _JSON_MIMETYPE.sub(rf"application/vnd.elasticsearch+\1; compatible-with={major}", value)
-
-
-def client_major() -> int:
-    return int(elasticsearch.__versionstr__.split(".")[0])
-
-
-@functools.cache
-def compat_client_class(major: int | None) -> type[Elasticsearch]:
-    """An ``Elasticsearch`` subclass that requests REST compatibility ``major``.
-
-    The client rewrites plain ``application/json`` to its own major version; a header that
-    already names a compatible version is left alone, so rewriting it first wins.
-    ``options()`` (used by the bulk helpers) rebuilds ``type(self)``, keeping the subclass.
-    """
-    if major is None or major >= client_major():
-        return Elasticsearch
-    version: int = major
-
-    class CompatElasticsearch(Elasticsearch):
-        def perform_request(
-            self, method: str, path: str, *, headers: Any = None, **kwargs: Any
-        ) -> Any:
-            if headers:
-                headers = {
-                    k: compat_mimetype(v, version) if k.lower() in ("accept", "content-type") else v
-                    for k, v in headers.items()
-                }
-            return super().perform_request(method, path, headers=headers, **kwargs)
-
-    CompatElasticsearch.__name__ = CompatElasticsearch.__qualname__ = f"Elasticsearch{major}Compat"
-    return CompatElasticsearch
-
-
-def client_kwargs(conn: EsConnection) -> dict[str, Any]:
-    """Keyword arguments for ``Elasticsearch(...)`` (holds secrets: never log it)."""
-    kwargs: dict[str, Any] = {
-        "hosts": [conn.url],
-        "request_timeout": conn.request_timeout,
-        "retry_on_timeout": True,
-        "max_retries": 3,
-    }
-    if conn.api_key:
-        key_id, sep, key = conn.api_key.partition(":")
-        kwargs["api_key"] = (key_id, key) if sep else conn.api_key
-    elif conn.username:
-        kwargs["basic_auth"] = (conn.username, conn.password or "")
-    if conn.url.startswith("https:"):
-        kwargs["verify_certs"] = conn.verify_certs
-        if conn.ca_certs:
-            kwargs["ca_certs"] = conn.ca_certs
-    return kwargs
-
-
-def build_client(conn: EsConnection) -> Elasticsearch:
-    """The client for ``conn``; constructing it does no I/O."""
-    return compat_client_class(conn.api_compat)(**client_kwargs(conn))
-
-
-def _body(response: Any) -> Any:
-    return getattr(response, "body", response)
-
-
-# ---------------------------------------------------------------- store
+    hits: list[Any]  # ctir_es.ranking.fusion.FusedHit
+    method: str
+    server_side: bool
+    notice: str | None = None
 
 
 class ElasticsearchStore:
-    """Products in one Elasticsearch index; checkpoints in ``{index}-ctir-meta``.
+    """Products behind one alias (``{index}`` -> ``{index}-vN``); checkpoints in ``{index}-ctir-meta``.
 
-    ``index_options`` sets the kNN index type of new vector fields (see
-    ``ctir_es.es_mappings.index``); ``refresh`` makes each ``upsert`` visible to the next
-    search (turn it off for bulk loads that refresh once at the end); ``max_retries`` and
-    ``initial_backoff`` retry bulk chunks or items rejected with 429/503.
+    ``index_options`` sets the kNN index type of new vector fields (hnsw, int8_hnsw, bbq_hnsw,
+    ...; see ``ctir_es.es_mappings.index``); ``num_candidates`` the default kNN candidates per
+    shard (a ``VectorQuery`` may set its own; default ``max(100, 2k)``); ``refresh`` makes each
+    ``upsert`` visible to the next search (turn it off for bulk loads that refresh once at the
+    end); ``chunk_size``, ``max_chunk_bytes``, ``max_retries``, ``initial_backoff`` and
+    ``max_backoff`` shape bulk writes (see ``ctir_es.store.es.bulk``). ``sleep`` is for tests.
     """
 
     def __init__(
@@ -330,29 +148,42 @@ class ElasticsearchStore:
         replicas: int | None = None,
         refresh: bool = True,
         chunk_size: int = 500,
-        max_retries: int = 3,
-        initial_backoff: float = 2.0,
+        max_chunk_bytes: int = 10 * 1024 * 1024,
+        max_retries: int = 5,
+        initial_backoff: float = 1.0,
         max_backoff: float = 60.0,
         multi_match_type: str = queries.MULTI_MATCH_TYPE,
+        num_candidates: int | None = None,
         client: Elasticsearch | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         if index_options not in mapping.INDEX_OPTION_TYPES:
             raise ConfigError(
                 f"unknown index_options type {index_options!r}; supported: {', '.join(mapping.INDEX_OPTION_TYPES)}"
             )
+        if num_candidates is not None:
+            queries.num_candidates(1, num_candidates)  # validates
         self.connection = connection if connection is not None else EsConnection.from_env()
         self.index_options = index_options
         self.shards = shards
         self.replicas = replicas
         self.refresh = refresh
-        self.chunk_size = chunk_size
-        self.max_retries = max_retries
-        self.initial_backoff = initial_backoff
-        self.max_backoff = max_backoff
+        self.bulk_options = BulkOptions(
+            chunk_size=chunk_size,
+            max_chunk_bytes=max_chunk_bytes,
+            max_retries=max_retries,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+        )
         self.multi_match_type = multi_match_type
+        self.num_candidates = num_candidates
         self._client = client
+        self._sleep = sleep
         self._schema: IndexSchema | None = None
+        self._pipeline: str | None = None
         self._meta_index_ready = False
+        self._cluster: ClusterInfo | None = None
+        self._notices: set[str] = set()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> ElasticsearchStore:
@@ -361,6 +192,15 @@ class ElasticsearchStore:
     @property
     def index(self) -> str:
         return self.connection.index
+
+    # kept for callers of the pre-BulkOptions attributes
+    @property
+    def chunk_size(self) -> int:
+        return self.bulk_options.chunk_size
+
+    @property
+    def max_retries(self) -> int:
+        return self.bulk_options.max_retries
 
     def __repr__(self) -> str:
         return f"ElasticsearchStore(url={self.connection.redacted_url!r}, index={self.index!r})"
@@ -392,7 +232,7 @@ class ElasticsearchStore:
         except elasticsearch.AuthenticationException:
             raise StoreError(
                 f"{what}: Elasticsearch at {conn.redacted_url} rejected the credentials (401); "
-                "set CTIR_ES_API_KEY, or CTIR_ES_USERNAME and CTIR_ES_PASSWORD"
+                "set CTIR_ES_API_KEY, CTIR_ES_USERNAME and CTIR_ES_PASSWORD, or CTIR_ES_BEARER_TOKEN"
             ) from None
         except elasticsearch.AuthorizationException as exc:
             raise StoreError(
@@ -404,97 +244,97 @@ class ElasticsearchStore:
                 f"{what} failed ({exc.meta.status}): {conn.scrub(queries.error_text(exc.body))}"
             ) from None
         except (elastic_transport.TransportError, elasticsearch.TransportError) as exc:
+            hint = ""
+            if isinstance(exc, elastic_transport.TlsError):
+                hint = " (TLS: set CTIR_ES_CA_CERTS or CTIR_ES_SSL_FINGERPRINT)"
             raise StoreError(
                 f"{what}: cannot reach Elasticsearch at {conn.redacted_url}: "
-                f"{conn.scrub(type(exc).__name__ + ': ' + str(exc))[:300]}; is it running? "
+                f"{conn.scrub(type(exc).__name__ + ': ' + str(exc))[:300]}{hint}; is it running? "
                 "(docker compose -f docker/docker-compose.yml up -d, or set CTIR_ES_URL)"
             ) from None
 
-    def _get_mapping(self) -> dict[str, Any] | None:
-        """The index mapping (first concrete index behind a name or alias), None if absent."""
+    def _remember(self, current: Mapping[str, Any] | None) -> IndexSchema | None:
+        self._schema = None if current is None else mapping.schema_from_mapping(current)
+        self._pipeline = None if current is None else mapping.pipeline_from_mapping(current)
+        return self._schema
 
-        def get() -> dict[str, Any] | None:
-            try:
-                body = _body(self.client.indices.get_mapping(index=self.index))
-            except elasticsearch.NotFoundError:
-                return None
-            return next(iter(body.values()), None)
-
-        return self._call("reading the index mapping", get)
+    def _notice(self, text: str) -> None:
+        """A one-line notice, logged once per store and message."""
+        if text not in self._notices:
+            self._notices.add(text)
+            log.warning("%s", text)
 
     # -------------------------------------------------------- Store protocol
 
     def setup(self, schema: IndexSchema) -> IndexSchema:
-        for name, field in schema.vectors.items():
-            mapping.vector_mapping(name, field, self.index_options)  # fail fast, before I/O
-        current = self._get_mapping()
-        if current is None:
-            body = mapping.index_body(
-                schema, self.index_options, shards=self.shards, replicas=self.replicas
-            )
-
-            def create() -> bool:
-                try:
-                    self.client.indices.create(index=self.index, **body)
-                except elasticsearch.BadRequestError as exc:
-                    if "resource_already_exists_exception" in str(exc.error):
-                        return False  # created concurrently: check it below
-                    raise
-                return True
-
-            if self._call(f"creating index {self.index!r}", create):
-                log.info("created index %s at %s", self.index, self.connection.redacted_url)
-                self._schema = schema
-                return schema
-            current = self._get_mapping() or {}
-        existing = mapping.schema_from_mapping(current)
-        if existing is None:
-            raise SchemaMismatch(
-                f"index {self.index!r} exists but was not created by ctir-es (its mapping has no "
-                "_meta.ctir_es); set CTIR_ES_INDEX to another name or delete that index"
-            )
-        problems = existing.differences(schema)
-        if problems:
-            raise SchemaMismatch(
-                f"index {self.index!r} does not fit the encoders in use: {'; '.join(problems)}. "
-                "Use the encoders it was built with, or ingest into a new index (CTIR_ES_INDEX)"
-            )
-        added = mapping.added_vector_properties(existing, schema, self.index_options)
-        merged = mapping.merged_schema(existing, schema)
-        if added:
-            options = mapping.index_options_from_mapping(current) or self.index_options
-            self._call(
-                f"adding vector fields {', '.join(added)} to {self.index!r}",
-                lambda: self.client.indices.put_mapping(
-                    index=self.index, properties=added, meta=mapping.meta(merged, options)
-                ),
-            )
+        """Create ``{index}-v1`` behind the alias ``{index}`` (and the ingest pipeline), or check
+        the live index against ``schema`` (``SchemaMismatch`` names the way out)."""
+        merged = lifecycle.setup(self, schema)
+        self._remember(lifecycle.resolve(self).mapping)
         self._schema = merged
         return merged
 
     def schema(self) -> IndexSchema | None:
-        current = self._get_mapping()
-        self._schema = None if current is None else mapping.schema_from_mapping(current)
-        return self._schema
+        return self._remember(lifecycle.resolve(self).mapping)
+
+    def _writer(self) -> BulkWriter:
+        pipeline = self._pipeline
+
+        def send(body: str) -> Mapping[str, Any]:
+            client = self.client.options(max_retries=0)
+            params: dict[str, Any] = {"pipeline": pipeline} if pipeline else {}
+            # a pre-serialised NDJSON body: chunks were cut by its exact byte size
+            return _body(client.bulk(operations=body, **params))  # type: ignore[arg-type]
+
+        kwargs: dict[str, Any] = {"scrub": self.connection.scrub}
+        if self._sleep is not None:
+            kwargs["sleep"] = self._sleep
+        return BulkWriter(send, self.bulk_options, **kwargs)
+
+    def _lines(
+        self, numbered: Iterable[tuple[int, Document]], schema: IndexSchema, errors: dict[str, str]
+    ) -> Iterator[BulkLine]:
+        """Bulk lines of the documents that can be sent; the others go to ``errors`` by id."""
+        dumps = self.client.transport.serializers.get_serializer("application/json").dumps
+
+        def encode(obj: Any) -> str:
+            data = dumps(obj)
+            return data.decode() if isinstance(data, bytes) else data
+
+        for position, doc in numbered:
+            reason = queries.check_document(doc, schema)
+            if reason is not None:
+                errors[doc.product.id] = reason
+                continue
+            pid, action, source = queries.bulk_lines([doc], self.index, encode)[0]
+            yield BulkLine(pid, action, source, position)
+
+    def _require_schema(self) -> IndexSchema:
+        schema = self._schema or self.schema()
+        if schema is None:
+            raise StoreError(
+                f"index {self.index!r} does not exist: call setup(schema) (or `ctir-es es setup`) first"
+            )
+        return schema
 
     def upsert(
         self, docs: Sequence[Document], checkpoint: tuple[str, int] | None = None
     ) -> WriteResult:
-        schema = self._schema or self.schema()
-        if schema is None:
-            raise StoreError(
-                f"index {self.index!r} does not exist: call setup(schema) before upsert"
+        """Index ``docs`` by id in chunks with retries; per-document errors come back by id.
+
+        The checkpoint is recorded only after every document was sent; when retries run out a
+        ``BulkAborted`` (a ``StoreError``) says what is missing, and the previous checkpoint
+        still marks where a new run resumes."""
+        schema = self._require_schema()
+        errors: dict[str, str] = {}
+        lines = list(self._lines(enumerate(docs, 1), schema, errors))
+        result = WriteResult(errors=errors)
+        if lines:
+            bulk = self._call(
+                f"bulk indexing into {self.index!r}", lambda: self._writer().write(lines)
             )
-        result = WriteResult()
-        good = []
-        for doc in docs:
-            reason = queries.check_document(doc, schema)
-            if reason is None:
-                good.append(doc)
-            else:
-                result.errors[doc.product.id] = reason
-        if good:
-            self._call(f"bulk indexing into {self.index!r}", lambda: self._bulk(good, result))
+            result.written = bulk.written
+            result.errors.update(bulk.errors)
             if self.refresh:
                 self._call(
                     "refreshing the index", lambda: self.client.indices.refresh(index=self.index)
@@ -504,24 +344,85 @@ class ElasticsearchStore:
             self._write_checkpoint(key, int(position))
         return result
 
-    def _bulk(self, docs: Sequence[Document], result: WriteResult) -> None:
-        """Index ``docs``; items rejected for good are recorded, 429/503 are retried."""
-        for ok, item in helpers.streaming_bulk(
-            self.client,
-            queries.bulk_actions(docs, self.index),
-            chunk_size=self.chunk_size,
-            raise_on_error=False,
-            raise_on_exception=True,
-            max_retries=self.max_retries,
-            initial_backoff=self.initial_backoff,
-            max_backoff=self.max_backoff,
-            retry_on_status=(429, 503),
-        ):
-            if ok:
-                result.written += 1
-            else:
-                pid, reason = queries.bulk_item_error(item)
-                result.errors[pid] = self.connection.scrub(reason)
+    def bulk_load(
+        self,
+        docs: Iterable[Document],
+        *,
+        checkpoint_key: str | None = None,
+        resume: bool = True,
+        on_chunk: Callable[[BulkLoadReport], None] | None = None,
+    ) -> BulkLoadReport:
+        """Stream ``docs`` into the index: chunks by count and bytes, retries with backoff,
+        per-document errors collected, a checkpoint after every chunk, and at the end a
+        ``_count`` check that every product written is there.
+
+        With ``checkpoint_key`` and ``resume``, documents up to the recorded position are
+        skipped (they were written by an earlier run); the checkpoint is cleared on success.
+        Raises ``BulkAborted`` (with the checkpoint position in its message) when a chunk
+        cannot be written, and ``StoreError`` when ``_count`` shows missing products."""
+        schema = self._require_schema()
+        report = BulkLoadReport()
+        start = self.checkpoint(checkpoint_key) if (checkpoint_key and resume) else None
+        report.last_position = start or 0
+        self._call("refreshing the index", lambda: self.client.indices.refresh(index=self.index))
+        report.count_before = self.count()
+        written_ids: set[str] = set()
+
+        def numbered() -> Iterator[tuple[int, Document]]:
+            for position, doc in enumerate(docs, start=1):
+                if start is not None and position <= start:
+                    report.skipped_resumed += 1
+                    continue
+                yield position, doc
+
+        def after_chunk(chunk: list[BulkLine], total: BulkResult) -> None:
+            report.last_position = chunk[-1].position
+            report.written, report.retries, report.requests = (
+                total.written,
+                total.retries,
+                total.requests,
+            )
+            report.errors.update(total.errors)
+            if checkpoint_key:
+                self._write_checkpoint(checkpoint_key, report.last_position)
+            if on_chunk is not None:
+                on_chunk(report)
+
+        writer = self._writer()
+        try:
+            total = self._call(
+                f"bulk indexing into {self.index!r}",
+                lambda: writer.write(self._lines(numbered(), schema, report.errors), after_chunk),
+            )
+        except BulkAborted as exc:
+            where = (
+                f"checkpoint {checkpoint_key!r} is at position {report.last_position}; run the "
+                "same load again to resume from there (documents sent twice are replaced, "
+                "never duplicated)"
+                if checkpoint_key
+                else "no checkpoint key was given: a new run starts from the beginning"
+            )
+            raise BulkAborted(
+                f"{exc} - {exc.result.written} written in this run; {where}",
+                exc.result,
+                exc.pending,
+            ) from None
+        written_ids = total.written_ids
+        report.errors.update(total.errors)
+        report.written, report.retries, report.requests = total.written, total.retries, total.requests
+        report.distinct_written = len(written_ids)
+        self._call("refreshing the index", lambda: self.client.indices.refresh(index=self.index))
+        report.count_after = self.count()
+        low = max(report.distinct_written, report.count_before) if report.count_before == 0 else report.count_before
+        if report.count_after < low:
+            raise StoreError(
+                f"bulk load into {self.index!r}: _count is {report.count_after} after writing "
+                f"{report.distinct_written} distinct products (was {report.count_before}): "
+                "products are missing"
+            )
+        if checkpoint_key:
+            self.clear_checkpoint(checkpoint_key)
+        return report
 
     def _ensure_meta_index(self) -> None:
         if self._meta_index_ready:
@@ -547,6 +448,7 @@ class ElasticsearchStore:
                 index=self.connection.meta_index,
                 id=key,
                 document={"key": key, "position": position},
+                refresh=True,
             ),
         )
 
@@ -569,6 +471,14 @@ class ElasticsearchStore:
 
         self._call(f"clearing checkpoint {key!r}", delete)
 
+    def _with_candidates(self, vectors: Sequence[VectorQuery]) -> list[VectorQuery]:
+        if self.num_candidates is None:
+            return list(vectors)
+        return [
+            vq if vq.num_candidates is not None else replace(vq, num_candidates=self.num_candidates)
+            for vq in vectors
+        ]
+
     def search(
         self,
         lexical: LexicalQuery | None,
@@ -576,10 +486,12 @@ class ElasticsearchStore:
         k: int,
         filters: Sequence[Filter] = (),
     ) -> dict[str, list[Hit]]:
+        """One ``_msearch`` round trip: the lexical search and every kNN search, one list each."""
         schema = self._schema
         if vectors and schema is None:
             schema = self.schema()  # once per store: field dims and similarity
         queries.check_vector_queries(vectors, schema)
+        vectors = self._with_candidates(vectors)
         names, searches = queries.msearch_body(
             self.index, lexical, vectors, k, filters, multi_match_type=self.multi_match_type
         )
@@ -624,7 +536,8 @@ class ElasticsearchStore:
         return self._call(f"counting {self.index!r}", count)
 
     def stats(self) -> dict[str, Any]:
-        current = self._get_mapping()
+        live = lifecycle.resolve(self)
+        current = live.mapping
         schema = mapping.schema_from_mapping(current) if current is not None else None
         counts: dict[str, Any] = {
             "products": 0,
@@ -644,6 +557,7 @@ class ElasticsearchStore:
             "backend": "elasticsearch",
             "url": self.connection.redacted_url,
             "index": self.index,
+            "live_index": live.concrete,
             "exists": current is not None,
             "products": counts["products"],
             "with_image": counts["with_image"],
@@ -654,6 +568,7 @@ class ElasticsearchStore:
                 for name, f in vectors.items()
             },
             "index_options": mapping.index_options_from_mapping(current) if current else None,
+            "mapping_version": mapping.mapping_version_from_mapping(current) if current else None,
         }
 
     def close(self) -> None:
@@ -661,18 +576,117 @@ class ElasticsearchStore:
             client, self._client = self._client, None
             client.close()
 
-    # -------------------------------------------------------- beyond the protocol
+    # -------------------------------------------------------- beyond the protocol: cluster facts
 
-    def drop(self) -> None:
-        """Delete the product index and its checkpoint index (tests, ``reset``)."""
+    def cluster_info(self, refresh: bool = False) -> ClusterInfo:
+        """Version and licence (``GET /``, ``GET /_license``), read once per store."""
+        if self._cluster is not None and not refresh:
+            return self._cluster
+        root = self._call("reading the cluster version", lambda: dict(_body(self.client.info())))
+        licence: dict[str, Any] | None = None
+        error: str | None = None
+        if (root.get("version") or {}).get("build_flavor") != "serverless":
+            try:
+                licence = self._call(
+                    "reading the cluster licence", lambda: dict(_body(self.client.license.get()))
+                )
+            except StoreError as exc:
+                error = str(exc)[:200]
+        self._cluster = ClusterInfo.from_responses(root, licence, error)
+        return self._cluster
 
-        def delete() -> None:
-            for name in (self.index, self.connection.meta_index):
-                try:
-                    self.client.indices.delete(index=name)
-                except elasticsearch.NotFoundError:
-                    pass
+    def search_fused(
+        self,
+        lexical: LexicalQuery | None,
+        vectors: Sequence[VectorQuery],
+        k: int,
+        filters: Sequence[Filter] = (),
+        *,
+        method: str = "rrf",
+        weights: Mapping[str, float] | None = None,
+        window: int | None = None,
+        server_side: bool = True,
+    ) -> FusedSearch:
+        """Hybrid search fused in ONE round trip by an ``rrf`` / ``linear`` retriever when the
+        cluster allows it; otherwise ``search`` + ``ranking.fusion.fuse`` with a notice.
 
-        self._call(f"deleting {self.index!r}", delete)
+        ``window`` is each source's depth (default ``max(100, 2k)``, as ``Search``). Server-side
+        hits carry no per-source breakdown (``FusedHit.sources`` is empty); client-side ones do.
+        Server-side ``rrf`` weighs sources equally, so other ``weights`` fuse client-side.
+        """
+        from ..ranking.fusion import FusedHit, fuse
+
+        if method not in queries.RETRIEVER_FUSIONS:
+            raise QueryError(
+                f"unknown fusion {method!r}; supported: {', '.join(queries.RETRIEVER_FUSIONS)}"
+            )
+        depth = window or min(queries.MAX_K, max(MIN_FUSION_WINDOW, 2 * k))
+        notice: str | None = None
+        if server_side:
+            ok, why = self.cluster_info().fusion_support(method)
+            if ok and method == "rrf" and weights and len(set(weights.values()) | {1.0}) > 1:
+                ok, why = False, "the rrf retriever of Elasticsearch 8.x takes no per-source weights"
+            if ok:
+                schema = self._schema
+                if vectors and schema is None:
+                    schema = self.schema()
+                queries.check_vector_queries(vectors, schema)
+                _names, body = queries.retriever_body(
+                    method,
+                    lexical,
+                    self._with_candidates(vectors),
+                    k,
+                    filters,
+                    window=depth,
+                    weights=weights,
+                    multi_match_type=self.multi_match_type,
+                )
+                if body is not None:
+                    try:
+                        response = self._call(
+                            f"searching {self.index!r} ({method} retriever)",
+                            lambda: _body(self.client.search(index=self.index, **body)),
+                        )
+                    except StoreError as exc:
+                        if "license" not in str(exc).lower():
+                            raise
+                        self._cluster = None  # licence changed: read it again next time
+                        why = str(exc)
+                    else:
+                        hits = queries.parse_hits(response)
+                        return FusedSearch(
+                            [FusedHit(h.id, h.score, {}) for h in hits[:k]], method, True
+                        )
+                else:
+                    why = ""  # one source: nothing to fuse, no notice
+            if why:
+                notice = f"server-side {method} fusion unavailable ({why}); fusing client-side"
+                self._notice(notice)
+        runs = self.search(lexical, vectors, depth, filters)
+        return FusedSearch(fuse(method, runs, weights)[:k], method, False, notice)
+
+    # -------------------------------------------------------- beyond the protocol: lifecycle
+
+    def status(self) -> dict[str, Any]:
+        """Alias, live version, all versions, schema, mapping version, pipeline, cluster."""
+        return lifecycle.status(self)
+
+    def reindex(self, **options: Any) -> lifecycle.ReindexReport:
+        """Next version + server-side ``_reindex`` + count check + atomic alias swap."""
+        report = lifecycle.reindex(self, **options)
+        self._remember(lifecycle.resolve(self).mapping)
+        return report
+
+    def swap(self, target: str, *, allow_empty: bool = False) -> list[dict[str, Any]]:
+        """Point the alias at ``target`` (another version) atomically."""
+        actions = lifecycle.swap(self, target, allow_empty=allow_empty)
+        self._remember(lifecycle.resolve(self).mapping)
+        return actions
+
+    def drop(self) -> list[str]:
+        """Delete every version of the index, the alias and the checkpoint index."""
+        gone = lifecycle.drop(self)
         self._schema = None
+        self._pipeline = None
         self._meta_index_ready = False
+        return gone

@@ -341,7 +341,18 @@ class RedactingFilter(logging.Filter):
 
 
 # Loggers of the client stack that may print URLs, headers or bodies (at DEBUG).
-CLIENT_LOGGERS: tuple[str, ...] = ("elastic_transport", "elasticsearch", "urllib3", "ctir_es")
+# (A logger's filters only see records logged on that very logger, so children are listed too.)
+CLIENT_LOGGERS: tuple[str, ...] = (
+    "elastic_transport",
+    "elastic_transport.transport",
+    "elastic_transport.node",
+    "elastic_transport.node_pool",
+    "elasticsearch",
+    "elasticsearch.trace",
+    "urllib3",
+    "urllib3.connectionpool",
+    "ctir_es",
+)
 
 
 def install_log_redaction(conn: EsConnection) -> RedactingFilter:

@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Kill an ingest with SIGKILL at random points, resume it, and count lost / duplicated products.
+
+    python scripts/kill_resume.py DATASET_DIR [--cycles 20] [--text-model none|NAME|DIR]
+
+Each cycle starts `ctir-es ingest flipkart DATASET_DIR` into the same store and kills it once a
+random number of products has been committed (or at a random moment). A final run completes the
+ingest. Then it compares the store with the catalogue: every id exactly once, and the text index
+and the vectors agreeing with the products table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ctir_es.ingest.readers import read_flipkart
+from ctir_es.ingest.report import IngestReport
+
+
+def committed(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return conn.execute("SELECT count(*) FROM products").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", type=Path)
+    ap.add_argument("--cycles", type=int, default=20)
+    ap.add_argument("--text-model", default="all-MiniLM-L6-v2")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+
+    expected = {p.id for p in read_flipkart(args.dataset, IngestReport())}
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "store.db"
+        env = {**os.environ, "CTIR_ES_CACHE_DIR": str(Path(tmp) / "cache"), "CTIR_ES_CONFIG": str(Path(tmp) / "none")}
+        cmd = [sys.executable, "-m", "ctir_es.cli", "ingest", "flipkart", str(args.dataset), "--store", str(db),
+               "--text-model", args.text_model, "--clip-weights", "none", "--batch-size", str(args.batch_size)]
+        kills = 0
+        for cycle in range(1, args.cycles + 1):
+            # Kill once a random share of what is left has been committed, or after a random delay
+            # (which can land during start-up, model loading or the middle of a batch).
+            start_count = committed(db)
+            target = start_count + rng.randint(1, max(1, (len(expected) - start_count) // 3))
+            # one cycle in four kills at a random moment instead (start-up, model loading, ...)
+            at_random_time = rng.random() < 0.25
+            deadline = time.monotonic() + (rng.uniform(0.5, 8.0) if at_random_time else 300.0)
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while proc.poll() is None and committed(db) < target and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait()
+            how = "at a random time" if at_random_time else f"after {target} committed"
+            print(f"cycle {cycle:2d}: {'killed' if proc.returncode == -signal.SIGKILL else 'finished'} {how}; "
+                  f"{committed(db)} products in the store", flush=True)
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT id FROM products").fetchall()
+            stored = [r[0] for r in rows]
+            fts = conn.execute("SELECT count(*) FROM products_fts_docsize").fetchone()[0]
+            vectors = conn.execute("SELECT count(*) FROM vectors WHERE field='title_vector'").fetchone()[0]
+            integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        lost = len(expected - set(stored))
+        duplicated = len(stored) - len(set(stored))
+        vec_expected = len(stored) if args.text_model != "none" else 0
+        print(f"\n{args.cycles} cycles, {kills} killed mid-run; catalogue {len(expected)} products; "
+              f"store {len(stored)} rows, text index {fts}, vectors {vectors}; integrity {integrity}")
+        print(f"lost {lost}, duplicated {duplicated}")
+        ok = lost == 0 and duplicated == 0 and fts == len(stored) and vectors == vec_expected and integrity == "ok"
+        return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

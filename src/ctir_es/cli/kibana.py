@@ -1,0 +1,42 @@
+"""``ctir-es kibana setup``: import the shipped data view, dashboard and saved search."""
+
+from __future__ import annotations
+
+import click
+
+from ..es_mappings.kibana import saved_objects, to_ndjson
+from ..store.es.kibana import KibanaConnection, import_saved_objects
+from .main import cli, settings_from
+
+
+@cli.group()
+def kibana() -> None:
+    """Kibana saved objects for the product index (data view, dashboard, saved search)."""
+
+
+@kibana.command("setup")
+@click.option("--kibana-url", default=None, metavar="URL",
+              help="Kibana URL (credentials from env only) [env: CTIR_KIBANA_URL; default http://localhost:5601].")
+@click.option("--space", default=None, help="Kibana space id [default space].")
+@click.option("--image-url-template", default=None, metavar="TEMPLATE",
+              help="How an image value becomes a URL, e.g. 'https://cdn.example.com/{{rawValue}}' "
+                   "[default: the value itself].")
+@click.option("--compatibility-mode", is_flag=True,
+              help="Ask Kibana to adapt the objects to its version (Kibana 9.x).")
+@click.option("--dry-run", is_flag=True, help="Print the NDJSON instead of importing it.")
+@click.pass_context
+def kibana_setup(ctx: click.Context, kibana_url: str | None, space: str | None,
+                 image_url_template: str | None, compatibility_mode: bool, dry_run: bool) -> None:
+    """Import the saved objects through Kibana's saved-objects API (overwrites, so re-runnable).
+
+    The data view's title is the index alias (CTIR_ES_INDEX, default products).
+    """
+    settings = settings_from(ctx)
+    ndjson = to_ndjson(saved_objects(settings.es_index, image_url_template))
+    if dry_run:
+        click.echo(ndjson, nl=False)
+        return
+    conn = KibanaConnection.from_env(url=kibana_url)
+    result = import_saved_objects(conn, ndjson, space=space, compatibility_mode=compatibility_mode)
+    click.echo(f"imported {result.get('successCount', 0)} saved objects into Kibana at {conn.url}; "
+               f"open Dashboards > 'ctir-es catalogue'")
