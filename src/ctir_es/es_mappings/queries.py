@@ -449,13 +449,13 @@ def retriever_body(
 
 
 def has_image(doc: Document) -> bool:
-    """A product "has an image" when an image was encoded for it (as the embedded store)."""
+    """A product "has an image" when its image loaded (as in the embedded store)."""
     return doc.image is not None
 
 
 def shown_image(doc: Document) -> str | None:
-    """The image shown in results: the encoded one, else the product's first image."""
-    return doc.image or (doc.product.images[0] if doc.product.images else None)
+    """The image shown in results: one that loaded; never a reference that failed."""
+    return doc.image
 
 
 def document_source(doc: Document) -> dict[str, Any]:
