@@ -7,6 +7,8 @@ where a Docker engine answers (testcontainers).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -109,7 +111,7 @@ class StoreContract:
     def test_lexical_ranks_matching_products(self, loaded: Store) -> None:
         hits = loaded.search(LexicalQuery("pressure cooker"), [], 10)["bm25"]
         assert ids(hits)[0] == "p1"
-        assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+        assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
 
     def test_lexical_searches_only_weighted_fields(self, loaded: Store) -> None:
         # "Appliances" appears only in p3's category path: with the category field excluded

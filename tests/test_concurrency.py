@@ -40,9 +40,8 @@ def test_lock_dies_with_its_process(tmp_path: Path) -> None:
             "with EmbeddedStore(sys.argv[1]).exclusive_writer():\n    print('held', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-    with pytest.raises(StoreLocked):
-        with EmbeddedStore(db).exclusive_writer():
-            pass
+    with pytest.raises(StoreLocked), EmbeddedStore(db).exclusive_writer():
+        pass
     proc.kill()
     proc.wait()
     with EmbeddedStore(db).exclusive_writer():  # no stale lock after a crash

@@ -167,7 +167,7 @@ def test_bad_local_images_keep_the_product(tmp_path: Path) -> None:
 
 
 class _Hostile(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/hang":
             time.sleep(30)  # accept the connection, never answer in time
             return

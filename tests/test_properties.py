@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from store_contract import CATALOGUE, SCHEMA
 
 from ctir_es.errors import InvalidRecord
 from ctir_es.products import Product, format_category_path, parse_category_path, path_prefixes
 from ctir_es.ranking.fusion import linear, rrf
 from ctir_es.store.base import Hit, IndexSchema, LexicalQuery
 from ctir_es.store.embedded import EmbeddedStore
-from store_contract import CATALOGUE, SCHEMA
 
 level = st.text(st.characters(blacklist_characters=">", blacklist_categories=("Cs",)), min_size=1, max_size=20).map(
     lambda s: " ".join(s.split())).filter(bool)

@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 
 def _checkpoint(db: Path) -> int:
     try:

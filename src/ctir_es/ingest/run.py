@@ -59,7 +59,7 @@ def ingest_catalogue(
     image_encoder: ImageEncoder | None,
     market: str | None = None,
     category: str | None = None,
-    options: IngestOptions = IngestOptions(),
+    options: IngestOptions | None = None,
     on_batch: Callable[[IngestReport], None] | None = None,
     report: IngestReport | None = None,
 ) -> IngestReport:
@@ -73,7 +73,7 @@ def ingest_catalogue(
             text_encoder=text_encoder,
             image_encoder=image_encoder,
             load_images=lambda refs: loader.load_many(refs, workers=settings.image_workers),
-            options=options,
+            options=options or IngestOptions(),
         )
         return pipeline.run(products, report, checkpoint_key=key, on_batch=on_batch)
     finally:
