@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ctir_es.ingest.images import ImageLoader
 from ctir_es.ingest.readers import read_jsonl
@@ -59,3 +59,77 @@ def sample_search(tmp_dir: Path, text_dir: Path, clip: Any | None) -> tuple[Sear
 
 def sample_image(name_part: str = "") -> Path:
     return next(p for p in sorted(SAMPLE_IMAGES.glob("*.jpg")) if name_part in p.name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServeProcess:
+    """``ctir-es serve`` in a subprocess on ``store`` (a private config and cache), stopped
+    by its own pid on exit. ``url`` is where it answers once ``/health`` says ok."""
+
+    def __init__(self, store: Path, tmp_dir: Path, *extra: str, startup_timeout: float = 90) -> None:
+        self.store = store
+        self.tmp_dir = tmp_dir
+        self.extra = extra
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.startup_timeout = startup_timeout
+        self.log = tmp_dir / "serve.log"
+        self.proc: Any = None
+
+    def __enter__(self) -> Self:
+        import os
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        env = {**os.environ, "CTIR_ES_CONFIG": str(self.tmp_dir / "absent.toml"),
+               "CTIR_ES_CACHE_DIR": str(self.tmp_dir / "cache")}
+        for var in ("CTIR_ES_URL", "CTIR_ES_STORE", "CTIR_ES_TEXT_MODEL", "CTIR_ES_CLIP_MODEL", "CTIR_ES_CLIP_WEIGHTS"):
+            env.pop(var, None)
+        cli = Path(sys.executable).parent / "ctir-es"
+        cmd = [str(cli) if cli.exists() else sys.executable, *([] if cli.exists() else ["-m", "ctir_es.cli"]),
+               "serve", "--store", str(self.store), "--port", str(self.port), *self.extra]
+        self._log_fh = open(self.log, "wb")  # closed in __exit__
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ctir-es serve exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        self.__exit__()
+        raise RuntimeError(f"ctir-es serve did not answer within {self.startup_timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def __exit__(self, *exc: object) -> None:
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log_fh.close()
+
+
+def sample_store_file(tmp_dir: Path, text_dir: Path, clip: Any | None) -> Path:
+    """A private copy of the sample store file (built on first use)."""
+    search, _ = sample_search(tmp_dir, text_dir, clip)
+    search.close()
+    return tmp_dir / "store.db"

@@ -66,3 +66,4 @@ from . import query as _query  # noqa: E402,F401
 from . import stats as _stats  # noqa: E402,F401
 from . import es as _es  # noqa: E402,F401
 from . import kibana as _kibana  # noqa: E402,F401
+from . import serve as _serve  # noqa: E402,F401

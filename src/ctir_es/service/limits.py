@@ -1,0 +1,34 @@
+"""What one request may ask of the service: sizes, counts and time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..products import MAX_ID_CHARS
+from ..ranking.plan import MAX_QUERY_CHARS
+from ..search import MAX_K
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits. Anything over a size limit gets 413, over a count limit 422, and a
+    request that takes longer than ``timeout`` seconds gets 503 (code ``timeout``)."""
+
+    max_query_chars: int = MAX_QUERY_CHARS  # q, within
+    max_k: int = 100  # results per page
+    max_depth: int = MAX_K  # offset + k: how deep pagination may go
+    max_upload_bytes: int = 10_000_000  # an uploaded image file, before decoding
+    max_image_pixels: int = 40_000_000  # width x height read from the header, before decoding
+    max_id_chars: int = MAX_ID_CHARS
+    timeout: float = 30.0  # seconds per request for store and model work (queueing included)
+    max_concurrency: int = 2  # store / model calls running at once (the rest wait)
+    max_image_file_bytes: int = 20_000_000  # a catalogue image file served by /products/{id}/image
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Whole request body: one upload plus room for the multipart envelope."""
+        return self.max_upload_bytes + 64 * 1024
+
+    @property
+    def max_offset(self) -> int:
+        return max(0, self.max_depth - self.max_k)

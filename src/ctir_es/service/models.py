@@ -1,0 +1,92 @@
+"""Response shapes (they make the OpenAPI schema, and fuzzing checks answers against it)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, machine-readable error code, e.g. `not_found`, `image_too_large`.")
+    message: str = Field(description="What went wrong, for people. Never a traceback.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class SourceScoreOut(BaseModel):
+    rank: int = Field(description="1-based rank in this source's own list.")
+    score: float = Field(description="The source's raw score: BM25, or cosine for vectors.")
+    normalised: float | None = Field(None, description="Linear fusion only: min-max normalised score.")
+    contribution: float = Field(description="What this source added to the fused score.")
+
+
+class ResultOut(BaseModel):
+    rank: int
+    id: str
+    title: str
+    categories: list[list[str]]
+    image_url: str | None = Field(description="`/products/{id}/image`, or null without an image.")
+    score: float = Field(description="The fused score.")
+    sources: dict[str, SourceScoreOut]
+
+
+class SearchPage(BaseModel):
+    query: str
+    mode: str
+    fusion: str
+    sources: list[str]
+    weights: dict[str, float]
+    offset: int
+    k: int
+    has_more: bool = Field(description="More results follow this page.")
+    max_score: float | None = Field(description="The fused score of rank 1 (scale for score bars).")
+    results: list[ResultOut]
+
+
+class ProductOut(BaseModel):
+    id: str
+    title: str
+    categories: list[list[str]]
+    attributes: dict[str, str]
+    description: str
+    market: str | None
+    image_url: str | None
+    vector_fields: list[str]
+
+
+class CategoryNodeOut(BaseModel):
+    name: str
+    path: list[str]
+    label: str
+    count: int
+    children: list[CategoryNodeOut]
+
+
+class CategoryTreeOut(BaseModel):
+    products: int
+    nodes: int
+    tree: list[CategoryNodeOut]
+
+
+class CategoryScoreOut(BaseModel):
+    path: list[str]
+    label: str
+    score: float = Field(description="Share of the neighbours' similarity-weighted vote, 0..1.")
+    support: int = Field(description="Neighbours in this category.")
+
+
+class CategorizeOut(BaseModel):
+    method: str
+    neighbours: int
+    depth: int | None
+    categories: list[CategoryScoreOut]
+
+
+class HealthOut(BaseModel):
+    status: str
+    products: int
+    backend: str
+    vector_fields: list[str]
+    image_search: bool = Field(description="Image upload search and categorize are available.")
+    image_roots: int = Field(description="How many local image directories may be served.")
