@@ -67,3 +67,4 @@ from . import stats as _stats  # noqa: E402,F401
 from . import es as _es  # noqa: E402,F401
 from . import kibana as _kibana  # noqa: E402,F401
 from . import serve as _serve  # noqa: E402,F401
+from . import evaluate as _evaluate  # noqa: E402,F401

@@ -1,0 +1,228 @@
+"""Evaluation indexes: the catalogue indexed through the normal ingest ``Pipeline`` into a
+store of its own, cached by dataset hash + encoder manifest ids.
+
+Every system is then run through the ``Store`` API against these indexes, so the numbers are
+what the product serves. The embedded store puts each index in one SQLite file under the work
+dir; with Elasticsearch each is an index named ``ctir-eval-<hash>``. A JSON marker written
+after a complete build makes a later run with the same data and encoders reuse the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..encoders.base import ImageEncoder, TextEncoder
+from ..ingest.pipeline import IngestOptions, Pipeline
+from ..ingest.report import IngestReport
+from ..products import Product
+from ..search import open_store
+from ..store.base import Document, IndexSchema, Store
+
+MARKER_VERSION = 1
+Progress = Callable[[str, int, int | None], None]
+
+
+def _noop(stage: str, done: int, total: int | None) -> None:
+    return None
+
+
+@dataclass
+class EvalIndex:
+    """A built evaluation index: its store (open), schema and how it came to be."""
+
+    key: str
+    store: Store
+    schema: IndexSchema
+    cached: bool
+    seconds: float
+    location: str
+    indexed: int
+    rejected: dict[str, str] = field(default_factory=dict)
+    images_missing: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "location": self.location,
+            "cached": self.cached,
+            "build_seconds": round(self.seconds, 2),
+            "indexed": self.indexed,
+            "rejected": dict(list(self.rejected.items())[:20]),
+            "rejected_total": len(self.rejected),
+            "images_missing": self.images_missing,
+            "vector_fields": {n: f.to_json() for n, f in self.schema.vectors.items()},
+        }
+
+
+def index_tag(manifests: Sequence[dict[str, Any]]) -> str:
+    """Short id of what an index holds: the encoder ids (or 'bm25' when it holds no vectors)."""
+    ids = sorted(str(m.get("id", m.get("name", ""))) for m in manifests)
+    if not ids:
+        return "bm25"
+    return hashlib.sha1("|".join(ids).encode("utf-8")).hexdigest()[:10]
+
+
+class IndexBuilder:
+    """Builds (or reuses) evaluation indexes for one catalogue under ``work_dir``."""
+
+    def __init__(
+        self,
+        products: Sequence[Product],
+        dataset_hash: str,
+        settings: Settings,
+        work_dir: Path,
+        *,
+        progress: Progress = _noop,
+        batch_size: int = 64,
+        rebuild: bool = False,
+    ) -> None:
+        self.products = products
+        self.dataset_hash = dataset_hash
+        self.settings = settings
+        self.work_dir = Path(work_dir)
+        self.progress = progress
+        self.batch_size = batch_size
+        self.rebuild = rebuild
+        self.indexes: dict[str, EvalIndex] = {}
+
+    # -- locations ------------------------------------------------------------------------
+
+    def _name(self, tag: str) -> str:
+        return f"{self.dataset_hash[:16]}-{tag}"
+
+    def _settings_for(self, name: str) -> Settings:
+        if self.settings.es_url:
+            return self.settings.with_overrides(es_index=f"ctir-eval-{name}")
+        return self.settings.with_overrides(store=self.work_dir / f"{name}.db")
+
+    def _marker_path(self, name: str) -> Path:
+        backend = "es" if self.settings.es_url else "embedded"
+        return self.work_dir / f"{name}.{backend}.json"
+
+    def _location(self, settings: Settings) -> str:
+        return f"elasticsearch index {settings.es_index}" if settings.es_url else str(settings.store)
+
+    # -- building -------------------------------------------------------------------------
+
+    def _reuse(self, key: str, name: str, settings: Settings, manifests: list[dict[str, Any]]) -> EvalIndex | None:
+        marker = self._marker_path(name)
+        if self.rebuild or not marker.is_file():
+            return None
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if data.get("version") != MARKER_VERSION or data.get("dataset_hash") != self.dataset_hash:
+            return None
+        store = open_store(settings)
+        schema = store.schema()
+        expected = sorted(str(m.get("id")) for m in manifests)
+        held = sorted(str(f.encoder.get("id")) for f in (schema.vectors.values() if schema else []))
+        if schema is None or held != expected or store.count() != data.get("indexed"):
+            store.close()
+            return None
+        return EvalIndex(key, store, schema, True, 0.0, self._location(settings), int(data["indexed"]),
+                         dict(data.get("rejected", {})), dict(data.get("images_missing", {})))
+
+    def _fresh_store(self, settings: Settings) -> Store:
+        if settings.es_url:
+            store = open_store(settings)
+            drop = getattr(store, "drop", None)
+            if callable(drop) and store.schema() is not None:
+                drop()  # an incomplete earlier build: start again
+            return store
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{settings.store}{suffix}").unlink(missing_ok=True)
+        return open_store(settings)
+
+    def _finish(self, key: str, name: str, settings: Settings, store: Store, started: float,
+                report: IngestReport, rejected: dict[str, str]) -> EvalIndex:
+        schema = store.schema() or IndexSchema()
+        indexed = store.count()
+        marker = {
+            "version": MARKER_VERSION,
+            "dataset_hash": self.dataset_hash,
+            "indexed": indexed,
+            "rejected": rejected,
+            "images_missing": dict(report.images_missing),
+            "schema": schema.to_json(),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._marker_path(name).write_text(json.dumps(marker, indent=1, sort_keys=True), encoding="utf-8")
+        index = EvalIndex(key, store, schema, False, time.perf_counter() - started, self._location(settings),
+                          indexed, rejected, dict(report.images_missing))
+        return index
+
+    def with_encoders(
+        self,
+        key: str,
+        *,
+        text_encoder: TextEncoder | None = None,
+        image_encoder: ImageEncoder | None = None,
+        load_images: Callable[[Sequence[str]], list[Any]] | None = None,
+    ) -> EvalIndex:
+        """The catalogue through the ingest ``Pipeline`` (title vectors and/or image vectors)."""
+        if key in self.indexes:
+            return self.indexes[key]
+        manifests = [e.manifest for e in (text_encoder, image_encoder) if e is not None]
+        name = self._name(index_tag(manifests))
+        settings = self._settings_for(name)
+        index = self._reuse(key, name, settings, manifests)
+        if index is None:
+            started = time.perf_counter()
+            store = self._fresh_store(settings)
+            report = IngestReport(source=f"evaluation:{self.dataset_hash[:16]}")
+            options = IngestOptions(batch_size=self.batch_size, with_images=load_images is not None, resume=False)
+            pipeline = Pipeline(store, text_encoder=text_encoder, image_encoder=image_encoder,
+                                load_images=load_images, options=options)
+            total = len(self.products)
+            self.progress(f"index {key}", 0, total)
+            pipeline.run(self.products, report, checkpoint_key=f"eval:{name}",
+                         on_batch=lambda r: self.progress(f"index {key}", r.indexed + r.rejected_total, total))
+            rejected = {r.location: f"{r.reason}: {r.detail}" for r in report.rejections}
+            index = self._finish(key, name, settings, store, started, report, rejected)
+        self.indexes[key] = index
+        return index
+
+    def with_documents(
+        self,
+        key: str,
+        schema: IndexSchema,
+        make_documents: Callable[[Sequence[Product]], list[Document]],
+    ) -> EvalIndex:
+        """A custom index (e.g. a trained model's own vector field): ``make_documents`` turns a
+        batch of products into documents; categories must never feed a vector (no leakage)."""
+        if key in self.indexes:
+            return self.indexes[key]
+        manifests = [dict(f.encoder) for f in schema.vectors.values()]
+        name = self._name(index_tag(manifests))
+        settings = self._settings_for(name)
+        index = self._reuse(key, name, settings, manifests)
+        if index is None:
+            started = time.perf_counter()
+            store = self._fresh_store(settings)
+            store.setup(schema)
+            report = IngestReport(source=f"evaluation:{self.dataset_hash[:16]}")
+            rejected: dict[str, str] = {}
+            total = len(self.products)
+            for start in range(0, total, self.batch_size):
+                batch = list(self.products[start : start + self.batch_size])
+                result = store.upsert(make_documents(batch))
+                rejected.update(result.errors)
+                self.progress(f"index {key}", min(start + self.batch_size, total), total)
+            index = self._finish(key, name, settings, store, started, report, rejected)
+        self.indexes[key] = index
+        return index
+
+    def close(self) -> None:
+        for index in self.indexes.values():
+            index.store.close()
+        self.indexes.clear()

@@ -1,0 +1,317 @@
+"""Write an evaluation out: a Markdown report in the paper's layout, the JSON behind it, TREC run
+and qrels files, the topics, and a PNG plot. ``write_report`` returns what it wrote."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .metrics import parse_metric
+from .plot import plot
+from .protocol import QUERY_TEXTS, RELEVANCE, SETTINGS
+from .runner import EvalResult
+from .significance import significant_pairs
+from .systems import HybridSystem
+from .trec import safe_name, write_qrels, write_queries, write_run
+
+# The paper's table columns, in its order, then the extra ones.
+TABLE_METRICS: tuple[str, ...] = (
+    "precision@1", "precision@5", "precision@10", "map_min@5", "map_min@10", "r-precision",
+    "map@5", "map@10", "ndcg@10", "recall@100",
+)
+HEADERS: dict[str, str] = {
+    "precision@1": "P@1", "precision@5": "P@5", "precision@10": "P@10",
+    "map_min@5": "mAP@5", "map_min@10": "mAP@10", "r-precision": "R-prec",
+    "map@5": "mAP@5÷R", "map@10": "mAP@10÷R", "ndcg@10": "nDCG@10", "recall@100": "R@100",
+}
+COMPARE_METRICS: tuple[str, ...] = ("precision@10", "map_min@10", "map@10", "ndcg@10")
+
+
+def header(metric: str) -> str:
+    return HEADERS.get(metric) or parse_metric(metric).label
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def table_metrics(result: EvalResult) -> list[str]:
+    return [m for m in TABLE_METRICS if m in result.config.metrics] + [
+        m for m in result.config.metrics if m not in TABLE_METRICS
+    ]
+
+
+def results_rows(result: EvalResult, short: bool = False) -> list[list[str]]:
+    """``[setting, system, queries, metric...]`` rows of the main table (percent); ``short``
+    uses setting keys and system names instead of labels (narrow terminals)."""
+    rows = []
+    cols = table_metrics(result)
+    for setting, res in result.settings.items():
+        for system in result.systems:
+            means = res.means.get(system.name)
+            if means is None:
+                continue
+            rows.append([setting if short else SETTINGS[setting], system.name if short else system.label,
+                         str(len(res.test.queries)),
+                         *(pct(means.get(m)) for m in cols)])
+    return rows
+
+
+def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]], align_right_from: int = 2) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join("---" if i < align_right_from else "---:" for i in range(len(head))) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def hybrid_findings(result: EvalResult) -> list[dict[str, Any]]:
+    """For each setting and hybrid: each compared metric against its best single component."""
+    out = []
+    for setting, res in result.settings.items():
+        for system in result.systems:
+            if not isinstance(system, HybridSystem) or system.name not in res.means:
+                continue
+            for metric in COMPARE_METRICS:
+                comps = {c: res.means.get(c, {}).get(metric) for c in (system.lexical, system.dense)}
+                comps = {c: v for c, v in comps.items() if v is not None}
+                if not comps:
+                    continue
+                best = max(comps, key=lambda c: comps[c])
+                value = res.means[system.name][metric]
+                p = None
+                pv = res.significance.get("p_values", {})
+                if metric in res.significance.get("metrics", []) and best in pv.get(system.name, {}):
+                    p = pv[system.name][best].get(metric)
+                out.append({"setting": setting, "hybrid": system.name, "metric": metric, "value": value,
+                            "best_component": best, "component_value": comps[best],
+                            "delta": value - comps[best], "p": p})
+    return out
+
+
+def markdown(result: EvalResult, command: str = "") -> str:
+    cfg = result.config
+    ds = result.dataset
+    lines: list[str] = [f"# Category-to-image evaluation: {ds.get('kind', '')} {ds.get('source', '')}", ""]
+    if command:
+        lines += ["```bash", command, "```", ""]
+    splits = ds.get("splits", {})
+    lines += [
+        f"- **Dataset:** {ds.get('products')} products ({ds.get('with_category')} with a category, "
+        f"{ds.get('category_nodes')} category nodes), `{ds.get('hash')}`"
+        + (f", first {cfg.limit} records (`--limit`)" if cfg.limit else ""),
+        (f"- **Split** (seed {cfg.split.seed}): train {splits.get('train')}, val {splits.get('val')}, "
+        f"test {splits.get('test')}; every system ranks the test products only."),
+        (f"- **Queries:** category nodes by full path; query text = {QUERY_TEXTS[cfg.query_text]}; "
+        f"relevance = {cfg.relevance} ({RELEVANCE[cfg.relevance]})."),
+        (f"- **Systems** run through the Store API ({_backend(result)}), {cfg.depth} results each; no system "
+        "sees a test product's categories (BM25 never searches the category field; vectors come from "
+        "titles or images)."),
+        f"- **Wall time:** {result.wall_seconds:.0f} s.",
+        "",
+        "## Results on the test split (percent)",
+        "",
+        ("mAP@k follows the paper: AP@k divided by min(k, R). mAP@k÷R is the trec_eval / ranx convention "
+        "(divided by all R relevant products). R-prec is precision at R."),
+        "",
+    ]
+    cols = table_metrics(result)
+    lines += _md_table(["setting", "system", "queries", *(header(m) for m in cols)], results_rows(result), 2)
+    lines.append("")
+    if result.skipped:
+        lines += ["Not measured:", ""]
+        lines += [f"- {s.label} (`{s.name}`): {s.reason}" for s in result.skipped]
+        lines.append("")
+
+    findings = hybrid_findings(result)
+    if findings:
+        lines += ["## Hybrid fusion against its best single component", "",
+                  ("Each cell: the hybrid's score, then Δ = hybrid minus the better of its two components on "
+                   "that metric (in points), which component that is, and the p-value of the paired test "
+                   "where that metric was tested."), ""]
+        cells: dict[tuple[str, str], dict[str, str]] = {}
+        for f in findings:
+            p = "" if f["p"] is None else f", p={f['p']:.3f}"
+            cells.setdefault((f["setting"], f["hybrid"]), {})[f["metric"]] = (
+                f"{pct(f['value'])} ({100 * f['delta']:+.2f} vs {f['best_component']}{p})")
+        rows = [[SETTINGS[setting], hybrid, *(by.get(m, "-") for m in COMPARE_METRICS)]
+                for (setting, hybrid), by in cells.items()]
+        lines += _md_table(["setting", "hybrid", *(header(m) for m in COMPARE_METRICS)], rows, 2)
+        lines.append("")
+
+    tuning_rows = []
+    for setting, res in result.settings.items():
+        for name, t in res.tuning.items():
+            grid = t.get("grid", {})
+            chosen = t["chosen"]
+            tuning_rows.append([SETTINGS[setting], name, str(t.get("val_queries", 0)), f"{chosen:g}",
+                                pct(grid.get(f"{chosen:g}")), t.get("note", "")])
+    if tuning_rows:
+        lines += ["## Linear fusion weights (tuned on the validation split)", "",
+                  (f"BM25 weight w (the dense system gets 1 - w) over the grid "
+                  f"{', '.join(f'{w:g}' for w in cfg.linear_grid)}, maximising {header(cfg.tune_metric)} on the "
+                  "validation queries; scores are min-max normalised per list."), ""]
+        lines += _md_table(["setting", "hybrid", "val queries", "w", f"val {header(cfg.tune_metric)}", "note"],
+                           tuning_rows, 2)
+        lines.append("")
+
+    lines += ["## By query level (test split)", "",
+              "P@10 / mAP@10 (paper convention), with the number of queries per level.", ""]
+    for setting, res in result.settings.items():
+        levels = sorted({lv for per in res.by_level.values() for lv in per})
+        if not levels:
+            continue
+        counts = next(iter(res.by_level.values()))
+        head = ["system", *(f"level {lv} (n={int(counts[lv]['queries'])})" for lv in levels)]
+        rows = []
+        for system in result.systems:
+            per = res.by_level.get(system.name)
+            if per is None:
+                continue
+            rows.append([system.label, *(f"{pct(per[lv].get('precision@10'))} / {pct(per[lv].get('map_min@10'))}"
+                                         for lv in levels)])
+        lines += [f"**{SETTINGS[setting]}**", ""]
+        lines += _md_table(head, rows, 1)
+        lines.append("")
+
+    lines += ["## Seen and unseen categories (test split)", "",
+              "A query category is seen when some training product is filed under it. P@10 / mAP@10.", ""]
+    rows = []
+    for setting, res in result.settings.items():
+        for system in result.systems:
+            per = res.by_seen.get(system.name)
+            if per is None:
+                continue
+            cells = []
+            for part in ("seen", "unseen"):
+                g = per.get(part, {})
+                n = int(g.get("queries", 0))
+                cells.append(f"{n}: {pct(g.get('precision@10'))} / {pct(g.get('map_min@10'))}" if n else "0: -")
+            rows.append([SETTINGS[setting], system.label, *cells])
+    lines += _md_table(["setting", "system", "seen (n: P@10 / mAP@10)", "unseen (n: P@10 / mAP@10)"], rows, 2)
+    lines.append("")
+
+    lines += ["## Error analysis: wrong results in the top 10", "",
+              ("Where the non-relevant products in each system's top 10 sit relative to the query category: "
+              "in another top-level tree, or in the same tree and how many levels above the query they "
+              "meet (1 = a sibling category)."), ""]
+    rows = []
+    for setting, res in result.settings.items():
+        for system in result.systems:
+            e = res.errors.get(system.name)
+            if e is None:
+                continue
+            wrong = e["wrong"]
+            by_kind = e["by_kind"]
+            ups = e["levels_up"]
+
+            def share(n: int, wrong: int = wrong) -> str:
+                return f"{n} ({100 * n / wrong:.0f}%)" if wrong else "0"
+
+            deep = sum(n for lv, n in ups.items() if int(lv) >= 3)
+            rows.append([SETTINGS[setting], system.label, f"{wrong}/{e['retrieved']}",
+                         share(by_kind["different tree"]), share(by_kind["same tree"]),
+                         str(ups.get("1", 0)), str(ups.get("2", 0)), str(deep),
+                         "-" if e["mean_levels_up"] is None else f"{e['mean_levels_up']:.2f}",
+                         str(by_kind["inside node"] + by_kind["no category"])])
+    lines += _md_table(["setting", "system", "wrong / shown", "other tree", "same tree", "1 up", "2 up",
+                        "3+ up", "mean up", "other"], rows, 2)
+    lines.append("")
+
+    sig_lines = _significance_md(result)
+    if sig_lines:
+        lines += sig_lines
+
+    lines += ["## Reproducibility", ""]
+    env = result.environment
+    lines += [
+        f"- seeds: split {cfg.split.seed}, random level {cfg.split.seed}, significance {cfg.split.seed}",
+        (f"- split fractions: train {cfg.split.train}, val {cfg.split.val}, test {cfg.split.test} "
+        "(sha256 of seed:id, so a product's split never depends on catalogue order)"),
+        f"- dataset: `{ds.get('hash')}` (products as canonical JSON, images by file name)",
+        f"- ctir-es {env.get('ctir_es')}, git {env.get('git_commit', '?')[:12]}"
+        + (" (uncommitted changes)" if env.get("git_dirty") else "")
+        + f", Python {env.get('python')}, numpy {env.get('numpy')}"
+        + (f", torch {env['torch']}" if "torch" in env else "")
+        + (f", ranx {env['ranx']}" if "ranx" in env else ""),
+    ]
+    for system in result.systems:
+        manifest = getattr(system, "manifest", None)
+        if manifest:
+            lines.append(f"- `{system.name}` encoder: `{manifest.get('id')}`"
+                         + (f" (sha256 {str(manifest.get('weights_sha256'))[:16]}…)" if manifest.get("weights_sha256") else ""))
+    for index in result.indexes:
+        lines.append(f"- index `{index['key']}`: {index['indexed']} products, "
+                     + ("reused from cache" if index["cached"] else f"built in {index['build_seconds']:.0f} s"))
+    for note in result.notes:
+        lines.append(f"- {note}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _backend(result: EvalResult) -> str:
+    locs = [i["location"] for i in result.indexes]
+    return "Elasticsearch" if any(loc.startswith("elasticsearch") for loc in locs) else "embedded store"
+
+
+def _significance_md(result: EvalResult) -> list[str]:
+    lines: list[str] = []
+    for setting, res in result.settings.items():
+        sig = res.significance
+        if not sig:
+            continue
+        if "skipped" in sig:
+            lines += [f"**{SETTINGS[setting]}**: not tested ({sig['skipped']})", ""]
+            continue
+        lines += [f"**{SETTINGS[setting]}** ({sig['queries']} queries):", ""]
+        for metric in sig["metrics"]:
+            pairs = significant_pairs(sig, metric)
+            if not pairs:
+                lines.append(f"- {header(metric)}: no pair differs at p < {sig['max_p']}")
+                continue
+            shown = ", ".join(f"{a} > {b} (p={p:.3f})" for a, b, p in sorted(pairs, key=lambda x: x[2]))
+            lines.append(f"- {header(metric)}: {shown}")
+        lines.append("")
+    if lines:
+        first = next(r.significance for r in result.settings.values() if r.significance)
+        test = first.get("stat_test", result.config.stat_test)
+        desc = {"fisher": "paired Fisher randomisation test", "student": "paired Student's t-test",
+                "tukey": "Tukey's HSD"}.get(test, test)
+        lines = ["## Significance", "",
+                 (f"{desc} (ranx.compare, seed {result.config.split.seed}), pairs that differ at "
+                 f"p < {result.config.max_p}; not corrected for multiple comparisons."), "", *lines]
+    return lines
+
+
+def write_report(result: EvalResult, out_dir: Path, command: str = "") -> dict[str, Any]:
+    """Write every output under ``out_dir``; returns ``{kind: path or [paths]}``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Any] = {"runs": [], "qrels": [], "queries": []}
+    for setting, res in result.settings.items():
+        files["qrels"].append(str(write_qrels(out_dir / "qrels" / f"{setting}.qrels", res.test.qrels)))
+        files["queries"].append(str(write_queries(out_dir / "queries" / f"{setting}.tsv",
+                                                  {q.qid: q.text for q in res.test.queries})))
+        for name, run in res.runs.items():
+            path = out_dir / "runs" / setting / f"{safe_name(name)}.trec"
+            files["runs"].append(str(write_run(path, run, name)))
+    png = plot(result, out_dir / "plot.png")
+    files["plot"] = str(png) if isinstance(png, Path) else None
+    if not isinstance(png, Path):
+        result.notes.append(f"no plot: {png}")
+    md_path = out_dir / "report.md"
+    json_path = out_dir / "report.json"
+    files["markdown"] = str(md_path)
+    files["json"] = str(json_path)
+    data = result.to_json()
+    data["command"] = command
+    data["files"] = {k: v for k, v in files.items()}
+    data["queries"] = {
+        setting: [q.to_json() | {"relevant": len(res.test.qrels[q.qid])} for q in res.test.queries]
+        for setting, res in result.settings.items()
+    }
+    data["hybrid_findings"] = hybrid_findings(result)
+    json_path.write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=False), encoding="utf-8")
+    md_path.write_text(markdown(result, command), encoding="utf-8")
+    return files
