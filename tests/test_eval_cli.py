@@ -1,0 +1,166 @@
+"""``ctir-es evaluate`` end to end on small catalogues with tiny models: every output, metrics
+recomputed from the written TREC files by trec_eval (pytrec_eval) and ranx, index caching, the
+skipped-systems list, and the hook through which a trained model plugs in."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ctir_es.cli.main import cli
+from ctir_es.config import Settings
+from ctir_es.evaluation import systems as eval_systems
+from ctir_es.evaluation.runner import EvalConfig, evaluate_products
+from ctir_es.evaluation.trec import read_qrels, read_run
+from ctir_es.products import Product
+from ctir_es.store.base import Document, IndexSchema, VectorField
+
+TREE = {
+    "Kitchen": {"Cookware": ["Pans", "Pots"], "Appliances": ["Blenders", "Toasters"]},
+    "Watches": {"Men": ["Analog", "Digital"], "Women": ["Analog", "Smart"]},
+    "Bath": {"Towels": ["Hand", "Beach"]},
+}
+WORDS = ["steel", "red", "blue", "premium", "classic", "set", "large", "small", "home", "gift"]
+
+
+def catalogue(n: int = 120, seed: int = 0) -> list[Product]:
+    rng = random.Random(seed)
+    leaves = [(r, s, leaf) for r, subs in TREE.items() for s, ls in subs.items() for leaf in ls]
+    out = []
+    for i in range(n):
+        path = leaves[i % len(leaves)]
+        noise = " ".join(rng.sample(WORDS, 3))
+        # Titles name the leaf half the time, so lexical and dense systems both have work to do.
+        title = f"{path[2] if rng.random() < 0.5 else path[1]} {noise} item {i}"
+        out.append(Product(id=f"p{i:03d}", title=title, categories=(path,),
+                           attributes={"Colour": rng.choice(["red", "blue"])}, description=f"{noise} product"))
+    return out
+
+
+@pytest.fixture
+def jsonl(tmp_path: Path) -> Path:
+    path = tmp_path / "products.jsonl"
+    path.write_text("".join(json.dumps(p.to_json()) + "\n" for p in catalogue()), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CTIR_ES_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("CTIR_ES_CACHE_DIR", str(tmp_path / "cache"))
+    for var in ("CTIR_ES_URL", "CTIR_ES_TEXT_MODEL", "CTIR_ES_CLIP_MODEL", "CTIR_ES_CLIP_WEIGHTS", "CTIR_ES_STORE"):
+        monkeypatch.delenv(var, raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str) -> str:
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    return invoke
+
+
+def test_evaluate_jsonl_writes_every_output_and_metrics_match_trec_eval(
+    run, jsonl: Path, tmp_path: Path, tiny_text_model_dir: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ["evaluate", "jsonl", str(jsonl), "--text-model", str(tiny_text_model_dir), "--clip-weights", "none",
+            "--out", str(out), "--seed", "7"]
+    text = run(*args)
+    assert "random" in text and "bm25-title" in text and "rrf:bm25-text+text-tiny-st" in text
+    report = json.loads((out / "report.json").read_text())
+    names = [s["name"] for s in report["systems"]]
+    assert names == ["bm25-title", "bm25-text", "text-tiny-st", "rrf:bm25-text+text-tiny-st",
+                     "linear:bm25-text+text-tiny-st"]
+    skipped = {s["name"]: s["skipped"] for s in report["skipped"]}
+    assert "image vectors disabled" in skipped["clip"] and "no trained model" in skipped["clip-ita"]
+    assert report["seeds"]["split"] == 7 and report["dataset"]["hash"].startswith("sha256:")
+    assert report["dataset"]["splits"]["test"] > 10
+    assert report["systems"][2]["encoder"]["id"]  # the model manifest is recorded
+    assert report["systems"][4]["weights_by_setting"].keys() == {"random", "general", "specific"}
+    md = (out / "report.md").read_text()
+    for heading in ("## Results on the test split", "## Hybrid fusion against its best single component",
+                    "## Linear fusion weights", "## By query level", "## Seen and unseen",
+                    "## Error analysis", "## Significance", "## Reproducibility"):
+        assert heading in md
+    assert "| most specific | BM25 (title) |" in md
+    png = (out / "plot.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+    # Recompute from the files on disk: the TREC runs and qrels reproduce the reported means.
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    for setting in ("random", "general", "specific"):
+        qrels = read_qrels(out / "qrels" / f"{setting}.qrels")
+        assert len(qrels) == report["settings"][setting]["test_queries"]["queries"]
+        for name in names:
+            file = out / "runs" / setting / f"{name.replace(':', '_')}.trec"
+            trec_run = read_run(file)
+            evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"P_10", "map_cut_10", "ndcg_cut_10", "Rprec",
+                                                               "recall_100"})
+            per_q = evaluator.evaluate(trec_run)
+            means = report["settings"][setting]["means"][name]
+            for trec_name, ours in (("P_10", "precision@10"), ("map_cut_10", "map@10"),
+                                    ("ndcg_cut_10", "ndcg@10"), ("Rprec", "r-precision"),
+                                    ("recall_100", "recall@100")):
+                expected = sum(per_q.get(q, {}).get(trec_name, 0.0) for q in qrels) / len(qrels)
+                assert means[ours] == pytest.approx(expected, abs=1e-6), (setting, name, ours)
+
+    # A second run reuses the cached index and gives the same numbers.
+    run(*args[:-4], "--out", str(tmp_path / "out2"), "--seed", "7", "--no-significance", "--setting", "specific")
+    again = json.loads((tmp_path / "out2" / "report.json").read_text())
+    assert all(i["cached"] for i in again["indexes"])
+    assert again["settings"]["specific"]["means"] == report["settings"]["specific"]["means"]
+
+
+def test_trained_model_plugs_in_through_the_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in for a trained CLIP-ITA: its own vector field, filled from titles by a hashed
+    bag of words, and a query encoder into the same space."""
+    dims = 64
+
+    def embed(texts: list[str]) -> np.ndarray:
+        out = np.full((len(texts), dims), 1e-3, dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().replace(">", " ").split():
+                out[row, sum(map(ord, word)) % dims] += 1.0
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def loader(ctx: eval_systems.ProviderContext, model_dir: Path) -> list:
+        if not (model_dir / "fake-model.json").is_file():
+            return []
+        manifest = {"id": "fake-clip-ita@1", "name": "fake", "dims": dims}
+        schema = IndexSchema({"clip_ita": VectorField(dims, "cosine", manifest)})
+        ctx.builder.with_documents("clip-ita", schema, lambda batch: [
+            Document(p, {"clip_ita": v}) for p, v in zip(batch, embed([p.title for p in batch]), strict=True)])
+        return [eval_systems.DenseSystem("clip-ita", "CLIP-ITA (fake)", "clip-ita", "clip_ita", embed, manifest,
+                                         "title")]
+
+    monkeypatch.setattr(eval_systems, "TRAINED_LOADERS", [loader])
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "fake-model.json").write_text("{}")
+    settings = Settings(store=tmp_path / "x.db", cache_dir=tmp_path / "cache", clip_weights="none")
+    config = EvalConfig(settings=("specific",), systems=("bm25-text", "clip-ita", "*:bm25-text+clip-ita"),
+                        text_models=(), trained=(model,), significance=False, work_dir=tmp_path / "eval")
+    result = evaluate_products(catalogue(90), settings, config)
+    names = [s.name for s in result.systems]
+    assert names == ["bm25-text", "clip-ita", "rrf:bm25-text+clip-ita", "linear:bm25-text+clip-ita"]
+    means = result.settings["specific"].means
+    assert means["clip-ita"]["precision@1"] > 0.2  # the fake model does find leaves by their words
+    assert result.skipped == []  # systems not selected are not listed as skipped either
+
+
+def test_flipkart_quick_run(run, flipkart_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fk"
+    run("evaluate", "flipkart", str(flipkart_dir), "--limit", "150", "--systems", "bm25-*", "--setting", "general",
+        "--setting", "specific", "--query-text", "leaf", "--relevance", "exact", "--out", str(out),
+        "--no-significance")
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset"]["products"] == 150 and report["config"]["limit"] == 150
+    assert set(report["settings"]) == {"general", "specific"}
+    assert [s["name"] for s in report["systems"]] == ["bm25-title", "bm25-text"]
+    assert report["config"]["relevance"] == "exact" and report["config"]["query_text"] == "leaf"
