@@ -164,3 +164,20 @@ def test_flipkart_quick_run(run, flipkart_dir: Path, tmp_path: Path) -> None:
     assert set(report["settings"]) == {"general", "specific"}
     assert [s["name"] for s in report["systems"]] == ["bm25-title", "bm25-text"]
     assert report["config"]["relevance"] == "exact" and report["config"]["query_text"] == "leaf"
+
+
+def test_zero_shot_clip_runs_when_weights_are_given(run, tmp_path: Path, tiny_clip) -> None:
+    """With (tiny, random) CLIP weights the image system is built through the Pipeline from the
+    product photos and queried with CLIP's text tower."""
+    out = tmp_path / "clip"
+    run("evaluate", "sample", "--limit", "60", "--systems", "bm25-text,clip,rrf:bm25-text+clip", "--setting", "general",
+        "--clip-model", str(tiny_clip.config), "--clip-weights", str(tiny_clip.checkpoint), "--out", str(out),
+        "--no-significance")
+    report = json.loads((out / "report.json").read_text())
+    assert [s["name"] for s in report["systems"]] == ["bm25-text", "clip", "rrf:bm25-text+clip"]
+    clip = report["systems"][1]
+    assert clip["field"] == "image_vector" and clip["product_inputs"] == "image"
+    index = next(i for i in report["indexes"] if i["key"] == "clip")
+    assert index["vector_fields"]["image_vector"]["dims"] == tiny_clip.dims and index["indexed"] == 60
+    assert index["images_missing"] == {}  # the sample ships every photo
+    assert report["settings"]["general"]["means"]["clip"]["recall@100"] > 0
