@@ -139,3 +139,55 @@ def flipkart_dir() -> Path:
     if FLIPKART_DIR is None:
         pytest.skip("flipkart-1050 not found: set CTIR_ES_FLIPKART_DIR to the dataset folder")
     return FLIPKART_DIR
+
+
+# =====================================================================================
+# ONNX models (tests/test_onnx*.py, tests/test_training*.py, tests/test_no_torch.py).
+# One models dir per test session ($CTIR_ES_MODELS_DIR), so the models that ingest exports
+# automatically on first use (the default ONNX backend) are exported once per session, not
+# once per test. Exported models are read-only for tests: copy a folder before changing it.
+# =====================================================================================
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    import os
+
+    before = os.environ.get("CTIR_ES_MODELS_DIR")
+    path = tmp_path_factory.mktemp("onnx-models")
+    os.environ["CTIR_ES_MODELS_DIR"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("CTIR_ES_MODELS_DIR", None)
+    else:
+        os.environ["CTIR_ES_MODELS_DIR"] = before
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_text(tiny_text_model_dir: Path, session_models_dir: Path) -> Path:
+    """The tiny sentence-transformer exported to ONNX (fp32) in the session models dir."""
+    from ctir_es.encoders.registry import EncoderConfig, onnx_text_model_dir
+
+    return onnx_text_model_dir(EncoderConfig(text_model=str(tiny_text_model_dir), backend="onnx"))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_clip(tiny_clip: TinyClip, session_models_dir: Path) -> Path:
+    """The tiny open_clip model exported to ONNX (fp32) in the session models dir."""
+    from ctir_es.encoders.registry import EncoderConfig, onnx_clip_model_dir
+
+    return onnx_clip_model_dir(EncoderConfig(clip_architecture=str(tiny_clip.config),
+                                             clip_weights=str(tiny_clip.checkpoint), backend="onnx"))
+
+
+@pytest.fixture(scope="session")
+def minilm_onnx(session_models_dir: Path) -> Path:
+    """The real all-MiniLM-L6-v2 exported to ONNX (fp32), as ingest exports it on first use."""
+    from ctir_es.encoders.registry import EncoderConfig, onnx_text_model_dir
+
+    return onnx_text_model_dir(EncoderConfig(text_model="all-MiniLM-L6-v2", backend="onnx"))
+
+
+# =====================================================================================
+# (end of ONNX fixtures)
+# =====================================================================================

@@ -1,8 +1,10 @@
-"""Text and image encoders. Importing this package does not import PyTorch: the model
-libraries load inside the encoders, on first use (see ``_torch``)."""
+"""Text and image encoders. Importing this package does not import PyTorch: the default
+backend runs exported ONNX models (``onnx``), and the PyTorch reference encoders load their
+libraries on first use (see ``_torch``)."""
 
 from .base import ImageEncoder, TextEncoder, l2_normalise
 from .clip import OpenClipEncoder
+from .onnx import OnnxClipEncoder, OnnxTextEncoder, RuntimeOptions
 from .registry import (
     EncoderConfig,
     config_from_manifest,
@@ -15,7 +17,10 @@ from .sentence import SentenceTextEncoder
 __all__ = [
     "EncoderConfig",
     "ImageEncoder",
+    "OnnxClipEncoder",
+    "OnnxTextEncoder",
     "OpenClipEncoder",
+    "RuntimeOptions",
     "SentenceTextEncoder",
     "TextEncoder",
     "config_from_manifest",

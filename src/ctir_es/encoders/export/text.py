@@ -1,0 +1,206 @@
+"""Export a sentence-transformers model to ONNX: transformer, pooling (and any Dense layers)
+and L2 normalisation in one graph, with its HF ``tokenizers`` file and a manifest.
+
+Every export checks itself against PyTorch on a set of texts (``PARITY_TEXTS`` plus any the
+caller gives): fp32 must reach cosine >= 0.999 per text or the export fails; int8 records
+its cosine drop in the manifest.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ...errors import EncoderError
+from .._torch import import_torch, one_line
+from ..models import (
+    FORMAT,
+    SENTENCE_KIND,
+    default_models_dir,
+    file_entry,
+    safe_name,
+    staged_dir,
+    write_manifest,
+)
+from ..sentence import KNOWN_TEXT_MODELS, SentenceTextEncoder
+from .common import (
+    check_parity,
+    check_quantize,
+    export_onnx,
+    exporter_versions,
+    parity,
+    quantize_int8,
+)
+
+# Short and long, ASCII and not, an empty string, a text past any max_seq_length.
+PARITY_TEXTS: tuple[str, ...] = (
+    "Kitchen & Dining > Cookware > Pots & Pans",
+    "stainless steel hand blender 500 W with whisk attachment",
+    "Baby Care",
+    "",
+    "Damen Sommerkleid, Größe 38 - Blumenmuster",
+    "红色 运动鞋",
+    "Wrist Watches > Titan Analog Watch - For Men",
+    " ".join(["a very long product description that repeats itself"] * 60),
+)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    manifest: dict[str, Any]
+
+
+def default_text_name(source_manifest: dict[str, Any], quantize: str | None) -> str:
+    """``all-MiniLM-L6-v2`` for known models; ``<folder>-<sha8>`` for other folders; ``-int8``."""
+    name = str(source_manifest["name"])
+    known = {canonical for canonical, _ in KNOWN_TEXT_MODELS.values()}
+    if name not in known:
+        name = f"{name}-{str(source_manifest.get('weights_sha256') or 'unknown')[:8]}"
+    return safe_name(name + (f"-{quantize}" if quantize else ""))
+
+
+class _SentenceGraph:
+    """``(input_ids, attention_mask[, token_type_ids]) -> normalised sentence embedding``."""
+
+    @staticmethod
+    def build(st_model: Any, input_names: Sequence[str]) -> Any:
+        torch = import_torch()
+
+        class SentenceGraph(torch.nn.Module):
+            def __init__(self, model: Any) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+                given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+                out = self.model({n: given[n] for n in input_names})["sentence_embedding"]
+                return torch.nn.functional.normalize(out, p=2.0, dim=1)
+
+        return SentenceGraph(st_model).eval()
+
+
+def _transformer_module(st_model: Any) -> Any:
+    first = st_model[0]
+    if not hasattr(first, "tokenizer") or not hasattr(first, "auto_model"):
+        raise EncoderError(f"the first module of this sentence-transformer is {type(first).__name__}, "
+                           "not a Transformer: it cannot be exported")
+    return first
+
+
+def _max_positions(transformer: Any) -> int:
+    config = getattr(transformer.auto_model, "config", None)
+    value = int(getattr(config, "max_position_embeddings", 0) or 0)
+    return value if value > 2 else 512
+
+
+def _pooling_includes_prompt(st_model: Any) -> bool:
+    for module in st_model:
+        if type(module).__name__ == "Pooling":
+            return bool(getattr(module, "include_prompt", True))
+    return True
+
+
+def export_sentence_transformer(
+    model: str,
+    *,
+    models_dir: Path | None = None,
+    name: str | None = None,
+    quantize: str | None = None,
+    force: bool = False,
+    cache_dir: Path | None = None,
+    parity_texts: Sequence[str] = (),
+) -> ExportResult:
+    """Export ``model`` (a name or folder, as ``--text-model`` takes) into the models dir."""
+    quantize = check_quantize(quantize)
+    import_torch()  # fails early, naming the pip command, without the training extra
+    reference = SentenceTextEncoder(model, cache_dir=cache_dir, batch_size=16).load()
+    source = reference.manifest
+    st_model = reference._model  # the loaded SentenceTransformer
+    transformer = _transformer_module(st_model)
+    hf_tokenizer = transformer.tokenizer
+    if not getattr(hf_tokenizer, "is_fast", False):
+        raise EncoderError(f"text model {model!r} has no fast (tokenizers) tokenizer: it cannot run without torch")
+    prompts = {k: v for k, v in (getattr(st_model, "prompts", None) or {}).items() if k in ("query", "document") and v}
+    if prompts and not _pooling_includes_prompt(st_model):
+        raise EncoderError(f"text model {model!r} pools without its prompt tokens; the ONNX runtime cannot do that yet")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in hf_tokenizer.model_input_names]
+    if "input_ids" not in names or "attention_mask" not in names:
+        raise EncoderError(f"text model {model!r} takes inputs {hf_tokenizer.model_input_names}; cannot export")
+    name = safe_name(name) if name else default_text_name(source, quantize)
+    target = (models_dir or default_models_dir(cache_dir)) / name
+
+    with staged_dir(target, force=force) as work, tempfile.TemporaryDirectory(prefix="ctir-export-") as tmp:
+        fp32_path = Path(tmp) / "model.onnx"
+        example = hf_tokenizer(["a blender", "kitchen & dining"], padding=True, return_tensors="pt")
+        args = tuple(example[n] for n in names)
+        try:
+            info = export_onnx(_SentenceGraph.build(st_model, names), args, fp32_path, input_names=names,
+                               output_names=["sentence_embedding"],
+                               dynamic={n: {0: "batch", 1: "sequence"} for n in names},
+                               dim_max={"sequence": _max_positions(transformer)})
+        except EncoderError:
+            raise
+        except Exception as exc:
+            raise EncoderError(f"cannot export text model {model!r} to ONNX: {one_line(exc)}") from exc
+        quant_info = None
+        if quantize:
+            quant_info = quantize_int8(fp32_path, work / "model.onnx")
+        else:
+            shutil.copyfile(fp32_path, work / "model.onnx")
+        hf_tokenizer.backend_tokenizer.save(str(work / "tokenizer.json"))
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "kind": SENTENCE_KIND,
+            "name": name,
+            "id": str(source["id"]) + (f"+{quantize}" if quantize else ""),
+            "dims": int(source["dims"]),
+            "normalised": True,
+            "quantize": quantize,
+            "source": {
+                "kind": source["kind"],
+                "model": model,
+                "name": source["name"],
+                "id": source["id"],
+                "path": source["source"],
+                "weights_sha256": source["weights_sha256"],
+            },
+            "text": {
+                "max_seq_length": int(st_model.max_seq_length or hf_tokenizer.model_max_length),
+                "do_lower_case": False,  # lower-casing, if any, lives in tokenizer.json's normaliser
+                "pad_token": str(hf_tokenizer.pad_token),
+                "pad_id": int(hf_tokenizer.pad_token_id or 0),
+                "prompts": prompts,
+                "pooling": "inside the graph (the model's own Pooling/Dense modules), then L2 normalise",
+            },
+            "inputs": names,
+            "outputs": ["sentence_embedding"],
+            "opset": info["opset"],
+            "export": {**info, "quantization": quant_info, "versions": exporter_versions(),
+                       "created": datetime.now(UTC).isoformat(timespec="seconds")},
+            "files": {"model": file_entry(work, "model.onnx"), "tokenizer": file_entry(work, "tokenizer.json")},
+        }
+        write_manifest(work, manifest)
+        manifest["parity"] = _text_parity(reference, work, [*PARITY_TEXTS, *parity_texts], quantize)
+        write_manifest(work, manifest)
+    return ExportResult(target, manifest)
+
+
+def _text_parity(reference: SentenceTextEncoder, work: Path, texts: Sequence[str],
+                 quantize: str | None) -> dict[str, Any]:
+    from ..onnx.text import OnnxTextEncoder
+
+    candidate = OnnxTextEncoder(work, batch_size=16)
+    out: dict[str, Any] = {"reference": "sentence-transformers (PyTorch, fp32)"}
+    for task, method in (("query", "encode_queries"), ("document", "encode_documents")):
+        ref = getattr(reference, method)(list(texts))
+        got = getattr(candidate, method)(list(texts))
+        out[task] = parity(ref, got)
+        check_parity(f"text model {reference.model_name!r} ({task}s)", out[task], quantize is not None)
+    out["checked"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return out

@@ -1,0 +1,87 @@
+"""onnxruntime sessions: the CUDA provider when it is available (and asked for), else the CPU.
+
+Threads: ``RuntimeOptions.threads`` or ``$CTIR_ES_ONNX_THREADS``; unset means onnxruntime's
+default (one thread per physical core).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...errors import EncoderError, MissingExtraError
+
+THREADS_ENV = "CTIR_ES_ONNX_THREADS"
+DEVICE_ENV = "CTIR_ES_ONNX_DEVICE"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How ONNX models run. ``device``: ``auto`` (CUDA when onnxruntime has it, else CPU),
+    ``cpu`` or ``cuda`` (an error when CUDA is not available)."""
+
+    threads: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise EncoderError(f"unknown ONNX device {self.device!r}; supported: {', '.join(DEVICES)}")
+        if self.threads is not None and self.threads < 1:
+            raise EncoderError("ONNX threads must be >= 1")
+
+    @classmethod
+    def from_env(cls, threads: int | None = None, device: str | None = None) -> RuntimeOptions:
+        """Explicit values win over ``$CTIR_ES_ONNX_THREADS`` / ``$CTIR_ES_ONNX_DEVICE``."""
+        if threads is None and os.environ.get(THREADS_ENV, "").strip():
+            try:
+                threads = int(os.environ[THREADS_ENV])
+            except ValueError:
+                raise EncoderError(f"{THREADS_ENV} must be an integer, got {os.environ[THREADS_ENV]!r}") from None
+        return cls(threads, (device or os.environ.get(DEVICE_ENV) or "auto").strip().lower())
+
+
+def import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:  # a core dependency: only a broken install gets here
+        raise MissingExtraError(f"onnxruntime is not installed ({exc}); pip install onnxruntime") from exc
+    return onnxruntime
+
+
+def providers(device: str = "auto") -> list[str]:
+    """The execution providers for ``device``, best first."""
+    ort = import_onnxruntime()
+    available = set(ort.get_available_providers())
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise EncoderError(
+            "ONNX device cuda asked for, but onnxruntime has no CUDA provider "
+            f"(available: {', '.join(sorted(available))}); pip install onnxruntime-gpu, or use device auto/cpu"
+        )
+    return ["CPUExecutionProvider"]
+
+
+def open_session(path: Path, options: RuntimeOptions = RuntimeOptions()) -> Any:
+    """An ``onnxruntime.InferenceSession`` for ``path`` with all graph optimisations on."""
+    ort = import_onnxruntime()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if options.threads:
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # errors only: shape-inference chatter is not for users
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=providers(options.device))
+    except EncoderError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / ... types
+        text = " ".join(str(exc).split())[:300]
+        raise EncoderError(f"onnxruntime cannot load {path}: {text}") from exc
+
+
+def input_names(session: Any) -> list[str]:
+    return [i.name for i in session.get_inputs()]
