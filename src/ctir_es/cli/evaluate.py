@@ -49,8 +49,9 @@ def eval_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Seed of the split, the random levels and the significance tests."),
         click.option("--split", "split_fractions", default="0.7,0.1,0.2", show_default=True, metavar="TRAIN,VAL,TEST",
                      help="Split fractions."),
-        click.option("--stat-test", type=click.Choice(STAT_TESTS), default="fisher", show_default=True,
-                     help="Paired significance test (ranx)."),
+        click.option("--stat-test", type=click.Choice(STAT_TESTS), default="student", show_default=True,
+                     help="Paired significance test (ranx): student (t-test, deterministic), fisher "
+                          "(randomisation; ranx's p-values vary slightly between runs) or tukey (HSD)."),
         click.option("--no-significance", is_flag=True, help="Skip the significance tests."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Output folder [default: artifacts/eval/<source name>]."),

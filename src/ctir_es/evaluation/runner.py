@@ -91,7 +91,7 @@ class EvalConfig:
     linear_grid: tuple[float, ...] = tuple(round(i * 0.1, 1) for i in range(11))
     significance: bool = True
     significance_metrics: tuple[str, ...] = ("precision@10", "map@10", "ndcg@10")
-    stat_test: str = "fisher"
+    stat_test: str = "student"
     max_p: float = 0.05
     error_k: int = 10
     limit: int | None = None
