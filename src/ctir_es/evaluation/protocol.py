@@ -176,6 +176,7 @@ class QuerySet:
             "unseen": sum(not q.seen for q in self.queries),
             "candidates": len(self.candidates),
             "relevant_mean": (sum(rel) / len(rel)) if rel else 0.0,
+            "p10_ceiling": (sum(min(r, 10) for r in rel) / (10 * len(rel))) if rel else 0.0,
             "relevant_max": max(rel, default=0),
             "levels": dict(sorted(levels.items())),
         }

@@ -110,6 +110,20 @@ def markdown(result: EvalResult, command: str = "") -> str:
         "titles or images)."),
         f"- **Wall time:** {result.wall_seconds:.0f} s.",
         "",
+        "## Query sets",
+        "",
+        *_md_table(["setting", "test queries", "seen / unseen", "levels", "relevant per query (mean, max)",
+                    "P@10 ceiling", "val queries"], [
+            [SETTINGS[name], str(t["queries"]), f"{t['seen']} / {t['unseen']}",
+             ", ".join(f"{lv}: {n}" for lv, n in t["levels"].items()),
+             f"{t['relevant_mean']:.1f}, {t['relevant_max']}", pct(t["p10_ceiling"]), str(v["queries"])]
+            for name, res in result.settings.items()
+            for t, v in [(res.test.summary(), res.val.summary())]
+        ], 1),
+        "",
+        ("P@10 ceiling: the best P@10 any ranking can reach, mean of min(R, 10) / 10 (a leaf with one "
+         "relevant product caps P@10 at 10%)."),
+        "",
         "## Results on the test split (percent)",
         "",
         ("mAP@k follows the paper: AP@k divided by min(k, R). mAP@k÷R is the trec_eval / ranx convention "

@@ -8,6 +8,7 @@ linear fusion weight on validation, and measure the test runs.
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import subprocess
 import sys
@@ -355,10 +356,13 @@ def environment() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "ctir_es": __version__,
     }
-    for mod in ("torch", "sentence_transformers", "open_clip", "ranx"):
-        module = sys.modules.get(mod)
-        if module is not None:
-            env[mod] = getattr(module, "__version__", "?")
+    for mod, dist in (("torch", "torch"), ("sentence_transformers", "sentence-transformers"),
+                      ("open_clip", "open_clip_torch"), ("ranx", "ranx"), ("elasticsearch", "elasticsearch")):
+        if mod in sys.modules:
+            try:
+                env[mod] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                env[mod] = getattr(sys.modules[mod], "__version__", "?")
     try:
         here = Path(__file__).resolve().parent
         commit = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=here, capture_output=True, text=True, timeout=5)
