@@ -181,3 +181,56 @@ def test_zero_shot_clip_runs_when_weights_are_given(run, tmp_path: Path, tiny_cl
     assert index["vector_fields"]["image_vector"]["dims"] == tiny_clip.dims and index["indexed"] == 60
     assert index["images_missing"] == {}  # the sample ships every photo
     assert report["settings"]["general"]["means"]["clip"]["recall@100"] > 0
+
+
+class FakeClipIta:
+    """Stands in for ``encoders.onnx.heads.ClipItaEncoder`` (an exported model's two heads)."""
+
+    modalities = ("title", "attributes")
+    dims = 48
+
+    def __init__(self, model_dir: Path) -> None:
+        self.manifest = {"kind": "onnx-clip-ita", "id": "clip-ta-test@1", "dims": self.dims,
+                         "modalities": list(self.modalities), "path": str(model_dir)}
+        self.seen: list[str] = []
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        out = np.full((len(texts), self.dims), 1e-3, dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().replace(">", " ").split():
+                out[row, sum(map(ord, word)) % self.dims] += 1.0
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def encode_categories(self, texts: list[str]) -> np.ndarray:
+        return self._embed(list(texts))
+
+    def encode_products(self, products: list[Product], images: object = None) -> np.ndarray:
+        texts = [p.title + " " + p.attribute_text for p in products]
+        self.seen.extend(texts)
+        return self._embed(texts)
+
+
+def test_exported_clip_ita_model_is_evaluated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctir_es.encoders import registry
+
+    model = tmp_path / "clip-ta-flipkart"
+    model.mkdir()
+    (model / "manifest.json").write_text(json.dumps({"kind": "onnx-clip-ita", "modalities": ["title", "attributes"]}))
+    fake = FakeClipIta(model)
+    monkeypatch.setattr(registry, "load_clip_ita", lambda path, cfg, **kw: fake, raising=False)
+    run_dir = tmp_path / "run"  # a training run that was never exported
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"")
+    settings = Settings(store=tmp_path / "x.db", cache_dir=tmp_path / "cache", clip_weights="none")
+    config = EvalConfig(settings=("specific",), systems=("clip-*", "trained-*", "linear:bm25-text+clip-ta"),
+                        text_models=(), trained=(model, run_dir), significance=False, work_dir=tmp_path / "eval")
+    products = catalogue(60)
+    result = evaluate_products(products, settings, config)
+    assert [s.name for s in result.systems] == ["clip-ta", "linear:bm25-text+clip-ta"]
+    system = result.systems[0]
+    assert system.field == "clip_ita" and system.inputs == "title+attributes"
+    assert result.settings["specific"].means["clip-ta"]["precision@1"] > 0.2
+    skipped = {s.name: s.reason for s in result.skipped}
+    assert "ctir-es models export clip-ita" in skipped["trained-run"]
+    assert set(skipped) == {"clip-i", "clip-ia", "clip-ita", "trained-run"}  # "clip" is not selected
+    assert len(fake.seen) == len(products)  # every product went through the product head once

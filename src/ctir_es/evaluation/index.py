@@ -62,8 +62,8 @@ class EvalIndex:
 
 
 def index_tag(manifests: Sequence[dict[str, Any]]) -> str:
-    """Short id of what an index holds: the encoder ids (or 'bm25' when it holds no vectors)."""
-    ids = sorted(str(m.get("id", m.get("name", ""))) for m in manifests)
+    """Short id of what an index holds: the encoder kinds and ids (or 'bm25' when no vectors)."""
+    ids = sorted(f"{m.get('kind', '')}:{m.get('id', m.get('name', ''))}" for m in manifests)
     if not ids:
         return "bm25"
     return hashlib.sha1("|".join(ids).encode("utf-8")).hexdigest()[:10]

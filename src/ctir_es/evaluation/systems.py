@@ -209,8 +209,17 @@ def clip_provider(ctx: ProviderContext) -> list[DenseSystem | Skipped]:
     return [DenseSystem(name, label, name, IMAGE_VECTOR, encoder.encode_texts, encoder.manifest, "image")]
 
 
-# Trained models (CLIP-I / CLIP-IA / CLIP-ITA / text-only) register here; see module doc.
-TRAINED_LOADERS: list[Callable[[ProviderContext, Path], list[DenseSystem | Skipped]]] = []
+def _clip_ita_loader(ctx: ProviderContext, model_dir: Path) -> list[DenseSystem | Skipped]:
+    from .trained import (
+        clip_ita_loader,  # imported when a model is given: it loads onnxruntime heads
+    )
+
+    return clip_ita_loader(ctx, model_dir)
+
+
+# Turn a ``--trained DIR`` into systems (CLIP-I / CLIP-IA / CLIP-ITA / text-only); the first
+# loader that recognises the folder wins. Exported CLIP-ITA models are built in (``trained``).
+TRAINED_LOADERS: list[Callable[[ProviderContext, Path], list[DenseSystem | Skipped]]] = [_clip_ita_loader]
 
 
 def trained_provider(ctx: ProviderContext) -> list[DenseSystem | Skipped]:

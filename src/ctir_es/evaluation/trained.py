@@ -1,0 +1,100 @@
+"""Trained CLIP-ITA models (and their CLIP-I / CLIP-IA / text-only variants) as evaluation systems.
+
+``--trained DIR`` takes an exported CLIP-ITA model directory (``manifest.json`` of kind
+``onnx-clip-ita``, written by ``ctir-es models export clip-ita RUN_DIR``). The model's product
+head fills a ``clip_ita`` vector field of its own evaluation index from each product's title,
+attributes and/or image (whichever modalities it was trained on - never the categories), and
+its category head encodes the query texts. The system is named after the variant
+(``clip-ita``, ``clip-ia``, ``clip-i``, ``clip-ta``).
+
+A training run directory that has not been exported yet is reported as skipped, with the
+command that exports it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CtirError
+from ..products import Product
+from ..store.base import Document, IndexSchema, VectorField
+from .systems import TRAINED_VARIANTS, DenseSystem, ProviderContext, Skipped
+
+FIELD = "clip_ita"
+MANIFEST = "manifest.json"
+CLIP_ITA_KIND = "onnx-clip-ita"
+
+
+def _variant(modalities: Sequence[str]) -> str:
+    try:
+        from ..encoders.onnx.heads import variant_name
+
+        return variant_name(modalities)
+    except ImportError:  # pragma: no cover - the encoder package is older than this one
+        return "clip-" + "".join(m[0] for m in modalities)
+
+
+def clip_ita_loader(ctx: ProviderContext, model_dir: Path) -> list[DenseSystem | Skipped]:
+    """Systems for an exported CLIP-ITA model dir; [] when ``model_dir`` is something else."""
+    manifest_path = model_dir / MANIFEST
+    if not manifest_path.is_file():
+        if (model_dir / "checkpoint.pt").is_file():
+            name = f"trained-{model_dir.name}"
+            return [Skipped(name, str(model_dir), "skipped: a training run, not an exported model; run "
+                                                  f"`ctir-es models export clip-ita {model_dir}` and pass the export")]
+        return []
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if manifest.get("kind") != CLIP_ITA_KIND:
+        return []
+    modalities = tuple(manifest.get("modalities") or ())
+    name = _variant(modalities) if modalities else f"trained-{model_dir.name}"
+    label = TRAINED_VARIANTS.get(name, name.upper()) + f" [{model_dir.name}]"
+    if not ctx.wanted(name):
+        return []
+    try:
+        from ..encoders.registry import EncoderConfig, load_clip_ita  # type: ignore[attr-defined]
+
+        encoder: Any = load_clip_ita(model_dir, EncoderConfig.from_settings(ctx.settings))
+    except (CtirError, ImportError, AttributeError) as exc:
+        return [Skipped(name, label, f"skipped: CLIP-ITA model {model_dir} does not load ({_one_line(exc)})")]
+
+    needs_images = "image" in encoder.modalities
+    loader = None
+    if needs_images:
+        from ..ingest.images import ImageLoader
+
+        loader = ImageLoader(cache_dir=ctx.settings.image_cache, timeout=ctx.settings.image_timeout)
+    workers = ctx.settings.image_workers
+
+    def documents(batch: Sequence[Product]) -> list[Document]:
+        images: list[Any] | None = None
+        if loader is not None:
+            refs = [p.images[0] if p.images else None for p in batch]
+            wanted = [r for r in refs if r]
+            loaded = iter(loader.load_many(wanted, workers=workers) if wanted else [])
+            images = []
+            for ref in refs:
+                item = next(loaded) if ref else None
+                images.append(item if item is not None and not isinstance(item, Exception) else None)
+        vectors = np.asarray(encoder.encode_products(list(batch), images), dtype=np.float32)
+        return [Document(p, {FIELD: v}, p.images[0] if p.images else None)
+                for p, v in zip(batch, vectors, strict=True)]
+
+    schema = IndexSchema({FIELD: VectorField(int(encoder.dims), "cosine", dict(encoder.manifest))})
+    ctx.builder.with_documents(name, schema, documents)
+    return [DenseSystem(name, label, name, FIELD, encoder.encode_categories, dict(encoder.manifest),
+                        "+".join(encoder.modalities))]
+
+
+def _one_line(exc: object) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
