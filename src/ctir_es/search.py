@@ -19,11 +19,12 @@ import numpy as np
 from PIL import Image
 
 from .config import Settings, load_settings
-from .encoders.base import ImageEncoder, TextEncoder
+from .encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from .errors import QueryError, SchemaMismatch, StoreError
 from .filters import Filter
 from .ranking.fusion import FusedHit, SourceScore, fuse
 from .ranking.plan import (
+    CLIP_ITA_VECTOR,
     IMAGE_SOURCE,
     IMAGE_VECTOR,
     TEXT_SOURCE,
@@ -139,12 +140,15 @@ def open_store(settings: Settings) -> Store:
 
 
 def check_manifest(field_name: str, expected: Mapping[str, Any], actual: Mapping[str, Any]) -> None:
-    """Fail fast when the encoder loaded now is not the one that filled the index."""
-    diffs = [
-        f"{key}: index {expected.get(key)!r}, loaded {actual.get(key)!r}"
-        for key in ("id", "dims")
-        if expected.get(key) is not None and expected.get(key) != actual.get(key)
-    ]
+    """Fail fast when the encoder loaded now is not the one that filled the index.
+
+    Compares what decides the vectors (id - weights and quantisation -, dims, normalisation,
+    sequence length, image preprocessing) wherever torch and ONNX manifests keep it, and
+    names each difference.
+    """
+    from .encoders.base import manifest_differences
+
+    diffs = manifest_differences(expected, actual)
     if diffs:
         raise SchemaMismatch(
             f"the encoder for {field_name} differs from the one that built the index ({'; '.join(diffs)}); "
@@ -170,6 +174,28 @@ def encoders_for_schema(
     return text, image
 
 
+def category_encoder_for_schema(
+    schema: IndexSchema, settings: Settings, text: TextEncoder | None = None, image: ImageEncoder | None = None
+) -> CategoryEncoder | None:
+    """The CLIP-ITA model that filled the index's ``clip_ita`` vectors (None when there are none),
+    checked against the manifest the index stored."""
+    vector_field = schema.vectors.get(CLIP_ITA_VECTOR)
+    if vector_field is None:
+        return None
+    from pathlib import Path
+
+    from .encoders import registry
+
+    manifest = vector_field.encoder
+    ref = manifest.get("path") if manifest.get("path") and Path(str(manifest["path"])).is_dir() else manifest.get("name")
+    if not ref:
+        raise SchemaMismatch(f"the index's {CLIP_ITA_VECTOR} field names no CLIP-ITA model")
+    model = registry.load_clip_ita(str(ref), registry.EncoderConfig.from_settings(settings),
+                                   text_encoder=text, image_encoder=image)
+    check_manifest(CLIP_ITA_VECTOR, manifest, model.manifest)
+    return model
+
+
 class Search:
     """Query a store with its own encoders, fuse the sources, return explained results."""
 
@@ -179,11 +205,13 @@ class Search:
         text_encoder: TextEncoder | None = None,
         image_encoder: ImageEncoder | None = None,
         image_loader: Any | None = None,
+        category_encoder: CategoryEncoder | None = None,
     ) -> None:
         self.store = store
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         self.image_loader = image_loader
+        self.category_encoder = category_encoder  # CLIP-ITA: category queries against clip_ita vectors
         self._schema: IndexSchema | None = None
 
     @classmethod
@@ -195,10 +223,11 @@ class Search:
             where = settings.es_url and "the Elasticsearch index" or str(settings.store)
             raise StoreError(f"nothing indexed yet in {where}: run `ctir-es ingest ...` first")
         text, image = encoders_for_schema(schema, settings)
+        category = category_encoder_for_schema(schema, settings, text, image)
         from .ingest.images import ImageLoader
 
         loader = ImageLoader(cache_dir=settings.image_cache, timeout=settings.image_timeout)
-        return cls(store, text, image, loader)
+        return cls(store, text, image, loader, category)
 
     def __enter__(self) -> Search:
         return self
@@ -248,6 +277,7 @@ class Search:
             image_encoder=self.image_encoder,
             image_vector=image_vector,
             field_weights=field_weights,
+            category_encoder=self.category_encoder,
         )
         runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
         fused = fuse(fusion, runs, weights if weights is not None else plan.weights)[:k]

@@ -68,3 +68,5 @@ from . import es as _es  # noqa: E402,F401
 from . import kibana as _kibana  # noqa: E402,F401
 from . import serve as _serve  # noqa: E402,F401
 from . import evaluate as _evaluate  # noqa: E402,F401
+from . import models as _models  # noqa: E402,F401
+from . import train as _train  # noqa: E402,F401

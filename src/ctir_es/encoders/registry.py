@@ -313,3 +313,38 @@ def try_load_image_encoder(
 def describe_model(model_dir: Path) -> dict[str, Any]:
     """The manifest of an exported model dir (for ``ctir-es models``)."""
     return {**read_manifest(model_dir), "path": str(model_dir)}
+
+
+# ------------------------------------------------------------------ CLIP-ITA
+
+
+def _encoder_ref_config(ref: Mapping[str, Any], cfg: EncoderConfig, what: str) -> EncoderConfig:
+    """The config that loads the encoder a CLIP-ITA manifest refers to (an export, else its source)."""
+    if ref.get("kind") in MANIFEST_KINDS:
+        return config_from_manifest(ref, cfg)
+    raise EncoderError(f"CLIP-ITA manifest names a {what} encoder of unknown kind {ref.get('kind')!r}")
+
+
+def load_clip_ita(
+    model: str | Path,
+    cfg: EncoderConfig,
+    *,
+    text_encoder: TextEncoder | None = None,
+    image_encoder: ImageEncoder | None = None,
+    notify: Notify | None = None,
+) -> Any:
+    """A CLIP-ITA model (exported heads) with the frozen encoders it was trained on, loaded now.
+
+    ``text_encoder`` / ``image_encoder`` are reused when they are those encoders.
+    """
+    from .onnx.heads import ClipItaEncoder
+
+    return ClipItaEncoder(
+        model,
+        models_dir=cfg.resolved_models_dir,
+        runtime=cfg.runtime,
+        text_encoder=text_encoder,
+        image_encoder=image_encoder,
+        load_text=lambda ref: load_text_encoder(_encoder_ref_config(ref, cfg, "text"), notify),
+        load_image=lambda ref: load_image_encoder(_encoder_ref_config(ref, cfg, "image"), notify),
+    ).load()

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..encoders.base import ImageEncoder, TextEncoder
+from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from ..errors import ImageError
 from ..products import Product
-from ..ranking.plan import IMAGE_VECTOR, TITLE_VECTOR
+from ..ranking.plan import CLIP_ITA_VECTOR, IMAGE_VECTOR, TITLE_VECTOR
 from ..store.base import Document, IndexSchema, Store, VectorField
 from .report import IngestReport
 
@@ -51,12 +51,15 @@ class _Loaded:
     detail: str = ""
 
 
-def index_schema(text_encoder: TextEncoder | None, image_encoder: ImageEncoder | None) -> IndexSchema:
+def index_schema(text_encoder: TextEncoder | None, image_encoder: ImageEncoder | None,
+                 clip_ita: CategoryEncoder | None = None) -> IndexSchema:
     vectors = {}
     if text_encoder is not None:
         vectors[TITLE_VECTOR] = VectorField(text_encoder.dims, "cosine", text_encoder.manifest)
     if image_encoder is not None:
         vectors[IMAGE_VECTOR] = VectorField(image_encoder.dims, "cosine", image_encoder.manifest)
+    if clip_ita is not None:
+        vectors[CLIP_ITA_VECTOR] = VectorField(clip_ita.dims, "cosine", clip_ita.manifest)
     return IndexSchema(vectors)
 
 
@@ -110,10 +113,12 @@ class Pipeline:
         image_encoder: ImageEncoder | None,
         load_images: ImageLoad | None,
         options: IngestOptions = IngestOptions(),
+        clip_ita: CategoryEncoder | None = None,
     ) -> None:
         self.store = store
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
+        self.clip_ita = clip_ita  # a trained CLIP-ITA model: adds the clip_ita product vector
         self.load_images = load_images if options.with_images else None
         self.options = options
 
@@ -137,7 +142,7 @@ class Pipeline:
         checkpoint_key: str | None,
         on_batch: Callable[[IngestReport], None] | None,
     ) -> IngestReport:
-        self.store.setup(index_schema(self.text_encoder, self.image_encoder))
+        self.store.setup(index_schema(self.text_encoder, self.image_encoder, self.clip_ita))
         start = self.store.checkpoint(checkpoint_key) if (checkpoint_key and self.options.resume) else None
         seen: set[str] = set()
 
@@ -185,6 +190,7 @@ class Pipeline:
         if self.image_encoder is not None and decoded:
             vecs = self.image_encoder.encode_images([loaded[i].image for i in decoded])  # type: ignore[misc]
             image_vecs = dict(zip(decoded, vecs, strict=True))
+        clip_ita_vecs = self._clip_ita_vectors(products, loaded, title_vecs, image_vecs)
 
         docs = []
         for i, product in enumerate(products):
@@ -196,6 +202,8 @@ class Pipeline:
                 vectors[TITLE_VECTOR] = title_vecs[i]
             if i in image_vecs:
                 vectors[IMAGE_VECTOR] = image_vecs[i]
+            if clip_ita_vecs is not None:
+                vectors[CLIP_ITA_VECTOR] = clip_ita_vecs[i]
             shown = item.ref if (item.image is not None or (item.ref and not item.error)) else None
             docs.append(Document(product, vectors, shown))
         # Within a batch the last record of an id wins, as it does across batches.
@@ -205,3 +213,21 @@ class Pipeline:
         report.indexed += result.written
         for pid, reason in result.errors.items():
             report.reject(pid, "store_error", reason)
+
+    def _clip_ita_vectors(self, products: list[Product], loaded: list[_Loaded], title_vecs: np.ndarray | None,
+                          image_vecs: dict[int, np.ndarray]) -> np.ndarray | None:
+        """The CLIP-ITA product head over the batch, reusing title / image vectors computed above
+        when they come from the encoders the model was trained on."""
+        if self.clip_ita is None:
+            return None
+        ref = self.clip_ita.manifest
+        reuse: dict[str, np.ndarray] = {}
+        text_id = (ref.get("text_encoder") or {}).get("id")
+        if title_vecs is not None and self.text_encoder is not None and self.text_encoder.manifest.get("id") == text_id:
+            reuse["title"] = title_vecs
+        image_id = (ref.get("image_encoder") or {}).get("id")
+        if self.image_encoder is not None and image_id and self.image_encoder.manifest.get("id") == image_id:
+            dims = self.image_encoder.dims
+            reuse["image"] = np.stack([image_vecs.get(i, np.zeros(dims, dtype=np.float32))
+                                       for i in range(len(products))])
+        return self.clip_ita.encode_products(products, [item.image for item in loaded], precomputed=reuse)

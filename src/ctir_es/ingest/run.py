@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..config import Settings
-from ..encoders.base import ImageEncoder, TextEncoder
+from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from ..errors import SourceError
 from ..products import Product
 from ..search import open_store
@@ -17,6 +18,7 @@ from .readers import get_reader
 from .report import IngestReport
 
 KINDS = ("jsonl", "flipkart", "xmarket", "sample")
+CLIP_ITA_ENV = "CTIR_ES_CLIP_ITA"  # an exported CLIP-ITA model (name or dir): adds the clip_ita vector
 
 
 def open_source(
@@ -62,8 +64,13 @@ def ingest_catalogue(
     options: IngestOptions | None = None,
     on_batch: Callable[[IngestReport], None] | None = None,
     report: IngestReport | None = None,
+    clip_ita: CategoryEncoder | None = None,
 ) -> IngestReport:
+    """``clip_ita``: a loaded CLIP-ITA model; when None, the one configured (``$CTIR_ES_CLIP_ITA``)
+    is loaded, if any."""
     report = report or IngestReport()
+    if clip_ita is None:
+        clip_ita = load_clip_ita(settings, report, text_encoder, image_encoder)
     products, key = open_source(kind, source, report, settings, market=market, category=category)
     loader = ImageLoader(cache_dir=settings.image_cache, timeout=settings.image_timeout)
     store = open_store(settings)
@@ -74,6 +81,7 @@ def ingest_catalogue(
             image_encoder=image_encoder,
             load_images=lambda refs: loader.load_many(refs, workers=settings.image_workers),
             options=options or IngestOptions(),
+            clip_ita=clip_ita,
         )
         return pipeline.run(products, report, checkpoint_key=key, on_batch=on_batch)
     finally:
@@ -86,11 +94,13 @@ def load_encoders(
     """The encoders an ingest uses, loaded now so a bad model fails before any work.
 
     No image weights is not an error: the ingest goes on text-only and says so in one line.
+    With the ONNX backend (the default) a model used for the first time is exported once when
+    PyTorch is installed; the report says so in one line.
     """
     from ..encoders.registry import EncoderConfig, load_text_encoder, try_load_image_encoder
 
     cfg = EncoderConfig.from_settings(settings)
-    text = None if settings.text_model.strip().lower() == "none" else load_text_encoder(cfg)
+    text = None if settings.text_model.strip().lower() == "none" else load_text_encoder(cfg, report.message)
     if text is None:
         report.message("no text encoder (--text-model none): BM25 only, no title vectors")
     image = None
@@ -99,7 +109,34 @@ def load_encoders(
     elif not settings.use_images:
         report.message("image vectors off (--clip-weights none): text-only ingest")
     else:
-        image, notice = try_load_image_encoder(cfg)
+        image, notice = try_load_image_encoder(cfg, report.message)
         if notice:
             report.message(notice)
     return text, image
+
+
+def configured_clip_ita(settings: Settings) -> str | None:
+    """The CLIP-ITA model an ingest adds: the ``clip_ita`` setting or ``$CTIR_ES_CLIP_ITA``."""
+    value = getattr(settings, "clip_ita", None) or os.environ.get(CLIP_ITA_ENV)
+    return str(value).strip() if value and str(value).strip().lower() not in ("none", "off", "") else None
+
+
+def load_clip_ita(
+    settings: Settings,
+    report: IngestReport,
+    text_encoder: TextEncoder | None,
+    image_encoder: ImageEncoder | None,
+) -> CategoryEncoder | None:
+    """The configured CLIP-ITA model, loaded now with its frozen encoders (reusing the ingest's
+    own when they are the same), or None when none is configured."""
+    name = configured_clip_ita(settings)
+    if name is None:
+        return None
+    from ..encoders.registry import EncoderConfig, load_clip_ita as load
+
+    model = load(name, EncoderConfig.from_settings(settings), text_encoder=text_encoder,
+                 image_encoder=image_encoder, notify=report.message)
+    manifest = model.manifest
+    report.message(f"CLIP-ITA {manifest['name']} ({manifest['variant']}, {'+'.join(manifest['modalities'])}): "
+                   f"clip_ita vectors, {manifest['dims']} dims")
+    return model

@@ -6,6 +6,9 @@ Modes:
   the category text through CLIP's text tower against product images;
 - ``text``: the same sources with the default field weights;
 - ``image``: an image (path or URL) through CLIP's image tower against product images.
+
+A trained CLIP-ITA model (``category_encoder``) adds the source ``clip_ita`` to category
+queries: the category text through its category head against the ``clip_ita`` product vectors.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..encoders.base import ImageEncoder, TextEncoder
+from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from ..errors import QueryError
 from ..products import format_category_path, looks_like_category_path, parse_category_path
 from ..store.base import DEFAULT_FIELD_WEIGHTS, IndexSchema, LexicalQuery, VectorQuery
@@ -23,9 +26,11 @@ from ..store.base import DEFAULT_FIELD_WEIGHTS, IndexSchema, LexicalQuery, Vecto
 MODES = ("category", "text", "image")
 TITLE_VECTOR = "title_vector"
 IMAGE_VECTOR = "image_vector"
+CLIP_ITA_VECTOR = "clip_ita"  # product head output of a trained CLIP-ITA model
 # Result-source names as users see them in score breakdowns.
 TEXT_SOURCE = "text"
 IMAGE_SOURCE = "image"
+CLIP_ITA_SOURCE = "clip_ita"
 
 CATEGORY_FIELD_WEIGHTS: Mapping[str, float] = {
     "title": 2.0,
@@ -41,7 +46,7 @@ MAX_QUERY_CHARS = 1_000
 # and 0.833 for level 1, 2 and 3 categories, against 0.971, 0.754, 0.716 with equal weights
 # (BM25 alone: 0.986, 0.992, 0.874; see tests/test_cli.py and the README).
 SOURCE_WEIGHTS: Mapping[str, Mapping[str, float]] = {
-    "category": {"bm25": 1.0, TEXT_SOURCE: 0.3, IMAGE_SOURCE: 0.3},
+    "category": {"bm25": 1.0, TEXT_SOURCE: 0.3, IMAGE_SOURCE: 0.3, CLIP_ITA_SOURCE: 0.3},
     "text": {"bm25": 1.0, TEXT_SOURCE: 1.0, IMAGE_SOURCE: 1.0},
     "image": {IMAGE_SOURCE: 1.0},
 }
@@ -81,6 +86,7 @@ def plan_query(
     image_vector: np.ndarray | None = None,
     field_weights: Mapping[str, float] | None = None,
     num_candidates: int | None = None,
+    category_encoder: CategoryEncoder | None = None,
 ) -> Plan:
     """Decide which sources a query uses, and encode it once for each vector field."""
     if mode not in MODES:
@@ -112,4 +118,7 @@ def plan_query(
     if image_encoder is not None and IMAGE_VECTOR in schema.vectors:
         vec = image_encoder.encode_texts([normalised])[0]
         vectors.append(VectorQuery(IMAGE_VECTOR, vec, IMAGE_SOURCE, num_candidates))
+    if mode == "category" and category_encoder is not None and CLIP_ITA_VECTOR in schema.vectors:
+        vec = category_encoder.encode_categories([normalised])[0]
+        vectors.append(VectorQuery(CLIP_ITA_VECTOR, vec, CLIP_ITA_SOURCE, num_candidates))
     return Plan(mode, normalised, LexicalQuery(normalised, dict(weights)), tuple(vectors))
