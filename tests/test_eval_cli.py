@@ -234,3 +234,18 @@ def test_exported_clip_ita_model_is_evaluated(tmp_path: Path, monkeypatch: pytes
     assert "ctir-es models export clip-ita" in skipped["trained-run"]
     assert set(skipped) == {"clip-i", "clip-ia", "clip-ita", "trained-run"}  # "clip" is not selected
     assert len(fake.seen) == len(products)  # every product went through the product head once
+
+
+def test_xmarket_source_and_empty_settings_are_reported(run, tmp_path: Path) -> None:
+    source = Path(__file__).parent / "data" / "xmarket"
+    out = tmp_path / "xm"
+    text = run("evaluate", "xmarket", "--source", str(source), "--market", "us", "--systems", "bm25-*",
+               "--no-significance", "--out", str(out))
+    assert "no test queries" in text  # a handful of products: the default test split is empty
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset"]["kind"] == "xmarket" and any("no test queries" in n for n in report["notes"])
+    run("evaluate", "xmarket", "--source", str(source), "--market", "us", "--systems", "bm25-*",
+        "--no-significance", "--split", "0,0,1", "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["specific"]["test_queries"]["queries"] > 0
+    assert report["settings"]["specific"]["test_queries"]["seen"] == 0  # nothing was trained on

@@ -169,6 +169,8 @@ def _print(result: EvalResult, files: dict[str, Any], err: Console) -> None:
     out.print(table)
     for s in result.skipped:
         out.print(f"  {s.label} ({s.name}): {s.reason}", highlight=False, markup=False)
+    for note in result.notes:
+        out.print(f"  note: {note}", highlight=False, markup=False)
     findings = [f for f in hybrid_findings(result) if f["metric"] == "map_min@10"]
     better = [f for f in findings if f["delta"] > 1e-12]
     if findings:

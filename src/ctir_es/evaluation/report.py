@@ -55,7 +55,7 @@ def results_rows(result: EvalResult, short: bool = False) -> list[list[str]]:
                 continue
             rows.append([setting if short else SETTINGS[setting], system.name if short else system.label,
                          str(len(res.test.queries)),
-                         *(pct(means.get(m)) for m in cols)])
+                         *(pct(means.get(m) if res.test.queries else None) for m in cols)])
     return rows
 
 

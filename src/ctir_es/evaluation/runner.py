@@ -464,6 +464,10 @@ def evaluate_products(
             val_set = build_query_set(splits["val"], setting, split="val", **common)
             res = SettingResult(setting, test_set, val_set)
             label = SETTINGS[setting]
+            if not test_set.queries:
+                notes.append(f"{label}: no test queries (the test split holds "
+                             f"{sum(1 for p in splits['test'] if p.categories)} products with a category); "
+                             "its rows are empty - use a larger catalogue or another --split")
             val_base = runner.run(val_set, progress, f"{label}: validation queries") if hybrids else {}
             test_base = runner.run(test_set, progress, f"{label}: test queries")
             for h in hybrids:
