@@ -215,14 +215,15 @@ def test_exported_clip_ita_model_is_evaluated(tmp_path: Path, monkeypatch: pytes
 
     model = tmp_path / "clip-ta-flipkart"
     model.mkdir()
-    (model / "manifest.json").write_text(json.dumps({"kind": "onnx-clip-ita", "modalities": ["title", "attributes"]}))
+    (model / "manifest.json").write_text(json.dumps({"kind": "onnx-clip-ita", "modalities": ["title", "attributes"],
+                                                     "setting": "specific"}))
     fake = FakeClipIta(model)
     monkeypatch.setattr(registry, "load_clip_ita", lambda path, cfg, **kw: fake, raising=False)
     run_dir = tmp_path / "run"  # a training run that was never exported
     run_dir.mkdir()
     (run_dir / "checkpoint.pt").write_bytes(b"")
     settings = Settings(store=tmp_path / "x.db", cache_dir=tmp_path / "cache", clip_weights="none")
-    config = EvalConfig(settings=("specific",), systems=("clip-*", "trained-*", "linear:bm25-text+clip-ta"),
+    config = EvalConfig(settings=("specific", "general"), systems=("clip-*", "trained-*", "linear:bm25-text+clip-ta"),
                         text_models=(), trained=(model, run_dir), significance=False, work_dir=tmp_path / "eval")
     products = catalogue(60)
     result = evaluate_products(products, settings, config)
@@ -230,6 +231,8 @@ def test_exported_clip_ita_model_is_evaluated(tmp_path: Path, monkeypatch: pytes
     system = result.systems[0]
     assert system.field == "clip_ita" and system.inputs == "title+attributes"
     assert result.settings["specific"].means["clip-ta"]["precision@1"] > 0.2
+    assert "most specific" in system.label and system.settings == ("specific",)
+    assert not result.settings["general"].means  # a model trained for one setting runs in that one
     skipped = {s.name: s.reason for s in result.skipped}
     assert "ctir-es models export clip-ita" in skipped["trained-run"]
     assert set(skipped) == {"clip-i", "clip-ia", "clip-ita", "trained-run"}  # "clip" is not selected

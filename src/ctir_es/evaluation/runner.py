@@ -452,7 +452,13 @@ def evaluate_products(
                               f"available: {', '.join([*LEXICAL_SYSTEMS, 'minilm', 'mpnet', 'clip', 'rrf:*', 'linear:*'])}")
         lexical_index = dense[0].index if dense else builder.with_encoders("bm25").key
         reported = [s for s in systems if chosen(s.name)] or systems  # not components run only for a hybrid
-        runner = SystemRunner(lexical, dense, builder.indexes, lexical_index, config.depth)
+        dense_by_name = {d.name: d for d in dense}
+
+        def active(system: System, setting: str) -> bool:
+            """Trained models run in the setting they were trained for (when they say which)."""
+            if isinstance(system, HybridSystem):
+                system = dense_by_name.get(system.dense, system)  # type: ignore[assignment]
+            return not isinstance(system, DenseSystem) or not system.settings or setting in system.settings
         by_id = {p.id: p for p in products}
 
         results: dict[str, SettingResult] = {}
@@ -468,13 +474,16 @@ def evaluate_products(
                 notes.append(f"{label}: no test queries (the test split holds "
                              f"{sum(1 for p in splits['test'] if p.categories)} products with a category); "
                              "its rows are empty - use a larger catalogue or another --split")
-            val_base = runner.run(val_set, progress, f"{label}: validation queries") if hybrids else {}
+            runner = SystemRunner(lexical, [d for d in dense if active(d, setting)], builder.indexes,
+                                  lexical_index, config.depth)
+            here = [h for h in hybrids if active(h, setting)]
+            val_base = runner.run(val_set, progress, f"{label}: validation queries") if here else {}
             test_base = runner.run(test_set, progress, f"{label}: test queries")
-            for h in hybrids:
+            for h in here:
                 if h.fusion == "linear":
                     res.tuning[h.name] = tune_linear(h, val_set, val_base, config.linear_grid,
                                                      config.tune_metric, config.depth)
-            for s in reported:
+            for s in (r for r in reported if active(r, setting)):
                 if isinstance(s, HybridSystem):
                     w = res.tuning[s.name]["chosen"] if s.name in res.tuning else None
                     run = {q.qid: to_run(fused_ids(s, test_base, q.qid, config.depth, w)) for q in test_set.queries}

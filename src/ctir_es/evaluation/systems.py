@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +66,15 @@ class DenseSystem:
     encode_queries: Callable[[Sequence[str]], np.ndarray]
     manifest: Mapping[str, Any] = field(default_factory=dict)
     inputs: str = "title"  # what the product vectors are made from (documented in the report)
+    settings: tuple[str, ...] = ()  # the settings it runs in (a model trained for one); () = all
     kind: str = field(default="dense", init=False)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "label": self.label, "kind": self.kind, "field": self.field,
-                "index": self.index, "product_inputs": self.inputs, "encoder": dict(self.manifest)}
+        out = {"name": self.name, "label": self.label, "kind": self.kind, "field": self.field,
+               "index": self.index, "product_inputs": self.inputs, "encoder": dict(self.manifest)}
+        if self.settings:
+            out["settings"] = list(self.settings)
+        return out
 
 
 @dataclass(frozen=True)
@@ -233,7 +237,13 @@ def trained_provider(ctx: ProviderContext) -> list[DenseSystem | Skipped]:
         for loader in TRAINED_LOADERS:
             found = loader(ctx, Path(model_dir))
             if found:
-                out.extend(s for s in found if ctx.wanted(s.name))
+                for s in found:
+                    if not ctx.wanted(s.name):
+                        continue
+                    if any(o.name == s.name for o in out) and isinstance(s, DenseSystem):
+                        # a second model of the same variant (e.g. trained for another setting)
+                        s = replace(s, name=f"{s.name}-{'-'.join(s.settings) or Path(model_dir).name}")
+                    out.append(s)
                 break
         else:
             out.append(Skipped(f"trained-{Path(model_dir).name}", str(model_dir),

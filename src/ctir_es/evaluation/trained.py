@@ -5,7 +5,9 @@
 head fills a ``clip_ita`` vector field of its own evaluation index from each product's title,
 attributes and/or image (whichever modalities it was trained on - never the categories), and
 its category head encodes the query texts. The system is named after the variant
-(``clip-ita``, ``clip-ia``, ``clip-i``, ``clip-ta``).
+(``clip-ita``, ``clip-ia``, ``clip-i``, ``clip-ta``). A model whose manifest names the setting
+it was trained for runs in that setting only, as in the paper (one model per setting); give
+one ``--trained`` per setting.
 
 A training run directory that has not been exported yet is reported as skipped, with the
 command that exports it.
@@ -23,6 +25,7 @@ import numpy as np
 from ..errors import CtirError
 from ..products import Product
 from ..store.base import Document, IndexSchema, VectorField
+from .protocol import SETTINGS
 from .systems import TRAINED_VARIANTS, DenseSystem, ProviderContext, Skipped
 
 FIELD = "clip_ita"
@@ -56,7 +59,10 @@ def clip_ita_loader(ctx: ProviderContext, model_dir: Path) -> list[DenseSystem |
         return []
     modalities = tuple(manifest.get("modalities") or ())
     name = _variant(modalities) if modalities else f"trained-{model_dir.name}"
-    label = TRAINED_VARIANTS.get(name, name.upper()) + f" [{model_dir.name}]"
+    setting = manifest.get("setting")
+    settings = (setting,) if setting in SETTINGS else ()
+    label = TRAINED_VARIANTS.get(name, name.upper()) + (f", trained: {SETTINGS[setting]}" if settings else "")
+    key = f"{name}@{model_dir.name}"
     if not ctx.wanted(name):
         return []
     try:
@@ -89,9 +95,9 @@ def clip_ita_loader(ctx: ProviderContext, model_dir: Path) -> list[DenseSystem |
                 for p, v in zip(batch, vectors, strict=True)]
 
     schema = IndexSchema({FIELD: VectorField(int(encoder.dims), "cosine", dict(encoder.manifest))})
-    ctx.builder.with_documents(name, schema, documents)
-    return [DenseSystem(name, label, name, FIELD, encoder.encode_categories, dict(encoder.manifest),
-                        "+".join(encoder.modalities))]
+    ctx.builder.with_documents(key, schema, documents)
+    return [DenseSystem(name, label, key, FIELD, encoder.encode_categories, dict(encoder.manifest),
+                        "+".join(encoder.modalities), settings)]
 
 
 def _one_line(exc: object) -> str:
