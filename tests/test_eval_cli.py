@@ -219,12 +219,17 @@ def test_exported_clip_ita_model_is_evaluated(tmp_path: Path, monkeypatch: pytes
                                                      "setting": "specific"}))
     fake = FakeClipIta(model)
     monkeypatch.setattr(registry, "load_clip_ita", lambda path, cfg, **kw: fake, raising=False)
+    other = tmp_path / "clip-ita-other-split"  # trained with another seed: would leak test products
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps({
+        "kind": "onnx-clip-ita", "modalities": ["image", "title", "attributes"], "setting": "specific",
+        "source": {"data": {"split": {"seed": 99, "train": 0.7, "val": 0.1, "test": 0.2}}}}))
     run_dir = tmp_path / "run"  # a training run that was never exported
     run_dir.mkdir()
     (run_dir / "checkpoint.pt").write_bytes(b"")
     settings = Settings(store=tmp_path / "x.db", cache_dir=tmp_path / "cache", clip_weights="none")
     config = EvalConfig(settings=("specific", "general"), systems=("clip-*", "trained-*", "linear:bm25-text+clip-ta"),
-                        text_models=(), trained=(model, run_dir), significance=False, work_dir=tmp_path / "eval")
+                        text_models=(), trained=(model, other, run_dir), significance=False, work_dir=tmp_path / "eval")
     products = catalogue(60)
     result = evaluate_products(products, settings, config)
     assert [s.name for s in result.systems] == ["clip-ta", "linear:bm25-text+clip-ta"]
@@ -236,6 +241,7 @@ def test_exported_clip_ita_model_is_evaluated(tmp_path: Path, monkeypatch: pytes
     skipped = {s.name: s.reason for s in result.skipped}
     assert "ctir-es models export clip-ita" in skipped["trained-run"]
     assert set(skipped) == {"clip-i", "clip-ia", "clip-ita", "trained-run"}  # "clip" is not selected
+    assert "another split (seed 99" in skipped["clip-ita"] and "--seed 99" in skipped["clip-ita"]
     assert len(fake.seen) == len(products)  # every product went through the product head once
 
 

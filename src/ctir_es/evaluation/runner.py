@@ -431,7 +431,8 @@ def evaluate_products(
     try:
         chosen = selector(config.systems)
         need = needed(config.systems)
-        ctx = ProviderContext(builder, settings, config.text_models, config.trained, progress, need, notes)
+        ctx = ProviderContext(builder, settings, config.text_models, config.trained, progress, need, notes,
+                              config.split)
         dense: list[DenseSystem] = []
         skipped: list[Skipped] = []
         for provider in PROVIDERS.values():

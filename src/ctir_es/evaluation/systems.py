@@ -31,6 +31,7 @@ from ..config import Settings
 from ..errors import ConfigError, CtirError
 from ..ranking.plan import IMAGE_VECTOR, TITLE_VECTOR
 from .index import IndexBuilder, Progress
+from .protocol import SplitSpec
 
 # Fields evaluation may never search: the categories are the answer.
 FORBIDDEN_FIELDS: tuple[str, ...] = ("categories",)
@@ -169,6 +170,7 @@ class ProviderContext:
     progress: Progress | None = None
     wanted: Callable[[str], bool] = lambda name: True
     notes: list[str] = field(default_factory=list)
+    split: SplitSpec | None = None  # the evaluation's split (trained models must share it)
 
 
 Provider = Callable[[ProviderContext], list[DenseSystem | Skipped]]

@@ -63,6 +63,9 @@ def clip_ita_loader(ctx: ProviderContext, model_dir: Path) -> list[DenseSystem |
     settings = (setting,) if setting in SETTINGS else ()
     label = TRAINED_VARIANTS.get(name, name.upper()) + (f", trained: {SETTINGS[setting]}" if settings else "")
     key = f"{name}@{model_dir.name}"
+    mismatch = _split_mismatch(manifest, ctx)
+    if mismatch:
+        return [Skipped(name, label, f"skipped: {model_dir.name} {mismatch}")]
     if not ctx.wanted(name):
         return []
     try:
@@ -98,6 +101,22 @@ def clip_ita_loader(ctx: ProviderContext, model_dir: Path) -> list[DenseSystem |
     ctx.builder.with_documents(key, schema, documents)
     return [DenseSystem(name, label, key, FIELD, encoder.encode_categories, dict(encoder.manifest),
                         "+".join(encoder.modalities), settings)]
+
+
+def _split_mismatch(manifest: dict[str, Any], ctx: ProviderContext) -> str | None:
+    """Why the model's training split is not the evaluation's (its training products could be
+    test products here), or None when they agree or the manifest does not say."""
+    trained = ((manifest.get("source") or {}).get("data") or {}).get("split") or {}
+    spec = ctx.split
+    if spec is None or not trained:
+        return None
+    ours = {"seed": spec.seed, "train": spec.train, "val": spec.val, "test": spec.test}
+    theirs = {k: trained.get(k) for k in ours}
+    if all(theirs[k] is not None and abs(float(theirs[k]) - float(v)) < 1e-9 for k, v in ours.items()):
+        return None
+    return (f"was trained on another split (seed {theirs['seed']}, fractions {theirs['train']}/"
+            f"{theirs['val']}/{theirs['test']}): some of its training products would be test products "
+            f"here; evaluate with --seed {theirs['seed']} --split {theirs['train']},{theirs['val']},{theirs['test']}")
 
 
 def _one_line(exc: object) -> str:
