@@ -188,6 +188,43 @@ def minilm_onnx(session_models_dir: Path) -> Path:
     return onnx_text_model_dir(EncoderConfig(text_model="all-MiniLM-L6-v2", backend="onnx"))
 
 
+@dataclass(frozen=True)
+class TinyClipIta:
+    """A CLIP-ITA model trained briefly on the bundled sample with the tiny encoders."""
+
+    run_dir: Path
+    model_dir: Path  # the exported ONNX heads (in the session models dir)
+    result: object  # ctir_es.training.train.TrainResult
+
+
+def sample_products() -> list:
+    from ctir_es.ingest.readers import get_reader
+    from ctir_es.ingest.report import IngestReport
+    from ctir_es.sample import sample_path
+
+    return list(get_reader("jsonl")(sample_path(), IngestReport()))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_ita(tiny_onnx_text: Path, tiny_onnx_clip: Path, session_models_dir: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> TinyClipIta:
+    """image+title+attributes heads trained 3 epochs on the sample (tiny ONNX encoders), exported."""
+    from ctir_es.encoders import OnnxClipEncoder, OnnxTextEncoder
+    from ctir_es.ingest.images import ImageLoader
+    from ctir_es.training.export import export_clip_ita
+    from ctir_es.training.features import FeatureCache
+    from ctir_es.training.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("tiny-clip-ita")
+    loader = ImageLoader(cache_dir=root / "images")
+    config = TrainConfig(modalities=("image", "title", "attributes"), epochs=3, patience=3, hidden=64)
+    result = train(sample_products(), config, root / "run", text_encoder=OnnxTextEncoder(tiny_onnx_text),
+                   image_encoder=OnnxClipEncoder(tiny_onnx_clip), load_images=lambda refs: loader.load_many(refs),
+                   cache=FeatureCache(root / "features"))
+    exported = export_clip_ita(root / "run", models_dir=session_models_dir, name="tiny-clip-ita")
+    return TinyClipIta(root / "run", exported.path, result)
+
+
 # =====================================================================================
 # (end of ONNX fixtures)
 # =====================================================================================
