@@ -204,7 +204,9 @@ class FakeClipIta:
     def encode_categories(self, texts: list[str]) -> np.ndarray:
         return self._embed(list(texts))
 
-    def encode_products(self, products: list[Product], images: object = None) -> np.ndarray:
+    text_encoder = None  # no frozen encoder: the evaluation falls back to encoding batch by batch
+
+    def encode_products(self, products: list[Product], images: object = None, precomputed: object = None) -> np.ndarray:
         texts = [p.title + " " + p.attribute_text for p in products]
         self.seen.extend(texts)
         return self._embed(texts)

@@ -82,11 +82,12 @@ def hybrid_findings(result: EvalResult) -> list[dict[str, Any]]:
                 value = res.means[system.name][metric]
                 p = None
                 pv = res.significance.get("p_values", {})
-                if metric in res.significance.get("metrics", []) and best in pv.get(system.name, {}):
+                tested = metric in res.significance.get("metrics", []) and best in pv.get(system.name, {})
+                if tested:
                     p = pv[system.name][best].get(metric)
                 out.append({"setting": setting, "hybrid": system.name, "metric": metric, "value": value,
                             "best_component": best, "component_value": comps[best],
-                            "delta": value - comps[best], "p": p})
+                            "delta": value - comps[best], "p": p, "tested": tested})
     return out
 
 
@@ -146,7 +147,7 @@ def markdown(result: EvalResult, command: str = "") -> str:
                    "where that metric was tested."), ""]
         cells: dict[tuple[str, str], dict[str, str]] = {}
         for f in findings:
-            p = "" if f["p"] is None else f", p={f['p']:.3f}"
+            p = "" if not f["tested"] else (", identical per query" if f["p"] is None else f", p={f['p']:.3f}")
             cells.setdefault((f["setting"], f["hybrid"]), {})[f["metric"]] = (
                 f"{pct(f['value'])} ({100 * f['delta']:+.2f} vs {f['best_component']}{p})")
         rows = [[SETTINGS[setting], hybrid, *(by.get(m, "-") for m in COMPARE_METRICS)]

@@ -11,6 +11,7 @@ are not corrected for multiple comparisons: with many systems, read them with th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,7 +63,9 @@ def compare(
         "queries": len(queries),
         "metrics": list(metrics),
         "scores": {n: raw[n]["scores"] for n in names},
-        "p_values": {a: {b: raw[a]["comparisons"][b] for b in names if b != a} for a in names},
+        # identical per-query scores give no test statistic (NaN): reported as None
+        "p_values": {a: {b: {m: (None if math.isnan(p) else p) for m, p in raw[a]["comparisons"][b].items()}
+                         for b in names if b != a} for a in names},
         "win_tie_loss": {a: raw[a].get("win_tie_loss", {}) for a in names},
     }
 
@@ -77,7 +80,7 @@ def significant_pairs(result: Mapping[str, Any], metric: str) -> list[tuple[str,
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             p = p_values[a][b][metric]
-            if p < max_p and scores[a][metric] != scores[b][metric]:
+            if p is not None and p < max_p and scores[a][metric] != scores[b][metric]:
                 better, worse = (a, b) if scores[a][metric] > scores[b][metric] else (b, a)
                 out.append((better, worse, p))
     return out

@@ -83,9 +83,35 @@ def clip_ita_loader(ctx: ProviderContext, model_dir: Path) -> list[DenseSystem |
         loader = ImageLoader(cache_dir=ctx.settings.image_cache, timeout=ctx.settings.image_timeout)
     workers = ctx.settings.image_workers
 
+    load_images = (lambda refs: loader.load_many(refs, workers=workers)) if loader is not None else None
+    memo: dict[str, Any] = {}
+
+    def cached_features(batch: Sequence[Product]) -> dict[str, np.ndarray] | None:
+        """The frozen-encoder features of the whole catalogue, once, from the training feature
+        cache (content-keyed: title, attribute texts, image reference - never categories)."""
+        if "rows" not in memo:
+            memo["rows"] = None
+            try:
+                from ..training.features import FeatureCache, product_feature_matrices
+
+                products = list(ctx.builder.products)
+                feats, _ = product_feature_matrices(
+                    products, encoder.modalities, text_encoder=encoder.text_encoder,
+                    image_encoder=getattr(encoder, "image_encoder", None), load_images=load_images,
+                    cache=FeatureCache(Path(ctx.settings.cache_dir) / "features"))
+                memo["rows"] = ({p.id: i for i, p in enumerate(products)}, feats)
+            except (ImportError, AttributeError, CtirError, ValueError):
+                return None  # encode batch by batch instead
+        if memo["rows"] is None:
+            return None
+        rows, feats = memo["rows"]
+        index = [rows[p.id] for p in batch]
+        return {m: f[index] for m, f in feats.items()}
+
     def documents(batch: Sequence[Product]) -> list[Document]:
+        precomputed = cached_features(batch)
         images: list[Any] | None = None
-        if loader is not None:
+        if precomputed is None and loader is not None:
             refs = [p.images[0] if p.images else None for p in batch]
             wanted = [r for r in refs if r]
             loaded = iter(loader.load_many(wanted, workers=workers) if wanted else [])
@@ -93,7 +119,11 @@ def clip_ita_loader(ctx: ProviderContext, model_dir: Path) -> list[DenseSystem |
             for ref in refs:
                 item = next(loaded) if ref else None
                 images.append(item if item is not None and not isinstance(item, Exception) else None)
-        vectors = np.asarray(encoder.encode_products(list(batch), images), dtype=np.float32)
+        if precomputed is not None:
+            vectors = encoder.encode_products(list(batch), None, precomputed=precomputed)
+        else:
+            vectors = encoder.encode_products(list(batch), images)
+        vectors = np.asarray(vectors, dtype=np.float32)
         return [Document(p, {FIELD: v}, p.images[0] if p.images else None)
                 for p, v in zip(batch, vectors, strict=True)]
 
