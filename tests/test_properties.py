@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from store_contract import CATALOGUE, SCHEMA
 
 from ctir_es.errors import InvalidRecord
+from ctir_es.evaluation.metrics import METRICS, evaluate
 from ctir_es.products import Product, format_category_path, parse_category_path, path_prefixes
 from ctir_es.ranking.fusion import linear, rrf
 from ctir_es.store.base import Hit, IndexSchema, LexicalQuery
@@ -106,3 +107,43 @@ def test_any_query_text_is_safe_for_fts(small_store: EmbeddedStore, text: str) -
     hits = small_store.search(LexicalQuery(text), [], 5)["bm25"]  # never an FTS5 syntax error
     assert len(hits) <= 5
     assert isinstance(small_store.schema(), IndexSchema)
+
+
+# -- evaluation metrics ---------------------------------------------------------------------
+
+ALL_METRICS = ["precision@1", "precision@5", "precision@10", "recall@10", "recall@100", "map@5", "map@10",
+               "map_min@5", "map_min@10", "ndcg@10", "mrr@10", "r-precision"]
+docs = st.sampled_from([f"d{i}" for i in range(30)])
+
+
+@given(st.lists(docs, unique=True, max_size=30), st.sets(docs, min_size=1, max_size=15))
+def test_metrics_are_bounded_and_conventions_ordered(ranked: list[str], relevant: set[str]) -> None:
+    run = {"q": {d: float(len(ranked) - i) for i, d in enumerate(ranked)}}
+    scores = evaluate({"q": {d: 1 for d in relevant}}, run, ALL_METRICS)
+    assert set(scores) == set(ALL_METRICS)
+    assert all(0.0 <= v <= 1.0 + 1e-12 for v in scores.values())
+    for k in (5, 10):  # min(k, R) <= R, so the paper's convention is never below trec_eval's
+        assert scores[f"map_min@{k}"] >= scores[f"map@{k}"] - 1e-12
+
+
+@given(st.sets(docs, min_size=1, max_size=15), st.lists(docs, unique=True, max_size=30))
+def test_a_perfect_run_scores_the_maximum(relevant: set[str], others: list[str]) -> None:
+    ranked = sorted(relevant) + [d for d in others if d not in relevant]
+    run = {"q": {d: float(len(ranked) - i) for i, d in enumerate(ranked)}}
+    r = len(relevant)
+    scores = evaluate({"q": {d: 1 for d in relevant}}, run, ALL_METRICS)
+    for k in (1, 5, 10):
+        assert scores[f"precision@{k}"] == pytest.approx(min(k, r) / k)
+    for name in ("map_min@5", "map_min@10", "ndcg@10", "mrr@10", "r-precision", "recall@100"):
+        assert scores[name] == pytest.approx(1.0), name
+    assert scores["map@10"] == pytest.approx(min(10, r) / r)
+
+
+@given(st.sets(docs, min_size=1, max_size=15))
+def test_an_empty_run_scores_zero_and_unjudged_queries_are_skipped(relevant: set[str]) -> None:
+    qrels = {"q": {d: 1 for d in relevant}, "no-relevant": {"d0": 0}}
+    scores = evaluate(qrels, {}, ALL_METRICS)
+    assert all(v == 0.0 for v in scores.values())
+    assert evaluate({"no-relevant": {"d0": 0}}, {"no-relevant": {"d0": 1.0}}, ALL_METRICS) == {
+        m: 0.0 for m in ALL_METRICS}  # no query with a relevant item: nothing is averaged
+    assert set(METRICS) >= {m.split("@")[0] for m in ALL_METRICS}
