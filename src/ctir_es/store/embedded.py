@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SchemaMismatch, StoreError, StoreLocked
+from ..errors import MissingExtraError, SchemaMismatch, StoreError, StoreLocked
 from ..filters import Filter
 from ..products import Product, format_category_path, path_prefixes
 from .base import (
@@ -40,6 +40,19 @@ SCHEMA_VERSION = 1
 # Category nodes are stored as the path joined with this separator (never inside a name).
 NODE_SEP = "\x1f"
 MAX_QUERY_TERMS = 64
+# New files use large pages: a 512-d float32 vector (2 KiB) does not fit twice in a 4 KiB page,
+# so small pages waste half the file. Existing files keep their page size.
+PAGE_SIZE = 32768
+CACHE_KIB = 65536  # SQLite page cache per connection (FTS5 doclists, products)
+# How kNN is searched per store: "exact" (NumPy, the default) or an approximate index built
+# in memory from the float32 matrix with faiss (pip install 'ctir-es[ann]'): "sq8" (8-bit
+# scalar-quantised scan, then exact float32 rescoring of the best candidates), "ivf"
+# (inverted file, flat vectors, exact rescoring) or "hnsw" (graph). Filtered kNN is exact.
+VECTOR_INDEXES = ("exact", "sq8", "ivf", "hnsw")
+RESCORE_FACTOR = 4  # approximate indexes fetch k * this many candidates, rescored exactly
+IVF_NPROBE = 16
+HNSW_M, HNSW_EF_SEARCH = 32, 128
+MASK_CACHE = 32  # filter masks kept per vector field
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,12 +94,14 @@ CREATE TABLE IF NOT EXISTS category_nodes (
     PRIMARY KEY (node, product)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS category_nodes_product ON category_nodes(product);
+-- A rowid table: vectors are large rows, which WITHOUT ROWID tables spill to overflow pages
+-- (2.3x the raw size at 512 dims). Stores created before keep their layout; the SQL is the same.
 CREATE TABLE IF NOT EXISTS vectors (
     field TEXT NOT NULL,
     product INTEGER NOT NULL REFERENCES products(rowid) ON DELETE CASCADE,
     vec BLOB NOT NULL,          -- float32, L2-normalised
-    PRIMARY KEY (field, product)
-) WITHOUT ROWID;
+    UNIQUE (field, product)
+);
 CREATE INDEX IF NOT EXISTS vectors_product ON vectors(product);
 """
 
@@ -136,17 +151,25 @@ def filter_sql(filters: Sequence[Filter], alias: str = "p") -> tuple[str, list[A
 
 
 class _VectorCache:
-    """The float32 matrix of one vector field plus the product rowids of its rows."""
+    """The float32 matrix of one vector field, the product rowids and ids of its rows (so a
+    query needs no SQL to name its hits), filter masks over those rows, and an optional
+    approximate index. Dropped as a whole when the data changes."""
 
-    def __init__(self, rowids: np.ndarray, matrix: np.ndarray) -> None:
+    def __init__(self, rowids: np.ndarray, ids: np.ndarray, matrix: np.ndarray) -> None:
         self.rowids = rowids
+        self.ids = ids
         self.matrix = matrix
+        self.masks: dict[tuple[Any, ...], np.ndarray] = {}
+        self.index: Any = None
 
 
 class EmbeddedStore:
     """SQLite + FTS5 + NumPy. ``EmbeddedStore(path)`` does no I/O; the first call opens the file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, vector_index: str = "exact") -> None:
+        if vector_index not in VECTOR_INDEXES:
+            raise StoreError(f"unknown vector_index {vector_index!r}; supported: {', '.join(VECTOR_INDEXES)}")
+        self.vector_index = vector_index
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()  # one connection, shared by threads of one process
@@ -155,7 +178,8 @@ class EmbeddedStore:
         self._schema: IndexSchema | None = None
 
     def __repr__(self) -> str:
-        return f"EmbeddedStore({str(self.path)!r})"
+        extra = f", vector_index={self.vector_index!r}" if self.vector_index != "exact" else ""
+        return f"EmbeddedStore({str(self.path)!r}{extra})"
 
     # -- connection -------------------------------------------------------------------------
 
@@ -165,6 +189,8 @@ class EmbeddedStore:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+                conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect on a new, empty file only
+                conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
                 conn.execute("PRAGMA foreign_keys=ON")
@@ -319,10 +345,8 @@ class EmbeddedStore:
             out: dict[str, list[Hit]] = {}
             if lexical is not None:
                 out[LEXICAL_SOURCE] = self._lexical(lexical, k, filters)
-            if vectors:
-                allowed = self._allowed_rowids(filters) if filters else None
-                for vq in vectors:
-                    out[vq.name] = self._knn(vq, k, allowed)
+            for vq in vectors:
+                out[vq.name] = self._knn(vq, k, filters)
             return out
 
     def _lexical(self, query: LexicalQuery, k: int, filters: Sequence[Filter]) -> list[Hit]:
@@ -332,11 +356,17 @@ class EmbeddedStore:
             return []
         weights = [float(query.weights.get(f, 0.0)) for f in LEXICAL_FIELDS]
         where, params = filter_sql(filters)
-        sql = (
-            "SELECT p.id, bm25(products_fts, ?, ?, ?, ?) AS s FROM products_fts "
-            "JOIN products p ON p.rowid = products_fts.rowid "
-            f"WHERE products_fts MATCH ? AND {where} ORDER BY s LIMIT ?"
-        )
+        if filters:
+            sql = (
+                "SELECT p.id, bm25(products_fts, ?, ?, ?, ?) AS s FROM products_fts "
+                "JOIN products p ON p.rowid = products_fts.rowid "
+                f"WHERE products_fts MATCH ? AND {where} ORDER BY s LIMIT ?"
+            )
+        else:  # rank first, then look up the ids of the k best only (not of every match)
+            sql = (
+                "SELECT p.id, f.s FROM (SELECT rowid, bm25(products_fts, ?, ?, ?, ?) AS s FROM products_fts "
+                "WHERE products_fts MATCH ? ORDER BY s LIMIT ?) f JOIN products p ON p.rowid = f.rowid ORDER BY f.s"
+            )
         rows = self.conn.execute(sql, [*weights, expr, *params, k]).fetchall()
         return [Hit(pid, -float(score)) for pid, score in rows]  # FTS5 bm25 is negated
 
@@ -350,18 +380,44 @@ class EmbeddedStore:
             self._vectors.clear()
         cache = self._vectors.get(name)
         if cache is None:
-            rows = self.conn.execute(
-                "SELECT product, vec FROM vectors WHERE field = ? ORDER BY product", (name,)
-            ).fetchall()
-            rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            if rows:
-                matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-            else:
-                matrix = np.zeros((0, 0), dtype=np.float32)
-            cache = self._vectors[name] = _VectorCache(rowids, matrix)
+            cache = self._vectors[name] = self._load_field(name)
         return cache
 
-    def _knn(self, vq: VectorQuery, k: int, allowed: np.ndarray | None) -> list[Hit]:
+    def _load_field(self, name: str) -> _VectorCache:
+        """Read one field's vectors (and their product ids) in one snapshot, in rowid order."""
+        rowids: list[int] = []
+        ids: list[str] = []
+        buf = bytearray()
+        cur = self.conn.execute(
+            "SELECT v.product, p.id, v.vec FROM vectors v JOIN products p ON p.rowid = v.product "
+            "WHERE v.field = ? ORDER BY v.product",
+            (name,),
+        )
+        while chunk := cur.fetchmany(10_000):
+            for rowid, pid, vec in chunk:
+                rowids.append(rowid)
+                ids.append(pid)
+                buf += vec
+        if not rowids:
+            return _VectorCache(np.zeros(0, np.int64), np.zeros(0, object), np.zeros((0, 0), np.float32))
+        matrix = np.frombuffer(buf, dtype=np.float32).reshape(len(rowids), -1)
+        return _VectorCache(np.asarray(rowids, dtype=np.int64), np.asarray(ids, dtype=object), matrix)
+
+    def _filter_mask(self, cache: _VectorCache, filters: Sequence[Filter]) -> np.ndarray:
+        """Which rows of ``cache`` pass ``filters``: one SQL query per distinct filter, cached
+        with the matrix (so repeated filters, e.g. a category facet, cost nothing)."""
+        where, params = filter_sql(filters)
+        key = (where, *params)
+        mask = cache.masks.get(key)
+        if mask is None:
+            allowed = self._allowed_rowids(filters)
+            mask = np.isin(cache.rowids, allowed, assume_unique=True)
+            if len(cache.masks) >= MASK_CACHE:
+                cache.masks.pop(next(iter(cache.masks)))
+            cache.masks[key] = mask
+        return mask
+
+    def _knn(self, vq: VectorQuery, k: int, filters: Sequence[Filter] = ()) -> list[Hit]:
         cache = self._field_matrix(vq.field)
         if cache.matrix.shape[0] == 0:
             return []
@@ -370,14 +426,41 @@ class EmbeddedStore:
             raise SchemaMismatch(
                 f"query vector for {vq.field!r} has {query.shape[0]} dims, the store holds {cache.matrix.shape[1]}"
             )
-        rowids, matrix = cache.rowids, cache.matrix
-        if allowed is not None:
-            mask = np.isin(rowids, allowed)
-            rowids, matrix = rowids[mask], matrix[mask]
-        scores = matrix @ query
+        matrix = cache.matrix
+        if filters:
+            mask = self._filter_mask(cache, filters)
+            rows = np.flatnonzero(mask)
+            if rows.shape[0] == 0:
+                return []
+            if rows.shape[0] * 4 < matrix.shape[0]:  # selective: score only the allowed rows
+                scores = matrix[rows] @ query
+                top = _top_k(scores, k)
+                rows, scores = rows[top], scores[top]
+            else:  # broad: one full product, rejected rows pushed to the bottom
+                scores = matrix @ query
+                scores[~mask] = -np.inf
+                top = _top_k(scores, min(k, rows.shape[0]))
+                rows, scores = top, scores[top]
+        elif self.vector_index != "exact":
+            rows, scores = self._approximate(cache, query, k)
+        else:
+            scores = matrix @ query
+            rows = _top_k(scores, k)
+            scores = scores[rows]
+        return [Hit(pid, s) for pid, s in zip(cache.ids[rows].tolist(), scores.tolist(), strict=True)]
+
+    def _approximate(self, cache: _VectorCache, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates from the approximate index, rescored exactly with the float32 rows."""
+        if cache.index is None:
+            cache.index = _build_index(self.vector_index, cache.matrix)
+        n = cache.matrix.shape[0]
+        fetch = min(n, max(k * RESCORE_FACTOR, 10))
+        _, found = cache.index.search(query.reshape(1, -1), fetch)
+        cand = found[0]
+        cand = cand[cand >= 0]
+        scores = cache.matrix[cand] @ query
         top = _top_k(scores, k)
-        ids = self._ids_for_rowids(rowids[top])
-        return [Hit(ids[r], float(s)) for r, s in zip(rowids[top].tolist(), scores[top].tolist(), strict=True)]
+        return cand[top], scores[top]
 
     def _ids_for_rowids(self, rowids: np.ndarray) -> dict[int, str]:
         values = rowids.tolist()
@@ -477,6 +560,37 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
         return np.argsort(-scores, kind="stable")
     part = np.argpartition(-scores, k - 1)[:k]
     return part[np.argsort(-scores[part], kind="stable")]
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as exc:
+        raise MissingExtraError(
+            "approximate vector indexes need faiss: pip install 'ctir-es[ann]' (or faiss-cpu)"
+        ) from exc
+    return faiss
+
+
+def _build_index(kind: str, matrix: np.ndarray) -> Any:
+    """An in-memory faiss index over ``matrix`` (inner product == cosine on unit vectors)."""
+    faiss = _faiss()
+    n, dims = matrix.shape
+    data = np.ascontiguousarray(matrix, dtype=np.float32)
+    if kind == "sq8":
+        index = faiss.IndexScalarQuantizer(dims, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        index.train(data)
+    elif kind == "ivf":
+        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = data if n <= 256 * nlist else data[np.random.default_rng(0).choice(n, 256 * nlist, replace=False)]
+        index.train(sample)
+        index.nprobe = min(nlist, IVF_NPROBE)
+    else:  # hnsw
+        index = faiss.IndexHNSWFlat(dims, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    index.add(data)
+    return index
 
 
 def _vector_problem(doc: Document, schema: IndexSchema) -> str | None:

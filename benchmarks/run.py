@@ -1,0 +1,237 @@
+"""All benchmarks of issue #7, one command: encoder throughput, ingest, query latency against
+the brute-force limit, memory and store size. Prints Markdown tables and writes
+``artifacts/benchmarks/results.json`` and ``results.md``.
+
+    python benchmarks/run.py --quick           # a few minutes: the smaller sizes of every table
+    python benchmarks/run.py                   # full: 10k/100k/1M stores, flipkart-1050, all encoder cells
+    python benchmarks/run.py --quick --smoke   # seconds: tiny sizes, no models (keeps the scripts alive)
+
+Each case runs in a fresh Python process (peak and resident memory are its own). Synthetic
+stores are cached under ``artifacts/benchmarks/stores`` (``--rebuild`` to rebuild). Speed is
+measured here and printed, never asserted by tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from memory import machine, mib  # noqa: E402
+
+ROOT = HERE.parent
+
+
+def plan(quick: bool, smoke: bool) -> dict[str, Any]:
+    if smoke:
+        return {"queries": 20, "rounds": 1, "stores": [(1000, 32)], "approx": [(1000, 32, "sq8")],
+                "ingest": [("synthetic", ["--n", "500", "--dims", "32", "--rounds", "1"])],
+                "encoders": None, "query_encoding": 0}
+    if quick:
+        return {"queries": 100, "rounds": 2, "stores": [(10_000, 512), (100_000, 512)],
+                "approx": [(100_000, 512, "sq8"), (100_000, 512, "ivf")],
+                "ingest": [("flipkart", ["--limit", "128", "--rounds", "1"]),
+                           ("synthetic", ["--n", "10000", "--rounds", "1"])],
+                "encoders": {"texts": 32, "rounds": 1, "batches": (1, 8, 32), "threads": (1, 2), "clip": False},
+                "query_encoding": 50}
+    return {"queries": 300, "rounds": 3,
+            "stores": [(10_000, 384), (10_000, 512), (10_000, 768), (100_000, 384), (100_000, 512),
+                       (100_000, 768), (1_000_000, 512)],
+            "approx": [(100_000, 512, "sq8"), (100_000, 512, "ivf"), (100_000, 512, "hnsw"),
+                       (1_000_000, 512, "sq8"), (1_000_000, 512, "ivf")],
+            "ingest": [("flipkart", ["--rounds", "2"]), ("synthetic", ["--n", "100000", "--rounds", "2"])],
+            "encoders": {"texts": 128, "rounds": 3, "batches": (1, 8, 32), "threads": (1, 2), "clip": True,
+                         "images": 32},
+            "query_encoding": 200}
+
+
+def sub(script: str, args: list[str], timeout: float = 3600) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        out = Path(fh.name)
+    try:
+        cmd = [sys.executable, str(HERE / script), *args, "--json", str(out)]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0 or out.stat().st_size == 0:
+            return {"error": f"{' '.join(cmd[1:])} exited {proc.returncode}: {proc.stderr.strip()[-800:]}"}
+        return json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def encoders_section(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """benchmarks/encoders.py (another engineer's script) once per batch size and thread count."""
+    rows = []
+    kinds = ["text"] + (["clip"] if cfg.get("clip") else [])
+    for kind in kinds:
+        for threads in cfg["threads"]:
+            for batch in cfg["batches"]:
+                args = ["--only", kind, "--texts", str(cfg["texts"]), "--rounds", str(cfg["rounds"]),
+                        "--threads", str(threads), "--text-batch", str(batch), "--image-batch", str(batch)]
+                if kind == "clip":
+                    args += ["--images", str(cfg.get("images", 32))]
+                res = sub("encoders.py", args)
+                if "error" in res:
+                    rows.append({"kind": kind, "threads": threads, "batch": batch, "error": res["error"]})
+                    continue
+                for enc, backends in res["results"].items():
+                    for backend, r in backends.items():
+                        rows.append({"encoder": enc, "backend": backend, "threads": threads, "batch": batch,
+                                     "items_per_s": r["items_per_s"], "min_cosine": r["min_cosine"],
+                                     "torch_threads": res["environment"].get("torch_threads")})
+    return rows
+
+
+def query_encoding(n: int) -> dict[str, Any]:
+    from ctir_es.encoders import OnnxTextEncoder
+    from ctir_es.encoders.models import default_models_dir
+    from synthetic import Catalogue
+
+    enc = OnnxTextEncoder(default_models_dir() / "all-MiniLM-L6-v2").load()
+    texts = Catalogue(1000, 384).query_texts(n)
+    enc.encode_queries(texts[:1])
+    times = []
+    for t in texts:
+        s = time.perf_counter()
+        enc.encode_queries([t])
+        times.append((time.perf_counter() - s) * 1000)
+    a = np.asarray(times)
+    return {"model": "onnx all-MiniLM-L6-v2 fp32", "queries": n, "p50_ms": float(np.percentile(a, 50)),
+            "p95_ms": float(np.percentile(a, 95)), "p99_ms": float(np.percentile(a, 99))}
+
+
+def fmt(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def size_label(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k" if n >= 1000 else str(n)
+
+
+def tables(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    out = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB RAM; Python {m['python']}, "
+           f"NumPy {m['numpy']}; load average at start {m['load_avg']}, at end {res.get('load_avg_end')}. "
+           f"Mode: {res['mode']}; total {res['total_s']:.0f} s.", ""]
+    if res.get("encoders"):
+        out += ["### 1. Encoder throughput (items/s; best of the rounds, benchmarks/encoders.py)", "",
+                "| encoder | backend | threads | batch 1 | batch 8 | batch 32 |", "|---|---|---|---|---|---|"]
+        cells: dict[tuple[str, str, int], dict[int, float]] = {}
+        for r in res["encoders"]:
+            if "error" in r:
+                out.insert(-2, f"encoder run failed: {r['error'][:300]}")
+                continue
+            cells.setdefault((r["encoder"], r["backend"], r["threads"]), {})[r["batch"]] = r["items_per_s"]
+        for (enc, backend, threads), by in cells.items():
+            out.append(f"| {enc} | {backend} | {threads} | " + " | ".join(fmt(by.get(b), 1) for b in (1, 8, 32)) + " |")
+        out.append("")
+    elif res["mode"] == "smoke":
+        out += ["### 1. Encoder throughput: skipped (--smoke)", ""]
+    if res.get("ingest"):
+        out += ["### 2. Ingest (real Pipeline, embedded store)", "",
+                "| case | products | products/s | wall s (median; min-max) | read s | image decode s | encode s | index s | encoder-only s | overhead | peak RSS |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in res["ingest"]:
+            if "error" in r:
+                out.append(f"| {r.get('case')} | error: {r['error'][:200]} |")
+                continue
+            sp = r["split_s"]
+            out.append(f"| {r['case']} | {r['products']} | {r['products_per_s']:.1f} | {r['wall_s']:.2f} ({r['wall_min_s']:.2f}-{r['wall_max_s']:.2f}) | "
+                       f"{sp['read']:.2f} | {sp['decode']:.2f} | {sp['encode']:.2f} | {sp['index']:.2f} | "
+                       f"{fmt(r.get('encoder_only_s'))} | {fmt(r['overhead'] * 100 if r.get('overhead') is not None else None, 1)}{'%' if r.get('overhead') is not None else ''} | {mib(r['peak_rss_bytes'])} |")
+        out.append("")
+    if res.get("query_encoding"):
+        q = res["query_encoding"]
+        out += ["### 3a. Query encoding (one query at a time)", "", "| model | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|",
+                f"| {q['model']} | {q['p50_ms']:.2f} | {q['p95_ms']:.2f} | {q['p99_ms']:.2f} |", ""]
+    out += ["### 3. Query latency, embedded store, one query at a time, k=100 per source, no query encoding", "",
+            "p50 is over all queries of all rounds; (min-max) is the spread of the per-round medians.", "",
+            "| products | dims | index | mode | p50 ms (rounds min-max) | p95 ms | p99 ms | QPS | vs brute-force p50 |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["query"]:
+        if "error" in r:
+            out.append(f"| error: {r['error'][:300]} |")
+            continue
+        bf = r.get("brute_force")
+        for mode, s in r["modes"].items():
+            ratio = s["p50_ms"] / bf["p50_ms"] if bf and mode == "knn" else None
+            out.append(f"| {size_label(r['n'])} | {r['dims']} | {r['index']} | {mode} | {s['p50_ms']:.2f} ({s['p50_round_min_ms']:.2f}-{s['p50_round_max_ms']:.2f}) | "
+                       f"{s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['qps']:.0f} | {fmt(ratio) + 'x' if ratio else ''} |")
+        if bf:
+            out.append(f"| {size_label(r['n'])} | {r['dims']} | - | NumPy brute force (matrix @ q + top-k) | {bf['p50_ms']:.2f} ({bf['p50_round_min_ms']:.2f}-{bf['p50_round_max_ms']:.2f}) | "
+                       f"{bf['p95_ms']:.2f} | {bf['p99_ms']:.2f} | {bf['qps']:.0f} | 1.00x |")
+    out += ["", "### 4. Memory and size", "",
+            "| products | dims | index | file bytes/product | raw bytes/product (vectors + text) | file / raw | RSS at query time | first-query load s | recall@10 vs exact |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["query"]:
+        if "error" in r:
+            continue
+        raw = (r["raw_bytes"]["vectors"] + r["raw_bytes"]["text"]) / r["n"]
+        out.append(f"| {size_label(r['n'])} | {r['dims']} | {r['index']} | {r['bytes_per_product']:.0f} | {raw:.0f} | {r['size_ratio']:.2f} | "
+                   f"{mib(r['rss_query_bytes'])} | {r['first_query_load_s']:.2f} | {fmt(r.get('recall_at_10'), 3)} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smaller sizes (a few minutes)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, no models (seconds; for tests)")
+    p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "benchmarks")
+    p.add_argument("--store-root", type=Path, default=None, help="where synthetic stores are cached")
+    p.add_argument("--rebuild", action="store_true", help="rebuild cached synthetic stores")
+    p.add_argument("--only", default="encoders,ingest,query", help="sections to run (comma-separated)")
+    a = p.parse_args()
+    mode = "smoke" if a.smoke else "quick" if a.quick else "full"
+    cfg = plan(a.quick, a.smoke)
+    only = set(a.only.split(","))
+    store_root = a.store_root or (a.out / "stores")
+    start = time.perf_counter()
+    res: dict[str, Any] = {"mode": mode, "machine": machine(), "command": " ".join(["python", "benchmarks/run.py", *sys.argv[1:]]),
+                           "encoders": [], "ingest": [], "query": [], "query_encoding": None}
+    if "encoders" in only and cfg["encoders"]:
+        print("encoders ...", flush=True)
+        res["encoders"] = encoders_section(cfg["encoders"])
+    if "ingest" in only:
+        for case, args in cfg["ingest"]:
+            print(f"ingest {case} {' '.join(args)} ...", flush=True)
+            res["ingest"].append(sub("ingest.py", [case, *args]))
+    if "query" in only:
+        if cfg["query_encoding"]:
+            res["query_encoding"] = query_encoding(cfg["query_encoding"])
+        common = ["--queries", str(cfg["queries"]), "--rounds", str(cfg["rounds"]), "--store-root", str(store_root)]
+        for n, dims in cfg["stores"]:
+            print(f"query {n} x {dims} exact ...", flush=True)
+            res["query"].append(sub("query.py", ["--n", str(n), "--dims", str(dims), *common]))
+        for n, dims, index in cfg["approx"]:
+            print(f"query {n} x {dims} {index} ...", flush=True)
+            res["query"].append(sub("query.py", ["--n", str(n), "--dims", str(dims), "--index", index, "--modes", "knn", *common]))
+    res["total_s"] = time.perf_counter() - start
+    res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    a.out.mkdir(parents=True, exist_ok=True)
+    md = tables(res)
+    (a.out / "results.json").write_text(json.dumps(res, indent=2))
+    (a.out / "results.md").write_text(md)
+    print(md)
+    print(f"wrote {a.out / 'results.json'} and {a.out / 'results.md'}")
+    errors = [r["error"] for sec in ("ingest", "query", "encoders") for r in res[sec] if "error" in r]
+    if errors:
+        sys.exit(f"{len(errors)} benchmark case(s) failed; first: {errors[0][:500]}")
+
+
+if __name__ == "__main__":
+    main()
