@@ -103,6 +103,12 @@ def bench(n: int, dims: int, *, index: str = "exact", queries: int = 200, rounds
     fns = {"lexical": lex, "knn": knn, "hybrid": hybrid}
     for mode in modes:
         out["modes"][mode] = time_queries(fns[mode], queries, rounds)
+    from ctir_es.store.base import LEXICAL_FIELDS
+    from ctir_es.store.embedded import fts_query
+
+    counts = [store.conn.execute("SELECT count(*) FROM products_fts WHERE products_fts MATCH ?",
+                                 (fts_query(t, LEXICAL_FIELDS),)).fetchone()[0] for t in qt[:50]]
+    out["lexical_matches_mean"] = float(np.mean(counts))  # products each query's BM25 has to score
     out["rss_query_bytes"] = rss_bytes()
     out["rss_before_open_bytes"] = rss_start
     out["file_bytes"] = file_bytes(path)

@@ -44,10 +44,22 @@ COLORS = ["red", "blue", "black", "white", "grey", "green", "yellow", "pink", "b
 MATERIALS = ["cotton", "steel", "plastic", "wooden", "leather", "ceramic", "glass", "silicone", "bamboo",
              "aluminium", "wool", "nylon"]
 _NOUNS = ["towel", "kettle", "blender", "backpack", "lamp", "mug", "chair", "shirt", "sneaker", "speaker",
-         "charger", "bottle", "pan", "knife", "pillow", "blanket", "watch", "helmet", "tent", "brush",
-         "notebook", "pen", "jacket", "headphones", "mat", "basket", "shelf", "cable", "mirror", "vase"]
-NOUNS = [f"{pre}{n}" for pre in ("", "mini ", "smart ", "kids ", "travel ", "pro ", "eco ", "baby ", "pet ",
-                                  "bath ", "desk ", "wall ", "car ") for n in _NOUNS]
+          "charger", "bottle", "pan", "knife", "pillow", "blanket", "watch", "helmet", "tent", "brush",
+          "notebook", "pen", "jacket", "headphones", "mat", "basket", "shelf", "cable", "mirror", "vase",
+          "toaster", "grinder", "cooker", "tray", "bowl", "plate", "spoon", "fork", "whisk", "ladle",
+          "curtain", "rug", "sofa", "stool", "desk", "cabinet", "drawer", "hanger", "clock", "frame",
+          "candle", "diffuser", "humidifier", "heater", "fan", "iron", "vacuum", "mop", "bucket", "broom",
+          "drill", "hammer", "wrench", "screwdriver", "pliers", "saw", "ladder", "toolbox", "glove", "apron",
+          "sock", "scarf", "belt", "wallet", "handbag", "suitcase", "sunglasses", "cap", "boot", "sandal",
+          "dress", "skirt", "jeans", "hoodie", "sweater", "kurta", "saree", "pyjama", "shorts", "vest",
+          "keyboard", "mouse", "monitor", "router", "webcam", "tablet", "stylus", "earbuds", "powerbank", "adapter",
+          "football", "racket", "dumbbell", "yoga", "bicycle", "skates", "goggles", "jersey", "bat", "shuttlecock",
+          "shampoo", "lotion", "perfume", "razor", "trimmer", "comb", "lipstick", "serum", "sunscreen", "soap",
+          "puzzle", "doll", "blocks", "kite", "drone", "robot", "crayons", "easel", "globe", "abacus",
+          "wiper", "seatcover", "dashcam", "polish", "jumpstarter", "tyre", "horn", "mudflap", "compressor", "organizer",
+          "planter", "hose", "sprinkler", "shears", "fertilizer", "seeds", "trowel", "lantern", "birdhouse", "pot"]
+PREFIXES = ["mini", "smart", "junior", "pocket", "magnetic", "eco", "baby", "pet", "bath", "wall", "car", "double"]
+NOUNS = _NOUNS
 SIZES = ["1 L", "500 ml", "2 pcs", "set of 4", "XL", "M", "15 inch", "10 m", "250 g", "king size"]
 
 
@@ -86,6 +98,8 @@ class Catalogue:
             b, a, c, m, s, nn, has_c, has_m = picks[i - start]
             path = paths[leaves[i]]
             noun = NOUNS[(leaves[i] * 7 + nn % 3) % len(NOUNS)]  # nouns follow the category
+            if nn % 10 < 3:  # 30% carry a product-type prefix ("eco", "pocket", ...)
+                noun = f"{PREFIXES[(nn // 10) % len(PREFIXES)]} {noun}"
             brand = BRANDS[_zipf(b, len(BRANDS))]
             words = [brand, ADJ[a % len(ADJ)]]
             attrs = {"Brand": brand}
@@ -116,9 +130,15 @@ class Catalogue:
         rng = np.random.default_rng((self.seed, seed, 1))
         out = []
         for _ in range(n):
-            words = [COLORS[rng.integers(len(COLORS))], MATERIALS[rng.integers(len(MATERIALS))],
-                     NOUNS[rng.integers(len(NOUNS))]]
-            out.append(" ".join(words[int(rng.integers(0, 2)):]))
+            words = [NOUNS[rng.integers(len(NOUNS))]]  # "kettle", "red kettle", "eco kettle", "steel kettle"
+            extra = int(rng.integers(0, 4))
+            if extra == 1:
+                words.insert(0, COLORS[rng.integers(len(COLORS))])
+            elif extra == 2:
+                words.insert(0, PREFIXES[rng.integers(len(PREFIXES))])
+            elif extra == 3:
+                words.insert(0, MATERIALS[rng.integers(len(MATERIALS))])
+            out.append(" ".join(words))
         return out
 
     def raw_bytes(self) -> dict[str, int]:
@@ -144,7 +164,7 @@ def _normalise(m: np.ndarray) -> np.ndarray:
     return (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)
 
 
-STORE_LAYOUT = "v2"  # bump when the store layout changes, so cached stores are rebuilt
+STORE_LAYOUT = "v3"  # bump when the store layout changes, so cached stores are rebuilt
 
 
 def build_store(cat: Catalogue, path: Path, batch: int = 5000, **store_kwargs: object) -> dict[str, float]:
