@@ -57,9 +57,14 @@ def plan(quick: bool, smoke: bool) -> dict[str, Any]:
             "query_encoding": 200}
 
 
-# Queries run one at a time on one core: a multi-threaded BLAS matrix-vector product on a
-# busy 2-core machine stalls on its thread hand-off (~8 ms whatever the size).
-SINGLE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+def blas_env(threads: int | None) -> dict[str, str] | None:
+    """Queries run one at a time; ``--blas-threads 1`` also keeps NumPy/faiss on one core. (On a
+    busy 2-core machine a 2-thread BLAS matrix-vector product stalls on its thread hand-off,
+    ~8 ms whatever the size; on a quiet one, 2 threads halve the scan time.)"""
+    if threads is None:
+        return None
+    return {k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 def sub(script: str, args: list[str], timeout: float = 3600, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -133,7 +138,7 @@ def tables(res: dict[str, Any]) -> str:
     m = res["machine"]
     out = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB RAM; Python {m['python']}, "
            f"NumPy {m['numpy']}; load average at start {m['load_avg']}, at end {res.get('load_avg_end')}. "
-           f"Mode: {res['mode']}; total {res['total_s']:.0f} s.", ""]
+           f"Mode: {res['mode']}; BLAS threads for queries: {res.get('blas_threads')}; total {res['total_s']:.0f} s.", ""]
     if res.get("encoders"):
         out += ["### 1. Encoder throughput (items/s; best of the rounds, benchmarks/encoders.py)", "",
                 "| encoder | backend | threads | batch 1 | batch 8 | batch 32 |", "|---|---|---|---|---|---|"]
@@ -201,6 +206,7 @@ def main() -> None:
     p.add_argument("--store-root", type=Path, default=None, help="where synthetic stores are cached")
     p.add_argument("--rebuild", action="store_true", help="rebuild cached synthetic stores")
     p.add_argument("--only", default="encoders,ingest,query", help="sections to run (comma-separated)")
+    p.add_argument("--blas-threads", type=int, default=None, help="BLAS/OpenMP threads for query cases [library default]")
     p.add_argument("--queries", type=int, default=None, help="queries per round (overrides the mode's)")
     p.add_argument("--rounds", type=int, default=None, help="rounds per query case (overrides the mode's)")
     a = p.parse_args()
@@ -212,7 +218,8 @@ def main() -> None:
     store_root = a.store_root or (a.out / "stores")
     start = time.perf_counter()
     res: dict[str, Any] = {"mode": mode, "machine": machine(), "command": " ".join(["python", "benchmarks/run.py", *sys.argv[1:]]),
-                           "encoders": [], "ingest": [], "query": [], "query_encoding": None}
+                           "encoders": [], "ingest": [], "query": [], "query_encoding": None,
+                           "blas_threads": a.blas_threads or "default"}
     if "encoders" in only and cfg["encoders"]:
         print("encoders ...", flush=True)
         res["encoders"] = encoders_section(cfg["encoders"])
@@ -226,11 +233,11 @@ def main() -> None:
         common = ["--queries", str(cfg["queries"]), "--rounds", str(cfg["rounds"]), "--store-root", str(store_root)]
         for n, dims in cfg["stores"]:
             print(f"query {n} x {dims} exact ...", flush=True)
-            res["query"].append(sub("query.py", ["--n", str(n), "--dims", str(dims), *common], env=SINGLE_THREAD))
+            res["query"].append(sub("query.py", ["--n", str(n), "--dims", str(dims), *common], env=blas_env(a.blas_threads)))
         for n, dims, index in cfg["approx"]:
             print(f"query {n} x {dims} {index} ...", flush=True)
             res["query"].append(sub("query.py", ["--n", str(n), "--dims", str(dims), "--index", index, "--modes", "knn", *common],
-                                    env=SINGLE_THREAD))
+                                    env=blas_env(a.blas_threads)))
     res["total_s"] = time.perf_counter() - start
     res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     a.out.mkdir(parents=True, exist_ok=True)
