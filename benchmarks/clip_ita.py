@@ -25,8 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ctir_es.config import Settings  # noqa: E402
-from ctir_es.training.train import PAPER, TrainConfig, train_catalogue  # noqa: E402
+from ctir_es.config import Settings
+from ctir_es.training.train import PAPER, TrainConfig, train_catalogue
 
 FLIPKART = Path(os.environ.get("CTIR_ES_FLIPKART_DIR", Path(__file__).resolve().parents[2] / "shared/datasets/flipkart-1050"))
 SHOWN = (("precision@1", "P@1"), ("precision@10", "P@10"), ("map@10", "mAP@10"), ("r-precision", "R-prec"))

@@ -33,10 +33,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ctir_es.encoders import OnnxClipEncoder, OnnxTextEncoder, OpenClipEncoder, SentenceTextEncoder  # noqa: E402
-from ctir_es.encoders.export.common import row_cosines  # noqa: E402
-from ctir_es.encoders.models import default_models_dir, find_model  # noqa: E402
-from ctir_es.encoders.onnx.session import RuntimeOptions  # noqa: E402
+from ctir_es.encoders import OnnxClipEncoder, OnnxTextEncoder, OpenClipEncoder, SentenceTextEncoder
+from ctir_es.encoders.export.common import row_cosines
+from ctir_es.encoders.models import default_models_dir, find_model
+from ctir_es.encoders.onnx.session import RuntimeOptions
 
 FLIPKART = Path(os.environ.get("CTIR_ES_FLIPKART_DIR", Path(__file__).resolve().parents[2] / "shared/datasets/flipkart-1050"))
 

@@ -19,7 +19,13 @@ from conftest import TinyClipIta, sample_products
 from ctir_es.cli.main import cli
 from ctir_es.encoders import OnnxTextEncoder
 from ctir_es.encoders.models import read_manifest
-from ctir_es.encoders.onnx.heads import VARIANTS, ClipItaEncoder, attribute_texts, category_text, variant_name
+from ctir_es.encoders.onnx.heads import (
+    VARIANTS,
+    ClipItaEncoder,
+    attribute_texts,
+    category_text,
+    variant_name,
+)
 from ctir_es.errors import EncoderError
 from ctir_es.evaluation.protocol import SplitSpec, split_of
 from ctir_es.products import Product

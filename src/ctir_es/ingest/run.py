@@ -132,7 +132,8 @@ def load_clip_ita(
     name = configured_clip_ita(settings)
     if name is None:
         return None
-    from ..encoders.registry import EncoderConfig, load_clip_ita as load
+    from ..encoders.registry import EncoderConfig
+    from ..encoders.registry import load_clip_ita as load
 
     model = load(name, EncoderConfig.from_settings(settings), text_encoder=text_encoder,
                  image_encoder=image_encoder, notify=report.message)

@@ -24,7 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..evaluation.protocol import SETTINGS, SplitSpec, check_choice, labels, query_text, split_products
+from ..evaluation.protocol import (
+    SETTINGS,
+    SplitSpec,
+    check_choice,
+    labels,
+    query_text,
+    split_products,
+)
 from ..products import CategoryPath, Product, path_prefixes
 from .errors import TrainingError
 
@@ -47,8 +54,9 @@ class TrainingData:
     dropped_no_category: int = 0
 
     @classmethod
-    def build(cls, products: Sequence[Product], setting: str, split: SplitSpec = SplitSpec(),
+    def build(cls, products: Sequence[Product], setting: str, split: SplitSpec | None = None,
               query_text_mode: str = "path") -> TrainingData:
+        split = split or SplitSpec()
         check_choice("setting", setting, SETTINGS)
         check_choice("query text", query_text_mode, ("path", "leaf"))
         usable = [p for p in products if any(p.categories)]
@@ -88,7 +96,7 @@ class TrainingData:
 
     def pairs(self, split: str, rng: random.Random | None = None) -> list[Pair]:
         """One pair per product label; in the random setting one drawn level per product."""
-        out = []
+        out: list[Pair] = []
         for i in self.index.get(split, []):
             options = self.candidates(i)
             if self.setting == "random":

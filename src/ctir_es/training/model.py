@@ -33,7 +33,7 @@ def projection_head(in_dim: int, out_dim: int, hidden: int, dropout: float = 0.0
     )
 
 
-class SkipHead(nn.Module):  # type: ignore[misc]
+class SkipHead(nn.Module):  # type: ignore[misc,name-defined]
     """``mlp(x) + skip(x)``; the MLP's last layer starts at zero, the skip at ``skip_init``."""
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int, dropout: float, skip_init: Any = None) -> None:
@@ -57,7 +57,7 @@ def identity_block(in_dim: int, out_dim: int, offset: int) -> Any:
     return weight
 
 
-class ClipIta(nn.Module):  # type: ignore[misc]
+class ClipIta(nn.Module):  # type: ignore[misc,name-defined]
     def __init__(self, product_dim: int, category_dim: int, out_dim: int = 256, hidden: int = 512,
                  dropout: float = 0.1, tau: float = 1.0, learn_tau: bool = False, skip: bool = False,
                  title_offset: int | None = None) -> None:
@@ -65,7 +65,7 @@ class ClipIta(nn.Module):  # type: ignore[misc]
         if skip:
             aligned = title_offset is not None and out_dim == category_dim
             self.product_head = SkipHead(product_dim, out_dim, hidden, dropout,
-                                         identity_block(product_dim, out_dim, title_offset) if aligned else None)
+                                         identity_block(product_dim, out_dim, title_offset or 0) if aligned else None)
             self.category_head = SkipHead(category_dim, out_dim, hidden, dropout,
                                           torch.eye(out_dim) if aligned else None)
         else:
@@ -88,7 +88,7 @@ class ClipIta(nn.Module):  # type: ignore[misc]
         return F.normalize(self.category_head(x), dim=-1)
 
 
-class NormalisedHead(nn.Module):  # type: ignore[misc]
+class NormalisedHead(nn.Module):  # type: ignore[misc,name-defined]
     """One head with its L2 normalisation: the unit that is exported to ONNX."""
 
     def __init__(self, head: Any) -> None:

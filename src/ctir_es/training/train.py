@@ -328,7 +328,7 @@ def train_catalogue(
     stream, _ = open_source(kind, source, report, settings)
     products = [p for _, p in zip(range(limit), stream, strict=False)] if limit else list(stream)
     cfg = EncoderConfig.from_settings(settings)
-    notify = lambda message: progress("notice", {"message": message})  # noqa: E731
+    notify = lambda message: progress("notice", {"message": message})
     text_encoder = load_text_encoder(cfg, notify)
     image_encoder = None
     if "image" in config.modalities:

@@ -32,7 +32,14 @@ from ..models import (
     staged_dir,
     write_manifest,
 )
-from .common import check_parity, check_quantize, export_onnx, exporter_versions, parity, quantize_int8
+from .common import (
+    check_parity,
+    check_quantize,
+    export_onnx,
+    exporter_versions,
+    parity,
+    quantize_int8,
+)
 from .text import PARITY_TEXTS, ExportResult
 
 
@@ -43,7 +50,15 @@ def build_clip_tokenizer(open_clip_tokenizer: Any, context_length: int) -> Any:
     mapping, BPE with ``</w>`` word ends, ``<start_of_text>``/``<end_of_text>`` around the ids
     and truncation that keeps the end token last.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
 
     tok = open_clip_tokenizer
     if type(tok).__name__ != "SimpleTokenizer":

@@ -72,7 +72,7 @@ class _SentenceGraph:
     def build(st_model: Any, input_names: Sequence[str]) -> Any:
         torch = import_torch()
 
-        class SentenceGraph(torch.nn.Module):
+        class SentenceGraph(torch.nn.Module):  # type: ignore[misc,name-defined]
             def __init__(self, model: Any) -> None:
                 super().__init__()
                 self.model = model

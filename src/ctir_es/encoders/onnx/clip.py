@@ -29,7 +29,7 @@ from .text import check_texts, load_tokenizer
 try:  # open_clip cleans text with ftfy; it is optional here (NFC is what it mostly does)
     import ftfy as _ftfy
 except ImportError:  # pragma: no cover - depends on the install
-    _ftfy = None
+    _ftfy = None  # type: ignore[assignment]
 
 
 def clean_clip_text(text: str, clean: str = "lower") -> str:

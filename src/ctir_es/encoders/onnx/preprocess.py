@@ -134,8 +134,8 @@ class ImagePreprocess:
             w, h = img.size
             if (w, h) == (cw, ch):
                 return img
-        top = int(round((h - ch) / 2.0))
-        left = int(round((w - cw) / 2.0))
+        top = round((h - ch) / 2.0)  # torchvision: int(round(...))
+        left = round((w - cw) / 2.0)
         return img.crop((left, top, left + cw, top + ch))
 
     def geometry(self, img: Image.Image) -> Image.Image:
@@ -149,9 +149,9 @@ class ImagePreprocess:
     def __call__(self, img: Image.Image) -> np.ndarray:
         """One PIL image -> float32 array (3, height, width), normalised."""
         rgb = self.geometry(img).convert("RGB")
-        x = np.asarray(rgb, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
-        x = (x - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
+        scaled = np.asarray(rgb, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
+        normed = (scaled - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
+        return np.ascontiguousarray(normed.transpose(2, 0, 1), dtype=np.float32)
 
     def batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(N, 3, height, width) float32."""
