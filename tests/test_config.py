@@ -43,3 +43,11 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
 def test_use_images_switch() -> None:
     assert Settings().use_images
     assert not Settings(clip_weights="none").use_images
+
+
+def test_vector_index_reaches_the_embedded_store(tmp_path: Path) -> None:
+    from ctir_es.search import open_store
+
+    s = load_settings(env={"CTIR_ES_VECTOR_INDEX": "sq8", "CTIR_ES_STORE": str(tmp_path / "s.db")},
+                      config_file=tmp_path / "absent.toml")
+    assert open_store(s).vector_index == "sq8"  # type: ignore[attr-defined]

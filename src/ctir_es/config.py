@@ -37,6 +37,7 @@ ENV_VARS: dict[str, str] = {
     "CTIR_ES_CLIP_MODEL": "clip_architecture",
     "CTIR_ES_CLIP_WEIGHTS": "clip_weights",
     "CTIR_ES_CACHE_DIR": "cache_dir",
+    "CTIR_ES_VECTOR_INDEX": "vector_index",
 }
 
 
@@ -56,6 +57,9 @@ class Settings:
     batch_size: int = 64
     image_workers: int = 4
     image_timeout: float = 10.0
+    # Embedded store kNN: "exact" (NumPy), or with the [ann] extra "sq8" / "ivf" / "hnsw"
+    # (faiss candidates rescored exactly; see docs/benchmarks.md for recall and speed).
+    vector_index: str = "exact"
     es_options: Mapping[str, Any] = field(default_factory=dict)  # [elasticsearch] table of the file
 
     @property

@@ -136,7 +136,7 @@ def open_store(settings: Settings) -> Store:
         return ElasticsearchStore(conn, **store_opts)
     from .store.embedded import EmbeddedStore
 
-    return EmbeddedStore(settings.store)
+    return EmbeddedStore(settings.store, vector_index=settings.vector_index)
 
 
 def check_manifest(field_name: str, expected: Mapping[str, Any], actual: Mapping[str, Any]) -> None:
