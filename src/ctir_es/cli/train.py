@@ -69,7 +69,15 @@ def results_table(result: Any) -> Table:
 @click.option("--seed", type=int, default=13, show_default=True, help="Split and training seed.")
 @click.option("--split", "split", default="0.7,0.1,0.2", show_default=True, metavar="TRAIN,VAL,TEST",
               help="Split fractions by product (the evaluation protocol's split).")
-@click.option("--paper", is_flag=True, help="The paper's hyper-parameters (tau 1 fixed, lr 1e-3, plain heads, d 256).")
+@click.option("--paper", is_flag=True,
+              help="The paper's configuration: MPNet (all-mpnet-base-v2) as the text tower unless --text-model is "
+                   "given, tau 1 fixed, lr 1e-3, plain heads, d 256.")
+@click.option("--pairs", type=click.Choice(["label", "ancestors"]), default="label", show_default=True,
+              help="Training pairs: the setting's label (the paper), or every level of each product's path.")
+@click.option("--train-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Train on this stable share of the training products (learning curves).")
+@click.option("--backoff/--no-backoff", default=True, show_default=True,
+              help="Also report the head mixed with zero-shot by distance to the seen categories (tuned on val).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory [runs/<variant>-<setting>-<time>].")
 @click.option("--export/--no-export", default=True, show_default=True,
@@ -84,7 +92,8 @@ def results_table(result: Any) -> Table:
 def train(ctx: click.Context, kind: str, source: Path | None, modalities: str | None, setting: str, query_text: str,
           epochs: int, batch_size: int | None, lr: float | None, weight_decay: float | None, lam: float | None,
           tau: float | None, learn_tau: bool | None, skip: bool | None, out_dim: int | None, patience: int,
-          relevance: str, seed: int, split: str, paper: bool, out_dir: Path | None, export: bool, name: str | None,
+          relevance: str, seed: int, split: str, paper: bool, pairs: str, train_fraction: float, backoff: bool,
+          out_dir: Path | None, export: bool, name: str | None,
           text_model: str | None, clip_model: str | None, clip_weights: str | None, limit: int | None,
           as_json: bool) -> None:
     """Train CLIP-ITA on a catalogue (frozen encoders, cached features, early stopping).
@@ -96,6 +105,8 @@ def train(ctx: click.Context, kind: str, source: Path | None, modalities: str | 
     """
     from ..training.train import PAPER, TrainConfig, train_catalogue
 
+    if paper and text_model is None:
+        text_model = "all-mpnet-base-v2"  # the paper's text tower (`ctir-es models install mpnet`)
     settings = settings_from(ctx, text_model=text_model, clip_architecture=clip_model, clip_weights=clip_weights)
     err = Console(stderr=True)
     chosen = _modalities(modalities, settings, err)
@@ -105,7 +116,8 @@ def train(ctx: click.Context, kind: str, source: Path | None, modalities: str | 
     base.update({k: v for k, v in given.items() if v is not None})
     base["epochs"] = epochs
     config = TrainConfig(modalities=chosen, setting=setting, query_text=query_text, batch_size=batch_size,
-                         patience=patience, relevance=relevance, seed=seed, split=_floats(split), **base)
+                         patience=patience, relevance=relevance, seed=seed, split=_floats(split), pairs=pairs,
+                         train_fraction=train_fraction, backoff=backoff, **base)
     run_dir = out_dir or Path("runs") / f"{config.variant}-{setting}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(bar_width=None),
@@ -154,7 +166,9 @@ def train(ctx: click.Context, kind: str, source: Path | None, modalities: str | 
     console = Console()
     console.print(results_table(result))
     head = result.headline()
-    console.print(f"P@10 on held-out products: {config.variant} {head[config.variant]:.4f}, zero-shot "
+    with_backoff = (f", with backoff {head[config.variant + '+backoff']:.4f} (weight {result.backoff['weight_seen']:g}, "
+                    f"decay {result.backoff['decay']:g})") if config.variant + "+backoff" in head else ""
+    console.print(f"P@10 on held-out products: {config.variant} {head[config.variant]:.4f}{with_backoff}, zero-shot "
                   f"{head['zero-shot']:.4f}. Best epoch {result.best_epoch} of {result.epochs_run}; "
                   f"features {result.seconds['features']:.1f} s, training {result.seconds['training']:.1f} s, "
                   f"total {result.seconds['total']:.1f} s.", highlight=False)

