@@ -1,4 +1,4 @@
-"""``ctir-es kibana setup``: import the shipped data view, dashboard and saved search."""
+"""``ctir-es kibana setup``: import the shipped data view, Lens chart, saved search and dashboard."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .main import cli, settings_from
 
 @cli.group()
 def kibana() -> None:
-    """Kibana saved objects for the product index (data view, dashboard, saved search)."""
+    """Kibana saved objects for the product index (data view, Lens chart, saved search, dashboard)."""
 
 
 @kibana.command("setup")
@@ -21,18 +21,25 @@ def kibana() -> None:
 @click.option("--image-url-template", default=None, metavar="TEMPLATE",
               help="How an image value becomes a URL, e.g. 'https://cdn.example.com/{{rawValue}}' "
                    "[default: the value itself].")
+@click.option("--vector-field", "vector_fields", multiple=True, metavar="NAME",
+              help="A vector field to hide from Discover; repeat for each "
+                   "[default: title_vector and image_vector].")
 @click.option("--compatibility-mode", is_flag=True,
-              help="Ask Kibana to adapt the objects to its version (Kibana 9.x).")
+              help="Pass compatibilityMode=true to the import API (not needed: Kibana then only adds "
+                   "legacy URL aliases for objects whose ids change).")
 @click.option("--dry-run", is_flag=True, help="Print the NDJSON instead of importing it.")
 @click.pass_context
 def kibana_setup(ctx: click.Context, kibana_url: str | None, space: str | None,
-                 image_url_template: str | None, compatibility_mode: bool, dry_run: bool) -> None:
+                 image_url_template: str | None, vector_fields: tuple[str, ...],
+                 compatibility_mode: bool, dry_run: bool) -> None:
     """Import the saved objects through Kibana's saved-objects API (overwrites, so re-runnable).
 
-    The data view's title is the index alias (CTIR_ES_INDEX, default products).
+    Kibana 8.0.0 or newer, 8.x or 9.x. The data view's title is the index alias
+    (CTIR_ES_INDEX, default products).
     """
     settings = settings_from(ctx)
-    ndjson = to_ndjson(saved_objects(settings.es_index, image_url_template))
+    objects = saved_objects(settings.es_index, image_url_template, vector_fields or None)
+    ndjson = to_ndjson(objects)
     if dry_run:
         click.echo(ndjson, nl=False)
         return

@@ -4,6 +4,9 @@
 ``multipart/form-data`` with the NDJSON as the ``file`` part and the ``kbn-xsrf`` header;
 the answer is ``{"success", "successCount", "errors": [...]}``
 (kibana/8.15/saved-objects-api-import.html). ``overwrite`` makes the import idempotent.
+``import_request`` builds that request as data; ``import_saved_objects`` sends it.
+``compatibilityMode`` is optional on every version: Kibana uses it only to create legacy URL
+aliases for objects whose ids change on import (``createSavedObjects``), which ours never do.
 
 Settings come from env (or the caller): ``CTIR_KIBANA_URL`` (default http://localhost:5601),
 ``CTIR_KIBANA_API_KEY`` or ``CTIR_KIBANA_USERNAME``/``CTIR_KIBANA_PASSWORD`` - falling back to
@@ -23,7 +26,11 @@ from urllib.parse import urlsplit
 import requests
 
 from ...errors import ConfigError, StoreError
-from .connection import REDACTED, _parse_bool, redact_url
+
+try:  # the Elasticsearch backend is moving from store/es/ to store/elasticsearch/
+    from .connection import REDACTED, _parse_bool, redact_url
+except ImportError:  # pragma: no cover - depends on the layout
+    from ..elasticsearch.connection import REDACTED, _parse_bool, redact_url
 
 DEFAULT_KIBANA_URL = "http://localhost:5601"
 
@@ -114,6 +121,26 @@ def import_url(conn: KibanaConnection, space: str | None, *, compatibility_mode:
     return f"{base}{prefix}/api/saved_objects/_import?{query}"
 
 
+IMPORT_FILENAME = "ctir-es.ndjson"
+
+
+def import_request(
+    conn: KibanaConnection,
+    ndjson: str,
+    *,
+    space: str | None = None,
+    compatibility_mode: bool = False,
+) -> requests.PreparedRequest:
+    """The import request, prepared but not sent: ``POST .../api/saved_objects/_import?overwrite=true``,
+    the ``kbn-xsrf`` header, the NDJSON as the multipart ``file`` part."""
+    return requests.Request(
+        "POST",
+        import_url(conn, space, compatibility_mode=compatibility_mode),
+        headers=conn.headers(),
+        files={"file": (IMPORT_FILENAME, ndjson.encode(), "application/ndjson")},
+    ).prepare()
+
+
 def import_saved_objects(
     conn: KibanaConnection,
     ndjson: str,
@@ -122,16 +149,12 @@ def import_saved_objects(
     compatibility_mode: bool = False,
 ) -> dict[str, Any]:
     """Import ``ndjson``; returns Kibana's answer, raises ``StoreError`` when anything failed."""
-    url = import_url(conn, space, compatibility_mode=compatibility_mode)
+    request = import_request(conn, ndjson, space=space, compatibility_mode=compatibility_mode)
     verify: bool | str = conn.ca_certs or conn.verify_certs
     try:
-        response = requests.post(
-            url,
-            headers=conn.headers(),
-            files={"file": ("ctir-es.ndjson", ndjson.encode(), "application/ndjson")},
-            timeout=conn.timeout,
-            verify=verify,
-        )
+        with requests.Session() as session:  # env proxies / CA bundle as requests.post applies them
+            settings = session.merge_environment_settings(request.url or "", {}, None, verify, None)
+            response = session.send(request, timeout=conn.timeout, **settings)
     except requests.RequestException as exc:
         raise StoreError(
             f"cannot reach Kibana at {conn.url}: {conn.scrub(type(exc).__name__ + ': ' + str(exc))[:300]}; "
