@@ -111,7 +111,11 @@ def main() -> None:
     parser.add_argument("--relevance", choices=["exact", "subtree"], default="exact")
     parser.add_argument("--cache-dir", type=Path, default=None, help="[the default cache dir: features are reused]")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--from-json", type=Path, default=None, help="only print the summary tables of a saved run")
     args = parser.parse_args()
+    if args.from_json:
+        summary(json.loads(args.from_json.read_text())["runs"])
+        return
     if not (FLIPKART / "products.csv").is_file():
         sys.exit(f"flipkart-1050 not found at {FLIPKART}; set CTIR_ES_FLIPKART_DIR")
 
@@ -160,7 +164,7 @@ def main() -> None:
                             sets["test"], fuse_run(bm25_cache["test"], result.runs["test"][key],
                                                    lambda q, g=by_group: g[q.seen], test_q))
                         weights[name] = {"linear": w, "guarded_seen": by_group[True], "guarded_unseen": by_group[False]}
-                    summary = sets["test"].summary()
+                    test_summary = sets["test"].summary()
                     qs = sets["test"]
                     ceiling = {g: metrics.mean({q.qid: min(len(qs.qrels[q.qid]), 10) / 10 for q in qs.queries},
                                                [q.qid for q in qs.queries if g == "all" or q.seen == (g == "seen")])
@@ -169,7 +173,7 @@ def main() -> None:
                                  "text_model": args.text_model, "paper": args.paper, "data": result.data,
                                  "best_epoch": result.best_epoch, "backoff": {k: v for k, v in result.backoff.items()
                                                                               if k != "grid"},
-                                 "fusion_weights": weights, "p10_ceiling": ceiling, "queries": summary,
+                                 "fusion_weights": weights, "p10_ceiling": ceiling, "queries": test_summary,
                                  "seconds": round(time.perf_counter() - t0, 1), "systems": systems})
                     s = systems
                     print(f"{setting:8s} seed {seed:2d} frac {fraction:4.2f} {pairs:9s} unseen P@10: zero-shot "
@@ -183,6 +187,7 @@ def main() -> None:
     print(f"\n{len(rows)} runs in {time.perf_counter() - started:.0f} s; mean ± sd over seeds {args.seeds}, "
           f"{args.relevance} relevance, percent\n")
     print_tables(rows)
+    summary(rows)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs": rows}, indent=1))
@@ -212,6 +217,47 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
             cells += [mean_sd([r["systems"][name]["unseen"][m] for r in group]) for m in ("precision@1", "map@10")]
             print(f"| {name} | " + " | ".join(cells) + " |")
         print()
+
+
+def summary(rows: list[dict[str, Any]]) -> None:
+    """The tables docs/models.md shows: defaults at 100%, pair modes, the learning curve."""
+    def cell(group: list[dict[str, Any]], system: str, g: str, metric: str = "precision@10") -> str:
+        return mean_sd([r["systems"][system][g][metric] for r in group])
+
+    def pick(setting: str, fraction: float, pairs: str) -> list[dict[str, Any]]:
+        return [r for r in rows if (r["setting"], r["fraction"], r["pairs"]) == (setting, fraction, pairs)]
+
+    settings = sorted({r["setting"] for r in rows}, reverse=True)
+    pair_modes = sorted({r["pairs"] for r in rows}, reverse=True)
+    fractions = sorted({r["fraction"] for r in rows})
+    shown = ("zero-shot", "trained", "trained+backoff", "bm25", "linear:bm25+trained+backoff",
+             "guarded:bm25+trained+backoff")
+    for pairs in pair_modes:
+        print(f"\n#### 100% of the training products, pairs={pairs}: P@10 all / seen / unseen, P@1 and mAP@10 unseen\n")
+        print("| setting | system | P@10 all | P@10 seen | P@10 unseen | P@1 unseen | mAP@10 unseen |\n|---|---|---|---|---|---|---|")
+        for setting in settings:
+            group = pick(setting, 1.0, pairs)
+            if not group:
+                continue
+            ceil = " | ".join(mean_sd([r["p10_ceiling"][g] for r in group]) for g in ("all", "seen", "unseen"))
+            print(f"| {setting} | *P@10 ceiling* | {ceil} | | |")
+            for name in shown:
+                print(f"| {setting} | {name} | " + " | ".join(
+                    [cell(group, name, g) for g in ("all", "seen", "unseen")]
+                    + [cell(group, name, "unseen", m) for m in ("precision@1", "map@10")]) + " |")
+    if len(fractions) > 1:
+        for pairs in pair_modes:
+            print(f"\n#### learning curve, pairs={pairs}: P@10 all | unseen\n")
+            print("| setting | share of training products | zero-shot | trained | trained+backoff | bm25 | "
+                  "best hybrid (guarded:bm25+trained+backoff) |\n|---|---|---|---|---|---|---|")
+            for setting in settings:
+                for fraction in fractions:
+                    group = pick(setting, fraction, pairs)
+                    if group:
+                        print(f"| {setting} | {round(100 * fraction)}% | " + " | ".join(
+                            f"{cell(group, n, 'all')} \\| {cell(group, n, 'unseen')}"
+                            for n in ("zero-shot", "trained", "trained+backoff", "bm25",
+                                      "guarded:bm25+trained+backoff")) + " |")
 
 
 if __name__ == "__main__":
