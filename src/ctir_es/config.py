@@ -25,6 +25,7 @@ from typing import Any
 from platformdirs import user_cache_dir, user_config_dir, user_data_dir
 
 from .errors import ConfigError
+from .products import has_surrogate
 
 APP = "ctir-es"
 
@@ -83,6 +84,13 @@ class Settings:
 _PATHS = {"store", "cache_dir"}
 _INTS = {"batch_size", "image_workers"}
 _FLOATS = {"image_timeout"}
+_STRINGS = {"es_url", "es_index", "text_model", "clip_architecture", "clip_weights", "vector_index"}
+# Inclusive ranges of the numeric settings: 0 or -1 would be a silent no-op or a hang.
+_RANGES: dict[str, tuple[float, float]] = {
+    "batch_size": (1, 4096),
+    "image_workers": (1, 64),
+    "image_timeout": (0.1, 600),
+}
 
 
 def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,11 +103,23 @@ def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
             if key in _PATHS:
                 value = Path(value).expanduser()
             elif key in _INTS:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError(value)
                 value = int(value)
             elif key in _FLOATS:
+                if isinstance(value, bool):
+                    raise ValueError(value)
                 value = float(value)
-        except (TypeError, ValueError):
+            elif key in _STRINGS and value is not None and not isinstance(value, str):
+                raise TypeError(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"setting {key!r} has a bad value: {value!r}") from None
+        if isinstance(value, str) and has_surrogate(value):
+            raise ConfigError(f"setting {key!r} is not valid UTF-8")
+        if key in _RANGES:
+            low, high = _RANGES[key]
+            if not low <= value <= high:  # NaN fails both comparisons
+                raise ConfigError(f"setting {key!r} must be between {low:g} and {high:g}, got {value!r}")
         out[key] = value
     return out
 
@@ -115,6 +135,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
     if path.exists():
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid UTF-8 (byte {exc.start}): save it as UTF-8") from None
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         es = data.pop("elasticsearch", {})

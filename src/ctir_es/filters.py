@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import FilterError
-from .products import CategoryPath, parse_category_path
+from .products import CategoryPath, has_surrogate, parse_category_path
 
 # field -> operators it supports; the error text is generated from this, so they never drift.
 SUPPORTED: dict[str, tuple[str, ...]] = {
@@ -34,6 +34,10 @@ class Filter:
     value: Any
 
     def __post_init__(self) -> None:
+        values = self.value if isinstance(self.value, (list, tuple)) else [self.value]
+        for value in values:
+            if isinstance(value, str) and has_surrogate(value):
+                raise FilterError(f"the {self.field} filter value is not valid UTF-8 / Unicode")
         ops = SUPPORTED.get(self.field)
         if ops is None:
             raise FilterError(f"unknown filter field {self.field!r}; supported: {', '.join(SUPPORTED)}")

@@ -2,6 +2,17 @@
 
 A category path is a tuple of level names, root first: ``("Kitchen & Dining", "Cookware")``.
 Its display and query form joins the levels with ``" > "``.
+
+Escaping (one rule for readers, filters, the tree and the page): in the text form, levels
+are separated by ``>`` (or ``>>``) with any spaces around it. A ``>`` that belongs to a
+level's name is written ``\\>`` and a backslash ``\\\\``; ``format_category_path`` writes
+them so, and ``parse_category_path`` reads them back, so every stored level, whatever it
+holds, is reachable by ``--within`` and ``/search?within=`` with the label the tree shows.
+
+Every string of a record is checked once, here: a lone surrogate (``"\\ud800"`` from a
+JSON escape, or undecodable bytes) rejects the record as ``invalid_unicode`` (no later
+stage - encoders, SQLite, JSON output - could take it), and control characters (NUL, ...)
+become spaces, like newlines and tabs.
 """
 
 from __future__ import annotations
@@ -18,7 +29,10 @@ CategoryPath = tuple[str, ...]
 PATH_SEPARATOR = " > "
 # Separators a shop may type or a catalogue may store: "A > B", "A >> B", "A/B" is NOT one
 # (slashes occur inside category names such as "Cases & Covers/Sleeves").
-_SPLIT = re.compile(r"\s*>>?\s*")
+_ESCAPABLE = "\\>"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# C0/C1 control characters that str.split() does not already treat as whitespace.
+_CONTROLS = dict.fromkeys((c for c in [*range(0x20), *range(0x7F, 0xA0)] if not chr(c).isspace()), " ")
 
 # Limits that keep one hostile record from exhausting memory or the index.
 MAX_ID_CHARS = 512
@@ -33,17 +47,62 @@ MAX_IMAGES = 32
 
 
 def parse_category_path(text: str) -> CategoryPath:
-    """``"Kitchen > Blenders"`` (or ``>>``) -> ``("Kitchen", "Blenders")``; empty levels dropped."""
-    return tuple(level for level in (p.strip() for p in _SPLIT.split(text)) if level)
+    """``"Kitchen > Blenders"`` (or ``>>``) -> ``("Kitchen", "Blenders")``; empty levels dropped;
+    ``\\>`` and ``\\\\`` are a literal ``>`` and backslash inside a level."""
+    levels: list[str] = []
+    current: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == "\\" and i + 1 < n and text[i + 1] in _ESCAPABLE:
+            current.append(text[i + 1])
+            i += 2
+        elif char == ">":
+            levels.append("".join(current))
+            current = []
+            i += 2 if text.startswith(">", i + 1) else 1
+        else:
+            current.append(char)
+            i += 1
+    levels.append("".join(current))
+    return tuple(level for level in (p.strip() for p in levels) if level)
 
 
 def looks_like_category_path(text: str) -> bool:
     """A query holding a path separator is a category query by default."""
-    return len(parse_category_path(text)) > 1 and bool(_SPLIT.search(text))
+    return len(parse_category_path(text)) > 1
+
+
+def escape_level(level: str) -> str:
+    """A level name in the text form: ``\\`` and ``>`` escaped with a backslash."""
+    return level.replace("\\", "\\\\").replace(">", "\\>")
 
 
 def format_category_path(path: Iterable[str]) -> str:
-    return PATH_SEPARATOR.join(path)
+    return PATH_SEPARATOR.join(escape_level(level) for level in path)
+
+
+def has_surrogate(text: str) -> bool:
+    """True for text no UTF-8 encoder accepts: undecodable bytes kept as surrogates, ``\\ud800``."""
+    return _SURROGATE.search(text) is not None
+
+
+def check_unicode(text: str, name: str) -> str:
+    """``text`` unchanged, or ``InvalidRecord("invalid_unicode")`` when it holds a lone surrogate."""
+    found = _SURROGATE.search(text)
+    if found:
+        raise InvalidRecord(
+            "invalid_unicode",
+            f"{name} holds a lone surrogate U+{ord(found.group()):04X} at character {found.start()} "
+            "(a broken \\uXXXX escape or undecodable bytes)",
+        )
+    return text
+
+
+def clean_line(text: str, name: str, limit: int) -> str:
+    """Valid Unicode (else ``invalid_unicode``), control characters and runs of whitespace
+    collapsed to one space, cut to ``limit`` characters."""
+    return " ".join(check_unicode(text, name).translate(_CONTROLS).split())[:limit]
 
 
 def path_prefixes(path: CategoryPath) -> list[CategoryPath]:
@@ -58,8 +117,7 @@ def _clean_text(value: Any, name: str, limit: int) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise InvalidRecord("bad_type", f"{name} must be a string, got {type(value).__name__}")
-    text = " ".join(value.split())  # collapse whitespace and control newlines
-    return text[:limit]
+    return clean_line(value, name, limit)
 
 
 def _clean_path(raw: Any) -> CategoryPath:
@@ -75,7 +133,7 @@ def _clean_path(raw: Any) -> CategoryPath:
     for level in levels:
         if not isinstance(level, str):
             raise InvalidRecord("bad_category", "category levels must be strings")
-        level = " ".join(level.split())[:MAX_LEVEL_CHARS]
+        level = clean_line(level, "category level", MAX_LEVEL_CHARS)
         if level:
             out.append(level)
     return tuple(out)
@@ -106,9 +164,12 @@ class Product:
             raise InvalidRecord("missing_id")
         if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
             raise InvalidRecord("bad_type", f"id must be a string, got {type(raw_id).__name__}")
-        pid = str(raw_id).strip()
+        pid = check_unicode(str(raw_id), "id").strip()
         if len(pid) > MAX_ID_CHARS:
             raise InvalidRecord("bad_id", f"id longer than {MAX_ID_CHARS} characters")
+        if pid in (".", "..") or pid != pid.translate(_CONTROLS):
+            # "." and ".." are dot segments every HTTP client folds away: /products/.. is "/".
+            raise InvalidRecord("bad_id", f"id {pid!r} is a dot segment or holds control characters")
         title = _clean_text(data.get("title"), "title", MAX_TITLE_CHARS)
         if not title:
             raise InvalidRecord("missing_title", f"product {pid!r} has no title")
@@ -133,7 +194,7 @@ class Product:
         for key, value in list(raw_attrs.items())[:MAX_ATTRIBUTES]:
             if isinstance(value, (list, tuple)):
                 value = ", ".join(str(v) for v in value if v is not None)
-            name = " ".join(str(key).split())[:MAX_LEVEL_CHARS]
+            name = clean_line(str(key), "attribute name", MAX_LEVEL_CHARS)
             text = _clean_text(value, f"attribute {name!r}", MAX_ATTRIBUTE_CHARS) if value is not None else ""
             if name and text:
                 attributes[name] = text
@@ -143,9 +204,11 @@ class Product:
             raw_images = [raw_images]
         if not isinstance(raw_images, (list, tuple)):
             raise InvalidRecord("bad_type", "images must be a list of paths or URLs")
-        images = tuple(i.strip() for i in raw_images[:MAX_IMAGES] if isinstance(i, str) and i.strip())
+        images = tuple(check_unicode(i, "image reference").strip()
+                       for i in raw_images[:MAX_IMAGES] if isinstance(i, str) and i.strip())
 
         market = data.get("market")
+        market = clean_line(str(market), "market", MAX_LEVEL_CHARS) if market else None
         return cls(
             id=pid,
             title=title,
@@ -153,7 +216,7 @@ class Product:
             attributes=attributes,
             description=_clean_text(data.get("description"), "description", MAX_DESCRIPTION_CHARS),
             images=images,
-            market=str(market).strip().lower() or None if market else None,
+            market=market.lower() or None if market else None,
         )
 
     def to_json(self) -> dict[str, Any]:

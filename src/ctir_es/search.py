@@ -32,6 +32,7 @@ from .ranking.plan import (
     detect_mode,
     plan_query,
 )
+from .ranking.weights import weights_in_force
 from .store.base import (
     DEFAULT_FIELD_WEIGHTS,
     IndexSchema,
@@ -279,10 +280,10 @@ class Search:
             field_weights=field_weights,
             category_encoder=self.category_encoder,
         )
+        used = weights_in_force(plan.sources, plan.weights, weights)  # checked before any store work
         runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
-        fused = fuse(fusion, runs, weights if weights is not None else plan.weights)[:k]
-        return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused),
-                              dict(weights if weights is not None else plan.weights))
+        fused = fuse(fusion, runs, used)[:k]
+        return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused), used)
 
     def _results(self, fused: Sequence[FusedHit]) -> list[SearchResult]:
         stored = self.store.get([h.id for h in fused])
@@ -337,9 +338,9 @@ class Search:
                         queries.append(VectorQuery(field_name, vec, source))
         lexical = None if queries else LexicalQuery(stored.product.title, dict(DEFAULT_FIELD_WEIGHTS))
         not_itself = [*filters, Filter("id", "not_in", (product_id,))]
-        runs = self.store.search(lexical, queries, max(MIN_CANDIDATES, 2 * k), not_itself)
         sources = (["bm25"] if lexical else []) + [q.name for q in queries]
-        used = dict(weights) if weights is not None else dict.fromkeys(sources, 1.0)
+        used = weights_in_force(sources, dict.fromkeys(sources, 1.0), weights)
+        runs = self.store.search(lexical, queries, max(MIN_CANDIDATES, 2 * k), not_itself)
         fused = fuse(fusion, runs, used)[:k]
         return SearchResponse(product_id, "similar", fusion, sources, self._results(fused), used)
 
@@ -402,11 +403,8 @@ class Search:
         def validated() -> Iterable[Product]:
             for n, item in enumerate(products, start=1):
                 report.read += 1
-                if isinstance(item, Product):
-                    yield item
-                    continue
-                try:
-                    yield Product.from_mapping(item)
+                try:  # a Product built directly is checked like a record (e.g. lone surrogates)
+                    yield Product.from_mapping(item.to_json() if isinstance(item, Product) else item)
                 except InvalidRecord as exc:
                     report.reject(f"item {n}", exc.reason, exc.detail)
 

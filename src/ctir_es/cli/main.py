@@ -6,6 +6,7 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -13,15 +14,32 @@ from .. import __version__
 from ..config import Settings, load_settings
 from ..errors import CtirError
 
+log = logging.getLogger("ctir_es.cli")
+_VERBOSITY = {"level": 0}  # -v count of this invocation (the group callback sets it)
+
 
 class CtirGroup(click.Group):
-    """Turns library errors into one-line messages and exit code 1 (no traceback)."""
+    """Every failure ends in one line on stderr and exit code 1; no traceback unless -vv.
+
+    Exit codes: 0 done; 1 an error (the line says what and how to fix it); 2 bad usage
+    (click's own: unknown option, bad value); 1 also for an interrupted run (Ctrl-C).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CtirError as exc:
+            log.debug("failed", exc_info=True)  # the traceback, with -vv
             raise click.ClickException(str(exc)) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if _VERBOSITY["level"] >= 2:
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise click.ClickException(
+                f"unexpected error: {type(exc).__name__}: {first} (run with -vv for the traceback)"
+            ) from None
 
 
 @click.group(cls=CtirGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +55,7 @@ def cli(ctx: click.Context, config_file: Path | None, verbose: int) -> None:
     The embedded store (one SQLite file) is the default; set --es-url or CTIR_ES_URL
     to use Elasticsearch.
     """
+    _VERBOSITY["level"] = verbose
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     ctx.obj = {"config_file": config_file}
@@ -44,7 +63,28 @@ def cli(ctx: click.Context, config_file: Path | None, verbose: int) -> None:
 
 def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
     """Config file and env, then the command's own flags (None = not given)."""
+    check_url_has_no_secret(overrides.get("es_url"))
     return load_settings(config_file=ctx.obj.get("config_file")).with_overrides(**overrides)
+
+
+def check_url_has_no_secret(url: str | None) -> None:
+    """Refuse ``--es-url https://user:secret@host``: a command line is visible to every user
+    (``ps``, shell history). Secrets come from the environment or the config file only."""
+    if not url:
+        return
+    try:
+        parts = urlsplit(url)
+        has_userinfo = "@" in parts.netloc
+    except ValueError:
+        raise click.BadParameter("not a valid URL", param_hint="--es-url") from None
+    if has_userinfo:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        raise click.BadParameter(
+            f"holds credentials, which anyone on this machine can read in `ps` and the shell history: "
+            f"pass --es-url {parts.scheme}://{host} and set CTIR_ES_USERNAME and CTIR_ES_PASSWORD "
+            "(or CTIR_ES_API_KEY) in the environment, or put them under [elasticsearch] in the config file",
+            param_hint="--es-url",
+        )
 
 
 def store_options(fn: Any) -> Any:
@@ -61,12 +101,12 @@ def main() -> None:
 
 
 # Register commands at import time too, so `from ctir_es.cli.main import cli` is complete.
-from . import ingest as _ingest  # noqa: E402,F401
-from . import query as _query  # noqa: E402,F401
-from . import stats as _stats  # noqa: E402,F401
-from . import es as _es  # noqa: E402,F401
-from . import kibana as _kibana  # noqa: E402,F401
-from . import serve as _serve  # noqa: E402,F401
-from . import evaluate as _evaluate  # noqa: E402,F401
-from . import models as _models  # noqa: E402,F401
-from . import train as _train  # noqa: E402,F401
+from . import es as _es  # noqa: F401
+from . import evaluate as _evaluate  # noqa: F401
+from . import ingest as _ingest  # noqa: F401
+from . import kibana as _kibana  # noqa: F401
+from . import models as _models  # noqa: F401
+from . import query as _query  # noqa: F401
+from . import serve as _serve  # noqa: F401
+from . import stats as _stats  # noqa: F401
+from . import train as _train  # noqa: F401

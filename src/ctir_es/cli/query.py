@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ..errors import QueryError
 from ..filters import Filter
 from ..ranking.fusion import FUSIONS
 from ..ranking.plan import MODES
+from ..ranking.weights import parse_weights
 from ..search import Search
 from .main import cli, settings_from, store_options
 from .render import search_table
@@ -43,18 +45,15 @@ def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str, 
         filters.append(Filter("market", "eq", market))
     if with_image:
         filters.append(Filter("has_image", "eq", True))
-    source_weights = {}
-    for item in weights:
-        name, _, value = item.partition("=")
-        try:
-            source_weights[name.strip()] = float(value)
-        except ValueError:
-            raise click.BadParameter(f"{item!r} is not SOURCE=NUMBER", param_hint="--weight") from None
+    try:
+        source_weights = parse_weights(weights)  # the validator the HTTP API uses
+    except QueryError as exc:
+        raise click.BadParameter(str(exc), param_hint="--weight") from None
     with Search.open(settings) as search:
         response = search.search(
             text if mode != "image" else None,
             image=text if mode == "image" else None,
-            mode=mode, k=k, filters=filters, fusion=fusion, weights=source_weights or None,
+            mode=mode, k=k, filters=filters, fusion=fusion, weights=source_weights,
         )
     if as_json:
         click.echo(json.dumps(response.to_json(), ensure_ascii=False))

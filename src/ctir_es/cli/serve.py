@@ -22,19 +22,34 @@ from .main import cli, settings_from, store_options
               help="Seconds a request may take (store and model work).")
 @click.option("--max-upload-mb", type=click.FloatRange(0.01, 200), default=10.0, show_default=True,
               help="Largest accepted image upload.")
+@click.option("--header-timeout", type=click.FloatRange(0.5, 300), default=10.0, show_default=True,
+              help="Seconds a connection may take to send a complete request head (idle and slowloris "
+                   "clients are cut after it).")
+@click.option("--body-timeout", type=click.FloatRange(0.5, 600), default=30.0, show_default=True,
+              help="Seconds a request body may take to arrive in all (408 after).")
+@click.option("--keep-alive", type=click.FloatRange(0.5, 300), default=5.0, show_default=True,
+              help="Seconds an idle keep-alive connection stays open.")
+@click.option("--max-connections", type=click.IntRange(16, 1_000_000), default=4096, show_default=True,
+              help="Open connections; more are answered 503 with Retry-After (capped by the open-file limit).")
+@click.option("--max-pending", type=click.IntRange(1, 10_000), default=64, show_default=True,
+              help="Requests processed at once; more are answered 503 with Retry-After at once.")
 @store_options
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...], timeout: float,
-          max_upload_mb: float, store: Path | None, es_url: str | None) -> None:
+          max_upload_mb: float, header_timeout: float, body_timeout: float, keep_alive: float,
+          max_connections: int, max_pending: int, store: Path | None, es_url: str | None) -> None:
     """Serve the HTTP API (/search, /products, /categories, /categorize, ...) and a web page.
 
     Open http://127.0.0.1:8000/ for the page; the OpenAPI schema is at /openapi.json.
+    One process, one event loop (h11), with connection-level guards against idle and slow
+    clients: see docs/reliability.md ("HTTP service under hostile clients").
     """
     try:
         import uvicorn
 
         from ..service import Limits, create_app
         from ..service.files import derive_image_roots, normalise_roots
+        from ..service.protocol import ConnectionLimits, protocol_class
     except ImportError as exc:  # pragma: no cover - runtime dependencies
         raise MissingExtraError(f"the service needs {exc.name}: pip install fastapi uvicorn python-multipart") from None
 
@@ -42,14 +57,37 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
     search = Search.open(settings)
     try:
         roots = normalise_roots(image_roots) if image_roots else derive_image_roots(search.store)
-        limits = Limits(timeout=timeout, max_upload_bytes=int(max_upload_mb * 1_000_000))
+        limits = Limits(timeout=timeout, max_upload_bytes=int(max_upload_mb * 1_000_000), body_timeout=body_timeout,
+                        max_pending=max_pending)
+        connections = ConnectionLimits(header_timeout=header_timeout, keep_alive=keep_alive,
+                                       max_connections=min(max_connections, _usable_descriptors()))
         app = create_app(search, roots, limits)
         where = settings.es_url and "Elasticsearch" or str(settings.store)
         click.echo(f"ctir-es: {search.store.count()} products from {where}", err=True)
         click.echo("ctir-es: local images served only from: "
                    + (", ".join(str(r) for r in roots) or "(none: pass --image-root DIR)"), err=True)
         click.echo(f"ctir-es: open http://{host}:{port}/  (API schema: /openapi.json)", err=True)
-        uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5,
-                    limit_concurrency=200, server_header=False)
+        # No uvicorn limit_concurrency: it answers plain-text 503s to everyone once idle sockets
+        # fill it. The protocol and the app's guards bound connections, heads, bodies, requests.
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", http=protocol_class(connections),
+                                timeout_keep_alive=int(max(1, keep_alive)), server_header=False, lifespan="off",
+                                backlog=2048)
+        uvicorn.Server(config).run()
     finally:
         search.close()
+
+
+def _usable_descriptors() -> int:
+    """Connections this process can hold: the open-file limit (raised to its hard limit) less
+    room for the store, models and logs."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return max(16, soft - 128)

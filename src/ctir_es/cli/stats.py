@@ -8,20 +8,30 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ..errors import StoreError
 from ..search import open_store
+from ..store.embedded import REBUILD_HINT
 from .main import cli, settings_from, store_options
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--check", is_flag=True,
+              help="Also run the embedded store's full integrity check (reads every page); exit 1 if damaged.")
 @store_options
 @click.pass_context
-def stats(ctx: click.Context, as_json: bool, store: Path | None, es_url: str | None) -> None:
+def stats(ctx: click.Context, as_json: bool, check: bool, store: Path | None, es_url: str | None) -> None:
     """Counts, fields and the encoders the index was built with."""
     settings = settings_from(ctx, store=store, es_url=es_url)
     s = open_store(settings)
     try:
         data = s.stats()
+        checker = getattr(s, "check", None)
+        if check and checker is not None:
+            problems = checker()
+            if problems:
+                raise StoreError(f"store {settings.store} is damaged: {'; '.join(problems[:3])}; {REBUILD_HINT}")
+            data["integrity"] = "ok"
     finally:
         s.close()
     if as_json:

@@ -7,7 +7,14 @@ an error too, and every failure is an ``ImageError`` with a stable ``reason`` so
 ingest can keep the product, text-only, and report why:
 
 ``missing``, ``unreachable``, ``http_error``, ``not_an_image``, ``corrupt``,
-``too_large``, ``decompression_bomb``, ``unsupported_scheme``.
+``too_large``, ``decompression_bomb``, ``unsupported_scheme``, ``too_slow`` (the download
+missed its total deadline), ``host_failing`` (not tried: the host's last downloads all failed),
+``budget_exhausted`` (not tried: the ingest's download byte budget is spent).
+
+Bounds: each download gets ``deadline`` seconds in all, however the server drips its bytes
+(the socket timeout only bounds one read), and ``max_bytes``; one loader (one ingest) downloads
+at most ``max_total_bytes``, and after ``host_failure_limit`` consecutive failed downloads
+from one host it stops asking that host.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from urllib.request import url2pathname
 
 import numpy as np
 import requests
+import urllib3
 from PIL import Image, ImageOps, UnidentifiedImageError
 from requests.exceptions import ChunkedEncodingError
 
@@ -53,12 +61,21 @@ class ImageLoader:
         timeout: float = 10,
         retries: int = 2,
         max_bytes: int = 20_000_000,
+        deadline: float | None = None,
+        max_total_bytes: int = 50 * 1024**3,
+        host_failure_limit: int = 8,
     ) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.timeout = timeout
         self.retries = retries
         self.max_bytes = max_bytes
+        self.deadline = deadline if deadline is not None else 3 * timeout  # seconds per image, retries included
+        self.max_total_bytes = max_total_bytes
+        self.host_failure_limit = host_failure_limit
         self._local = threading.local()  # one requests.Session per worker thread
+        self._budget_lock = threading.Lock()
+        self._downloaded = 0
+        self._host_failures: dict[str, int] = {}
 
     # -- public -----------------------------------------------------------------------
     def load(self, ref: str) -> Image.Image:
@@ -156,10 +173,36 @@ class ImageLoader:
         return session
 
     def _download(self, url: str) -> bytes:
-        """GET with retries (short backoff) on connection errors and 429/5xx only."""
-        timeout = (min(self.timeout, 5.0), self.timeout)
+        """GET under the per-host, per-ingest and per-image bounds (see the module docstring)."""
+        host = (urlsplit(url).hostname or "").lower()
+        with self._budget_lock:
+            if self._downloaded >= self.max_total_bytes:
+                raise ImageError("budget_exhausted", f"this ingest already downloaded {self._downloaded:,} bytes "
+                                                     f"(limit {self.max_total_bytes:,}): {url[:200]}")
+            if self._host_failures.get(host, 0) >= self.host_failure_limit:
+                raise ImageError("host_failing", f"the last {self.host_failure_limit} downloads from {host} "
+                                                 f"failed; not asking it again: {url[:200]}")
+        try:
+            data = self._download_with_retries(url, time.monotonic() + self.deadline)
+        except ImageError as exc:
+            if exc.reason in ("unreachable", "too_slow"):
+                with self._budget_lock:
+                    self._host_failures[host] = self._host_failures.get(host, 0) + 1
+            raise
+        with self._budget_lock:
+            self._host_failures.pop(host, None)
+            self._downloaded += len(data)
+        return data
+
+    def _download_with_retries(self, url: str, deadline: float) -> bytes:
+        """GET with retries (short backoff) on connection errors and 429/5xx only, all before
+        ``deadline`` (a ``time.monotonic()`` value)."""
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
+            left = deadline - time.monotonic()
+            if left <= 0:  # earlier attempts found no server answering in time
+                raise ImageError("unreachable", f"no answer within {self.deadline:g} s: {url[:200]}")
+            timeout = (min(self.timeout, 5.0, left), min(self.timeout, left))
             try:
                 with self._session().get(url, stream=True, timeout=timeout) as resp:
                     if resp.status_code in _RETRY_STATUS and not last:
@@ -167,9 +210,9 @@ class ImageLoader:
                         continue
                     if resp.status_code >= 400:
                         raise ImageError("http_error", f"HTTP {resp.status_code} for {url[:200]}")
-                    return self._read_capped(resp, url)
+                    return self._read_capped(resp, url, deadline)
             except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
-                if last:
+                if last or time.monotonic() >= deadline:
                     raise ImageError("unreachable", f"{url[:200]}: {str(exc)[:200]}") from None
                 _backoff(attempt)
             except requests.RequestException as exc:  # bad URL, redirect loop, ...
@@ -178,18 +221,38 @@ class ImageLoader:
             "unreachable", url[:200]
         )  # not reached: the last attempt returns or raises
 
-    def _read_capped(self, resp: requests.Response, url: str) -> bytes:
+    def _read_capped(self, resp: requests.Response, url: str, deadline: float) -> bytes:
+        """The body, at most ``max_bytes``, complete before ``deadline``. Reads return what one
+        ``recv`` brought (``read1``), and the socket timeout shrinks to the time left, so a
+        server dripping a byte every few seconds cannot stretch the download."""
         length = resp.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > self.max_bytes:
             raise ImageError(
                 "too_large", f"{int(length):,} bytes > {self.max_bytes:,}: {url[:200]}"
             )
+        raw = resp.raw
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
         buf = bytearray()
-        for chunk in resp.iter_content(1 << 16):
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ImageError("too_slow", f"{len(buf):,} bytes after {self.deadline:g} s: {url[:200]}")
+            if sock is not None:
+                sock.settimeout(max(0.01, min(self.timeout, left)))
+            try:
+                chunk = raw.read1(1 << 16, decode_content=True)
+            except (urllib3.exceptions.ReadTimeoutError, TimeoutError, OSError) as exc:
+                if time.monotonic() >= deadline:
+                    raise ImageError("too_slow", f"{len(buf):,} bytes after {self.deadline:g} s: "
+                                                 f"{url[:200]}") from None
+                raise requests.ConnectionError(str(exc)) from None
+            except urllib3.exceptions.HTTPError as exc:  # cut mid-body, bad chunking, bad gzip
+                raise ChunkedEncodingError(str(exc)) from None
+            if not chunk:
+                return bytes(buf)
             buf += chunk
             if len(buf) > self.max_bytes:
                 raise ImageError("too_large", f"more than {self.max_bytes:,} bytes: {url[:200]}")
-        return bytes(buf)
 
 
 def decode(data: bytes, *, max_bytes: int | None = None) -> Image.Image:

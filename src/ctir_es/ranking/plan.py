@@ -20,7 +20,12 @@ import numpy as np
 
 from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from ..errors import QueryError
-from ..products import format_category_path, looks_like_category_path, parse_category_path
+from ..products import (
+    format_category_path,
+    has_surrogate,
+    looks_like_category_path,
+    parse_category_path,
+)
 from ..store.base import DEFAULT_FIELD_WEIGHTS, IndexSchema, LexicalQuery, VectorQuery
 
 MODES = ("category", "text", "image")
@@ -100,6 +105,8 @@ def plan_query(
         return Plan("image", "", None, (vq,))
 
     raw = (text or "").strip()
+    if has_surrogate(raw):
+        raise QueryError("the query text is not valid UTF-8 / Unicode (undecodable bytes or a lone surrogate)")
     if not raw:
         raise QueryError("empty query: give a category path such as 'Kitchen > Blenders' or some text")
     if len(raw) > MAX_QUERY_CHARS:

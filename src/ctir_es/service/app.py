@@ -10,7 +10,6 @@ some of which are local to ``create_app``.)
 
 import functools
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -25,12 +24,15 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..errors import StoreError
 from ..filters import Filter
 from ..ranking.fusion import FUSIONS, RRF_K
 from ..ranking.plan import IMAGE_VECTOR
+from ..ranking.weights import parse_weights
 from ..search import MAX_K, Search, SearchResponse, SearchResult, Unsupported
 from .errors import ApiError, install_error_handlers
 from .files import ImageFile, Redirect, normalise_roots, resolve_image
+from .guards import BodyGuard, LoadShedder, ProductPath, product_id_of
 from .limits import Limits
 from .models import (
     CategorizeOut,
@@ -40,7 +42,7 @@ from .models import (
     ProductOut,
     SearchPage,
 )
-from .uploads import BodyLimitMiddleware, decode_upload
+from .uploads import decode_upload
 
 log = logging.getLogger("ctir_es.service")
 T = TypeVar("T")
@@ -50,8 +52,6 @@ STATIC_FILES: Mapping[str, str] = {
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
-SOURCE_NAMES = ("bm25", "text", "image")
-MAX_WEIGHT = 1_000.0
 # The page loads only its own files; images may come from catalogue CDNs (redirects).
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-security-policy",
@@ -98,26 +98,6 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-def parse_weights(raw: str | None) -> dict[str, float] | None:
-    """``"bm25=1,text=0.3"`` -> ``{"bm25": 1.0, "text": 0.3}``; None when not given."""
-    if raw is None or not raw.strip():
-        return None
-    out: dict[str, float] = {}
-    for item in raw.split(","):
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or name not in SOURCE_NAMES:
-            raise ApiError(400, "bad_query", f"weights are SOURCE=NUMBER pairs, SOURCE one of {', '.join(SOURCE_NAMES)}")
-        try:
-            weight = float(value)
-        except ValueError:
-            raise ApiError(400, "bad_query", f"weight of {name} is not a number") from None
-        if not math.isfinite(weight) or not 0 <= weight <= MAX_WEIGHT:
-            raise ApiError(400, "bad_query", f"weight of {name} must be between 0 and {MAX_WEIGHT:g}")
-        out[name] = weight
-    return out
 
 
 def contribution(fusion: str, weight: float, rank: int, normalised: float | None) -> float:
@@ -217,6 +197,10 @@ def create_app(
         except TimeoutError:
             raise ApiError(503, "timeout", f"the request took longer than {limits.timeout:g} s",
                            {"Retry-After": "5"}) from None
+        except StoreError as exc:
+            if "corrupted" in str(exc):  # /health reports it from now on
+                state["store_error"] = str(exc)
+            raise
 
     async def read_upload(file: UploadFile) -> bytes:
         if search.image_encoder is None or IMAGE_VECTOR not in search.schema.vectors:
@@ -236,7 +220,9 @@ def create_app(
                                      description="A category path ('Kitchen > Blenders') or free text.")]
     K = Annotated[int, Query(ge=1, le=limits.max_k, description="Results per page.")]
     Offset = Annotated[int, Query(ge=0, le=limits.max_offset, description="Results to skip (pagination).")]
-    ProductId = Annotated[str, PathParam(min_length=1, max_length=limits.max_id_chars)]
+    # Percent-encoded by ProductPath (decode with product_id_of): up to 12 characters per
+    # character of the id (a 4-byte UTF-8 character is %XX%XX%XX%XX).
+    ProductId = Annotated[str, PathParam(min_length=1, max_length=12 * limits.max_id_chars)]
 
     def filters_and_fusion(
         within: Annotated[str | None, Query(max_length=limits.max_query_chars,
@@ -275,7 +261,9 @@ def create_app(
 
     @app.get("/health", response_model=HealthOut, responses=COMMON_ERRORS, tags=["service"])
     async def health() -> dict[str, Any]:
-        """Liveness and what this index can do."""
+        """Liveness and what this index can do (503 once a request found the store corrupted)."""
+        if "store_error" in state:
+            raise ApiError(503, "store_corrupted", state["store_error"])
         count = await run(search.store.count)
         fields = sorted(search.schema.vectors)
         return {
@@ -322,7 +310,7 @@ def create_app(
     @app.get("/products/{product_id}", response_model=ProductOut, responses=PRODUCT_ERRORS, tags=["products"])
     async def product(product_id: ProductId) -> dict[str, Any]:
         """One product (local image paths are not shown: use `image_url`)."""
-        stored = await run(search.product, product_id)
+        stored = await run(search.product, product_id_of(product_id, limits.max_id_chars))
         p = stored.product
         return {
             "id": p.id,
@@ -346,6 +334,7 @@ def create_app(
         """The product's image: a local file under the image roots, a cached download, or a
         redirect to its remote URL. Anything else is 404."""
         loader = search.image_loader
+        product_id = product_id_of(product_id, limits.max_id_chars)
 
         def find() -> ImageFile | Redirect | None:
             found = search.store.get([product_id]).get(product_id)
@@ -369,7 +358,7 @@ def create_app(
     async def similar(product_id: ProductId, common: Common, k: K = 10, offset: Offset = 0) -> dict[str, Any]:
         """Products like this one (kNN on its own image and title vectors), never itself."""
         depth = min(offset + k + 1, MAX_K)
-        response = await run(search.similar, product_id, k=depth, **common)
+        response = await run(search.similar, product_id_of(product_id, limits.max_id_chars), k=depth, **common)
         return page_json(response, offset, k)
 
     @app.get("/categories", response_model=CategoryTreeOut, responses={**COMMON_ERRORS, 409: UPLOAD_ERRORS[409]},
@@ -401,8 +390,11 @@ def create_app(
 
         return (await run(work)).to_json()
 
-    # The last added is the outermost: the body cap acts before anything reads the body,
-    # and every answer (its 413 included) gets the security headers.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
+    # The last added is the outermost: product ids are taken from the raw path first; the body
+    # arrives whole (capped, under its deadline) before a request counts as in flight; and
+    # every answer (413 / 408 / 503 included) gets the security headers.
+    app.add_middleware(ProductPath)
+    app.add_middleware(LoadShedder, max_pending=limits.max_pending)
+    app.add_middleware(BodyGuard, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout)
     app.add_middleware(SecurityHeaders)
     return app

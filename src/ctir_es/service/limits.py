@@ -11,8 +11,10 @@ from ..search import MAX_K
 
 @dataclass(frozen=True)
 class Limits:
-    """Request limits. Anything over a size limit gets 413, over a count limit 422, and a
-    request that takes longer than ``timeout`` seconds gets 503 (code ``timeout``)."""
+    """Request limits. Anything over a size limit gets 413, over a count limit 422, a request
+    that takes longer than ``timeout`` seconds gets 503 (code ``timeout``), a body slower than
+    ``body_timeout`` 408, and a request beyond ``max_pending`` in progress 503 ``overloaded``
+    with ``Retry-After``."""
 
     max_query_chars: int = MAX_QUERY_CHARS  # q, within
     max_k: int = 100  # results per page
@@ -23,6 +25,8 @@ class Limits:
     timeout: float = 30.0  # seconds per request for store and model work (queueing included)
     max_concurrency: int = 2  # store / model calls running at once (the rest wait)
     max_image_file_bytes: int = 20_000_000  # a catalogue image file served by /products/{id}/image
+    body_timeout: float = 30.0  # seconds for a whole request body to arrive (408 after)
+    max_pending: int = 64  # requests processed at once (queueing on the workers included); more get 503
 
     @property
     def max_body_bytes(self) -> int:

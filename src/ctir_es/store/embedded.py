@@ -4,20 +4,37 @@ Why SQLite: it is in the standard library, a second process can read while an in
 (WAL), and a batch commits atomically, so a killed ingest never leaves half a product.
 Vectors are float32 blobs searched exactly with NumPy; the matrix of each field is cached in
 memory and reloaded only when another connection has committed (``PRAGMA data_version``).
+
+Failure handling (docs/reliability.md):
+
+- reading never creates anything: a missing file reads as an empty store (no schema, 0
+  products) and ``stats`` says there is no store there;
+- a store on read-only media is opened read-only (``mode=ro``, then ``immutable=1`` when not
+  even SQLite's shared-memory file can be created); writing there is a ``StoreError``;
+- a damaged file is detected on open by a cheap check (the header, the page size, a file size
+  that is a whole number of pages, the schema and the format record); corruption found later
+  by a query is the same ``StoreError`` with the same way to rebuild;
+- disk full, I/O errors and read-only writes roll the batch back and say so; every batch
+  committed before is kept, and re-running the ingest resumes after it;
+- the writer lock is per real file (symlinks resolved), opened without following a symlink,
+  and never truncates a file that is not a lock file of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import functools
 import json
 import os
 import re
 import sqlite3
+import stat
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -54,6 +71,55 @@ IVF_NPROBE = 16
 IVF_MAX_LISTS = 1024  # k-means on 64 x lists training vectors: ~10 s at 1M x 512 on 2 cores
 HNSW_M, HNSW_EF_SEARCH = 32, 128
 MASK_CACHE = 32  # filter masks kept per vector field
+SQLITE_MAGIC = b"SQLite format 3\x00"
+REBUILD_HINT = ("to rebuild it, move the file aside and run the same `ctir-es ingest` into it again "
+                "(the catalogue is the source of truth); `ctir-es stats --check` runs SQLite's full integrity check")
+T = TypeVar("T")
+
+
+class NoStore(StoreError):
+    """There is no store file at the path (reads never create one)."""
+
+
+def _describe(path: Path, exc: BaseException) -> StoreError:
+    """A SQLite / OS failure as a ``StoreError`` that names the cause and what to do."""
+    text = str(exc)
+    low = text.lower()
+    err = getattr(exc, "errno", None)
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return StoreError(f"store {path} is corrupted ({text}); {REBUILD_HINT}")
+    if "full" in low or err == errno.ENOSPC:
+        return StoreError(f"the disk holding store {path} is full ({text}): the batch being written was rolled "
+                          "back and every batch committed before is kept; free some space and re-run the same "
+                          "command to resume")
+    if "readonly" in low or "read-only" in low or err in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StoreError(f"store {path} cannot be written ({text}): read-only media or permissions; "
+                          "ingest into a writable --store (queries work on read-only media)")
+    if "i/o error" in low or err == errno.EIO:
+        return StoreError(f"I/O error on store {path} ({text}); nothing after the last committed batch was "
+                          "written: check the disk, then re-run to resume")
+    return StoreError(f"store {path}: {text}")
+
+
+def _guarded(empty: Callable[[], Any] | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """SQLite / OS errors of a store method become ``StoreError``s that name the cause; with
+    ``empty``, a store that does not exist reads as ``empty()`` instead of ``NoStore``."""
+
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def wrapper(self: EmbeddedStore, *args: Any, **kwargs: Any) -> T:
+            try:
+                return fn(self, *args, **kwargs)
+            except NoStore:
+                if empty is None:
+                    raise
+                return empty()  # type: ignore[no-any-return]
+            except (sqlite3.DatabaseError, OSError) as exc:
+                raise _describe(self.path, exc) from exc
+
+        return wrapper
+
+    return decorate
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -173,6 +239,7 @@ class EmbeddedStore:
         self.vector_index = vector_index
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
+        self._writable = False
         self._lock = threading.RLock()  # one connection, shared by threads of one process
         self._vectors: dict[str, _VectorCache] = {}
         self._seen_version: int | None = None
@@ -186,39 +253,129 @@ class EmbeddedStore:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """The open connection; the first use opens the file for reading (never creating it)."""
         if self._conn is None:
-            try:
+            self._conn, self._writable = self._open(create=False), False
+        return self._conn
+
+    @property
+    def _wconn(self) -> sqlite3.Connection:
+        """A connection that may write: creates the file (and its folder) when absent."""
+        if self._conn is None or not self._writable:
+            if self._conn is not None:
+                self._conn.close()
+                self._vectors.clear()
+            self._conn = None
+            self._conn, self._writable = self._open(create=True), True
+        return self._conn
+
+    def _open(self, *, create: bool) -> sqlite3.Connection:
+        exists = self.path.exists()
+        if not exists and not create:
+            raise NoStore(f"no store at {self.path}: check --store, or run `ctir-es ingest ...` first to create one "
+                          "(reading never creates a store)")
+        if exists:
+            self._check_file()
+        try:
+            if create:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
                 conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect on a new, empty file only
-                conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
-                conn.execute("PRAGMA foreign_keys=ON")
                 conn.executescript(_DDL)
-                row = conn.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
-                if row is None:
-                    conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) != SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self.path} was written by store format {row[0]}, this ctir-es reads {SCHEMA_VERSION}"
-                    )
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"cannot open store {self.path}: {exc}") from exc
-            self._conn = conn
-        return self._conn
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)", (str(SCHEMA_VERSION),))
+            else:
+                conn = self._open_for_reading()
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._check_format(conn)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise _describe(self.path, exc) from exc
+        return conn
+
+    def _open_for_reading(self) -> sqlite3.Connection:
+        """Read-write when possible (WAL readers share memory with the writer), else read-only,
+        else immutable (read-only media where SQLite cannot create its ``-shm`` file)."""
+        uri = self.path.resolve().as_uri()
+        last: sqlite3.Error | None = None
+        for mode in ("mode=rw", "mode=ro", "mode=ro&immutable=1"):
+            conn = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=30, check_same_thread=False,
+                                   isolation_level=None)
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.OperationalError as exc:  # cannot open / lock / create -shm: try the next mode
+                conn.close()
+                last = exc
+                if "malformed" in str(exc) or "not a database" in str(exc):
+                    raise
+        assert last is not None
+        raise last
+
+    def _check_file(self) -> None:
+        """The cheap corruption check on open: the header, the page size, whole pages."""
+        try:
+            with open(self.path, "rb") as fh:
+                header = fh.read(100)
+                size = os.fstat(fh.fileno()).st_size
+        except OSError as exc:
+            raise _describe(self.path, exc) from exc
+        if size == 0:
+            return  # a new file SQLite has not written yet
+        if header[:16] != SQLITE_MAGIC:
+            raise StoreError(f"{self.path} is not a ctir-es store (not a SQLite file, or its header is damaged); "
+                             f"check --store; if it was a store, {REBUILD_HINT}")
+        page = int.from_bytes(header[16:18], "big")
+        page = 65536 if page == 1 else page
+        if len(header) < 100 or page < 512 or page & (page - 1) or size % page:
+            raise StoreError(f"store {self.path} is corrupted (truncated or damaged header: {size:,} bytes, "
+                             f"page size {page}); {REBUILD_HINT}")
+
+    def _check_format(self, conn: sqlite3.Connection) -> None:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables or "products" not in tables:
+            raise StoreError(f"{self.path} is a SQLite file but not a ctir-es store; check --store")
+        row = conn.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by store format {row[0] if row else '?'}, "
+                f"this ctir-es reads {SCHEMA_VERSION}"
+            )
+
+    @_guarded()
+    def check(self) -> list[str]:
+        """SQLite's full integrity check (reads every page): an empty list when the file is sound."""
+        with self._lock:
+            rows = self.conn.execute("PRAGMA integrity_check(20)").fetchall()
+        problems = [str(r[0]) for r in rows]
+        return [] if problems == ["ok"] else problems
 
     @contextlib.contextmanager
     def exclusive_writer(self) -> Iterator[None]:
         """Refuse a second concurrent ingest into this file (readers are never blocked).
 
-        An advisory ``flock`` on ``<store>.lock``: the kernel releases it when the holder dies,
-        so a killed ingest never leaves a stale lock behind.
+        An advisory ``flock`` on ``<real store path>.lock``: the kernel releases it when the
+        holder dies, so a killed ingest never leaves a stale lock behind. The path is resolved
+        first, so two paths to one store (a symlink) share one lock. The lock file is opened
+        without following a symlink, and a file that is not a plain file of its own (a hard
+        link, a device, a fifo) is refused rather than written to.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        real = self.path.resolve()
+        lock_path = real.with_name(real.name + ".lock")
         try:
+            real.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreError(f"the lock file {lock_path} is a symlink: refusing to follow it (remove it; "
+                                 "ctir-es creates its own)") from None
+            raise _describe(self.path, exc) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise StoreError(f"the lock file {lock_path} is not a plain file of its own (a hard link or a "
+                                 "special file): refusing to write to it (remove it; ctir-es creates its own)")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -227,8 +384,11 @@ class EmbeddedStore:
                     f"another ingest (pid {holder}) is writing to {self.path}; wait for it to finish "
                     "(queries keep working meanwhile)"
                 ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            try:
+                os.ftruncate(fd, 0)  # our own lock file (checked above)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+            except OSError as exc:
+                raise _describe(self.path, exc) from None
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock
@@ -253,13 +413,16 @@ class EmbeddedStore:
 
     # -- schema -----------------------------------------------------------------------------
 
+    @_guarded(empty=lambda: None)
     def schema(self) -> IndexSchema | None:
         with self._lock:
             raw = self._meta("schema")
             return None if raw is None else IndexSchema.from_json(json.loads(raw))
 
+    @_guarded()
     def setup(self, schema: IndexSchema) -> IndexSchema:
         with self._lock:
+            self._wconn  # noqa: B018 - open for writing (creating the file) before reading the schema
             current = self.schema()
             if current is None:
                 merged = schema
@@ -271,7 +434,7 @@ class EmbeddedStore:
                         "Ingest into a new store (--store PATH) or use the encoders it was built with."
                     )
                 merged = IndexSchema({**schema.vectors, **current.vectors})
-            self.conn.execute(
+            self._wconn.execute(
                 "INSERT INTO meta VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (json.dumps(merged.to_json(), sort_keys=True),),
             )
@@ -280,11 +443,12 @@ class EmbeddedStore:
 
     # -- writes -----------------------------------------------------------------------------
 
+    @_guarded()
     def upsert(self, docs: Sequence[Document], checkpoint: tuple[str, int] | None = None) -> WriteResult:
         schema = self._schema or self.schema() or IndexSchema()
         result = WriteResult()
         with self._lock:
-            conn = self.conn
+            conn = self._wconn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for doc in docs:
@@ -312,29 +476,37 @@ class EmbeddedStore:
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (disk full, I/O error): never hide the cause
+                # behind "cannot rollback - no transaction is active".
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
             self._vectors.clear()  # our own commits do not change data_version for us
         return result
 
+    @_guarded(empty=lambda: None)
     def checkpoint(self, key: str) -> int | None:
         with self._lock:
             raw = self._meta(f"checkpoint:{key}")
             return None if raw is None else int(raw)
 
+    @_guarded()
     def clear_checkpoint(self, key: str) -> None:
         with self._lock:
-            self.conn.execute("DELETE FROM meta WHERE key = ?", (f"checkpoint:{key}",))
+            self._wconn.execute("DELETE FROM meta WHERE key = ?", (f"checkpoint:{key}",))
 
+    @_guarded()
     def delete(self, ids: Sequence[str]) -> int:
         with self._lock:
             marks = ",".join("?" * len(ids))
-            cur = self.conn.execute(f"DELETE FROM products WHERE id IN ({marks})", list(ids))
+            cur = self._wconn.execute(f"DELETE FROM products WHERE id IN ({marks})", list(ids))
             self._vectors.clear()
             return cur.rowcount
 
     # -- reads ------------------------------------------------------------------------------
 
+    @_guarded()
     def search(
         self,
         lexical: LexicalQuery | None,
@@ -470,6 +642,7 @@ class EmbeddedStore:
         marks = ",".join("?" * len(values))
         return dict(self.conn.execute(f"SELECT rowid, id FROM products WHERE rowid IN ({marks})", values).fetchall())
 
+    @_guarded(empty=dict)
     def get(self, ids: Sequence[str]) -> dict[str, StoredProduct]:
         if not ids:
             return {}
@@ -492,16 +665,19 @@ class EmbeddedStore:
                     )
             return out
 
+    @_guarded(empty=int)
     def count(self) -> int:
         with self._lock:
             return int(self.conn.execute("SELECT count(*) FROM products").fetchone()[0])
 
+    @_guarded(empty=dict)
     def category_counts(self) -> dict[tuple[str, ...], int]:
         """Products per category node (every level), for trees and evaluation."""
         with self._lock:
             rows = self.conn.execute("SELECT node, count(*) FROM category_nodes GROUP BY node").fetchall()
             return {tuple(node.split(NODE_SEP)): n for node, n in rows}
 
+    @_guarded(empty=dict)
     def vectors(self, ids: Sequence[str], field: str) -> dict[str, np.ndarray]:
         """The stored ``field`` vectors of ``ids`` (an id without one is absent), e.g. for
         "more like this" queries on a product's own vectors."""
@@ -518,6 +694,7 @@ class EmbeddedStore:
                 out.update((pid, np.frombuffer(vec, dtype=np.float32).copy()) for pid, vec in rows)
         return out
 
+    @_guarded(empty=list)
     def image_dirs(self) -> list[str]:
         """Distinct directories of the local image files the products refer to (URLs left
         out): where a server may serve catalogue images from."""
@@ -526,6 +703,7 @@ class EmbeddedStore:
         dirs = {str(Path(ref).parent) for (ref,) in rows if "://" not in ref and Path(ref).is_absolute()}
         return sorted(dirs)
 
+    @_guarded()
     def stats(self) -> dict[str, Any]:
         with self._lock:
             conn = self.conn
