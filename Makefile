@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= $(CURDIR)/artifacts/sample.db
 
-.PHONY: install install-test demo test clean
+.PHONY: install install-test demo test clean es-up es-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,17 @@ demo: install
 
 test: install-test
 	$(BIN)/python -m pytest -q
+
+# A Docker-free local Elasticsearch (Maven Central's test distribution; see README):
+#   make es-up    fetch once, start a node on 127.0.0.1, print CTIR_ES_TEST_URL=...
+#   make es-down  stop it (ES_VERSION=9.2.4 / ES_NODES=3 select another version / size)
+ES_VERSION ?= 8.19.21
+ES_NODES ?= 1
+es-up:
+	scripts/elasticsearch-local up --version $(ES_VERSION) --nodes $(ES_NODES)
+
+es-down:
+	scripts/elasticsearch-local down
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

@@ -30,7 +30,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ctir_es.es_mappings.pipeline import derive_category_fields
 
 COMPAT_JSON = "application/vnd.elasticsearch+json;compatible-with=8"
 
@@ -336,9 +335,9 @@ class _Handler(BaseHTTPRequestHandler):
         return self._reply(200, {"_index": target, "_id": doc_id, "found": True, "_source": docs[doc_id]})
 
     def _apply_pipeline(self, pipeline: str | None, source: dict[str, Any]) -> dict[str, Any]:
-        if pipeline and pipeline in self.state.pipelines:
-            source = {**source, **derive_category_fields(list(source.get("category_path") or []))}
-            source["ingested_at"] = "2026-01-01T00:00:00.000Z"
+        # ctir-es indices have no pipeline (documents carry their derived fields)
+        if pipeline and pipeline not in self.state.pipelines and pipeline != "_none":
+            raise ValueError(f"unknown pipeline {pipeline}")
         return source
 
     def _bulk(self, req: Request) -> None:

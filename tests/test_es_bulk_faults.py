@@ -26,7 +26,7 @@ from ctir_es.errors import StoreError
 from ctir_es.products import Product
 from ctir_es.store.base import Document, IndexSchema, VectorField
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
-from ctir_es.store.es.bulk import BulkAborted, BulkLine, BulkOptions, BulkWriter, chunks
+from ctir_es.store.elasticsearch.bulk import BulkAborted, BulkLine, BulkOptions, BulkWriter, chunks
 
 SCHEMA = IndexSchema({"v": VectorField(4, "cosine", {"id": "tiny@1"})})
 N = 50
@@ -143,18 +143,14 @@ def test_refused_connection_is_retried_until_the_server_is_up() -> None:
     port = _free_port()
     holder: dict[str, EsStub] = {}
     state = EsState()
-    # the index exists already: the store's first request is the bulk itself
-    setup_server = start(state)
-    ElasticsearchStore(EsConnection(setup_server.url, "products")).setup(SCHEMA)
-    setup_server.stop()
-
-    def come_up() -> None:
-        holder["stub"] = start(state, port=port)
-
-    sleeps = Sleeps(hook=come_up)
+    # the index exists already and the store has read its mapping: the store's next
+    # request is the bulk itself
+    sleeps = Sleeps(hook=lambda: holder.__setitem__("stub", start(state, port=port)))
     store = make_store(f"http://127.0.0.1:{port}", sleeps)
+    setup_server = start(state, port=port)
+    store.setup(SCHEMA)
+    setup_server.stop()
     try:
-        store._schema, store._pipeline = SCHEMA, "ctir-products-v1"  # as read by setup
         result = store.upsert(docs(20))
         assert result.written == 20 and not result.errors
         assert len(sleeps) == 1  # one refused attempt, then success

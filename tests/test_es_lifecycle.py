@@ -17,14 +17,13 @@ import pytest
 from es_stub import EsState, EsStub, start
 
 from ctir_es.errors import SchemaMismatch, StoreError
-from ctir_es.es_mappings import index as mapping
-from ctir_es.es_mappings import lifecycle as bodies
-from ctir_es.es_mappings import queries
-from ctir_es.es_mappings.pipeline import PIPELINE_ID, pipeline_body
+from ctir_es.store.elasticsearch.bodies import index as mapping
+from ctir_es.store.elasticsearch.bodies import aliases as bodies
+from ctir_es.store.elasticsearch.bodies import search as search_bodies
 from ctir_es.products import Product
 from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
-from ctir_es.store.es.capabilities import ClusterInfo, parse_version
+from ctir_es.store.elasticsearch.cluster import ClusterInfo, parse_version
 
 SCHEMA = IndexSchema({"v": VectorField(4, "cosine", {"id": "tiny@1"})})
 OTHER_DIMS = IndexSchema({"v": VectorField(8, "cosine", {"id": "tiny@1"})})
@@ -58,19 +57,21 @@ def calls(stub: EsStub, start_at: int = 0) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- setup
 
 
-def test_setup_creates_pipeline_and_first_version_behind_the_alias(stub: EsStub) -> None:
+def test_setup_creates_the_first_version_behind_the_alias(stub: EsStub) -> None:
     store = store_for(stub)
     assert store.setup(SCHEMA) == SCHEMA
     assert calls(stub) == [
         ("GET", "/products/_mapping"),
-        ("GET", f"/_ingest/pipeline/{PIPELINE_ID}"),
-        ("PUT", f"/_ingest/pipeline/{PIPELINE_ID}"),
         ("GET", "/products-v*/_alias"),
+        # cluster facts, once: the index type's minimum version, the text analyser
+        ("GET", "/"),
+        ("GET", "/_nodes/plugins"),
+        ("GET", "/_license"),
         ("PUT", "/products-v1"),
         ("GET", "/products/_mapping"),
     ]
-    assert stub.state.pipelines[PIPELINE_ID] == pipeline_body()
-    create = stub.state.requests[4].json()
+    assert not stub.state.pipelines  # mapping v3 needs no ingest pipeline
+    create = stub.state.requests[5].json()
     assert create == bodies.with_alias(mapping.index_body(SCHEMA), "products")
     assert stub.state.aliases == {"products": ["products-v1"]}
 
@@ -80,7 +81,7 @@ def test_setup_is_idempotent(stub: EsStub) -> None:
     before = len(stub.state.requests)
     assert store_for(stub).setup(SCHEMA) == SCHEMA
     writes = [c for c in calls(stub, before) if c[0] in ("PUT", "POST", "DELETE")]
-    assert writes == []  # pipeline unchanged, index exists: nothing written
+    assert writes == []  # the index exists: nothing written
     assert list(stub.state.indices) == ["products-v1"]
 
 
@@ -110,26 +111,26 @@ def test_mismatched_vectors_are_never_sent(stub: EsStub) -> None:
     assert [next(iter(a.values()))["_id"] for a in sent[::2]] == ["p1"]
 
 
-def test_bulk_goes_through_the_pipeline(stub: EsStub) -> None:
+def test_bulk_documents_carry_their_derived_fields(stub: EsStub) -> None:
     store = store_for(stub)
     store.setup(SCHEMA)
     store.upsert([doc(1)])
-    assert stub.state.bulk_requests()[0].query == {"pipeline": PIPELINE_ID}
+    assert stub.state.bulk_requests()[0].query == {}  # no pipeline
     stored = stub.state.docs("products")["p1"]
     assert stored["category_top"] == ["Kitchen & Dining"]
     assert stored["category_ancestors"][-1] == "Kitchen & Dining > Cookware > Pans"
+    assert stored["ingested_at"].endswith("Z")
     assert store.get(["p1"])["p1"].product == doc(1).product
 
 
-def test_an_index_from_before_pipelines_is_written_without_one(stub: EsStub) -> None:
+def test_an_index_of_an_older_mapping_is_refused_with_the_way_out(stub: EsStub) -> None:
     body = mapping.index_body(SCHEMA)
-    body["mappings"]["_meta"] = mapping.meta(SCHEMA, pipeline=None, mapping_version=1)
+    body["mappings"]["_meta"] = mapping.meta(SCHEMA, mapping_version=2)
     stub.state.indices["products-v1"] = {"mappings": body["mappings"], "settings": {}, "docs": {}}
     stub.state.aliases["products"] = ["products-v1"]
     store = store_for(stub)
-    store.setup(SCHEMA)
-    store.upsert([doc(1)])
-    assert stub.state.bulk_requests()[0].query == {}
+    with pytest.raises(SchemaMismatch, match="older ctir-es mapping \\(v2, current v3"):
+        store.setup(SCHEMA)
     assert store.status()["needs_reindex"] is True
 
 
@@ -164,7 +165,8 @@ def test_reindex_copies_then_swaps_the_alias_atomically(stub: EsStub) -> None:
         "actions": bodies.alias_swap_actions("products", ["products-v1"], "products-v2")
     }
     reindex = next(r for r in stub.state.requests[before:] if r.path == "/_reindex")
-    assert reindex.json() == bodies.reindex_body("products-v1", "products-v2", PIPELINE_ID)
+    assert reindex.json() == bodies.reindex_body("products-v1", "products-v2")
+    assert report.method == "server"  # modules unknown: the default distribution has _reindex
     assert reindex.query == {"wait_for_completion": "true", "refresh": "true"}
     new_index = next(r for r in stub.state.requests[before:] if r.path == "/products-v2")
     assert new_index.json()["mappings"]["properties"]["v"]["index_options"] == {"type": "hnsw"}
@@ -226,7 +228,7 @@ def test_status(stub: EsStub) -> None:
     store.setup(SCHEMA)
     status = store.status()
     assert status["alias"] == "products" and status["live"] == "products-v1"
-    assert status["versions"] == ["products-v1"] and status["pipeline_installed"] is True
+    assert status["versions"] == ["products-v1"] and status["text_analyzer"] == "english"
     assert status["mapping_version"] == mapping.MAPPING_VERSION and not status["needs_reindex"]
     assert status["cluster"]["server_side_fusion"]["rrf"]["allowed"] is False
 
@@ -288,8 +290,10 @@ def test_server_side_rrf_is_one_search_when_the_licence_allows(stub: EsStub) -> 
     assert [h.id for h in fused.hits] == ["p2", "p0"]
     searches = [r for r in stub.state.requests[before:] if r.path.endswith("/_search")]
     assert len(searches) == 1 and not any(r.path == "/_msearch" for r in stub.state.requests[before:])
-    _, expected = queries.retriever_body("rrf", LEX, VEC, 2, window=100)
+    # int8_hnsw (the default) on 8.18+: the kNN child rescores with the float vectors
+    _, expected = search_bodies.retriever_body("rrf", LEX, VEC, 2, window=100, rescore=True)
     assert searches[0].json() == expected
+    assert "rescore_vector" in expected["retriever"]["rrf"]["retrievers"][1]["knn"]
     assert searches[0].path == "/products/_search"
 
 

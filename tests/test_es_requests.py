@@ -68,8 +68,10 @@ import numpy as np
 import pytest
 
 from ctir_es.errors import ConfigError, FilterError, QueryError, StoreError
-from ctir_es.es_mappings import index as mapping
-from ctir_es.es_mappings import queries
+from ctir_es.store.elasticsearch.bodies import index as mapping
+from ctir_es.store.elasticsearch.bodies import documents, filters, responses
+from ctir_es.store.elasticsearch.bodies import search as search_bodies
+from ctir_es.store.elasticsearch.bodies import stats as stats_bodies
 from ctir_es.filters import Filter, parse_filters
 from ctir_es.products import Product
 from ctir_es.store.base import (
@@ -81,9 +83,8 @@ from ctir_es.store.base import (
     VectorField,
     VectorQuery,
 )
-from ctir_es.store.elasticsearch import (
-    ElasticsearchStore,
-    EsConnection,
+from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
+from ctir_es.store.elasticsearch.connection import (
     build_client,
     client_kwargs,
     compat_mimetype,
@@ -151,7 +152,6 @@ def test_index_body_records_schema_for_the_query_side() -> None:
     assert body["settings"]["index"] == {
         "number_of_shards": 1,
         "number_of_replicas": 0,
-        "default_pipeline": "ctir-products-v1",
     }
     assert mapping.schema_from_mapping({"mappings": {"properties": {}}}) is None
 
@@ -223,11 +223,11 @@ def _docs() -> list[Document]:
 
 
 def test_bulk_actions_golden() -> None:
-    golden("bulk_actions", queries.bulk_actions(_docs(), "products"))
+    golden("bulk_actions", documents.bulk_actions(_docs(), "products"))
 
 
 def test_bulk_actions_use_the_product_id() -> None:
-    actions = queries.bulk_actions(_docs(), "shop")
+    actions = documents.bulk_actions(_docs(), "shop")
     assert [(a["_op_type"], a["_index"], a["_id"]) for a in actions] == [
         ("index", "shop", "p-1"),
         ("index", "shop", "p-2"),
@@ -236,14 +236,14 @@ def test_bulk_actions_use_the_product_id() -> None:
 
 def test_source_round_trips_the_exact_product() -> None:
     for doc in _docs():
-        stored = queries.stored_product(json.loads(json.dumps(queries.document_source(doc))))
+        stored = documents.stored_product(json.loads(json.dumps(documents.document_source(doc))))
         assert stored.product == doc.product
         assert stored.vector_fields == tuple(sorted(doc.vectors))
-    assert queries.stored_product(queries.document_source(_docs()[1])).image is None
+    assert documents.stored_product(documents.document_source(_docs()[1])).image is None
 
 
 def test_an_image_that_did_not_load_is_never_shown() -> None:
-    source = queries.document_source(Document(PAN))  # PAN has an image reference; none loaded
+    source = documents.document_source(Document(PAN))  # PAN has an image reference; none loaded
     assert (source["has_image"], source["image"]) == (False, None)
 
 
@@ -256,11 +256,11 @@ def test_an_image_that_did_not_load_is_never_shown() -> None:
     ],
 )
 def test_bad_vectors_are_reported_not_sent(vector: np.ndarray, reason: str) -> None:
-    assert reason in (queries.check_document(Document(TOWEL, {"v": vector}), SMALL) or "")
+    assert reason in (documents.check_document(Document(TOWEL, {"v": vector}), SMALL) or "")
     assert "unknown vector field" in (
-        queries.check_document(Document(TOWEL, {"w": vector}), SMALL) or ""
+        documents.check_document(Document(TOWEL, {"w": vector}), SMALL) or ""
     )
-    assert queries.check_document(Document(TOWEL, {"v": np.ones(4, np.float32)}), SMALL) is None
+    assert documents.check_document(Document(TOWEL, {"v": np.ones(4, np.float32)}), SMALL) is None
 
 
 def test_bulk_item_error() -> None:
@@ -272,7 +272,7 @@ def test_bulk_item_error() -> None:
             "error": {"type": "document_parsing_exception", "reason": "[1:2] failed to parse"},
         }
     }
-    assert queries.bulk_item_error(item) == (
+    assert documents.bulk_item_error(item) == (
         "p-7",
         "index failed (400): document_parsing_exception: [1:2] failed to parse",
     )
@@ -281,11 +281,11 @@ def test_bulk_item_error() -> None:
 def test_mget_products_skips_missing() -> None:
     response = {
         "docs": [
-            {"_id": "p-1", "found": True, "_source": queries.document_source(_docs()[0])},
+            {"_id": "p-1", "found": True, "_source": documents.document_source(_docs()[0])},
             {"_id": "nope", "found": False},
         ]
     }
-    got = queries.mget_products(response)
+    got = documents.mget_products(response)
     assert list(got) == ["p-1"] and got["p-1"].product == PAN
 
 
@@ -293,45 +293,45 @@ def test_mget_products_skips_missing() -> None:
 
 
 def test_filters_golden() -> None:
-    golden("filters", queries.es_filter(FILTERS))
+    golden("filters", filters.es_filter(FILTERS))
 
 
 def test_every_grammar_operator_has_a_translation() -> None:
     from ctir_es.filters import SUPPORTED
 
-    assert set(queries.FILTER_TRANSLATIONS) == {
+    assert set(filters.FILTER_TRANSLATIONS) == {
         (f, op) for f, ops in SUPPORTED.items() for op in ops
     }
 
 
 def test_filter_translation_of_each_kind() -> None:
-    assert queries.es_filter([Filter("market", "eq", "UK")]) == [{"term": {"market": "uk"}}]
-    assert queries.es_filter([Filter("id", "in", ["a", "b"])]) == [{"ids": {"values": ["a", "b"]}}]
-    assert queries.es_filter([Filter("has_image", "eq", False)]) == [{"term": {"has_image": False}}]
-    assert queries.es_filter([Filter("category", "subtree", ("Watches",))]) == [
+    assert filters.es_filter([Filter("market", "eq", "UK")]) == [{"term": {"market": "uk"}}]
+    assert filters.es_filter([Filter("id", "in", ["a", "b"])]) == [{"ids": {"values": ["a", "b"]}}]
+    assert filters.es_filter([Filter("has_image", "eq", False)]) == [{"term": {"has_image": False}}]
+    assert filters.es_filter([Filter("category", "subtree", ("Watches",))]) == [
         {"term": {"category_path": "Watches"}}
     ]
-    assert queries.es_filter([]) == [] and queries.es_filter(None) == []
+    assert filters.es_filter([]) == [] and filters.es_filter(None) == []
 
 
 def test_unknown_filter_input_raises() -> None:
     with pytest.raises(FilterError, match="expected a Filter"):
-        queries.es_filter([{"field": "market", "op": "eq", "value": "us"}])  # type: ignore[list-item]
+        filters.es_filter([{"field": "market", "op": "eq", "value": "us"}])  # type: ignore[list-item]
     forged = Filter("market", "eq", "us")
     object.__setattr__(forged, "op", "regex")
     with pytest.raises(FilterError, match="supported: category subtree"):
-        queries.es_filter([forged])
+        filters.es_filter([forged])
 
 
 # ---------------------------------------------------------------- searches
 
 
 def test_lexical_body_golden() -> None:
-    golden("lexical_body", queries.lexical_body(LexicalQuery("  hand   blender "), 10, FILTERS))
+    golden("lexical_body", search_bodies.lexical_body(LexicalQuery("  hand   blender "), 10, FILTERS))
 
 
 def test_lexical_body_without_filters_and_zero_weights() -> None:
-    body = queries.lexical_body(
+    body = search_bodies.lexical_body(
         LexicalQuery("blender", {"title": 3, "categories": 0, "description": 0.25}), 5
     )
     assert body == {
@@ -349,44 +349,44 @@ def test_lexical_body_without_filters_and_zero_weights() -> None:
 
 
 def test_lexical_body_with_nothing_to_search() -> None:
-    assert queries.lexical_body(LexicalQuery("   "), 5) is None
-    assert queries.lexical_body(LexicalQuery("x", {"title": 0}), 5) is None
+    assert search_bodies.lexical_body(LexicalQuery("   "), 5) is None
+    assert search_bodies.lexical_body(LexicalQuery("x", {"title": 0}), 5) is None
 
 
 @pytest.mark.parametrize("weights", [{"brand": 1.0}, {"title": -1.0}, {"title": float("nan")}])
 def test_lexical_weights_are_checked(weights: dict[str, float]) -> None:
     with pytest.raises(QueryError):
-        queries.lexical_body(LexicalQuery("x", weights), 5)
+        search_bodies.lexical_body(LexicalQuery("x", weights), 5)
 
 
 @pytest.mark.parametrize("k", [0, -1, 10_001, True, 2.5])
 def test_k_is_checked(k: Any) -> None:
     with pytest.raises(QueryError, match="k must be"):
-        queries.lexical_body(LexicalQuery("x"), k)
+        search_bodies.lexical_body(LexicalQuery("x"), k)
 
 
 def test_knn_body_golden() -> None:
     vq = VectorQuery("image_vector", np.array([0.5, -0.5, 0.5, -0.5], np.float32), "image")
-    golden("knn_body", queries.knn_body(vq, 10, FILTERS))
+    golden("knn_body", search_bodies.knn_body(vq, 10, FILTERS))
 
 
 def test_num_candidates() -> None:
-    assert queries.num_candidates(10) == 100
-    assert queries.num_candidates(80) == 160
-    assert queries.num_candidates(10, 40) == 40
-    assert queries.num_candidates(50, 20) == 50  # never below k
-    assert queries.num_candidates(6000) == 10_000  # the server's cap
+    assert search_bodies.num_candidates(10) == 100
+    assert search_bodies.num_candidates(80) == 160
+    assert search_bodies.num_candidates(10, 40) == 40
+    assert search_bodies.num_candidates(50, 20) == 50  # never below k
+    assert search_bodies.num_candidates(6000) == 10_000  # the server's cap
     with pytest.raises(QueryError):
-        queries.num_candidates(10, 0)
+        search_bodies.num_candidates(10, 0)
 
 
 def test_knn_body_rejects_non_finite_vectors() -> None:
     with pytest.raises(QueryError, match="non-finite"):
-        queries.knn_body(VectorQuery("v", np.array([np.inf, 0, 0, 0])), 5)
+        search_bodies.knn_body(VectorQuery("v", np.array([np.inf, 0, 0, 0])), 5)
 
 
 def test_msearch_body_golden() -> None:
-    names, searches = queries.msearch_body(
+    names, searches = search_bodies.msearch_body(
         "products",
         LexicalQuery("blender", {"title": 3, "attributes": 1}),
         [
@@ -406,7 +406,7 @@ def test_msearch_body_golden() -> None:
 
 
 def test_msearch_body_leaves_out_an_empty_lexical_search() -> None:
-    names, searches = queries.msearch_body(
+    names, searches = search_bodies.msearch_body(
         "products", LexicalQuery(""), [VectorQuery("v", np.ones(4))], 3
     )
     assert names == ["v"] and len(searches) == 2
@@ -414,15 +414,15 @@ def test_msearch_body_leaves_out_an_empty_lexical_search() -> None:
 
 def test_vector_queries_are_checked_against_the_schema() -> None:
     ok = VectorQuery("v", np.ones(4))
-    queries.check_vector_queries([ok, VectorQuery("v", np.ones(4), "other")], SMALL)
+    search_bodies.check_vector_queries([ok, VectorQuery("v", np.ones(4), "other")], SMALL)
     with pytest.raises(QueryError, match="duplicate"):
-        queries.check_vector_queries([ok, ok], SMALL)
+        search_bodies.check_vector_queries([ok, ok], SMALL)
     with pytest.raises(QueryError, match="duplicate"):
-        queries.check_vector_queries([VectorQuery("v", np.ones(4), "bm25")], None)
+        search_bodies.check_vector_queries([VectorQuery("v", np.ones(4), "bm25")], None)
     with pytest.raises(QueryError, match="no vector field 'w'"):
-        queries.check_vector_queries([VectorQuery("w", np.ones(4))], SMALL)
+        search_bodies.check_vector_queries([VectorQuery("w", np.ones(4))], SMALL)
     with pytest.raises(QueryError, match="index has 4 dims, the query vector has 3"):
-        queries.check_vector_queries([VectorQuery("v", np.ones(3))], SMALL)
+        search_bodies.check_vector_queries([VectorQuery("v", np.ones(3))], SMALL)
 
 
 MSEARCH_RESPONSE = {
@@ -441,8 +441,8 @@ MSEARCH_RESPONSE = {
 
 
 def test_parse_msearch_keeps_rank_order_and_gives_cosines() -> None:
-    converters = queries.vector_score_converters([VectorQuery("v", np.ones(4), "text")], SMALL)
-    got = queries.parse_msearch(["bm25", "text"], MSEARCH_RESPONSE, converters)
+    converters = responses.vector_score_converters([VectorQuery("v", np.ones(4), "text")], SMALL)
+    got = responses.parse_msearch(["bm25", "text"], MSEARCH_RESPONSE, converters)
     assert got["bm25"] == [Hit("a", 7.5), Hit("b", 2.0)]
     assert [h.id for h in got["text"]] == ["b", "a"]
     assert [h.score for h in got["text"]] == pytest.approx([0.8, 0.5])  # (1 + cos) / 2 -> cos
@@ -464,13 +464,13 @@ def test_parse_msearch_raises_on_a_failed_search() -> None:
     with pytest.raises(
         StoreError, match="search 'bm25' failed \\(404\\): index_not_found_exception"
     ):
-        queries.parse_msearch(["bm25"], failed)
+        responses.parse_msearch(["bm25"], failed)
     with pytest.raises(StoreError, match="2 searches"):
-        queries.parse_msearch(["a", "b"], failed)
+        responses.parse_msearch(["a", "b"], failed)
 
 
 def test_stats_body_and_parse() -> None:
-    golden("stats_body", queries.stats_body())
+    golden("stats_body", stats_bodies.stats_body())
     response = {
         "hits": {"total": {"value": 5, "relation": "eq"}},
         "aggregations": {
@@ -479,7 +479,7 @@ def test_stats_body_and_parse() -> None:
             "markets": {"buckets": [{"key": "in", "doc_count": 3}, {"key": "us", "doc_count": 2}]},
         },
     }
-    assert queries.parse_stats(response) == {
+    assert stats_bodies.parse_stats(response) == {
         "products": 5,
         "with_image": 4,
         "vector_counts": {"title_vector": 5},
@@ -682,17 +682,21 @@ def test_search_is_one_msearch_round_trip_with_compat_8_headers(fake_es: str) ->
     assert runs["bm25"] == [Hit("a", 7.5), Hit("b", 2.0)]
     assert [h.id for h in runs["text"]] == ["b", "a"]
     assert [h.score for h in runs["text"]] == pytest.approx([0.8, 0.5])
-    # the schema is read once (dims, similarity), then everything goes in one _msearch
+    # the schema is read once (dims, similarity, index type), the cluster facts once (a
+    # quantised index is rescored on 8.18+; unknown here), then everything in one _msearch
     assert [(m, p.split("?")[0]) for m, p, _, _ in _FakeEs.requests] == [
         ("GET", "/products/_mapping"),
+        ("GET", "/"),
+        ("GET", "/_nodes/plugins"),
+        ("GET", "/_license"),
         ("POST", "/_msearch"),
     ]
-    _, _, headers, body = _FakeEs.requests[1]
+    _, _, headers, body = _FakeEs.requests[-1]
     assert headers["accept"] == "application/vnd.elasticsearch+json; compatible-with=8"
     assert headers["content-type"] == "application/vnd.elasticsearch+x-ndjson; compatible-with=8"
     assert headers["authorization"].startswith("ApiKey ")
     sent = [json.loads(line) for line in body.decode().splitlines()]
-    _, expected = queries.msearch_body(
+    _, expected = search_bodies.msearch_body(
         "products", LexicalQuery("blender"), [VectorQuery("v", np.ones(4) / 2, "text")], 2
     )
     assert sent == expected
@@ -710,50 +714,40 @@ def test_server_errors_become_store_errors(fake_es: str) -> None:
 
 def test_setup_request_golden() -> None:
     """What ``setup`` sends to create ``products-v1``: settings, mappings and the alias."""
-    from ctir_es.es_mappings import lifecycle
+    from ctir_es.store.elasticsearch.bodies import aliases as lifecycle
 
     golden("setup_create_index", lifecycle.with_alias(mapping.index_body(SCHEMA), "products"))
 
 
-def test_pipeline_golden() -> None:
-    from ctir_es.es_mappings.pipeline import PIPELINE_ID, pipeline_body
-
-    assert PIPELINE_ID == "ctir-products-v1"
-    golden("ingest_pipeline", pipeline_body())
-
-
-def test_pipeline_processors_follow_the_reference() -> None:
-    from ctir_es.es_mappings.pipeline import pipeline_body
-
-    processors = pipeline_body()["processors"]
-    kinds = [next(iter(p)) for p in processors]
-    assert kinds[0] == "html_strip" and kinds[-2:] == ["script", "set"]
-    assert set(kinds) <= {"html_strip", "gsub", "trim", "script", "set"}
-    for proc in processors:
-        (kind, spec), = proc.items()
-        if kind in ("html_strip", "gsub", "trim"):
-            assert spec["ignore_missing"] is True and spec["field"] in mapping.product_properties()
-    script = processors[-2]["script"]
-    assert script["lang"] == "painless" and script["params"]["delimiter"] == mapping.PATH_DELIMITER
-    assert "\\u" not in script["source"]  # painless string literals have no unicode escapes
-    assert processors[-1]["set"] == {
-        "field": "ingested_at",
-        "value": "{{{_ingest.timestamp}}}",
-        "tag": "ingest_timestamp",
-    }
-    # every field the pipeline writes is mapped (the mapping is strict)
-    props = mapping.product_properties()
-    for name in ("top_field", "ancestors_field", "levels_field", "depth_field"):
-        assert script["params"][name] in props
-    assert "ingested_at" in props
+def test_no_ingest_pipeline_and_no_analysis_module_needed() -> None:
+    """Mapping v3 needs only the server: no default pipeline, no custom analyser, and a
+    category_path keyword instead of a path_hierarchy tokenizer (the test distribution has
+    neither ingest-common, lang-painless nor analysis-common)."""
+    body = mapping.index_body(SCHEMA)
+    assert "default_pipeline" not in body["settings"]["index"]
+    assert "analysis" not in body["settings"]
+    props = body["mappings"]["properties"]
+    assert props["category_path"] == {"type": "keyword"}
+    assert {props[f]["analyzer"] for f in ("title", "categories", "attributes", "description")} == {"english"}
+    standard = mapping.index_body(SCHEMA, text_analyzer="standard")["mappings"]
+    assert standard["properties"]["title"]["analyzer"] == "standard"
+    assert mapping.text_analyzer_from_mapping(standard) == "standard"
+    with pytest.raises(ConfigError, match="supported: english, standard"):
+        mapping.index_body(SCHEMA, text_analyzer="porter")
 
 
 def test_category_derivation_meaning() -> None:
-    """What the painless script derives, pinned through its Python twin."""
-    from ctir_es.es_mappings.pipeline import derive_category_fields
-
-    paths = [mapping.path_key(p) for p in PAN.categories] + [mapping.path_key(("Kitchen & Dining", "Cutlery"))]
-    assert derive_category_fields(paths) == {
+    """The derived category fields every document carries (computed client-side)."""
+    paths = [*PAN.categories, ("Kitchen & Dining", "Cutlery")]
+    derived = documents.derived_category_fields(paths)
+    assert derived == {
+        "category_path": [
+            "Kitchen & Dining",
+            "Kitchen & Dining\x1fCookware",
+            "Kitchen & Dining\x1fCookware\x1fPans",
+            "Cases & Covers/Sleeves",
+            "Kitchen & Dining\x1fCutlery",
+        ],
         "category_top": ["Kitchen & Dining", "Cases & Covers/Sleeves"],
         "category_ancestors": [
             "Kitchen & Dining",
@@ -769,20 +763,35 @@ def test_category_derivation_meaning() -> None:
         },
         "category_depth": 3,
     }
-    assert derive_category_fields([])["category_depth"] == 0
+    assert documents.derived_category_fields([])["category_depth"] == 0
+    # every derived field is mapped (the mapping is strict)
+    assert set(derived) <= set(mapping.product_properties())
 
 
-def test_index_records_its_pipeline_and_mapping_version() -> None:
+def test_searched_text_is_cleaned_and_the_record_kept() -> None:
+    product = Product(
+        id="h1", title="Steel  pan", description="<p>Induction&nbsp;<b>friendly</b></p><br>24 cm"
+    )
+    source = documents.document_source(Document(product), ingested_at="2026-01-01T00:00:00.000Z")
+    assert source["description"] == "Induction friendly 24 cm"
+    assert source["record"]["description"] == product.description
+    assert source["ingested_at"] == "2026-01-01T00:00:00.000Z"
+    assert "ingested_at" not in documents.document_source(Document(product))
+    assert documents.clean_text("a <b>not html") == "a <b>not html"  # markup only where asked
+    assert documents.image_dir("/data/img/p1.jpg") == "/data/img"
+    assert documents.image_dir("https://x/p1.jpg") is None and documents.image_dir("rel/p.jpg") is None
+
+
+def test_index_records_its_analyser_and_mapping_version() -> None:
     body = mapping.index_body(SCHEMA)
-    assert body["settings"]["index"]["default_pipeline"] == "ctir-products-v1"
-    assert mapping.pipeline_from_mapping(body) == "ctir-products-v1"
-    assert mapping.mapping_version_from_mapping(body) == mapping.MAPPING_VERSION
-    old = mapping.meta(SCHEMA, "hnsw", None, mapping_version=1)
-    assert "ingest_pipeline" not in old["ctir_es"] and old["ctir_es"]["mapping_version"] == 1
+    assert mapping.text_analyzer_from_mapping(body) == "english"
+    assert mapping.mapping_version_from_mapping(body) == mapping.MAPPING_VERSION == 3
+    old = mapping.meta(SCHEMA, "hnsw", mapping_version=1)
+    assert old["ctir_es"]["mapping_version"] == 1
 
 
 def test_versioned_names() -> None:
-    from ctir_es.es_mappings import lifecycle
+    from ctir_es.store.elasticsearch.bodies import aliases as lifecycle
 
     assert lifecycle.versioned_name("products", 3) == "products-v3"
     assert lifecycle.parse_versioned("products-v12") == ("products", 12)
@@ -795,13 +804,13 @@ def test_versioned_names() -> None:
 
 
 def test_alias_swap_and_reindex_golden() -> None:
-    from ctir_es.es_mappings import lifecycle
+    from ctir_es.store.elasticsearch.bodies import aliases as lifecycle
 
     golden(
         "alias_swap",
         {"actions": lifecycle.alias_swap_actions("products", ["products-v2"], "products-v3")},
     )
-    golden("reindex_body", lifecycle.reindex_body("products-v2", "products-v3", "ctir-products-v1"))
+    golden("reindex_body", lifecycle.reindex_body("products-v2", "products-v3"))
     assert lifecycle.aliases_of(
         {"products-v2": {"aliases": {"products": {}}}, "other": {"aliases": {}}}, "products"
     ) == ["products-v2"]
@@ -811,7 +820,7 @@ def test_alias_swap_and_reindex_golden() -> None:
 
 def test_bulk_request_golden() -> None:
     """The exact NDJSON lines of a bulk request (action + source per product)."""
-    lines = queries.bulk_lines(_docs(), "products")
+    lines = documents.bulk_lines(_docs(), "products")
     assert [pid for pid, _, _ in lines] == ["p-1", "p-2"]
     golden("bulk_request", [json.loads(part) for _, action, source in lines for part in (action, source)])
 
@@ -826,7 +835,7 @@ HYBRID_VECTORS = [
 
 
 def test_rrf_retriever_golden() -> None:
-    names, body = queries.retriever_body(
+    names, body = search_bodies.retriever_body(
         "rrf", LexicalQuery("blender", {"title": 3, "attributes": 1}), HYBRID_VECTORS, 5,
         [Filter("market", "eq", "us")], window=20,
     )
@@ -835,7 +844,7 @@ def test_rrf_retriever_golden() -> None:
 
 
 def test_linear_retriever_golden() -> None:
-    names, body = queries.retriever_body(
+    names, body = search_bodies.retriever_body(
         "linear", LexicalQuery("blender", {"title": 3}), HYBRID_VECTORS, 5, FILTERS,
         window=20, weights={"bm25": 0.5, "image": 2.0},
     )
@@ -844,21 +853,21 @@ def test_linear_retriever_golden() -> None:
 
 
 def test_retriever_body_rules() -> None:
-    one = queries.retriever_body("rrf", None, HYBRID_VECTORS[:1], 5)
+    one = search_bodies.retriever_body("rrf", None, HYBRID_VECTORS[:1], 5)
     assert one == (["text"], None)  # a compound retriever needs two children
-    empty_text = queries.retriever_body("rrf", LexicalQuery("  "), HYBRID_VECTORS[:1], 5)
+    empty_text = search_bodies.retriever_body("rrf", LexicalQuery("  "), HYBRID_VECTORS[:1], 5)
     assert empty_text[1] is None
     with pytest.raises(QueryError, match="supported: rrf, linear"):
-        queries.retriever_body("borda", None, HYBRID_VECTORS, 5)
+        search_bodies.retriever_body("borda", None, HYBRID_VECTORS, 5)
     with pytest.raises(QueryError, match="weight"):
-        queries.retriever_body("linear", None, HYBRID_VECTORS, 5, weights={"text": -1.0})
-    _, body = queries.retriever_body("rrf", None, HYBRID_VECTORS, 5)
+        search_bodies.retriever_body("linear", None, HYBRID_VECTORS, 5, weights={"text": -1.0})
+    _, body = search_bodies.retriever_body("rrf", None, HYBRID_VECTORS, 5)
     assert body is not None
     rrf = body["retriever"]["rrf"]
     assert rrf["rank_window_size"] == 5 and rrf["rank_constant"] == 60
     assert all("filter" not in child["knn"] for child in rrf["retrievers"])
     # knn k follows the window, num_candidates never below it
-    _, deep = queries.retriever_body("rrf", None, HYBRID_VECTORS, 5, window=300)
+    _, deep = search_bodies.retriever_body("rrf", None, HYBRID_VECTORS, 5, window=300)
     assert deep is not None
     knn = deep["retriever"]["rrf"]["retrievers"][0]["knn"]
     assert knn["k"] == 300 and knn["num_candidates"] >= 300

@@ -18,7 +18,8 @@ import pytest
 from es_stub import EsState, EsStub, start
 
 from ctir_es.errors import ConfigError
-from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection, client_kwargs
+from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
+from ctir_es.store.elasticsearch.connection import client_kwargs
 
 SECRET = "s3cr3t-Pw-998"
 FINGERPRINT = "AA:" * 31 + "AA"

@@ -5,8 +5,10 @@ Top-level layout (one concept per subpackage):
 - ``products``     the validated ``Product`` record every reader yields
 - ``ingest``       catalogue readers, image fetching, the ingest pipeline and its report
 - ``encoders``     text / image encoders (sentence-transformers, open_clip)
-- ``store``        the ``Store`` protocol with an embedded (SQLite) and an Elasticsearch backend
-- ``es_mappings``  the Elasticsearch index definition, as data
+- ``schema``       the values crossing the Store boundary (index schema, documents, queries, hits)
+- ``store``        the ``Store`` protocol with an embedded (SQLite) backend and the
+                   Elasticsearch backend (``store.elasticsearch``: one package, bodies as data)
+- ``es_mappings``  Kibana saved objects for the products index, as data
 - ``ranking``      query planning and fusion (RRF, linear)
 - ``cli``          thin click commands over the library
 - ``service``      the HTTP API and web page (FastAPI) over ``Search``

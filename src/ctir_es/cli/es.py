@@ -2,7 +2,7 @@
 
 The index name (``CTIR_ES_INDEX``, default ``products``) is an alias over versioned indices
 (``products-v1``, ...). Connection and credentials come from env/config only
-(``CTIR_ES_URL``, ``CTIR_ES_API_KEY`` ...; see ``ctir_es.store.es.connection``).
+(``CTIR_ES_URL``, ``CTIR_ES_API_KEY`` ...; see ``ctir_es.store.elasticsearch.connection``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import click
 
 from ..config import Settings
 from ..errors import ConfigError
-from ..es_mappings.index import INDEX_OPTION_TYPES
+from ..store.elasticsearch.bodies.index import INDEX_OPTION_TYPES
 from ..search import open_store
 from ..store.base import IndexSchema
-from ..store.es.connection import DEFAULT_URL
+from ..store.elasticsearch.connection import DEFAULT_URL
 from .main import cli, settings_from
 
 

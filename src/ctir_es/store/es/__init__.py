@@ -1,4 +1,2 @@
-"""The Elasticsearch backend's parts: ``connection`` (settings, auth, TLS, redaction),
-``lifecycle`` (versioned indices, pipeline, reindex, alias swap), ``bulk`` (robust writes) and
-``capabilities`` (version and licence). ``ctir_es.store.elasticsearch.ElasticsearchStore``
-puts them together."""
+"""Kibana for the products index: talking to Kibana (``kibana``). The Elasticsearch backend itself
+lives in ``ctir_es.store.elasticsearch``."""

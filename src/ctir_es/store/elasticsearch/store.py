@@ -1,18 +1,16 @@
 """``ElasticsearchStore``: the production backend of the ``Store`` protocol.
 
-A thin layer: request bodies come from the pure functions in ``ctir_es.es_mappings``
-(golden-tested as data); the pieces with logic of their own live in ``ctir_es.store.es``:
-``connection`` (settings, auth, TLS, redaction, REST compatibility), ``lifecycle`` (versioned
-indices behind an alias, pipeline, reindex, alias swap), ``bulk`` (chunked writes with
-retries) and ``capabilities`` (what the cluster's version and licence allow). This module owns
-the lazy client, the round trips and the translation of client exceptions into ``StoreError``
-with secrets redacted. Construction does no I/O; the first call connects.
+A thin layer over the package's parts: ``bodies`` (every request and response as pure data,
+golden-tested), ``session`` (the lazy client, error translation, cluster facts),
+``lifecycle`` (versioned indices behind an alias, reindex, alias swap), ``bulk`` (chunked
+writes with retries), ``connection`` (settings, auth, TLS, redaction) and ``cluster``
+(what the cluster's version, modules and licence allow). Construction does no I/O.
 
 Fusion: ``search`` returns one ranked list per source and ``ctir_es.ranking.fusion`` fuses them
 client-side, exactly as for the embedded store - the default path. ``search_fused`` is an extra
 for this backend: ONE ``_search`` with an ``rrf`` or ``linear`` retriever when the cluster's
-version and licence allow it (``cluster_info``), else the same client-side fusion with a
-one-line notice. The ranking layer can use it by checking ``hasattr(store, "search_fused")``.
+version, modules and licence allow it (``cluster_info``), else the same client-side fusion
+with a one-line notice; ``Search`` uses it when ``fusion_location`` is ``server`` or ``auto``.
 """
 
 from __future__ import annotations
@@ -20,17 +18,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
-import elastic_transport
 import elasticsearch
+import numpy as np
 from elasticsearch import Elasticsearch
 
-from ..errors import ConfigError, CtirError, QueryError, StoreError
-from ..es_mappings import index as mapping
-from ..es_mappings import queries
-from ..filters import Filter
-from .base import (
+from ...errors import ConfigError, QueryError, StoreError
+from ...filters import Filter
+from ..base import (
     LEXICAL_FIELDS,
     LEXICAL_SOURCE,
     Document,
@@ -41,62 +37,19 @@ from .base import (
     VectorQuery,
     WriteResult,
 )
-from .es import lifecycle
-from .es.bulk import BulkAborted, BulkLine, BulkOptions, BulkResult, BulkWriter
-from .es.capabilities import ClusterInfo
-from .es.connection import (
-    DEFAULT_INDEX,
-    DEFAULT_URL,
-    ENV_PREFIX,
-    META_INDEX_SUFFIX,
-    REDACTED,
-    EsConnection,
-    RedactingFilter,
-    _body,
-    build_client,
-    client_kwargs,
-    client_major,
-    compat_client_class,
-    compat_mimetype,
-    install_log_redaction,
-    redact_url,
-)
-
-__all__ = [
-    "DEFAULT_INDEX",
-    "DEFAULT_URL",
-    "ENV_PREFIX",
-    "META_INDEX_SUFFIX",
-    "REDACTED",
-    "BulkLoadReport",
-    "ElasticsearchStore",
-    "EsConnection",
-    "FusedSearch",
-    "RedactingFilter",
-    "build_client",
-    "bulk_actions",
-    "client_kwargs",
-    "client_major",
-    "compat_client_class",
-    "compat_mimetype",
-    "es_filter",
-    "install_log_redaction",
-    "knn_body",
-    "lexical_body",
-    "msearch_body",
-    "redact_url",
-]
-
-# The pure request builders live in ctir_es.es_mappings.queries; re-exported for discovery.
-bulk_actions = queries.bulk_actions
-es_filter = queries.es_filter
-knn_body = queries.knn_body
-lexical_body = queries.lexical_body
-msearch_body = queries.msearch_body
+from . import lifecycle
+from .bodies import documents, responses
+from .bodies import index as mapping
+from .bodies import search as search_bodies
+from .bodies import stats as stats_bodies
+from .bulk import BulkAborted, BulkLine, BulkOptions, BulkResult, BulkWriter
+from .cluster import QUANTIZED_INDEX_OPTIONS, ClusterInfo
+from .connection import EsConnection
+from .lifecycle import IndexPlan
+from .session import EsSession, response_body
 
 log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
 MIN_FUSION_WINDOW = 100  # as Search: each source contributes at least this many candidates
 
 
@@ -132,11 +85,11 @@ class ElasticsearchStore:
     """Products behind one alias (``{index}`` -> ``{index}-vN``); checkpoints in ``{index}-ctir-meta``.
 
     ``index_options`` sets the kNN index type of new vector fields (hnsw, int8_hnsw, bbq_hnsw,
-    ...; see ``ctir_es.es_mappings.index``); ``num_candidates`` the default kNN candidates per
-    shard (a ``VectorQuery`` may set its own; default ``max(100, 2k)``); ``refresh`` makes each
+    ...; see ``bodies.index``); ``num_candidates`` the default kNN candidates per shard (a
+    ``VectorQuery`` may set its own; default ``max(100, 2k)``); ``refresh`` makes each
     ``upsert`` visible to the next search (turn it off for bulk loads that refresh once at the
     end); ``chunk_size``, ``max_chunk_bytes``, ``max_retries``, ``initial_backoff`` and
-    ``max_backoff`` shape bulk writes (see ``ctir_es.store.es.bulk``). ``sleep`` is for tests.
+    ``max_backoff`` shape bulk writes (see ``bulk``). ``sleep`` is for tests.
     """
 
     def __init__(
@@ -152,7 +105,7 @@ class ElasticsearchStore:
         max_retries: int = 5,
         initial_backoff: float = 1.0,
         max_backoff: float = 60.0,
-        multi_match_type: str = queries.MULTI_MATCH_TYPE,
+        multi_match_type: str = search_bodies.MULTI_MATCH_TYPE,
         num_candidates: int | None = None,
         client: Elasticsearch | None = None,
         sleep: Callable[[float], None] | None = None,
@@ -162,11 +115,10 @@ class ElasticsearchStore:
                 f"unknown index_options type {index_options!r}; supported: {', '.join(mapping.INDEX_OPTION_TYPES)}"
             )
         if num_candidates is not None:
-            queries.num_candidates(1, num_candidates)  # validates
+            search_bodies.num_candidates(1, num_candidates)  # validates
         self.connection = connection if connection is not None else EsConnection.from_env()
-        self.index_options = index_options
-        self.shards = shards
-        self.replicas = replicas
+        self.session = EsSession(self.connection, client)
+        self.plan = IndexPlan(index_options, shards, replicas)
         self.refresh = refresh
         self.bulk_options = BulkOptions(
             chunk_size=chunk_size,
@@ -177,13 +129,9 @@ class ElasticsearchStore:
         )
         self.multi_match_type = multi_match_type
         self.num_candidates = num_candidates
-        self._client = client
         self._sleep = sleep
-        self._schema: IndexSchema | None = None
-        self._pipeline: str | None = None
+        self._live: dict[str, Any] | None = None  # mapping of the live index, once read
         self._meta_index_ready = False
-        self._cluster: ClusterInfo | None = None
-        self._notices: set[str] = set()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> ElasticsearchStore:
@@ -193,14 +141,14 @@ class ElasticsearchStore:
     def index(self) -> str:
         return self.connection.index
 
-    # kept for callers of the pre-BulkOptions attributes
     @property
-    def chunk_size(self) -> int:
-        return self.bulk_options.chunk_size
+    def index_options(self) -> str:
+        return self.plan.index_options
 
     @property
-    def max_retries(self) -> int:
-        return self.bulk_options.max_retries
+    def client(self) -> Elasticsearch:
+        """The client, built on first use."""
+        return self.session.client
 
     def __repr__(self) -> str:
         return f"ElasticsearchStore(url={self.connection.redacted_url!r}, index={self.index!r})"
@@ -215,76 +163,43 @@ class ElasticsearchStore:
 
     # -------------------------------------------------------- plumbing
 
-    @property
-    def client(self) -> Elasticsearch:
-        """The client, built on first use."""
-        if self._client is None:
-            self._client = build_client(self.connection)
-        return self._client
+    def _read_live(self) -> dict[str, Any] | None:
+        self._live = lifecycle.resolve(self.session, self.index).mapping
+        return self._live
 
-    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
-        """Run one request; client errors become ``StoreError`` with secrets removed."""
-        conn = self.connection
-        try:
-            return fn()
-        except CtirError:
-            raise
-        except elasticsearch.AuthenticationException:
-            raise StoreError(
-                f"{what}: Elasticsearch at {conn.redacted_url} rejected the credentials (401); "
-                "set CTIR_ES_API_KEY, CTIR_ES_USERNAME and CTIR_ES_PASSWORD, or CTIR_ES_BEARER_TOKEN"
-            ) from None
-        except elasticsearch.AuthorizationException as exc:
-            raise StoreError(
-                f"{what}: the Elasticsearch user lacks a privilege on {self.index!r} (403): "
-                f"{conn.scrub(queries.error_text(exc.body))}"
-            ) from None
-        except elasticsearch.ApiError as exc:
-            raise StoreError(
-                f"{what} failed ({exc.meta.status}): {conn.scrub(queries.error_text(exc.body))}"
-            ) from None
-        except (elastic_transport.TransportError, elasticsearch.TransportError) as exc:
-            hint = ""
-            if isinstance(exc, elastic_transport.TlsError):
-                hint = " (TLS: set CTIR_ES_CA_CERTS or CTIR_ES_SSL_FINGERPRINT)"
-            raise StoreError(
-                f"{what}: cannot reach Elasticsearch at {conn.redacted_url}: "
-                f"{conn.scrub(type(exc).__name__ + ': ' + str(exc))[:300]}{hint}; is it running? "
-                "(docker compose -f docker/docker-compose.yml up -d, or set CTIR_ES_URL)"
-            ) from None
+    def _live_mapping(self) -> dict[str, Any] | None:
+        return self._live if self._live is not None else self._read_live()
 
-    def _remember(self, current: Mapping[str, Any] | None) -> IndexSchema | None:
-        self._schema = None if current is None else mapping.schema_from_mapping(current)
-        self._pipeline = None if current is None else mapping.pipeline_from_mapping(current)
-        return self._schema
+    def _schema(self) -> IndexSchema | None:
+        current = self._live_mapping()
+        return None if current is None else mapping.schema_from_mapping(current)
 
-    def _notice(self, text: str) -> None:
-        """A one-line notice, logged once per store and message."""
-        if text not in self._notices:
-            self._notices.add(text)
-            log.warning("%s", text)
+    def _rescore(self) -> bool:
+        """kNN rescoring with the float vectors: quantised index types on 8.18+."""
+        current = self._live_mapping()
+        options = mapping.index_options_from_mapping(current) if current else None
+        if options not in QUANTIZED_INDEX_OPTIONS:
+            return False  # float vectors: the scores are exact already
+        return self.session.cluster_info().rescore_vector(options)
 
     # -------------------------------------------------------- Store protocol
 
     def setup(self, schema: IndexSchema) -> IndexSchema:
-        """Create ``{index}-v1`` behind the alias ``{index}`` (and the ingest pipeline), or check
-        the live index against ``schema`` (``SchemaMismatch`` names the way out)."""
-        merged = lifecycle.setup(self, schema)
-        self._remember(lifecycle.resolve(self).mapping)
-        self._schema = merged
+        """Create ``{index}-v1`` behind the alias ``{index}``, or check the live index against
+        ``schema`` (``SchemaMismatch`` names the way out)."""
+        merged = lifecycle.setup(self.session, self.index, self.plan, schema)
+        self._read_live()
         return merged
 
     def schema(self) -> IndexSchema | None:
-        return self._remember(lifecycle.resolve(self).mapping)
+        current = self._read_live()
+        return None if current is None else mapping.schema_from_mapping(current)
 
     def _writer(self) -> BulkWriter:
-        pipeline = self._pipeline
-
         def send(body: str) -> Mapping[str, Any]:
             client = self.client.options(max_retries=0)
-            params: dict[str, Any] = {"pipeline": pipeline} if pipeline else {}
             # a pre-serialised NDJSON body: chunks were cut by its exact byte size
-            return _body(client.bulk(operations=body, **params))  # type: ignore[arg-type]
+            return response_body(client.bulk(operations=body))  # type: ignore[arg-type]
 
         kwargs: dict[str, Any] = {"scrub": self.connection.scrub}
         if self._sleep is not None:
@@ -301,21 +216,27 @@ class ElasticsearchStore:
             data = dumps(obj)
             return data.decode() if isinstance(data, bytes) else data
 
+        stamp = documents.ingest_time()
         for position, doc in numbered:
-            reason = queries.check_document(doc, schema)
+            reason = documents.check_document(doc, schema)
             if reason is not None:
                 errors[doc.product.id] = reason
                 continue
-            pid, action, source = queries.bulk_lines([doc], self.index, encode)[0]
+            pid, action, source = documents.bulk_lines([doc], self.index, encode, stamp)[0]
             yield BulkLine(pid, action, source, position)
 
     def _require_schema(self) -> IndexSchema:
-        schema = self._schema or self.schema()
+        schema = self._schema()
         if schema is None:
             raise StoreError(
                 f"index {self.index!r} does not exist: call setup(schema) (or `ctir-es es setup`) first"
             )
         return schema
+
+    def _refresh(self) -> None:
+        self.session.call(
+            "refreshing the index", lambda: self.client.indices.refresh(index=self.index)
+        )
 
     def upsert(
         self, docs: Sequence[Document], checkpoint: tuple[str, int] | None = None
@@ -330,15 +251,13 @@ class ElasticsearchStore:
         lines = list(self._lines(enumerate(docs, 1), schema, errors))
         result = WriteResult(errors=errors)
         if lines:
-            bulk = self._call(
+            bulk = self.session.call(
                 f"bulk indexing into {self.index!r}", lambda: self._writer().write(lines)
             )
             result.written = bulk.written
             result.errors.update(bulk.errors)
             if self.refresh:
-                self._call(
-                    "refreshing the index", lambda: self.client.indices.refresh(index=self.index)
-                )
+                self._refresh()
         if checkpoint is not None:
             key, position = checkpoint
             self._write_checkpoint(key, int(position))
@@ -364,7 +283,7 @@ class ElasticsearchStore:
         report = BulkLoadReport()
         start = self.checkpoint(checkpoint_key) if (checkpoint_key and resume) else None
         report.last_position = start or 0
-        self._call("refreshing the index", lambda: self.client.indices.refresh(index=self.index))
+        self.session.call("refreshing the index", lambda: self.session.client.indices.refresh(index=self.index))
         report.count_before = self.count()
         written_ids: set[str] = set()
 
@@ -390,7 +309,7 @@ class ElasticsearchStore:
 
         writer = self._writer()
         try:
-            total = self._call(
+            total = self.session.call(
                 f"bulk indexing into {self.index!r}",
                 lambda: writer.write(self._lines(numbered(), schema, report.errors), after_chunk),
             )
@@ -411,7 +330,7 @@ class ElasticsearchStore:
         report.errors.update(total.errors)
         report.written, report.retries, report.requests = total.written, total.retries, total.requests
         report.distinct_written = len(written_ids)
-        self._call("refreshing the index", lambda: self.client.indices.refresh(index=self.index))
+        self.session.call("refreshing the index", lambda: self.session.client.indices.refresh(index=self.index))
         report.count_after = self.count()
         low = max(report.distinct_written, report.count_before) if report.count_before == 0 else report.count_before
         if report.count_after < low:
@@ -437,12 +356,12 @@ class ElasticsearchStore:
                     if "resource_already_exists_exception" not in str(exc.error):
                         raise
 
-        self._call(f"creating checkpoint index {name!r}", ensure)
+        self.session.call(f"creating checkpoint index {name!r}", ensure)
         self._meta_index_ready = True
 
     def _write_checkpoint(self, key: str, position: int) -> None:
         self._ensure_meta_index()
-        self._call(
+        self.session.call(
             f"recording checkpoint {key!r}",
             lambda: self.client.index(
                 index=self.connection.meta_index,
@@ -455,12 +374,12 @@ class ElasticsearchStore:
     def checkpoint(self, key: str) -> int | None:
         def get() -> int | None:
             try:
-                doc = _body(self.client.get(index=self.connection.meta_index, id=key))
+                doc = response_body(self.client.get(index=self.connection.meta_index, id=key))
             except elasticsearch.NotFoundError:
                 return None  # no such key, or no checkpoint index yet
             return int(doc["_source"]["position"])
 
-        return self._call(f"reading checkpoint {key!r}", get)
+        return self.session.call(f"reading checkpoint {key!r}", get)
 
     def clear_checkpoint(self, key: str) -> None:
         def delete() -> None:
@@ -469,7 +388,7 @@ class ElasticsearchStore:
             except elasticsearch.NotFoundError:
                 pass
 
-        self._call(f"clearing checkpoint {key!r}", delete)
+        self.session.call(f"clearing checkpoint {key!r}", delete)
 
     def _with_candidates(self, vectors: Sequence[VectorQuery]) -> list[VectorQuery]:
         if self.num_candidates is None:
@@ -487,25 +406,29 @@ class ElasticsearchStore:
         filters: Sequence[Filter] = (),
     ) -> dict[str, list[Hit]]:
         """One ``_msearch`` round trip: the lexical search and every kNN search, one list each."""
-        schema = self._schema
-        if vectors and schema is None:
-            schema = self.schema()  # once per store: field dims and similarity
-        queries.check_vector_queries(vectors, schema)
+        schema = self._schema() if vectors else None  # the mapping is read once per store
+        search_bodies.check_vector_queries(vectors, schema)
         vectors = self._with_candidates(vectors)
-        names, searches = queries.msearch_body(
-            self.index, lexical, vectors, k, filters, multi_match_type=self.multi_match_type
+        names, searches = search_bodies.msearch_body(
+            self.index,
+            lexical,
+            vectors,
+            k,
+            filters,
+            multi_match_type=self.multi_match_type,
+            rescore=bool(vectors) and self._rescore(),
         )
         results: dict[str, list[Hit]] = {}
         if lexical is not None:
             results[LEXICAL_SOURCE] = []  # stays empty when the text has nothing to search
         if not searches:
             return results
-        response = self._call(
-            f"searching {self.index!r}", lambda: _body(self.client.msearch(searches=searches))
+        response = self.session.body(
+            f"searching {self.index!r}", lambda: self.client.msearch(searches=searches)
         )
-        converters = queries.vector_score_converters(vectors, schema)
+        converters = responses.vector_score_converters(vectors, schema)
         try:
-            results.update(queries.parse_msearch(names, response, converters))
+            results.update(responses.parse_msearch(names, response, converters))
         except StoreError as exc:
             raise StoreError(self.connection.scrub(str(exc))) from None
         return results
@@ -518,26 +441,19 @@ class ElasticsearchStore:
         def mget() -> dict[str, StoredProduct]:
             try:
                 response = self.client.mget(
-                    index=self.index, ids=wanted, source_includes=list(queries.SOURCE_FIELDS)
+                    index=self.index, ids=wanted, source_includes=list(documents.SOURCE_FIELDS)
                 )
             except elasticsearch.NotFoundError:
                 return {}
-            return queries.mget_products(_body(response))
+            return documents.mget_products(response_body(response))
 
-        return self._call(f"fetching {len(wanted)} products", mget)
+        return self.session.call(f"fetching {len(wanted)} products", mget)
 
     def count(self) -> int:
-        def count() -> int:
-            try:
-                return int(_body(self.client.count(index=self.index))["count"])
-            except elasticsearch.NotFoundError:
-                return 0
-
-        return self._call(f"counting {self.index!r}", count)
+        return lifecycle.count(self.session, self.index)
 
     def stats(self) -> dict[str, Any]:
-        live = lifecycle.resolve(self)
-        current = live.mapping
+        current = self._read_live()
         schema = mapping.schema_from_mapping(current) if current is not None else None
         counts: dict[str, Any] = {
             "products": 0,
@@ -546,13 +462,14 @@ class ElasticsearchStore:
             "markets": {},
         }
         if current is not None:
-            counts = queries.parse_stats(
-                self._call(
+            counts = stats_bodies.parse_stats(
+                self.session.body(
                     f"reading statistics of {self.index!r}",
-                    lambda: _body(self.client.search(index=self.index, **queries.stats_body())),
+                    lambda: self.client.search(index=self.index, **stats_bodies.stats_body()),
                 )
             )
         vectors = schema.vectors if schema else {}
+        live = lifecycle.resolve(self.session, self.index)
         return {
             "backend": "elasticsearch",
             "url": self.connection.redacted_url,
@@ -568,32 +485,78 @@ class ElasticsearchStore:
                 for name, f in vectors.items()
             },
             "index_options": mapping.index_options_from_mapping(current) if current else None,
+            "text_analyzer": mapping.text_analyzer_from_mapping(current) if current else None,
             "mapping_version": mapping.mapping_version_from_mapping(current) if current else None,
         }
 
     def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            client.close()
+        self.session.close()
+
+    # -------------------------------------------------------- optional capabilities (store.base)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete products by id; returns how many existed. Visible to the next search."""
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        if not wanted:
+            return 0
+        response = self.session.body(
+            f"deleting {len(wanted)} products",
+            lambda: self.client.delete_by_query(
+                index=self.index,
+                query={"ids": {"values": wanted}},
+                refresh=True,
+                conflicts="proceed",
+            ),
+        )
+        return int(response.get("deleted", 0))
+
+    def vectors(self, ids: Sequence[str], field: str) -> dict[str, np.ndarray]:
+        """The stored ``field`` vectors of ``ids`` (an id without one is absent)."""
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        schema = self._schema()
+        if not wanted or schema is None or field not in schema.vectors:
+            return {}
+
+        def mget() -> dict[str, np.ndarray]:
+            try:
+                response = self.client.mget(
+                    index=self.index, ids=wanted, **documents.vector_fetch_params(field)
+                )
+            except elasticsearch.NotFoundError:
+                return {}
+            return documents.mget_vectors(response_body(response), field)
+
+        return self.session.call(f"reading {field} of {len(wanted)} products", mget)
+
+    def category_counts(self) -> dict[tuple[str, ...], int]:
+        """Products per category node (every level), from a terms aggregation on the
+        ancestor keys: the same counts as the embedded store's category tree."""
+        if self._live_mapping() is None:
+            return {}
+        return stats_bodies.parse_category_counts(
+            self.session.body(
+                f"counting the categories of {self.index!r}",
+                lambda: self.client.search(index=self.index, **stats_bodies.category_counts_body()),
+            )
+        )
+
+    def image_dirs(self) -> list[str]:
+        """Distinct directories of the local image files the products refer to (URLs left
+        out): where a server may serve catalogue images from."""
+        if self._live_mapping() is None:
+            return []
+        return stats_bodies.parse_image_dirs(
+            self.session.body(
+                f"listing the image directories of {self.index!r}",
+                lambda: self.client.search(index=self.index, **stats_bodies.image_dirs_body()),
+            )
+        )
 
     # -------------------------------------------------------- beyond the protocol: cluster facts
 
     def cluster_info(self, refresh: bool = False) -> ClusterInfo:
-        """Version and licence (``GET /``, ``GET /_license``), read once per store."""
-        if self._cluster is not None and not refresh:
-            return self._cluster
-        root = self._call("reading the cluster version", lambda: dict(_body(self.client.info())))
-        licence: dict[str, Any] | None = None
-        error: str | None = None
-        if (root.get("version") or {}).get("build_flavor") != "serverless":
-            try:
-                licence = self._call(
-                    "reading the cluster licence", lambda: dict(_body(self.client.license.get()))
-                )
-            except StoreError as exc:
-                error = str(exc)[:200]
-        self._cluster = ClusterInfo.from_responses(root, licence, error)
-        return self._cluster
+        """Version, modules and licence, read once per store."""
+        return self.session.cluster_info(refresh)
 
     def search_fused(
         self,
@@ -614,24 +577,22 @@ class ElasticsearchStore:
         hits carry no per-source breakdown (``FusedHit.sources`` is empty); client-side ones do.
         Server-side ``rrf`` weighs sources equally, so other ``weights`` fuse client-side.
         """
-        from ..ranking.fusion import FusedHit, fuse
+        from ...ranking.fusion import FusedHit, fuse
 
-        if method not in queries.RETRIEVER_FUSIONS:
+        if method not in search_bodies.RETRIEVER_FUSIONS:
             raise QueryError(
-                f"unknown fusion {method!r}; supported: {', '.join(queries.RETRIEVER_FUSIONS)}"
+                f"unknown fusion {method!r}; supported: {', '.join(search_bodies.RETRIEVER_FUSIONS)}"
             )
-        depth = window or min(queries.MAX_K, max(MIN_FUSION_WINDOW, 2 * k))
+        depth = window or min(search_bodies.MAX_K, max(MIN_FUSION_WINDOW, 2 * k))
         notice: str | None = None
         if server_side:
             ok, why = self.cluster_info().fusion_support(method)
             if ok and method == "rrf" and weights and len(set(weights.values()) | {1.0}) > 1:
                 ok, why = False, "the rrf retriever of Elasticsearch 8.x takes no per-source weights"
             if ok:
-                schema = self._schema
-                if vectors and schema is None:
-                    schema = self.schema()
-                queries.check_vector_queries(vectors, schema)
-                _names, body = queries.retriever_body(
+                schema = self._schema() if vectors else None
+                search_bodies.check_vector_queries(vectors, schema)
+                _names, body = search_bodies.retriever_body(
                     method,
                     lexical,
                     self._with_candidates(vectors),
@@ -640,20 +601,24 @@ class ElasticsearchStore:
                     window=depth,
                     weights=weights,
                     multi_match_type=self.multi_match_type,
+                    rescore=bool(vectors) and self._rescore(),
                 )
                 if body is not None:
                     try:
-                        response = self._call(
+                        response = self.session.body(
                             f"searching {self.index!r} ({method} retriever)",
-                            lambda: _body(self.client.search(index=self.index, **body)),
+                            lambda: self.client.search(index=self.index, **body),
                         )
+                    except TypeError:
+                        # a client older than 8.14 has no ``retriever`` argument
+                        why = "the installed elasticsearch client is older than 8.14"
                     except StoreError as exc:
                         if "license" not in str(exc).lower():
                             raise
-                        self._cluster = None  # licence changed: read it again next time
+                        self.session.forget_cluster()  # licence changed: read it again next time
                         why = str(exc)
                     else:
-                        hits = queries.parse_hits(response)
+                        hits = responses.parse_hits(response)
                         return FusedSearch(
                             [FusedHit(h.id, h.score, {}) for h in hits[:k]], method, True
                         )
@@ -661,32 +626,31 @@ class ElasticsearchStore:
                     why = ""  # one source: nothing to fuse, no notice
             if why:
                 notice = f"server-side {method} fusion unavailable ({why}); fusing client-side"
-                self._notice(notice)
+                self.session.notice(notice)
         runs = self.search(lexical, vectors, depth, filters)
         return FusedSearch(fuse(method, runs, weights)[:k], method, False, notice)
 
     # -------------------------------------------------------- beyond the protocol: lifecycle
 
     def status(self) -> dict[str, Any]:
-        """Alias, live version, all versions, schema, mapping version, pipeline, cluster."""
-        return lifecycle.status(self)
+        """Alias, live version, all versions, schema, mapping version, analyser, cluster."""
+        return lifecycle.status(self.session, self.index)
 
     def reindex(self, **options: Any) -> lifecycle.ReindexReport:
-        """Next version + server-side ``_reindex`` + count check + atomic alias swap."""
-        report = lifecycle.reindex(self, **options)
-        self._remember(lifecycle.resolve(self).mapping)
+        """Next version + a verbatim copy + count check + atomic alias swap."""
+        report = lifecycle.reindex(self.session, self.index, self.plan, **options)
+        self._read_live()
         return report
 
     def swap(self, target: str, *, allow_empty: bool = False) -> list[dict[str, Any]]:
         """Point the alias at ``target`` (another version) atomically."""
-        actions = lifecycle.swap(self, target, allow_empty=allow_empty)
-        self._remember(lifecycle.resolve(self).mapping)
+        actions = lifecycle.swap(self.session, self.index, target, allow_empty=allow_empty)
+        self._read_live()
         return actions
 
     def drop(self) -> list[str]:
         """Delete every version of the index, the alias and the checkpoint index."""
-        gone = lifecycle.drop(self)
-        self._schema = None
-        self._pipeline = None
+        gone = lifecycle.drop(self.session, self.index)
+        self._live = None
         self._meta_index_ready = False
         return gone

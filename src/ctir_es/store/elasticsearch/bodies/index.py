@@ -6,16 +6,18 @@ reviewed as JSON. Choices, with the reference pages that back them (Elasticsearc
 - Text fields (``title``, ``categories``, ``attributes``, ``description``) use the built-in
   ``english`` analyser (possessives, lowercase, stop words, Porter stemming), so "blenders"
   matches "blender" - the same stemming the embedded SQLite store gets from FTS5's porter.
-- ``category_path`` is a ``text`` field analysed with a ``path_hierarchy`` tokenizer, which
-  emits one token per ancestor prefix (``A``, ``A/B``, ``A/B/C`` for ``A/B/C``); a subtree
-  filter is then a single ``term`` query on the joined prefix. Its ``search_analyzer`` is
-  ``keyword`` so a query string is never split into prefixes.
-  (reference/8.15/analysis-pathhierarchy-tokenizer.html)
+  ``english`` lives in the analysis-common module, which every Elasticsearch distribution ships
+  but the Maven Central test distribution lacks; there the store falls back to ``standard``
+  (no stemming) with a one-line notice, and ``_meta`` records the analyser in use.
+- ``category_path`` is a ``keyword`` holding every ancestor prefix of every category path,
+  levels joined by U+001F (``A``, ``A\x1fB``, ``A\x1fB\x1fC`` for ``A > B > C``): what a
+  ``path_hierarchy`` tokenizer would emit, computed client-side so no analysis module is
+  needed. A subtree filter is then a single ``term`` query on the joined prefix.
 - The path delimiter is U+001F (INFORMATION SEPARATOR ONE, "unit separator"), not "/" or
-  " > ": the tokenizer takes a single character, category names contain "/" and "&"
-  ("Cases & Covers/Sleeves"), and U+001F can never occur inside a cleaned level because
-  ``str.split()`` treats it as whitespace and ``Product`` collapses whitespace in levels
-  (``path_key`` applies the same collapse to be safe for hand-built products).
+  " > ": category names contain "/" and "&" ("Cases & Covers/Sleeves"), and U+001F can never
+  occur inside a cleaned level because ``str.split()`` treats it as whitespace and ``Product``
+  collapses whitespace in levels (``path_key`` applies the same collapse to be safe for
+  hand-built products).
 - Vectors are ``dense_vector`` with the schema's similarity, ``cosine`` by default. Our
   vectors are L2-normalised, where cosine and dot_product rank and score identically
   (``_score = (1 + cos) / 2`` for both); since 8.11 Elasticsearch normalises cosine vectors
@@ -35,14 +37,14 @@ reviewed as JSON. Choices, with the reference pages that back them (Elasticsearc
   ``Product``, but never parsed or indexed. (reference/8.15/enabled.html)
 - ``dynamic: strict`` turns a misspelt field into a per-document error instead of a silently
   auto-mapped field. The one exception is ``category_levels`` (``dynamic: true`` on that object
-  only), whose ``l1``, ``l2``, ... sub-fields the ingest pipeline creates per depth; a dynamic
+  only), whose ``l1``, ``l2``, ... sub-fields the client fills per depth; a dynamic
   template maps each of them to ``keyword``. (reference/8.15/dynamic.html,
   dynamic-templates.html#path-match-unmatch)
-- Fields derived server-side by the ingest pipeline (``ctir_es.es_mappings.pipeline``):
-  ``category_top``, ``category_ancestors`` (every ancestor as "A > B"), ``category_levels.lN``,
-  ``category_depth`` and ``ingested_at``. ``index.default_pipeline`` names that pipeline so
-  every write (bulk, ``_reindex``, a hand-made ``PUT _doc``) goes through it.
-  (reference/8.15/ingest.html#set-default-pipeline)
+- Derived fields, computed by the client when it builds each document
+  (``ctir_es.es_mappings.documents``): ``category_top``, ``category_ancestors`` (every ancestor
+  as "A > B"), ``category_levels.lN``, ``category_depth`` and ``ingested_at``. Mapping v2 had an
+  ingest pipeline (Painless, html_strip) derive them server-side; v3 needs no ingest module,
+  and ``_reindex`` copies documents verbatim (nothing is re-derived or re-stamped).
 - Versioned indices behind an alias: the store writes and reads ``products`` (an alias), the
   data lives in ``products-v1``, ``products-v2``, ...; see ``ctir_es.es_mappings.lifecycle``.
 """
@@ -53,20 +55,19 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import ConfigError
-from ..store.base import IndexSchema, VectorField
+from ctir_es.errors import ConfigError
+from ctir_es.schema import IndexSchema, VectorField
 
-MAPPING_VERSION = 2
-# The ingest pipeline new indices are built for (its definition: ``pipeline.py``). A changed
-# definition gets a new version, hence a new id, so older indices keep their own.
-PIPELINE_VERSION = 1
-PIPELINE_ID = f"ctir-products-v{PIPELINE_VERSION}"
+MAPPING_VERSION = 3
 META_KEY = "ctir_es"
 
-# One char the path_hierarchy tokenizer splits on; see the module docstring.
+# One char between the levels of a category path key; see the module docstring.
 PATH_DELIMITER = "\u001f"
-PATH_ANALYZER = "ctir_category_path"
+# The text analyser: ``english`` where the cluster has analysis-common (every distribution but
+# the test one), else ``standard``; ``text_analyzer_for`` decides from the cluster's modules.
 TEXT_ANALYZER = "english"
+FALLBACK_TEXT_ANALYZER = "standard"
+TEXT_ANALYZERS: tuple[str, ...] = (TEXT_ANALYZER, FALLBACK_TEXT_ANALYZER)
 
 # field names the product documents use; vector fields may not reuse them.
 ID_FIELD = "id"
@@ -78,9 +79,10 @@ DESCRIPTION_FIELD = "description"
 MARKET_FIELD = "market"
 HAS_IMAGE_FIELD = "has_image"
 IMAGE_FIELD = "image"
+IMAGE_DIR_FIELD = "image_dir"  # directory of a local image file (for serving), not for URLs
 VECTOR_FIELDS_FIELD = "vector_fields"
 RECORD_FIELD = "record"
-# derived by the ingest pipeline
+# derived by the client (``documents.derived_fields``)
 CATEGORY_TOP_FIELD = "category_top"
 CATEGORY_ANCESTORS_FIELD = "category_ancestors"
 CATEGORY_LEVELS_FIELD = "category_levels"
@@ -97,6 +99,7 @@ RESERVED_FIELDS: frozenset[str] = frozenset(
         MARKET_FIELD,
         HAS_IMAGE_FIELD,
         IMAGE_FIELD,
+        IMAGE_DIR_FIELD,
         VECTOR_FIELDS_FIELD,
         RECORD_FIELD,
         CATEGORY_TOP_FIELD,
@@ -127,18 +130,6 @@ _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 def path_key(path: Iterable[str]) -> str:
     """The form of a category path stored in ``category_path`` and used by subtree filters."""
     return PATH_DELIMITER.join(" ".join(level.split()) for level in path)
-
-
-def analysis_settings() -> dict[str, Any]:
-    """Custom analysis: only the category path needs one; text fields use built-in ``english``."""
-    return {
-        "tokenizer": {
-            PATH_ANALYZER: {"type": "path_hierarchy", "delimiter": PATH_DELIMITER},
-        },
-        "analyzer": {
-            PATH_ANALYZER: {"type": "custom", "tokenizer": PATH_ANALYZER},
-        },
-    }
 
 
 def check_index_options(index_options: str, dims: int, field: str = "vector") -> None:
@@ -188,49 +179,47 @@ def vector_mapping(
 def meta(
     schema: IndexSchema,
     index_options: str = DEFAULT_INDEX_OPTIONS,
-    pipeline: str | None = PIPELINE_ID,
+    text_analyzer: str = TEXT_ANALYZER,
     mapping_version: int = MAPPING_VERSION,
 ) -> dict[str, Any]:
     """The ``_meta`` block: what built the index, read back by ``schema_from_mapping``.
 
-    ``pipeline`` is the ingest pipeline the index was built for (bulk requests name it, so an
-    index made by an older ctir-es, without the derived fields, is never fed them); None
-    leaves it out. ``put_mapping`` replaces ``_meta`` whole, so updates pass the index's own
-    ``pipeline`` and ``mapping_version``.
+    ``put_mapping`` replaces ``_meta`` whole, so updates pass the index's own
+    ``text_analyzer`` and ``mapping_version``.
     """
     info: dict[str, Any] = {
         "mapping_version": mapping_version,
         "schema": schema.to_json(),
         "index_options": index_options,
+        "text_analyzer": text_analyzer,
         "category_path_delimiter": PATH_DELIMITER,
     }
-    if pipeline:
-        info["ingest_pipeline"] = pipeline
     return {META_KEY: info}
 
 
-def product_properties() -> dict[str, Any]:
+def check_text_analyzer(name: str) -> None:
+    if name not in TEXT_ANALYZERS:
+        raise ConfigError(f"unknown text analyser {name!r}; supported: {', '.join(TEXT_ANALYZERS)}")
+
+
+def product_properties(text_analyzer: str = TEXT_ANALYZER) -> dict[str, Any]:
     """The product fields every index has, whatever its vectors."""
-    english = {"type": "text", "analyzer": TEXT_ANALYZER}
+    check_text_analyzer(text_analyzer)
+    text = {"type": "text", "analyzer": text_analyzer}
     return {
         ID_FIELD: {"type": "keyword"},
-        TITLE_FIELD: {**english, "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}},
+        TITLE_FIELD: {**text, "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}},
         CATEGORIES_FIELD: {
-            **english,
+            **text,
             "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}},
         },
-        CATEGORY_PATH_FIELD: {
-            "type": "text",
-            "analyzer": PATH_ANALYZER,
-            "search_analyzer": "keyword",
-            "index_options": "docs",
-            "norms": False,
-        },
-        ATTRIBUTES_FIELD: dict(english),
-        DESCRIPTION_FIELD: dict(english),
+        CATEGORY_PATH_FIELD: {"type": "keyword"},
+        ATTRIBUTES_FIELD: dict(text),
+        DESCRIPTION_FIELD: dict(text),
         MARKET_FIELD: {"type": "keyword"},
         HAS_IMAGE_FIELD: {"type": "boolean"},
         IMAGE_FIELD: {"type": "keyword", "index": False},
+        IMAGE_DIR_FIELD: {"type": "keyword"},
         VECTOR_FIELDS_FIELD: {"type": "keyword"},
         RECORD_FIELD: {"type": "object", "enabled": False},
         CATEGORY_TOP_FIELD: {"type": "keyword"},
@@ -242,7 +231,7 @@ def product_properties() -> dict[str, Any]:
 
 
 def dynamic_templates() -> list[dict[str, Any]]:
-    """``category_levels.l1``, ``.l2``, ... (one per depth, made by the pipeline) are keywords."""
+    """``category_levels.l1``, ``.l2``, ... (one per depth) are keywords."""
     return [
         {
             "category_levels": {
@@ -253,15 +242,19 @@ def dynamic_templates() -> list[dict[str, Any]]:
     ]
 
 
-def mappings(schema: IndexSchema, index_options: str = DEFAULT_INDEX_OPTIONS) -> dict[str, Any]:
+def mappings(
+    schema: IndexSchema,
+    index_options: str = DEFAULT_INDEX_OPTIONS,
+    text_analyzer: str = TEXT_ANALYZER,
+) -> dict[str, Any]:
     """Mappings for ``schema``: product fields plus one ``dense_vector`` per vector field."""
-    properties = product_properties()
+    properties = product_properties(text_analyzer)
     for name, field in schema.vectors.items():
         properties[name] = vector_mapping(name, field, index_options)
     return {
         "dynamic": "strict",
         "dynamic_templates": dynamic_templates(),
-        "_meta": meta(schema, index_options),
+        "_meta": meta(schema, index_options, text_analyzer),
         "properties": properties,
     }
 
@@ -272,6 +265,7 @@ def index_body(
     *,
     shards: int = 1,
     replicas: int | None = None,
+    text_analyzer: str = TEXT_ANALYZER,
 ) -> dict[str, Any]:
     """The create-index body (``settings`` + ``mappings``).
 
@@ -281,10 +275,9 @@ def index_body(
     index: dict[str, Any] = {"number_of_shards": shards}
     if replicas is not None:
         index["number_of_replicas"] = replicas
-    index["default_pipeline"] = PIPELINE_ID
     return {
-        "settings": {"index": index, "analysis": analysis_settings()},
-        "mappings": mappings(schema, index_options),
+        "settings": {"index": index},
+        "mappings": mappings(schema, index_options, text_analyzer),
     }
 
 
@@ -313,10 +306,10 @@ def mapping_version_from_mapping(mapping: Mapping[str, Any]) -> int | None:
     return int(value) if value is not None else None
 
 
-def pipeline_from_mapping(mapping: Mapping[str, Any]) -> str | None:
-    """The ingest pipeline the index was built for; None for indices made before pipelines."""
-    value = _info(mapping).get("ingest_pipeline")
-    return str(value) if value else None
+def text_analyzer_from_mapping(mapping: Mapping[str, Any]) -> str:
+    """The analyser of the text fields (``english`` for indices made before it was recorded)."""
+    value = _info(mapping).get("text_analyzer")
+    return str(value) if value else TEXT_ANALYZER
 
 
 def added_vector_properties(

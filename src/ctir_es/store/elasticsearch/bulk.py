@@ -34,7 +34,7 @@ import elastic_transport
 import elasticsearch
 
 from ...errors import ConfigError, StoreError
-from ...es_mappings.queries import error_text
+from .bodies.responses import error_text
 
 log = logging.getLogger(__name__)
 

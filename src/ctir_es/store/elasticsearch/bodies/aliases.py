@@ -11,7 +11,7 @@ Reference pages (Elasticsearch 8.x):
 - ``POST _aliases`` with ``remove`` + ``add`` actions, atomic:
   reference/8.15/indices-aliases.html ("Multiple actions ... are applied atomically")
 - ``GET _alias/{name}``: reference/8.15/indices-get-alias.html
-- ``POST _reindex`` with ``dest.pipeline`` and ``dest.op_type``: reference/8.15/docs-reindex.html
+- ``POST _reindex`` with ``dest.pipeline: _none`` and ``dest.op_type``: reference/8.15/docs-reindex.html
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ConfigError
+from ctir_es.errors import ConfigError
 
 VERSION_SEPARATOR = "-v"
 _VERSIONED = re.compile(r"^(?P<alias>.+)-v(?P<version>[0-9]{1,6})$")
@@ -65,15 +65,15 @@ def alias_swap_actions(alias: str, old: list[str], new: str) -> list[dict[str, A
     return actions
 
 
-def reindex_body(source: str, dest: str, pipeline: str | None) -> dict[str, Any]:
-    """Copy every document of ``source`` into ``dest`` (through ``pipeline``), by ``_id``.
+def reindex_body(source: str, dest: str) -> dict[str, Any]:
+    """Copy every document of ``source`` into ``dest`` verbatim, by ``_id``.
 
-    ``op_type: index`` replaces a document already copied, so a reindex that is run again after
-    a failure converges instead of failing on conflicts.
+    ``pipeline: _none`` keeps any default pipeline of the destination from running again on
+    documents that were processed once already. ``op_type: index`` replaces a document already
+    copied, so a reindex that is run again after a failure converges instead of failing on
+    conflicts. (reference/8.15/docs-reindex.html, ``dest.pipeline``)
     """
-    target: dict[str, Any] = {"index": dest, "op_type": "index"}
-    if pipeline:
-        target["pipeline"] = pipeline
+    target: dict[str, Any] = {"index": dest, "op_type": "index", "pipeline": "_none"}
     return {"source": {"index": source}, "dest": target, "conflicts": "abort"}
 
 

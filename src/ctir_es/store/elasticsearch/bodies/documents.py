@@ -1,0 +1,294 @@
+"""Product documents as data: the ``_source`` ctir-es writes, its derived fields, bulk lines,
+and the ``Product`` read back from ``_source`` (no client, no I/O).
+
+Everything a search or an aggregation needs is computed here, client-side, so the index needs
+no ingest pipeline and no analysis module (see ``index.py``):
+
+- ``category_path``: every ancestor prefix of every path as a ``path_key`` (a subtree filter is
+  one ``term``), what a ``path_hierarchy`` tokenizer would emit;
+- ``category_top``, ``category_ancestors`` ("A > B"), ``category_levels.lN``, ``category_depth``
+  (Kibana and the category aggregations use them);
+- the searched copies of the text with markup removed from ``description`` (catalogue
+  descriptions often carry HTML) and whitespace collapsed; ``record`` keeps the exact product;
+- ``ingested_at``: when the client built the document (UTC).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+
+from ctir_es.products import Product, format_category_path
+from ctir_es.schema import Document, IndexSchema, StoredProduct
+
+from .index import (
+    ATTRIBUTES_FIELD,
+    CATEGORIES_FIELD,
+    CATEGORY_ANCESTORS_FIELD,
+    CATEGORY_DEPTH_FIELD,
+    CATEGORY_LEVELS_FIELD,
+    CATEGORY_PATH_FIELD,
+    CATEGORY_TOP_FIELD,
+    DESCRIPTION_FIELD,
+    HAS_IMAGE_FIELD,
+    ID_FIELD,
+    IMAGE_DIR_FIELD,
+    IMAGE_FIELD,
+    INGESTED_AT_FIELD,
+    MARKET_FIELD,
+    RECORD_FIELD,
+    TITLE_FIELD,
+    VECTOR_FIELDS_FIELD,
+    path_key,
+)
+from .responses import error_text
+
+# what ``get`` reads back (vectors are left out: ``vectors()`` asks for them by name)
+SOURCE_FIELDS: tuple[str, ...] = (
+    ID_FIELD,
+    TITLE_FIELD,
+    DESCRIPTION_FIELD,
+    MARKET_FIELD,
+    IMAGE_FIELD,
+    VECTOR_FIELDS_FIELD,
+    RECORD_FIELD,
+)
+
+_SPACE = re.compile(r"\s+")
+
+
+class _TextOnly(HTMLParser):
+    """Collects the text of an HTML fragment (tags dropped, entities decoded)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        self.parts.append(" ")  # <br>, <li>, <p> separate words
+
+    def handle_endtag(self, tag: str) -> None:
+        self.parts.append(" ")
+
+
+def clean_text(text: str, *, markup: bool = False) -> str:
+    """Whitespace collapsed; with ``markup``, HTML tags removed and entities decoded."""
+    if markup and ("<" in text or "&" in text):
+        parser = _TextOnly()
+        try:
+            parser.feed(text)
+            parser.close()
+            text = "".join(parser.parts)
+        except Exception:  # noqa: BLE001 - malformed markup: keep the text, unescaped
+            text = html.unescape(text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def derived_category_fields(paths: Iterable[Sequence[str]]) -> dict[str, Any]:
+    """The category fields derived from a product's paths (root first, deduplicated)."""
+    prefixes: list[str] = []
+    top: list[str] = []
+    ancestors: list[str] = []
+    levels: dict[str, list[str]] = {}
+    depth = 0
+    for path in paths:
+        names = [" ".join(level.split()) for level in path]
+        names = [n for n in names if n]
+        for level, name in enumerate(names, 1):
+            if level == 1 and name not in top:
+                top.append(name)
+            key = path_key(names[:level])
+            if key not in prefixes:
+                prefixes.append(key)
+            shown = format_category_path(names[:level])
+            if shown not in ancestors:
+                ancestors.append(shown)
+            bucket = levels.setdefault(f"l{level}", [])
+            if name not in bucket:
+                bucket.append(name)
+        depth = max(depth, len(names))
+    return {
+        CATEGORY_PATH_FIELD: prefixes,
+        CATEGORY_TOP_FIELD: top,
+        CATEGORY_ANCESTORS_FIELD: ancestors,
+        CATEGORY_LEVELS_FIELD: levels,
+        CATEGORY_DEPTH_FIELD: depth,
+    }
+
+
+def vector_list(vector: Any) -> list[float]:
+    """A vector as a JSON-ready list of floats."""
+    return [float(x) for x in np.asarray(vector, dtype=np.float32).ravel()]
+
+
+def ingest_time() -> str:
+    """Now, as the ``ingested_at`` of the documents of one write (UTC, milliseconds)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def image_dir(image: str | None) -> str | None:
+    """The directory of a local absolute image path (None for URLs and relative paths)."""
+    if not image or "://" in image or not PurePath(image).is_absolute():
+        return None
+    return str(PurePath(image).parent)
+
+
+def has_image(doc: Document) -> bool:
+    """A product "has an image" when its image loaded (as in the embedded store)."""
+    return doc.image is not None
+
+
+def document_source(doc: Document, ingested_at: str | None = None) -> dict[str, Any]:
+    """The ``_source`` of one product: searched (cleaned) text, derived category fields, the
+    exact record and the vectors. ``ingested_at`` (see ``ingest_time``) is left out when None."""
+    p = doc.product
+    source: dict[str, Any] = {
+        ID_FIELD: p.id,
+        TITLE_FIELD: clean_text(p.title),
+        CATEGORIES_FIELD: [format_category_path(path) for path in p.categories],
+        ATTRIBUTES_FIELD: clean_text(p.attribute_text),
+        DESCRIPTION_FIELD: clean_text(p.description, markup=True),
+        MARKET_FIELD: p.market,
+        HAS_IMAGE_FIELD: has_image(doc),
+        IMAGE_FIELD: doc.image,  # the image that loaded and was encoded, never a failed one
+        IMAGE_DIR_FIELD: image_dir(doc.image),
+        VECTOR_FIELDS_FIELD: sorted(doc.vectors),
+        **derived_category_fields(p.categories),
+        RECORD_FIELD: {
+            # the exact record; the searched copies above are cleaned
+            "title": p.title,
+            "description": p.description,
+            "categories": [list(path) for path in p.categories],
+            "attributes": dict(p.attributes),
+            "images": list(p.images),
+        },
+    }
+    if ingested_at is not None:
+        source[INGESTED_AT_FIELD] = ingested_at
+    for name in sorted(doc.vectors):
+        source[name] = vector_list(doc.vectors[name])
+    return source
+
+
+def check_document(doc: Document, schema: IndexSchema | None) -> str | None:
+    """Why ``doc`` cannot be indexed (reported per id, never silently dropped), or None."""
+    for name, vector in doc.vectors.items():
+        arr = np.asarray(vector, dtype=np.float32).ravel()
+        if schema is not None:
+            field = schema.vectors.get(name)
+            if field is None:
+                return f"unknown vector field {name!r} (index has: {', '.join(schema.vectors) or 'none'})"
+            if arr.size != field.dims:
+                return f"{name}: index has {field.dims} dims, vector has {arr.size}"
+        if not np.all(np.isfinite(arr)):
+            return f"{name}: vector has non-finite values"
+        if not np.any(arr):
+            return f"{name}: zero vector (cosine similarity is undefined)"
+    return None
+
+
+def bulk_actions(
+    docs: Sequence[Document], index: str, ingested_at: str | None = None
+) -> list[dict[str, Any]]:
+    """``index`` actions keyed by product id, so a re-ingest replaces instead of duplicating."""
+    return [
+        {
+            "_op_type": "index",
+            "_index": index,
+            "_id": doc.product.id,
+            "_source": document_source(doc, ingested_at),
+        }
+        for doc in docs
+    ]
+
+
+def bulk_lines(
+    docs: Sequence[Document],
+    index: str,
+    dumps: Callable[[Any], str] | None = None,
+    ingested_at: str | None = None,
+) -> list[tuple[str, str, str]]:
+    """``(id, action line, source line)`` per document: the ``_bulk`` NDJSON, pre-serialised so
+    chunks can be cut by byte size exactly as they go on the wire."""
+
+    encode = dumps or (lambda obj: json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+    return [
+        (
+            doc.product.id,
+            encode({"index": {"_index": index, "_id": doc.product.id}}),
+            encode(document_source(doc, ingested_at)),
+        )
+        for doc in docs
+    ]
+
+
+def bulk_item_error(item: Mapping[str, Any]) -> tuple[str, str]:
+    """``(id, reason)`` of a failed item as ``streaming_bulk`` yields it."""
+    op, info = next(iter(item.items()))
+    info = info if isinstance(info, Mapping) else {}
+    reason = error_text(info.get("error", info.get("exception", "unknown error")))
+    return str(info.get("_id", "")), f"{op} failed ({info.get('status', '?')}): {reason}"
+
+
+def stored_product(source: Mapping[str, Any]) -> StoredProduct:
+    """Rebuild the exact ``Product`` from a ``_source`` written by ``document_source``."""
+    record = source.get(RECORD_FIELD) or {}
+    product = Product(
+        id=str(source[ID_FIELD]),
+        title=str(record.get("title", source.get(TITLE_FIELD, ""))),
+        categories=tuple(
+            tuple(str(level) for level in path) for path in record.get("categories", [])
+        ),
+        attributes={str(k): str(v) for k, v in (record.get("attributes") or {}).items()},
+        description=str(record.get("description", source.get(DESCRIPTION_FIELD)) or ""),
+        images=tuple(str(i) for i in record.get("images", [])),
+        market=source.get(MARKET_FIELD),
+    )
+    return StoredProduct(
+        product=product,
+        image=source.get(IMAGE_FIELD),
+        vector_fields=tuple(source.get(VECTOR_FIELDS_FIELD) or ()),
+    )
+
+
+def mget_products(response: Mapping[str, Any]) -> dict[str, StoredProduct]:
+    """Found documents of an ``_mget`` response by id; missing ids are left out."""
+    out = {}
+    for doc in response.get("docs", []):
+        if doc.get("found") and "_source" in doc:
+            out[str(doc["_id"])] = stored_product(doc["_source"])
+    return out
+
+
+
+
+def vector_fetch_params(field: str) -> dict[str, Any]:
+    """``_mget`` parameters that return one vector field.
+
+    ``_source`` filtering picks the field; 9.x may keep dense vectors out of ``_source`` by
+    default (``index.mapping.exclude_source_vectors``), and ``_source_exclude_vectors: false``
+    is how a request asks for them back, so both are sent. A 8.x node ignores neither: the
+    parameter is only added when the caller knows the cluster is 9.x (``include_excluded``).
+    """
+    return {"source_includes": [field]}
+
+
+def mget_vectors(response: Mapping[str, Any], field: str) -> dict[str, np.ndarray]:
+    """``{id: float32 vector}`` of the found documents that hold ``field``."""
+    out: dict[str, np.ndarray] = {}
+    for doc in response.get("docs", []):
+        value = (doc.get("_source") or {}).get(field) if doc.get("found") else None
+        if isinstance(value, list) and value:
+            out[str(doc["_id"])] = np.asarray(value, dtype=np.float32)
+    return out

@@ -1,0 +1,85 @@
+"""Elasticsearch responses read back as plain values: hits, ``_msearch`` items, error text,
+and scores turned back into cosine similarities (no client, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ctir_es.errors import StoreError
+from ctir_es.schema import Hit, IndexSchema, VectorQuery
+
+
+def parse_hits(
+    response: Mapping[str, Any], to_score: Callable[[float], float] | None = None
+) -> list[Hit]:
+    """Hits of one search response, in rank order (scores mapped through ``to_score``)."""
+    hits = response.get("hits", {}).get("hits", [])
+    convert = to_score or float
+    return [Hit(str(h["_id"]), convert(float(h["_score"]))) for h in hits]
+
+
+def cosine_from_score(score: float) -> float:
+    """Elasticsearch scores cosine and dot_product kNN as ``(1 + cos) / 2``; give back ``cos``.
+
+    The embedded store returns the cosine itself, so both backends report the same numbers.
+    (reference/8.15/dense-vector.html#dense-vector-similarity)
+    """
+    return 2.0 * score - 1.0
+
+
+def score_converter(similarity: str | None) -> Callable[[float], float] | None:
+    return cosine_from_score if similarity in ("cosine", "dot_product") else None
+
+
+def error_text(error: Any) -> str:
+    """``type: reason`` of an Elasticsearch error object (or of a whole error response)."""
+    if isinstance(error, Mapping) and "error" in error:
+        error = error["error"]
+    if isinstance(error, Mapping):
+        root = error.get("root_cause") or []
+        first = root[0] if root and isinstance(root[0], Mapping) else error
+        caused = error.get("caused_by")
+        text = f"{first.get('type', 'error')}: {first.get('reason', '')}"
+        if (
+            isinstance(caused, Mapping)
+            and caused.get("reason")
+            and caused.get("reason") != first.get("reason")
+        ):
+            text += f" ({caused.get('reason')})"
+        return text[:500]
+    return str(error)[:500]
+
+
+def parse_msearch(
+    names: Sequence[str],
+    response: Mapping[str, Any],
+    converters: Mapping[str, Callable[[float], float] | None] | None = None,
+) -> dict[str, list[Hit]]:
+    """Map ``_msearch`` responses back to result names; any failed sub-search raises."""
+    responses = list(response.get("responses", []))
+    if len(responses) != len(names):
+        raise StoreError(f"_msearch returned {len(responses)} responses for {len(names)} searches")
+    out: dict[str, list[Hit]] = {}
+    for name, item in zip(names, responses):
+        if "error" in item:
+            raise StoreError(
+                f"search {name!r} failed ({item.get('status', '?')}): {error_text(item['error'])}"
+            )
+        out[name] = parse_hits(item, (converters or {}).get(name))
+    return out
+
+
+def vector_score_converters(
+    vectors: Sequence[VectorQuery], schema: IndexSchema | None
+) -> dict[str, Callable[[float], float] | None]:
+    """Per result name, how to turn kNN ``_score`` back into the field's similarity."""
+    if schema is None:
+        return {}
+    return {
+        vq.name: score_converter(schema.vectors[vq.field].similarity)
+        for vq in vectors
+        if vq.field in schema.vectors
+    }
+
+

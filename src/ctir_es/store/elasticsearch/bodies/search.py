@@ -1,0 +1,291 @@
+"""Elasticsearch request and response bodies as pure functions (no client, no I/O).
+
+``ElasticsearchStore`` only sends what these build, so golden-JSON tests of these functions
+check the requests the store makes. Reference pages (Elasticsearch 8.x) they follow:
+
+- filters: ``term``/``terms``/``ids`` in a ``bool`` ``filter`` / ``must_not``
+  (reference/8.15/query-dsl-bool-query.html, query-dsl-ids-query.html);
+- lexical: ``multi_match`` with ``field^boost`` (reference/8.15/query-dsl-multi-match-query.html).
+  Type ``most_fields``: it sums the boosted per-field BM25 scores, so every field weight
+  counts (a product matching the query in its title *and* its category outranks one matching
+  in a single field), like the weighted column sum of the embedded store. ``best_fields`` (the
+  default) keeps only the best field's score (plus ``tie_breaker``), so lower-weighted fields
+  would barely matter and the weights would not mean the same thing on both backends;
+- vectors: the top-level ``knn`` search option with ``k``, ``num_candidates`` and ``filter``;
+  the filter is applied during the approximate search, so ``k`` matching products come back
+  (reference/8.15/knn-search.html, search-search.html#search-api-knn);
+- one round trip: ``_msearch`` with a header/body pair per sub-search
+  (reference/8.15/search-multi-search.html);
+- writes: bulk ``index`` actions with ``_id`` = product id, so re-ingesting replaces
+  (reference/8.15/docs-bulk.html); reads: ``_mget`` (reference/8.15/docs-multi-get.html).
+- server-side fusion (optional, see ``ctir_es.store.es.capabilities``): one ``_search`` with a
+  ``retriever``: ``rrf`` over ``standard`` + ``knn`` retrievers (``rank_constant``,
+  ``rank_window_size``; GA in 8.16, reference/8.16/retriever.html#rrf-retriever) or ``linear``
+  with per-retriever ``weight`` and ``normalizer: minmax`` (8.18+,
+  reference/8.18/retriever.html#linear-retriever). Filters go on every child retriever
+  (``standard.filter``, ``knn.filter``), which every 8.x version with retrievers accepts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ctir_es.errors import QueryError
+from ctir_es.filters import Filter
+from ctir_es.schema import LEXICAL_FIELDS, LEXICAL_SOURCE, IndexSchema, LexicalQuery, VectorQuery
+
+from .documents import vector_list
+from .filters import es_filter
+
+MULTI_MATCH_TYPE = "most_fields"
+MAX_NUM_CANDIDATES = 10_000  # Elasticsearch rejects larger num_candidates
+MAX_K = 10_000  # index.max_result_window default; knn k must also be <= num_candidates
+# What ``get`` reads from _source: everything except the (large) vectors.
+
+
+def _boost(weight: float) -> str:
+    return format(float(weight), "g")
+
+
+def lexical_fields(weights: Mapping[str, float]) -> list[str]:
+    """``["title^3", ...]`` in ``LEXICAL_FIELDS`` order; weight 0 or absent = not searched."""
+    unknown = sorted(set(weights) - set(LEXICAL_FIELDS))
+    if unknown:
+        raise QueryError(
+            f"unknown lexical field(s) {', '.join(unknown)}; supported: {', '.join(LEXICAL_FIELDS)}"
+        )
+    out = []
+    for name in LEXICAL_FIELDS:
+        weight = weights.get(name, 0.0)
+        if not math.isfinite(weight) or weight < 0:
+            raise QueryError(
+                f"lexical weight for {name} must be a finite number >= 0, got {weight!r}"
+            )
+        if weight > 0:
+            out.append(f"{name}^{_boost(weight)}")
+    return out
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k > MAX_K:
+        raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+
+
+def _base(k: int) -> dict[str, Any]:
+    # ids and scores are all the ranking layer needs: no _source, no total count.
+    return {"size": k, "_source": False, "track_total_hits": False}
+
+
+def lexical_body(
+    lexical: LexicalQuery,
+    k: int,
+    filters: Sequence[Filter] = (),
+    *,
+    multi_match_type: str = MULTI_MATCH_TYPE,
+) -> dict[str, Any] | None:
+    """A BM25 search body, or None when there is nothing to search (no text or no field)."""
+    _check_k(k)
+    fields = lexical_fields(lexical.weights)
+    text = " ".join(lexical.text.split())
+    if not text or not fields:
+        return None
+    query: dict[str, Any] = {
+        "multi_match": {"query": text, "type": multi_match_type, "fields": fields}
+    }
+    clauses = es_filter(filters)
+    if clauses:
+        query = {"bool": {"must": [query], "filter": clauses}}
+    return {**_base(k), "query": query}
+
+
+def num_candidates(k: int, requested: int | None = None) -> int:
+    """Candidates per shard: ``requested`` or ``max(100, 2k)``, never below k nor above 10,000."""
+    n = requested if requested is not None else max(100, 2 * k)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise QueryError(f"num_candidates must be a positive integer, got {requested!r}")
+    return min(max(n, k), MAX_NUM_CANDIDATES)
+
+
+# knn ``rescore_vector.oversample`` on quantised indices (8.18+): gather oversample * k
+# candidates by the quantised vectors, rescore them with the float vectors, keep k. The
+# scores are then exact, so they convert back to the cosines the embedded store reports.
+RESCORE_OVERSAMPLE = 3.0
+
+
+def knn_body(
+    vq: VectorQuery, k: int, filters: Sequence[Filter] = (), *, rescore: bool = False
+) -> dict[str, Any]:
+    """A top-level ``knn`` search body; ``filters`` restrict the approximate search itself;
+    ``rescore`` asks for float-vector rescoring (quantised index types, 8.18+ only)."""
+    _check_k(k)
+    vector = vector_list(vq.vector)
+    if not vector or not all(math.isfinite(x) for x in vector):
+        raise QueryError(f"query vector for {vq.name!r} is empty or has non-finite values")
+    knn: dict[str, Any] = {
+        "field": vq.field,
+        "query_vector": vector,
+        "k": k,
+        "num_candidates": num_candidates(k, vq.num_candidates),
+    }
+    clauses = es_filter(filters)
+    if clauses:
+        knn["filter"] = clauses
+    if rescore:
+        knn["rescore_vector"] = {"oversample": RESCORE_OVERSAMPLE}
+    return {**_base(k), "knn": knn}
+
+
+def check_vector_queries(vectors: Sequence[VectorQuery], schema: IndexSchema | None) -> None:
+    """Names must be unique and not ``bm25``; fields and dims must match the index (if known)."""
+    seen = {LEXICAL_SOURCE}
+    for vq in vectors:
+        if vq.name in seen:
+            raise QueryError(
+                f"duplicate result name {vq.name!r}: give each VectorQuery its own source"
+            )
+        seen.add(vq.name)
+        if schema is None:
+            continue
+        field = schema.vectors.get(vq.field)
+        if field is None:
+            have = ", ".join(schema.vectors) or "none"
+            raise QueryError(f"the index has no vector field {vq.field!r} (it has: {have})")
+        dims = int(np.asarray(vq.vector).size)
+        if dims != field.dims:
+            raise QueryError(
+                f"{vq.field}: index has {field.dims} dims, the query vector has {dims}"
+            )
+
+
+def msearch_body(
+    index: str,
+    lexical: LexicalQuery | None,
+    vectors: Sequence[VectorQuery],
+    k: int,
+    filters: Sequence[Filter] = (),
+    *,
+    multi_match_type: str = MULTI_MATCH_TYPE,
+    rescore: bool = False,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Result names and the ``_msearch`` header/body list for one round trip.
+
+    The lexical search is left out when it has nothing to search; its result is then empty.
+    """
+    names: list[str] = []
+    searches: list[dict[str, Any]] = []
+    if lexical is not None:
+        body = lexical_body(lexical, k, filters, multi_match_type=multi_match_type)
+        if body is not None:
+            names.append(LEXICAL_SOURCE)
+            searches += [{"index": index}, body]
+    for vq in vectors:
+        names.append(vq.name)
+        searches += [{"index": index}, knn_body(vq, k, filters, rescore=rescore)]
+    return names, searches
+
+
+
+# ---------------------------------------------------------------- server-side fusion (retrievers)
+
+RETRIEVER_FUSIONS: tuple[str, ...] = ("rrf", "linear")
+RRF_RANK_CONSTANT = 60
+
+
+def _standard_retriever(
+    lexical: LexicalQuery, clauses: list[dict[str, Any]], multi_match_type: str
+) -> dict[str, Any] | None:
+    fields = lexical_fields(lexical.weights)
+    text = " ".join(lexical.text.split())
+    if not text or not fields:
+        return None
+    standard: dict[str, Any] = {
+        "query": {"multi_match": {"query": text, "type": multi_match_type, "fields": fields}}
+    }
+    if clauses:
+        standard["filter"] = clauses
+    return {"standard": standard}
+
+
+def _knn_retriever(
+    vq: VectorQuery, k: int, clauses: list[dict[str, Any]], rescore: bool
+) -> dict[str, Any]:
+    body = knn_body(vq, k, rescore=rescore)["knn"]
+    if clauses:
+        body["filter"] = clauses
+    return {"knn": body}
+
+
+def retriever_body(
+    method: str,
+    lexical: LexicalQuery | None,
+    vectors: Sequence[VectorQuery],
+    k: int,
+    filters: Sequence[Filter] = (),
+    *,
+    window: int | None = None,
+    weights: Mapping[str, float] | None = None,
+    rank_constant: int = RRF_RANK_CONSTANT,
+    multi_match_type: str = MULTI_MATCH_TYPE,
+    rescore: bool = False,
+) -> tuple[list[str], dict[str, Any] | None]:
+    """Source names and ONE ``_search`` body fusing them server-side, or None when fewer than
+    two sources have something to search (a compound retriever needs two children).
+
+    ``window`` is each child's depth (``rank_window_size``, and ``k`` of the kNN children);
+    ``weights`` (by source name, default 1) apply to ``linear`` only - the 8.x ``rrf`` retriever
+    weighs every child equally, so callers fall back to client-side RRF when weights differ.
+    """
+    if method not in RETRIEVER_FUSIONS:
+        raise QueryError(
+            f"unknown server-side fusion {method!r}; supported: {', '.join(RETRIEVER_FUSIONS)}"
+        )
+    _check_k(k)
+    depth = max(k, window or k)
+    _check_k(depth)
+    clauses = es_filter(filters)
+    names: list[str] = []
+    children: list[dict[str, Any]] = []
+    if lexical is not None:
+        standard = _standard_retriever(lexical, clauses, multi_match_type)
+        if standard is not None:
+            names.append(LEXICAL_SOURCE)
+            children.append(standard)
+    for vq in vectors:
+        names.append(vq.name)
+        children.append(_knn_retriever(vq, depth, clauses, rescore))
+    if len(children) < 2:
+        return names, None
+    retriever: dict[str, Any]
+    if method == "rrf":
+        retriever = {
+            "rrf": {
+                "retrievers": children,
+                "rank_window_size": depth,
+                "rank_constant": rank_constant,
+            }
+        }
+    else:
+        w = weights or {}
+        for name, weight in w.items():
+            if not math.isfinite(weight) or weight < 0:
+                raise QueryError(f"weight for {name} must be a finite number >= 0, got {weight!r}")
+        retriever = {
+            "linear": {
+                "retrievers": [
+                    {
+                        "retriever": child,
+                        "weight": float(w.get(name, 1.0)),
+                        "normalizer": "minmax",
+                    }
+                    for name, child in zip(names, children)
+                ],
+                "rank_window_size": depth,
+            }
+        }
+    return names, {**_base(k), "retriever": retriever}
+
+

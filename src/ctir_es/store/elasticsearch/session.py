@@ -1,0 +1,140 @@
+"""One conversation with a cluster: the lazy client, error translation, notices, cluster facts.
+
+``ElasticsearchStore`` and ``lifecycle`` both talk to Elasticsearch through an ``EsSession``:
+``session.call(what, fn)`` runs one request and turns every client exception into a
+``StoreError`` with secrets scrubbed, so no caller handles client exceptions or reaches into
+another object's private state. Construction does no I/O; the first call connects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import elastic_transport
+import elasticsearch
+from elasticsearch import Elasticsearch
+
+from ...errors import CtirError, StoreError
+from .bodies.responses import error_text
+from .cluster import ClusterInfo, modules_from_nodes
+from .connection import EsConnection, build_client
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+def response_body(response: Any) -> Any:
+    """The JSON body of a client response (``ObjectApiResponse.body``) or the value itself."""
+    return getattr(response, "body", response)
+
+
+class EsSession:
+    """The client for ``connection`` (built on first use) and what is known of the cluster."""
+
+    def __init__(self, connection: EsConnection, client: Elasticsearch | None = None) -> None:
+        self.connection = connection
+        self._client = client
+        self._cluster: ClusterInfo | None = None
+        self._notices: set[str] = set()
+
+    @property
+    def client(self) -> Elasticsearch:
+        if self._client is None:
+            self._client = build_client(self.connection)
+        return self._client
+
+    def call(self, what: str, fn: Callable[[], _T]) -> _T:
+        """Run one request; client errors become ``StoreError`` with secrets removed."""
+        conn = self.connection
+        try:
+            return fn()
+        except CtirError:
+            raise
+        except elasticsearch.AuthenticationException:
+            raise StoreError(
+                f"{what}: Elasticsearch at {conn.redacted_url} rejected the credentials (401); "
+                "set CTIR_ES_API_KEY, CTIR_ES_USERNAME and CTIR_ES_PASSWORD, or CTIR_ES_BEARER_TOKEN"
+            ) from None
+        except elasticsearch.AuthorizationException as exc:
+            raise StoreError(
+                f"{what}: the Elasticsearch user lacks a privilege on {conn.index!r} (403): "
+                f"{conn.scrub(error_text(exc.body))}"
+            ) from None
+        except elasticsearch.ApiError as exc:
+            raise StoreError(
+                f"{what} failed ({exc.meta.status}): {conn.scrub(error_text(exc.body))}"
+            ) from None
+        except (elastic_transport.TransportError, elasticsearch.TransportError) as exc:
+            hint = ""
+            if isinstance(exc, elastic_transport.TlsError):
+                hint = " (TLS: set CTIR_ES_CA_CERTS or CTIR_ES_SSL_FINGERPRINT)"
+            raise StoreError(
+                f"{what}: cannot reach Elasticsearch at {conn.redacted_url}: "
+                f"{conn.scrub(type(exc).__name__ + ': ' + str(exc))[:300]}{hint}; is it running? "
+                "(scripts/elasticsearch-local up, or set CTIR_ES_URL)"
+            ) from None
+
+    def body(self, what: str, fn: Callable[[], Any]) -> Any:
+        """``call`` returning the JSON body of the response."""
+        return self.call(what, lambda: response_body(fn()))
+
+    def notice(self, text: str) -> None:
+        """A one-line notice, logged once per session and message."""
+        if text not in self._notices:
+            self._notices.add(text)
+            log.warning("%s", text)
+
+    def _optional(self, what: str, fn: Callable[[], Any]) -> tuple[Any, str | None]:
+        """A request that may be refused (403 without ``monitor``, 405/404 where an API is
+        missing): ``(body, None)`` or ``(None, why)``; never raises a ``StoreError``."""
+        try:
+            return self.body(what, fn), None
+        except StoreError as exc:
+            return None, str(exc)[:200]
+
+    def cluster_info(self, refresh: bool = False) -> ClusterInfo:
+        """Version, licence and modules, read once per session.
+
+        ``GET /`` (version; refused without ``monitor``, absent from the test distribution),
+        ``GET _nodes/plugins`` (version and modules of every node; needs ``monitor``) and
+        ``GET _license``. Each may fail: what cannot be read stays unknown, and unknown
+        modules are taken to be the default distribution's.
+        """
+        if self._cluster is not None and not refresh:
+            return self._cluster
+        root, _ = self._optional("reading the cluster version", lambda: self.client.info())
+        nodes, nodes_error = self._optional(
+            "reading the cluster's modules",
+            lambda: self.client.nodes.info(
+                metric="plugins",
+                filter_path="nodes.*.version,nodes.*.modules.name,nodes.*.plugins.name",
+            ),
+        )
+        licence: dict[str, Any] | None = None
+        licence_error: str | None = None
+        flavor = ((root or {}).get("version") or {}).get("build_flavor")
+        if flavor != "serverless":
+            licence, licence_error = self._optional(
+                "reading the cluster licence", lambda: self.client.license.get()
+            )
+        version, modules = modules_from_nodes(nodes)
+        self._cluster = ClusterInfo.from_responses(
+            root or {"version": {"number": version}} if version else root or {},
+            licence,
+            licence_error,
+            modules=modules,
+            modules_error=nodes_error if modules is None else None,
+        )
+        return self._cluster
+
+    def forget_cluster(self) -> None:
+        """Read the cluster facts again next time (e.g. after a licence error)."""
+        self._cluster = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            client.close()
