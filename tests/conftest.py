@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# the real Elasticsearch fixtures (es_connection, make_store) for every test module
+pytest_plugins = ["es_fixtures"]
+
 # =====================================================================================
 # Tiny encoder models (tests/test_encoders.py and anything that needs real encoders).
 # Built once per session with fixed seeds, saved to a session tmp dir; tests only read

@@ -68,6 +68,9 @@ class EsState:
     accepted: Counter[str] = field(default_factory=Counter)  # successful index ops per _id
     requests: list[Request] = field(default_factory=list)
     search_hits: list[dict[str, Any]] = field(default_factory=list)
+    # path segments answered with 403 (a user without that privilege): "" for GET /,
+    # "_nodes", "_mapping", "_license", ...
+    forbidden: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ------------------------------------------------------------ helpers
@@ -155,6 +158,10 @@ class _Handler(BaseHTTPRequestHandler):
         st = self.state
         segs = [s for s in req.path.split("/") if s]
         m = req.method
+        if ({"", *segs} if not segs else set(segs)) & st.forbidden:
+            return self._reply(
+                403, es_error(403, "security_exception", f"action [{req.path}] is unauthorized")
+            )
         if not segs:
             return self._reply(
                 200,

@@ -189,3 +189,49 @@ class StoreContract:
         assert stats["products"] == len(CATALOGUE)
         assert "title_vector" in stats["vector_fields"]
         assert stats["vector_fields"]["title_vector"]["encoder"]["id"] == "test-encoder@1"
+
+    # -------------------------------------------------------- optional capabilities
+
+    def test_declares_every_capability(self, store: Store) -> None:
+        from ctir_es.store.base import CAPABILITIES
+
+        missing = [cap.__name__ for cap in CAPABILITIES if not isinstance(store, cap)]
+        assert missing == []
+
+    def test_vectors_by_id(self, loaded: Store) -> None:
+        got = loaded.vectors(["p1", "p3", "nope"], "title_vector")  # type: ignore[attr-defined]
+        assert set(got) == {"p1", "p3"}
+        assert got["p1"].dtype == np.float32 and got["p1"].shape == (DIMS,)
+        assert np.allclose(got["p1"], unit(0), atol=1e-6)
+        assert loaded.vectors(["p1"], "no_such_field") == {}  # type: ignore[attr-defined]
+        assert loaded.vectors([], "title_vector") == {}  # type: ignore[attr-defined]
+
+    def test_category_counts_count_each_product_once_per_node(self, loaded: Store) -> None:
+        counts = loaded.category_counts()  # type: ignore[attr-defined]
+        assert counts[("Kitchen & Dining",)] == 3
+        assert counts[("Kitchen & Dining", "Cookware")] == 2
+        assert counts[("Kitchen & Dining", "Cookware", "Pressure Cookers")] == 1
+        assert counts[("Watches", "Wrist Watches")] == 1
+        assert len(counts) == 11 and sum(n for p, n in counts.items() if len(p) == 1) == 5
+
+    def test_delete_by_id(self, loaded: Store) -> None:
+        assert loaded.delete(["p1", "nope"]) == 1  # type: ignore[attr-defined]
+        assert loaded.count() == len(CATALOGUE) - 1
+        assert loaded.get(["p1"]) == {}
+        runs = loaded.search(
+            LexicalQuery("pressure cooker steel"), [VectorQuery("title_vector", unit(0), "v")], 5
+        )
+        assert "p1" not in ids(runs["bm25"]) and "p1" not in ids(runs["v"])
+        assert loaded.delete([]) == 0  # type: ignore[attr-defined]
+
+    def test_image_dirs_are_local_absolute_directories(self, store: Store) -> None:
+        store.setup(SCHEMA)
+        docs = [
+            Document(product("a", "pan", ("K",)), {"title_vector": unit(1)}, "/data/shop/img/a.jpg"),
+            Document(product("b", "pot", ("K",)), {"title_vector": unit(2)}, "/data/shop/img/b.jpg"),
+            Document(product("c", "cup", ("K",)), {"title_vector": unit(3)}, "/srv/more/c.png"),
+            Document(product("d", "jug", ("K",)), {"title_vector": unit(4)}, "https://cdn/x/d.jpg"),
+            Document(product("e", "mug", ("K",)), {"title_vector": unit(5)}, "relative/e.jpg"),
+        ]
+        store.upsert(docs)
+        assert store.image_dirs() == ["/data/shop/img", "/srv/more"]  # type: ignore[attr-defined]

@@ -64,8 +64,8 @@ def test_setup_creates_the_first_version_behind_the_alias(stub: EsStub) -> None:
         ("GET", "/products/_mapping"),
         ("GET", "/products-v*/_alias"),
         # cluster facts, once: the index type's minimum version, the text analyser
-        ("GET", "/"),
         ("GET", "/_nodes/plugins"),
+        ("GET", "/"),
         ("GET", "/_license"),
         ("PUT", "/products-v1"),
         ("GET", "/products/_mapping"),
@@ -345,3 +345,38 @@ def test_num_candidates_is_configurable(stub: EsStub) -> None:
     assert sent[1]["knn"]["num_candidates"] == 400 and sent[1]["knn"]["k"] == 10
     with pytest.raises(Exception, match="num_candidates"):
         store_for(stub, num_candidates=0)
+
+
+# ---------------------------------------------------------------- users with fewer privileges
+
+
+def test_no_monitor_privilege_falls_back_to_client_side_fusion(stub: EsStub) -> None:
+    """GET /, GET _nodes and GET _license answered 403 (no ``monitor``): nothing raises; the
+    facts stay unknown and fusion runs client-side with the one-line notice."""
+    stub.state.licence = "enterprise"
+    _loaded(stub)
+    stub.state.forbidden |= {"", "_nodes", "_license"}
+    store = store_for(stub)
+    info = store.cluster_info()
+    assert info.version == "0.0.0" and info.modules is None and info.licence_type is None
+    fused = store.search_fused(LEX, VEC, 2)
+    assert not fused.server_side and "version could not be read" in (fused.notice or "")
+    assert [h.id for h in fused.hits]  # answered all the same
+
+
+def test_search_only_user_without_view_index_metadata(
+    stub: EsStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key with ``read`` only: the mapping read is refused, searches still answer (cosine
+    assumed), and what needs the mapping says which privilege is missing."""
+    _loaded(stub)
+    stub.state.forbidden.add("_mapping")
+    store = store_for(stub)
+    caplog.set_level(logging.WARNING, "ctir_es")
+    for _ in range(2):
+        runs = store.search(LEX, VEC, 2)
+        assert set(runs) == {"bm25", "v"} and runs["v"]
+    notices = [r for r in caplog.records if "view_index_metadata" in r.getMessage()]
+    assert len(notices) == 1
+    with pytest.raises(StoreError, match="`read` and `view_index_metadata`"):
+        store_for(stub).schema()

@@ -686,8 +686,8 @@ def test_search_is_one_msearch_round_trip_with_compat_8_headers(fake_es: str) ->
     # quantised index is rescored on 8.18+; unknown here), then everything in one _msearch
     assert [(m, p.split("?")[0]) for m, p, _, _ in _FakeEs.requests] == [
         ("GET", "/products/_mapping"),
-        ("GET", "/"),
         ("GET", "/_nodes/plugins"),
+        ("GET", "/"),
         ("GET", "/_license"),
         ("POST", "/_msearch"),
     ]

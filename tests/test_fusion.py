@@ -44,8 +44,13 @@ def test_linear_minmax() -> None:
     assert fused[0].sources["text"].normalised == pytest.approx(1.0)
 
 
-def test_minmax_constant_list_maps_to_one() -> None:
-    assert minmax([Hit("x", 3.0), Hit("y", 3.0)]) == {"x": 1.0, "y": 1.0}
+def test_minmax_constant_list_keeps_raw_scores_as_elasticsearch() -> None:
+    """Elasticsearch's linear retriever (MinMaxScoreNormalizer): equal scores are kept as they
+    are, NaN becomes 0 - client-side linear fusion must rank as the server would."""
+    assert minmax([Hit("x", 3.0), Hit("y", 3.0)]) == {"x": 3.0, "y": 3.0}
+    assert minmax([Hit("x", 0.8)]) == {"x": 0.8}
+    assert minmax([Hit("x", 2.0), Hit("y", 2.0 + 5e-7)]) == {"x": 2.0, "y": 2.0 + 5e-7}
+    assert minmax([Hit("x", 4.0), Hit("y", float("nan")), Hit("z", 2.0)]) == {"x": 1.0, "y": 0.0, "z": 0.0}
     assert minmax([]) == {}
 
 

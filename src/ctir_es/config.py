@@ -39,6 +39,7 @@ ENV_VARS: dict[str, str] = {
     "CTIR_ES_CLIP_WEIGHTS": "clip_weights",
     "CTIR_ES_CACHE_DIR": "cache_dir",
     "CTIR_ES_VECTOR_INDEX": "vector_index",
+    "CTIR_ES_FUSION_LOCATION": "fusion_location",
 }
 
 
@@ -61,6 +62,10 @@ class Settings:
     # Embedded store kNN: "exact" (NumPy), or with the [ann] extra "sq8" / "ivf" / "hnsw"
     # (faiss candidates rescored exactly; see docs/benchmarks.md for recall and speed).
     vector_index: str = "exact"
+    # Where hybrid results are fused: "client" (ctir_es.ranking, every store, with a per-source
+    # breakdown), "server" (an Elasticsearch rrf/linear retriever; an error where the cluster
+    # cannot) or "auto" (server where the cluster can, else client with a one-line notice).
+    fusion_location: str = "client"
     es_options: Mapping[str, Any] = field(default_factory=dict)  # [elasticsearch] table of the file
 
     @property
@@ -84,7 +89,9 @@ class Settings:
 _PATHS = {"store", "cache_dir"}
 _INTS = {"batch_size", "image_workers"}
 _FLOATS = {"image_timeout"}
-_STRINGS = {"es_url", "es_index", "text_model", "clip_architecture", "clip_weights", "vector_index"}
+_STRINGS = {"es_url", "es_index", "text_model", "clip_architecture", "clip_weights", "vector_index",
+            "fusion_location"}
+FUSION_LOCATIONS: tuple[str, ...] = ("client", "server", "auto")
 # Inclusive ranges of the numeric settings: 0 or -1 would be a silent no-op or a hang.
 _RANGES: dict[str, tuple[float, float]] = {
     "batch_size": (1, 4096),
@@ -116,6 +123,10 @@ def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"setting {key!r} has a bad value: {value!r}") from None
         if isinstance(value, str) and has_surrogate(value):
             raise ConfigError(f"setting {key!r} is not valid UTF-8")
+        if key == "fusion_location" and value not in FUSION_LOCATIONS:
+            raise ConfigError(
+                f"setting 'fusion_location' must be one of {', '.join(FUSION_LOCATIONS)}, got {value!r}"
+            )
         if key in _RANGES:
             low, high = _RANGES[key]
             if not low <= value <= high:  # NaN fails both comparisons

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from .config import Settings, load_settings
+from .config import FUSION_LOCATIONS, Settings, load_settings
 from .encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from .errors import QueryError, SchemaMismatch, StoreError
 from .filters import Filter
@@ -35,11 +35,14 @@ from .ranking.plan import (
 from .ranking.weights import weights_in_force
 from .store.base import (
     DEFAULT_FIELD_WEIGHTS,
+    CategoryCounter,
     IndexSchema,
+    ServerFusion,
     LexicalQuery,
     Store,
     StoredProduct,
     VectorQuery,
+    VectorReader,
 )
 
 if TYPE_CHECKING:
@@ -61,20 +64,6 @@ class NotFound(QueryError):
 
 class Unsupported(QueryError):
     """The index or store cannot answer this request (e.g. no image vectors to categorize)."""
-
-
-@runtime_checkable
-class VectorReader(Protocol):
-    """A store that returns stored vectors (``EmbeddedStore``); ``similar`` uses it."""
-
-    def vectors(self, ids: Sequence[str], field: str) -> dict[str, np.ndarray]: ...
-
-
-@runtime_checkable
-class CategoryCounter(Protocol):
-    """A store that counts products per category node (``EmbeddedStore``)."""
-
-    def category_counts(self) -> dict[tuple[str, ...], int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +196,14 @@ class Search:
         image_encoder: ImageEncoder | None = None,
         image_loader: Any | None = None,
         category_encoder: CategoryEncoder | None = None,
+        fusion_location: str = "client",
     ) -> None:
+        if fusion_location not in FUSION_LOCATIONS:
+            raise QueryError(
+                f"fusion_location must be one of {', '.join(FUSION_LOCATIONS)}, got {fusion_location!r}"
+            )
         self.store = store
+        self.fusion_location = fusion_location
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         self.image_loader = image_loader
@@ -228,7 +223,7 @@ class Search:
         from .ingest.images import ImageLoader
 
         loader = ImageLoader(cache_dir=settings.image_cache, timeout=settings.image_timeout)
-        return cls(store, text, image, loader, category)
+        return cls(store, text, image, loader, category, settings.fusion_location)
 
     def __enter__(self) -> Search:
         return self
@@ -281,9 +276,39 @@ class Search:
             category_encoder=self.category_encoder,
         )
         used = weights_in_force(plan.sources, plan.weights, weights)  # checked before any store work
-        runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
-        fused = fuse(fusion, runs, used)[:k]
+        if self.fusion_location == "client":
+            runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
+            fused = fuse(fusion, runs, used)[:k]
+        else:
+            fused = self._fused_by_server(plan, k, candidates, filters, fusion, used)
         return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused), used)
+
+    def _fused_by_server(
+        self,
+        plan: Any,
+        k: int,
+        candidates: int,
+        filters: Sequence[Filter],
+        fusion: str,
+        weights: Mapping[str, float],
+    ) -> list[FusedHit]:
+        """``fusion_location`` server / auto: one retriever round trip where the store and the
+        cluster can; ``auto`` falls back to client-side fusion (the store logs one notice),
+        ``server`` says why it cannot."""
+        if not isinstance(self.store, ServerFusion):
+            if self.fusion_location == "server":
+                raise Unsupported(
+                    f"fusion_location=server needs Elasticsearch; {type(self.store).__name__} "
+                    "fuses client-side (use client or auto)"
+                )
+            runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
+            return fuse(fusion, runs, weights)[:k]
+        result = self.store.search_fused(
+            plan.lexical, plan.vectors, k, filters, method=fusion, weights=weights, window=candidates
+        )
+        if self.fusion_location == "server" and not result.server_side and result.notice:
+            raise Unsupported(f"{result.notice.split(';')[0]} (fusion_location=server; use auto)")
+        return list(result.hits)
 
     def _results(self, fused: Sequence[FusedHit]) -> list[SearchResult]:
         stored = self.store.get([h.id for h in fused])

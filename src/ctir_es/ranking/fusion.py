@@ -7,6 +7,8 @@ result can always be explained.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -64,14 +66,30 @@ def rrf(runs: Runs, weights: Mapping[str, float] | None = None, k: int = RRF_K) 
     return [FusedHit(pid, scored[pid], sources[pid]) for pid in _order(scored, sources)]
 
 
+# Below this spread a list counts as all-equal (Elasticsearch's MinMaxScoreNormalizer.EPSILON).
+MINMAX_EPSILON = 1e-6
+
+
 def minmax(hits: Sequence[Hit]) -> dict[str, float]:
-    """Scores scaled to [0, 1] within one list; a list of equal scores maps to 1.0."""
-    if not hits:
-        return {}
-    scores = [h.score for h in hits]
-    lo, hi = min(scores), max(scores)
+    """Scores scaled to [0, 1] within one list, exactly as the ``minmax`` normalizer of
+    Elasticsearch's ``linear`` retriever (x-pack rank-rrf ``MinMaxScoreNormalizer``), so
+    client-side and server-side linear fusion agree: a list whose scores are all equal (spread
+    below 1e-6, e.g. a single hit) keeps its raw scores; NaN scores become 0. (Elasticsearch
+    8.18.x mapped such a list to 1.0; later versions keep the raw score.)"""
+    valid = [h.score for h in hits if not math.isnan(h.score)]
+    if not valid:
+        return {h.id: 0.0 for h in hits}
+    lo, hi = min(valid), max(valid)
     span = hi - lo
-    return {h.id: (h.score - lo) / span if span > 0 else 1.0 for h in hits}
+    out = {}
+    for h in hits:
+        if math.isnan(h.score):
+            out[h.id] = 0.0
+        elif span < MINMAX_EPSILON:
+            out[h.id] = h.score
+        else:
+            out[h.id] = (h.score - lo) / span
+    return out
 
 
 def linear(runs: Runs, weights: Mapping[str, float] | None = None) -> list[FusedHit]:

@@ -8,8 +8,10 @@ Fusion is NOT a store concern: ``search`` returns one ranked list per source and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
 
 from ..filters import Filter
 from ..schema import (
@@ -27,17 +29,23 @@ from ..schema import (
 )
 
 __all__ = [
+    "CAPABILITIES",
     "DEFAULT_FIELD_WEIGHTS",
     "LEXICAL_FIELDS",
     "LEXICAL_SOURCE",
+    "CategoryCounter",
+    "Deleter",
     "Document",
     "Hit",
+    "ImageRoots",
     "IndexSchema",
     "LexicalQuery",
+    "ServerFusion",
     "Store",
     "StoredProduct",
     "VectorField",
     "VectorQuery",
+    "VectorReader",
     "WriteResult",
 ]
 
@@ -89,3 +97,71 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- optional capabilities
+# Named, typed extras beyond ``Store``. Both stores implement all of them and the shared
+# contract suite tests them; a caller checks with ``isinstance(store, Capability)`` and says
+# clearly when a (third-party) store lacks one.
+
+
+@runtime_checkable
+class VectorReader(Protocol):
+    """Stored vectors by product id ("more like this" on a product's own vectors)."""
+
+    def vectors(self, ids: Sequence[str], field: str) -> dict[str, np.ndarray]:
+        """The stored ``field`` vectors of ``ids``; an id without one (or unknown) is absent."""
+        ...
+
+
+@runtime_checkable
+class CategoryCounter(Protocol):
+    """Products per category node, every level (the category tree, ``GET /categories``)."""
+
+    def category_counts(self) -> dict[tuple[str, ...], int]:
+        """``{path: products}`` for every node; a product counts once per node."""
+        ...
+
+
+@runtime_checkable
+class Deleter(Protocol):
+    """Delete products by id."""
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete ``ids`` (unknown ones are ignored); returns how many existed. The next
+        search no longer sees them."""
+        ...
+
+
+@runtime_checkable
+class ImageRoots(Protocol):
+    """Where the catalogue's local images live, so a server may serve them."""
+
+    def image_dirs(self) -> list[str]:
+        """Distinct directories of the local absolute image paths products refer to (URLs
+        and relative paths left out), sorted."""
+        ...
+
+
+CAPABILITIES: tuple[type, ...] = (VectorReader, CategoryCounter, Deleter, ImageRoots)
+
+
+@runtime_checkable
+class ServerFusion(Protocol):
+    """Hybrid fusion in ONE server round trip (Elasticsearch retrievers), where the cluster can;
+    else client-side with a one-line notice. Only ``ElasticsearchStore`` has it."""
+
+    def search_fused(
+        self,
+        lexical: LexicalQuery | None,
+        vectors: Sequence[VectorQuery],
+        k: int,
+        filters: Sequence[Filter] = (),
+        *,
+        method: str = "rrf",
+        weights: Mapping[str, float] | None = None,
+        window: int | None = None,
+        server_side: bool = True,
+    ) -> Any:
+        """A result with ``hits`` (fused), ``server_side`` and ``notice`` (why not, or None)."""
+        ...

@@ -61,7 +61,9 @@ class EsSession:
         except elasticsearch.AuthorizationException as exc:
             raise StoreError(
                 f"{what}: the Elasticsearch user lacks a privilege on {conn.index!r} (403): "
-                f"{conn.scrub(error_text(exc.body))}"
+                f"{conn.scrub(error_text(exc.body))}. Searching needs `read` and "
+                "`view_index_metadata` on the index and its versions; ingesting also `write`, "
+                "`create_index` and `manage` (README: Elasticsearch privileges)"
             ) from None
         except elasticsearch.ApiError as exc:
             raise StoreError(
@@ -98,14 +100,13 @@ class EsSession:
     def cluster_info(self, refresh: bool = False) -> ClusterInfo:
         """Version, licence and modules, read once per session.
 
-        ``GET /`` (version; refused without ``monitor``, absent from the test distribution),
-        ``GET _nodes/plugins`` (version and modules of every node; needs ``monitor``) and
-        ``GET _license``. Each may fail: what cannot be read stays unknown, and unknown
-        modules are taken to be the default distribution's.
+        ``GET _nodes/plugins`` (version and modules of every node; needs ``monitor``), else
+        ``GET /`` (version and flavour; absent from the test distribution, and Serverless has
+        no ``_nodes``), and ``GET _license``. Each may fail: what cannot be read stays
+        unknown, and unknown modules are taken to be the default distribution's.
         """
         if self._cluster is not None and not refresh:
             return self._cluster
-        root, _ = self._optional("reading the cluster version", lambda: self.client.info())
         nodes, nodes_error = self._optional(
             "reading the cluster's modules",
             lambda: self.client.nodes.info(
@@ -113,6 +114,10 @@ class EsSession:
                 filter_path="nodes.*.version,nodes.*.modules.name,nodes.*.plugins.name",
             ),
         )
+        version, modules = modules_from_nodes(nodes)
+        root: dict[str, Any] | None = None
+        if version is None:  # no monitor privilege, or Serverless (no _nodes API)
+            root, _ = self._optional("reading the cluster version", lambda: self.client.info())
         licence: dict[str, Any] | None = None
         licence_error: str | None = None
         flavor = ((root or {}).get("version") or {}).get("build_flavor")
@@ -120,7 +125,6 @@ class EsSession:
             licence, licence_error = self._optional(
                 "reading the cluster licence", lambda: self.client.license.get()
             )
-        version, modules = modules_from_nodes(nodes)
         self._cluster = ClusterInfo.from_responses(
             root or {"version": {"number": version}} if version else root or {},
             licence,

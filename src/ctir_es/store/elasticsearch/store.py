@@ -168,11 +168,28 @@ class ElasticsearchStore:
         return self._live
 
     def _live_mapping(self) -> dict[str, Any] | None:
-        return self._live if self._live is not None else self._read_live()
+        current = self._live if self._live is not None else self._read_live()
+        return current or None  # {} marks a mapping this user may not read
 
     def _schema(self) -> IndexSchema | None:
         current = self._live_mapping()
         return None if current is None else mapping.schema_from_mapping(current)
+
+    def _query_schema(self) -> IndexSchema | None:
+        """The schema for checking and scoring queries; None when a search-only user may not
+        read the mapping (403): queries then go unchecked and cosine scores are assumed (the
+        similarity ctir-es indices use), with a notice."""
+        try:
+            return self._schema()
+        except StoreError as exc:
+            if "(403)" not in str(exc):
+                raise
+            self.session.notice(
+                "cannot read the index mapping (403: the user lacks view_index_metadata): "
+                "queries are not checked against the index and kNN scores are taken as cosine"
+            )
+            self._live = {}  # do not ask again in this store
+            return None
 
     def _rescore(self) -> bool:
         """kNN rescoring with the float vectors: quantised index types on 8.18+."""
@@ -406,7 +423,7 @@ class ElasticsearchStore:
         filters: Sequence[Filter] = (),
     ) -> dict[str, list[Hit]]:
         """One ``_msearch`` round trip: the lexical search and every kNN search, one list each."""
-        schema = self._schema() if vectors else None  # the mapping is read once per store
+        schema = self._query_schema() if vectors else None  # the mapping is read once per store
         search_bodies.check_vector_queries(vectors, schema)
         vectors = self._with_candidates(vectors)
         names, searches = search_bodies.msearch_body(
@@ -427,6 +444,8 @@ class ElasticsearchStore:
             f"searching {self.index!r}", lambda: self.client.msearch(searches=searches)
         )
         converters = responses.vector_score_converters(vectors, schema)
+        if schema is None:  # unknown (mapping unreadable): ctir-es fields are cosine
+            converters = {vq.name: responses.cosine_from_score for vq in vectors}
         try:
             results.update(responses.parse_msearch(names, response, converters))
         except StoreError as exc:
@@ -501,14 +520,15 @@ class ElasticsearchStore:
             return 0
         response = self.session.body(
             f"deleting {len(wanted)} products",
-            lambda: self.client.delete_by_query(
-                index=self.index,
-                query={"ids": {"values": wanted}},
-                refresh=True,
-                conflicts="proceed",
+            lambda: self.client.bulk(
+                operations=documents.delete_operations(wanted, self.index), refresh=True
             ),
         )
-        return int(response.get("deleted", 0))
+        deleted, errors = documents.deleted_count(response)
+        if errors:
+            first = next(iter(errors.items()))
+            raise StoreError(f"deleting {len(errors)} product(s) failed, e.g. {first[0]}: {first[1]}")
+        return deleted
 
     def vectors(self, ids: Sequence[str], field: str) -> dict[str, np.ndarray]:
         """The stored ``field`` vectors of ``ids`` (an id without one is absent)."""
@@ -590,7 +610,7 @@ class ElasticsearchStore:
             if ok and method == "rrf" and weights and len(set(weights.values()) | {1.0}) > 1:
                 ok, why = False, "the rrf retriever of Elasticsearch 8.x takes no per-source weights"
             if ok:
-                schema = self._schema() if vectors else None
+                schema = self._query_schema() if vectors else None
                 search_bodies.check_vector_queries(vectors, schema)
                 _names, body = search_bodies.retriever_body(
                     method,

@@ -292,3 +292,21 @@ def mget_vectors(response: Mapping[str, Any], field: str) -> dict[str, np.ndarra
         if isinstance(value, list) and value:
             out[str(doc["_id"])] = np.asarray(value, dtype=np.float32)
     return out
+
+
+def delete_operations(ids: Sequence[str], index: str) -> list[dict[str, Any]]:
+    """``_bulk`` delete actions by id (``_delete_by_query`` lives in the reindex module, which
+    not every distribution has; a bulk delete works on every cluster)."""
+    return [{"delete": {"_index": index, "_id": pid}} for pid in ids]
+
+
+def deleted_count(response: Mapping[str, Any]) -> tuple[int, dict[str, str]]:
+    """``(products deleted, {id: error})`` from a bulk delete response (not_found is no error)."""
+    deleted, errors = 0, {}
+    for item in response.get("items", []):
+        info = item.get("delete", {})
+        if info.get("result") == "deleted":
+            deleted += 1
+        elif info.get("status") != 404:
+            errors[str(info.get("_id", ""))] = error_text(info.get("error", "unknown error"))
+    return deleted, errors
