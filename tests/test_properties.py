@@ -30,8 +30,18 @@ def test_path_format_parse_round_trip(levels: list[str]) -> None:
 def test_parse_is_idempotent_and_clean(text: str) -> None:
     path = parse_category_path(text)
     assert parse_category_path(format_category_path(path)) == path
-    assert all(lv and lv == lv.strip() and ">" not in lv for lv in path)
+    assert all(lv and lv == lv.strip() for lv in path)
     assert path_prefixes(path)[-1:] == ([path] if path else [])
+
+
+any_level = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20).map(
+    lambda s: " ".join(s.split())).filter(bool)
+
+
+@given(st.lists(any_level, min_size=1, max_size=6))
+def test_levels_holding_separators_or_backslashes_round_trip(levels: list[str]) -> None:
+    """The escaping rule (products.py): any level, '>' and '\\' included, survives format/parse."""
+    assert parse_category_path(format_category_path(levels)) == tuple(levels)
 
 
 json_like = st.recursive(

@@ -120,7 +120,7 @@ def test_text_mode_filters_fusion_and_weights(client: TestClient) -> None:
     ({"q": "x", "mode": "image"}, 422),  # no server-side file paths or URLs as queries
     ({"q": "x", "fusion": "max"}, 422),
     ({"q": "x", "weights": "bm25=nan"}, 400),
-    ({"q": "x", "weights": "bm25=-1"}, 422),  # outside the parameter's pattern
+    ({"q": "x", "weights": "bm25=-1"}, 400),  # the validator shared with the CLI (issue 12)
     ({"q": "x", "weights": "bm25=1e9"}, 400),
     ({"q": "x", "weights": "colour=1"}, 400),
     ({"q": "   "}, 400),

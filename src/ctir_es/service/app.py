@@ -230,8 +230,9 @@ def create_app(
         market: Annotated[str | None, Query(max_length=64, description="Only products of this market.")] = None,
         with_image: Annotated[bool, Query(description="Only products with an image.")] = False,
         fusion: Annotated[Literal["rrf", "linear"], Query(description="How the sources are fused.")] = "rrf",
-        weights: Annotated[str | None, Query(max_length=200, pattern=r"^[a-z0-9=.,\s]*$",
-                                             description="Per-source weights, e.g. `bm25=1,text=0.3`.")] = None,
+        weights: Annotated[str | None, Query(max_length=200, description=(
+            "Per-source weights, e.g. `bm25=1,text=0.3` (finite, 0..1000; unnamed sources keep their defaults)."
+        ))] = None,
     ) -> dict[str, Any]:
         filters: list[Filter] = []
         if within is not None and within.strip():

@@ -86,7 +86,7 @@ def _describe(path: Path, exc: BaseException) -> StoreError:
     text = str(exc)
     low = text.lower()
     err = getattr(exc, "errno", None)
-    if "malformed" in low or "not a database" in low or "corrupt" in low:
+    if any(word in low for word in ("malformed", "not a database", "corrupt", "vtable constructor failed")):
         return StoreError(f"store {path} is corrupted ({text}); {REBUILD_HINT}")
     if "full" in low or err == errno.ENOSPC:
         return StoreError(f"the disk holding store {path} is full ({text}): the batch being written was rolled "
