@@ -55,7 +55,7 @@ def main() -> None:
             best[name] = len(texts) / min(times)
         rows.append({"model": model, "id": encoder.manifest["id"], "dims": encoder.dims,
                      "onnx_mb": round(size / 1e6, 1) if size else None,
-                     "max_seq_length": encoder.manifest.get("max_seq_length"),
+                     "max_seq_length": (encoder.manifest.get("text") or {}).get("max_seq_length"),
                      "titles_per_s": round(best["titles"], 1), "attribute_texts_per_s": round(best["attribute texts"], 1),
                      "titles": len(titles), "attribute_texts": len(attributes)})
         print(json.dumps(rows[-1]), flush=True)

@@ -206,8 +206,18 @@ def test_mpnet_assembled_from_part_packages(tiny_text_model_dir: Path, tmp_path:
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     cache = tmp_path / "cache"
+    # the fake parts hold a tiny model: the pinned sha256 sums of the real ones refuse them ...
+    with pytest.raises(EncoderError, match=r"zip\.001 has \d+ bytes, expected 94371840.*models install mpnet"):
+        SentenceTextEncoder("all-mpnet-base-v2", cache_dir=cache).load()
+    assert not (cache / "models").exists() or not any((cache / "models").iterdir())
+    # ... so check them against their own sums instead
+    from ctir_es.encoders import install as install_mod
+
+    checked: list[list[Path]] = []
+    monkeypatch.setattr(install_mod, "verify_parts", lambda model, paths: checked.append(list(paths)) or {})
     enc = SentenceTextEncoder("all-mpnet-base-v2", cache_dir=cache)
     m = enc.manifest
+    assert [p.name for p in checked[0]] == [f"all-mpnet-base-v2.zip.{i:03d}" for i in range(1, 6)]
     assert m["name"] == "all-mpnet-base-v2" and m["id"].startswith("all-mpnet-base-v2@")
     assert Path(m["source"]).is_relative_to(cache / "models")
     reference = SentenceTextEncoder(str(tiny_text_model_dir))
