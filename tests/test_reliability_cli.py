@@ -214,3 +214,16 @@ def test_ingest_json_helper_is_used(tmp_path: Path) -> None:
     report = ingest_json(tmp_path, "jsonl", write_jsonl(tmp_path / "c.jsonl", []), tmp_path / "s.db",
                          "--text-model", "none")
     assert report["indexed"] == len(GOOD)
+
+
+def test_traceback_only_with_vv(tmp_path: Path, sample_store: Path) -> None:
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(sample_store.read_bytes()[:5000])
+    env = {**os.environ, "CTIR_ES_CONFIG": str(tmp_path / "none.toml")}
+    quiet = subprocess.run([*CLI, "stats", "--store", str(broken)], capture_output=True, text=True, env=env,
+                           check=False)
+    loud = subprocess.run([*CLI, "-vv", "stats", "--store", str(broken)], capture_output=True, text=True, env=env,
+                          check=False)
+    assert quiet.returncode == loud.returncode == 1
+    assert "Traceback" not in quiet.stderr and len(quiet.stderr.strip().splitlines()) == 1
+    assert "Traceback" in loud.stderr and "is corrupted" in loud.stderr.strip().splitlines()[-1]
