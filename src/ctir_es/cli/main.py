@@ -58,7 +58,22 @@ def cli(ctx: click.Context, config_file: Path | None, verbose: int) -> None:
     _VERBOSITY["level"] = verbose
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose < 2:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
     ctx.obj = {"config_file": config_file}
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log records without tracebacks: libraries (elastic_transport's retries, urllib3) log
+    exceptions with ``exc_info``; a user sees the one-line cause, ``-vv`` the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text = f"{text} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+        return f"{record.levelname} {record.name}: {text}"
 
 
 def settings_from(ctx: click.Context, **overrides: Any) -> Settings:

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
-from ..errors import ImageError
+from ..errors import ImageError, StoreError
 from ..products import Product
 from ..ranking.plan import CLIP_ITA_VECTOR, IMAGE_VECTOR, TITLE_VECTOR
 from ..store.base import Document, IndexSchema, Store, VectorField
@@ -156,19 +156,29 @@ class Pipeline:
                     continue
                 yield position, product
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctir-images") as pool:
-            pending: tuple[list[tuple[int, Product]], Future[list[_Loaded]]] | None = None
-            for batch in _batches(numbered(), self.options.batch_size):
-                future = pool.submit(_load_images, [p for _, p in batch], self.load_images)
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctir-images") as pool:
+                pending: tuple[list[tuple[int, Product]], Future[list[_Loaded]]] | None = None
+                for batch in _batches(numbered(), self.options.batch_size):
+                    future = pool.submit(_load_images, [p for _, p in batch], self.load_images)
+                    if pending is not None:
+                        self._index_batch(*pending, report, checkpoint_key)
+                        if on_batch:
+                            on_batch(report)
+                    pending = (batch, future)
                 if pending is not None:
                     self._index_batch(*pending, report, checkpoint_key)
                     if on_batch:
                         on_batch(report)
-                pending = (batch, future)
-            if pending is not None:
-                self._index_batch(*pending, report, checkpoint_key)
-                if on_batch:
-                    on_batch(report)
+        except StoreError as exc:
+            if not checkpoint_key:
+                raise
+            # say what is safe and how to go on (the store failed, e.g. a node died)
+            raise StoreError(
+                f"{exc} - {report.indexed} products were committed in this run with their "
+                "checkpoint; nothing committed is lost: run the same ingest again to resume "
+                "from there"
+            ) from None
         if checkpoint_key:
             self.store.clear_checkpoint(checkpoint_key)  # complete: a later run starts afresh
         return report

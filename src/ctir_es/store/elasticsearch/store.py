@@ -268,9 +268,18 @@ class ElasticsearchStore:
         lines = list(self._lines(enumerate(docs, 1), schema, errors))
         result = WriteResult(errors=errors)
         if lines:
-            bulk = self.session.call(
-                f"bulk indexing into {self.index!r}", lambda: self._writer().write(lines)
-            )
+            try:
+                bulk = self.session.call(
+                    f"bulk indexing into {self.index!r}", lambda: self._writer().write(lines)
+                )
+            except BulkAborted as exc:
+                if "Connection" not in str(exc) and "Timeout" not in str(exc):
+                    raise
+                raise BulkAborted(
+                    f"cannot reach Elasticsearch at {self.connection.redacted_url}: {exc}",
+                    exc.result,
+                    exc.pending,
+                ) from None
             result.written = bulk.written
             result.errors.update(bulk.errors)
             if self.refresh:
