@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,6 +90,11 @@ def test_sigkill_mid_ingest_then_rerun_gives_every_product_once(
     fault_node: str, flipkart_dir: Path, tiny_text_model_dir: Path, tmp_path: Path
 ) -> None:
     url = fault_node
+    for name in (INDEX, f"{INDEX}-v1", f"{INDEX}-ctir-meta"):  # leftovers of an aborted run
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{url}/{name}", method="DELETE"), timeout=10)
+        except urllib.error.HTTPError:
+            pass
     first = ingest(flipkart_dir, tiny_text_model_dir, url, tmp_path)
     deadline = time.monotonic() + 240
     while checkpoint(url) < 100 and first.poll() is None and time.monotonic() < deadline:

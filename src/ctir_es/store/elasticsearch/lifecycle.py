@@ -368,9 +368,11 @@ def _copy(session: EsSession, source: str, dest: str, timeout: float) -> tuple[s
     def client_side() -> dict[str, Any]:
         client = session.client.options(request_timeout=timeout, max_retries=0)
         # helpers.reindex would first ask for data streams (x-pack): scan + bulk directly
+        # 9.x keeps dense vectors out of _source by default: ask for them (8.x has no option)
+        extra = bodies.source_with_vectors(session.cluster_info().version_tuple)
         actions = (
             {"_op_type": "index", "_index": dest, "_id": hit["_id"], "_source": hit["_source"]}
-            for hit in helpers.scan(client, index=source, size=500, preserve_order=False)
+            for hit in helpers.scan(client, index=source, size=500, preserve_order=False, **extra)
         )
         copied, failures = 0, []
         for ok, item in helpers.streaming_bulk(

@@ -91,3 +91,14 @@ def reindex_failures(response: Mapping[str, Any]) -> list[str]:
             f"{failure.get('id', '?')}: {cause.get('type', 'error')}: {cause.get('reason', '')}"[:300]
         )
     return out
+
+
+def source_with_vectors(version: tuple[int, int, int]) -> dict[str, Any]:
+    """Search parameters that return dense vectors in ``_source``.
+
+    From 9.x, new indices leave vectors out of ``_source`` unless a request says
+    ``"_source": {"exclude_vectors": false}`` (``index.mapping.exclude_source_vectors``); 8.x
+    always returns them and knows no such option. An unknown version (0.0.0) is treated as 8.x.
+    (reference: dense-vector.html, "Synthetic _source / exclude_vectors")
+    """
+    return {"source": {"exclude_vectors": False}} if version >= (9, 0, 0) else {}
