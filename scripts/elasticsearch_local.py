@@ -23,6 +23,13 @@ lacks analysis-common (the ``english`` analyser, ``path_hierarchy``), ingest-com
 lang-painless (pipeline processors), reindex (``_reindex``) and the rank-rrf retrievers;
 ctir-es detects each and falls back (see README, "Try the Elasticsearch path without Docker").
 
+The ``english`` analyser matters most (category names are plural, titles singular), so this
+tool gives the test distribution one: ``scripts/es-plugin/ctir-analysis`` is a stable-API
+analysis plugin (one class wrapping Lucene's ``EnglishAnalyzer``, which is what
+analysis-common's ``english`` builds), compiled here with the JDK's ``javac`` against the
+distribution's own jars and installed with ``elasticsearch-plugin``. The index mapping is then
+the production one. ``up --no-english`` leaves it out (to see the fallback).
+
 Only the standard library: it runs before any virtualenv exists (CI calls it first).
 """
 
@@ -52,6 +59,8 @@ ARTIFACT = "elasticsearch"
 DEFAULT_VERSION = "8.19.21"
 CENTRAL = "https://repo.maven.apache.org/maven2"
 RUN_USER = "ctir-es"
+PLUGIN = "ctir-analysis"
+PLUGIN_SOURCE = Path(__file__).resolve().parent / "es-plugin" / PLUGIN
 DEFAULT_CLUSTER = "ctir-local"
 
 
@@ -190,6 +199,58 @@ def unpack(version: str, zip_path: Path) -> Path:
     for path in [home(), dist, target]:
         path.chmod(0o755)
     return target
+
+
+# ------------------------------------------------------------------ the english analyser plugin
+
+
+def install_english(dist: Path, java_home: Path, version: str) -> str:
+    """Build and install the ``english`` analyser plugin into ``dist`` unless the distribution
+    has analysis-common or the plugin is there. Returns what was done, for the log."""
+    if (dist / "modules" / "analysis-common").is_dir():
+        return "analysis-common present"
+    if (dist / "plugins" / PLUGIN).is_dir():
+        return f"{PLUGIN} installed"
+    javac, jar = java_home / "bin" / "javac", java_home / "bin" / "jar"
+    if not javac.exists() or not jar.exists():
+        raise LocalEsError(
+            f"{java_home} has no javac/jar to build the {PLUGIN} plugin (the english analyser): "
+            "install a JDK (apt-get install openjdk-17-jdk-headless) or pass --no-english"
+        )
+    release = "21" if major(version) >= 9 else "17"
+    work = home() / "build" / f"{PLUGIN}-{version}"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "classes").mkdir(parents=True)
+    (work / "zip").mkdir()
+    sources = sorted(str(p) for p in (PLUGIN_SOURCE / "src").rglob("*.java"))
+
+    def run(command: list[str], what: str) -> None:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "ES_JAVA_HOME": str(java_home)})
+        if proc.returncode != 0:
+            raise LocalEsError(f"{what} failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
+
+    run([str(javac), "--release", release, "-cp", str(dist / "lib" / "*"), "-d",
+         str(work / "classes"), *sources], f"compiling the {PLUGIN} plugin")
+    run([str(jar), "cf", str(work / "zip" / f"{PLUGIN}.jar"), "-C", str(work / "classes"), "."],
+        f"packaging the {PLUGIN} plugin")
+    (work / "zip" / "stable-plugin-descriptor.properties").write_text(
+        "description=The english analyser for distributions without analysis-common (ctir-es)\n"
+        f"version=1.0.0\nname={PLUGIN}\njava.version={release}\nelasticsearch.version={version}\n",
+        encoding="utf-8",
+    )
+    (work / "zip" / "named_components.json").write_text(
+        json.dumps({"org.elasticsearch.plugin.analysis.AnalyzerFactory":
+                    {"english": "org.ctir.analysis.EnglishAnalyzerFactory"}}),
+        encoding="utf-8",
+    )
+    bundle = work / f"{PLUGIN}.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for item in sorted((work / "zip").iterdir()):
+            archive.write(item, item.name)
+    run([str(dist / "bin" / "elasticsearch-plugin"), "install", "--batch", bundle.as_uri()],
+        f"installing the {PLUGIN} plugin")
+    return f"{PLUGIN} built and installed (the english analyser)"
 
 
 # ------------------------------------------------------------------ cluster state
@@ -484,6 +545,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     java = find_java(args.version)
     dist = unpack(args.version, fetch(args.version, args.zip))
+    if args.no_english:
+        plugin_dir = dist / "plugins" / PLUGIN
+        if plugin_dir.is_dir():
+            shutil.rmtree(plugin_dir)
+        print("english analyser plugin left out (--no-english)", file=sys.stderr)
+    else:
+        print(install_english(dist, java, args.version), file=sys.stderr)
     if existing:  # stopped cluster: keep its data unless the shape changed
         if existing.version != args.version or len(existing.nodes) != args.nodes:
             shutil.rmtree(Cluster.state_file(name).parent, ignore_errors=True)
@@ -629,6 +697,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--heap", default=None, help="per node (default 1g, 512m with several nodes)")
     up.add_argument("--zip", default=None, help="a local copy of the distribution zip")
     up.add_argument("--timeout", type=float, default=240.0)
+    up.add_argument("--no-english", action="store_true",
+                    help=f"do not add the {PLUGIN} plugin (the english analyser) to the test distribution")
     up.set_defaults(run=cmd_up)
 
     down = sub.add_parser("down", help="stop every node")

@@ -334,18 +334,27 @@ def test_lexical_body_without_filters_and_zero_weights() -> None:
     body = search_bodies.lexical_body(
         LexicalQuery("blender", {"title": 3, "categories": 0, "description": 0.25}), 5
     )
+    # combined_fields (the default) needs boosts >= 1: the weights are scaled, ratios kept
     assert body == {
         "size": 5,
         "_source": False,
         "track_total_hits": False,
-        "query": {
-            "multi_match": {
-                "query": "blender",
-                "type": "most_fields",
-                "fields": ["title^3", "description^0.25"],
-            }
-        },
+        "query": {"combined_fields": {"query": "blender", "fields": ["title^12", "description^1"]}},
     }
+    most = search_bodies.lexical_body(
+        LexicalQuery("blender", {"title": 3, "categories": 0, "description": 0.25}),
+        5,
+        multi_match_type="most_fields",
+    )
+    assert most["query"] == {
+        "multi_match": {
+            "query": "blender",
+            "type": "most_fields",
+            "fields": ["title^3", "description^0.25"],
+        }
+    }
+    with pytest.raises(QueryError, match="supported: most_fields, best_fields"):
+        search_bodies.lexical_body(LexicalQuery("blender"), 5, multi_match_type="phrase")
 
 
 def test_lexical_body_with_nothing_to_search() -> None:

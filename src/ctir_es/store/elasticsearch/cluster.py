@@ -38,6 +38,8 @@ QUANTIZED_INDEX_OPTIONS: frozenset[str] = frozenset({"int8_hnsw", "int4_hnsw", "
 RESCORE_VECTOR_MIN_VERSION = (8, 18)
 # modules of the default distribution that ctir-es uses when present
 ANALYSIS_MODULE = "analysis-common"  # the ``english`` analyser
+# scripts/elasticsearch-local's stable plugin giving the test distribution ``english``
+ENGLISH_PLUGIN = "ctir-analysis"
 REINDEX_MODULE = "reindex"  # ``_reindex``
 RETRIEVER_MODULE = "rank-rrf"  # the rrf and linear retrievers (x-pack)
 
@@ -111,8 +113,11 @@ class ClusterInfo:
 
     @property
     def text_analyzer(self) -> str:
-        """``english`` where analysis-common is there, else ``standard`` (no stemming)."""
-        return "english" if self.has_module(ANALYSIS_MODULE) else "standard"
+        """``english`` where analysis-common (or the local tool's ctir-analysis plugin) is
+        there, else ``standard`` (no stemming)."""
+        if self.has_module(ANALYSIS_MODULE) or self.has_module(ENGLISH_PLUGIN):
+            return "english"
+        return "standard"
 
     @property
     def server_reindex(self) -> bool:
