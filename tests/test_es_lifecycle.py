@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from es_stub import EsState, EsStub, start
 
-from ctir_es.errors import SchemaMismatch, StoreError
+from ctir_es.errors import ConfigError, SchemaMismatch, StoreError
 from ctir_es.store.elasticsearch.bodies import index as mapping
 from ctir_es.store.elasticsearch.bodies import aliases as bodies
 from ctir_es.store.elasticsearch.bodies import search as search_bodies
@@ -380,3 +380,32 @@ def test_search_only_user_without_view_index_metadata(
     assert len(notices) == 1
     with pytest.raises(StoreError, match="`read` and `view_index_metadata`"):
         store_for(stub).schema()
+
+
+def test_index_options_are_checked_against_the_cluster_version(stub: EsStub) -> None:
+    """bbq_hnsw needs 8.16: an 8.14 cluster gets a clear error and nothing is created."""
+    stub.state.version = "8.14.3"
+    wide = IndexSchema({"v": VectorField(64, "cosine", {"id": "tiny@1"})})
+    with pytest.raises(ConfigError, match="bbq_hnsw needs Elasticsearch 8.16\\+, the cluster runs 8.14.3"):
+        store_for(stub, index_options="bbq_hnsw").setup(wide)
+    assert stub.state.indices == {}
+    store_for(stub, index_options="int8_hnsw").setup(wide)  # 8.12+: fine
+    assert list(stub.state.indices) == ["products-v1"]
+
+
+def test_a_client_without_retrievers_falls_back_to_client_side_fusion(
+    stub: EsStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """elasticsearch-py < 8.14 has no ``retriever`` argument: the TypeError never escapes."""
+    stub.state.licence = "enterprise"
+    store = _loaded(stub)
+
+    def old_search(*args: object, **kwargs: object) -> None:
+        if "retriever" in kwargs:
+            raise TypeError("search() got an unexpected keyword argument 'retriever'")
+        raise AssertionError("only the retriever search is expected here")
+
+    monkeypatch.setattr(store.client, "search", old_search)
+    fused = store.search_fused(LEX, VEC, 2)
+    assert not fused.server_side and "older than 8.14" in (fused.notice or "")
+    assert [h.id for h in fused.hits]

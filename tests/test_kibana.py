@@ -40,7 +40,13 @@ import requests
 from click.testing import CliRunner
 
 from ctir_es.errors import ConfigError, StoreError
-from ctir_es.es_mappings.kibana import (
+from ctir_es.kibana.client import (
+    IMPORT_FILENAME,
+    KibanaConnection,
+    import_request,
+    import_saved_objects,
+)
+from ctir_es.kibana.saved_objects import (
     DASHBOARD_ID,
     DATA_VIEW_ID,
     DEFAULT_VECTOR_FIELDS,
@@ -54,17 +60,7 @@ from ctir_es.es_mappings.kibana import (
     saved_objects,
     to_ndjson,
 )
-from ctir_es.store.es.kibana import (
-    IMPORT_FILENAME,
-    KibanaConnection,
-    import_request,
-    import_saved_objects,
-)
-
-try:  # the index definition is moving into the Elasticsearch backend package
-    from ctir_es.store.elasticsearch.bodies import index as mapping
-except ImportError:
-    from ctir_es.es_mappings import index as mapping  # type: ignore[no-redef]
+from ctir_es.store.elasticsearch.bodies import index as mapping
 
 TYPES = ["index-pattern", "lens", "search", "dashboard"]
 # attribute keys Kibana's create schemas allow (unknown keys are refused on create)

@@ -318,7 +318,7 @@ def hostile_catalogue(tmp_path: Path, tiny_text_model_dir: Path):
     }
     search.index([{"id": pid, "title": f"product {pid}", "images": [ref]} for pid, ref in refs.items()])
     loader = search.image_loader
-    cached = loader._cache_file(refs["cached"])
+    cached = loader.cache_path(refs["cached"])
     cached.parent.mkdir(parents=True)
     cached.write_bytes(sample_image().read_bytes())
     yield TestClient(create_app(search, [root]), raise_server_exceptions=False, follow_redirects=False)

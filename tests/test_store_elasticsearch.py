@@ -202,3 +202,31 @@ def test_hybrid_query_server_and_client_side(make_store: Callable[..., Elasticse
         assert not server.server_side and server.notice
     filtered = store.search_fused(lexical, vectors, 5, [Filter("category", "subtree", ("Watches",))])
     assert [h.id for h in filtered.hits] == ["p4"]
+
+
+def test_quantised_default_index_scores_are_cosines_within_tolerance(
+    make_store: Callable[..., ElasticsearchStore],
+) -> None:
+    """int8_hnsw (the default) quantises vectors; on 8.18+ kNN rescoring with the float vectors
+    gives exact cosines (tolerance 1e-3), before that the int8 scores (tolerance 0.03). The
+    top 10 is the exact one either way on 400 products (at most one swap at the cut)."""
+    dims, n = 64, 400
+    rng = np.random.default_rng(11)
+    matrix = rng.normal(size=(n, dims)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    schema = IndexSchema({"v": VectorField(dims, "cosine", {"id": "rand@1"})})
+    store = make_store(index_options="int8_hnsw")
+    store.setup(schema)
+    docs = [Document(Product(id=f"q{i}", title=f"item {i}"), {"v": matrix[i]}) for i in range(n)]
+    assert store.upsert(docs).written == n
+    rescored = store.cluster_info().rescore_vector("int8_hnsw")
+    tolerance = 1e-3 if rescored else 0.03
+    for q in range(5):
+        query = rng.normal(size=dims).astype(np.float32)
+        query /= np.linalg.norm(query)
+        exact = matrix @ query
+        want = [f"q{i}" for i in np.argsort(-exact)[:10]]
+        hits = store.search(None, [VectorQuery("v", query, num_candidates=200)], 10)["v"]
+        assert len(set(want) & {h.id for h in hits}) >= 9
+        for hit in hits:
+            assert abs(hit.score - float(exact[int(hit.id[1:])])) < tolerance, (hit, rescored)

@@ -8,7 +8,7 @@ Top-level layout (one concept per subpackage):
 - ``schema``       the values crossing the Store boundary (index schema, documents, queries, hits)
 - ``store``        the ``Store`` protocol with an embedded (SQLite) backend and the
                    Elasticsearch backend (``store.elasticsearch``: one package, bodies as data)
-- ``es_mappings``  Kibana saved objects for the products index, as data
+- ``kibana``       Kibana saved objects for the products index (data) and their import
 - ``ranking``      query planning and fusion (RRF, linear)
 - ``cli``          thin click commands over the library
 - ``service``      the HTTP API and web page (FastAPI) over ``Search``

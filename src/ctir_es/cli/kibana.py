@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..es_mappings.kibana import saved_objects, to_ndjson
-from ..store.es.kibana import KibanaConnection, import_saved_objects
+from ..kibana.client import KibanaConnection, import_saved_objects
+from ..kibana.saved_objects import saved_objects, to_ndjson
 from .main import cli, settings_from
 
 

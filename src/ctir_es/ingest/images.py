@@ -146,14 +146,16 @@ class ImageLoader:
         except OSError as exc:
             raise ImageError("missing", f"cannot read {path}: {exc}") from None
 
-    def _cache_file(self, url: str) -> Path | None:
+    def cache_path(self, url: str) -> Path | None:
+        """Where a downloaded ``url`` is (or would be) cached; None without a cache. The
+        service serves images of remote products from here."""
         if self.cache_dir is None:
             return None
         digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
         return self.cache_dir / digest[:2] / digest
 
     def _fetch_url(self, url: str) -> bytes:
-        cached = self._cache_file(url)
+        cached = self.cache_path(url)
         if cached is not None and cached.is_file():
             try:
                 return cached.read_bytes()

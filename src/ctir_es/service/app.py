@@ -342,8 +342,8 @@ def create_app(
             if found is None or not found.image:
                 return None
             cache_file = None
-            if loader is not None and hasattr(loader, "_cache_file"):
-                cache_file = loader._cache_file(found.image)  # the ingest's download cache
+            if loader is not None and hasattr(loader, "cache_path"):
+                cache_file = loader.cache_path(found.image)  # the ingest's download cache
             return resolve_image(found.image, roots, cache_file, limits.max_image_file_bytes)
 
         served = await run(find)

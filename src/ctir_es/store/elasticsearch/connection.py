@@ -57,7 +57,7 @@ def redact_url(url: str) -> str:
     return _USERINFO.sub(f"{REDACTED}@", url)
 
 
-def _parse_bool(name: str, value: str) -> bool:
+def parse_bool(name: str, value: str) -> bool:
     text = value.strip().lower()
     if text in _TRUE:
         return True
@@ -190,7 +190,7 @@ class EsConnection:
             if raw is not None and raw.strip():
                 values[name] = raw.strip()
         if (raw := env.get("CTIR_ES_VERIFY_CERTS")) is not None and raw.strip():
-            values["verify_certs"] = _parse_bool("CTIR_ES_VERIFY_CERTS", raw)
+            values["verify_certs"] = parse_bool("CTIR_ES_VERIFY_CERTS", raw)
         if (raw := env.get("CTIR_ES_REQUEST_TIMEOUT")) is not None and raw.strip():
             try:
                 values["request_timeout"] = float(raw)

@@ -1,6 +1,6 @@
 """Index lifecycle on a live cluster: setup, status, reindex with an alias swap, swap, drop.
 
-The request bodies come from ``ctir_es.es_mappings.lifecycle`` / ``index`` / ``pipeline``;
+The request bodies come from ``bodies.aliases`` and ``bodies.index``;
 this module sequences them. Naming: the store's index name (``CTIR_ES_INDEX``, default
 ``products``) is an ALIAS; the data lives in ``products-v1``, ``products-v2``, ...
 

@@ -41,12 +41,12 @@ reviewed as JSON. Choices, with the reference pages that back them (Elasticsearc
   template maps each of them to ``keyword``. (reference/8.15/dynamic.html,
   dynamic-templates.html#path-match-unmatch)
 - Derived fields, computed by the client when it builds each document
-  (``ctir_es.es_mappings.documents``): ``category_top``, ``category_ancestors`` (every ancestor
+  (``documents``): ``category_top``, ``category_ancestors`` (every ancestor
   as "A > B"), ``category_levels.lN``, ``category_depth`` and ``ingested_at``. Mapping v2 had an
   ingest pipeline (Painless, html_strip) derive them server-side; v3 needs no ingest module,
   and ``_reindex`` copies documents verbatim (nothing is re-derived or re-stamped).
 - Versioned indices behind an alias: the store writes and reads ``products`` (an alias), the
-  data lives in ``products-v1``, ``products-v2``, ...; see ``ctir_es.es_mappings.lifecycle``.
+  data lives in ``products-v1``, ``products-v2``, ...; see ``aliases``.
 """
 
 from __future__ import annotations

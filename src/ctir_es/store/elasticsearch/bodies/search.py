@@ -20,7 +20,7 @@ check the requests the store makes. Reference pages (Elasticsearch 8.x) they fol
   (reference/8.15/search-multi-search.html);
 - writes: bulk ``index`` actions with ``_id`` = product id, so re-ingesting replaces
   (reference/8.15/docs-bulk.html); reads: ``_mget`` (reference/8.15/docs-multi-get.html).
-- server-side fusion (optional, see ``ctir_es.store.es.capabilities``): one ``_search`` with a
+- server-side fusion (optional, see ``..cluster``): one ``_search`` with a
   ``retriever``: ``rrf`` over ``standard`` + ``knn`` retrievers (``rank_constant``,
   ``rank_window_size``; GA in 8.16, reference/8.16/retriever.html#rrf-retriever) or ``linear``
   with per-retriever ``weight`` and ``normalizer: minmax`` (8.18+,

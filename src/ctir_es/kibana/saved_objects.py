@@ -50,7 +50,7 @@ from collections.abc import Iterable
 from importlib.resources import files
 from typing import Any
 
-from ...errors import ConfigError
+from ..errors import ConfigError
 
 SAVED_OBJECTS_FILE = "saved_objects.ndjson"
 DATA_VIEW_ID = "ctir-es-products"

@@ -25,12 +25,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ...errors import ConfigError, StoreError
-
-try:  # the Elasticsearch backend is moving from store/es/ to store/elasticsearch/
-    from .connection import REDACTED, _parse_bool, redact_url
-except ImportError:  # pragma: no cover - depends on the layout
-    from ..elasticsearch.connection import REDACTED, _parse_bool, redact_url
+from ..errors import ConfigError, StoreError
+from ..store.elasticsearch.connection import REDACTED, parse_bool, redact_url
 
 DEFAULT_KIBANA_URL = "http://localhost:5601"
 
@@ -79,7 +75,7 @@ class KibanaConnection:
             )
         values["ca_certs"] = get("CTIR_KIBANA_CA_CERTS")
         if (raw := get("CTIR_KIBANA_VERIFY_CERTS")) is not None:
-            values["verify_certs"] = _parse_bool("CTIR_KIBANA_VERIFY_CERTS", raw)
+            values["verify_certs"] = parse_bool("CTIR_KIBANA_VERIFY_CERTS", raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -1,1 +1,0 @@
-"""Kibana saved objects for the products index, as data (see ``kibana/``)."""
