@@ -41,6 +41,7 @@ import numpy as np
 from ..errors import MissingExtraError, SchemaMismatch, StoreError, StoreLocked
 from ..filters import Filter
 from ..products import Product, format_category_path, path_prefixes
+from . import lexical_tantivy
 from .base import (
     LEXICAL_FIELDS,
     LEXICAL_SOURCE,
@@ -70,6 +71,10 @@ RESCORE_FACTOR = 4  # approximate indexes fetch k * this many candidates, rescor
 IVF_NPROBE = 16
 IVF_MAX_LISTS = 1024  # k-means on 64 x lists training vectors: ~10 s at 1M x 512 on 2 cores
 HNSW_M, HNSW_EF_SEARCH = 32, 128
+# The lexical engine, chosen when a store is created and recorded in it: "fts5" (SQLite FTS5,
+# the default) or "tantivy" (a tantivy index beside the file, pip install 'ctir-es[lexical]').
+LEXICAL_ENGINES = ("fts5", "tantivy")
+LEXICAL_ENV = "CTIR_ES_LEXICAL_ENGINE"  # the engine of NEW stores when the constructor names none
 MASK_CACHE = 32  # filter masks kept per vector field
 SQLITE_MAGIC = b"SQLite format 3\x00"
 REBUILD_HINT = ("to rebuild it, move the file aside and run the same `ctir-es ingest` into it again "
@@ -135,6 +140,25 @@ CREATE TABLE IF NOT EXISTS products (
     market TEXT,
     has_image INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS category_nodes (
+    node TEXT NOT NULL,         -- every ancestor prefix of every path, joined with NODE_SEP
+    product INTEGER NOT NULL REFERENCES products(rowid) ON DELETE CASCADE,
+    PRIMARY KEY (node, product)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS category_nodes_product ON category_nodes(product);
+-- A rowid table: vectors are large rows, which WITHOUT ROWID tables spill to overflow pages
+-- (2.3x the raw size at 512 dims). Stores created before keep their layout; the SQL is the same.
+CREATE TABLE IF NOT EXISTS vectors (
+    field TEXT NOT NULL,
+    product INTEGER NOT NULL REFERENCES products(rowid) ON DELETE CASCADE,
+    vec BLOB NOT NULL,          -- float32, L2-normalised
+    UNIQUE (field, product)
+);
+CREATE INDEX IF NOT EXISTS vectors_product ON vectors(product);
+"""
+
+# The FTS5 lexical engine (the default): an external-content index kept in step by triggers.
+_FTS_DDL = """
 CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
     title, categories, attributes, description,
     content='products', content_rowid='rowid',
@@ -155,21 +179,6 @@ CREATE TRIGGER IF NOT EXISTS products_au AFTER UPDATE ON products BEGIN
     INSERT INTO products_fts(rowid, title, categories, attributes, description)
     VALUES (new.rowid, new.title, new.categories, new.attributes, new.description);
 END;
-CREATE TABLE IF NOT EXISTS category_nodes (
-    node TEXT NOT NULL,         -- every ancestor prefix of every path, joined with NODE_SEP
-    product INTEGER NOT NULL REFERENCES products(rowid) ON DELETE CASCADE,
-    PRIMARY KEY (node, product)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS category_nodes_product ON category_nodes(product);
--- A rowid table: vectors are large rows, which WITHOUT ROWID tables spill to overflow pages
--- (2.3x the raw size at 512 dims). Stores created before keep their layout; the SQL is the same.
-CREATE TABLE IF NOT EXISTS vectors (
-    field TEXT NOT NULL,
-    product INTEGER NOT NULL REFERENCES products(rowid) ON DELETE CASCADE,
-    vec BLOB NOT NULL,          -- float32, L2-normalised
-    UNIQUE (field, product)
-);
-CREATE INDEX IF NOT EXISTS vectors_product ON vectors(product);
 """
 
 _UPSERT = """
@@ -233,9 +242,14 @@ class _VectorCache:
 class EmbeddedStore:
     """SQLite + FTS5 + NumPy. ``EmbeddedStore(path)`` does no I/O; the first call opens the file."""
 
-    def __init__(self, path: str | Path, vector_index: str = "exact") -> None:
+    def __init__(self, path: str | Path, vector_index: str = "exact", lexical: str | None = None) -> None:
         if vector_index not in VECTOR_INDEXES:
             raise StoreError(f"unknown vector_index {vector_index!r}; supported: {', '.join(VECTOR_INDEXES)}")
+        if lexical is not None and lexical not in LEXICAL_ENGINES:
+            raise StoreError(f"unknown lexical engine {lexical!r}; supported: {', '.join(LEXICAL_ENGINES)}")
+        self._lexical_requested = lexical
+        self.lexical_engine: str | None = None  # known once the file is open
+        self._lex: lexical_tantivy.TantivyLexical | None = None
         self.vector_index = vector_index
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
@@ -266,6 +280,9 @@ class EmbeddedStore:
                 self._conn.close()
                 self._vectors.clear()
             self._conn = None
+            if self._lex is not None:
+                self._lex.close()
+                self._lex = None
             self._conn, self._writable = self._open(create=True), True
         return self._conn
 
@@ -285,14 +302,68 @@ class EmbeddedStore:
                 conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
                 conn.executescript(_DDL)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)", (str(SCHEMA_VERSION),))
+                self._create_lexical(conn)
             else:
                 conn = self._open_for_reading()
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             conn.execute("PRAGMA foreign_keys=ON")
             self._check_format(conn)
+            self._open_lexical(conn, writable=create)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise _describe(self.path, exc) from exc
         return conn
+
+    def _create_lexical(self, conn: sqlite3.Connection) -> None:
+        """Record the lexical engine of a new store (an existing one keeps its own) and create
+        its tables: FTS5 with its triggers, or tantivy's change log with its triggers."""
+        engine = self._engine_of(conn)
+        if engine is None:
+            old = conn.execute("SELECT 1 FROM sqlite_master WHERE name='products_fts'").fetchone()
+            engine = "fts5" if old else (self._lexical_requested or os.environ.get(LEXICAL_ENV) or "fts5")
+            if engine not in LEXICAL_ENGINES:
+                raise StoreError(f"unknown lexical engine {engine!r} (from {LEXICAL_ENV}); "
+                                 f"supported: {', '.join(LEXICAL_ENGINES)}")
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('lexical_engine', ?)", (engine,))
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_uuid', ?)", (lexical_tantivy.new_store_uuid(),))
+            engine = self._engine_of(conn)
+        conn.executescript(_FTS_DDL if engine == "fts5" else lexical_tantivy.LOG_DDL)
+
+    @staticmethod
+    def _engine_of(conn: sqlite3.Connection) -> str | None:
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='lexical_engine'").fetchone()
+        except sqlite3.OperationalError:
+            return None
+        if row is not None:
+            return str(row[0])
+        has_fts = conn.execute("SELECT 1 FROM sqlite_master WHERE name='products_fts'").fetchone()
+        return "fts5" if has_fts else None  # stores made before the setting existed use FTS5
+
+    def _open_lexical(self, conn: sqlite3.Connection, *, writable: bool) -> None:
+        engine = self._engine_of(conn) or "fts5"
+        if self._lexical_requested is not None and engine != self._lexical_requested:
+            raise StoreError(f"store {self.path} uses the {engine} lexical engine, not {self._lexical_requested}; "
+                             "open it without naming an engine, or ingest into a new --store")
+        self.lexical_engine = engine
+        if engine != "tantivy" or self._lex is not None:
+            return
+        row = conn.execute("SELECT value FROM meta WHERE key='store_uuid'").fetchone()
+        lex = lexical_tantivy.TantivyLexical(self.path, str(row[0]) if row else "")
+        try:
+            lex.open(create=True)  # a missing or foreign index beside the file is rebuilt from SQLite
+            lex.catch_up(conn, attempts=20 if writable else 1)
+            if not writable:
+                lex.release_writer()
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"the tantivy index beside store {self.path} cannot be opened or updated ({exc}); "
+                             f"it is derived from the store: remove {lexical_tantivy.index_dir(self.path)} "
+                             "on writable media and open the store again to rebuild it") from exc
+        self._lex = lex
+
+    def _sync_lexical(self) -> None:
+        """After a committed write: bring the tantivy index up to date (the writer's job)."""
+        if self._lex is not None and self._conn is not None:
+            self._lex.catch_up(self._conn, attempts=20)
 
     def _open_for_reading(self) -> sqlite3.Connection:
         """Read-write when possible (WAL readers share memory with the writer), else read-only,
@@ -395,6 +466,9 @@ class EmbeddedStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._lex is not None:
+                self._lex.close()
+                self._lex = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -451,6 +525,8 @@ class EmbeddedStore:
             conn = self._wconn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if self._lex is not None:  # the log entries tantivy has applied are not needed any more
+                    conn.execute("DELETE FROM lexical_log WHERE seq <= ?", (self._lex.applied,))
                 for doc in docs:
                     problem = _vector_problem(doc, schema)
                     if problem:
@@ -483,6 +559,7 @@ class EmbeddedStore:
                         conn.execute("ROLLBACK")
                 raise
             self._vectors.clear()  # our own commits do not change data_version for us
+            self._sync_lexical()
         return result
 
     @_guarded(empty=lambda: None)
@@ -502,6 +579,7 @@ class EmbeddedStore:
             marks = ",".join("?" * len(ids))
             cur = self._wconn.execute(f"DELETE FROM products WHERE id IN ({marks})", list(ids))
             self._vectors.clear()
+            self._sync_lexical()
             return cur.rowcount
 
     # -- reads ------------------------------------------------------------------------------
@@ -515,6 +593,11 @@ class EmbeddedStore:
         filters: Sequence[Filter] = (),
     ) -> dict[str, list[Hit]]:
         with self._lock:
+            if self._changed_elsewhere():
+                self._vectors.clear()
+                if self._lex is not None and not self._writable:  # a writer that died: catch up
+                    self._lex.catch_up(self.conn)
+                    self._lex.release_writer()
             out: dict[str, list[Hit]] = {}
             if lexical is not None:
                 out[LEXICAL_SOURCE] = self._lexical(lexical, k, filters)
@@ -523,6 +606,8 @@ class EmbeddedStore:
             return out
 
     def _lexical(self, query: LexicalQuery, k: int, filters: Sequence[Filter]) -> list[Hit]:
+        if self._lex is not None:
+            return self._lex.search(self.conn, query, k, filters)
         fields = [f for f in LEXICAL_FIELDS if query.weights.get(f, 0) > 0]
         expr = fts_query(query.text, fields) if fields else None
         if expr is None:
@@ -549,8 +634,6 @@ class EmbeddedStore:
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def _field_matrix(self, name: str) -> _VectorCache:
-        if self._changed_elsewhere():
-            self._vectors.clear()
         cache = self._vectors.get(name)
         if cache is None:
             cache = self._vectors[name] = self._load_field(name)

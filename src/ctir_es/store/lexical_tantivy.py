@@ -1,0 +1,333 @@
+"""A tantivy BM25 index beside the SQLite store: the fast lexical engine (``lexical="tantivy"``).
+
+SQLite stays the source of truth. Every change to ``products`` appends the product's rowid to
+``lexical_log`` (triggers, in the same transaction as the change). The tantivy index records
+the last log position it has applied (``state.json``, written after each tantivy commit), and
+``catch_up`` applies the rest: delete by rowid, re-add from the current SQLite row. Applying a
+position twice is harmless (delete + add), so a crash between the tantivy commit and the state
+file only repeats work; a crash before the tantivy commit loses nothing (the log still holds it).
+Inserts of rowids above every rowid the index may hold skip the delete (bulk loads); that bound
+is written to the state file before each tantivy commit.
+
+Freshness rule: the process that writes SQLite catches the index up right after each committed
+batch; any other process catches up on open when no writer holds tantivy's lock. A reader may
+therefore see lexical results that lag SQLite by the batch being indexed (milliseconds); hits are
+mapped to ids through the reader's SQLite snapshot, so a deleted product is never returned.
+
+Scoring: BM25 (k1=1.2, b=0.75) per field, weighted and summed over fields, the structure of
+FTS5's ``bm25()`` with weights; analysis: simple tokenizer, lower case, ASCII folding, English
+(Snowball) stemming (FTS5: unicode61 remove_diacritics + Porter).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import MissingExtraError, StoreError
+from ..filters import Filter
+from .base import LEXICAL_FIELDS, Hit, LexicalQuery
+
+MAX_QUERY_TERMS = 64
+ANALYZER = "ctir_en"
+NODE_SEP = "\x1f"
+WRITER_HEAP = 128_000_000
+CATCH_UP_CHUNK = 50_000
+STATE = "state.json"
+
+# SQL for stores whose lexical engine is tantivy: a change log fed by triggers.
+LOG_DDL = """
+CREATE TABLE IF NOT EXISTS lexical_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, product INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS lexical_log_ai AFTER INSERT ON products BEGIN
+    INSERT INTO lexical_log(product) VALUES (new.rowid);
+END;
+CREATE TRIGGER IF NOT EXISTS lexical_log_au AFTER UPDATE ON products BEGIN
+    INSERT INTO lexical_log(product) VALUES (new.rowid);
+END;
+CREATE TRIGGER IF NOT EXISTS lexical_log_ad AFTER DELETE ON products BEGIN
+    INSERT INTO lexical_log(product) VALUES (old.rowid);
+END;
+"""
+
+
+def _tantivy() -> Any:
+    try:
+        import tantivy
+    except ImportError as exc:
+        raise MissingExtraError(
+            "the tantivy lexical engine needs tantivy: pip install 'ctir-es[lexical]' (or tantivy)"
+        ) from exc
+    return tantivy
+
+
+def analyzer() -> Any:
+    t = _tantivy()
+    return (
+        t.TextAnalyzerBuilder(t.Tokenizer.simple())
+        .filter(t.Filter.remove_long(40))
+        .filter(t.Filter.lowercase())
+        .filter(t.Filter.ascii_fold())
+        .filter(t.Filter.stemmer("english"))
+        .build()
+    )
+
+
+def _schema() -> Any:
+    t = _tantivy()
+    sb = t.SchemaBuilder()
+    sb.add_unsigned_field("rowid", indexed=True, fast=True)
+    for name in LEXICAL_FIELDS:
+        sb.add_text_field(name, tokenizer_name=ANALYZER, index_option="freq")
+    for name in ("nodes", "market", "pid"):
+        sb.add_text_field(name, tokenizer_name="raw", index_option="basic")
+    sb.add_unsigned_field("has_image", indexed=True)
+    return sb.build()
+
+
+def index_dir(store_path: Path) -> Path:
+    """Where the tantivy index of ``store_path`` lives (one store path for the user)."""
+    return store_path.with_name(store_path.name + ".lexical")
+
+
+class TantivyLexical:
+    """The tantivy index of one store. All calls come under the store's lock."""
+
+    def __init__(self, store_path: Path, store_uuid: str) -> None:
+        self.dir = index_dir(store_path)
+        self.store_uuid = store_uuid
+        self._t = _tantivy()
+        self._analyzer = analyzer()
+        self._index: Any = None
+        self._schema: Any = None
+        self._writer: Any = None
+        self._meta_stamp: tuple[int, int] | None = None  # of state.json
+        self._searcher: Any = None
+        self.applied = 0
+        self.max_rowid = 0
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.dir / STATE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def open(self, *, create: bool) -> bool:
+        """Open the index (creating or resetting it when ``create``); False when absent."""
+        if self._index is not None:
+            return True
+        state = self._state()
+        fresh = state.get("store") != self.store_uuid
+        if fresh:
+            if not create:
+                return False
+            if self.dir.exists():  # left from another store at this path: start over
+                shutil.rmtree(self.dir)
+            self.dir.mkdir(parents=True)
+        self._schema = _schema()
+        self._index = self._t.Index(self._schema, path=str(self.dir), reuse=not fresh)
+        self._index.register_tokenizer(ANALYZER, self._analyzer)
+        self._index.config_reader(reload_policy="Manual")
+        if fresh:
+            self._write_state(0, 0)
+        else:
+            self.applied = int(state.get("applied", 0))
+            self.max_rowid = int(state.get("max_rowid", 0))
+        return True
+
+    def _write_state(self, applied: int, max_rowid: int) -> None:
+        tmp = self.dir / (STATE + ".tmp")
+        with open(tmp, "w") as fh:
+            json.dump({"store": self.store_uuid, "applied": applied, "max_rowid": max_rowid}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.dir / STATE)
+        self.applied, self.max_rowid = applied, max_rowid
+
+    def _acquire_writer(self, attempts: int) -> bool:
+        if self._writer is not None:
+            return True
+        for i in range(attempts):
+            try:
+                self._writer = self._index.writer(heap_size=WRITER_HEAP, num_threads=1)
+                return True
+            except ValueError:  # another process holds tantivy's writer lock
+                time.sleep(0.05 * (i + 1))
+        return False
+
+    def release_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.wait_merging_threads()  # releases the lock
+            self._writer = None
+
+    # -- keeping up with SQLite ----------------------------------------------------------------
+
+    def catch_up(self, conn: sqlite3.Connection, *, attempts: int = 1) -> int:
+        """Apply ``lexical_log`` entries after ``applied``; returns how many were applied
+        (0 when up to date or when another process holds the writer lock)."""
+        (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
+        if last <= self.applied:
+            return 0
+        if not self._acquire_writer(attempts):
+            return 0
+        self.applied = int(self._state().get("applied", self.applied))  # another process may have moved it
+        applied, max_rowid, total = self.applied, self.max_rowid, 0
+        writer = self._writer
+        while True:
+            conn.execute("BEGIN")  # one snapshot: the log chunk and the rows it names
+            try:
+                log = conn.execute(
+                    "SELECT seq, product FROM lexical_log WHERE seq > ? ORDER BY seq LIMIT ?", (applied, CATCH_UP_CHUNK)
+                ).fetchall()
+                if not log:
+                    break
+                touched = sorted({r for _, r in log})
+                rows = self._rows(conn, touched)
+            finally:
+                conn.execute("COMMIT")
+            replaced = [r for r in touched if r <= max_rowid]  # may be in the index already
+            if replaced:  # (delete_documents_by_term does not match u64 terms in tantivy-py 0.27)
+                writer.delete_documents_by_query(self._t.Query.term_set_query(self._schema, "rowid", replaced))
+            for row in rows:
+                writer.add_document(self._document(row))
+            max_rowid = max(max_rowid, touched[-1])
+            applied = log[-1][0]
+            total += len(log)
+            if len(log) < CATCH_UP_CHUNK:
+                break
+        # Record the highest rowid BEFORE the commit: after a crash between the commit and the
+        # final state, the index never holds a rowid above the recorded one, so a replayed
+        # insert is always deleted first (replaced, never duplicated).
+        self._write_state(self.applied, max_rowid)
+        writer.commit()
+        self._write_state(applied, max_rowid)
+        return total
+
+    def _rows(self, conn: sqlite3.Connection, rowids: list[int]) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        nodes: dict[int, list[str]] = {}
+        for start in range(0, len(rowids), 900):
+            chunk = rowids[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            out += conn.execute(
+                "SELECT rowid, id, title, categories, attributes, description, market, has_image "
+                f"FROM products WHERE rowid IN ({marks})",
+                chunk,
+            ).fetchall()
+            for node, product in conn.execute(
+                f"SELECT node, product FROM category_nodes WHERE product IN ({marks})", chunk
+            ):
+                nodes.setdefault(product, []).append(node)
+        return [(*row, nodes.get(row[0], ())) for row in out]
+
+    def _document(self, row: tuple[Any, ...]) -> Any:
+        rowid, pid, title, categories, attributes, description, market, has_image, nodes = row
+        doc = self._t.Document()
+        doc.add_unsigned("rowid", rowid)
+        doc.add_text("pid", pid)
+        for name, text in zip(LEXICAL_FIELDS, (title, categories, attributes, description), strict=True):
+            if text:
+                doc.add_text(name, text)
+        for node in nodes:
+            doc.add_text("nodes", node)
+        if market is not None:
+            doc.add_text("market", market)
+        doc.add_unsigned("has_image", int(has_image))
+        return doc
+
+    # -- searching -----------------------------------------------------------------------------
+
+    def searcher(self) -> Any:
+        """The latest committed view, reloaded when the state file was replaced (after every
+        tantivy commit; a new inode each time, so no clock granularity is involved)."""
+        try:
+            st = os.stat(self.dir / STATE)
+            stamp = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+        if self._searcher is None or stamp != self._meta_stamp:
+            self._index.reload()
+            self._searcher = self._index.searcher()
+            self._meta_stamp = stamp
+        return self._searcher
+
+    def terms(self, text: str) -> list[str]:
+        return list(dict.fromkeys(self._analyzer.analyze(text)))[:MAX_QUERY_TERMS]
+
+    def query(self, query: LexicalQuery, filters: Sequence[Filter]) -> Any | None:
+        t, schema = self._t, self._schema
+        terms = self.terms(query.text)
+        should = []
+        for name in LEXICAL_FIELDS:
+            weight = float(query.weights.get(name, 0.0))
+            if weight <= 0:
+                continue
+            for term in terms:
+                q = t.Query.term_query(schema, name, term, index_option="freq")
+                should.append((t.Occur.Should, q if weight == 1.0 else t.Query.boost_query(q, weight)))
+        if not should:
+            return None
+        text_q = t.Query.boolean_query(should)
+        if not filters:
+            return text_q
+        clauses = [(t.Occur.Must, text_q)]
+        for f in filters:
+            clause = self._filter(f)
+            if clause is None:
+                continue
+            clauses.append(clause)
+        return t.Query.boolean_query(clauses)
+
+    def _filter(self, f: Filter) -> tuple[Any, Any] | None:
+        t, schema = self._t, self._schema
+        if f.field == "category":
+            return t.Occur.Must, t.Query.term_query(schema, "nodes", NODE_SEP.join(f.path), index_option="basic")
+        if f.field == "market" and f.op == "eq":
+            return t.Occur.Must, t.Query.term_query(schema, "market", f.value, index_option="basic")
+        if f.field in ("market", "id"):
+            field = "pid" if f.field == "id" else "market"
+            values = list(f.value)
+            if f.op == "not_in":
+                if not values:
+                    return None
+                return t.Occur.MustNot, t.Query.term_set_query(schema, field, values)
+            if not values:
+                return t.Occur.Must, t.Query.empty_query()
+            return t.Occur.Must, t.Query.term_set_query(schema, field, values)
+        if f.field == "has_image":
+            return t.Occur.Must, t.Query.term_query(schema, "has_image", int(f.value))
+        raise StoreError(f"the tantivy lexical engine cannot filter on {f.field!r}")
+
+    def search(self, conn: sqlite3.Connection, query: LexicalQuery, k: int, filters: Sequence[Filter]) -> list[Hit]:
+        q = self.query(query, filters)
+        if q is None:
+            return []
+        searcher = self.searcher()
+        found = searcher.search(q, limit=k, count=False).hits
+        if not found:
+            return []
+        rowids = searcher.fast_field_values("rowid", [addr for _, addr in found])
+        marks = ",".join("?" * len(rowids))
+        ids = dict(conn.execute(f"SELECT rowid, id FROM products WHERE rowid IN ({marks})", rowids).fetchall())
+        return [Hit(ids[r], float(s)) for (s, _), r in zip(found, rowids, strict=True) if r in ids]
+
+    def num_docs(self) -> int:
+        return int(self.searcher().num_docs)
+
+    def close(self) -> None:
+        self.release_writer()
+        self._index = None
+        self._searcher = None
+
+
+def new_store_uuid() -> str:
+    return uuid.uuid4().hex

@@ -1,0 +1,191 @@
+"""The tantivy lexical engine of the embedded store (issue #14): the store contract on every
+vector option, catch-up from SQLite (SQLite is the source of truth), crash safety of the
+derived index, agreement with FTS5's ranking. Correctness only, never speed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from store_contract import CATALOGUE, SCHEMA, StoreContract, unit
+
+from ctir_es.errors import StoreError
+from ctir_es.filters import Filter
+from ctir_es.products import Product
+from ctir_es.store.base import Document, LexicalQuery
+from ctir_es.store.embedded import EmbeddedStore
+from ctir_es.store.lexical_tantivy import index_dir
+
+pytest.importorskip("tantivy", reason="the tantivy engine needs the [lexical] extra")
+
+OPTIONS = ["exact"]
+try:
+    import faiss  # noqa: F401
+
+    OPTIONS += ["sq8", "ivf", "hnsw"]
+except ImportError:  # pragma: no cover - the [ann] extra is part of [test]
+    pass
+
+
+@pytest.fixture(params=OPTIONS)
+def vector_index(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class TestTantivyStoresMeetTheContract(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path, vector_index: str):
+        s = EmbeddedStore(tmp_path / "store.db", vector_index=vector_index, lexical="tantivy")
+        yield s
+        s.close()
+
+
+def _filled(path: Path, engine: str) -> EmbeddedStore:
+    store = EmbeddedStore(path, lexical=engine)
+    store.setup(SCHEMA)
+    assert not store.upsert(CATALOGUE).errors
+    return store
+
+
+def test_engine_is_recorded_in_the_store_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    _filled(path, "tantivy").close()
+    reopened = EmbeddedStore(path)  # no engine named: the store's own
+    assert reopened.count() == len(CATALOGUE)
+    assert reopened.lexical_engine == "tantivy"
+    assert reopened.search(LexicalQuery("cooker"), [], 5)["bm25"]
+    reopened.close()
+    with pytest.raises(StoreError, match="uses the tantivy lexical engine"):
+        EmbeddedStore(path, lexical="fts5").count()
+    with pytest.raises(StoreError, match="supported: fts5, tantivy"):
+        EmbeddedStore(path, lexical="lucene")
+
+
+def test_index_is_rebuilt_from_sqlite_when_missing_or_foreign(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = _filled(path, "tantivy")
+    expected = [h.id for h in store.search(LexicalQuery("steel cooker towel"), [], 10)["bm25"]]
+    assert expected
+    store.close()
+    shutil.rmtree(index_dir(path))  # lost: derived data, rebuilt on open
+    again = EmbeddedStore(path)
+    assert [h.id for h in again.search(LexicalQuery("steel cooker towel"), [], 10)["bm25"]] == expected
+    again.close()
+    state = index_dir(path) / "state.json"
+    data = json.loads(state.read_text())
+    state.write_text(json.dumps({**data, "store": "someone-else"}))  # an index of another store
+    third = EmbeddedStore(path)
+    assert [h.id for h in third.search(LexicalQuery("steel cooker towel"), [], 10)["bm25"]] == expected
+    third.close()
+
+
+def test_writes_the_index_missed_are_caught_up_on_open(tmp_path: Path) -> None:
+    """A writer killed after its SQLite commit and before tantivy's: the log replays."""
+    path = tmp_path / "s.db"
+    store = _filled(path, "tantivy")
+    state = index_dir(path) / "state.json"
+    before = state.read_text()
+    extra = Document(Product(id="late", title="zebra striped umbrella", categories=(("Rain",),)),
+                     {"title_vector": unit(7)})
+    store.upsert([extra])
+    store.delete(["p1"])
+    store.close()
+    # a crash after the tantivy commit and before the final state file: the state says the
+    # old position (with the rowid bound written before the commit); the replay replaces the
+    # documents the index holds since, never duplicates them
+    old_applied = json.loads(before)["applied"]
+    state.write_text(json.dumps({**json.loads(state.read_text()), "applied": old_applied}))
+    again = EmbeddedStore(path)
+    hits = again.search(LexicalQuery("zebra umbrella"), [], 10)["bm25"]
+    assert [h.id for h in hits] == ["late"]
+    assert again._lex is not None and again._lex.num_docs() == len(CATALOGUE)  # -p1 +late
+    all_ids = {h.id for h in again.search(LexicalQuery(" ".join(_words())), [], 100)["bm25"]}
+    assert "p1" not in all_ids
+    again.close()
+
+
+def _words() -> list[str]:
+    return sorted({w for d in CATALOGUE for w in d.product.title.lower().split()})
+
+
+def test_reader_process_sees_writer_commits(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = _filled(path, "tantivy")
+    code = (
+        "import sys; from ctir_es.store.embedded import EmbeddedStore; from ctir_es.store.base import LexicalQuery;"
+        "s = EmbeddedStore(sys.argv[1]); print(','.join(h.id for h in s.search(LexicalQuery('zebra'), [], 5)['bm25']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    store.upsert([Document(Product(id="z", title="zebra"), {"title_vector": unit(3)})])
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "z"
+    store.close()
+
+
+def test_upsert_replaces_the_text_of_an_id(tmp_path: Path) -> None:
+    store = _filled(tmp_path / "s.db", "tantivy")
+    store.upsert([Document(Product(id="p1", title="quokka"), {"title_vector": unit(1)})])
+    store.upsert([Document(Product(id="p1", title="wombat"), {"title_vector": unit(1)})])
+    assert store.search(LexicalQuery("quokka"), [], 5)["bm25"] == []
+    assert [h.id for h in store.search(LexicalQuery("wombat"), [], 5)["bm25"]] == ["p1"]
+    store.close()
+
+
+def _random_catalogue(n: int, seed: int = 0) -> list[Document]:
+    rng = np.random.default_rng(seed)
+    nouns = ["shoe", "kettle", "lamp", "shirt", "watch", "bag", "chair", "mug", "phone", "case"]
+    adjs = ["red", "blue", "steel", "cotton", "leather", "running", "smart", "mini", "large", "wooden"]
+    docs = []
+    for i in range(n):
+        words = [adjs[j] for j in rng.choice(10, 2, replace=False)] + [nouns[int(rng.integers(10))]]
+        cat = (("Home", "Kitchen") if i % 3 else ("Fashion", "Shoes"))
+        docs.append(Document(
+            Product(id=f"r{i}", title=" ".join(words), categories=(cat,),
+                    attributes={"Color": adjs[int(rng.integers(10))]}, market="us" if i % 2 else "de"),
+            {"title_vector": unit(i % 8)},
+        ))
+    return docs
+
+
+def test_ranking_is_weighted_per_field_bm25_and_close_to_fts5(tmp_path: Path) -> None:
+    """tantivy scores sum over fields of weight x BM25 (k1=1.2, b=0.75, idf=ln(1+(N-n+.5)/(n+.5)));
+    FTS5's bm25() saturates the weighted term frequency of all columns together (BM25F-like) and
+    uses idf=ln((N-n+.5)/(n+.5)). So scores differ, filters must agree exactly, and the top 10
+    overlap strongly."""
+    docs = _random_catalogue(600)
+    stores = {}
+    for engine in ("fts5", "tantivy"):
+        s = EmbeddedStore(tmp_path / f"{engine}.db", lexical=engine)
+        s.setup(SCHEMA)
+        assert not s.upsert(docs).errors
+        stores[engine] = s
+    tv = stores["tantivy"]
+    # the score of one hit, recomputed by hand from the definition
+    hit = tv.search(LexicalQuery("cotton", {"title": 3.0}), [], 1)["bm25"][0]
+    titles = [d.product.title.split() for d in docs]
+    n_docs, df = len(titles), sum("cotton" in t for t in titles)
+    avgdl = sum(map(len, titles)) / n_docs
+    mine = titles[int(hit.id[1:])]
+    tf, dl = mine.count("cotton"), len(mine)
+    idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5))
+    expected = 3.0 * idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * dl / avgdl))
+    assert hit.score == pytest.approx(expected, rel=1e-3)
+    filters_cases = [(), (Filter("category", "subtree", ("Fashion",)),), (Filter("market", "eq", "us"),),
+                     (Filter("id", "not_in", ("r1", "r2", "r4")),), (Filter("market", "in", ("de",)),),
+                     (Filter("has_image", "eq", False),)]
+    overlaps = []
+    for text in ("red shoe", "leather bag", "smart watches", "wooden chairs kitchen"):
+        for filters in filters_cases:
+            a = stores["fts5"].search(LexicalQuery(text), [], 600, filters)["bm25"]
+            b = tv.search(LexicalQuery(text), [], 600, filters)["bm25"]
+            assert {h.id for h in a} == {h.id for h in b}  # the same matches pass the same filters
+            overlaps.append(len({h.id for h in a[:10]} & {h.id for h in b[:10]}) / 10)
+    assert np.mean(overlaps) >= 0.6, overlaps
+    for s in stores.values():
+        s.close()
