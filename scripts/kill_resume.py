@@ -34,6 +34,24 @@ def committed(db: Path) -> int:
         return 0
 
 
+def tantivy_docs(db: Path, expected: int) -> int:
+    """Documents in the tantivy index beside ``db`` after opening the store (which catches it
+    up from SQLite), or -1 when a rowid is there twice (a duplicate)."""
+    from ctir_es.store.embedded import EmbeddedStore
+
+    store = EmbeddedStore(db)
+    store.count()
+    lex = store._lex
+    assert lex is not None, "the store does not use the tantivy engine"
+    searcher = lex.searcher()
+    import tantivy
+
+    hits = searcher.search(tantivy.Query.all_query(), limit=max(1, expected * 2), count=False).hits
+    rowids = searcher.fast_field_values("rowid", [addr for _, addr in hits])
+    store.close()
+    return len(rowids) if len(set(rowids)) == len(rowids) else -1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", type=Path)
@@ -41,13 +59,16 @@ def main() -> int:
     ap.add_argument("--text-model", default="all-MiniLM-L6-v2")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--lexical", choices=("fts5", "tantivy"), default="fts5",
+                    help="the lexical engine of the new store (tantivy: the index beside the file is checked too)")
     args = ap.parse_args()
 
     expected = {p.id for p in read_flipkart(args.dataset, IngestReport())}
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "store.db"
-        env = {**os.environ, "CTIR_ES_CACHE_DIR": str(Path(tmp) / "cache"), "CTIR_ES_CONFIG": str(Path(tmp) / "none")}
+        env = {**os.environ, "CTIR_ES_CACHE_DIR": str(Path(tmp) / "cache"), "CTIR_ES_CONFIG": str(Path(tmp) / "none"),
+               "CTIR_ES_LEXICAL_ENGINE": args.lexical}
         cmd = [sys.executable, "-m", "ctir_es.cli", "ingest", "flipkart", str(args.dataset), "--store", str(db),
                "--text-model", args.text_model, "--clip-weights", "none", "--batch-size", str(args.batch_size)]
         kills = 0
@@ -74,7 +95,8 @@ def main() -> int:
         with sqlite3.connect(db) as conn:
             rows = conn.execute("SELECT id FROM products").fetchall()
             stored = [r[0] for r in rows]
-            fts = conn.execute("SELECT count(*) FROM products_fts_docsize").fetchone()[0]
+            fts = (conn.execute("SELECT count(*) FROM products_fts_docsize").fetchone()[0]
+                   if args.lexical == "fts5" else tantivy_docs(db, len(stored)))
             vectors = conn.execute("SELECT count(*) FROM vectors WHERE field='title_vector'").fetchone()[0]
             integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
         lost = len(expected - set(stored))
