@@ -28,14 +28,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from query import percentiles  # noqa: E402
-from synthetic import FIELD, Catalogue  # noqa: E402
+from query import percentiles
+from synthetic import FIELD, Catalogue
 
-from ctir_es.products import format_category_path  # noqa: E402
-from ctir_es.schema import DEFAULT_FIELD_WEIGHTS, LEXICAL_FIELDS  # noqa: E402
-from ctir_es.store.base import IndexSchema, LexicalQuery, VectorField  # noqa: E402
-from ctir_es.store.embedded import EmbeddedStore  # noqa: E402
-from ctir_es.store.lexical_tantivy import analyzer  # noqa: E402
+from ctir_es.products import format_category_path
+from ctir_es.schema import DEFAULT_FIELD_WEIGHTS, LEXICAL_FIELDS
+from ctir_es.store.base import IndexSchema, LexicalQuery, VectorField
+from ctir_es.store.embedded import EmbeddedStore
+from ctir_es.store.lexical_tantivy import analyzer
 
 K = 100
 DIMS = 8

@@ -599,15 +599,17 @@ class EmbeddedStore:
                     self._lex.catch_up(self.conn)
                     self._lex.release_writer()
             out: dict[str, list[Hit]] = {}
+            knn = {vq.name: self._knn(vq, k, filters) for vq in vectors}  # loads the matrix and its ids
             if lexical is not None:
                 out[LEXICAL_SOURCE] = self._lexical(lexical, k, filters)
-            for vq in vectors:
-                out[vq.name] = self._knn(vq, k, filters)
+            out.update(knn)
             return out
 
     def _lexical(self, query: LexicalQuery, k: int, filters: Sequence[Filter]) -> list[Hit]:
         if self._lex is not None:
-            return self._lex.search(self.conn, query, k, filters)
+            loaded = next(iter(self._vectors.values()), None)  # current: dropped on any change
+            known = (loaded.rowids, loaded.ids) if loaded is not None else None
+            return self._lex.search(self.conn, query, k, filters, known)
         fields = [f for f in LEXICAL_FIELDS if query.weights.get(f, 0) > 0]
         expr = fts_query(query.text, fields) if fields else None
         if expr is None:

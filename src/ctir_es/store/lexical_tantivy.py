@@ -307,7 +307,10 @@ class TantivyLexical:
             return t.Occur.Must, t.Query.term_query(schema, "has_image", int(f.value))
         raise StoreError(f"the tantivy lexical engine cannot filter on {f.field!r}")
 
-    def search(self, conn: sqlite3.Connection, query: LexicalQuery, k: int, filters: Sequence[Filter]) -> list[Hit]:
+    def search(self, conn: sqlite3.Connection, query: LexicalQuery, k: int, filters: Sequence[Filter],
+               known: tuple[Any, Any] | None = None) -> list[Hit]:
+        """``known``: (sorted rowids, ids) of the current SQLite snapshot (a loaded vector
+        matrix), used to name hits without SQL; other rowids are looked up in SQLite."""
         q = self.query(query, filters)
         if q is None:
             return []
@@ -316,8 +319,19 @@ class TantivyLexical:
         if not found:
             return []
         rowids = searcher.fast_field_values("rowid", [addr for _, addr in found])
-        marks = ",".join("?" * len(rowids))
-        ids = dict(conn.execute(f"SELECT rowid, id FROM products WHERE rowid IN ({marks})", rowids).fetchall())
+        ids: dict[int, str] = {}
+        missing = rowids
+        if known is not None and len(known[0]):
+            import numpy as np
+
+            arr = np.asarray(rowids, dtype=np.int64)
+            pos = np.minimum(np.searchsorted(known[0], arr), len(known[0]) - 1)
+            hit = known[0][pos] == arr
+            ids = dict(zip(arr[hit].tolist(), known[1][pos[hit]].tolist(), strict=True))
+            missing = arr[~hit].tolist()
+        if missing:
+            marks = ",".join("?" * len(missing))
+            ids.update(conn.execute(f"SELECT rowid, id FROM products WHERE rowid IN ({marks})", missing).fetchall())
         return [Hit(ids[r], float(s)) for (s, _), r in zip(found, rowids, strict=True) if r in ids]
 
     def num_docs(self) -> int:
