@@ -13,6 +13,7 @@ from PIL import Image
 from service_support import CATEGORY, sample_image, sample_search
 
 from ctir_es.categories import build_tree, vote_categories
+from ctir_es.categorize.engine import DEFAULT_NEIGHBOURS
 from ctir_es.errors import QueryError
 from ctir_es.ingest.report import IngestReport
 from ctir_es.products import Product
@@ -157,7 +158,7 @@ def test_categorize_own_image_by_its_nearest_product(search: Search) -> None:
     assert [c.path for c in result.categories] == [me.categories[0][:2]]
     assert result.categories[0].score == pytest.approx(1.0) and result.categories[0].support == 1
     wide = search.categorize(image.read_bytes(), k=50, depth=1)
-    assert wide.neighbours == 50
+    assert wide.neighbours == DEFAULT_NEIGHBOURS
     assert sum(c.score for c in wide.categories) == pytest.approx(1.0)
     assert [c.score for c in wide.categories] == sorted((c.score for c in wide.categories), reverse=True)
 

@@ -170,9 +170,12 @@ def test_categorize_upload(client: TestClient, search: Search) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     own = search.search(image=str(image), mode="image", k=1).results[0]
-    assert body["method"] == "knn-vote" and body["neighbours"] == 1
+    assert body["method"] == "fused" and body["neighbours"] == 1
     assert body["categories"] == [{"path": own.categories[0][:2], "label": " > ".join(own.categories[0][:2]),
-                                   "score": pytest.approx(1.0), "support": 1}]
+                                   "level": 2, "score": pytest.approx(1.0), "support": 1,
+                                   "signals": {"image": pytest.approx(1.0)}}]
+    assert [s["name"] for s in body["signals"] if s["voters"]] == ["image"]  # an image alone: only the image vote
+    assert all(s["note"] for s in body["signals"] if not s["voters"])  # the others say why not
     many = client.post("/categorize", files=upload(image.read_bytes()), params={"k": 50, "depth": 1}).json()
     assert sum(c["score"] for c in many["categories"]) == pytest.approx(1.0)
 

@@ -46,7 +46,8 @@ from .store.base import (
 )
 
 if TYPE_CHECKING:
-    from .categories import Categorization, CategoryNode
+    from .categories import CategoryNode
+    from .categorize import Categorizer, Evidence, Suggestion
     from .ingest.pipeline import IngestOptions
     from .ingest.report import IngestReport
     from .products import Product
@@ -209,6 +210,7 @@ class Search:
         self.image_loader = image_loader
         self.category_encoder = category_encoder  # CLIP-ITA: category queries against clip_ita vectors
         self._schema: IndexSchema | None = None
+        self._categorizer: Categorizer | None = None
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Search:
@@ -371,32 +373,103 @@ class Search:
 
     def categorize(
         self,
-        image: str | bytes | Image.Image,
+        image: str | bytes | Image.Image | None = None,
         *,
+        id: str | None = None,
+        product: Product | Mapping[str, Any] | None = None,
+        text: str | None = None,
         k: int = 5,
         depth: int | None = 3,
-        neighbours: int = 50,
+        neighbours: int | None = None,
         filters: Sequence[Filter] = (),
-    ) -> Categorization:
-        """Top categories for an image: its ``neighbours`` nearest products (image vectors)
-        vote for their category paths, cut to ``depth`` levels (catalogue leaves are often
-        brand-level and too sparse to vote on), weighted by similarity. Needs image vectors:
-        a text-only index raises ``Unsupported``."""
-        from .categories import vote_categories
+        signals: Sequence[str] | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> Suggestion:
+        """Rank the catalogue's category nodes for ONE input: a stored product (``id``, which
+        never votes for itself), a product record (``product``: title, attributes, image), free
+        ``text``, or an ``image``. Signals (``ctir_es.categorize.SIGNALS``): kNN votes over title
+        and image vectors, a BM25 vote, zero-shot category names, and the index's CLIP-ITA
+        category head; fused into 0..1 scores per level, each with the signals that voted.
+        Works on a text-only index; an image needs image vectors (else ``Unsupported``)."""
+        from .categorize.engine import DEFAULT_NEIGHBOURS
 
+        given = [name for name, v in (("image", image), ("id", id), ("product", product), ("text", text))
+                 if v is not None]
+        if len(given) != 1:
+            raise QueryError("categorize takes exactly one of image, id, product or text"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        neighbours = DEFAULT_NEIGHBOURS if neighbours is None else neighbours
         if not 1 <= neighbours <= MAX_K:
             raise QueryError(f"neighbours must be between 1 and {MAX_K}")
-        if IMAGE_VECTOR not in self.schema.vectors:
-            raise Unsupported(
-                "this index has no image vectors, so images cannot be categorized: "
-                "ingest with CLIP weights (--clip-weights TAG|FILE)"
+        categorizer = self.categorizer()
+        if image is not None:
+            if IMAGE_VECTOR not in self.schema.vectors:
+                raise Unsupported(
+                    "this index has no image vectors, so images cannot be categorized: "
+                    "ingest with CLIP weights (--clip-weights TAG|FILE)"
+                )
+            from .categorize.engine import Evidence
+
+            label = image if isinstance(image, str) else "(image)"
+            evidence = Evidence(label[:200], "", None, {IMAGE_VECTOR: self._image_vector(image)})
+        elif id is not None:
+            evidence = self._stored_evidence(self.product(id))
+        else:
+            from .products import Product as ProductRecord
+
+            if text is not None:
+                if not text.strip():
+                    raise QueryError("text to categorize is empty")
+                record = ProductRecord.from_mapping({"id": "query", "title": text})
+            elif isinstance(product, ProductRecord):
+                record = product
+            else:
+                record = ProductRecord.from_mapping({"id": "query", **dict(product or {})})  # type: ignore[arg-type]
+            image_vec = None
+            if record.images and IMAGE_VECTOR in self.schema.vectors and self.image_encoder is not None:
+                image_vec = self._image_vector(record.images[0])
+            evidence = categorizer.evidence_for_product(record, image_vector=image_vec)
+            if record.id != "query" and self.store.get([record.id]):
+                evidence.exclude = (record.id,)
+        return categorizer.suggest(evidence, k=k, depth=depth, neighbours=neighbours, voters=filters,
+                                   only=signals, weights=weights or self.category_weights())
+
+    def categorizer(self) -> Categorizer:
+        """The signals over this index (label space: every category node of the index)."""
+        from .categorize.engine import Categorizer
+
+        if self._categorizer is None:
+            labels = sorted(self.store.category_counts()) if isinstance(self.store, CategoryCounter) else []
+            self._categorizer = Categorizer(
+                self.store, vector_fields=list(self.schema.vectors), text_encoder=self.text_encoder,
+                image_encoder=self.image_encoder, category_encoder=self.category_encoder, labels=labels,
             )
-        vec = self._image_vector(image)
-        hits = self.store.search(None, [VectorQuery(IMAGE_VECTOR, vec, IMAGE_SOURCE)], neighbours, filters)
-        hits_list = hits.get(IMAGE_SOURCE, [])
-        stored = self.store.get([h.id for h in hits_list])
-        votes = [(stored[h.id].product.categories, h.score) for h in hits_list if h.id in stored]
-        return vote_categories(votes, k=k, depth=depth)
+        return self._categorizer
+
+    def category_weights(self) -> Mapping[str, float]:
+        """The fusion weights of the categorization signals (the measured defaults)."""
+        from .categorize.engine import DEFAULT_WEIGHTS
+
+        return DEFAULT_WEIGHTS
+
+    def _stored_evidence(self, stored: StoredProduct) -> Evidence:
+        """A stored product's own vectors (never its categories); it does not vote for itself."""
+        from .categorize.engine import Evidence
+
+        p = stored.product
+        vectors: dict[str, np.ndarray] = {}
+        if isinstance(self.store, VectorReader):
+            for field_name in (TITLE_VECTOR, IMAGE_VECTOR, CLIP_ITA_VECTOR):
+                if field_name in stored.vector_fields:
+                    vec = self.store.vectors([p.id], field_name).get(p.id)
+                    if vec is not None:
+                        vectors[field_name] = vec
+        if TITLE_VECTOR not in vectors and self.text_encoder is not None and p.title:
+            vectors[TITLE_VECTOR] = self.text_encoder.encode_documents([p.title])[0]
+        if CLIP_ITA_VECTOR not in vectors and self.category_encoder is not None:
+            blank = type(p).from_mapping({**p.to_json(), "categories": []})
+            vectors[CLIP_ITA_VECTOR] = self.category_encoder.encode_products([blank], [None])[0]
+        return Evidence(p.title, p.title, p, vectors, (p.id,))
 
     def categories(self) -> list[CategoryNode]:
         """The category tree (roots, children sorted by name) with product counts per node."""
@@ -442,6 +515,7 @@ class Search:
             return pipeline.run(validated(), report)
         finally:
             self._schema = None  # the first index() creates the schema
+            self._categorizer = None  # new category nodes
 
     def _image_vector(self, image: str | bytes | Image.Image) -> np.ndarray:
         """An image (path / URL, raw bytes, or decoded) through the index's image encoder."""

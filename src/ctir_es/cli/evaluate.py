@@ -20,6 +20,7 @@ from ..evaluation.protocol import QUERY_TEXTS, RELEVANCE, SETTINGS, SplitSpec
 from ..evaluation.runner import EvalConfig, EvalResult, evaluate_catalogue
 from ..evaluation.significance import STAT_TESTS
 from ..evaluation.systems import DEFAULT_TEXT_MODELS
+from .eval_tasks import run_task, task_options
 from .main import cli, settings_from
 
 
@@ -61,6 +62,7 @@ def eval_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout."),
         click.option("--es-url", default=None, metavar="URL",
                      help="Evaluate on Elasticsearch at URL (indexes ctir-eval-*) [env: CTIR_ES_URL]."),
+        *task_options(),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -107,6 +109,9 @@ class _Progress:
 
 def _run(ctx: click.Context, kind: str, source: Path | None, *, market: str | None = None,
          category: str | None = None, **opts: Any) -> None:
+    if opts["task"] != "retrieval":  # categorize, audit, diverse: docs/categories.md
+        run_task(ctx, kind, source, market=market, category=category, **opts)
+        return
     started = time.perf_counter()
     settings = settings_from(ctx, es_url=opts["es_url"], clip_architecture=opts["clip_model"],
                              clip_weights=opts["clip_weights"])

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
-from fastapi import Depends, FastAPI, File, Query, UploadFile
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,6 +30,7 @@ from ..ranking.fusion import FUSIONS, RRF_K
 from ..ranking.plan import IMAGE_VECTOR
 from ..ranking.weights import parse_weights
 from ..search import MAX_K, Search, SearchResponse, SearchResult, Unsupported
+from .categorize import CategorizeIn, categorize_input
 from .errors import ApiError, install_error_handlers
 from .files import ImageFile, Redirect, normalise_roots, resolve_image
 from .guards import BodyGuard, LoadShedder, ProductPath, product_id_of
@@ -376,20 +377,32 @@ def create_app(
 
         return {"products": count, "nodes": size(tree), "tree": [n.to_json(depth or None) for n in tree]}
 
-    @app.post("/categorize", response_model=CategorizeOut, responses=UPLOAD_ERRORS, tags=["categories"])
+    @app.post("/categorize", response_model=CategorizeOut, responses=UPLOAD_ERRORS, tags=["categories"],
+              openapi_extra={"requestBody": {"content": {"application/json": {
+                  "schema": CategorizeIn.model_json_schema()}}}})
     async def categorize(
-        file: Annotated[UploadFile, File(description="The image to categorize.")],
+        request: Request,
+        file: Annotated[UploadFile | None, File(description="The image to categorize.")] = None,
         k: Annotated[int, Query(ge=1, le=50, description="Categories to return.")] = 5,
         depth: Annotated[int, Query(ge=0, le=32, description="Cut paths to this many levels; 0: full paths.")] = 3,
-        neighbours: Annotated[int, Query(ge=1, le=200, description="Nearest products that vote.")] = 50,
+        neighbours: Annotated[int, Query(ge=1, le=200, description="Nearest products that vote.")] = 30,
     ) -> dict[str, Any]:
-        """Top categories for an uploaded image, voted by its nearest products (needs image vectors)."""
-        data = await read_upload(file)
+        """Suggested categories, with the signals that voted, for an uploaded image (multipart
+        field `file`, needs image vectors) or a JSON body: `{"id": ...}` (a stored product, which
+        never votes for itself), `{"text": ...}`, or a product `{"title", "attributes", "description"}`."""
+        options: dict[str, Any] = {"k": k, "depth": depth or None, "neighbours": neighbours}
+        if file is not None:
+            data = await read_upload(file)
 
-        def work() -> Any:
-            return search.categorize(decode(data), k=k, depth=depth or None, neighbours=neighbours)
+            def work() -> Any:
+                return search.categorize(decode(data), **options)
 
-        return (await run(work)).to_json()
+            return (await run(work)).to_json()
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise ApiError(422, "invalid_request", "send an image (multipart/form-data, field `file`) or a JSON "
+                                                   'product: {"id": ...}, {"text": ...} or {"title": ...}')
+        body = categorize_input(await request.body(), limits.max_id_chars, limits.max_query_chars)
+        return (await run(search.categorize, **body, **options)).to_json()
 
     # The last added is the outermost: product ids are taken from the raw path first; the body
     # arrives whole (capped, under its deadline) before a request counts as in flight; and

@@ -72,15 +72,28 @@ class CategoryTreeOut(BaseModel):
 class CategoryScoreOut(BaseModel):
     path: list[str]
     label: str
-    score: float = Field(description="Share of the neighbours' similarity-weighted vote, 0..1.")
-    support: int = Field(description="Neighbours in this category.")
+    level: int = Field(description="Levels of the path (1 = a root).")
+    score: float = Field(description="Fused score, 0..1: a distribution over the nodes of one level.")
+    support: int = Field(description="Voters (neighbouring products or scored labels) through this node.")
+    signals: dict[str, float] = Field(description="Each voting signal's own score for this node.")
+
+
+class SignalOut(BaseModel):
+    name: str = Field(description="title, image, bm25, names or clip_ita.")
+    voters: int = Field(description="Products or labels that voted (0: the signal did not vote).")
+    weight: float = Field(description="Its weight in the fusion (0 when it did not vote).")
+    note: str | None = Field(None, description="Why the signal did not vote.")
 
 
 class CategorizeOut(BaseModel):
+    query: str
     method: str
     neighbours: int
     depth: int | None
     categories: list[CategoryScoreOut]
+    path: list[CategoryScoreOut] = Field(description="The suggested path, root first.")
+    levels: dict[str, list[CategoryScoreOut]] = Field(description="Best nodes per level.")
+    signals: list[SignalOut]
 
 
 class HealthOut(BaseModel):
