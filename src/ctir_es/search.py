@@ -12,7 +12,7 @@ loads with other weights or dims is an error that says what differs.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,8 +37,8 @@ from .store.base import (
     DEFAULT_FIELD_WEIGHTS,
     CategoryCounter,
     IndexSchema,
-    ServerFusion,
     LexicalQuery,
+    ServerFusion,
     Store,
     StoredProduct,
     VectorQuery,
@@ -46,6 +46,7 @@ from .store.base import (
 )
 
 if TYPE_CHECKING:
+    from .audit import AuditReport
     from .categories import CategoryNode
     from .categorize import Categorizer, Evidence, Suggestion
     from .ingest.pipeline import IngestOptions
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 # Each source returns this many candidates before fusion (fusion needs depth to work with).
 MIN_CANDIDATES = 100
 MAX_K = 1_000
+MAX_AUDIT = 10_000  # products one audit call lists by kNN (Elasticsearch's k limit)
 # "More like this": the product's own vectors, queried against the same fields.
 SIMILAR_SOURCES: Mapping[str, str] = {IMAGE_VECTOR: IMAGE_SOURCE, TITLE_VECTOR: TEXT_SOURCE}
 
@@ -253,11 +255,15 @@ class Search:
         fusion: str = "rrf",
         weights: Mapping[str, float] | None = None,
         field_weights: Mapping[str, float] | None = None,
+        diverse: float | bool = False,
     ) -> SearchResponse:
         """Category (``"A > B"``), free-text or image search (a path / URL, raw bytes or a
         decoded PIL image)."""
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}")
+        if diverse is not False:  # MMR over a deeper fused list (ctir_es.diversify)
+            return self._diversified(text, image=image, mode=mode, k=k, filters=filters, fusion=fusion,
+                                     weights=weights, field_weights=field_weights, diverse=diverse)
         mode = mode or detect_mode(text, image)
         image_vector = None
         if mode == "image":
@@ -284,6 +290,28 @@ class Search:
         else:
             fused = self._fused_by_server(plan, k, candidates, filters, fusion, used)
         return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused), used)
+
+    def _diversified(self, text: str | None, *, diverse: float | bool, k: int, **kwargs: Any) -> SearchResponse:
+        from .diversify import DEFAULT_LAMBDA, mmr
+
+        lam = DEFAULT_LAMBDA if diverse is True else float(diverse)
+        deep = self.search(text, k=min(MAX_K, max(5 * k, 50)), **kwargs)
+        titles = {r.id: r.title for r in deep.results}
+        vectors = self.result_vectors([r.id for r in deep.results])
+        order = mmr([(r.id, r.score) for r in deep.results], titles, vectors, k, lam)
+        by_id = {r.id: r for r in deep.results}
+        results = [replace(by_id[i], rank=n) for n, i in enumerate(order, start=1)]
+        return replace(deep, results=results, fusion=f"{deep.fusion}+mmr({lam:g})")
+
+    def result_vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+        """Stored title and image vectors of ``ids`` (empty where the store cannot return them)."""
+        out: dict[str, dict[str, np.ndarray]] = {i: {} for i in ids}
+        if isinstance(self.store, VectorReader):
+            for field_name in (TITLE_VECTOR, IMAGE_VECTOR):
+                if field_name in self.schema.vectors:
+                    for pid, vec in self.store.vectors(list(ids), field_name).items():
+                        out[pid][field_name] = vec
+        return out
 
     def _fused_by_server(
         self,
@@ -433,6 +461,62 @@ class Search:
                 evidence.exclude = (record.id,)
         return categorizer.suggest(evidence, k=k, depth=depth, neighbours=neighbours, voters=filters,
                                    only=signals, weights=weights or self.category_weights())
+
+    def audit(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        k: int = 50,
+        depth: int = 3,
+        neighbours: int | None = None,
+        weights: Mapping[str, float] | None = None,
+        filters: Sequence[Filter] = (),
+    ) -> AuditReport:
+        """Products whose stored category disagrees most with what the other products say
+        (``ctir_es.audit``), most suspicious first, with the suggested category and the gap.
+        ``ids``: audit these (default: every product; ``filters`` narrow that, e.g. a subtree)."""
+        from .audit import AuditReport, audit_products
+        from .categorize.engine import DEFAULT_NEIGHBOURS
+
+        if not 1 <= k <= MAX_K:
+            raise QueryError(f"k must be between 1 and {MAX_K}")
+        if not 1 <= depth <= 32:
+            raise QueryError("depth must be between 1 and 32")
+        wanted = list(dict.fromkeys(ids)) if ids is not None else self._all_ids(filters)
+        vector_fields = [f for f in (TITLE_VECTOR, IMAGE_VECTOR, CLIP_ITA_VECTOR) if f in self.schema.vectors]
+        entries = []
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            stored = self.store.get(chunk)
+            missing = [i for i in chunk if i not in stored]
+            if ids is not None and missing:
+                raise NotFound(f"no product with id {missing[0][:200]!r}")
+            vectors: dict[str, dict[str, np.ndarray]] = {i: {} for i in stored}
+            if isinstance(self.store, VectorReader):
+                for field_name in vector_fields:
+                    for pid, vec in self.store.vectors(list(stored), field_name).items():
+                        vectors[pid][field_name] = vec
+            entries.extend(audit_products(
+                self.categorizer(), [d.product for d in stored.values()], vectors, depth=depth,
+                neighbours=neighbours or DEFAULT_NEIGHBOURS, weights=weights or self.category_weights()))
+        entries.sort(key=lambda e: (-e.suspicion, -e.gap, e.id))
+        return AuditReport(entries[:k], len(entries), depth)
+
+    def _all_ids(self, filters: Sequence[Filter] = ()) -> list[str]:
+        """Every product id, by a kNN query as deep as the index (the Store protocol has no scan;
+        a store capability to list ids would replace this)."""
+        field_name = next((f for f in (TITLE_VECTOR, IMAGE_VECTOR) if f in self.schema.vectors), None)
+        if field_name is None:
+            raise Unsupported("auditing a whole index needs title or image vectors to list its products "
+                              "(pass ids, or ingest with a text model)")
+        total = self.store.count()
+        if total > MAX_AUDIT:
+            raise Unsupported(f"the index holds {total:,} products; audit at most {MAX_AUDIT:,} at once "
+                              "(pass ids or narrow it with a category filter)")
+        dims = self.schema.vectors[field_name].dims
+        probe = np.full(dims, 1.0 / np.sqrt(dims), dtype=np.float32)
+        hits = self.store.search(None, [VectorQuery(field_name, probe, "all")], max(total, 1), filters)
+        return [h.id for h in hits.get("all", [])]
 
     def categorizer(self) -> Categorizer:
         """The signals over this index (label space: every category node of the index)."""

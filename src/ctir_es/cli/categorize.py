@@ -122,7 +122,7 @@ def _print(out: Console, result: Suggestion, prefix: str = "") -> None:
         out.print(f"{prefix}no category suggested (no signal voted)", highlight=False)
     else:
         table = suggestion_table(result)
-        table.title = prefix + (table.title or "")
+        table.title = prefix + result.query[:80]
         out.print(table)
     if result.path:
         out.print("suggested path: " + " > ".join(result.path[-1].path)

@@ -31,10 +31,12 @@ from .render import search_table
 @click.option("--market", default=None, help="Only products of this market.")
 @click.option("--with-image", is_flag=True, help="Only products with an image.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--diverse", is_flag=False, flag_value=0.7, default=None, type=click.FloatRange(0, 1), metavar="[LAMBDA]",
+              help="Showcase: MMR over title/image vectors so near-duplicates do not fill the page (lambda 0.7).")
 @store_options
 @click.pass_context
 def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str, weights: tuple[str, ...],
-          within: str | None, market: str | None, with_image: bool, as_json: bool,
+          within: str | None, market: str | None, with_image: bool, as_json: bool, diverse: float | None,
           store: Path | None, es_url: str | None) -> None:
     """Search the index: a category path ("Kitchen > Blenders"), free text, or an image."""
     settings = settings_from(ctx, store=store, es_url=es_url)
@@ -54,6 +56,7 @@ def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str, 
             text if mode != "image" else None,
             image=text if mode == "image" else None,
             mode=mode, k=k, filters=filters, fusion=fusion, weights=source_weights,
+            diverse=diverse if diverse is not None else False,
         )
     if as_json:
         click.echo(json.dumps(response.to_json(), ensure_ascii=False))

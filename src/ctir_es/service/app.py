@@ -36,6 +36,7 @@ from .files import ImageFile, Redirect, normalise_roots, resolve_image
 from .guards import BodyGuard, LoadShedder, ProductPath, product_id_of
 from .limits import Limits
 from .models import (
+    AuditOut,
     CategorizeOut,
     CategoryTreeOut,
     ErrorResponse,
@@ -403,6 +404,17 @@ def create_app(
                                                    'product: {"id": ...}, {"text": ...} or {"title": ...}')
         body = categorize_input(await request.body(), limits.max_id_chars, limits.max_query_chars)
         return (await run(search.categorize, **body, **options)).to_json()
+
+    @app.get("/audit", response_model=AuditOut, responses=COMMON_ERRORS, tags=["categories"])
+    async def audit(
+        k: Annotated[int, Query(ge=1, le=200, description="Most suspicious products to return.")] = 20,
+        depth: Annotated[int, Query(ge=1, le=32, description="Levels of the stored path compared.")] = 3,
+        within: Annotated[str | None, Query(max_length=limits.max_query_chars,
+                                            description="Only products under this category path.")] = None,
+    ) -> dict[str, Any]:
+        """Products whose stored category disagrees most with what the other products say."""
+        filters = [Filter("category", "subtree", within)] if within and within.strip() else []
+        return (await run(search.audit, k=k, depth=depth, filters=filters)).to_json()
 
     # The last added is the outermost: product ids are taken from the raw path first; the body
     # arrives whole (capped, under its deadline) before a request counts as in flight; and

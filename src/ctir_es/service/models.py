@@ -96,6 +96,26 @@ class CategorizeOut(BaseModel):
     signals: list[SignalOut]
 
 
+class AuditEntryOut(BaseModel):
+    id: str
+    title: str
+    stored: list[str]
+    stored_label: str
+    suggested: list[str]
+    suggested_label: str
+    stored_score: float = Field(description="Fused score of the stored node at the deepest audited level.")
+    suggested_score: float
+    gap: float = Field(description="The largest per-level gap: best node's score minus the stored node's.")
+    suspicion: float = Field(description="Mean per-level gap; the ranking key.")
+    level: int = Field(description="The level with the largest gap.")
+
+
+class AuditOut(BaseModel):
+    audited: int
+    depth: int
+    entries: list[AuditEntryOut]
+
+
 class HealthOut(BaseModel):
     status: str
     products: int

@@ -1,0 +1,112 @@
+"""``ctir-es evaluate ... --task diverse``: category landing pages with and without MMR.
+
+The whole catalogue is indexed as it is served (BM25 over every field, title vectors) and
+every category node of levels 1 to 3 is queried in category mode with the serving weights.
+For the top 10 with and without ``diverse`` (MMR, several lambdas): the near-duplicate rate
+(results whose normalised title equals, or whose title vector has cosine >= 0.95 with, a
+result above them) and subtree P@10 (the precision cost).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Settings
+from ..diversify import DUPLICATE_COSINE, near_duplicate_flags
+from ..products import Product, format_category_path, path_prefixes
+from ..search import Search
+from .categorize import _text_encoder
+from .index import IndexBuilder, Progress
+from .protocol import dataset_hash, known_nodes
+
+
+@dataclass(frozen=True)
+class DiverseEvalConfig:
+    lambdas: tuple[float, ...] = (0.9, 0.7, 0.5)
+    levels: tuple[int, ...] = (1, 2, 3)
+    k: int = 10
+    text_model: str | None = None
+    work_dir: Path | None = None
+    rebuild: bool = False
+
+
+def evaluate_diverse(
+    products: Sequence[Product],
+    settings: Settings,
+    config: DiverseEvalConfig = DiverseEvalConfig(),
+    *,
+    dataset_meta: Mapping[str, Any] | None = None,
+    progress: Progress = lambda *a: None,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    text = _text_encoder(settings, config.text_model)
+    digest = dataset_hash(products, str((dataset_meta or {}).get("kind", "")))
+    builder = IndexBuilder(products, digest, settings, Path(config.work_dir or settings.cache_dir / "eval"),
+                           progress=progress, rebuild=config.rebuild)
+    try:
+        index = builder.with_encoders("categorize-text", text_encoder=text)
+        search = Search(index.store, text)
+        nodes = sorted(n for n in known_nodes(products) if len(n) in config.levels)
+        under: dict[tuple[str, ...], set[str]] = {}
+        for p in products:
+            for path in p.categories:
+                for prefix in path_prefixes(tuple(path)):
+                    under.setdefault(prefix, set()).add(p.id)
+        variants: dict[str, float | bool] = {"plain": False, **{f"mmr {lam:g}": lam for lam in config.lambdas}}
+        rows: dict[str, dict[str, list[float]]] = {v: {"dup": [], "p10": [], "pairs": []} for v in variants}
+        per_level: dict[str, dict[int, list[float]]] = {v: {} for v in variants}
+        for n, node in enumerate(nodes, start=1):
+            query = format_category_path(node)
+            for name, diverse in variants.items():
+                results = search.search(query, mode="category", k=config.k, diverse=diverse).results
+                ids = [r.id for r in results]
+                titles = {r.id: r.title for r in results}
+                vectors = search.result_vectors(ids)
+                flags = near_duplicate_flags(ids, titles, vectors)
+                rows[name]["dup"].append(sum(flags) / len(ids) if ids else 0.0)
+                rows[name]["p10"].append(sum(i in under.get(node, set()) for i in ids) / config.k)
+                per_level[name].setdefault(len(node), []).append(sum(flags) / len(ids) if ids else 0.0)
+            if n % 25 == 0 or n == len(nodes):
+                progress("category queries", n, len(nodes))
+        results_out = {
+            name: {"near_duplicate_rate@10": float(np.mean(r["dup"])), "p@10": float(np.mean(r["p10"])),
+                   "queries_with_a_duplicate": float(np.mean([d > 0 for d in r["dup"]])),
+                   "near_duplicate_rate_by_level": {lv: float(np.mean(v)) for lv, v in sorted(per_level[name].items())}}
+            for name, r in rows.items()
+        }
+        return {"task": "diverse", "dataset": dict(dataset_meta or {}), "queries": len(nodes),
+                "config": {"lambdas": list(config.lambdas), "levels": list(config.levels), "k": config.k,
+                           "duplicate": f"identical normalised title, or title-vector cosine >= {DUPLICATE_COSINE}"},
+                "results": results_out, "seconds": round(time.perf_counter() - started, 1)}
+    finally:
+        builder.close()
+
+
+def markdown(report: Mapping[str, Any], command: str = "") -> str:
+    lines = ["# Diversified category pages (MMR)", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    lines += [f"{report['queries']} category queries (levels {report['config']['levels']}); near-duplicate: "
+              f"{report['config']['duplicate']}; {report['seconds']} s.", "",
+              "| ranking | near-duplicate rate @10 | queries with a near-duplicate | subtree P@10 |",
+              "|---|---:|---:|---:|"]
+    for name, r in report["results"].items():
+        lines.append(f"| {name} | {100 * r['near_duplicate_rate@10']:.1f} | {100 * r['queries_with_a_duplicate']:.1f} "
+                     f"| {100 * r['p@10']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(report: Mapping[str, Any], out_dir: Path, command: str = "") -> dict[str, str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js = out_dir / "diverse.json"
+    js.write_text(json.dumps({**report, "command": command}, indent=1, default=str), encoding="utf-8")
+    md = out_dir / "diverse.md"
+    md.write_text(markdown(report, command), encoding="utf-8")
+    return {"json": str(js), "markdown": str(md)}
