@@ -116,6 +116,7 @@ def main() -> None:
 
 
 # Register commands at import time too, so `from ctir_es.cli.main import cli` is complete.
+from . import audit as _audit  # noqa: F401
 from . import categorize as _categorize  # noqa: F401
 from . import es as _es  # noqa: F401
 from . import evaluate as _evaluate  # noqa: F401
