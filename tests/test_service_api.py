@@ -371,7 +371,7 @@ def test_openapi_schema_lists_the_endpoints(client: TestClient) -> None:
     assert schema["info"]["title"] == "ctir-es"
     assert set(schema["paths"]) == {
         "/health", "/search", "/search/image", "/products/{product_id}", "/products/{product_id}/image",
-        "/products/{product_id}/similar", "/categories", "/categorize",
+        "/products/{product_id}/similar", "/categories", "/categorize", "/audit",
     }
     k = next(p for p in schema["paths"]["/search"]["get"]["parameters"] if p["name"] == "k")
     assert k["schema"]["maximum"] == SMALL.max_k

@@ -48,7 +48,7 @@ def product_ids(client: TestClient) -> list[str]:
 OPERATIONS = [
     ("GET", "/health"), ("GET", "/search"), ("POST", "/search/image"), ("GET", "/products/{product_id}"),
     ("GET", "/products/{product_id}/image"), ("GET", "/products/{product_id}/similar"),
-    ("GET", "/categories"), ("POST", "/categorize"),
+    ("GET", "/categories"), ("POST", "/categorize"), ("GET", "/audit"),
 ]
 
 
