@@ -19,7 +19,7 @@ from ctir_es.categorize import core
 from ctir_es.cli.main import cli
 from ctir_es.diversify import mmr, near_duplicate_flags, normalise_title
 from ctir_es.errors import QueryError
-from ctir_es.evaluation.audit import auc, inject_noise, score_audit
+from ctir_es.evaluation.audit import auc, inject_noise
 from ctir_es.evaluation.categorize import expected_calibration_error, measure
 from ctir_es.products import Product
 from ctir_es.search import NotFound, Search, Unsupported
