@@ -50,7 +50,7 @@ def test_lifecycle_commands(stub: EsStub, tmp_path: Path) -> None:
     stub.state.indices["products-v1"]["docs"]["p1"] = {"id": "p1"}
     code, out = run("es", "reindex", "--es-url", stub.url, "--index-options", "int8_hnsw")
     assert code == 0, out
-    assert "products-v1 -> products-v2 (1 products, int8_hnsw); old version kept" in out
+    assert "products-v1 -> products-v2 (1 products, int8_hnsw, 1 shard(s), copied server-side); old version kept" in out
     code, out = run("es", "swap", "products-v1", "--es-url", stub.url)
     assert code == 0 and stub.state.aliases == {"products": ["products-v1"]}
     code, out = run("es", "drop", "--es-url", stub.url, "--yes")

@@ -33,7 +33,8 @@ PRODUCTS = 1050
 
 def local(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(SCRIPT), "--cluster", CLUSTER, *args], capture_output=True, text=True, timeout=timeout
+        [str(SCRIPT), "--cluster", CLUSTER, *args],
+        check=False, capture_output=True, text=True, timeout=timeout,
     )
 
 

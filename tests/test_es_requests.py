@@ -340,6 +340,9 @@ def test_lexical_body_without_filters_and_zero_weights() -> None:
         "_source": False,
         "track_total_hits": False,
         "query": {"combined_fields": {"query": "blender", "fields": ["title^12", "description^1"]}},
+        # ties by product id: every shard copy gives the same order
+        "sort": [{"_score": "desc"}, {"id": "asc"}],
+        "track_scores": True,
     }
     most = search_bodies.lexical_body(
         LexicalQuery("blender", {"title": 3, "categories": 0, "description": 0.25}),
@@ -880,3 +883,22 @@ def test_retriever_body_rules() -> None:
     assert deep is not None
     knn = deep["retriever"]["rrf"]["retrievers"][0]["knn"]
     assert knn["k"] == 300 and knn["num_candidates"] >= 300
+
+
+def test_partial_results_are_never_returned_as_complete() -> None:
+    """A node that left can leave a shard without an answering copy for a moment: the hits of
+    the other shards would look like a full answer. They raise instead (the store retries)."""
+    partial = {
+        "took": 1,
+        "timed_out": False,
+        "_shards": {"total": 3, "successful": 2, "failed": 1, "failures": [
+            {"shard": 1, "reason": {"type": "no_shard_available_action_exception", "reason": "gone"}}]},
+        "hits": {"hits": [{"_id": "a", "_score": 1.0}]},
+    }
+    with pytest.raises(responses.PartialResults, match="1 of 3 shards failed"):
+        responses.parse_msearch(["bm25"], {"responses": [partial]})
+    slow = {"timed_out": True, "_shards": {"total": 1, "failed": 0}, "hits": {"hits": []}}
+    with pytest.raises(responses.PartialResults, match="timed out"):
+        responses.parse_msearch(["bm25"], {"responses": [slow]})
+    whole = {"_shards": {"total": 3, "successful": 3, "failed": 0}, "hits": {"hits": [{"_id": "a", "_score": 2.0}]}}
+    assert responses.parse_msearch(["bm25"], {"responses": [whole]}) == {"bm25": [Hit("a", 2.0)]}

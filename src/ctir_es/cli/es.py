@@ -15,9 +15,13 @@ import click
 
 from ..config import Settings
 from ..errors import ConfigError
-from ..store.elasticsearch.bodies.index import INDEX_OPTION_TYPES
 from ..search import open_store
 from ..store.base import IndexSchema
+from ..store.elasticsearch.bodies.index import (
+    DEFAULT_INDEX_OPTIONS,
+    INDEX_OPTION_TYPES,
+    suggested_shards,
+)
 from ..store.elasticsearch.connection import DEFAULT_URL
 from .main import cli, settings_from
 
@@ -81,8 +85,12 @@ def es() -> None:
 @es.command("setup")
 @es_url_option
 @index_options_option
-@click.option("--shards", type=click.IntRange(1, 1024), default=None, help="Primary shards [1].")
-@click.option("--replicas", type=click.IntRange(0, 16), default=None, help="Replicas [cluster default].")
+@click.option("--shards", type=click.IntRange(1, 1024), default=None,
+              help="Primary shards [from --expected-products: ~30 GB per shard; else 1].")
+@click.option("--replicas", type=click.IntRange(0, 16), default=None,
+              help="Replicas [1 with two or more data nodes, 0 on one node].")
+@click.option("--expected-products", type=click.IntRange(0, 10**11), default=None, metavar="N",
+              help="Catalogue size the index is for: derives --shards (docs/scaling.md).")
 @click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Vector fields as JSON ({\"vectors\": {...}}, as `es status --json` "
                                  "prints); default: from the configured encoders.")
@@ -93,9 +101,10 @@ def es() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def es_setup(ctx: click.Context, es_url: str | None, index_options: str | None, shards: int | None,
-             replicas: int | None, schema_file: Path | None, text_model: str | None,
-             clip_weights: str | None, no_images: bool, as_json: bool) -> None:
-    """Create the ingest pipeline and the index behind its alias, or check an existing one.
+             replicas: int | None, expected_products: int | None, schema_file: Path | None,
+             text_model: str | None, clip_weights: str | None, no_images: bool,
+             as_json: bool) -> None:
+    """Create the index behind its alias (INDEX-v1), or check an existing one.
 
     An index built with other vector dims or encoders is refused (nothing is written) with the
     commands that build a new version beside it.
@@ -109,6 +118,11 @@ def es_setup(ctx: click.Context, es_url: str | None, index_options: str | None, 
     else:
         settings = settings.with_overrides(text_model=text_model, clip_weights=clip_weights)
         schema = schema_from_encoders(settings, with_images=not no_images)
+    if shards is None and expected_products is not None:
+        options = str(settings.es_options.get("index_options") or DEFAULT_INDEX_OPTIONS)
+        shards = suggested_shards(expected_products, schema, options)
+        settings = es_settings(ctx, es_url, index_options=index_options, shards=shards,
+                               replicas=replicas)
     store = open_es(settings)
     try:
         merged = store.setup(schema)
@@ -120,7 +134,8 @@ def es_setup(ctx: click.Context, es_url: str | None, index_options: str | None, 
         return
     click.echo(f"{status['alias']} -> {status['live']} at {status['url']} "
                f"(mapping v{status.get('mapping_version')}, {status.get('index_options')}, "
-               f"pipeline {status.get('ingest_pipeline')}, {status.get('count', 0)} products)")
+               f"{status.get('shards')} shard(s), {status.get('replicas')} replica(s), "
+               f"analyser {status.get('text_analyzer')}, {status.get('count', 0)} products)")
     for name, field in merged.vectors.items():
         click.echo(f"  {name}: {field.dims} dims, encoder {field.encoder.get('id', '?')}")
 
@@ -168,15 +183,22 @@ def es_reindex(ctx: click.Context, es_url: str | None, index_options: str | None
     """Rebuild the live index as the next version and swap the alias (no downtime).
 
     \b
-    Copies every product server-side (_reindex through the ingest pipeline) into
-    INDEX-v(N+1) with the current mapping and the chosen --index-options, checks that
-    _count matches, then moves the alias in one atomic request. Pause ingests meanwhile.
+    Copies every product verbatim (server-side _reindex, or scroll + bulk where the cluster
+    has no reindex module) into INDEX-v(N+1) with the current mapping, the chosen
+    --index-options, --shards (default: derived from the live product count, ~30 GB per
+    shard) and --replicas, checks that _count matches, then moves the alias in one atomic
+    request. Pause ingests meanwhile.
     The old version is kept for `ctir-es es swap` (rollback) unless --delete-old.
     To change ENCODERS (vectors must be recomputed), fill a new version instead:
       CTIR_ES_INDEX=products-v4 ctir-es ingest ...   then   ctir-es es swap products-v4
     """
     store = open_es(es_settings(ctx, es_url))
     try:
+        if shards is None:
+            schema = store.schema()
+            if schema is not None:
+                options = index_options or store.stats().get("index_options") or DEFAULT_INDEX_OPTIONS
+                shards = suggested_shards(store.count(), schema, options)
         report = store.reindex(index_options=index_options, shards=shards, replicas=replicas,
                                delete_old=delete_old)
     finally:
@@ -185,7 +207,8 @@ def es_reindex(ctx: click.Context, es_url: str | None, index_options: str | None
         echo_json(report.to_json())
         return
     click.echo(f"{report.alias}: {report.source} -> {report.dest} ({report.count} products, "
-               f"{report.index_options}); old version {'deleted' if report.deleted_old else 'kept'}")
+               f"{report.index_options}, {report.shards} shard(s), copied {report.method}-side); "
+               f"old version {'deleted' if report.deleted_old else 'kept'}")
 
 
 @es.command("swap")

@@ -72,6 +72,7 @@ class ClusterInfo:
     # taken to be the default distribution's
     modules: frozenset[str] | None = None
     modules_error: str | None = None
+    data_nodes: int | None = None  # nodes with a data role; None = unknown
 
     @classmethod
     def from_responses(
@@ -82,6 +83,7 @@ class ClusterInfo:
         *,
         modules: frozenset[str] | None = None,
         modules_error: str | None = None,
+        data_nodes: int | None = None,
     ) -> ClusterInfo:
         version = root.get("version") or {}
         info = (licence or {}).get("license") or {}
@@ -93,6 +95,7 @@ class ClusterInfo:
             licence_error=licence_error,
             modules=modules,
             modules_error=modules_error,
+            data_nodes=data_nodes,
         )
 
     @property
@@ -118,6 +121,14 @@ class ClusterInfo:
         if self.has_module(ANALYSIS_MODULE) or self.has_module(ENGLISH_PLUGIN):
             return "english"
         return "standard"
+
+    @property
+    def default_replicas(self) -> int | None:
+        """Replicas for a new index: 1 where a second data node can hold them, 0 on one node
+        (a replica that can never be assigned leaves the cluster yellow); None = unknown."""
+        if self.data_nodes is None:
+            return None
+        return 1 if self.data_nodes >= 2 else 0
 
     @property
     def server_reindex(self) -> bool:
@@ -172,6 +183,7 @@ class ClusterInfo:
             "flavor": self.flavor,
             "modules": sorted(self.modules) if self.modules is not None else None,
             "text_analyzer": self.text_analyzer,
+            "data_nodes": self.data_nodes,
             "server_reindex": self.server_reindex,
             "licence": {"type": self.licence_type, "status": self.licence_status},
             "server_side_fusion": {
@@ -180,6 +192,14 @@ class ClusterInfo:
                 for ok, why in [self.fusion_support(method)]
             },
         }
+
+
+def data_nodes_from_nodes(response: Mapping[str, Any] | None) -> int | None:
+    """How many nodes hold data (a role starting with ``data``), from ``GET _nodes``."""
+    nodes = (response or {}).get("nodes") or {}
+    if not nodes or not all("roles" in n for n in nodes.values()):
+        return None
+    return sum(any(str(r).startswith("data") for r in n.get("roles") or []) for n in nodes.values())
 
 
 def modules_from_nodes(response: Mapping[str, Any] | None) -> tuple[str | None, frozenset[str] | None]:

@@ -108,25 +108,11 @@ class EsConnection:
     ssl_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"CTIR_ES_URL must be an http(s) URL such as {DEFAULT_URL}, got {redact_url(self.url)!r}"
-            )
-        try:
-            port = parts.port
-        except ValueError:
-            raise ConfigError(f"bad port in CTIR_ES_URL {redact_url(self.url)!r}") from None
-        if parts.username is not None or parts.password is not None:
-            if self.username is None and parts.username:
-                object.__setattr__(self, "username", unquote(parts.username))
-            if self.password is None and parts.password is not None:
-                object.__setattr__(self, "password", unquote(parts.password))
-            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-            netloc = f"{host}:{port}" if port else host
-            object.__setattr__(self, "url", urlunsplit(parts._replace(netloc=netloc)))
-        else:
-            object.__setattr__(self, "url", self.url.strip())
+        # several nodes of one cluster: "http://a:9200,http://b:9200" (the client fails over)
+        urls = [self._clean_url(part) for part in self.url.split(",") if part.strip()]
+        if not urls:
+            raise ConfigError(f"CTIR_ES_URL must be an http(s) URL such as {DEFAULT_URL}, got ''")
+        object.__setattr__(self, "url", ",".join(urls))
         _check_index_name(self.index)
         kinds = [
             name
@@ -147,7 +133,7 @@ class EsConnection:
                 )
             if self.ca_certs:
                 raise ConfigError("give either CTIR_ES_CA_CERTS or CTIR_ES_SSL_FINGERPRINT, not both")
-        if not self.verify_certs and self.url.startswith("https:"):
+        if not self.verify_certs and "https:" in self.url:
             log.warning(
                 "TLS certificate verification is OFF for %s (CTIR_ES_VERIFY_CERTS=false): "
                 "use CTIR_ES_CA_CERTS or CTIR_ES_SSL_FINGERPRINT instead",
@@ -214,6 +200,32 @@ class EsConnection:
     @property
     def meta_index(self) -> str:
         return self.index + META_INDEX_SUFFIX
+
+    def _clean_url(self, raw: str) -> str:
+        """One node URL, validated; credentials in it move to ``username``/``password``."""
+        parts = urlsplit(raw.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"CTIR_ES_URL must be an http(s) URL such as {DEFAULT_URL}, got {redact_url(raw)!r}"
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"bad port in CTIR_ES_URL {redact_url(raw)!r}") from None
+        if parts.username is None and parts.password is None:
+            return raw.strip()
+        if self.username is None and parts.username:
+            object.__setattr__(self, "username", unquote(parts.username))
+        if self.password is None and parts.password is not None:
+            object.__setattr__(self, "password", unquote(parts.password))
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        netloc = f"{host}:{port}" if port else host
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    @property
+    def urls(self) -> list[str]:
+        """The node URLs (one, or several of one cluster)."""
+        return self.url.split(",")
 
     @property
     def redacted_url(self) -> str:
@@ -300,7 +312,7 @@ def compat_client_class(major: int | None) -> type[Elasticsearch]:
 def client_kwargs(conn: EsConnection) -> dict[str, Any]:
     """Keyword arguments for ``Elasticsearch(...)`` (holds secrets: never log it)."""
     kwargs: dict[str, Any] = {
-        "hosts": [conn.url],
+        "hosts": conn.urls,
         "request_timeout": conn.request_timeout,
         "retry_on_timeout": True,
         "max_retries": 3,
@@ -312,7 +324,7 @@ def client_kwargs(conn: EsConnection) -> dict[str, Any]:
         kwargs["basic_auth"] = (conn.username, conn.password or "")
     elif conn.bearer_token:
         kwargs["bearer_auth"] = conn.bearer_token
-    if conn.url.startswith("https:"):
+    if any(url.startswith("https:") for url in conn.urls):
         kwargs["verify_certs"] = conn.verify_certs
         if conn.ca_certs:
             kwargs["ca_certs"] = conn.ca_certs

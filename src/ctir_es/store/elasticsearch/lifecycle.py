@@ -78,6 +78,7 @@ class ReindexReport:
     deleted_old: bool
     took_ms: int = 0
     method: str = "server"  # "server" (_reindex) or "client" (scroll + bulk)
+    shards: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -158,11 +159,14 @@ def _index_body(
 ) -> dict[str, Any]:
     options = index_options or plan.index_options
     check_index_options(session, options)
+    replicas = plan.replicas
+    if replicas is None:  # derived from the cluster: 1 with a second data node, else 0
+        replicas = session.cluster_info().default_replicas
     return mapping.index_body(
         schema,
         options,
         shards=plan.shards,
-        replicas=plan.replicas,
+        replicas=replicas,
         text_analyzer=new_index_analyzer(session),
     )
 
@@ -291,10 +295,30 @@ def status(session: EsSession, name: str) -> dict[str, Any]:
                 "text_analyzer": mapping.text_analyzer_from_mapping(live.mapping),
                 "needs_reindex": bool(version and version < mapping.MAPPING_VERSION),
                 "count": count(session, name),
+                **shard_settings(session, live.concrete or name),
             }
         )
     out["cluster"] = session.cluster_info().to_json()
     return out
+
+
+def shard_settings(session: EsSession, index: str) -> dict[str, int | None]:
+    """``{"shards", "replicas"}`` of a concrete index (None where they cannot be read)."""
+    try:
+        body = session.body(
+            f"reading the settings of {index!r}",
+            lambda: session.client.indices.get_settings(
+                index=index, name="index.number_of_*", flat_settings=True
+            ),
+        )
+    except StoreError:
+        return {"shards": None, "replicas": None}
+    flat = next(iter(body.values()), {}).get("settings", {})
+    shards, replicas = flat.get("index.number_of_shards"), flat.get("index.number_of_replicas")
+    return {
+        "shards": int(shards) if shards is not None else None,
+        "replicas": int(replicas) if replicas is not None else None,
+    }
 
 
 # ---------------------------------------------------------------- reindex / swap
@@ -462,6 +486,7 @@ def reindex(
         deleted_old=delete_old,
         took_ms=int(response.get("took", 0)),
         method=method,
+        shards=new_plan.shards,
     )
 
 

@@ -18,7 +18,7 @@ from elasticsearch import Elasticsearch
 
 from ...errors import CtirError, StoreError
 from .bodies.responses import error_text
-from .cluster import ClusterInfo, modules_from_nodes
+from .cluster import ClusterInfo, data_nodes_from_nodes, modules_from_nodes
 from .connection import EsConnection, build_client
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class EsSession:
             "reading the cluster's modules",
             lambda: self.client.nodes.info(
                 metric="plugins",
-                filter_path="nodes.*.version,nodes.*.modules.name,nodes.*.plugins.name",
+                filter_path="nodes.*.version,nodes.*.roles,nodes.*.modules.name,nodes.*.plugins.name",
             ),
         )
         version, modules = modules_from_nodes(nodes)
@@ -131,6 +131,7 @@ class EsSession:
             licence_error,
             modules=modules,
             modules_error=nodes_error if modules is None else None,
+            data_nodes=data_nodes_from_nodes(nodes),
         )
         return self._cluster
 

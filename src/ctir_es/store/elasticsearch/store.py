@@ -16,6 +16,7 @@ with a one-line notice; ``Search`` uses it when ``fusion_location`` is ``server`
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Self
@@ -50,6 +51,8 @@ from .session import EsSession, response_body
 
 log = logging.getLogger(__name__)
 
+PARTIAL_RETRIES = 3  # a search missing shards is asked again, then reported
+PARTIAL_BACKOFF = 0.5  # seconds, times the attempt number
 MIN_FUSION_WINDOW = 100  # as Search: each source contributes at least this many candidates
 
 
@@ -449,16 +452,24 @@ class ElasticsearchStore:
             results[LEXICAL_SOURCE] = []  # stays empty when the text has nothing to search
         if not searches:
             return results
-        response = self.session.body(
-            f"searching {self.index!r}", lambda: self.client.msearch(searches=searches)
-        )
         converters = responses.vector_score_converters(vectors, schema)
         if schema is None:  # unknown (mapping unreadable): ctir-es fields are cosine
             converters = {vq.name: responses.cosine_from_score for vq in vectors}
-        try:
-            results.update(responses.parse_msearch(names, response, converters))
-        except StoreError as exc:
-            raise StoreError(self.connection.scrub(str(exc))) from None
+        for attempt in range(PARTIAL_RETRIES + 1):
+            response = self.session.body(
+                f"searching {self.index!r}", lambda: self.client.msearch(searches=searches)
+            )
+            try:
+                results.update(responses.parse_msearch(names, response, converters))
+                return results
+            except responses.PartialResults as exc:
+                # a shard copy is moving (a node left or came back): ask again shortly
+                if attempt == PARTIAL_RETRIES:
+                    raise responses.PartialResults(self.connection.scrub(str(exc))) from None
+                self.session.notice(f"{exc}; searching again")
+                (self._sleep or time.sleep)(PARTIAL_BACKOFF * (attempt + 1))
+            except StoreError as exc:
+                raise StoreError(self.connection.scrub(str(exc))) from None
         return results
 
     def get(self, ids: Sequence[str]) -> dict[str, StoredProduct]:

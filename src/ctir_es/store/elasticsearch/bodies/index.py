@@ -51,6 +51,7 @@ reviewed as JSON. Choices, with the reference pages that back them (Elasticsearc
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -343,3 +344,41 @@ def meta_index_body() -> dict[str, Any]:
             },
         },
     }
+
+
+# ---------------------------------------------------------------- sizing (docs/scaling.md)
+
+TARGET_SHARD_BYTES = 30 * 1024**3  # Elastic's guidance: shards of 10-50 GB; kNN prefers few
+MAX_SHARD_DOCS = 200_000_000  # Elastic's guidance: under 200M documents per shard
+TEXT_BYTES_PER_PRODUCT = 2048  # title, paths, attributes, description, record (measured ~1.5 KB)
+SOURCE_BYTES_PER_DIM = 9  # a float in _source JSON ("-0.0123456," compressed ~9 bytes)
+# bytes per dimension of the kNN structures besides the raw float32 vector (4 bytes)
+QUANTISED_BYTES_PER_DIM: dict[str, float] = {
+    "hnsw": 0.0,
+    "flat": 0.0,
+    "int8_hnsw": 1.0,
+    "int8_flat": 1.0,
+    "int4_hnsw": 0.5,
+    "bbq_hnsw": 1 / 8,
+}
+
+
+def bytes_per_product(schema: IndexSchema, index_options: str = DEFAULT_INDEX_OPTIONS) -> float:
+    """Estimated disk per product (one copy): text + per vector field its _source JSON, the
+    float32 vector and the quantised copy. An estimate; docs/scaling.md compares it with
+    measured sizes."""
+    extra = QUANTISED_BYTES_PER_DIM.get(index_options, 1.0)
+    vectors = sum(f.dims * (SOURCE_BYTES_PER_DIM + 4 + extra) for f in schema.vectors.values())
+    return TEXT_BYTES_PER_PRODUCT + vectors
+
+
+def suggested_shards(
+    products: int, schema: IndexSchema, index_options: str = DEFAULT_INDEX_OPTIONS
+) -> int:
+    """Primary shards for ``products``: shards of about 30 GB and under 200M documents, at
+    least 1. kNN search visits every shard, so fewer, larger shards are faster to query."""
+    if products < 0:
+        raise ConfigError(f"expected products must be >= 0, got {products}")
+    by_size = products * bytes_per_product(schema, index_options) / TARGET_SHARD_BYTES
+    by_docs = products / MAX_SHARD_DOCS
+    return max(1, math.ceil(max(by_size, by_docs)))

@@ -51,12 +51,33 @@ def error_text(error: Any) -> str:
     return str(error)[:500]
 
 
+class PartialResults(StoreError):
+    """Some shards did not answer (e.g. a node left and no copy took over yet): the hits
+    would be incomplete. Raised instead of returning them; a retry usually succeeds."""
+
+
+def shard_failures(item: Mapping[str, Any]) -> str | None:
+    """Why a search response is incomplete (failed shards, a time-out), or None."""
+    shards = item.get("_shards") or {}
+    failed = int(shards.get("failed") or 0)
+    if failed:
+        reasons = {
+            error_text(f.get("reason") or {}) for f in shards.get("failures") or [] if f
+        }
+        total = shards.get("total", "?")
+        return f"{failed} of {total} shards failed" + (f" ({'; '.join(sorted(reasons))[:200]})" if reasons else "")
+    if item.get("timed_out"):
+        return "the search timed out"
+    return None
+
+
 def parse_msearch(
     names: Sequence[str],
     response: Mapping[str, Any],
     converters: Mapping[str, Callable[[float], float] | None] | None = None,
 ) -> dict[str, list[Hit]]:
-    """Map ``_msearch`` responses back to result names; any failed sub-search raises."""
+    """Map ``_msearch`` responses back to result names; a failed or partial sub-search raises
+    (``PartialResults`` when shards are missing: never an incomplete list)."""
     responses = list(response.get("responses", []))
     if len(responses) != len(names):
         raise StoreError(f"_msearch returned {len(responses)} responses for {len(names)} searches")
@@ -66,6 +87,9 @@ def parse_msearch(
             raise StoreError(
                 f"search {name!r} failed ({item.get('status', '?')}): {error_text(item['error'])}"
             )
+        partial = shard_failures(item)
+        if partial:
+            raise PartialResults(f"search {name!r} is incomplete: {partial}")
         out[name] = parse_hits(item, (converters or {}).get(name))
     return out
 

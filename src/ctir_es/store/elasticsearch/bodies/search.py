@@ -42,6 +42,7 @@ from ctir_es.schema import LEXICAL_FIELDS, LEXICAL_SOURCE, IndexSchema, LexicalQ
 
 from .documents import vector_list
 from .filters import es_filter
+from .index import ID_FIELD
 
 MULTI_MATCH_TYPE = "combined_fields"  # see the module docstring; COMBINED_FIELDS
 MAX_NUM_CANDIDATES = 10_000  # Elasticsearch rejects larger num_candidates
@@ -107,6 +108,12 @@ def _base(k: int) -> dict[str, Any]:
     return {"size": k, "_source": False, "track_total_hits": False}
 
 
+# Equal scores are ordered by product id: every copy of a shard (primary or replica, before or
+# after a node fails) then gives the same list; without it ties follow each copy's internal
+# document order. ``track_scores`` keeps ``_score`` in the hits of a sorted search.
+TIE_BREAK: dict[str, Any] = {"sort": [{"_score": "desc"}, {ID_FIELD: "asc"}], "track_scores": True}
+
+
 def lexical_body(
     lexical: LexicalQuery,
     k: int,
@@ -122,7 +129,7 @@ def lexical_body(
     clauses = es_filter(filters)
     if clauses:
         query = {"bool": {"must": [query], "filter": clauses}}
-    return {**_base(k), "query": query}
+    return {**_base(k), "query": query, **TIE_BREAK}
 
 
 def num_candidates(k: int, requested: int | None = None) -> int:
@@ -159,7 +166,7 @@ def knn_body(
         knn["filter"] = clauses
     if rescore:
         knn["rescore_vector"] = {"oversample": RESCORE_OVERSAMPLE}
-    return {**_base(k), "knn": knn}
+    return {**_base(k), "knn": knn, **TIE_BREAK}
 
 
 def check_vector_queries(vectors: Sequence[VectorQuery], schema: IndexSchema | None) -> None:
