@@ -350,8 +350,8 @@ def meta_index_body() -> dict[str, Any]:
 
 TARGET_SHARD_BYTES = 30 * 1024**3  # Elastic's guidance: shards of 10-50 GB; kNN prefers few
 MAX_SHARD_DOCS = 200_000_000  # Elastic's guidance: under 200M documents per shard
-TEXT_BYTES_PER_PRODUCT = 2048  # title, paths, attributes, description, record (measured ~1.5 KB)
-SOURCE_BYTES_PER_DIM = 9  # a float in _source JSON ("-0.0123456," compressed ~9 bytes)
+TEXT_BYTES_PER_PRODUCT = 2048  # title, paths, attributes, description, record (flipkart: ~2.3 KB)
+SOURCE_BYTES_PER_DIM = 16  # a float in _source JSON, compressed: measured 16 (benchmarks/es_sizing.py)
 # bytes per dimension of the kNN structures besides the raw float32 vector (4 bytes)
 QUANTISED_BYTES_PER_DIM: dict[str, float] = {
     "hnsw": 0.0,
