@@ -902,3 +902,14 @@ def test_partial_results_are_never_returned_as_complete() -> None:
         responses.parse_msearch(["bm25"], {"responses": [slow]})
     whole = {"_shards": {"total": 3, "successful": 3, "failed": 0}, "hits": {"hits": [{"_id": "a", "_score": 2.0}]}}
     assert responses.parse_msearch(["bm25"], {"responses": [whole]}) == {"bm25": [Hit("a", 2.0)]}
+
+
+def test_suggested_shards_follow_the_sizing_rules() -> None:
+    """~30 GB per shard and under 200M documents per shard, at least one (docs/scaling.md)."""
+    two = IndexSchema({"t": VectorField(384), "i": VectorField(512)})
+    assert mapping.bytes_per_product(two, "int8_hnsw") == 2048 + 21 * (384 + 512)
+    assert [mapping.suggested_shards(n, two, "int8_hnsw") for n in (0, 10**6, 10**7, 10**8)] == [1, 1, 7, 65]
+    tiny = IndexSchema({"v": VectorField(2)})
+    assert mapping.suggested_shards(10**9, tiny) == 5  # tiny documents: the 200M-docs rule binds
+    with pytest.raises(ConfigError):
+        mapping.suggested_shards(-1, tiny)
