@@ -910,6 +910,8 @@ def test_suggested_shards_follow_the_sizing_rules() -> None:
     assert mapping.bytes_per_product(two, "int8_hnsw") == 2048 + 21 * (384 + 512)
     assert [mapping.suggested_shards(n, two, "int8_hnsw") for n in (0, 10**6, 10**7, 10**8)] == [1, 1, 7, 65]
     tiny = IndexSchema({"v": VectorField(2)})
-    assert mapping.suggested_shards(10**9, tiny) == 5  # tiny documents: the 200M-docs rule binds
+    # 1e9 small documents: 2 TB at ~2 KB each, so the size rule (65 shards) asks for more
+    # shards than the 200M-documents rule (5)
+    assert mapping.suggested_shards(10**9, tiny) == 65
     with pytest.raises(ConfigError):
         mapping.suggested_shards(-1, tiny)
