@@ -18,7 +18,7 @@ import pytest
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
 
 ES_IMAGE = os.environ.get(
-    "CTIR_ES_TEST_IMAGE", "docker.elastic.co/elasticsearch/elasticsearch:8.19.10"
+    "CTIR_ES_TEST_IMAGE", "docker.elastic.co/elasticsearch/elasticsearch:8.19.21"
 )
 NO_DOCKER = (
     "no Elasticsearch: set CTIR_ES_TEST_URL (start a local node with `scripts/elasticsearch-local up`, "
