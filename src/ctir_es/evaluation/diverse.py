@@ -93,8 +93,8 @@ def markdown(report: Mapping[str, Any], command: str = "") -> str:
     lines = ["# Diversified category pages (MMR)", ""]
     if command:
         lines += ["```", command, "```", ""]
-    lines += [f"{report['queries']} category queries (levels {report['config']['levels']}); near-duplicate: "
-              f"{report['config']['duplicate']}; {report['seconds']} s.", "",
+    lines += [(f"{report['queries']} category queries (levels {report['config']['levels']}); "
+               f"near-duplicate: {report['config']['duplicate']}; {report['seconds']} s."), "",
               "| ranking | near-duplicate rate @10 | queries with a near-duplicate | subtree P@10 |",
               "|---|---:|---:|---:|"]
     for name, r in report["results"].items():

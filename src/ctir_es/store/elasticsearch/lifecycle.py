@@ -313,7 +313,8 @@ def shard_settings(session: EsSession, index: str) -> dict[str, int | None]:
         )
     except StoreError:
         return {"shards": None, "replicas": None}
-    flat = next(iter(body.values()), {}).get("settings", {})
+    first: dict[str, Any] = next(iter(body.values()), {})
+    flat: dict[str, Any] = first.get("settings", {})
     shards, replicas = flat.get("index.number_of_shards"), flat.get("index.number_of_replicas")
     return {
         "shards": int(shards) if shards is not None else None,
