@@ -235,3 +235,26 @@ class StoreContract:
         ]
         store.upsert(docs)
         assert store.image_dirs() == ["/data/shop/img", "/srv/more"]  # type: ignore[attr-defined]
+
+    def test_ids_lists_every_product_once(self, loaded: Store) -> None:
+        assert loaded.ids() == sorted(d.product.id for d in CATALOGUE)  # type: ignore[attr-defined]
+        loaded.delete(["p2"])  # type: ignore[attr-defined]
+        assert "p2" not in loaded.ids()  # type: ignore[attr-defined]
+
+    def test_metadata_round_trip(self, store: Store) -> None:
+        from ctir_es.errors import StoreError
+
+        store.setup(SCHEMA)
+        assert store.get_metadata("serving") is None  # type: ignore[attr-defined]
+        weights = {"fusion": "linear", "weights": {"bm25": 0.7, "text": 0.3}, "note": "é"}
+        store.put_metadata("serving", weights)  # type: ignore[attr-defined]
+        assert store.get_metadata("serving") == weights  # type: ignore[attr-defined]
+        store.put_metadata("serving", {"fusion": "rrf"})  # type: ignore[attr-defined]
+        assert store.get_metadata("serving") == {"fusion": "rrf"}  # type: ignore[attr-defined]
+        store.upsert(CATALOGUE)  # data writes leave metadata alone
+        assert store.get_metadata("serving") == {"fusion": "rrf"}  # type: ignore[attr-defined]
+        for bad_key in ("", "has space", "x" * 200):
+            with pytest.raises(StoreError, match="bad metadata key"):
+                store.put_metadata(bad_key, {})  # type: ignore[attr-defined]
+        with pytest.raises(StoreError, match="not JSON"):
+            store.put_metadata("bad", {"v": float("nan")})  # type: ignore[attr-defined]

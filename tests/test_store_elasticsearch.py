@@ -175,7 +175,9 @@ def test_reindex_swaps_the_alias_without_losing_searches(make_store: Callable[..
     store.upsert(CATALOGUE)
     query = (LexicalQuery("pressure cooker"), [VectorQuery("title_vector", unit(0), "text")], 3)
     before = store.search(*query)
+    store.put_metadata("serving", {"fusion": "linear"})
     report = store.reindex(index_options="int8_hnsw")
+    assert store.get_metadata("serving") == {"fusion": "linear"}  # kept with the alias
     assert report.dest == f"{store.index}-v2" and report.count == len(CATALOGUE)
     after = store.search(*query)
     assert [h.id for h in after["bm25"]] == [h.id for h in before["bm25"]]

@@ -8,11 +8,14 @@ Fusion is NOT a store concern: ``search`` returns one ranked list per source and
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import StoreError
 from ..filters import Filter
 from ..schema import (
     DEFAULT_FIELD_WEIGHTS,
@@ -37,7 +40,9 @@ __all__ = [
     "Deleter",
     "Document",
     "Hit",
+    "IdLister",
     "ImageRoots",
+    "IndexMetadata",
     "IndexSchema",
     "LexicalQuery",
     "ServerFusion",
@@ -143,7 +148,57 @@ class ImageRoots(Protocol):
         ...
 
 
-CAPABILITIES: tuple[type, ...] = (VectorReader, CategoryCounter, Deleter, ImageRoots)
+@runtime_checkable
+class IdLister(Protocol):
+    """Every product id (audits, exports, consistency checks)."""
+
+    def ids(self) -> list[str]:
+        """All product ids, sorted."""
+        ...
+
+
+@runtime_checkable
+class IndexMetadata(Protocol):
+    """Small JSON documents kept with the index under a name (e.g. serving weights calibrated
+    on the catalogue). They survive re-ingests, and on Elasticsearch reindexes and swaps."""
+
+    def get_metadata(self, key: str) -> dict[str, Any] | None:
+        """The document stored under ``key``, or None."""
+        ...
+
+    def put_metadata(self, key: str, value: Mapping[str, Any]) -> None:
+        """Store (or replace) ``value`` (a JSON object) under ``key``."""
+        ...
+
+
+CAPABILITIES: tuple[type, ...] = (
+    VectorReader,
+    CategoryCounter,
+    Deleter,
+    ImageRoots,
+    IdLister,
+    IndexMetadata,
+)
+METADATA_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+MAX_METADATA_BYTES = 1_000_000
+
+
+def metadata_json(key: str, value: Mapping[str, Any]) -> str:
+    """``value`` as compact JSON after checking ``key`` and the size (``StoreError`` if not)."""
+    if not isinstance(key, str) or not METADATA_KEY.match(key):
+        raise StoreError(
+            f"bad metadata key {key!r}: 1-128 letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter or digit"
+        )
+    if not isinstance(value, Mapping):
+        raise StoreError(f"metadata {key!r} must be a JSON object, got {type(value).__name__}")
+    try:
+        text = json.dumps(dict(value), sort_keys=True, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"metadata {key!r} is not JSON: {exc}") from None
+    if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
+        raise StoreError(f"metadata {key!r} is larger than {MAX_METADATA_BYTES} bytes")
+    return text
 
 
 @runtime_checkable

@@ -32,7 +32,7 @@ import re
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +52,7 @@ from .base import (
     StoredProduct,
     VectorQuery,
     WriteResult,
+    metadata_json,
 )
 
 SCHEMA_VERSION = 1
@@ -582,6 +583,16 @@ class EmbeddedStore:
             self._sync_lexical()
             return cur.rowcount
 
+    @_guarded()
+    def put_metadata(self, key: str, value: Mapping[str, Any]) -> None:
+        """Store a JSON object under ``key`` in the store's meta table (``metadata:KEY``)."""
+        text = metadata_json(key, value)
+        with self._lock:
+            self._wconn.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (f"metadata:{key}", text),
+            )
+
     # -- reads ------------------------------------------------------------------------------
 
     @_guarded()
@@ -754,6 +765,19 @@ class EmbeddedStore:
     def count(self) -> int:
         with self._lock:
             return int(self.conn.execute("SELECT count(*) FROM products").fetchone()[0])
+
+    @_guarded(empty=lambda: None)
+    def get_metadata(self, key: str) -> dict[str, Any] | None:
+        metadata_json(key, {})  # checks the key
+        with self._lock:
+            raw = self._meta(f"metadata:{key}")
+        return None if raw is None else dict(json.loads(raw))
+
+    @_guarded(empty=list)
+    def ids(self) -> list[str]:
+        """Every product id, sorted."""
+        with self._lock:
+            return [str(pid) for (pid,) in self.conn.execute("SELECT id FROM products ORDER BY id")]
 
     @_guarded(empty=dict)
     def category_counts(self) -> dict[tuple[str, ...], int]:

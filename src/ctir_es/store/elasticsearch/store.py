@@ -15,6 +15,7 @@ with a one-line notice; ``Search`` uses it when ``fusion_location`` is ``server`
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -23,7 +24,7 @@ from typing import Any, Self
 
 import elasticsearch
 import numpy as np
-from elasticsearch import Elasticsearch
+from elasticsearch import Elasticsearch, helpers
 
 from ...errors import ConfigError, QueryError, StoreError
 from ...filters import Filter
@@ -37,6 +38,7 @@ from ..base import (
     StoredProduct,
     VectorQuery,
     WriteResult,
+    metadata_json,
 )
 from . import lifecycle
 from .bodies import documents, responses
@@ -381,9 +383,12 @@ class ElasticsearchStore:
             if not self.client.indices.exists(index=name):
                 try:
                     self.client.indices.create(index=name, **mapping.meta_index_body())
+                    return
                 except elasticsearch.BadRequestError as exc:
                     if "resource_already_exists_exception" not in str(exc.error):
                         raise
+            # made by an older ctir-es: add the fields it lacks (idempotent)
+            self.client.indices.put_mapping(index=name, properties=mapping.meta_index_properties())
 
         self.session.call(f"creating checkpoint index {name!r}", ensure)
         self._meta_index_ready = True
@@ -590,6 +595,46 @@ class ElasticsearchStore:
                 f"listing the image directories of {self.index!r}",
                 lambda: self.client.search(index=self.index, **stats_bodies.image_dirs_body()),
             )
+        )
+
+    def ids(self) -> list[str]:
+        """Every product id, sorted (a scroll over ``_id`` only)."""
+        if self._live_mapping() is None:
+            return []
+
+        def scan() -> list[str]:
+            hits = helpers.scan(
+                self.client, index=self.index, query={"query": {"match_all": {}}, "_source": False},
+                size=2000, preserve_order=False,
+            )
+            return sorted(str(hit["_id"]) for hit in hits)
+
+        return self.session.call(f"listing the ids of {self.index!r}", scan)
+
+    def get_metadata(self, key: str) -> dict[str, Any] | None:
+        metadata_json(key, {})  # checks the key
+
+        def get() -> dict[str, Any] | None:
+            try:
+                doc = response_body(
+                    self.client.get(index=self.connection.meta_index, id=f"metadata:{key}")
+                )
+            except elasticsearch.NotFoundError:
+                return None  # no such key, or no side index yet
+            value = doc["_source"].get("value")
+            return dict(value) if isinstance(value, Mapping) else None
+
+        return self.session.call(f"reading metadata {key!r}", get)
+
+    def put_metadata(self, key: str, value: Mapping[str, Any]) -> None:
+        document = {"key": key, "value": json.loads(metadata_json(key, value))}
+        self._ensure_meta_index()
+        self.session.call(
+            f"writing metadata {key!r}",
+            lambda: self.client.index(
+                index=self.connection.meta_index, id=f"metadata:{key}", document=document,
+                refresh=True,
+            ),
         )
 
     # -------------------------------------------------------- beyond the protocol: cluster facts

@@ -332,17 +332,23 @@ def merged_schema(existing: IndexSchema, wanted: IndexSchema) -> IndexSchema:
     return IndexSchema(vectors)
 
 
+def meta_index_properties() -> dict[str, Any]:
+    """Checkpoints (``position``) and index metadata (``value``, a JSON object kept verbatim),
+    one document per key. ``put_mapping`` of these is idempotent: older side indices gain
+    ``value`` on first use."""
+    return {
+        "key": {"type": "keyword"},
+        "position": {"type": "long"},
+        "value": {"type": "object", "enabled": False},
+    }
+
+
 def meta_index_body() -> dict[str, Any]:
-    """The small side index holding ingest checkpoints (one document per key)."""
+    """The small side index ``{alias}-ctir-meta``: it belongs to the alias, so it survives
+    reindexes and swaps."""
     return {
         "settings": {"index": {"number_of_shards": 1}},
-        "mappings": {
-            "dynamic": "strict",
-            "properties": {
-                "key": {"type": "keyword"},
-                "position": {"type": "long"},
-            },
-        },
+        "mappings": {"dynamic": "strict", "properties": meta_index_properties()},
     }
 
 
