@@ -74,7 +74,7 @@ def es() -> None:
     """Elasticsearch index lifecycle: versioned indices behind an alias, zero-downtime swaps.
 
     \b
-    setup    create the ingest pipeline and INDEX-v1 behind the alias INDEX (idempotent)
+    setup    create INDEX-v1 behind the alias INDEX (idempotent; --expected-products sizes shards)
     status   alias, versions, schema, counts, cluster version/licence, server-side fusion
     reindex  copy the live index into the next version, check counts, swap the alias
     swap     point the alias at another version (a rollback, or a version filled by ingest)
@@ -159,13 +159,16 @@ def es_status(ctx: click.Context, es_url: str | None, as_json: bool) -> None:
     click.echo(f"versions: {', '.join(status['versions']) or 'none'}")
     if status.get("schema"):
         click.echo(f"products: {status['count']}  mapping v{status['mapping_version']} "
-                   f"(current v{status['current_mapping_version']})  index_options {status['index_options']}")
+                   f"(current v{status['current_mapping_version']})  index_options {status['index_options']}  "
+                   f"shards {status.get('shards')}  replicas {status.get('replicas')}  "
+                   f"analyser {status.get('text_analyzer')}")
         for name, field in status["schema"]["vectors"].items():
             click.echo(f"  {name}: {field['dims']} dims, encoder {field['encoder'].get('id', '?')}")
         if status.get("needs_reindex"):
             click.echo("an older mapping: run `ctir-es es reindex`")
     cluster = status["cluster"]
-    click.echo(f"cluster: Elasticsearch {cluster['version']}, licence {cluster['licence']['type']}")
+    click.echo(f"cluster: Elasticsearch {cluster['version']}, licence {cluster['licence']['type']}, "
+               f"{cluster.get('data_nodes') or '?'} data node(s)")
     for method, info in cluster["server_side_fusion"].items():
         click.echo(f"  server-side {method}: {'yes' if info['allowed'] else 'no'} ({info['reason']})")
 

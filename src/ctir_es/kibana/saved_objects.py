@@ -10,7 +10,7 @@ The file is in the shape Kibana 8.x exports (one object a line, each with ``refe
   (``sourceFilters``). No time field: a catalogue is not a time series, so dashboards show every
   product whatever the time picker says.
 - ``lens`` ``ctir-es-products-per-top-category``: count of products per ``category_top`` (a
-  keyword the ingest pipeline derives), as horizontal bars. Lens replaces the legacy
+  keyword the client derives per document), as horizontal bars. Lens replaces the legacy
   aggregation-based ``visualization`` object; its layer names the data view only through the
   reference ``indexpattern-datasource-layer-<layer id>``.
 - ``search`` ``ctir-es-products-search``: image, title, categories and market, newest first.
