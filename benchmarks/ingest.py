@@ -28,12 +28,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from memory import file_bytes, peak_rss_bytes  # noqa: E402
-from synthetic import Catalogue  # noqa: E402
+from memory import file_bytes, peak_rss_bytes
+from synthetic import Catalogue
 
-from ctir_es.ingest.pipeline import IngestOptions, Pipeline  # noqa: E402
-from ctir_es.ingest.report import IngestReport  # noqa: E402
-from ctir_es.store.embedded import EmbeddedStore  # noqa: E402
+from ctir_es.ingest.pipeline import IngestOptions, Pipeline
+from ctir_es.ingest.report import IngestReport
+from ctir_es.store.embedded import EmbeddedStore
 
 FLIPKART = Path(os.environ.get("CTIR_ES_FLIPKART_DIR", Path(__file__).resolve().parents[2] / "shared/datasets/flipkart-1050"))
 

@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,20 @@ def build_bare(cat: Catalogue, path: Path) -> tuple[Any, Any, float]:
     return index, schema, elapsed
 
 
+def bare_search(index: Any, texts: list[str]) -> Callable[[int], list[str]]:
+    """The top-K ids of ``texts[i]`` straight from a bare tantivy index, default field weights."""
+    searcher = index.searcher()
+    weights = {f: w for f, w in DEFAULT_FIELD_WEIGHTS.items() if w > 0}
+    fields = list(weights)
+
+    def bare(i: int) -> list[str]:
+        q = index.parse_query_lenient(texts[i], fields, field_boosts=weights)[0]
+        found = searcher.search(q, limit=K, count=False).hits
+        return [searcher.doc(addr)["id"][0] for _, addr in found]
+
+    return bare
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, action="append")
@@ -108,17 +123,10 @@ def main() -> None:
             path = args.out / f"store-{n}-{engine}.db"
             build[f"store_{engine}_s"] = build_store(cat, path, engine)
             stores[engine] = EmbeddedStore(path)
-        index, schema, build["bare_tantivy_s"] = build_bare(cat, args.out / f"bare-{n}")
-        searcher = index.searcher()
-        weights = {f: w for f, w in DEFAULT_FIELD_WEIGHTS.items() if w > 0}
-        fields = list(weights)
-
-        def bare(i: int) -> list[str]:
-            q = index.parse_query_lenient(texts[i], fields, field_boosts=weights)[0]
-            found = searcher.search(q, limit=K, count=False).hits
-            return [searcher.doc(addr)["id"][0] for _, addr in found]
-
-        runners = {f"store ({e})": (lambda i, s=stores[e]: s.search(LexicalQuery(texts[i]), [], K)) for e in engines}
+        index, _schema, build["bare_tantivy_s"] = build_bare(cat, args.out / f"bare-{n}")
+        bare = bare_search(index, texts)
+        runners = {f"store ({e})": (lambda i, s=stores[e], t=texts: s.search(LexicalQuery(t[i]), [], K))
+                   for e in engines}
         runners["bare tantivy"] = bare
         samples: dict[str, list[list[float]]] = {name: [] for name in runners}
         for fn in runners.values():

@@ -24,12 +24,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from memory import file_bytes, rss_bytes  # noqa: E402
-from synthetic import FIELD, Catalogue, cached_store  # noqa: E402
+from memory import file_bytes, rss_bytes
+from synthetic import FIELD, Catalogue, cached_store
 
-from ctir_es.ranking.fusion import fuse  # noqa: E402
-from ctir_es.store.base import LexicalQuery, VectorQuery  # noqa: E402
-from ctir_es.store.embedded import EmbeddedStore  # noqa: E402
+from ctir_es.ranking.fusion import fuse
+from ctir_es.store.base import LexicalQuery, VectorQuery
+from ctir_es.store.embedded import EmbeddedStore
 
 K = 100  # candidates per source, as Search asks for (MIN_CANDIDATES)
 HYBRID_WEIGHTS = {"bm25": 1.0, "text": 1.0}

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from memory import machine, mib  # noqa: E402
+from memory import machine, mib
 
 ROOT = HERE.parent
 
@@ -72,7 +72,7 @@ def sub(script: str, args: list[str], timeout: float = 3600, env: dict[str, str]
         out = Path(fh.name)
     try:
         cmd = [sys.executable, str(HERE / script), *args, "--json", str(out)]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
                               env={**os.environ, **(env or {})})
         if proc.returncode != 0 or out.stat().st_size == 0:
             return {"error": f"{' '.join(cmd[1:])} exited {proc.returncode}: {proc.stderr.strip()[-800:]}"}
@@ -105,9 +105,10 @@ def encoders_section(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def query_encoding(n: int) -> dict[str, Any]:
+    from synthetic import Catalogue
+
     from ctir_es.encoders import OnnxTextEncoder
     from ctir_es.encoders.models import default_models_dir
-    from synthetic import Catalogue
 
     enc = OnnxTextEncoder(default_models_dir() / "all-MiniLM-L6-v2").load()
     texts = Catalogue(1000, 384).query_texts(n)
@@ -136,9 +137,9 @@ def size_label(n: int) -> str:
 
 def tables(res: dict[str, Any]) -> str:
     m = res["machine"]
-    out = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB RAM; Python {m['python']}, "
-           f"NumPy {m['numpy']}; load average at start {m['load_avg']}, at end {res.get('load_avg_end')}. "
-           f"Mode: {res['mode']}; BLAS threads for queries: {res.get('blas_threads')}; total {res['total_s']:.0f} s.", ""]
+    out = [(f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB RAM; Python {m['python']}, "
+            f"NumPy {m['numpy']}; load average at start {m['load_avg']}, at end {res.get('load_avg_end')}. "
+            f"Mode: {res['mode']}; BLAS threads for queries: {res.get('blas_threads')}; total {res['total_s']:.0f} s."), ""]
     if res.get("encoders"):
         out += ["### 1. Encoder throughput (items/s; best of the rounds, benchmarks/encoders.py)", "",
                 "| encoder | backend | threads | batch 1 | batch 8 | batch 32 |", "|---|---|---|---|---|---|"]

@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ctir_es.products import Product  # noqa: E402
-from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField  # noqa: E402
-from ctir_es.store.embedded import EmbeddedStore  # noqa: E402
+from ctir_es.products import Product
+from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField
+from ctir_es.store.embedded import EmbeddedStore
 
 FIELD = "title_vector"
 NOISE = 1.2  # noise norm relative to the unit centroid -> cosine to centroid ~0.6

@@ -165,6 +165,7 @@ def fetch(version: str, zip_file: str | None = None) -> Path:
         capture_output=True,
         text=True,
         timeout=900,
+        check=False,
     )
     if proc.returncode != 0 or not cached.is_file():
         lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "ERROR" in ln][:3]
@@ -225,7 +226,7 @@ def install_english(dist: Path, java_home: Path, version: str) -> str:
     sources = sorted(str(p) for p in (PLUGIN_SOURCE / "src").rglob("*.java"))
 
     def run(command: list[str], what: str) -> None:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=300,
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
                               env={**os.environ, "ES_JAVA_HOME": str(java_home)})
         if proc.returncode != 0:
             raise LocalEsError(f"{what} failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
@@ -360,6 +361,7 @@ def run_user() -> tuple[int, int] | None:
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", RUN_USER],
             capture_output=True,
             text=True,
+            check=False,
         )
         if proc.returncode != 0:
             raise LocalEsError(
@@ -450,7 +452,7 @@ def start_node(cluster: Cluster, node: Node, timeout: float) -> None:
     # -d returns once the node has started (or failed to); bound it anyway
     try:
         proc = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=timeout, cwd=node.dir
+            command, env=env, capture_output=True, text=True, timeout=timeout, cwd=node.dir, check=False
         )
     except subprocess.TimeoutExpired:
         raise LocalEsError(
@@ -552,10 +554,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("english analyser plugin left out (--no-english)", file=sys.stderr)
     else:
         print(install_english(dist, java, args.version), file=sys.stderr)
-    if existing:  # stopped cluster: keep its data unless the shape changed
-        if existing.version != args.version or len(existing.nodes) != args.nodes:
-            shutil.rmtree(Cluster.state_file(name).parent, ignore_errors=True)
-            existing = None
+    # a stopped cluster keeps its data unless the shape changed
+    if existing and (existing.version != args.version or len(existing.nodes) != args.nodes):
+        shutil.rmtree(Cluster.state_file(name).parent, ignore_errors=True)
+        existing = None
     if existing is None:
         first = args.port or 9200
         if args.port and not port_free(args.port):

@@ -30,7 +30,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-
 COMPAT_JSON = "application/vnd.elasticsearch+json;compatible-with=8"
 
 

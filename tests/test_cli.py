@@ -96,8 +96,8 @@ def test_xmarket_mixed_lines_ingests_good_reports_bad_runs_nothing(
     marker = Path("/tmp") / f"ctir-pwned-{uuid.uuid4().hex}"
     lines = [
         json.dumps({"asin": "J1", "title": "JSON line blender", "categories": ["Home & Kitchen", "Blenders"]}),
-        "{'asin': 'P1', 'title': 'Python literal kettle', 'categories': ['Home & Kitchen', 'Kettles'], "
-        "'imgUrl': '{}'}",
+        ("{'asin': 'P1', 'title': 'Python literal kettle', 'categories': ['Home & Kitchen', 'Kettles'], "
+         "'imgUrl': '{}'}"),
         "{'asin': 'BAD', 'title': 'unterminated",
         f"__import__('os').system('touch {marker}')",
         "",

@@ -17,12 +17,12 @@ import pytest
 from es_stub import EsState, EsStub, start
 
 from ctir_es.errors import ConfigError, SchemaMismatch, StoreError
-from ctir_es.store.elasticsearch.bodies import index as mapping
-from ctir_es.store.elasticsearch.bodies import aliases as bodies
-from ctir_es.store.elasticsearch.bodies import search as search_bodies
 from ctir_es.products import Product
 from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
+from ctir_es.store.elasticsearch.bodies import aliases as bodies
+from ctir_es.store.elasticsearch.bodies import index as mapping
+from ctir_es.store.elasticsearch.bodies import search as search_bodies
 from ctir_es.store.elasticsearch.cluster import ClusterInfo, parse_version
 
 SCHEMA = IndexSchema({"v": VectorField(4, "cosine", {"id": "tiny@1"})})

@@ -68,10 +68,6 @@ import numpy as np
 import pytest
 
 from ctir_es.errors import ConfigError, FilterError, QueryError, StoreError
-from ctir_es.store.elasticsearch.bodies import index as mapping
-from ctir_es.store.elasticsearch.bodies import documents, filters, responses
-from ctir_es.store.elasticsearch.bodies import search as search_bodies
-from ctir_es.store.elasticsearch.bodies import stats as stats_bodies
 from ctir_es.filters import Filter, parse_filters
 from ctir_es.products import Product
 from ctir_es.store.base import (
@@ -84,6 +80,10 @@ from ctir_es.store.base import (
     VectorQuery,
 )
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
+from ctir_es.store.elasticsearch.bodies import documents, filters, responses
+from ctir_es.store.elasticsearch.bodies import index as mapping
+from ctir_es.store.elasticsearch.bodies import search as search_bodies
+from ctir_es.store.elasticsearch.bodies import stats as stats_bodies
 from ctir_es.store.elasticsearch.connection import (
     build_client,
     client_kwargs,

@@ -77,7 +77,7 @@ def test_fusion_location(on_es: Callable[..., Search], embedded: Search) -> None
     expected = ids(client.search(CATEGORY, k=10))
     auto = Search(client.store, client.text_encoder, None, fusion_location="auto")
     info = client.store.cluster_info()  # type: ignore[attr-defined]
-    allowed, why = info.fusion_support("rrf")
+    allowed, _why = info.fusion_support("rrf")
     if allowed:  # a cluster with x-pack rank-rrf and an enterprise/trial licence
         assert ids(auto.search(CATEGORY, k=10))  # server-side: one _search
     else:  # the test distribution: client-side, the same ranking, and "server" says why

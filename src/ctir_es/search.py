@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 from PIL import Image
@@ -229,7 +229,7 @@ class Search:
         loader = ImageLoader(cache_dir=settings.image_cache, timeout=settings.image_timeout)
         return cls(store, text, image, loader, category, settings.fusion_location)
 
-    def __enter__(self) -> Search:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

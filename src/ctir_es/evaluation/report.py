@@ -74,8 +74,8 @@ def hybrid_findings(result: EvalResult) -> list[dict[str, Any]]:
             if not isinstance(system, HybridSystem) or system.name not in res.means:
                 continue
             for metric in COMPARE_METRICS:
-                comps = {c: res.means.get(c, {}).get(metric) for c in (system.lexical, system.dense)}
-                comps = {c: v for c, v in comps.items() if v is not None}
+                measured = {c: res.means.get(c, {}).get(metric) for c in (system.lexical, system.dense)}
+                comps = {c: v for c, v in measured.items() if v is not None}
                 if not comps:
                     continue
                 best = max(comps, key=lambda c: comps[c])
@@ -139,47 +139,74 @@ def markdown(result: EvalResult, command: str = "") -> str:
         lines += [f"- {s.label} (`{s.name}`): {s.reason}" for s in result.skipped]
         lines.append("")
 
-    findings = hybrid_findings(result)
-    if findings:
-        lines += ["## Hybrid fusion against its best single component", "",
-                  ("Each cell: the hybrid's score, then Δ = hybrid minus the better of its two components on "
-                   "that metric (in points), which component that is, and the p-value of the paired test "
-                   "where that metric was tested."), ""]
-        cells: dict[tuple[str, str], dict[str, str]] = {}
-        for f in findings:
-            p = "" if not f["tested"] else (", identical per query" if f["p"] is None else f", p={f['p']:.3f}")
-            cells.setdefault((f["setting"], f["hybrid"]), {})[f["metric"]] = (
-                f"{pct(f['value'])} ({100 * f['delta']:+.2f} vs {f['best_component']}{p})")
-        rows = [[SETTINGS[setting], hybrid, *(by.get(m, "-") for m in COMPARE_METRICS)]
-                for (setting, hybrid), by in cells.items()]
-        lines += _md_table(["setting", "hybrid", *(header(m) for m in COMPARE_METRICS)], rows, 2)
-        lines.append("")
+    lines += _hybrid_md(result)
+    lines += _tuning_md(result)
+    lines += _by_level_md(result)
+    lines += _seen_md(result)
+    lines += _errors_md(result)
+    sig_lines = _significance_md(result)
+    if sig_lines:
+        lines += sig_lines
 
-    tuning_rows = []
+    lines += _reproducibility_md(result)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _hybrid_md(result: EvalResult) -> list[str]:
+    """Each hybrid against the better of its two components, per compared metric."""
+    findings = hybrid_findings(result)
+    if not findings:
+        return []
+    lines = ["## Hybrid fusion against its best single component", "",
+             ("Each cell: the hybrid's score, then Δ = hybrid minus the better of its two components on "
+              "that metric (in points), which component that is, and the p-value of the paired test "
+              "where that metric was tested."), ""]
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for f in findings:
+        p = "" if not f["tested"] else (", identical per query" if f["p"] is None else f", p={f['p']:.3f}")
+        cells.setdefault((f["setting"], f["hybrid"]), {})[f["metric"]] = (
+            f"{pct(f['value'])} ({100 * f['delta']:+.2f} vs {f['best_component']}{p})")
+    rows = [[SETTINGS[setting], hybrid, *(by.get(m, "-") for m in COMPARE_METRICS)]
+            for (setting, hybrid), by in cells.items()]
+    lines += _md_table(["setting", "hybrid", *(header(m) for m in COMPARE_METRICS)], rows, 2)
+    lines.append("")
+    return lines
+
+
+def _tuning_md(result: EvalResult) -> list[str]:
+    """The linear fusion weight chosen on the validation split, per setting and hybrid."""
+    cfg = result.config
+    rows: list[list[str]] = []
     for setting, res in result.settings.items():
         for name, t in res.tuning.items():
             grid = t.get("grid", {})
             chosen = t["chosen"]
-            tuning_rows.append([SETTINGS[setting], name, str(t.get("val_queries", 0)), f"{chosen:g}",
-                                pct(grid.get(f"{chosen:g}")), t.get("note", "")])
-    if tuning_rows:
-        lines += ["## Linear fusion weights (tuned on the validation split)", "",
-                  (f"BM25 weight w (the dense system gets 1 - w) over the grid "
-                  f"{', '.join(f'{w:g}' for w in cfg.linear_grid)}, maximising {header(cfg.tune_metric)} on the "
-                  "validation queries; scores are min-max normalised per list."), ""]
-        lines += _md_table(["setting", "hybrid", "val queries", "w", f"val {header(cfg.tune_metric)}", "note"],
-                           tuning_rows, 2)
-        lines.append("")
+            rows.append([SETTINGS[setting], name, str(t.get("val_queries", 0)), f"{chosen:g}",
+                         pct(grid.get(f"{chosen:g}")), t.get("note", "")])
+    if not rows:
+        return []
+    lines = ["## Linear fusion weights (tuned on the validation split)", "",
+             (f"BM25 weight w (the dense system gets 1 - w) over the grid "
+              f"{', '.join(f'{w:g}' for w in cfg.linear_grid)}, maximising {header(cfg.tune_metric)} on the "
+              "validation queries; scores are min-max normalised per list."), ""]
+    lines += _md_table(["setting", "hybrid", "val queries", "w", f"val {header(cfg.tune_metric)}", "note"],
+                       rows, 2)
+    lines.append("")
+    return lines
 
-    lines += ["## By query level (test split)", "",
-              "P@10 / mAP@10 (paper convention), with the number of queries per level.", ""]
+
+def _by_level_md(result: EvalResult) -> list[str]:
+    """P@10 / mAP@10 per query level, one table per setting."""
+    lines = ["## By query level (test split)", "",
+             "P@10 / mAP@10 (paper convention), with the number of queries per level.", ""]
     for setting, res in result.settings.items():
         levels = sorted({lv for per in res.by_level.values() for lv in per})
         if not levels:
             continue
         counts = next(iter(res.by_level.values()))
         head = ["system", *(f"level {lv} (n={int(counts[lv]['queries'])})" for lv in levels)]
-        rows = []
+        rows: list[list[str]] = []
         for system in result.systems:
             per = res.by_level.get(system.name)
             if per is None:
@@ -189,16 +216,20 @@ def markdown(result: EvalResult, command: str = "") -> str:
         lines += [f"**{SETTINGS[setting]}**", ""]
         lines += _md_table(head, rows, 1)
         lines.append("")
+    return lines
 
-    lines += ["## Seen and unseen categories (test split)", "",
-              "A query category is seen when some training product is filed under it. P@10 / mAP@10.", ""]
-    rows = []
+
+def _seen_md(result: EvalResult) -> list[str]:
+    """P@10 / mAP@10 of query categories seen in training and of unseen ones."""
+    lines = ["## Seen and unseen categories (test split)", "",
+             "A query category is seen when some training product is filed under it. P@10 / mAP@10.", ""]
+    rows: list[list[str]] = []
     for setting, res in result.settings.items():
         for system in result.systems:
             per = res.by_seen.get(system.name)
             if per is None:
                 continue
-            cells = []
+            cells: list[str] = []
             for part in ("seen", "unseen"):
                 g = per.get(part, {})
                 n = int(g.get("queries", 0))
@@ -206,12 +237,16 @@ def markdown(result: EvalResult, command: str = "") -> str:
             rows.append([SETTINGS[setting], system.label, *cells])
     lines += _md_table(["setting", "system", "seen (n: P@10 / mAP@10)", "unseen (n: P@10 / mAP@10)"], rows, 2)
     lines.append("")
+    return lines
 
-    lines += ["## Error analysis: wrong results in the top 10", "",
-              ("Where the non-relevant products in each system's top 10 sit relative to the query category: "
+
+def _errors_md(result: EvalResult) -> list[str]:
+    """Where the wrong results of each system's top 10 sit relative to the query category."""
+    lines = ["## Error analysis: wrong results in the top 10", "",
+             ("Where the non-relevant products in each system's top 10 sit relative to the query category: "
               "in another top-level tree, or in the same tree and how many levels above the query they "
               "meet (1 = a sibling category)."), ""]
-    rows = []
+    rows: list[list[str]] = []
     for setting, res in result.settings.items():
         for system in result.systems:
             e = res.errors.get(system.name)
@@ -233,17 +268,19 @@ def markdown(result: EvalResult, command: str = "") -> str:
     lines += _md_table(["setting", "system", "wrong / shown", "other tree", "same tree", "1 up", "2 up",
                         "3+ up", "mean up", "other"], rows, 2)
     lines.append("")
+    return lines
 
-    sig_lines = _significance_md(result)
-    if sig_lines:
-        lines += sig_lines
 
-    lines += ["## Reproducibility", ""]
+def _reproducibility_md(result: EvalResult) -> list[str]:
+    """Seeds, split, dataset hash, versions, encoders, indexes and notes."""
+    cfg = result.config
+    ds = result.dataset
     env = result.environment
+    lines = ["## Reproducibility", ""]
     lines += [
         f"- seeds: split {cfg.split.seed}, random level {cfg.split.seed}, significance {cfg.split.seed}",
         (f"- split fractions: train {cfg.split.train}, val {cfg.split.val}, test {cfg.split.test} "
-        "(sha256 of seed:id, so a product's split never depends on catalogue order)"),
+         "(sha256 of seed:id, so a product's split never depends on catalogue order)"),
         f"- dataset: `{ds.get('hash')}` (products as canonical JSON, images by file name)",
         f"- ctir-es {env.get('ctir_es')}, git {env.get('git_commit', '?')[:12]}"
         + (" (uncommitted changes)" if env.get("git_dirty") else "")
@@ -261,8 +298,7 @@ def markdown(result: EvalResult, command: str = "") -> str:
                      + ("reused from cache" if index["cached"] else f"built in {index['build_seconds']:.0f} s"))
     for note in result.notes:
         lines.append(f"- {note}")
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _backend(result: EvalResult) -> str:

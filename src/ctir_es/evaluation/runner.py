@@ -250,7 +250,8 @@ class SystemRunner:
     def run(self, query_set: QuerySet, progress: Progress = _noop, stage: str = "") -> dict[str, dict[str, list[Hit]]]:
         """``{system: {qid: hits}}`` for every base system."""
         queries = query_set.queries
-        out: dict[str, dict[str, list[Hit]]] = {s.name: {} for s in (*self.lexical, *self.dense)}
+        names = [*(s.name for s in self.lexical), *(s.name for s in self.dense)]
+        out: dict[str, dict[str, list[Hit]]] = {name: {} for name in names}
         if not queries:
             return out
         texts = [q.text for q in queries]
@@ -437,7 +438,10 @@ def evaluate_products(
         skipped: list[Skipped] = []
         for provider in PROVIDERS.values():
             for item in provider(ctx):
-                (skipped if isinstance(item, Skipped) else dense).append(item)  # type: ignore[arg-type]
+                if isinstance(item, Skipped):
+                    skipped.append(item)
+                else:
+                    dense.append(item)
         lexical = [s for name, s in LEXICAL_SYSTEMS.items() if need(name)]
         hybrids = [
             HybridSystem(hybrid_name(f, config.hybrid_lexical, d.name), hybrid_label(f, d.label),
@@ -457,18 +461,18 @@ def evaluate_products(
 
         def active(system: System, setting: str) -> bool:
             """Trained models run in the setting they were trained for (when they say which)."""
-            if isinstance(system, HybridSystem):
-                system = dense_by_name.get(system.dense, system)  # type: ignore[assignment]
-            return not isinstance(system, DenseSystem) or not system.settings or setting in system.settings
+            runs: System = dense_by_name.get(system.dense, system) if isinstance(system, HybridSystem) else system
+            return not isinstance(runs, DenseSystem) or not runs.settings or setting in runs.settings
         by_id = {p.id: p for p in products}
 
         results: dict[str, SettingResult] = {}
         for setting in config.settings:
             t0 = time.perf_counter()
-            common = {"train_nodes": train_nodes, "query_text_mode": config.query_text,
-                      "relevance": config.relevance, "seed": config.split.seed}
-            test_set = build_query_set(splits["test"], setting, split="test", **common)
-            val_set = build_query_set(splits["val"], setting, split="val", **common)
+            test_set, val_set = (
+                build_query_set(splits[part], setting, split=part, train_nodes=train_nodes,
+                                query_text_mode=config.query_text, relevance=config.relevance,
+                                seed=config.split.seed)
+                for part in ("test", "val"))
             res = SettingResult(setting, test_set, val_set)
             label = SETTINGS[setting]
             if not test_set.queries:

@@ -18,6 +18,7 @@ model plugs in by registering a provider (``register_provider``): build an index
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -65,10 +66,11 @@ class DenseSystem:
     index: str  # key of the evaluation index holding ``field``
     field: str
     encode_queries: Callable[[Sequence[str]], np.ndarray]
-    manifest: Mapping[str, Any] = field(default_factory=dict)
+    # dataclasses.field, spelled out: the attribute ``field`` above shadows the bare name here
+    manifest: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     inputs: str = "title"  # what the product vectors are made from (documented in the report)
     settings: tuple[str, ...] = ()  # the settings it runs in (a model trained for one); () = all
-    kind: str = field(default="dense", init=False)
+    kind: str = dataclasses.field(default="dense", init=False)
 
     def describe(self) -> dict[str, Any]:
         out = {"name": self.name, "label": self.label, "kind": self.kind, "field": self.field,

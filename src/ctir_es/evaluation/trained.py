@@ -142,7 +142,7 @@ def _split_mismatch(manifest: dict[str, Any], ctx: ProviderContext) -> str | Non
         return None
     ours = {"seed": spec.seed, "train": spec.train, "val": spec.val, "test": spec.test}
     theirs = {k: trained.get(k) for k in ours}
-    if all(theirs[k] is not None and abs(float(theirs[k]) - float(v)) < 1e-9 for k, v in ours.items()):
+    if all((t := theirs[k]) is not None and abs(float(t) - float(v)) < 1e-9 for k, v in ours.items()):
         return None
     return (f"was trained on another split (seed {theirs['seed']}, fractions {theirs['train']}/"
             f"{theirs['val']}/{theirs['test']}): some of its training products would be test products "
