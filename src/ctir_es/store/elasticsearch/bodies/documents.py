@@ -276,10 +276,11 @@ def mget_products(response: Mapping[str, Any]) -> dict[str, StoredProduct]:
 def vector_fetch_params(field: str) -> dict[str, Any]:
     """``_mget`` parameters that return one vector field.
 
-    ``_source`` filtering picks the field; 9.x may keep dense vectors out of ``_source`` by
-    default (``index.mapping.exclude_source_vectors``), and ``_source_exclude_vectors: false``
-    is how a request asks for them back, so both are sent. A 8.x node ignores neither: the
-    parameter is only added when the caller knows the cluster is 9.x (``include_excluded``).
+    ``_source`` filtering names the field. 9.x keeps dense vectors out of ``_source`` by
+    default (``index.mapping.exclude_source_vectors``), but a field named explicitly in the
+    includes still comes back (the contract test ``test_vectors_by_id`` passes on 8.19 and
+    9.2), so the same request serves both; scans that read whole documents need
+    ``aliases.source_with_vectors`` instead.
     """
     return {"source_includes": [field]}
 
