@@ -9,9 +9,16 @@ tests are skipped with a reason naming the script. Import both fixtures into a t
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +115,43 @@ def make_store(es_connection: EsConnection) -> Iterator[Callable[..., Elasticsea
             store.close()
 
 
+
+
+# ---------------------------------------------------------------- clusters a test starts itself
+# (the kill and scale-out tests SIGKILL nodes, so they never touch the shared node)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "elasticsearch-local"
+
+
+def local_es(cluster: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    """``scripts/elasticsearch-local --cluster CLUSTER ARGS...`` (output captured)."""
+    return subprocess.run(
+        [str(SCRIPT), "--cluster", cluster, *args],
+        check=False, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def es_json(url: str, path: str, body: dict[str, Any] | None = None, timeout: float = 130) -> Any:
+    """One JSON request to a node (GET without ``body``, POST with it)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"{url}{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read().decode())
+
+
+@contextmanager
+def own_cluster(cluster: str, *up_args: str) -> Iterator[str]:
+    """Start a cluster of the test's own (skipped, with the reason, without Java or Maven),
+    yield the first node's URL, and purge it afterwards."""
+    missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+    if missing and not os.environ.get("ES_JAVA_HOME"):
+        pytest.skip(f"this test starts its own nodes with {SCRIPT.name}: {', '.join(missing)} missing")
+    up = local_es(cluster, "up", *up_args)
+    if up.returncode != 0:
+        pytest.fail(f"{SCRIPT.name} up {' '.join(up_args)} failed: {up.stderr[-2000:]}", pytrace=False)
+    try:
+        yield up.stdout.strip().split("=", 1)[1]
+    finally:
+        local_es(cluster, "down", "--purge")

@@ -13,17 +13,14 @@ and every query must answer with the same top 10 as before the failure. Marked
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
+from es_fixtures import es_json, local_es, own_cluster
 
 from ctir_es.products import Product
 from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
@@ -32,8 +29,6 @@ from ctir_es.store.elasticsearch.bulk import BulkAborted
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "elasticsearch-local"
 CLUSTER = "ctir-three"
 NODES = ("es-1", "es-2", "es-3")
 DIMS = 16
@@ -43,34 +38,20 @@ CATEGORIES = [("Kitchen", "Cookware"), ("Kitchen", "Cutlery"), ("Home", "Towels"
 WORDS = ["steel", "pan", "cotton", "towel", "analog", "watch", "knife", "set", "blue", "large"]
 
 
-def local(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SCRIPT), "--cluster", CLUSTER, *args],
-        check=False, capture_output=True, text=True, timeout=timeout,
-    )
+def local(*args: str) -> subprocess.CompletedProcess[str]:
+    return local_es(CLUSTER, *args)
 
 
 def http(url: str, path: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        f"{url}{path}", data=data, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=130) as response:
-        return json.loads(response.read().decode())
+    return es_json(url, path, body)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[list[str]]:
     """The URLs of the three nodes, es-1 first."""
-    missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
-    if missing and not os.environ.get("ES_JAVA_HOME"):
-        pytest.skip(f"the cluster tests start 3 nodes with {SCRIPT.name}: {', '.join(missing)} missing")
-    up = local("up", "--nodes", "3", "--port", "9260")
-    if up.returncode != 0:
-        pytest.fail(f"{SCRIPT.name} up --nodes 3 failed: {up.stderr[-2000:]}", pytrace=False)
-    status = json.loads(local("status").stdout)
-    yield [node["url"] for node in status["nodes"]]
-    local("down", "--purge")
+    with own_cluster(CLUSTER, "--nodes", "3", "--port", "9260"):
+        status = json.loads(local("status").stdout)
+        yield [node["url"] for node in status["nodes"]]
 
 
 def wait_green(urls: list[str]) -> None:

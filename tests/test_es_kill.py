@@ -8,10 +8,8 @@ skipped (with the reason) where Java or Maven are missing, which CI installs.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -21,43 +19,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from es_fixtures import es_json, local_es, own_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "elasticsearch-local"
 CLUSTER = "ctir-fault"
 INDEX = "fault-products"
 PRODUCTS = 1050
 
 
-def local(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SCRIPT), "--cluster", CLUSTER, *args],
-        check=False, capture_output=True, text=True, timeout=timeout,
-    )
+def local(*args: str) -> subprocess.CompletedProcess[str]:
+    return local_es(CLUSTER, *args, timeout=300)
 
 
 def es(url: str, path: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        f"{url}{path}", data=data, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read().decode())
+    return es_json(url, path, body, timeout=10)
 
 
 @pytest.fixture(scope="module")
 def fault_node() -> Iterator[str]:
-    missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
-    if missing and not os.environ.get("ES_JAVA_HOME"):
-        pytest.skip(f"the kill test starts its own node with {SCRIPT.name}: {', '.join(missing)} missing")
-    up = local("up", "--port", "9250")
-    if up.returncode != 0:
-        pytest.fail(f"{SCRIPT.name} up failed: {up.stderr[-1500:]}", pytrace=False)
-    url = up.stdout.strip().split("=", 1)[1]
-    yield url
-    local("down", "--purge")
+    with own_cluster(CLUSTER, "--port", "9250") as url:
+        yield url
 
 
 def ingest(flipkart_dir: Path, tiny_text_model_dir: Path, url: str, tmp: Path) -> subprocess.Popen[str]:
