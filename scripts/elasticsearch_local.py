@@ -448,7 +448,15 @@ def start_node(cluster: Cluster, node: Node, timeout: float) -> None:
     chown_tree(Path(env["ES_TMPDIR"]), ids)
     command = [str(dist / "bin/elasticsearch"), "-d", "-p", str(pid_file)]
     if ids is not None:
-        command = ["runuser", "-u", RUN_USER, "--", *command]
+        runuser = shutil.which("runuser") or next(
+            (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if Path(p).exists()), None
+        )
+        if runuser is None:
+            raise LocalEsError(
+                "running as root needs runuser (util-linux) to start Elasticsearch as "
+                f"{RUN_USER!r}: install util-linux, or run this script as a non-root user"
+            )
+        command = [runuser, "-u", RUN_USER, "--", *command]
     # -d returns once the node has started (or failed to); bound it anyway
     try:
         proc = subprocess.run(
