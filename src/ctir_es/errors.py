@@ -57,3 +57,11 @@ class FilterError(CtirError):
 
 class QueryError(CtirError):
     """A query cannot be planned (empty text, unknown mode, no usable encoder, ...)."""
+
+
+class NotFound(QueryError):
+    """The product (or other named thing) is not in the index."""
+
+
+class Unsupported(QueryError):
+    """The index or store cannot answer this request (e.g. no image vectors to categorize)."""

@@ -12,7 +12,7 @@ loads with other weights or dims is an error that says what differs.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
@@ -20,22 +20,17 @@ from PIL import Image
 
 from .config import FUSION_LOCATIONS, Settings, load_settings
 from .encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
-from .errors import QueryError, SchemaMismatch, StoreError
+from .encoders.loading import category_encoder_for_schema, encoders_for_schema
+from .errors import NotFound, QueryError, StoreError, Unsupported
 from .filters import Filter
-from .ranking.fusion import FusedHit, SourceScore, fuse
-from .ranking.plan import (
-    CLIP_ITA_VECTOR,
-    IMAGE_SOURCE,
-    IMAGE_VECTOR,
-    TEXT_SOURCE,
-    TITLE_VECTOR,
-    detect_mode,
-    plan_query,
-)
+from .ranking.fusion import FusedHit, fuse
+from .ranking.plan import detect_mode, plan_query
 from .ranking.weights import weights_in_force
+from .results import SearchResponse, SearchResult, ranking_notices
 from .store.base import (
     DEFAULT_FIELD_WEIGHTS,
     CategoryCounter,
+    IdLister,
     IndexSchema,
     LexicalQuery,
     ServerFusion,
@@ -43,6 +38,18 @@ from .store.base import (
     StoredProduct,
     VectorQuery,
     VectorReader,
+)
+from .store.open import open_store
+from .vocabulary import (
+    CANDIDATE_DEPTH,
+    CLIP_ITA_VECTOR,
+    DEFAULT_FUSION,
+    IMAGE_SOURCE,
+    IMAGE_VECTOR,
+    LEXICAL_SOURCE,
+    MAX_K,
+    TEXT_SOURCE,
+    TITLE_VECTOR,
 )
 
 if TYPE_CHECKING:
@@ -53,140 +60,11 @@ if TYPE_CHECKING:
     from .ingest.report import IngestReport
     from .products import Product
 
-# Each source returns this many candidates before fusion (fusion needs depth to work with).
-MIN_CANDIDATES = 100
-MAX_K = 1_000
+__all__ = ["MAX_K", "NotFound", "Search", "SearchResponse", "SearchResult", "Unsupported", "open_store"]
+
 MAX_AUDIT = 10_000  # products one audit call lists by kNN (Elasticsearch's k limit)
 # "More like this": the product's own vectors, queried against the same fields.
 SIMILAR_SOURCES: Mapping[str, str] = {IMAGE_VECTOR: IMAGE_SOURCE, TITLE_VECTOR: TEXT_SOURCE}
-
-
-class NotFound(QueryError):
-    """The product (or other named thing) is not in the index."""
-
-
-class Unsupported(QueryError):
-    """The index or store cannot answer this request (e.g. no image vectors to categorize)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SearchResult:
-    rank: int
-    id: str
-    title: str
-    categories: list[list[str]]
-    image: str | None
-    score: float
-    sources: Mapping[str, SourceScore]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "id": self.id,
-            "title": self.title,
-            "categories": self.categories,
-            "image": self.image,
-            "score": self.score,
-            "sources": {
-                name: {k: v for k, v in {"rank": s.rank, "score": s.score, "normalised": s.normalised}.items()
-                       if v is not None}
-                for name, s in self.sources.items()
-            },
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SearchResponse:
-    query: str
-    mode: str
-    fusion: str
-    sources: list[str]
-    results: list[SearchResult] = field(default_factory=list)
-    weights: Mapping[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "mode": self.mode,
-            "fusion": self.fusion,
-            "sources": self.sources,
-            "weights": dict(self.weights),
-            "results": [r.to_json() for r in self.results],
-        }
-
-
-def open_store(settings: Settings) -> Store:
-    """The Elasticsearch store when a URL is configured, else the embedded SQLite file."""
-    if settings.es_url:
-        from .store.elasticsearch import ElasticsearchStore, EsConnection
-
-        # The [elasticsearch] config table mixes connection fields (url, api_key, ...) and
-        # store options (index_options, chunk_size, ...): route each to its owner.
-        conn_fields = set(EsConnection.__dataclass_fields__)
-        conn_opts = {k: v for k, v in settings.es_options.items() if k in conn_fields}
-        store_opts = {k: v for k, v in settings.es_options.items() if k not in conn_fields}
-        conn = EsConnection.from_env(url=settings.es_url, index=settings.es_index, **conn_opts)
-        return ElasticsearchStore(conn, **store_opts)
-    from .store.embedded import EmbeddedStore
-
-    return EmbeddedStore(settings.store, vector_index=settings.vector_index)
-
-
-def check_manifest(field_name: str, expected: Mapping[str, Any], actual: Mapping[str, Any]) -> None:
-    """Fail fast when the encoder loaded now is not the one that filled the index.
-
-    Compares what decides the vectors (id - weights and quantisation -, dims, normalisation,
-    sequence length, image preprocessing) wherever torch and ONNX manifests keep it, and
-    names each difference.
-    """
-    from .encoders.base import manifest_differences
-
-    diffs = manifest_differences(expected, actual)
-    if diffs:
-        raise SchemaMismatch(
-            f"the encoder for {field_name} differs from the one that built the index ({'; '.join(diffs)}); "
-            "configure the same model or re-ingest into a new store"
-        )
-
-
-def encoders_for_schema(
-    schema: IndexSchema, settings: Settings
-) -> tuple[TextEncoder | None, ImageEncoder | None]:
-    """Load the encoders named by the index manifests (falling back to the settings)."""
-    from .encoders import registry
-
-    text = image = None
-    if TITLE_VECTOR in schema.vectors:
-        manifest = schema.vectors[TITLE_VECTOR].encoder
-        text = registry.load_text_encoder(registry.config_from_manifest(manifest, settings))
-        check_manifest(TITLE_VECTOR, manifest, text.manifest)
-    if IMAGE_VECTOR in schema.vectors:
-        manifest = schema.vectors[IMAGE_VECTOR].encoder
-        image = registry.load_image_encoder(registry.config_from_manifest(manifest, settings))
-        check_manifest(IMAGE_VECTOR, manifest, image.manifest)
-    return text, image
-
-
-def category_encoder_for_schema(
-    schema: IndexSchema, settings: Settings, text: TextEncoder | None = None, image: ImageEncoder | None = None
-) -> CategoryEncoder | None:
-    """The CLIP-ITA model that filled the index's ``clip_ita`` vectors (None when there are none),
-    checked against the manifest the index stored."""
-    vector_field = schema.vectors.get(CLIP_ITA_VECTOR)
-    if vector_field is None:
-        return None
-    from pathlib import Path
-
-    from .encoders import registry
-
-    manifest = vector_field.encoder
-    ref = manifest.get("path") if manifest.get("path") and Path(str(manifest["path"])).is_dir() else manifest.get("name")
-    if not ref:
-        raise SchemaMismatch(f"the index's {CLIP_ITA_VECTOR} field names no CLIP-ITA model")
-    model = registry.load_clip_ita(str(ref), registry.EncoderConfig.from_settings(settings),
-                                   text_encoder=text, image_encoder=image)
-    check_manifest(CLIP_ITA_VECTOR, manifest, model.manifest)
-    return model
 
 
 class Search:
@@ -252,7 +130,7 @@ class Search:
         mode: str | None = None,
         k: int = 10,
         filters: Sequence[Filter] = (),
-        fusion: str = "rrf",
+        fusion: str = DEFAULT_FUSION,
         weights: Mapping[str, float] | None = None,
         field_weights: Mapping[str, float] | None = None,
         diverse: float | bool = False,
@@ -272,7 +150,7 @@ class Search:
                 raise QueryError("image mode needs an image path or URL")
             image_vector = self._image_vector(ref)
             text = ref if isinstance(ref, str) else (text or "(image)")
-        candidates = max(MIN_CANDIDATES, 2 * k)
+        candidates = max(CANDIDATE_DEPTH, 2 * k)
         plan = plan_query(
             mode=mode,
             text=text,
@@ -284,12 +162,15 @@ class Search:
             category_encoder=self.category_encoder,
         )
         used = weights_in_force(plan.sources, plan.weights, weights)  # checked before any store work
+        source_hits: dict[str, int | None] = dict.fromkeys(plan.sources)
         if self.fusion_location == "client":
             runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
+            source_hits.update({name: len(hits) for name, hits in runs.items()})
             fused = fuse(fusion, runs, used)[:k]
         else:
             fused = self._fused_by_server(plan, k, candidates, filters, fusion, used)
-        return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused), used)
+        return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused), used,
+                              source_hits, ranking_notices(plan.sources, source_hits))
 
     def _diversified(self, text: str | None, *, diverse: float | bool, k: int, **kwargs: Any) -> SearchResponse:
         from .diversify import DEFAULT_LAMBDA, mmr
@@ -375,7 +256,7 @@ class Search:
         *,
         k: int = 10,
         filters: Sequence[Filter] = (),
-        fusion: str = "rrf",
+        fusion: str = DEFAULT_FUSION,
         weights: Mapping[str, float] | None = None,
     ) -> SearchResponse:
         """Products like ``product_id`` (never itself): kNN on its own stored image and title
@@ -393,9 +274,9 @@ class Search:
                         queries.append(VectorQuery(field_name, vec, source))
         lexical = None if queries else LexicalQuery(stored.product.title, dict(DEFAULT_FIELD_WEIGHTS))
         not_itself = [*filters, Filter("id", "not_in", (product_id,))]
-        sources = (["bm25"] if lexical else []) + [q.name for q in queries]
+        sources = ([LEXICAL_SOURCE] if lexical else []) + [q.name for q in queries]
         used = weights_in_force(sources, dict.fromkeys(sources, 1.0), weights)
-        runs = self.store.search(lexical, queries, max(MIN_CANDIDATES, 2 * k), not_itself)
+        runs = self.store.search(lexical, queries, max(CANDIDATE_DEPTH, 2 * k), not_itself)
         fused = fuse(fusion, runs, used)[:k]
         return SearchResponse(product_id, "similar", fusion, sources, self._results(fused), used)
 
@@ -503,8 +384,10 @@ class Search:
         return AuditReport(entries[:k], len(entries), depth)
 
     def _all_ids(self, filters: Sequence[Filter] = ()) -> list[str]:
-        """Every product id, by a kNN query as deep as the index (the Store protocol has no scan;
-        a store capability to list ids would replace this)."""
+        """Every product id (matching ``filters``): the store lists them where it can; filtered,
+        a kNN query as deep as the index does."""
+        if not filters and isinstance(self.store, IdLister):
+            return self.store.ids()
         field_name = next((f for f in (TITLE_VECTOR, IMAGE_VECTOR) if f in self.schema.vectors), None)
         if field_name is None:
             raise Unsupported("auditing a whole index needs title or image vectors to list its products "

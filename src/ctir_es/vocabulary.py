@@ -50,3 +50,4 @@ CANDIDATE_DEPTH: Final = 100
 # -- settings --------------------------------------------------------------------------------
 # Spellings that switch an optional component off (an env var or config value).
 DISABLED: frozenset[str] = frozenset({"", "none", "off", "false", "no"})
+MAX_K: Final = 1_000  # results one query may ask for

@@ -15,7 +15,6 @@ import click
 
 from ..config import Settings
 from ..errors import ConfigError
-from ..search import open_store
 from ..store.base import IndexSchema
 from ..store.elasticsearch.bodies.index import (
     DEFAULT_INDEX_OPTIONS,
@@ -23,6 +22,7 @@ from ..store.elasticsearch.bodies.index import (
     suggested_shards,
 )
 from ..store.elasticsearch.connection import DEFAULT_URL
+from ..store.open import open_store
 from .main import cli, settings_from
 
 

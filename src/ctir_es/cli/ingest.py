@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from ..ingest.pipeline import IngestOptions
 from ..ingest.report import IngestReport
 from ..ingest.run import ingest_catalogue, load_encoders
-from ..search import open_store
+from ..store.open import open_store
 from .main import cli, settings_from, store_options
 from .render import print_report
 

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ..ingest.report import IngestReport
 from ..products import format_category_path
-from ..search import SearchResponse
+from ..results import SearchResponse
 
 
 def _sources_text(sources: Any, scores: bool = True) -> str:

@@ -9,8 +9,8 @@ import click
 from rich.console import Console
 
 from ..errors import StoreError
-from ..search import open_store
 from ..store.embedded import REBUILD_HINT
+from ..store.open import open_store
 from .main import cli, settings_from, store_options
 
 

@@ -22,8 +22,8 @@ from ..encoders.base import ImageEncoder, TextEncoder
 from ..ingest.pipeline import IngestOptions, Pipeline
 from ..ingest.report import IngestReport
 from ..products import Product
-from ..search import open_store
 from ..store.base import Document, IndexSchema, Store
+from ..store.open import open_store
 
 MARKER_VERSION = 1
 Progress = Callable[[str, int, int | None], None]

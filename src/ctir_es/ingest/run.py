@@ -11,7 +11,7 @@ from ..config import Settings
 from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from ..errors import SourceError
 from ..products import Product
-from ..search import open_store
+from ..store.open import open_store
 from .images import ImageLoader
 from .pipeline import IngestOptions, Pipeline, source_key
 from .readers import get_reader

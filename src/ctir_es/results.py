@@ -1,0 +1,75 @@
+"""What a search returns: ranked, explained results (each with its per-source ranks and scores),
+and the notes a user should see about the ranking (for instance that no product matched the
+words, so the list comes from vectors alone). The CLI renders them, the HTTP API serialises
+them with ``to_json``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ranking.fusion import SourceScore
+from .vocabulary import LEXICAL_SOURCE
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    rank: int
+    id: str
+    title: str
+    categories: list[list[str]]
+    image: str | None
+    score: float
+    sources: Mapping[str, SourceScore]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "id": self.id,
+            "title": self.title,
+            "categories": self.categories,
+            "image": self.image,
+            "score": self.score,
+            "sources": {
+                name: {k: v for k, v in {"rank": s.rank, "score": s.score, "normalised": s.normalised}.items()
+                       if v is not None}
+                for name, s in self.sources.items()
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResponse:
+    query: str
+    mode: str
+    fusion: str
+    sources: list[str]
+    results: list[SearchResult] = field(default_factory=list)
+    weights: Mapping[str, float] = field(default_factory=dict)
+    # Candidates each source returned before fusion (None where the store fused server-side
+    # and did not say), and short user-facing notes about this ranking.
+    source_hits: Mapping[str, int | None] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "mode": self.mode,
+            "fusion": self.fusion,
+            "sources": self.sources,
+            "weights": dict(self.weights),
+            "source_hits": dict(self.source_hits),
+            "notices": list(self.notices),
+            "results": [r.to_json() for r in self.results],
+        }
+
+
+def ranking_notices(sources: list[str], source_hits: Mapping[str, int | None]) -> list[str]:
+    """What a user should know about where the results came from."""
+    lexical = source_hits.get(LEXICAL_SOURCE)
+    others = [s for s in sources if s != LEXICAL_SOURCE and source_hits.get(s)]
+    if LEXICAL_SOURCE in sources and lexical == 0 and others:
+        only = ", ".join(others)
+        return [f"no product matched the words of the query: these results come from {only} vectors alone"]
+    return []
