@@ -23,7 +23,22 @@ class CtirGroup(click.Group):
 
     Exit codes: 0 done; 1 an error (the line says what and how to fix it); 2 bad usage
     (click's own: unknown option, bad value); 1 also for an interrupted run (Ctrl-C).
+    Subcommands are imported when called (``COMMANDS``), not to list them.
     """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self.commands.get(cmd_name) or load_command(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS.get(name) or self.commands[name].get_short_help_str())
+                for name in self.list_commands(ctx)]
+        limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, h if len(h) <= limit else h[: limit - 3].rsplit(" ", 1)[0] + "...")
+                                for n, h in rows])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -115,15 +130,36 @@ def main() -> None:
     cli(prog_name="ctir-es")
 
 
-# Register commands at import time too, so `from ctir_es.cli.main import cli` is complete.
-from . import audit as _audit  # noqa: F401
-from . import categorize as _categorize  # noqa: F401
-from . import es as _es  # noqa: F401
-from . import evaluate as _evaluate  # noqa: F401
-from . import ingest as _ingest  # noqa: F401
-from . import kibana as _kibana  # noqa: F401
-from . import models as _models  # noqa: F401
-from . import query as _query  # noqa: F401
-from . import serve as _serve  # noqa: F401
-from . import stats as _stats  # noqa: F401
-from . import train as _train  # noqa: F401
+# Commands load on first use, so `ctir-es --help` and a usage error answer at once without
+# importing models, numpy or the Elasticsearch client. Each command's one-line help is kept
+# here for the listing (tests/test_cli_lazy.py checks it against the command's docstring).
+COMMANDS: dict[str, str] = {
+    "audit": "Rank products that look filed in the wrong category, with the suggested one and the gap.",
+    "calibrate": "Calibrate the fusion of category queries on held-out products of the index and store it.",
+    "categorize": "Suggest categories from the title, image and CLIP-ITA signals (kNN, BM25, zero-shot), fused.",
+    "config": "The settings in force, where each comes from, and every knob there is.",
+    "es": "Elasticsearch index lifecycle: versioned indices behind an alias, zero-downtime swaps.",
+    "evaluate": "Measure category-to-image retrieval with the paper's protocol (every system, hybrids, reports).",
+    "ingest": "Read a catalogue, encode it and index it (re-running resumes or updates, never duplicates).",
+    "kibana": "Kibana saved objects for the product index (data view, Lens chart, saved search, dashboard).",
+    "models": "Export encoders to ONNX (no PyTorch needed to ingest and query), list and verify them.",
+    "query": 'Search the index: a category path ("Kitchen > Blenders"), free text, or an image.',
+    "serve": "Serve the HTTP API (/search, /products, /categories, /categorize, ...) and a web page.",
+    "stats": "Counts, fields and the encoders the index was built with.",
+    "train": "Train CLIP-ITA on a catalogue (frozen encoders, cached features, early stopping).",
+}
+
+
+def load_command(name: str) -> click.Command | None:
+    """Import the module of command ``name`` (its decorator registers it on ``cli``)."""
+    if name not in COMMANDS:
+        return None
+    import importlib
+
+    importlib.import_module(f"{__package__}.{name.replace('-', '_')}")
+    return cli.commands.get(name)
+
+
+def load_all_commands() -> None:
+    for name in COMMANDS:
+        load_command(name)

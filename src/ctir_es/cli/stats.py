@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 
 from ..errors import StoreError
+from ..ranking.calibration import calibration_summary
 from ..store.embedded import REBUILD_HINT
 from ..store.open import open_store
 from .main import cli, settings_from, store_options
@@ -32,6 +34,9 @@ def stats(ctx: click.Context, as_json: bool, check: bool, store: Path | None, es
             if problems:
                 raise StoreError(f"store {settings.store} is damaged: {'; '.join(problems[:3])}; {REBUILD_HINT}")
             data["integrity"] = "ok"
+        schema = s.schema()
+        if schema is not None:
+            data["calibration"] = calibration_summary(s, schema)
     finally:
         s.close()
     if as_json:
@@ -39,7 +44,9 @@ def stats(ctx: click.Context, as_json: bool, check: bool, store: Path | None, es
         return
     console = Console()
     for key, value in data.items():
-        if key == "vector_fields":
+        if key == "calibration":
+            console.print(f"calibration: {calibration_line(value)}", highlight=False)
+        elif key == "vector_fields":
             for name, f in value.items():
                 enc = f.get("encoder", {})
                 console.print(f"  {name}: {f['dims']} dims, {f.get('count', '?')} vectors, "
@@ -48,3 +55,19 @@ def stats(ctx: click.Context, as_json: bool, check: bool, store: Path | None, es
             console.print(f"{key}: " + ", ".join(f"{k} ({v})" for k, v in value.items()), highlight=False)
         else:
             console.print(f"{key}: {value}", highlight=False)
+
+
+def calibration_line(summary: dict[str, Any]) -> str:
+    """The serving fusion of category queries in one line (``ranking.calibration``)."""
+    if summary.get("status") != "in force":
+        return f"{summary.get('status')} - {summary.get('note')}"
+    weights = " ".join(f"{k}={v:g}" for k, v in summary["weights"].items())
+    figure = "P@10" if summary.get("metric") == "precision@10" else str(summary.get("metric"))
+
+    def pct(x: float | None) -> str:
+        return "?" if x is None else f"{100 * x:.2f}"
+
+    return (f"{summary['method']} {weights} for category queries - {figure} {pct(summary.get('calibrated'))} "
+            f"calibrated vs {pct(summary.get('default'))} fixed default (best single source "
+            f"{pct(summary.get('best_single'))}; {summary.get('report_queries')} held-out queries), "
+            f"calibrated {summary.get('created')}")

@@ -1,0 +1,434 @@
+"""Measure and pick the serving fusion of category queries on the index's own products.
+
+The protocol (the evaluation's, over a held-out slice of the index itself):
+
+- **Slices.** Every product id goes, by ``evaluation.protocol.split_of`` (a sha256 of
+  ``seed:id``), to the *tuning* slice, the *reporting* slice or neither (``held_out`` of the
+  catalogue, capped at ``max_products``, half each). The two slices never share a product, so
+  the weights are picked on one and the figures reported on the other.
+- **Queries.** Per slice: every category node (any level) that a product of the slice is filed
+  under, as a shop writes it (``"A > B > C"``); a product is relevant when one of its paths
+  passes through the node (subtree relevance); only the slice's products are ranked (an id
+  filter), each source ``CANDIDATE_DEPTH`` deep.
+- **Sources.** Exactly what serving runs for a category query (``ranking.plan.plan_query``):
+  BM25 with the category field weights (serving reads the category field; that is the point
+  of measuring what is served) and the index's vector sources (text, image, clip_ita).
+- **Search.** RRF and linear fusion, each with per-source weights from ``WEIGHT_GRID``. Both
+  fusions are unchanged by scaling every weight, so only weight vectors whose largest weight
+  is 1 are tried: exhaustively up to ``MAX_EXHAUSTIVE`` candidates (three sources: 127 per
+  method), else coordinate ascent over the grid from the fixed default. The fixed default
+  (RRF, ``SOURCE_WEIGHTS``) is always a candidate.
+- **Selection.** Mean P@10 on the tuning slice: the figure the gap to the best system is
+  stated in, and what a category landing page shows. Ties (frequent: many deep nodes hold one
+  product, where P@10 cannot see the order inside the top 10) go to the paper's mAP@10
+  (AP@10 / min(10, R)), then to the fixed default.
+- **Hidden categories** (``hide_categories``): a scratch copy of the index in which the
+  held-out products have no category (vectors copied, never re-encoded: no vector reads
+  categories), queried with the true categories of the reporting slice. It measures what
+  category queries find when the category field is missing: each source, the fixed default,
+  the calibration, and weights tuned on the hidden tuning slice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, StoreError
+from ..evaluation.metrics import evaluate, per_query
+from ..evaluation.protocol import SplitSpec, split_of
+from ..filters import Filter
+from ..products import CategoryPath, Product, format_category_path, path_prefixes
+from ..schema import Document, Hit
+from ..store.base import IdLister, Store, VectorReader
+from ..vocabulary import CANDIDATE_DEPTH, DEFAULT_FUSION, FUSION_METHODS
+from .calibration import Calibration, encoder_ids
+from .fusion import fuse
+from .plan import plan_query
+
+if TYPE_CHECKING:
+    from ..search import Search
+
+WEIGHT_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+MAX_EXHAUSTIVE = 300  # weight vectors per method tried exhaustively; beyond, coordinate ascent
+SELECT_BY = "precision@10"
+TIE_BREAK = "map_min@10"
+REPORTED = (SELECT_BY, TIE_BREAK, "ndcg@10")
+LABELS = {"precision@10": "P@10", "map_min@10": "mAP@10", "ndcg@10": "nDCG@10"}
+CHUNK = 500  # products per get / upsert round trip
+
+Runs = dict[str, list[Hit]]  # one category query: source -> ranked hits
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """``held_out``: fraction of the catalogue held out (half tunes, half reports), capped at
+    ``max_products`` products; ``max_level``: deepest category level queried (None: all)."""
+
+    seed: int = 13
+    held_out: float = 0.4
+    max_products: int = 2000
+    max_level: int | None = None
+    hide_categories: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.held_out <= 1:
+            raise ConfigError(f"held_out must be in (0, 1], got {self.held_out}")
+        if self.max_products < 2:
+            raise ConfigError("max_products must be at least 2 (one to tune, one to report)")
+        if self.max_level is not None and self.max_level < 1:
+            raise ConfigError("max_level must be at least 1")
+
+
+@dataclass
+class QuerySlice:
+    """The category queries of one slice: the query nodes, relevance, and each query's runs."""
+
+    name: str
+    products: list[Product]
+    nodes: dict[str, CategoryPath]  # qid (the path text) -> node
+    qrels: dict[str, dict[str, int]]
+    runs: dict[str, Runs] = field(default_factory=dict)
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.id for p in self.products]
+
+    def sizes(self) -> dict[str, int]:
+        return {"products": len(self.products), "queries": len(self.nodes)}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    method: str
+    weights: tuple[tuple[str, float], ...]
+
+    @property
+    def weight_map(self) -> dict[str, float]:
+        return dict(self.weights)
+
+    def label(self) -> str:
+        return f"{self.method} " + " ".join(f"{n}={w:g}" for n, w in self.weights)
+
+
+@dataclass
+class CalibrationReport:
+    """What ``calibrate`` measured: the stored record plus the tuning trace and timings."""
+
+    calibration: Calibration
+    tried: list[dict[str, Any]]  # the best candidates on the tuning slice, best first
+    per_level: dict[str, dict[str, float]]  # system -> level -> P@10 (reporting slice)
+    seconds: float
+    stored: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"calibration": self.calibration.to_json(), "tried": self.tried, "per_level": self.per_level,
+                "seconds": round(self.seconds, 2), "stored": self.stored}
+
+
+# ---------------------------------------------------------------- slices and queries
+
+
+def held_out_slices(store: Store, config: CalibrationConfig) -> tuple[list[Product], list[Product], int]:
+    """The tuning and reporting slices (disjoint, by a hash of ``seed:id``) and the index size."""
+    if not isinstance(store, IdLister):
+        raise StoreError(f"{type(store).__name__} cannot list its products, so it cannot be calibrated")
+    ids = store.ids()
+    if not ids:
+        raise StoreError("the index is empty: ingest a catalogue before calibrating it")
+    fraction = min(config.held_out, config.max_products / len(ids))
+    spec = SplitSpec(seed=config.seed, train=1 - fraction, val=fraction / 2, test=fraction / 2)
+    picked = {"val": [], "test": []}  # type: dict[str, list[str]]
+    for pid in ids:
+        part = split_of(pid, spec)
+        if part in picked:
+            picked[part].append(pid)
+    tune, report = (_products(store, picked[name]) for name in ("val", "test"))
+    return tune, report, len(ids)
+
+
+def _products(store: Store, ids: Sequence[str]) -> list[Product]:
+    out: list[Product] = []
+    for start in range(0, len(ids), CHUNK):
+        stored = store.get(list(ids[start : start + CHUNK]))
+        out.extend(stored[i].product for i in ids[start : start + CHUNK] if i in stored)
+    return out
+
+
+def category_queries(name: str, products: Sequence[Product], max_level: int | None = None) -> QuerySlice:
+    """Every node a product of the slice is filed under (to ``max_level``), judged by subtree."""
+    nodes: dict[str, CategoryPath] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for p in products:
+        for path in p.categories:
+            for node in path_prefixes(path):
+                if max_level is not None and len(node) > max_level:
+                    continue
+                qid = format_category_path(node)
+                nodes.setdefault(qid, node)
+                qrels.setdefault(qid, {})[p.id] = 1
+    return QuerySlice(name, list(products), dict(sorted(nodes.items())), qrels)
+
+
+def collect_runs(search: Search, store: Store, piece: QuerySlice) -> tuple[list[str], dict[str, float]]:
+    """Rank the slice's products for each of its queries with every serving source (one store
+    round trip per query); returns the sources and their fixed default weights."""
+    only = [Filter("id", "in", tuple(piece.ids))]
+    sources: list[str] = []
+    defaults: dict[str, float] = {}
+    for qid in piece.nodes:
+        plan = plan_query(mode="category", text=qid, schema=search.schema, text_encoder=search.text_encoder,
+                          image_encoder=search.image_encoder, category_encoder=search.category_encoder)
+        sources, defaults = plan.sources, plan.weights
+        found = store.search(plan.lexical, plan.vectors, CANDIDATE_DEPTH, only)
+        piece.runs[qid] = {s: list(found.get(s, [])) for s in sources}
+    return sources, defaults
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def _as_run(order: Sequence[str]) -> dict[str, float]:
+    """Rank-derived scores (n ... 1), so the metrics see exactly the served order."""
+    n = len(order)
+    return {pid: float(n - i) for i, pid in enumerate(order)}
+
+
+def fused_run(piece: QuerySlice, method: str, weights: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    return {qid: _as_run([h.id for h in fuse(method, runs, weights)]) for qid, runs in piece.runs.items()}
+
+
+def source_run(piece: QuerySlice, source: str) -> dict[str, dict[str, float]]:
+    return {qid: _as_run(list(dict.fromkeys(h.id for h in runs.get(source, [])))) for qid, runs in piece.runs.items()}
+
+
+def ideal_run(piece: QuerySlice) -> dict[str, dict[str, float]]:
+    """Every relevant product first: the ceiling of each metric (P@10 < 1 where R < 10)."""
+    return {qid: _as_run(sorted(rel)) for qid, rel in piece.qrels.items()}
+
+
+def figures(piece: QuerySlice, run: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    return evaluate(piece.qrels, run, REPORTED)
+
+
+def per_level(piece: QuerySlice, run: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    scores = per_query(piece.qrels, run, [SELECT_BY])[SELECT_BY]
+    levels: dict[int, list[float]] = {}
+    for qid, value in scores.items():
+        levels.setdefault(len(piece.nodes[qid]), []).append(value)
+    return {str(level): sum(v) / len(v) for level, v in sorted(levels.items())}
+
+
+# ---------------------------------------------------------------- the search
+
+
+def weight_vectors(sources: Sequence[str]) -> list[tuple[float, ...]]:
+    """Every grid weight vector whose largest weight is 1 (both fusions are scale-invariant)."""
+    return [w for w in itertools.product(WEIGHT_GRID, repeat=len(sources)) if max(w) == 1.0]
+
+
+def search_fusion(
+    piece: QuerySlice, sources: Sequence[str], default: Candidate
+) -> tuple[Candidate, list[tuple[Candidate, dict[str, float]]], str]:
+    """The best candidate on ``piece`` (by ``SELECT_BY``, then ``TIE_BREAK``, then the default),
+    every candidate tried with its figures, and a sentence saying how the search went."""
+    scored: dict[Candidate, dict[str, float]] = {}
+
+    def score(c: Candidate) -> tuple[float, float, bool]:
+        if c not in scored:
+            scored[c] = evaluate(piece.qrels, fused_run(piece, c.method, c.weight_map), (SELECT_BY, TIE_BREAK))
+        f = scored[c]
+        return (round(f[SELECT_BY], 12), round(f[TIE_BREAK], 12), c == default)
+
+    def make(method: str, ws: Sequence[float]) -> Candidate:
+        return Candidate(method, tuple(zip(sources, (float(w) for w in ws), strict=True)))
+
+    vectors = weight_vectors(sources)
+    score(default)
+    if len(vectors) <= MAX_EXHAUSTIVE:
+        for method in FUSION_METHODS:
+            for ws in vectors:
+                score(make(method, ws))
+        how = (f"exhaustive grid: {', '.join(FUSION_METHODS)} x {len(vectors)} weight vectors over "
+               f"{'/'.join(sources)} from {{{', '.join(f'{g:g}' for g in WEIGHT_GRID)}}} with the largest weight 1")
+    else:
+        for method in FUSION_METHODS:
+            best = Candidate(method, default.weights)
+            for _round in range(5):  # coordinate ascent: one weight at a time over the grid
+                improved = False
+                for i in range(len(sources)):
+                    for g in WEIGHT_GRID:
+                        trial = [w for _, w in best.weights]
+                        trial[i] = g
+                        if max(trial) <= 0:
+                            continue
+                        c = make(method, trial)
+                        if score(c) > score(best):
+                            best, improved = c, True
+                if not improved:
+                    break
+        how = (f"coordinate ascent per fusion ({', '.join(FUSION_METHODS)}) over {'/'.join(sources)}, one weight "
+               f"at a time over {{{', '.join(f'{g:g}' for g in WEIGHT_GRID)}}}, from the fixed default")
+    ranked = sorted(scored, key=lambda c: score(c), reverse=True)
+    how += f"; {len(scored)} candidates scored on the tuning slice"
+    return ranked[0], [(c, scored[c]) for c in ranked], how
+
+
+# ---------------------------------------------------------------- the whole calibration
+
+
+def calibrate(search: Search, config: CalibrationConfig | None = None,
+              progress: Callable[[str], None] | None = None) -> CalibrationReport:
+    """Measure every serving source, the fixed default and the searched fusions on held-out
+    products of ``search``'s own index; the returned report holds the ``Calibration`` to store
+    (``calibration.save_calibration``). Raises ``StoreError`` / ``ConfigError`` on an index that
+    cannot be calibrated (empty, no categories, no id listing)."""
+    config = config or CalibrationConfig()
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    store = search.store
+    tune_products, report_products, total = held_out_slices(store, config)
+    tune = category_queries("tune", tune_products, config.max_level)
+    report = category_queries("report", report_products, config.max_level)
+    if not tune.nodes or not report.nodes:
+        raise StoreError(
+            f"too few categorised products to calibrate ({len(tune_products)} tuning and {len(report_products)} "
+            "reporting products hold no category): ingest a catalogue with categories, or raise --held-out"
+        )
+    say(f"ranking {len(tune.nodes)} tuning and {len(report.nodes)} reporting category queries")
+    sources, defaults = collect_runs(search, store, tune)
+    collect_runs(search, store, report)
+    default = Candidate(DEFAULT_FUSION, tuple((s, float(defaults[s])) for s in sources))
+    say(f"searching fusion over {', '.join(sources)}")
+    best, tried, how = search_fusion(tune, sources, default)
+
+    systems = {s: source_run(report, s) for s in sources}
+    systems["default"] = fused_run(report, default.method, default.weight_map)
+    systems["calibrated"] = fused_run(report, best.method, best.weight_map)
+    measured = {name: figures(report, run) for name, run in systems.items()}
+    levels = {name: per_level(report, run) for name, run in systems.items()}
+    measured["ideal"] = figures(report, ideal_run(report))
+    levels["ideal"] = per_level(report, ideal_run(report))
+    tuned = next(f for c, f in tried if c == best)
+    measured["calibrated"]["tuning_" + SELECT_BY] = tuned[SELECT_BY]
+
+    hidden = None
+    if config.hide_categories:
+        say("copying the index with the held-out products' categories hidden")
+        hidden = hidden_categories(search, tune, report, sources, default, best)
+
+    calibration = Calibration(
+        method=best.method,
+        weights=best.weight_map,
+        metric=SELECT_BY,
+        figures=measured,
+        sizes={"index_products": total, "tune_products": len(tune.products), "tune_queries": len(tune.nodes),
+               "report_products": len(report.products), "report_queries": len(report.nodes)},
+        encoders=encoder_ids(search.schema),
+        created=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        search=how,
+        default={"method": default.method, "weights": default.weight_map},
+        hidden=hidden,
+        settings={"seed": config.seed, "held_out": config.held_out, "max_products": config.max_products,
+                  "max_level": config.max_level, "depth": CANDIDATE_DEPTH, "selected_by": SELECT_BY,
+                  "tie_break": TIE_BREAK,
+                  "slices": "disjoint: weights picked on the tuning slice, figures from the reporting slice"},
+    )
+    top = [{"fusion": c.label(), **{LABELS[k]: v for k, v in f.items()}} for c, f in tried[:10]]
+    return CalibrationReport(calibration, top, levels, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- hidden categories
+
+
+def hidden_categories(
+    search: Search, tune: QuerySlice, report: QuerySlice, sources: Sequence[str], default: Candidate,
+    calibrated: Candidate,
+) -> dict[str, Any]:
+    """Category queries for products whose category is missing: the held-out products are
+    copied without categories into a scratch index and ranked there, judged by their true ones."""
+    hide = set(tune.ids) | set(report.ids)
+    with scratch_store(search.store) as scratch:
+        copy_index(search.store, scratch, search.schema, hide)
+        h_tune = QuerySlice("tune", tune.products, tune.nodes, tune.qrels)
+        h_report = QuerySlice("report", report.products, report.nodes, report.qrels)
+        collect_runs(search, scratch, h_tune)
+        collect_runs(search, scratch, h_report)
+    for_hidden, _, _ = search_fusion(h_tune, sources, default)
+    systems = {s: source_run(h_report, s) for s in sources}
+    systems["default"] = fused_run(h_report, default.method, default.weight_map)
+    systems["calibrated"] = fused_run(h_report, calibrated.method, calibrated.weight_map)
+    systems["tuned_on_hidden"] = fused_run(h_report, for_hidden.method, for_hidden.weight_map)
+    return {
+        "figures": {name: figures(h_report, run) for name, run in systems.items()},
+        "per_level": {name: per_level(h_report, run) for name, run in systems.items()},
+        "tuned_on_hidden": {"method": for_hidden.method, "weights": for_hidden.weight_map},
+        "hidden_products": len(hide),
+        "how": "held-out products copied without their categories into a scratch index (vectors copied); "
+               "queries and relevance from their true categories; the reporting slice is ranked",
+    }
+
+
+def copy_index(source: Store, target: Store, schema: Any, hide: set[str]) -> int:
+    """Copy every product with its stored vectors into ``target``, with the categories of the
+    ids in ``hide`` removed. Returns the products written."""
+    if not isinstance(source, IdLister) or not isinstance(source, VectorReader):
+        raise StoreError(f"{type(source).__name__} cannot list products and vectors, so it cannot be copied")
+    target.setup(schema)
+    ids = source.ids()
+    written = 0
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        stored = source.get(chunk)
+        vectors = {name: source.vectors(chunk, name) for name in schema.vectors}
+        docs = []
+        for pid in chunk:
+            if pid not in stored:
+                continue
+            product = stored[pid].product
+            if pid in hide:
+                product = replace(product, categories=())
+            docs.append(Document(product, {n: v[pid] for n, v in vectors.items() if pid in v}, stored[pid].image))
+        result = target.upsert(docs)
+        if result.errors:
+            first = next(iter(result.errors.items()))
+            raise StoreError(f"copying the index failed for {len(result.errors)} products (first: {first[0]}: {first[1]})")
+        written += result.written
+    return written
+
+
+@contextmanager
+def scratch_store(store: Store) -> Iterator[Store]:
+    """An empty store of the same kind, deleted afterwards: a temporary SQLite file, or a
+    temporary index on the same Elasticsearch cluster."""
+    from ..store.elasticsearch import ElasticsearchStore
+    from ..store.embedded import EmbeddedStore
+
+    if isinstance(store, EmbeddedStore):
+        with tempfile.TemporaryDirectory(prefix="ctir-calibrate-") as tmp:
+            scratch = EmbeddedStore(Path(tmp) / "hidden.db", vector_index=store.vector_index,
+                                    lexical=store.lexical_engine)
+            try:
+                yield scratch
+            finally:
+                scratch.close()
+    elif isinstance(store, ElasticsearchStore):
+        conn = replace(store.connection, index=f"{store.index}-calibration-{uuid.uuid4().hex[:8]}")
+        scratch_es = ElasticsearchStore(conn, index_options=store.index_options)
+        try:
+            yield scratch_es
+        finally:
+            try:
+                scratch_es.drop()
+            finally:
+                scratch_es.close()
+    else:
+        raise StoreError(f"cannot make a scratch copy of a {type(store).__name__} to hide categories")
