@@ -23,6 +23,7 @@ from .encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from .encoders.loading import category_encoder_for_schema, encoders_for_schema
 from .errors import NotFound, QueryError, StoreError, Unsupported
 from .filters import Filter
+from .ranking.calibration import served_fusion
 from .ranking.fusion import FusedHit, fuse
 from .ranking.plan import detect_mode, plan_query
 from .ranking.weights import weights_in_force
@@ -130,7 +131,7 @@ class Search:
         mode: str | None = None,
         k: int = 10,
         filters: Sequence[Filter] = (),
-        fusion: str = DEFAULT_FUSION,
+        fusion: str | None = None,  # None: the index's calibration (category queries), else DEFAULT_FUSION
         weights: Mapping[str, float] | None = None,
         field_weights: Mapping[str, float] | None = None,
         diverse: float | bool = False,
@@ -161,6 +162,10 @@ class Search:
             field_weights=field_weights,
             category_encoder=self.category_encoder,
         )
+        if plan.mode == "category" and fusion is None and weights is None and field_weights is None:
+            # nothing chosen by the caller: the fusion `ctir-es calibrate` measured on this index
+            fusion, weights = served_fusion(self.store, self.schema, plan.sources)
+        fusion = fusion or DEFAULT_FUSION
         used = weights_in_force(plan.sources, plan.weights, weights)  # checked before any store work
         source_hits: dict[str, int | None] = dict.fromkeys(plan.sources)
         if self.fusion_location == "client":

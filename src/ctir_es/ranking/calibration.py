@@ -13,6 +13,8 @@ the encoder ids it recorded with the index's schema, and ignores a stale one wit
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,6 +132,15 @@ def save_calibration(store: Store, calibration: Calibration) -> None:
     if not isinstance(store, IndexMetadata):
         raise StoreError(f"{type(store).__name__} cannot keep metadata with the index, so it cannot store a calibration")
     store.put_metadata(CALIBRATION_KEY, calibration.to_json())
+    _forget(store)
+
+
+def _forget(store: Store) -> None:
+    """Drop the cached record of ``store`` (it was just replaced)."""
+    try:
+        _CACHE.pop(store, None)
+    except TypeError:
+        pass
 
 
 def load_calibration(store: Store, schema: IndexSchema) -> tuple[Calibration | None, str | None]:
@@ -148,12 +159,23 @@ def load_calibration(store: Store, schema: IndexSchema) -> tuple[Calibration | N
 
 
 _NOTICED: set[tuple[int, str]] = set()  # (store, notice) pairs already logged in this process
+# Serving reads the record at most once per CACHE_SECONDS per store (a query must not pay an
+# extra round trip); a new calibration reaches a running server within that time.
+CACHE_SECONDS = 30.0
+_CACHE: weakref.WeakKeyDictionary[Any, tuple[float, Calibration | None]] = weakref.WeakKeyDictionary()
 
 
 def served_defaults(store: Store, schema: IndexSchema) -> Calibration | None:
     """The calibration category queries are served with, or None for the fixed defaults
     (``ranking.plan.SOURCE_WEIGHTS`` with RRF). A stale or unreadable one is ignored with a
     logged notice that says how to refresh it."""
+    now = time.monotonic()
+    try:
+        cached = _CACHE.get(store)
+    except TypeError:  # a store that cannot be weakly referenced: read every time
+        cached = None
+    if cached is not None and now - cached[0] < CACHE_SECONDS:
+        return cached[1]
     calibration, problem = load_calibration(store, schema)
     if problem is not None:
         key = (id(store), problem)
@@ -161,8 +183,24 @@ def served_defaults(store: Store, schema: IndexSchema) -> Calibration | None:
             _NOTICED.add(key)
             log.warning("serving calibration ignored: %s; fixed default fusion in use - run `ctir-es calibrate` "
                         "to measure it again", problem)
-        return None
+        calibration = None
+    try:
+        _CACHE[store] = (now, calibration)
+    except TypeError:
+        pass
     return calibration
+
+
+def served_fusion(
+    store: Store, schema: IndexSchema, sources: list[str]
+) -> tuple[str | None, dict[str, float] | None]:
+    """``(method, weights)`` for a category query over ``sources`` from the index's calibration,
+    or ``(None, None)`` when there is none in force (the caller's fixed defaults apply)."""
+    calibration = served_defaults(store, schema)
+    weights = calibration.weights_for(sources) if calibration is not None else None
+    if calibration is None or weights is None:
+        return None, None
+    return calibration.method, weights
 
 
 def calibration_summary(store: Store, schema: IndexSchema) -> dict[str, Any]:
