@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,45 +26,45 @@ from platformdirs import user_cache_dir, user_config_dir, user_data_dir
 
 from .errors import ConfigError
 from .products import has_surrogate
+from .vocabulary import DISABLED
 
 APP = "ctir-es"
-
-# env var -> setting name (secrets for Elasticsearch are read by EsConnection.from_env)
-ENV_VARS: dict[str, str] = {
-    "CTIR_ES_STORE": "store",
-    "CTIR_ES_URL": "es_url",
-    "CTIR_ES_INDEX": "es_index",
-    "CTIR_ES_TEXT_MODEL": "text_model",
-    "CTIR_ES_CLIP_MODEL": "clip_architecture",
-    "CTIR_ES_CLIP_WEIGHTS": "clip_weights",
-    "CTIR_ES_CACHE_DIR": "cache_dir",
-    "CTIR_ES_VECTOR_INDEX": "vector_index",
-    "CTIR_ES_FUSION_LOCATION": "fusion_location",
-}
+FUSION_LOCATIONS: tuple[str, ...] = ("client", "server", "auto")
+ENCODER_BACKENDS: tuple[str, ...] = ("onnx", "torch")
+LEXICAL_ENGINES: tuple[str, ...] = ("fts5", "tantivy")
 
 
 def default_store_path() -> Path:
     return Path(user_data_dir(APP)) / "products.db"
 
 
+def default_cache_dir() -> Path:
+    return Path(user_cache_dir(APP))
+
+
 @dataclass(frozen=True)
 class Settings:
+    """Every knob of ctir-es (the table ``SETTINGS`` documents each: env var, kind, range)."""
+
     store: Path = field(default_factory=default_store_path)
     es_url: str | None = None
     es_index: str = "products"
     text_model: str = "all-MiniLM-L6-v2"
     clip_architecture: str = "ViT-B-32"
     clip_weights: str | None = "laion2b_s34b_b79k"  # "none" disables image vectors
-    cache_dir: Path = field(default_factory=lambda: Path(user_cache_dir(APP)))
+    clip_ita: str | None = None  # an exported CLIP-ITA model: ingest adds the clip_ita vector
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    models_dir: Path | None = None  # None: <cache_dir>/models
+    backend: str = "onnx"
+    onnx_threads: int | None = None
+    onnx_device: str = "auto"
+    onnx_spin: bool = False
+    allow_downloads: bool = False
     batch_size: int = 64
     image_workers: int = 4
     image_timeout: float = 10.0
-    # Embedded store kNN: "exact" (NumPy), or with the [ann] extra "sq8" / "ivf" / "hnsw"
-    # (faiss candidates rescored exactly; see docs/benchmarks.md for recall and speed).
     vector_index: str = "exact"
-    # Where hybrid results are fused: "client" (ctir_es.ranking, every store, with a per-source
-    # breakdown), "server" (an Elasticsearch rrf/linear retriever; an error where the cluster
-    # cannot) or "auto" (server where the cluster can, else client with a one-line notice).
+    lexical_engine: str | None = None  # None: the store's own (fts5 for new embedded stores)
     fusion_location: str = "client"
     es_options: Mapping[str, Any] = field(default_factory=dict)  # [elasticsearch] table of the file
 
@@ -77,8 +77,12 @@ class Settings:
         return self.cache_dir / "downloads"
 
     @property
+    def model_dir(self) -> Path:
+        return self.models_dir or self.cache_dir / "models"
+
+    @property
     def use_images(self) -> bool:
-        return bool(self.clip_weights) and str(self.clip_weights).lower() not in ("none", "off", "")
+        return enabled(self.clip_weights) is not None
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Apply flags; ``None`` means "not given" and keeps the current value."""
@@ -86,52 +90,118 @@ class Settings:
         return replace(self, **_coerce(given))
 
 
-_PATHS = {"store", "cache_dir"}
-_INTS = {"batch_size", "image_workers"}
-_FLOATS = {"image_timeout"}
-_STRINGS = {"es_url", "es_index", "text_model", "clip_architecture", "clip_weights", "vector_index",
-            "fusion_location"}
-FUSION_LOCATIONS: tuple[str, ...] = ("client", "server", "auto")
-# Inclusive ranges of the numeric settings: 0 or -1 would be a silent no-op or a hang.
-_RANGES: dict[str, tuple[float, float]] = {
-    "batch_size": (1, 4096),
-    "image_workers": (1, 64),
-    "image_timeout": (0.1, 600),
-}
+def enabled(value: object) -> str | None:
+    """A setting naming an optional component (model, weights), or None when it is unset or
+    spelled as "off" (``none``, ``off``, ``false``, ``no``, empty)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text.lower() in DISABLED else text
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One setting: its config-file key (= the ``Settings`` field), env var, kind and limits."""
+
+    name: str
+    env: str | None
+    kind: str  # path | str | int | float | bool
+    doc: str
+    choices: tuple[str, ...] = ()
+    limits: tuple[float, float] | None = None  # inclusive; 0 or -1 would be a silent no-op or a hang
+    optional: bool = False  # may be unset (None)
+
+
+# The one table of settings: flag > env > config file > default. docs/configuration.md is
+# generated from it (tests/test_config.py checks the two agree).
+SETTINGS: tuple[Knob, ...] = (
+    Knob("store", "CTIR_ES_STORE", "path", "the embedded store file (when no Elasticsearch URL is set)"),
+    Knob("es_url", "CTIR_ES_URL", "str", "Elasticsearch URL(s), comma-separated; unset = embedded store "
+         "(credentials: CTIR_ES_API_KEY or CTIR_ES_USERNAME/CTIR_ES_PASSWORD, or [elasticsearch])",
+         optional=True),
+    Knob("es_index", "CTIR_ES_INDEX", "str", "the Elasticsearch index (alias) name"),
+    Knob("text_model", "CTIR_ES_TEXT_MODEL", "str", "text encoder: a known name, a local model dir, or none"),
+    Knob("clip_architecture", "CTIR_ES_CLIP_MODEL", "str", "CLIP architecture (open_clip name or config file)"),
+    Knob("clip_weights", "CTIR_ES_CLIP_WEIGHTS", "str", "CLIP weights: a tag, a file, or none for text-only",
+         optional=True),
+    Knob("clip_ita", "CTIR_ES_CLIP_ITA", "str", "an exported CLIP-ITA model (name or dir) ingest adds as the "
+         "clip_ita vector", optional=True),
+    Knob("cache_dir", "CTIR_ES_CACHE_DIR", "path", "downloads, images and model caches"),
+    Knob("models_dir", "CTIR_ES_MODELS_DIR", "path", "where exported ONNX models are installed "
+         "(unset: <cache_dir>/models)", optional=True),
+    Knob("backend", "CTIR_ES_BACKEND", "str", "encoder runtime: onnx (exported models, no torch) or torch (the reference)",
+         choices=ENCODER_BACKENDS),
+    Knob("onnx_threads", "CTIR_ES_ONNX_THREADS", "int", "onnxruntime intra-op threads (unset: all cores)",
+         limits=(1, 256), optional=True),
+    Knob("onnx_device", "CTIR_ES_ONNX_DEVICE", "str", "onnxruntime device: auto, cpu or cuda",
+         choices=("auto", "cpu", "cuda")),
+    Knob("onnx_spin", "CTIR_ES_ONNX_SPIN", "bool", "let onnxruntime threads spin between batches (faster "
+         "bulk encoding, busier cores)"),
+    Knob("allow_downloads", "CTIR_ES_ALLOW_DOWNLOADS", "bool", "let torch encoders download weights "
+         "(off: offline, local files only)"),
+    Knob("batch_size", None, "int", "products encoded per batch", limits=(1, 4096)),
+    Knob("image_workers", None, "int", "parallel image downloads", limits=(1, 64)),
+    Knob("image_timeout", None, "float", "seconds per image fetch", limits=(0.1, 600)),
+    Knob("vector_index", "CTIR_ES_VECTOR_INDEX", "str", "embedded kNN: exact, or with the [ann] extra "
+         "sq8, ivf or hnsw (docs/benchmarks.md)", choices=("exact", "sq8", "ivf", "hnsw")),
+    Knob("lexical_engine", "CTIR_ES_LEXICAL_ENGINE", "str", "BM25 engine of NEW embedded stores: fts5 or "
+         "tantivy (the [lexical] extra); an existing store keeps its own", choices=LEXICAL_ENGINES,
+         optional=True),
+    Knob("fusion_location", "CTIR_ES_FUSION_LOCATION", "str", "client (every store, per-source breakdown), "
+         "server (an Elasticsearch retriever) or auto", choices=FUSION_LOCATIONS),
+)
+KNOBS: Mapping[str, Knob] = {k.name: k for k in SETTINGS}
+# env var -> setting name (secrets for Elasticsearch are read by EsConnection.from_env)
+ENV_VARS: dict[str, str] = {k.env: k.name for k in SETTINGS if k.env}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def _coerce_one(knob: Knob, value: Any) -> Any:
+    key = knob.name
+    if knob.optional and isinstance(value, str) and value.strip().lower() in DISABLED:
+        return None
+    try:
+        if knob.kind == "path":
+            value = Path(value).expanduser()
+        elif knob.kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            value = int(value)
+        elif knob.kind == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            value = float(value)
+        elif knob.kind == "bool":
+            if isinstance(value, str):
+                word = value.strip().lower()
+                value = True if word in _TRUE else False if word in DISABLED else value
+            if not isinstance(value, bool):
+                raise ValueError(value)
+        elif not isinstance(value, str):
+            raise TypeError(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"setting {key!r} has a bad value: {value!r}") from None
+    if isinstance(value, str) and has_surrogate(value):
+        raise ConfigError(f"setting {key!r} is not valid UTF-8")
+    if knob.choices and value not in knob.choices:
+        raise ConfigError(f"setting {key!r} must be one of {', '.join(knob.choices)}, got {value!r}")
+    if knob.limits:
+        low, high = knob.limits
+        if not low <= value <= high:  # NaN fails both comparisons
+            raise ConfigError(f"setting {key!r} must be between {low:g} and {high:g}, got {value!r}")
+    return value
 
 
 def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
-    known = {f.name for f in fields(Settings)}
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"unknown setting {key!r}; known: {', '.join(sorted(known))}")
-        try:
-            if key in _PATHS:
-                value = Path(value).expanduser()
-            elif key in _INTS:
-                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                    raise ValueError(value)
-                value = int(value)
-            elif key in _FLOATS:
-                if isinstance(value, bool):
-                    raise ValueError(value)
-                value = float(value)
-            elif key in _STRINGS and value is not None and not isinstance(value, str):
-                raise TypeError(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"setting {key!r} has a bad value: {value!r}") from None
-        if isinstance(value, str) and has_surrogate(value):
-            raise ConfigError(f"setting {key!r} is not valid UTF-8")
-        if key == "fusion_location" and value not in FUSION_LOCATIONS:
-            raise ConfigError(
-                f"setting 'fusion_location' must be one of {', '.join(FUSION_LOCATIONS)}, got {value!r}"
-            )
-        if key in _RANGES:
-            low, high = _RANGES[key]
-            if not low <= value <= high:  # NaN fails both comparisons
-                raise ConfigError(f"setting {key!r} must be between {low:g} and {high:g}, got {value!r}")
-        out[key] = value
+        if key == "es_options":
+            out[key] = value
+            continue
+        knob = KNOBS.get(key)
+        if knob is None:
+            raise ConfigError(f"unknown setting {key!r}; known: {', '.join(sorted(KNOBS))}")
+        out[key] = None if value is None else _coerce_one(knob, value)
     return out
 
 
@@ -139,27 +209,61 @@ def config_path(env: Mapping[str, str]) -> Path:
     return Path(env.get("CTIR_ES_CONFIG") or Path(user_config_dir(APP)) / "config.toml")
 
 
-def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None = None) -> Settings:
-    env = os.environ if env is None else env
-    path = config_file or config_path(env)
+def _file_values(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid UTF-8 (byte {exc.start}): save it as UTF-8") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
     values: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid UTF-8 (byte {exc.start}): save it as UTF-8") from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from None
-        es = data.pop("elasticsearch", {})
-        if not isinstance(es, dict):
-            raise ConfigError(f"{path}: [elasticsearch] must be a table")
-        if "url" in es:
-            values["es_url"] = es["url"]
-        if "index" in es:
-            values["es_index"] = es["index"]
-        values["es_options"] = {k: v for k, v in es.items() if k not in ("url", "index")}
-        values.update(data)
-    for var, name in ENV_VARS.items():
-        if env.get(var):
-            values[name] = env[var]
+    es = data.pop("elasticsearch", {})
+    if not isinstance(es, dict):
+        raise ConfigError(f"{path}: [elasticsearch] must be a table")
+    if "url" in es:
+        values["es_url"] = es["url"]
+    if "index" in es:
+        values["es_index"] = es["index"]
+    values["es_options"] = {k: v for k, v in es.items() if k not in ("url", "index")}
+    values.update(data)
+    return values
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, str]:
+    return {name: env[var] for var, name in ENV_VARS.items() if env.get(var)}
+
+
+def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None = None) -> Settings:
+    """Defaults, then the config file, then the environment (flags come last, from the CLI)."""
+    env = os.environ if env is None else env
+    values = _file_values(config_file or config_path(env))
+    values.update(_env_values(env))
     return Settings(**_coerce(values))
+
+
+def setting_origins(env: Mapping[str, str] | None = None, config_file: Path | None = None) -> dict[str, str]:
+    """Where each setting's value comes from: ``env CTIR_ES_...``, ``config file`` or ``default``
+    (``ctir-es config`` shows it beside the value; a flag, when given, wins over all three)."""
+    env = os.environ if env is None else env
+    from_file = _file_values(config_file or config_path(env))
+    from_env = _env_values(env)
+    return {
+        k.name: f"env {k.env}" if k.name in from_env else "config file" if k.name in from_file else "default"
+        for k in SETTINGS
+    }
+
+
+def configuration_markdown() -> str:
+    """The settings table as Markdown (docs/configuration.md holds exactly this)."""
+    defaults = Settings()
+    rows = ["| setting (config key) | env var | default | values | what it does |", "| --- | --- | --- | --- | --- |"]
+    for k in SETTINGS:
+        default = getattr(defaults, k.name)
+        shown = ("unset" if default is None else "platform dir" if isinstance(default, Path)
+                 else ("on" if default else "off") if isinstance(default, bool) else f"`{default}`")
+        values = (", ".join(k.choices) if k.choices else f"{k.limits[0]:g} to {k.limits[1]:g}" if k.limits
+                  else {"bool": "on / off", "path": "a path"}.get(k.kind, "text"))
+        rows.append(f"| `{k.name}` | {f'`{k.env}`' if k.env else 'flag / file only'} | {shown} | {values} | {k.doc} |")
+    return "\n".join(rows) + "\n"

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..config import Settings
+from ..config import Settings, enabled
 from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from ..errors import SourceError
 from ..products import Product
@@ -18,7 +17,6 @@ from .readers import get_reader
 from .report import IngestReport
 
 KINDS = ("jsonl", "flipkart", "xmarket", "sample")
-CLIP_ITA_ENV = "CTIR_ES_CLIP_ITA"  # an exported CLIP-ITA model (name or dir): adds the clip_ita vector
 
 
 def open_source(
@@ -100,7 +98,7 @@ def load_encoders(
     from ..encoders.registry import EncoderConfig, load_text_encoder, try_load_image_encoder
 
     cfg = EncoderConfig.from_settings(settings)
-    text = None if settings.text_model.strip().lower() == "none" else load_text_encoder(cfg, report.message)
+    text = None if enabled(settings.text_model) is None else load_text_encoder(cfg, report.message)
     if text is None:
         report.message("no text encoder (--text-model none): BM25 only, no title vectors")
     image = None
@@ -115,12 +113,6 @@ def load_encoders(
     return text, image
 
 
-def configured_clip_ita(settings: Settings) -> str | None:
-    """The CLIP-ITA model an ingest adds: the ``clip_ita`` setting or ``$CTIR_ES_CLIP_ITA``."""
-    value = getattr(settings, "clip_ita", None) or os.environ.get(CLIP_ITA_ENV)
-    return str(value).strip() if value and str(value).strip().lower() not in ("none", "off", "") else None
-
-
 def load_clip_ita(
     settings: Settings,
     report: IngestReport,
@@ -129,7 +121,7 @@ def load_clip_ita(
 ) -> CategoryEncoder | None:
     """The configured CLIP-ITA model, loaded now with its frozen encoders (reusing the ingest's
     own when they are the same), or None when none is configured."""
-    name = configured_clip_ita(settings)
+    name = enabled(settings.clip_ita)
     if name is None:
         return None
     from ..encoders.registry import EncoderConfig

@@ -20,4 +20,4 @@ def open_store(settings: Settings) -> Store:
         return ElasticsearchStore(conn, **store_opts)
     from .embedded import EmbeddedStore
 
-    return EmbeddedStore(settings.store, vector_index=settings.vector_index)
+    return EmbeddedStore(settings.store, vector_index=settings.vector_index, lexical=settings.lexical_engine)
