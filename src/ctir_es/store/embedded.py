@@ -40,8 +40,8 @@ import numpy as np
 
 from ..errors import MissingExtraError, SchemaMismatch, StoreError, StoreLocked
 from ..filters import Filter
-from ..products import Product, format_category_path, path_prefixes
-from . import lexical_tantivy
+from ..products import Product
+from . import batch_write, lexical_tantivy
 from .base import (
     LEXICAL_FIELDS,
     LEXICAL_SOURCE,
@@ -181,17 +181,6 @@ CREATE TRIGGER IF NOT EXISTS products_au AFTER UPDATE ON products BEGIN
     VALUES (new.rowid, new.title, new.categories, new.attributes, new.description);
 END;
 """
-
-_UPSERT = """
-INSERT INTO products (id, title, categories, attributes, description, extra, image, market, has_image)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT(id) DO UPDATE SET
-    title = excluded.title, categories = excluded.categories, attributes = excluded.attributes,
-    description = excluded.description, extra = excluded.extra, image = excluded.image,
-    market = excluded.market, has_image = excluded.has_image
-RETURNING rowid
-"""
-
 
 def fts_query(text: str, fields: Iterable[str]) -> str | None:
     """Free text -> an FTS5 expression: any of the words, restricted to ``fields``.
@@ -528,24 +517,9 @@ class EmbeddedStore:
             try:
                 if self._lex is not None:  # the log entries tantivy has applied are not needed any more
                     conn.execute("DELETE FROM lexical_log WHERE seq <= ?", (self._lex.applied,))
-                for doc in docs:
-                    problem = _vector_problem(doc, schema)
-                    if problem:
-                        result.errors[doc.product.id] = problem
-                        continue
-                    rowid = conn.execute(_UPSERT, _product_row(doc)).fetchone()[0]
-                    conn.execute("DELETE FROM category_nodes WHERE product = ?", (rowid,))
-                    nodes = {NODE_SEP.join(p) for path in doc.product.categories for p in path_prefixes(path)}
-                    conn.executemany("INSERT INTO category_nodes VALUES (?, ?)", [(n, rowid) for n in nodes])
-                    conn.execute("DELETE FROM vectors WHERE product = ?", (rowid,))
-                    conn.executemany(
-                        "INSERT INTO vectors VALUES (?, ?, ?)",
-                        [
-                            (name, rowid, np.ascontiguousarray(vec, dtype=np.float32).tobytes())
-                            for name, vec in doc.vectors.items()
-                        ],
-                    )
-                    result.written += 1
+                batch = batch_write.prepare(docs, schema)
+                batch_write.write(conn, batch)
+                result.written, result.errors = batch.written, batch.errors
                 if checkpoint is not None:
                     conn.execute(
                         "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -879,36 +853,6 @@ def _build_index(kind: str, matrix: np.ndarray) -> Any:
         index.hnsw.efSearch = HNSW_EF_SEARCH
     index.add(data)
     return index
-
-
-def _vector_problem(doc: Document, schema: IndexSchema) -> str | None:
-    for name, vec in doc.vectors.items():
-        spec = schema.vectors.get(name)
-        if spec is None:
-            return f"vector field {name!r} is not in the index schema (call setup first)"
-        if np.asarray(vec).shape != (spec.dims,):
-            return f"vector {name!r} has shape {np.asarray(vec).shape}, the index expects ({spec.dims},)"
-        if not np.all(np.isfinite(vec)):
-            return f"vector {name!r} holds NaN or infinity"
-        if not np.any(vec):
-            return f"vector {name!r} is all zeros (cosine is undefined)"
-    return None
-
-
-def _product_row(doc: Document) -> tuple[Any, ...]:
-    p = doc.product
-    extra = {"categories": [list(c) for c in p.categories], "attributes": dict(p.attributes), "images": list(p.images)}
-    return (
-        p.id,
-        p.title,
-        "\n".join(format_category_path(c) for c in p.categories),
-        p.attribute_text,
-        p.description,
-        json.dumps(extra, ensure_ascii=False, separators=(",", ":")),
-        doc.image,  # only an image that loaded (or, with --no-images, the unverified reference)
-        p.market,
-        int(doc.image is not None),
-    )
 
 
 def _product_from_row(pid: str, title: str, description: str, extra: str, market: str | None) -> Product:
