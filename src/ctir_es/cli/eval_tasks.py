@@ -1,5 +1,6 @@
-"""``ctir-es evaluate ... --task categorize|audit|diverse``: the category tasks of issue 13
-(docs/categories.md). ``--task retrieval`` (the default) is the paper's protocol."""
+"""``ctir-es evaluate ... --task categorize|audit|diverse|t2i|i2t``: the category tasks of issue 13
+(docs/categories.md) and text-image retrieval between titles and images (docs/text-image.md).
+``--task retrieval`` (the default) is the paper's protocol."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ TASKS: dict[str, str] = {
     "categorize": "infer hidden categories of test products (top-1/top-5 per level, hF, seen/unseen)",
     "audit": "find products moved to a wrong category by seeded synthetic noise (AUC, P@k, restore rate)",
     "diverse": "near-duplicates in the top 10 of category queries with and without --diverse, and the P@10 cost",
+    "t2i": "text-to-image: each held-out title ranks the held-out images (Recall@1/5/10; needs CLIP)",
+    "i2t": "image-to-text: each held-out image ranks the held-out titles (Recall@1/5/10; needs CLIP)",
 }
 
 
@@ -45,6 +48,11 @@ def run_task(ctx: click.Context, kind: str, source: Path | None, *, market: str 
     settings = settings_from(ctx, es_url=opts["es_url"], clip_architecture=opts["clip_model"],
                              clip_weights=opts["clip_weights"])
     err = Console(stderr=True)
+    clip = None
+    if opts["task"] in ("t2i", "i2t"):  # fail before reading the catalogue when CLIP is absent
+        from ..evaluation.text_image import load_clip
+
+        clip = load_clip(settings, opts["task"])
     err.print(f"reading {kind} {source or ''}", highlight=False)
     products, report = load_products(kind, source, settings, limit=opts["limit"], market=market, category=category)
     if not products:
@@ -80,6 +88,15 @@ def run_task(ctx: click.Context, kind: str, source: Path | None, *, market: str 
         result = audit_eval.evaluate_audit(products, settings, audit_config, dataset_meta=meta, progress=progress)
         files = audit_eval.write(result, out_dir, command)
         text = audit_eval.markdown(result, command)
+    elif task in ("t2i", "i2t"):
+        from ..evaluation import text_image
+
+        ti_config = text_image.TextImageConfig(directions=(task,), split=split, work_dir=opts["work_dir"],
+                                               rebuild=opts["rebuild"])
+        result = text_image.evaluate_text_image(products, settings, ti_config, image_encoder=clip,
+                                                dataset_meta=meta, progress=progress)
+        files = text_image.write(result, out_dir, command)
+        text = text_image.markdown(result, command)
     else:
         from ..evaluation import diverse as diverse_eval
 

@@ -5,6 +5,8 @@
 - Each batch commits together with a checkpoint (its last position in the source), so a
   killed ingest resumes where it stopped; upsert by id means a product is never duplicated.
 - Nothing is dropped silently: store errors, missing images and duplicates are counted.
+- With a CLIP encoder, each title also goes through CLIP's text tower (``clip_title_vector``),
+  so image queries find products by their titles too, including products without a photo.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from PIL import Image
 from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from ..errors import ImageError, StoreError
 from ..products import Product
-from ..ranking.plan import CLIP_ITA_VECTOR, IMAGE_VECTOR, TITLE_VECTOR
 from ..store.base import Document, IndexSchema, Store, VectorField
+from ..vocabulary import CLIP_ITA_VECTOR, CLIP_TITLE_VECTOR, IMAGE_VECTOR, TITLE_VECTOR
 from .report import IngestReport
 
 # Decoded images are shrunk right after loading: CLIP needs 224-336 px, and a batch of
@@ -39,6 +41,7 @@ class IngestOptions:
     batch_size: int = 64
     with_images: bool = True  # fetch images (needed for image vectors; reports missing ones)
     resume: bool = True
+    clip_titles: bool = True  # with a CLIP encoder, also encode titles with its text tower
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,14 @@ class _Loaded:
 
 
 def index_schema(text_encoder: TextEncoder | None, image_encoder: ImageEncoder | None,
-                 clip_ita: CategoryEncoder | None = None) -> IndexSchema:
+                 clip_ita: CategoryEncoder | None = None, *, clip_titles: bool = True) -> IndexSchema:
     vectors = {}
     if text_encoder is not None:
         vectors[TITLE_VECTOR] = VectorField(text_encoder.dims, "cosine", text_encoder.manifest)
     if image_encoder is not None:
         vectors[IMAGE_VECTOR] = VectorField(image_encoder.dims, "cosine", image_encoder.manifest)
+        if clip_titles:  # CLIP's text tower: the same manifest, the same space as the images
+            vectors[CLIP_TITLE_VECTOR] = VectorField(image_encoder.dims, "cosine", image_encoder.manifest)
     if clip_ita is not None:
         vectors[CLIP_ITA_VECTOR] = VectorField(clip_ita.dims, "cosine", clip_ita.manifest)
     return IndexSchema(vectors)
@@ -142,7 +147,8 @@ class Pipeline:
         checkpoint_key: str | None,
         on_batch: Callable[[IngestReport], None] | None,
     ) -> IngestReport:
-        self.store.setup(index_schema(self.text_encoder, self.image_encoder, self.clip_ita))
+        self.store.setup(index_schema(self.text_encoder, self.image_encoder, self.clip_ita,
+                                      clip_titles=self.options.clip_titles))
         start = self.store.checkpoint(checkpoint_key) if (checkpoint_key and self.options.resume) else None
         seen: set[str] = set()
 
@@ -200,6 +206,10 @@ class Pipeline:
         if self.image_encoder is not None and decoded:
             vecs = self.image_encoder.encode_images([loaded[i].image for i in decoded])  # type: ignore[misc]
             image_vecs = dict(zip(decoded, vecs, strict=True))
+        clip_title_vecs = (
+            self.image_encoder.encode_texts([p.title for p in products])
+            if self.image_encoder is not None and self.options.clip_titles else None
+        )
         clip_ita_vecs = self._clip_ita_vectors(products, loaded, title_vecs, image_vecs)
 
         docs = []
@@ -212,6 +222,8 @@ class Pipeline:
                 vectors[TITLE_VECTOR] = title_vecs[i]
             if i in image_vecs:
                 vectors[IMAGE_VECTOR] = image_vecs[i]
+            if clip_title_vecs is not None:
+                vectors[CLIP_TITLE_VECTOR] = clip_title_vecs[i]
             if clip_ita_vecs is not None:
                 vectors[CLIP_ITA_VECTOR] = clip_ita_vecs[i]
             shown = item.ref if (item.image is not None or (item.ref and not item.error)) else None

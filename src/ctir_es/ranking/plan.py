@@ -5,7 +5,9 @@ Modes:
   the category text against product title vectors, and (when the index has image vectors)
   the category text through CLIP's text tower against product images;
 - ``text``: the same sources with the default field weights;
-- ``image``: an image (path or URL) through CLIP's image tower against product images.
+- ``image``: an image (path or URL) through CLIP's image tower against product images, and
+  (when the index has CLIP title vectors) against the titles through CLIP's text tower, so a
+  product without a photo is still found by its title (image-to-text).
 
 A trained CLIP-ITA model (``category_encoder``) adds the source ``clip_ita`` to category
 queries: the category text through its category head against the ``clip_ita`` product vectors.
@@ -27,15 +29,25 @@ from ..products import (
     parse_category_path,
 )
 from ..store.base import DEFAULT_FIELD_WEIGHTS, IndexSchema, LexicalQuery, VectorQuery
+from ..vocabulary import (
+    CLIP_ITA_SOURCE,
+    CLIP_ITA_VECTOR,
+    CLIP_TITLE_SOURCE,
+    CLIP_TITLE_VECTOR,
+    IMAGE_SOURCE,
+    IMAGE_VECTOR,
+    LEXICAL_SOURCE,
+    MODES,
+    TEXT_SOURCE,
+    TITLE_VECTOR,
+)
 
-MODES = ("category", "text", "image")
-TITLE_VECTOR = "title_vector"
-IMAGE_VECTOR = "image_vector"
-CLIP_ITA_VECTOR = "clip_ita"  # product head output of a trained CLIP-ITA model
-# Result-source names as users see them in score breakdowns.
-TEXT_SOURCE = "text"
-IMAGE_SOURCE = "image"
-CLIP_ITA_SOURCE = "clip_ita"
+# The names used to be defined here; they stay importable from this module.
+__all__ = [
+    "CATEGORY_FIELD_WEIGHTS", "CLIP_ITA_SOURCE", "CLIP_ITA_VECTOR", "CLIP_TITLE_SOURCE", "CLIP_TITLE_VECTOR",
+    "IMAGE_SOURCE", "IMAGE_VECTOR", "LEXICAL_SOURCE", "MAX_QUERY_CHARS", "MODES", "SOURCE_WEIGHTS", "TEXT_SOURCE",
+    "TITLE_VECTOR", "Plan", "detect_mode", "plan_query",
+]
 
 CATEGORY_FIELD_WEIGHTS: Mapping[str, float] = {
     "title": 2.0,
@@ -50,10 +62,16 @@ MAX_QUERY_CHARS = 1_000
 # it: on flipkart-1050, subtree P@10 of RRF with weights bm25 1.0 / text 0.3 was 0.986, 0.929
 # and 0.833 for level 1, 2 and 3 categories, against 0.971, 0.754, 0.716 with equal weights
 # (BM25 alone: 0.986, 0.992, 0.874; see tests/test_cli.py and the README).
+# Image queries: image-to-image leads and image-to-title (CLIP's image tower against its text
+# tower) counts half. A prior, not a measurement (no real CLIP weights offline): a product with
+# a photo usually has a near-duplicate there, while cross-modal similarity is weaker, and with
+# RRF half weight still lets a product without a photo, found only by its title, rank among
+# the image results (its rank r scores as rank 2r + 60 does in the image list). Measure a
+# catalogue's own figures with `ctir-es evaluate ... --task i2t`.
 SOURCE_WEIGHTS: Mapping[str, Mapping[str, float]] = {
-    "category": {"bm25": 1.0, TEXT_SOURCE: 0.3, IMAGE_SOURCE: 0.3, CLIP_ITA_SOURCE: 0.3},
-    "text": {"bm25": 1.0, TEXT_SOURCE: 1.0, IMAGE_SOURCE: 1.0},
-    "image": {IMAGE_SOURCE: 1.0},
+    "category": {LEXICAL_SOURCE: 1.0, TEXT_SOURCE: 0.3, IMAGE_SOURCE: 0.3, CLIP_ITA_SOURCE: 0.3},
+    "text": {LEXICAL_SOURCE: 1.0, TEXT_SOURCE: 1.0, IMAGE_SOURCE: 1.0},
+    "image": {IMAGE_SOURCE: 1.0, CLIP_TITLE_SOURCE: 0.5},
 }
 
 
@@ -72,7 +90,7 @@ class Plan:
 
     @property
     def sources(self) -> list[str]:
-        return (["bm25"] if self.lexical else []) + [v.name for v in self.vectors]
+        return ([LEXICAL_SOURCE] if self.lexical else []) + [v.name for v in self.vectors]
 
 
 def detect_mode(text: str | None, image: object | None) -> str:
@@ -101,8 +119,10 @@ def plan_query(
             raise QueryError("image mode needs an image (a path or URL)")
         if IMAGE_VECTOR not in schema.vectors:
             raise QueryError("this index has no image vectors: ingest with CLIP weights to search by image")
-        vq = VectorQuery(IMAGE_VECTOR, image_vector, IMAGE_SOURCE, num_candidates)
-        return Plan("image", "", None, (vq,))
+        image_queries = [VectorQuery(IMAGE_VECTOR, image_vector, IMAGE_SOURCE, num_candidates)]
+        if CLIP_TITLE_VECTOR in schema.vectors:  # the same CLIP space: the image against the titles
+            image_queries.append(VectorQuery(CLIP_TITLE_VECTOR, image_vector, CLIP_TITLE_SOURCE, num_candidates))
+        return Plan("image", "", None, tuple(image_queries))
 
     raw = (text or "").strip()
     if has_surrogate(raw):
