@@ -421,7 +421,7 @@ def scratch_store(store: Store) -> Iterator[Store]:
             finally:
                 scratch.close()
     elif isinstance(store, ElasticsearchStore):
-        conn = replace(store.connection, index=f"{store.index}-calibration-{uuid.uuid4().hex[:8]}")
+        conn = store.connection.with_index(f"{store.index}-calibration-{uuid.uuid4().hex[:8]}")
         scratch_es = ElasticsearchStore(conn, index_options=store.index_options)
         try:
             yield scratch_es
