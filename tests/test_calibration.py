@@ -30,8 +30,8 @@ from ctir_es.ranking.calibration import (
     served_defaults,
 )
 from ctir_es.ranking.calibration_search import (
-    Candidate,
     CalibrationConfig,
+    Candidate,
     QuerySlice,
     calibrate,
     category_queries,
