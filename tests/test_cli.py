@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ctir_es.cli.main import cli
+from ctir_es.cli.main import cli, load_all_commands
 from ctir_es.sample import sample_path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -148,6 +148,9 @@ def _commands(group, prefix: str = "ctir-es") -> list[tuple[str, object]]:
         if hasattr(cmd, "commands"):
             out.extend(_commands(cmd, full))
     return out
+
+
+load_all_commands()  # commands load lazily; the listing below wants every one
 
 
 @pytest.mark.parametrize("name", [n for n, _ in _commands(cli)])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,51 +21,47 @@ from ..evaluation.significance import STAT_TESTS
 from ..evaluation.systems import DEFAULT_TEXT_MODELS
 from .eval_tasks import run_task, task_options
 from .main import cli, settings_from
+from .sources import add_source_commands, source_name, with_options
 
-
-def eval_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--setting", "settings_", multiple=True, default=("all",), show_default=True,
-                     type=click.Choice(["all", *SETTINGS]),
-                     help="random (a random level of each path; the paper's 'all'), general (roots), "
-                          "specific (leaves), or all three. Repeatable."),
-        click.option("--query-text", type=click.Choice(list(QUERY_TEXTS)), default="path", show_default=True,
-                     help="Query with the full path 'A > B > C' (as a shop writes it) or the leaf name."),
-        click.option("--relevance", type=click.Choice(list(RELEVANCE)), default="subtree", show_default=True,
-                     help="subtree: products under the node; exact: the paper's exact-level match."),
-        click.option("--limit", type=click.IntRange(1, None), default=None,
-                     help="Only the first N products of the catalogue (quick runs)."),
-        click.option("--systems", default="all", show_default=True, metavar="NAMES",
-                     help="Comma-separated system names or patterns, e.g. 'bm25-*,minilm,rrf:*'."),
-        click.option("--text-model", "text_models", multiple=True, metavar="NAME|DIR",
-                     help="Zero-shot text encoders over titles (repeatable) "
-                          f"[default: {', '.join(DEFAULT_TEXT_MODELS)}, each when installed]."),
-        click.option("--clip-model", default=None, metavar="ARCH", help="open_clip architecture for zero-shot CLIP."),
-        click.option("--clip-weights", default=None, metavar="TAG|FILE|none",
-                     help="open_clip weights for zero-shot CLIP; without weights CLIP is listed as skipped."),
-        click.option("--trained", multiple=True, type=click.Path(exists=True, path_type=Path), metavar="DIR",
-                     help="A trained CLIP-ITA model folder (repeatable)."),
-        click.option("--seed", type=int, default=13, show_default=True,
-                     help="Seed of the split, the random levels and the significance tests."),
-        click.option("--split", "split_fractions", default="0.7,0.1,0.2", show_default=True, metavar="TRAIN,VAL,TEST",
-                     help="Split fractions."),
-        click.option("--stat-test", type=click.Choice(STAT_TESTS), default="student", show_default=True,
-                     help="Paired significance test (ranx): student (t-test, deterministic), fisher "
-                          "(randomisation; ranx's p-values vary slightly between runs) or tukey (HSD)."),
-        click.option("--no-significance", is_flag=True, help="Skip the significance tests."),
-        click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Output folder [default: artifacts/eval/<source name>]."),
-        click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Where evaluation indexes are cached [default: <cache dir>/eval]."),
-        click.option("--rebuild", is_flag=True, help="Rebuild the evaluation indexes even if cached."),
-        click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout."),
-        click.option("--es-url", default=None, metavar="URL",
-                     help="Evaluate on Elasticsearch at URL (indexes ctir-eval-*) [env: CTIR_ES_URL]."),
-        *task_options(),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+eval_options = with_options([
+    click.option("--setting", "settings_", multiple=True, default=("all",), show_default=True,
+                 type=click.Choice(["all", *SETTINGS]),
+                 help="random (a random level of each path; the paper's 'all'), general (roots), "
+                      "specific (leaves), or all three. Repeatable."),
+    click.option("--query-text", type=click.Choice(list(QUERY_TEXTS)), default="path", show_default=True,
+                 help="Query with the full path 'A > B > C' (as a shop writes it) or the leaf name."),
+    click.option("--relevance", type=click.Choice(list(RELEVANCE)), default="subtree", show_default=True,
+                 help="subtree: products under the node; exact: the paper's exact-level match."),
+    click.option("--limit", type=click.IntRange(1, None), default=None,
+                 help="Only the first N products of the catalogue (quick runs)."),
+    click.option("--systems", default="all", show_default=True, metavar="NAMES",
+                 help="Comma-separated system names or patterns, e.g. 'bm25-*,minilm,rrf:*'."),
+    click.option("--text-model", "text_models", multiple=True, metavar="NAME|DIR",
+                 help="Zero-shot text encoders over titles (repeatable) "
+                      f"[default: {', '.join(DEFAULT_TEXT_MODELS)}, each when installed]."),
+    click.option("--clip-model", default=None, metavar="ARCH", help="open_clip architecture for zero-shot CLIP."),
+    click.option("--clip-weights", default=None, metavar="TAG|FILE|none",
+                 help="open_clip weights for zero-shot CLIP; without weights CLIP is listed as skipped."),
+    click.option("--trained", multiple=True, type=click.Path(exists=True, path_type=Path), metavar="DIR",
+                 help="A trained CLIP-ITA model folder (repeatable)."),
+    click.option("--seed", type=int, default=13, show_default=True,
+                 help="Seed of the split, the random levels and the significance tests."),
+    click.option("--split", "split_fractions", default="0.7,0.1,0.2", show_default=True, metavar="TRAIN,VAL,TEST",
+                 help="Split fractions."),
+    click.option("--stat-test", type=click.Choice(STAT_TESTS), default="student", show_default=True,
+                 help="Paired significance test (ranx): student (t-test, deterministic), fisher "
+                      "(randomisation; ranx's p-values vary slightly between runs) or tukey (HSD)."),
+    click.option("--no-significance", is_flag=True, help="Skip the significance tests."),
+    click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Output folder [default: artifacts/eval/<source name>]."),
+    click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Where evaluation indexes are cached [default: <cache dir>/eval]."),
+    click.option("--rebuild", is_flag=True, help="Rebuild the evaluation indexes even if cached."),
+    click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout."),
+    click.option("--es-url", default=None, metavar="URL",
+                 help="Evaluate on Elasticsearch at URL (indexes ctir-eval-*) [env: CTIR_ES_URL]."),
+    *task_options(),
+])
 
 
 @cli.group()
@@ -130,9 +125,7 @@ def _run(ctx: click.Context, kind: str, source: Path | None, *, market: str | No
         work_dir=opts["work_dir"],
         rebuild=opts["rebuild"],
     )
-    name = (source.stem if source is not None and source.is_file() else source.name if source is not None
-            else category or kind)
-    out_dir = opts["out"] or Path("artifacts") / "eval" / name
+    out_dir = opts["out"] or Path("artifacts") / "eval" / source_name(kind, source, category)
     err = Console(stderr=True)
     progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(bar_width=30),
                         TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=err,
@@ -187,43 +180,6 @@ def _print(result: EvalResult, files: dict[str, Any], err: Console) -> None:
               f"plot {files['plot'] or '-'}, {len(files['runs'])} TREC runs", highlight=False)
 
 
-@evaluate.command("flipkart")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@eval_options
-@click.pass_context
-def evaluate_flipkart(ctx: click.Context, directory: Path, **opts: Any) -> None:
-    """The Flipkart products CSV layout: DIR/products.csv and DIR/images/."""
-    _run(ctx, "flipkart", directory, **opts)
-
-
-@evaluate.command("jsonl")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@eval_options
-@click.pass_context
-def evaluate_jsonl(ctx: click.Context, file: Path, **opts: Any) -> None:
-    """Generic JSONL: one {"id", "title", "categories", ...} per line."""
-    _run(ctx, "jsonl", file, **opts)
-
-
-@evaluate.command("xmarket")
-@click.option("--market", default=None, help="Market code, e.g. us.")
-@click.option("--category", default=None, help="Top category as in the XMarket URL, e.g. Home_and_Kitchen.")
-@click.option("--source", type=click.Path(exists=True, path_type=Path), default=None,
-              help="A local metadata_*.json[.gz] file or a directory of them (no download).")
-@eval_options
-@click.pass_context
-def evaluate_xmarket(ctx: click.Context, market: str | None, category: str | None, source: Path | None,
-                     **opts: Any) -> None:
-    """XMarket metadata: downloaded (cached) by --market/--category, or read from --source."""
-    _run(ctx, "xmarket", source, market=market, category=category, **opts)
-
-
-@evaluate.command("sample")
-@eval_options
-@click.pass_context
-def evaluate_sample(ctx: click.Context, **opts: Any) -> None:
-    """The small sample catalogue bundled with ctir-es."""
-    _run(ctx, "sample", None, **opts)
-
+add_source_commands(evaluate, eval_options, _run, download="downloaded")
 
 __all__ = ["evaluate"]

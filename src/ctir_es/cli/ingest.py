@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +16,25 @@ from ..ingest.run import ingest_catalogue, load_encoders
 from ..store.open import open_store
 from .main import cli, settings_from, store_options
 from .render import print_report
+from .sources import add_source_commands, with_options
 
-
-def ingest_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),
-        click.option("--no-resume", is_flag=True, help="Start from the beginning even if a checkpoint exists."),
-        click.option("--no-images", is_flag=True, help="Do not fetch images (no image vectors, nothing downloaded)."),
-        click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Products per batch [64]."),
-        click.option("--clip-weights", default=None, metavar="TAG|FILE|none",
-                     help="open_clip weights: a pretrained tag, a local checkpoint, or 'none' for text-only "
-                          "[env: CTIR_ES_CLIP_WEIGHTS; default laion2b_s34b_b79k]."),
-        click.option("--clip-model", default=None, metavar="ARCH",
-                     help="open_clip architecture [env: CTIR_ES_CLIP_MODEL; default ViT-B-32]."),
-        click.option("--text-model", default=None, metavar="NAME|DIR",
-                     help="sentence-transformers model name or folder, or 'none' for BM25 only "
-                          "[env: CTIR_ES_TEXT_MODEL; default all-MiniLM-L6-v2 (offline)]."),
-        store_options,
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+ingest_options = with_options([
+    click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),
+    click.option("--no-resume", is_flag=True, help="Start from the beginning even if a checkpoint exists."),
+    click.option("--no-images", is_flag=True, help="Do not fetch images (no image vectors, nothing downloaded)."),
+    click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Products per batch [64]."),
+    click.option("--clip-weights", default=None, metavar="TAG|FILE|none",
+                 help="open_clip weights: a pretrained tag, a local checkpoint, or 'none' for text-only "
+                      "[env: CTIR_ES_CLIP_WEIGHTS; default laion2b_s34b_b79k]."),
+    click.option("--clip-model", default=None, metavar="ARCH",
+                 help="open_clip architecture [env: CTIR_ES_CLIP_MODEL; default ViT-B-32]."),
+    click.option("--text-model", default=None, metavar="NAME|DIR",
+                 help="sentence-transformers model name or folder, or 'none' for BM25 only "
+                      "[env: CTIR_ES_TEXT_MODEL; default all-MiniLM-L6-v2 (offline)]."),
+    click.option("--clip-ita", default=None, metavar="NAME|DIR",
+                 help="Add the clip_ita vector of a trained, exported CLIP-ITA model [env: CTIR_ES_CLIP_ITA]."),
+    store_options,
+])
 
 
 @cli.group()
@@ -50,6 +47,7 @@ def _run(ctx: click.Context, kind: str, source: Path | None, *, market: str | No
     settings = settings_from(
         ctx, store=opts["store"], es_url=opts["es_url"], text_model=opts["text_model"],
         clip_architecture=opts["clip_model"], clip_weights=opts["clip_weights"], batch_size=opts["batch_size"],
+        clip_ita=opts["clip_ita"],
     )
     err = Console(stderr=True)
     report = IngestReport()
@@ -85,40 +83,4 @@ def _run(ctx: click.Context, kind: str, source: Path | None, *, market: str | No
         raise click.ClickException("nothing could be indexed")
 
 
-@ingest.command("jsonl")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@ingest_options
-@click.pass_context
-def ingest_jsonl(ctx: click.Context, file: Path, **opts: Any) -> None:
-    """Generic JSONL: one {"id", "title", "categories", "attributes", "description", "images", "market"} per line."""
-    _run(ctx, "jsonl", file, **opts)
-
-
-@ingest.command("flipkart")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@ingest_options
-@click.pass_context
-def ingest_flipkart(ctx: click.Context, directory: Path, **opts: Any) -> None:
-    """The Flipkart products CSV layout: DIR/products.csv and DIR/images/."""
-    _run(ctx, "flipkart", directory, **opts)
-
-
-@ingest.command("xmarket")
-@click.option("--market", default=None, help="Market code, e.g. us.")
-@click.option("--category", default=None, help="Top category as in the XMarket URL, e.g. Home_and_Kitchen.")
-@click.option("--source", type=click.Path(exists=True, path_type=Path), default=None,
-              help="A local metadata_*.json[.gz] file or a directory of them (no download).")
-@ingest_options
-@click.pass_context
-def ingest_xmarket(ctx: click.Context, market: str | None, category: str | None, source: Path | None,
-                   **opts: Any) -> None:
-    """XMarket metadata: downloaded (cached, resumable) by --market/--category, or read from --source."""
-    _run(ctx, "xmarket", source, market=market, category=category, **opts)
-
-
-@ingest.command("sample")
-@ingest_options
-@click.pass_context
-def ingest_sample(ctx: click.Context, **opts: Any) -> None:
-    """The small sample catalogue bundled with ctir-es (from flipkart-1050, CC BY-SA 4.0)."""
-    _run(ctx, "sample", None, **opts)
+add_source_commands(ingest, ingest_options, _run)
