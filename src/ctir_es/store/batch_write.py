@@ -81,8 +81,8 @@ def vector_problems(docs: Sequence[Document], schema: IndexSchema) -> tuple[dict
             arrays.append(arr)
     for name, (slots, arrays) in by_field.items():
         matrix = np.asarray(arrays, dtype=np.float32)
-        nonfinite = ~np.isfinite(matrix).all(axis=1)
-        zero = ~matrix.any(axis=1)
+        nonfinite = np.asarray(~np.isfinite(matrix).all(axis=1))
+        zero = np.asarray(~matrix.any(axis=1))
         for j in np.flatnonzero(nonfinite | zero).tolist():
             if slots[j] not in problems:
                 why = "holds NaN or infinity" if nonfinite[j] else "is all zeros (cosine is undefined)"

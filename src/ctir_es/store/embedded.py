@@ -32,6 +32,7 @@ import re
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,7 +42,7 @@ import numpy as np
 from ..errors import MissingExtraError, SchemaMismatch, StoreError, StoreLocked
 from ..filters import Filter
 from ..products import Product
-from . import batch_write, lexical_tantivy
+from . import ann, batch_write, lexical_tantivy
 from .base import (
     LEXICAL_FIELDS,
     LEXICAL_SOURCE,
@@ -63,15 +64,13 @@ MAX_QUERY_TERMS = 64
 # so small pages waste half the file. Existing files keep their page size.
 PAGE_SIZE = 32768
 CACHE_KIB = 65536  # SQLite page cache per connection (FTS5 doclists, products)
-# How kNN is searched per store: "exact" (NumPy, the default) or an approximate index built
-# in memory from the float32 matrix with faiss (pip install 'ctir-es[ann]'): "sq8" (8-bit
-# scalar-quantised scan, then exact float32 rescoring of the best candidates), "ivf"
-# (inverted file, flat vectors, exact rescoring) or "hnsw" (graph). Filtered kNN is exact.
-VECTOR_INDEXES = ("exact", "sq8", "ivf", "hnsw")
-RESCORE_FACTOR = 4  # approximate indexes fetch k * this many candidates, rescored exactly
-IVF_NPROBE = 16
-IVF_MAX_LISTS = 1024  # k-means on 64 x lists training vectors: ~10 s at 1M x 512 on 2 cores
-HNSW_M, HNSW_EF_SEARCH = 32, 128
+# How kNN is searched per store: "exact" (NumPy over the float32 matrix, the default) or an
+# approximate index of 8-bit codes persisted beside the store (store/ann.py, pip install
+# 'ctir-es[ann]'): "sq8" (scan of all codes), "ivf" (inverted lists) or "hnsw" (graph); their
+# candidates are rescored exactly with the float32 rows read from SQLite. Filtered kNN is exact.
+VECTOR_INDEXES = ("exact", *ann.KINDS)
+RESCORE_FACTOR = 4  # approximate indexes fetch k * this many candidates (at least RESCORE_MIN)
+RESCORE_MIN = 40
 # The lexical engine, chosen when a store is created and recorded in it: "fts5" (SQLite FTS5,
 # the default) or "tantivy" (a tantivy index beside the file, pip install 'ctir-es[lexical]').
 LEXICAL_ENGINES = ("fts5", "tantivy")
@@ -246,6 +245,9 @@ class EmbeddedStore:
         self._writable = False
         self._lock = threading.RLock()  # one connection, shared by threads of one process
         self._vectors: dict[str, _VectorCache] = {}
+        self._ann: dict[str, ann.AnnIndex] = {}  # persisted approximate indexes, memory-mapped
+        self._generation: int | None = None  # the store's vectors_generation, read lazily
+        self._wrote = False  # this instance committed a write: it rebuilds stale indexes on close
         self._seen_version: int | None = None
         self._schema: IndexSchema | None = None
 
@@ -456,13 +458,17 @@ class EmbeddedStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._wrote and self._conn is not None:
+                self._wrote = False
+                with contextlib.suppress(MissingExtraError):  # without faiss, readers use exact kNN
+                    self._refresh_vector_indexes()
             if self._lex is not None:
                 self._lex.close()
                 self._lex = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            self._vectors.clear()
+            self._forget_data()
 
     def _changed_elsewhere(self) -> bool:
         """True when another connection committed since we last looked (drop caches)."""
@@ -520,6 +526,8 @@ class EmbeddedStore:
                 batch = batch_write.prepare(docs, schema)
                 batch_write.write(conn, batch)
                 result.written, result.errors = batch.written, batch.errors
+                if batch.ids:
+                    self._bump_generation(conn)
                 if checkpoint is not None:
                     conn.execute(
                         "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -533,9 +541,24 @@ class EmbeddedStore:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 raise
-            self._vectors.clear()  # our own commits do not change data_version for us
+            self._forget_data()  # our own commits do not change data_version for us
+            self._wrote = self._wrote or bool(result.written)
             self._sync_lexical()
         return result
+
+    @staticmethod
+    def _bump_generation(conn: sqlite3.Connection) -> None:
+        """Inside a write transaction: persisted approximate indexes built before are stale."""
+        conn.execute(
+            "INSERT INTO meta VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+            (ann.GENERATION_KEY,),
+        )
+
+    def _forget_data(self) -> None:
+        """Drop what was read from the data (after a commit of ours or of another connection)."""
+        self._vectors.clear()
+        self._ann.clear()
+        self._generation = None
 
     @_guarded(empty=lambda: None)
     def checkpoint(self, key: str) -> int | None:
@@ -551,11 +574,26 @@ class EmbeddedStore:
     @_guarded()
     def delete(self, ids: Sequence[str]) -> int:
         with self._lock:
-            marks = ",".join("?" * len(ids))
-            cur = self._wconn.execute(f"DELETE FROM products WHERE id IN ({marks})", list(ids))
-            self._vectors.clear()
+            conn = self._wconn
+            deleted = 0
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(ids), 500):  # stay under SQLite's parameter limit
+                    chunk = list(ids[start : start + 500])
+                    marks = ",".join("?" * len(chunk))
+                    deleted += conn.execute(f"DELETE FROM products WHERE id IN ({marks})", chunk).rowcount
+                if deleted:
+                    self._bump_generation(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            self._forget_data()
+            self._wrote = self._wrote or bool(deleted)
             self._sync_lexical()
-            return cur.rowcount
+            return deleted
 
     @_guarded()
     def put_metadata(self, key: str, value: Mapping[str, Any]) -> None:
@@ -579,7 +617,7 @@ class EmbeddedStore:
     ) -> dict[str, list[Hit]]:
         with self._lock:
             if self._changed_elsewhere():
-                self._vectors.clear()
+                self._forget_data()
                 if self._lex is not None and not self._writable:  # a writer that died: catch up
                     self._lex.catch_up(self.conn)
                     self._lex.release_writer()
@@ -661,6 +699,10 @@ class EmbeddedStore:
         return mask
 
     def _knn(self, vq: VectorQuery, k: int, filters: Sequence[Filter] = ()) -> list[Hit]:
+        if self.vector_index != "exact" and not filters:
+            index = self._ann_index(vq.field)
+            if index is not None:
+                return self._approximate(index, vq, k)
         cache = self._field_matrix(vq.field)
         if cache.matrix.shape[0] == 0:
             return []
@@ -684,26 +726,123 @@ class EmbeddedStore:
                 scores[~mask] = -np.inf
                 top = _top_k(scores, min(k, rows.shape[0]))
                 rows, scores = top, scores[top]
-        elif self.vector_index != "exact":
-            rows, scores = self._approximate(cache, query, k)
         else:
             scores = matrix @ query
             rows = _top_k(scores, k)
             scores = scores[rows]
         return [Hit(pid, s) for pid, s in zip(cache.ids[rows].tolist(), scores.tolist(), strict=True)]
 
-    def _approximate(self, cache: _VectorCache, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates from the approximate index, rescored exactly with the float32 rows."""
-        if cache.index is None:
-            cache.index = _build_index(self.vector_index, cache.matrix)
-        n = cache.matrix.shape[0]
-        fetch = min(n, max(k * RESCORE_FACTOR, 10))
-        _, found = cache.index.search(query.reshape(1, -1), fetch)
-        cand = found[0]
-        cand = cand[cand >= 0]
-        scores = cache.matrix[cand] @ query
+    # -- approximate indexes (store/ann.py) -----------------------------------------------------
+
+    def _current_generation(self) -> int:
+        if self._generation is None:
+            raw = self._meta(ann.GENERATION_KEY)
+            self._generation = int(raw) if raw is not None else 0
+        return self._generation
+
+    def _store_uuid(self) -> str:
+        return self._meta("store_uuid") or ""
+
+    def _ann_index(self, field: str) -> ann.AnnIndex | None:
+        """The current approximate index of ``field``, or None for an exact answer.
+
+        Staleness rule: an index built at the store's current generation is used as it is; when
+        only an older one exists (the store changed since), queries are answered exactly and the
+        writer rebuilds it when it closes (or ``build_vector_index``); when none was ever built,
+        the first query builds and saves it (what every process did before, once per process).
+        """
+        found = self._ann.get(field)
+        generation = self._current_generation()
+        if found is not None and found.generation == generation:
+            return found
+        root = ann.ann_dir(self.path)
+        loaded = ann.load(root, field, self.vector_index, generation, self._store_uuid())
+        if loaded is None:
+            current = (root / ann.index_name(field, self.vector_index, generation)).exists()
+            if not current and self.vector_index in ann.kinds_present(root, field):
+                return None  # stale: exact until the writer rebuilds it
+            loaded = self._build_ann(field, self.vector_index)  # never built, or damaged: (re)build
+        if loaded is not None:
+            self._ann[field] = loaded
+        return loaded
+
+    def _build_ann(self, field: str, kind: str) -> ann.AnnIndex | None:
+        """Build ``kind`` over ``field`` from one snapshot of SQLite and save it beside the store."""
+        conn = self.conn
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")  # the vectors and the generation they are, in one snapshot
+        try:
+            raw = self._meta(ann.GENERATION_KEY)
+            generation = int(raw) if raw is not None else 0
+            cache = self._load_field(field)
+        finally:
+            if own:
+                conn.execute("COMMIT")
+        if cache.matrix.shape[0] == 0:
+            return None
+        index = ann.build(kind, cache.matrix)
+        root = ann.ann_dir(self.path)
+        saved = ann.save(root, field, kind, generation, self._store_uuid(), index, cache.rowids)
+        reopened = ann.load(root, field, kind, generation, self._store_uuid()) if saved is not None else None
+        # memory-mapped when it could be saved; in memory (read-only media) otherwise
+        return reopened or ann.AnnIndex(kind, field, generation, index, cache.rowids, cache.matrix.shape[1])
+
+    def _refresh_vector_indexes(self) -> None:
+        """Rebuild the persisted indexes this store has (any kind) that are not current."""
+        schema = self.schema()
+        if schema is None:
+            return
+        root = ann.ann_dir(self.path)
+        generation = self._current_generation()
+        uuid = self._store_uuid()
+        for field in schema.vectors:
+            for kind in sorted(ann.kinds_present(root, field)):
+                if ann.load(root, field, kind, generation, uuid) is None:
+                    self._build_ann(field, kind)
+
+    @_guarded()
+    def build_vector_index(self, kind: str | None = None) -> dict[str, float]:
+        """Build and save the approximate index ``kind`` (default: this store's option) of every
+        vector field, plus any stale ones already beside the store; returns seconds per field."""
+        kind = kind or self.vector_index
+        if kind not in ann.KINDS:
+            raise StoreError(f"unknown approximate index {kind!r}; supported: {', '.join(ann.KINDS)}")
+        out: dict[str, float] = {}
+        with self._lock:
+            if self._changed_elsewhere():
+                self._forget_data()
+            schema = self.schema()
+            for field in schema.vectors if schema else ():
+                start = time.perf_counter()
+                self._build_ann(field, kind)
+                out[field] = time.perf_counter() - start
+            self._refresh_vector_indexes()
+            self._ann.clear()
+        return out
+
+    def _approximate(self, index: ann.AnnIndex, vq: VectorQuery, k: int) -> list[Hit]:
+        """Candidates from the approximate index, rescored exactly with their float32 rows."""
+        query = np.asarray(vq.vector, dtype=np.float32).reshape(-1)
+        if query.shape[0] != index.dims:
+            raise SchemaMismatch(
+                f"query vector for {vq.field!r} has {query.shape[0]} dims, the store holds {index.dims}"
+            )
+        cand = index.candidates(query, max(k * RESCORE_FACTOR, RESCORE_MIN)).tolist()
+        if not cand:
+            return []
+        marks = ",".join("?" * len(cand))
+        rows = self.conn.execute(
+            "SELECT p.id, v.vec FROM vectors v JOIN products p ON p.rowid = v.product "
+            f"WHERE v.field = ? AND v.product IN ({marks})",
+            [vq.field, *cand],
+        ).fetchall()
+        if not rows:
+            return []
+        matrix = np.frombuffer(b"".join(vec for _, vec in rows), dtype=np.float32).reshape(len(rows), -1)
+        scores = matrix @ query
         top = _top_k(scores, k)
-        return cand[top], scores[top]
+        return [Hit(rows[i][0], float(scores[i])) for i in top.tolist()]
 
     def _ids_for_rowids(self, rowids: np.ndarray) -> dict[int, str]:
         values = rowids.tolist()
@@ -822,37 +961,6 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
         return np.argsort(-scores, kind="stable")
     part = np.argpartition(-scores, k - 1)[:k]
     return part[np.argsort(-scores[part], kind="stable")]
-
-
-def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:
-        raise MissingExtraError(
-            "approximate vector indexes need faiss: pip install 'ctir-es[ann]' (or faiss-cpu)"
-        ) from exc
-    return faiss
-
-
-def _build_index(kind: str, matrix: np.ndarray) -> Any:
-    """An in-memory faiss index over ``matrix`` (inner product == cosine on unit vectors)."""
-    faiss = _faiss()
-    n, dims = matrix.shape
-    data = np.ascontiguousarray(matrix, dtype=np.float32)
-    if kind == "sq8":
-        index = faiss.IndexScalarQuantizer(dims, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-        index.train(data)
-    elif kind == "ivf":
-        nlist = max(1, min(int(2 * np.sqrt(n)), IVF_MAX_LISTS, n // 39))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = data if n <= 64 * nlist else data[np.random.default_rng(0).choice(n, 64 * nlist, replace=False)]
-        index.train(sample)
-        index.nprobe = min(nlist, IVF_NPROBE)
-    else:  # hnsw
-        index = faiss.IndexHNSWFlat(dims, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = HNSW_EF_SEARCH
-    index.add(data)
-    return index
 
 
 def _product_from_row(pid: str, title: str, description: str, extra: str, market: str | None) -> Product:
