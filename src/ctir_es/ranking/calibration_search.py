@@ -61,8 +61,9 @@ WEIGHT_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 MAX_EXHAUSTIVE = 300  # weight vectors per method tried exhaustively; beyond, coordinate ascent
 SELECT_BY = "precision@10"
 TIE_BREAK = "map_min@10"
-REPORTED = (SELECT_BY, TIE_BREAK, "ndcg@10")
-LABELS = {"precision@10": "P@10", "map_min@10": "mAP@10", "ndcg@10": "nDCG@10"}
+# recall@100: how many of a category's products a query finds at all (the hidden-category case)
+REPORTED = (SELECT_BY, TIE_BREAK, "ndcg@10", "recall@100")
+LABELS = {"precision@10": "P@10", "map_min@10": "mAP@10", "ndcg@10": "nDCG@10", "recall@100": "R@100"}
 CHUNK = 500  # products per get / upsert round trip
 
 Runs = dict[str, list[Hit]]  # one category query: source -> ranked hits
