@@ -24,6 +24,9 @@ install-test: $(BIN)/python
 demo: install
 	$(BIN)/ctir-es ingest sample --store $(STORE)
 	$(BIN)/ctir-es query "Kitchen & Dining > Cookware" --store $(STORE)
+	@echo
+	@echo "Next, in this shell:  . $(BIN)/activate && export CTIR_ES_STORE=$(STORE)"
+	@echo "  then try:           ctir-es query 'Watches > Wrist Watches'   (or: ctir-es serve, then open http://127.0.0.1:8000)"
 
 test: install-test
 	$(BIN)/python -m pytest -q

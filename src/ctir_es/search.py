@@ -99,8 +99,8 @@ class Search:
         store = open_store(settings)
         schema = store.schema()
         if schema is None:
-            where = settings.es_url and "the Elasticsearch index" or str(settings.store)
-            raise StoreError(f"nothing indexed yet in {where}: run `ctir-es ingest ...` first")
+            store.close()
+            raise StoreError(_nothing_indexed(settings))
         text, image = encoders_for_schema(schema, settings)
         category = category_encoder_for_schema(schema, settings, text, image)
         from .ingest.images import ImageLoader
@@ -504,3 +504,16 @@ class Search:
                 raise QueryError("no image loader configured")
             decoded = self.image_loader.load(image)
         return self.image_encoder.encode_images([decoded])[0]
+
+
+def _nothing_indexed(settings: Settings) -> str:
+    """Say which store was read and what to type next (``make demo`` writes its own store)."""
+    if settings.es_url:
+        return f"nothing indexed yet in Elasticsearch index {settings.es_index!r}: run `ctir-es ingest ...` first"
+    hint = "run `ctir-es ingest sample` (or jsonl / flipkart / xmarket) first"
+    from pathlib import Path
+
+    demo = Path("artifacts/sample.db")
+    if demo.exists() and demo.resolve() != Path(settings.store).resolve():
+        hint += f", or read the store `make demo` wrote: --store {demo}"
+    return f"nothing indexed yet in {settings.store}: {hint}"

@@ -10,21 +10,21 @@ from rich.console import Console
 
 from ..errors import QueryError
 from ..filters import Filter
-from ..ranking.fusion import FUSIONS
-from ..ranking.plan import MODES
 from ..ranking.weights import parse_weights
 from ..search import Search
+from ..vocabulary import FUSION_METHODS, MAX_K, MODES
 from .main import cli, settings_from, store_options
-from .render import search_table
+from .render import search_footer, search_table
 
 
 @cli.command()
 @click.argument("text")
 @click.option("--mode", type=click.Choice(MODES), default=None,
               help="category (default when TEXT holds '>'), text, or image (TEXT is a path or URL).")
-@click.option("--k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Results to return.")
-@click.option("--fusion", type=click.Choice(list(FUSIONS)), default="rrf", show_default=True,
-              help="How lexical and vector results are fused.")
+@click.option("--k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True, help="Results to return.")
+@click.option("--fusion", type=click.Choice(FUSION_METHODS), default=None,
+              help="How lexical and vector results are fused [default: the calibration stored by "
+                   "`ctir-es calibrate` for category queries, else rrf].")
 @click.option("--weight", "weights", multiple=True, metavar="SOURCE=W",
               help="Per-source fusion weight, e.g. --weight bm25=0.3 --weight text=0.7.")
 @click.option("--within", default=None, metavar="PATH", help="Only products under this category, e.g. 'Kitchen'.")
@@ -35,7 +35,7 @@ from .render import search_table
               help="Showcase: MMR over title/image vectors so near-duplicates do not fill the page (lambda 0.7).")
 @store_options
 @click.pass_context
-def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str, weights: tuple[str, ...],
+def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str | None, weights: tuple[str, ...],
           within: str | None, market: str | None, with_image: bool, as_json: bool, diverse: float | None,
           store: Path | None, es_url: str | None) -> None:
     """Search the index: a category path ("Kitchen > Blenders"), free text, or an image."""
@@ -60,10 +60,13 @@ def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str, 
         )
     if as_json:
         click.echo(json.dumps(response.to_json(), ensure_ascii=False))
-    elif not response.results:
-        Console().print(f"No results for {text!r}.")
+        return
+    console = Console()
+    if not response.results:
+        console.print(f"No results for {text!r}.", markup=False, highlight=False)
     else:
-        console = Console()
         console.print(search_table(response, console.width))
-        click.echo("(scores: fused RRF/linear score; sources: each list's rank and raw score - "
-                   "bm25, cosine for text/image vectors; --json for full ids and paths)", err=True)
+        Console(stderr=True).print(search_footer(response, console.width), style="dim", markup=False,
+                                   highlight=False)
+    for notice in response.notices:
+        Console(stderr=True).print(f"note: {notice}", style="yellow", markup=False, highlight=False)

@@ -24,32 +24,56 @@ def _short_path(path: list[str], levels: int = 3) -> str:
     return ("… > " + shown) if len(path) > levels else shown
 
 
+def _leaf_and_root(path: list[str]) -> str:
+    """Narrow terminals: the leaf (what tells products apart) then the root (where it lives);
+    an ellipsis cuts the root, never the leaf."""
+    return path[-1] if len(path) == 1 else f"{path[-1]} ({path[0]})"
+
+
+def search_title(response: SearchResponse) -> str:
+    weights = ", ".join(f"{s} {response.weights.get(s, 1.0):g}" for s in response.sources)
+    return f"{response.mode} query {response.query!r} · {response.fusion} · {weights}"
+
+
 def search_table(response: SearchResponse, width: int = 160) -> Table:
-    """One line per result; narrow terminals drop the id and image columns (see --json)."""
+    """One line per result. Wide terminals show ids, image names and each source's raw score;
+    narrow ones (80 columns) keep rank, title, leaf and root category, score and source ranks."""
     wide = width >= 120
-    table = Table(
-        title=f"{response.mode} query {response.query!r} - fusion {response.fusion} over "
-        f"{', '.join(f'{s} (w {response.weights.get(s, 1.0):g})' for s in response.sources)}",
-        title_justify="left",
-    )
+    table = Table(title=search_title(response), title_justify="left")
+    sources = [_sources_text(r.sources, scores=wide) for r in response.results]
+    if wide:
+        text_widths = {"title": {"max_width": 40}, "category": {"max_width": 40}}
+    else:  # share what the fixed columns and the borders (3 per column + 1) leave
+        source_width = min(max([len("sources"), *map(len, sources)]), 18)
+        free = max(width - (5 * 3 + 1) - 2 - 6 - source_width, 20)
+        text_widths = {"title": {"width": free * 9 // 20}, "category": {"width": free - free * 9 // 20}}
     columns: list[tuple[str, dict[str, Any]]] = [
         ("#", {"justify": "right", "min_width": 2}),
-        ("title", {"max_width": 40 if wide else 20}),
-        ("category", {"max_width": 40 if wide else 18}),
+        ("title", text_widths["title"]),
+        ("category", text_widths["category"]),
     ]
     if wide:
         columns += [("id", {"max_width": 10}), ("image", {"max_width": 12})]
-    sources_header = "sources (name#rank:score)" if wide else "sources"
-    columns += [("score", {"justify": "right", "min_width": 6}), (sources_header, {"min_width": 12})]
+    columns += [("score", {"justify": "right", "min_width": 6}),
+                ("sources (name#rank:score)" if wide else "sources", {"min_width": 7})]
     for col, kw in columns:
         table.add_column(col, no_wrap=True, overflow="ellipsis", **kw)
-    for r in response.results:
-        cells = [str(r.rank), r.title, _short_path(r.categories[0]) if r.categories else "-"]
+    for r, source_cell in zip(response.results, sources, strict=True):
+        category = "-" if not r.categories else _short_path(r.categories[0]) if wide else _leaf_and_root(r.categories[0])
+        cells = [str(r.rank), r.title, category]
         if wide:
             cells += [r.id, (r.image or "-").rsplit("/", 1)[-1]]
-        cells += [f"{r.score:.4f}", _sources_text(r.sources, scores=wide)]
+        cells += [f"{r.score:.4f}", source_cell]
         table.add_row(*cells)
     return table
+
+
+def search_footer(response: SearchResponse, width: int) -> str:
+    """What the columns mean, in the words of what is shown."""
+    if width >= 120:
+        return ("score: the fused score; sources: each list's rank and raw score (bm25; cosine for vectors); "
+                "--json for full ids and paths")
+    return "score: fused · sources: rank in each list · --json for raw scores and ids"
 
 
 def print_report(report: IngestReport, console: Console, store_count: int | None = None) -> None:
