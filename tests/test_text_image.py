@@ -118,7 +118,7 @@ def test_image_plan_queries_the_clip_titles_with_the_same_vector() -> None:
     by_source = {v.source: v for v in plan.vectors}
     assert by_source[CLIP_TITLE_SOURCE].field == CLIP_TITLE_VECTOR
     assert by_source[CLIP_TITLE_SOURCE].vector is by_source[IMAGE_SOURCE].vector
-    assert plan.weights == dict(SOURCE_WEIGHTS["image"]) == {IMAGE_SOURCE: 1.0, CLIP_TITLE_SOURCE: 0.5}
+    assert plan.weights == dict(SOURCE_WEIGHTS["image"]) == {IMAGE_SOURCE: 1.0, CLIP_TITLE_SOURCE: 0.3}
     # an index without CLIP titles (built before them, or with them turned off): image only
     old = plan_query(mode="image", text=None, schema=_schema(IMAGE_VECTOR), text_encoder=None,
                      image_encoder=None, image_vector=vec)

@@ -63,15 +63,19 @@ MAX_QUERY_CHARS = 1_000
 # and 0.833 for level 1, 2 and 3 categories, against 0.971, 0.754, 0.716 with equal weights
 # (BM25 alone: 0.986, 0.992, 0.874; see tests/test_cli.py and the README).
 # Image queries: image-to-image leads and image-to-title (CLIP's image tower against its text
-# tower) counts half. A prior, not a measurement (no real CLIP weights offline): a product with
-# a photo usually has a near-duplicate there, while cross-modal similarity is weaker, and with
-# RRF half weight still lets a product without a photo, found only by its title, rank among
-# the image results (its rank r scores as rank 2r + 60 does in the image list). Measure a
-# catalogue's own figures with `ctir-es evaluate ... --task i2t`.
+# tower) weighs 0.3, the weight of the secondary dense sources of category queries. A prior, not
+# a measurement (no real CLIP weights offline); measure a catalogue with `evaluate --task i2t`.
+# RRF rewards a product found by both lists, so this weight trades two things off:
+# - the product a photo shows (image rank 1), when its title is not among the title list's
+#   candidates, can be passed only by products with image rank <= 27 (1/(60+r) + 0.3/61 > 1/61);
+#   at weight 0.5 it could fall past rank 50 (seen with the tiny random CLIP);
+# - a product without a photo, at title rank r, scores as image rank 3.3 r + 140 would: after
+#   the image candidates, unless few products have photos. `--weight clip_title=1` interleaves
+#   the two lists.
 SOURCE_WEIGHTS: Mapping[str, Mapping[str, float]] = {
     "category": {LEXICAL_SOURCE: 1.0, TEXT_SOURCE: 0.3, IMAGE_SOURCE: 0.3, CLIP_ITA_SOURCE: 0.3},
     "text": {LEXICAL_SOURCE: 1.0, TEXT_SOURCE: 1.0, IMAGE_SOURCE: 1.0},
-    "image": {IMAGE_SOURCE: 1.0, CLIP_TITLE_SOURCE: 0.5},
+    "image": {IMAGE_SOURCE: 1.0, CLIP_TITLE_SOURCE: 0.3},
 }
 
 
