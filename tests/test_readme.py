@@ -1,0 +1,43 @@
+"""The README's Python API example runs as written (the docs-test idea of sqlite-utils): on the
+bundled sample, text-only (what `make demo` builds) and with CLIP image vectors."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from service_support import sample_image, sample_search
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_example() -> str:
+    section = README.read_text(encoding="utf-8").split("### Python API", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "the README's Python API section has no python block"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("with_clip", [False, True], ids=["text-only", "clip"])
+def test_python_api_example_runs(tmp_path: Path, tiny_text_model_dir: Path, tiny_clip, with_clip: bool) -> None:
+    search, _ = sample_search(tmp_path / "build", tiny_text_model_dir, tiny_clip if with_clip else None)
+    store = Path(search.store.path)
+    search.close()
+    work = tmp_path / "work"
+    (work / "artifacts").mkdir(parents=True)
+    shutil.copyfile(store, work / "artifacts" / "sample.db")
+    shutil.copyfile(sample_image(), work / "photo.jpg")
+    env = {**os.environ, "CTIR_ES_CONFIG": str(tmp_path / "absent.toml"), "CTIR_ES_CACHE_DIR": str(tmp_path / "cache")}
+    for var in ("CTIR_ES_STORE", "CTIR_ES_URL", "CTIR_ES_TEXT_MODEL", "CTIR_ES_CLIP_WEIGHTS"):
+        env.pop(var, None)
+    out = subprocess.run([sys.executable, "-c", python_example()], cwd=work, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("1 ") and "bm25" in lines[0]  # ranked results with their sources
+    assert lines[-1] == "Hand blender 500 W"
