@@ -160,6 +160,26 @@ def test_image_query_reaches_products_without_a_photo_embedded(tmp_path: Path, c
     _check_image_query_reaches_titles(EmbeddedStore(tmp_path / "s.db"), clip)
 
 
+def test_http_image_upload_reaches_products_without_a_photo(tmp_path: Path, clip: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from ctir_es.service import create_app
+
+    store = EmbeddedStore(tmp_path / "s.db")
+    ingest(store, small_catalogue(), clip)
+    client = TestClient(create_app(Search(store, None, clip, ImageLoader()), [SAMPLE_IMAGES]),
+                        raise_server_exceptions=False)
+    query = photo(7)
+    r = client.post("/search/image", files={"file": (query.name, query.read_bytes(), "image/jpeg")}, params={"k": 10})
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert page["sources"] == [IMAGE_SOURCE, CLIP_TITLE_SOURCE]
+    by_id = {x["id"]: x for x in page["results"]}
+    assert set(by_id) == {p.id for p in small_catalogue()}
+    assert list(by_id["nophoto-1"]["sources"]) == [CLIP_TITLE_SOURCE]
+    assert set(by_id["ph0"]["sources"]) == {IMAGE_SOURCE, CLIP_TITLE_SOURCE}
+
+
 @pytest.mark.integration
 def test_image_query_reaches_products_without_a_photo_elasticsearch(make_store: Callable[..., Any], clip: Any) -> None:
     store = make_store()
@@ -368,3 +388,20 @@ def test_cli_evaluate_without_clip_says_what_to_pass(run: Callable[..., Any], tm
     missing = run("evaluate", "sample", "--task", "i2t", "--clip-weights", str(tmp_path / "absent.safetensors"),
                   ok=False)
     assert missing.exit_code == 1 and "needs CLIP" in missing.output and "absent.safetensors" in missing.output
+
+
+def test_cli_ingest_and_image_query_reach_products_without_a_photo(run: Callable[..., Any], tmp_path: Path,
+                                                                   tiny_clip: Any, tiny_onnx_clip: Path) -> None:
+    jsonl = tmp_path / "products.jsonl"
+    jsonl.write_text("".join(json.dumps(p.to_json()) + "\n" for p in small_catalogue()), encoding="utf-8")
+    store = str(tmp_path / "cli.db")
+    clip_args = ["--clip-model", str(tiny_clip.config), "--clip-weights", str(tiny_clip.checkpoint)]
+    report = json.loads(run("ingest", "jsonl", str(jsonl), "--store", store, "--text-model", "none", *clip_args,
+                            "--json").stdout)
+    assert report["indexed"] == 6
+    res = json.loads(run("query", str(photo(7)), "--mode", "image", "--store", store, "--json").stdout)
+    assert res["sources"] == [IMAGE_SOURCE, CLIP_TITLE_SOURCE]
+    by_id = {r["id"]: r for r in res["results"]}
+    assert list(by_id["nophoto-2"]["sources"]) == [CLIP_TITLE_SOURCE]
+    stats = json.loads(run("stats", "--store", store, "--json").stdout)
+    assert stats["vector_fields"][CLIP_TITLE_VECTOR]["count"] == 6 and stats["vector_fields"][IMAGE_VECTOR]["count"] == 4
