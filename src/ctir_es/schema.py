@@ -24,7 +24,6 @@ DEFAULT_FIELD_WEIGHTS: Mapping[str, float] = {
     "attributes": 1.0,
     "description": 0.5,
 }
-LEXICAL_SOURCE = "bm25"
 
 
 @dataclass(frozen=True, slots=True)

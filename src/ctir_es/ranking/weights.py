@@ -15,9 +15,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import QueryError
-from .plan import CLIP_ITA_SOURCE, IMAGE_SOURCE, TEXT_SOURCE
+from ..vocabulary import SOURCE_NAMES  # the sources a weight may name (re-exported)
 
-SOURCE_NAMES = ("bm25", TEXT_SOURCE, IMAGE_SOURCE, CLIP_ITA_SOURCE)
 MAX_WEIGHT = 1_000.0
 
 

@@ -20,7 +20,6 @@ from ..filters import Filter
 from ..schema import (
     DEFAULT_FIELD_WEIGHTS,
     LEXICAL_FIELDS,
-    LEXICAL_SOURCE,
     Document,
     Hit,
     IndexSchema,
@@ -30,6 +29,7 @@ from ..schema import (
     VectorQuery,
     WriteResult,
 )
+from ..vocabulary import LEXICAL_SOURCE
 
 __all__ = [
     "CAPABILITIES",

@@ -28,6 +28,7 @@ from elasticsearch import Elasticsearch, helpers
 
 from ...errors import ConfigError, QueryError, StoreError
 from ...filters import Filter
+from ...vocabulary import CANDIDATE_DEPTH
 from ..base import (
     LEXICAL_FIELDS,
     LEXICAL_SOURCE,
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 
 PARTIAL_RETRIES = 3  # a search missing shards is asked again, then reported
 PARTIAL_BACKOFF = 0.5  # seconds, times the attempt number
-MIN_FUSION_WINDOW = 100  # as Search: each source contributes at least this many candidates
+MIN_FUSION_WINDOW = CANDIDATE_DEPTH  # as Search: each source contributes at least this many candidates
 
 
 @dataclass

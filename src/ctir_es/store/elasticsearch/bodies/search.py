@@ -38,7 +38,8 @@ import numpy as np
 
 from ctir_es.errors import QueryError
 from ctir_es.filters import Filter
-from ctir_es.schema import LEXICAL_FIELDS, LEXICAL_SOURCE, IndexSchema, LexicalQuery, VectorQuery
+from ctir_es.schema import LEXICAL_FIELDS, IndexSchema, LexicalQuery, VectorQuery
+from ctir_es.vocabulary import FUSION_METHODS, LEXICAL_SOURCE, RRF_K
 
 from .documents import vector_list
 from .filters import es_filter
@@ -221,8 +222,8 @@ def msearch_body(
 
 # ---------------------------------------------------------------- server-side fusion (retrievers)
 
-RETRIEVER_FUSIONS: tuple[str, ...] = ("rrf", "linear")
-RRF_RANK_CONSTANT = 60
+RETRIEVER_FUSIONS: tuple[str, ...] = FUSION_METHODS  # the rrf and linear retrievers
+RRF_RANK_CONSTANT = RRF_K  # the same constant as client-side fusion, so both rank alike
 
 
 def _standard_retriever(
