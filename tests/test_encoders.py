@@ -439,3 +439,13 @@ def test_downloads_only_when_opted_in(monkeypatch: pytest.MonkeyPatch, no_networ
     assert resolved.source == "some-org/not-a-real-model" and resolved.local is False
     assert resolve_weights(open_clip, "ViT-B-32", "laion2b_s34b_b79k").pretrained == "laion2b_s34b_b79k"
     assert no_network == []  # resolving decides; only the load itself would download
+
+
+def test_errors_become_one_short_line() -> None:
+    from ctir_es.errors import one_line
+
+    assert one_line(ValueError("first line\n   second\tline ")) == "first line second line"
+    assert one_line(KeyError()) == "KeyError"  # no message: say what it was
+    assert one_line("") == ""  # a plain empty message stays empty
+    long = one_line(RuntimeError("x" * 500), limit=50)
+    assert len(long) == 50 and long.endswith("...")

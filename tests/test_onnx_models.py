@@ -3,9 +3,12 @@ the no-PyTorch error, int8, and the query-time manifest check that says what dif
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +100,43 @@ def test_encoders_are_aligned_normalised_and_lazy(tiny_onnx_text: Path, tiny_onn
     vecs = clip.encode_images(images)
     assert vecs.shape == (4, TINY_CLIP_DIMS) and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
     assert clip.encode_texts(TEXTS).shape == (4, TINY_CLIP_DIMS)
+
+
+def test_threads_that_first_use_an_encoder_together_load_it_once(tiny_onnx_text: Path) -> None:
+    opened: list[int] = []
+
+    class Counting(OnnxTextEncoder):
+        def _open(self, model_dir: Path, manifest: dict) -> None:
+            opened.append(1)
+            super()._open(model_dir, manifest)
+
+    encoder = Counting(tiny_onnx_text)
+    start = threading.Barrier(6)
+
+    def first_use(_: int) -> np.ndarray:
+        start.wait()
+        return encoder.encode_documents(TEXTS)
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(first_use, range(6)))
+    assert len(opened) == 1 and encoder.loaded and "loaded=True" in repr(encoder)
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+
+
+def test_a_bad_image_is_named_by_its_place_in_the_input(tiny_onnx_clip: Path) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buf, format="JPEG")
+    truncated = Image.open(io.BytesIO(buf.getvalue()[: buf.tell() // 2]))  # decoded lazily: fails in preprocessing
+    good = [Image.new("RGB", (40, 40), (i * 50, 0, 0)) for i in range(3)]
+    clip = OnnxClipEncoder(tiny_onnx_clip, batch_size=2)
+    with pytest.raises(EncoderError, match="image 3 cannot be preprocessed"):
+        clip.encode_images([*good, truncated])  # the second batch: its position in the input, not the batch
+    with pytest.raises(TypeError, match="image 2 is str"):
+        clip.encode_images([*good[:2], "photo.jpg"])  # type: ignore[list-item]
 
 
 def test_changed_or_truncated_files_are_detected(tiny_onnx_text: Path, tmp_path: Path) -> None:

@@ -65,3 +65,15 @@ class NotFound(QueryError):
 
 class Unsupported(QueryError):
     """The index or store cannot answer this request (e.g. no image vectors to categorize)."""
+
+
+def one_line(exc: object, limit: int = 300) -> str:
+    """An exception (or any message) as one short line: library errors often span pages.
+
+    Whitespace runs become one space; an exception without a message gives its type name; a
+    text longer than ``limit`` is cut, ending in ``...``.
+    """
+    text = " ".join(str(exc).split())
+    if not text and isinstance(exc, BaseException):
+        text = type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -124,22 +124,23 @@ def import_torch() -> ModuleType:
     return torch
 
 
-def import_open_clip() -> ModuleType:
-    """``open_clip`` (open_clip_torch), or a MissingExtraError with the pip command."""
+def _import_extra(module: str, dist: str) -> ModuleType:
+    """``module`` of the training extra (after torch), or a MissingExtraError naming ``dist``."""
     import_torch()
     try:
-        return importlib.import_module("open_clip")
+        return importlib.import_module(module)
     except ImportError as exc:
-        raise _missing("open_clip_torch", exc) from exc
+        raise _missing(dist, exc) from exc
+
+
+def import_open_clip() -> ModuleType:
+    """``open_clip`` (open_clip_torch), or a MissingExtraError with the pip command."""
+    return _import_extra("open_clip", "open_clip_torch")
 
 
 def import_sentence_transformers() -> ModuleType:
     """``sentence_transformers``, or a MissingExtraError with the pip command."""
-    import_torch()
-    try:
-        return importlib.import_module("sentence_transformers")
-    except ImportError as exc:
-        raise _missing("sentence-transformers", exc) from exc
+    return _import_extra("sentence_transformers", "sentence-transformers")
 
 
 def import_torch_stack() -> tuple[ModuleType, ModuleType, ModuleType]:
@@ -169,9 +170,3 @@ def hub_offline() -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = before
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception as one short line: library errors often span pages."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."

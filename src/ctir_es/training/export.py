@@ -9,15 +9,13 @@ cosine >= 0.999, or it fails).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..encoders._torch import import_torch
-from ..encoders.export.common import check_parity, export_onnx, exporter_versions, parity
-from ..encoders.export.text import ExportResult
+from ..encoders.export.common import ExportResult, check_parity, export_onnx, export_record, parity
 from ..encoders.models import (
     CLIP_ITA_KIND,
     FORMAT,
@@ -118,8 +116,7 @@ def export_clip_ita(run_dir: Path, *, models_dir: Path | None = None, name: str 
             "inputs": {"product_head": ["features"], "category_head": ["category_features"]},
             "outputs": ["embedding"],
             "opset": infos["product_head"].get("opset"),
-            "export": {**infos, "versions": exporter_versions(),
-                       "created": datetime.now(UTC).isoformat(timespec="seconds")},
+            "export": export_record(**infos),
             "files": {key: file_entry(work, f"{key}.onnx") for key in heads},
             "parity": checks,
         }

@@ -9,10 +9,8 @@ against PyTorch (fp32: cosine >= 0.999 or the export fails; int8: the drop is re
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +18,10 @@ import numpy as np
 from PIL import Image
 
 from ...errors import EncoderError
-from .._torch import import_open_clip, import_torch, one_line
+from .._torch import import_open_clip, import_torch
 from ..clip import OpenClipEncoder
 from ..models import (
     CLIP_KIND,
-    FORMAT,
     clip_model_name,
     default_models_dir,
     file_entry,
@@ -32,15 +29,7 @@ from ..models import (
     staged_dir,
     write_manifest,
 )
-from .common import (
-    check_parity,
-    check_quantize,
-    export_onnx,
-    exporter_versions,
-    parity,
-    quantize_int8,
-)
-from .text import PARITY_TEXTS, ExportResult
+from . import common
 
 
 def build_clip_tokenizer(open_clip_tokenizer: Any, context_length: int) -> Any:
@@ -88,23 +77,18 @@ def build_clip_tokenizer(open_clip_tokenizer: Any, context_length: int) -> Any:
 
 
 def _towers(torch: Any, model: Any) -> tuple[Any, Any]:
-    class ImageTower(torch.nn.Module):
-        def __init__(self, m: Any) -> None:
+    """The image and the text tower of ``model`` as modules of their own (L2-normalised output)."""
+
+    class Tower(torch.nn.Module):
+        def __init__(self, m: Any, encode: str) -> None:
             super().__init__()
             self.m = m
+            self.encode = encode  # "encode_image" | "encode_text"
 
-        def forward(self, pixel_values: Any) -> Any:
-            return self.m.encode_image(pixel_values, normalize=True)
+        def forward(self, inputs: Any) -> Any:
+            return getattr(self.m, self.encode)(inputs, normalize=True)
 
-    class TextTower(torch.nn.Module):
-        def __init__(self, m: Any) -> None:
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids: Any) -> Any:
-            return self.m.encode_text(input_ids, normalize=True)
-
-    return ImageTower(model).eval(), TextTower(model).eval()
+    return Tower(model, "encode_image").eval(), Tower(model, "encode_text").eval()
 
 
 def parity_images() -> list[Image.Image]:
@@ -127,9 +111,9 @@ def export_open_clip(
     cache_dir: Path | None = None,
     parity_texts: Sequence[str] = (),
     parity_images_extra: Sequence[Image.Image] = (),
-) -> ExportResult:
+) -> common.ExportResult:
     """Export an open_clip architecture with its weights (tag, local file or ``random``)."""
-    quantize = check_quantize(quantize)
+    quantize = common.check_quantize(quantize)
     torch = import_torch()
     open_clip = import_open_clip()
     reference = OpenClipEncoder(architecture, weights, batch_size=8).load()
@@ -145,33 +129,22 @@ def export_open_clip(
 
     with staged_dir(target, force=force) as work, tempfile.TemporaryDirectory(prefix="ctir-export-") as tmp:
         infos = {}
-        try:
-            infos["image"] = export_onnx(image_tower, (torch.zeros(2, 3, *size),), Path(tmp) / "image.onnx",
+        with common.export_errors(f"open_clip {architecture}"):
+            infos["image"] = common.export_onnx(image_tower, (torch.zeros(2, 3, *size),), Path(tmp) / "image.onnx",
                                          input_names=["pixel_values"], output_names=["image_embeds"],
                                          dynamic={"pixel_values": {0: "batch"}})
             ids = reference._tokenizer(["a blender", "kitchen & dining"])
-            infos["text"] = export_onnx(text_tower, (ids,), Path(tmp) / "text.onnx", input_names=["input_ids"],
+            infos["text"] = common.export_onnx(text_tower, (ids,), Path(tmp) / "text.onnx", input_names=["input_ids"],
                                         output_names=["text_embeds"], dynamic={"input_ids": {0: "batch"}})
-        except EncoderError:
-            raise
-        except Exception as exc:
-            raise EncoderError(f"cannot export open_clip {architecture} to ONNX: {one_line(exc)}") from exc
         quant = {}
         for tower in ("image", "text"):
-            if quantize:
-                quant[tower] = quantize_int8(Path(tmp) / f"{tower}.onnx", work / f"{tower}.onnx")
-            else:
-                shutil.copyfile(Path(tmp) / f"{tower}.onnx", work / f"{tower}.onnx")
+            record = common.place_onnx(Path(tmp) / f"{tower}.onnx", work / f"{tower}.onnx", quantize)
+            if record is not None:
+                quant[tower] = record
         tokenizer.save(str(work / "tokenizer.json"))
         pad_token = reference._tokenizer.decoder.get(0, "!")
         manifest: dict[str, Any] = {
-            "format": FORMAT,
-            "kind": CLIP_KIND,
-            "name": name,
-            "id": str(source["id"]) + (f"+{quantize}" if quantize else ""),
-            "dims": int(source["dims"]),
-            "normalised": True,
-            "quantize": quantize,
+            **common.manifest_head(CLIP_KIND, name, source, quantize),
             "architecture": source["name"],
             "source": {k: source.get(k) for k in ("kind", "id", "name", "architecture", "weights",
                                                   "weights_sha256", "random")},
@@ -183,16 +156,15 @@ def export_open_clip(
             "inputs": {"image": ["pixel_values"], "text": ["input_ids"]},
             "outputs": {"image": ["image_embeds"], "text": ["text_embeds"]},
             "opset": infos["image"].get("opset"),
-            "export": {"image": infos["image"], "text": infos["text"], "quantization": quant or None,
-                       "versions": exporter_versions(), "created": datetime.now(UTC).isoformat(timespec="seconds")},
+            "export": common.export_record(image=infos["image"], text=infos["text"], quantization=quant or None),
             "files": {"image": file_entry(work, "image.onnx"), "text": file_entry(work, "text.onnx"),
                       "tokenizer": file_entry(work, "tokenizer.json")},
         }
         write_manifest(work, manifest)
-        manifest["parity"] = clip_parity(reference, work, [*PARITY_TEXTS, *parity_texts],
+        manifest["parity"] = clip_parity(reference, work, [*common.PARITY_TEXTS, *parity_texts],
                                          [*parity_images(), *parity_images_extra], quantize, open_clip)
         write_manifest(work, manifest)
-    return ExportResult(target, manifest)
+    return common.ExportResult(target, manifest)
 
 
 def _clean_name(tokenizer: Any) -> str:
@@ -218,11 +190,11 @@ def clip_parity(reference: OpenClipEncoder, work: Path, texts: Sequence[str], im
     out: dict[str, Any] = {"reference": "open_clip (PyTorch, fp32)"}
     out["tokens_equal"] = bool(np.array_equal(candidate.tokenize(list(texts)), ref_ids))
     out["pixels_max_abs_diff"] = float(np.abs(ours - theirs).max())
-    out["image"] = parity(reference.encode_images(rgb), candidate.encode_images(rgb))
-    out["text"] = parity(reference.encode_texts(list(texts)), candidate.encode_texts(list(texts)))
+    out["image"] = common.parity(reference.encode_images(rgb), candidate.encode_images(rgb))
+    out["text"] = common.parity(reference.encode_texts(list(texts)), candidate.encode_texts(list(texts)))
     if not out["tokens_equal"]:
         raise EncoderError("the ONNX CLIP tokenizer gives other token ids than open_clip's; the export is not usable")
-    check_parity("CLIP image tower", out["image"], quantize is not None)
-    check_parity("CLIP text tower", out["text"], quantize is not None)
-    out["checked"] = datetime.now(UTC).isoformat(timespec="seconds")
+    common.check_parity("CLIP image tower", out["image"], quantize is not None)
+    common.check_parity("CLIP text tower", out["text"], quantize is not None)
+    out["checked"] = common.timestamp()
     return out

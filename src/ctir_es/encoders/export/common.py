@@ -1,5 +1,5 @@
 """Shared export machinery: torch.onnx.export with fixed conventions, int8 quantisation,
-the exporter's own versions for the manifest, and the parity check every export runs.
+the manifest fields every export writes, and the parity check every export runs.
 
 This package needs the training extra (torch, onnx, onnxscript); import it only to export.
 """
@@ -10,22 +10,46 @@ import contextlib
 import importlib.metadata
 import io
 import logging
+import shutil
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...errors import EncoderError, MissingExtraError
-from .._torch import TRAIN_EXTRA_HINT, import_torch, one_line
-from ..models import QUANTIZATIONS
+from ...errors import EncoderError, MissingExtraError, one_line
+from .._torch import TRAIN_EXTRA_HINT, import_torch
+from ..models import FORMAT, QUANTIZATIONS
 
 log = logging.getLogger(__name__)
 
 # What fp32 exports must reach against PyTorch (cosine of each row), checked at export.
 PARITY_MIN_COSINE = 0.999
+# Short and long, ASCII and not, an empty string, a text past any max_seq_length.
+PARITY_TEXTS: tuple[str, ...] = (
+    "Kitchen & Dining > Cookware > Pots & Pans",
+    "stainless steel hand blender 500 W with whisk attachment",
+    "Baby Care",
+    "",
+    "Damen Sommerkleid, Größe 38 - Blumenmuster",
+    "红色 运动鞋",
+    "Wrist Watches > Titan Analog Watch - For Men",
+    " ".join(["a very long product description that repeats itself"] * 60),
+)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    manifest: dict[str, Any]
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _version(dist: str) -> str | None:
@@ -49,6 +73,37 @@ def require_onnx() -> Any:
         raise MissingExtraError(f"the onnx package is not installed ({exc}); install the training extra: "
                                 f"{TRAIN_EXTRA_HINT}") from exc
     return onnx
+
+
+def export_record(**parts: Any) -> dict[str, Any]:
+    """The manifest's ``export`` entry: ``parts`` (exporter infos, quantisation), then the
+    exporter's versions and the time."""
+    return {**parts, "versions": exporter_versions(), "created": timestamp()}
+
+
+def manifest_head(kind: str, name: str, source: Mapping[str, Any], quantize: str | None) -> dict[str, Any]:
+    """The first fields of an exported model's manifest; the id is the source id (``+int8``)."""
+    return {"format": FORMAT, "kind": kind, "name": name, "id": str(source["id"]) + (f"+{quantize}" if quantize else ""),
+            "dims": int(source["dims"]), "normalised": True, "quantize": quantize}
+
+
+@contextlib.contextmanager
+def export_errors(what: str) -> Iterator[None]:
+    """Any exporter failure as one line: ``cannot export {what} to ONNX: ...``."""
+    try:
+        yield
+    except EncoderError:
+        raise
+    except Exception as exc:
+        raise EncoderError(f"cannot export {what} to ONNX: {one_line(exc)}") from exc
+
+
+def place_onnx(fp32: Path, target: Path, quantize: str | None) -> dict[str, Any] | None:
+    """The fp32 export copied to ``target``, or int8-quantised there; the quantisation record."""
+    if quantize:
+        return quantize_int8(fp32, target)
+    shutil.copyfile(fp32, target)
+    return None
 
 
 def check_quantize(quantize: str | None) -> str | None:

@@ -8,18 +8,14 @@ its cosine drop in the manifest.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ...errors import EncoderError
-from .._torch import import_torch, one_line
+from .._torch import import_torch
 from ..models import (
-    FORMAT,
     SENTENCE_KIND,
     default_models_dir,
     file_entry,
@@ -28,32 +24,7 @@ from ..models import (
     write_manifest,
 )
 from ..sentence import KNOWN_TEXT_MODELS, SentenceTextEncoder
-from .common import (
-    check_parity,
-    check_quantize,
-    export_onnx,
-    exporter_versions,
-    parity,
-    quantize_int8,
-)
-
-# Short and long, ASCII and not, an empty string, a text past any max_seq_length.
-PARITY_TEXTS: tuple[str, ...] = (
-    "Kitchen & Dining > Cookware > Pots & Pans",
-    "stainless steel hand blender 500 W with whisk attachment",
-    "Baby Care",
-    "",
-    "Damen Sommerkleid, Größe 38 - Blumenmuster",
-    "红色 运动鞋",
-    "Wrist Watches > Titan Analog Watch - For Men",
-    " ".join(["a very long product description that repeats itself"] * 60),
-)
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    path: Path
-    manifest: dict[str, Any]
+from . import common
 
 
 def default_text_name(source_manifest: dict[str, Any], quantize: str | None) -> str:
@@ -115,9 +86,9 @@ def export_sentence_transformer(
     force: bool = False,
     cache_dir: Path | None = None,
     parity_texts: Sequence[str] = (),
-) -> ExportResult:
+) -> common.ExportResult:
     """Export ``model`` (a name or folder, as ``--text-model`` takes) into the models dir."""
-    quantize = check_quantize(quantize)
+    quantize = common.check_quantize(quantize)
     import_torch()  # fails early, naming the pip command, without the training extra
     reference = SentenceTextEncoder(model, cache_dir=cache_dir, batch_size=16).load()
     source = reference.manifest
@@ -139,29 +110,15 @@ def export_sentence_transformer(
         fp32_path = Path(tmp) / "model.onnx"
         example = hf_tokenizer(["a blender", "kitchen & dining"], padding=True, return_tensors="pt")
         args = tuple(example[n] for n in names)
-        try:
-            info = export_onnx(_SentenceGraph.build(st_model, names), args, fp32_path, input_names=names,
+        with common.export_errors(f"text model {model!r}"):
+            info = common.export_onnx(_SentenceGraph.build(st_model, names), args, fp32_path, input_names=names,
                                output_names=["sentence_embedding"],
                                dynamic={n: {0: "batch", 1: "sequence"} for n in names},
                                dim_max={"sequence": _max_positions(transformer)})
-        except EncoderError:
-            raise
-        except Exception as exc:
-            raise EncoderError(f"cannot export text model {model!r} to ONNX: {one_line(exc)}") from exc
-        quant_info = None
-        if quantize:
-            quant_info = quantize_int8(fp32_path, work / "model.onnx")
-        else:
-            shutil.copyfile(fp32_path, work / "model.onnx")
+        quant_info = common.place_onnx(fp32_path, work / "model.onnx", quantize)
         hf_tokenizer.backend_tokenizer.save(str(work / "tokenizer.json"))
         manifest: dict[str, Any] = {
-            "format": FORMAT,
-            "kind": SENTENCE_KIND,
-            "name": name,
-            "id": str(source["id"]) + (f"+{quantize}" if quantize else ""),
-            "dims": int(source["dims"]),
-            "normalised": True,
-            "quantize": quantize,
+            **common.manifest_head(SENTENCE_KIND, name, source, quantize),
             "source": {
                 "kind": source["kind"],
                 "model": model,
@@ -181,14 +138,13 @@ def export_sentence_transformer(
             "inputs": names,
             "outputs": ["sentence_embedding"],
             "opset": info["opset"],
-            "export": {**info, "quantization": quant_info, "versions": exporter_versions(),
-                       "created": datetime.now(UTC).isoformat(timespec="seconds")},
+            "export": common.export_record(**info, quantization=quant_info),
             "files": {"model": file_entry(work, "model.onnx"), "tokenizer": file_entry(work, "tokenizer.json")},
         }
         write_manifest(work, manifest)
-        manifest["parity"] = _text_parity(reference, work, [*PARITY_TEXTS, *parity_texts], quantize)
+        manifest["parity"] = _text_parity(reference, work, [*common.PARITY_TEXTS, *parity_texts], quantize)
         write_manifest(work, manifest)
-    return ExportResult(target, manifest)
+    return common.ExportResult(target, manifest)
 
 
 def _text_parity(reference: SentenceTextEncoder, work: Path, texts: Sequence[str],
@@ -200,7 +156,7 @@ def _text_parity(reference: SentenceTextEncoder, work: Path, texts: Sequence[str
     for task, method in (("query", "encode_queries"), ("document", "encode_documents")):
         ref = getattr(reference, method)(list(texts))
         got = getattr(candidate, method)(list(texts))
-        out[task] = parity(ref, got)
-        check_parity(f"text model {reference.model_name!r} ({task}s)", out[task], quantize is not None)
-    out["checked"] = datetime.now(UTC).isoformat(timespec="seconds")
+        out[task] = common.parity(ref, got)
+        common.check_parity(f"text model {reference.model_name!r} ({task}s)", out[task], quantize is not None)
+    out["checked"] = common.timestamp()
     return out

@@ -15,18 +15,18 @@ space; the category head maps the category text embedding (``encode_queries``) t
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ...errors import EncoderError
 from ...products import Product, format_category_path, parse_category_path
-from ..base import ImageEncoder, TextEncoder, l2_normalise
-from ..models import CLIP_ITA_KIND, find_model, model_file, read_manifest
+from ..base import ImageEncoder, Precomputed, ProductImages, TextEncoder, l2_normalise
+from ..inputs import check_texts
+from ..models import CLIP_ITA_KIND, model_file
+from .exported import ExportedModelEncoder
 from .session import RuntimeOptions, input_names, open_session
 
 MODALITIES: tuple[str, ...] = ("image", "title", "attributes")
@@ -83,7 +83,7 @@ def attribute_vectors(products: Sequence[Product], text_encoder: TextEncoder, di
     return out
 
 
-def image_vectors(images: Sequence[Image.Image | None], image_encoder: ImageEncoder, dims: int) -> np.ndarray:
+def image_vectors(images: ProductImages, image_encoder: ImageEncoder, dims: int) -> np.ndarray:
     out = np.zeros((len(images), dims), dtype=np.float32)
     present = [i for i, im in enumerate(images) if im is not None]
     if present:
@@ -97,8 +97,8 @@ def product_features(
     *,
     text_encoder: TextEncoder | None,
     image_encoder: ImageEncoder | None,
-    images: Sequence[Image.Image | None] | None = None,
-    precomputed: Mapping[str, np.ndarray] | None = None,
+    images: ProductImages | None = None,
+    precomputed: Precomputed | None = None,
 ) -> dict[str, np.ndarray]:
     """``{modality: (N, dims)}`` for the enabled modalities (``precomputed`` ones reused)."""
     given = dict(precomputed or {})
@@ -142,12 +142,15 @@ class OnnxHeads:
 EncoderLoader = Callable[[Mapping[str, Any]], Any]
 
 
-class ClipItaEncoder:
+class ClipItaEncoder(ExportedModelEncoder):
     """CategoryEncoder over an exported CLIP-ITA model: its frozen text (and image) encoders
     plus the two heads. ``text_encoder`` / ``image_encoder``: already loaded encoders to reuse
     when their ids are the ones the model was trained with; otherwise they are loaded from the
     manifest's references (via the registry, so a missing export is exported once if PyTorch
     is there)."""
+
+    kind = CLIP_ITA_KIND
+    label = "CLIP-ITA model"
 
     def __init__(
         self,
@@ -161,39 +164,14 @@ class ClipItaEncoder:
         load_image: EncoderLoader | None = None,
         batch_size: int = 256,
     ) -> None:
-        self.model_name = str(model)
-        self.models_dir = models_dir
-        self.runtime = runtime or RuntimeOptions.from_env()
+        super().__init__(model, batch_size=batch_size, runtime=runtime, models_dir=models_dir)
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         self._load_text = load_text
         self._load_image = load_image
-        self.batch_size = batch_size
-        self.model_dir: Path | None = None
         self._heads: OnnxHeads | None = None
-        self._manifest: dict[str, Any] | None = None
-        self._lock = threading.Lock()
 
-    def __repr__(self) -> str:
-        return f"ClipItaEncoder({self.model_name!r}, loaded={self._heads is not None})"
-
-    def load(self) -> ClipItaEncoder:
-        if self._heads is None:
-            with self._lock:
-                if self._heads is None:
-                    self._load()
-        return self
-
-    def _load(self) -> None:
-        model_dir = find_model(self.model_name, self.models_dir)
-        if model_dir is None:
-            raise EncoderError(
-                f"no exported CLIP-ITA model {self.model_name!r} (a model dir, or a name in the models dir); "
-                "train one with `ctir-es train`, then `ctir-es models export clip-ita RUN_DIR`"
-            )
-        manifest = read_manifest(model_dir)
-        if manifest.get("kind") != CLIP_ITA_KIND:
-            raise EncoderError(f"{model_dir} holds a {manifest.get('kind')!r} model, not CLIP-ITA ({CLIP_ITA_KIND})")
+    def _open(self, model_dir: Path, manifest: dict[str, Any]) -> None:
         self.modalities = check_modalities(manifest["modalities"])
         self.query_text = str(manifest.get("query_text") or "path")
         text_ref = manifest["text_encoder"]
@@ -212,8 +190,6 @@ class ClipItaEncoder:
                 raise EncoderError(f"{model_dir}: {modality} features were {dims[modality]}-d in training, "
                                    f"the encoder gives {encoder.dims}")
         self._heads = OnnxHeads(model_dir, manifest, self.runtime)
-        self._manifest = {**manifest, "path": str(model_dir)}
-        self.model_dir = model_dir
 
     def _matching(self, given: Any, ref: Mapping[str, Any], loader: EncoderLoader | None, what: str) -> Any:
         if given is not None and given.manifest.get("id") == ref.get("id"):
@@ -229,51 +205,28 @@ class ClipItaEncoder:
                                f"but {encoder.manifest.get('id')!r} loaded")
         return encoder
 
-    def _loaded_manifest(self) -> dict[str, Any]:
-        self.load()
-        if self._manifest is None:
-            raise EncoderError(f"CLIP-ITA model {self.model_name!r} did not load")
-        return self._manifest
-
-    @property
-    def dims(self) -> int:
-        return int(self._loaded_manifest()["dims"])
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        return dict(self._loaded_manifest())
-
     def encode_categories(self, texts: Sequence[str]) -> np.ndarray:
         """Category texts (``"A > B > C"``) -> the joint space, as in training."""
         self.load()
         assert self._heads is not None and self.text_encoder is not None
-        if isinstance(texts, str):
-            raise TypeError("pass a sequence of strings, not one string")
-        items = [category_text(t, self.query_text) for t in texts]
+        items = [category_text(t, self.query_text) for t in check_texts(texts)]
         if not items:
-            return np.zeros((0, self.dims), dtype=np.float32)
+            return self._no_rows()
         return self._heads.categories(self.text_encoder.encode_queries(items))
 
-    def product_features(
-        self,
-        products: Sequence[Product],
-        images: Sequence[Image.Image | None] | None = None,
-        precomputed: Mapping[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
+    def product_features(self, products: Sequence[Product], images: ProductImages | None = None,
+                         precomputed: Precomputed | None = None) -> np.ndarray:
+        """The head's input: the enabled modalities' features side by side, in ``MODALITIES`` order."""
         self.load()
         feats = product_features(products, self.modalities, text_encoder=self.text_encoder,
                                  image_encoder=self.image_encoder, images=images, precomputed=precomputed)
         return np.concatenate([feats[m] for m in self.modalities], axis=1)
 
-    def encode_products(
-        self,
-        products: Sequence[Product],
-        images: Sequence[Image.Image | None] | None = None,
-        precomputed: Mapping[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
+    def encode_products(self, products: Sequence[Product], images: ProductImages | None = None,
+                        precomputed: Precomputed | None = None) -> np.ndarray:
         """Products (and their decoded images, None for none) -> the joint space."""
         self.load()
         assert self._heads is not None
         if not products:
-            return np.zeros((0, self.dims), dtype=np.float32)
+            return self._no_rows()
         return self._heads.products(self.product_features(products, images, precomputed))

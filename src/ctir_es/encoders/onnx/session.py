@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import EncoderError, MissingExtraError
+from ...errors import EncoderError, MissingExtraError, one_line
 
 THREADS_ENV = "CTIR_ES_ONNX_THREADS"
 DEVICE_ENV = "CTIR_ES_ONNX_DEVICE"
@@ -108,8 +108,7 @@ def open_session(path: Path, options: RuntimeOptions = RuntimeOptions(), *, thre
     except EncoderError:
         raise
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / ... types
-        text = " ".join(str(exc).split())[:300]
-        raise EncoderError(f"onnxruntime cannot load {path}: {text}") from exc
+        raise EncoderError(f"onnxruntime cannot load {path}: {one_line(exc)}") from exc
 
 
 def input_names(session: Any) -> list[str]:

@@ -12,7 +12,6 @@ on 1,050 catalogue titles in batches of 32, 21,752 padded tokens for 14,220 real
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,20 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import EncoderError
+from ...errors import EncoderError, one_line
 from ..base import l2_normalise
-from ..models import SENTENCE_KIND, find_model, model_file, read_manifest
-from .session import RuntimeOptions, input_names, open_session
-
-
-def check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("pass a sequence of strings, not one string")
-    items = list(texts)
-    for i, t in enumerate(items):
-        if not isinstance(t, str):
-            raise TypeError(f"text {i} is {type(t).__name__}, not str")
-    return items
+from ..inputs import check_texts
+from ..models import SENTENCE_KIND, model_file
+from .exported import ExportedModelEncoder
+from .session import input_names, open_session
 
 
 def load_tokenizer(path: Path) -> Any:
@@ -44,59 +35,27 @@ def load_tokenizer(path: Path) -> Any:
     try:
         return Tokenizer.from_file(str(path))
     except Exception as exc:
-        raise EncoderError(f"cannot read tokenizer {path}: {' '.join(str(exc).split())[:200]}") from exc
+        raise EncoderError(f"cannot read tokenizer {path}: {one_line(exc)}") from exc
 
 
-class OnnxTextEncoder:
+class OnnxTextEncoder(ExportedModelEncoder):
     """TextEncoder over an exported sentence-transformer (``kind: onnx-sentence``).
 
     ``model``: a model directory, or the name of one in the models dir. Construction does no
     I/O; ``load()`` (or the first use) reads the manifest, tokenizer and ONNX graph.
     """
 
-    def __init__(
-        self,
-        model: str | Path,
-        *,
-        batch_size: int = 64,
-        runtime: RuntimeOptions | None = None,
-        models_dir: Path | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self.model_name = str(model)
-        self.batch_size = batch_size
-        self.runtime = runtime or RuntimeOptions.from_env()
-        self.models_dir = models_dir
-        self.model_dir: Path | None = None
-        self._session: Any = None
-        self._tokenizer: Any = None
-        self._inputs: list[str] = []
-        self._workers = 1
-        self._pad_id = 0
-        self._manifest: dict[str, Any] | None = None
-        self._lock = threading.Lock()
+    kind = SENTENCE_KIND
+    label = "text model"
+    default_batch_size = 64
+    # set by _open
+    _session: Any = None
+    _tokenizer: Any = None
+    _inputs: tuple[str, ...] = ()
+    _workers = 1
+    _pad_id = 0
 
-    def __repr__(self) -> str:
-        return f"OnnxTextEncoder({self.model_name!r}, loaded={self._session is not None})"
-
-    def load(self) -> OnnxTextEncoder:
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    self._load()
-        return self
-
-    def _load(self) -> None:
-        model_dir = find_model(self.model_name, self.models_dir)
-        if model_dir is None:
-            raise EncoderError(
-                f"no exported ONNX text model {self.model_name!r} (a model dir, or a name in the models dir); "
-                "run `ctir-es models export text MODEL` first"
-            )
-        manifest = read_manifest(model_dir)
-        if manifest.get("kind") != SENTENCE_KIND:
-            raise EncoderError(f"{model_dir} holds a {manifest.get('kind')!r} model, not a text encoder ({SENTENCE_KIND})")
+    def _open(self, model_dir: Path, manifest: dict[str, Any]) -> None:
         text_cfg = manifest.get("text") or {}
         tokenizer = load_tokenizer(model_file(model_dir, manifest, "tokenizer"))
         max_len = int(text_cfg.get("max_seq_length") or 512)
@@ -106,28 +65,12 @@ class OnnxTextEncoder:
         parallel = self.runtime.batch_parallel and self.runtime.workers > 1
         session = open_session(model_file(model_dir, manifest, "model"), self.runtime, threads=1 if parallel else None)
         self._workers = self.runtime.workers if parallel else 1
-        self._inputs = input_names(session)
+        self._inputs = tuple(input_names(session))
         unknown = [n for n in self._inputs if n not in ("input_ids", "attention_mask", "token_type_ids")]
         if unknown:
             raise EncoderError(f"{model_dir}: the ONNX graph wants inputs {unknown} this runtime does not make")
         self._tokenizer = tokenizer
-        self._manifest = {**manifest, "path": str(model_dir)}
-        self.model_dir = model_dir
         self._session = session
-
-    def _loaded_manifest(self) -> dict[str, Any]:
-        self.load()
-        if self._manifest is None:
-            raise EncoderError(f"text model {self.model_name!r} did not load")
-        return self._manifest
-
-    @property
-    def dims(self) -> int:
-        return int(self._loaded_manifest()["dims"])
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        return dict(self._loaded_manifest())
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts, "query")
@@ -166,7 +109,7 @@ class OnnxTextEncoder:
         items = check_texts(texts)
         self.load()
         if not items:
-            return np.zeros((0, self.dims), dtype=np.float32)
+            return self._no_rows()
         encodings = self._tokenizer.encode_batch(self._prepare(items, task))
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         out = np.empty((len(items), self.dims), dtype=np.float32)
@@ -176,7 +119,7 @@ class OnnxTextEncoder:
             try:
                 (emb,) = self._session.run(None, self._feed([encodings[i] for i in idx]))
             except Exception as exc:
-                raise EncoderError(f"text model {self.model_name!r} failed: {' '.join(str(exc).split())[:200]}") from exc
+                raise self._failed(exc) from exc
             out[idx] = emb
 
         if self._workers > 1 and len(batches) > 1:
