@@ -14,12 +14,12 @@ from service_support import CATEGORY, sample_image, sample_search
 
 from ctir_es.categories import build_tree, vote_categories
 from ctir_es.categorize.engine import DEFAULT_NEIGHBOURS
-from ctir_es.errors import QueryError
+from ctir_es.errors import NotFound, QueryError, Unsupported
 from ctir_es.ingest.report import IngestReport
 from ctir_es.products import Product
-from ctir_es.ranking.plan import IMAGE_VECTOR, TITLE_VECTOR
-from ctir_es.search import NotFound, Search, Unsupported
+from ctir_es.search import Search
 from ctir_es.store.embedded import EmbeddedStore
+from ctir_es.vocabulary import CLIP_TITLE_VECTOR, IMAGE_VECTOR, TITLE_VECTOR
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,13 @@ def search(built) -> Search:
     return built[0]
 
 
+def _image_nearest(results: list) -> str:
+    """The result the image source ranked first (clip_title votes may reorder the fused list)."""
+    return next(r.id for r in results if "image" in r.sources and r.sources["image"].rank == 1)
+
+
 def _product_of_image(search: Search, image: Path) -> Product:
-    hits = search.search(image=str(image), mode="image", k=1).results
-    return search.product(hits[0].id).product
+    return search.product(_image_nearest(search.search(image=str(image), mode="image", k=50).results)).product
 
 
 def test_import_is_light_and_exports_search() -> None:
@@ -58,7 +62,8 @@ def test_index_builds_the_sample_with_both_vector_fields(built) -> None:
         assert report.read == report.indexed == 280 and report.rejected_total == 0
         assert report.images_missing_total == 0
     assert search.store.count() == 280
-    assert set(search.schema.vectors) == {TITLE_VECTOR, IMAGE_VECTOR}
+    # (and the CLIP text tower's title vectors where the ingest adds them, for image-to-text)
+    assert set(search.schema.vectors) - {CLIP_TITLE_VECTOR} == {TITLE_VECTOR, IMAGE_VECTOR}
 
 
 def test_index_takes_products_and_mappings_and_reports_bad_ones(
@@ -78,8 +83,9 @@ def test_index_takes_products_and_mappings_and_reports_bad_ones(
         assert set(report.rejected) == {"missing_id", "not_an_object"}
         assert search.store.count() == 282
         stored = search.product("new-1")
-        assert set(stored.vector_fields) == {TITLE_VECTOR, IMAGE_VECTOR}
-        assert search.product("new-2").vector_fields == (TITLE_VECTOR,)  # no image: title vector only
+        assert set(stored.vector_fields) - {CLIP_TITLE_VECTOR} == {TITLE_VECTOR, IMAGE_VECTOR}
+        # no image: the title vector only (and the CLIP text tower's, for image-to-text)
+        assert set(search.product("new-2").vector_fields) - {CLIP_TITLE_VECTOR} == {TITLE_VECTOR}
         # BM25 only: the tiny random models rank at random
         res = search.search("Kitchen & Dining > Cookware > Skillets", k=3, weights={"bm25": 1, "text": 0, "image": 0})
         assert res.results[0].id == "new-1"
@@ -94,13 +100,13 @@ def test_category_search_ranks_the_subtree(search: Search) -> None:
 
 def test_search_takes_an_image_as_path_bytes_or_pil(search: Search) -> None:
     image = sample_image()
-    by_path = search.search(image=str(image), mode="image", k=3)
-    by_bytes = search.search(image=image.read_bytes(), mode="image", k=3)
+    by_path = search.search(image=str(image), mode="image", k=50)
+    by_bytes = search.search(image=image.read_bytes(), mode="image", k=50)
     with Image.open(image) as im:
-        by_pil = search.search(image=im.copy(), mode="image", k=3)
+        by_pil = search.search(image=im.copy(), mode="image", k=50)
     ids = [r.id for r in by_path.results]
     assert ids == [r.id for r in by_bytes.results] == [r.id for r in by_pil.results]
-    assert by_path.results[0].image.endswith(image.name)
+    assert search.product(_image_nearest(by_path.results)).image.endswith(image.name)
 
 
 def test_product_and_not_found(search: Search) -> None:

@@ -14,11 +14,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from service_support import CATEGORY, SAMPLE_IMAGES, sample_image, sample_search
 
+from ctir_es.errors import QueryError
 from ctir_es.ingest.images import ImageLoader
+from ctir_es.ranking.fusion import SourceScore, contribution
 from ctir_es.search import Search
 from ctir_es.service import Limits, create_app
-from ctir_es.service.app import STATIC_FILES
+from ctir_es.service.routes.page import STATIC_FILES
 from ctir_es.store.embedded import EmbeddedStore
+from ctir_es.vocabulary import RRF_K
 
 SMALL = Limits(max_upload_bytes=200_000, max_image_pixels=1_000_000)
 
@@ -110,6 +113,58 @@ def test_text_mode_filters_fusion_and_weights(client: TestClient) -> None:
     assert client.get("/search", params={"q": "x", "market": "in", "with_image": "true"}).status_code == 200
 
 
+def test_contributions_explain_the_fused_score_for_both_methods(client: TestClient) -> None:
+    for fusion in ("rrf", "linear"):
+        page = client.get("/search", params={"q": CATEGORY, "k": 10, "fusion": fusion,
+                                             "weights": "bm25=1,text=0.3,image=0.5"}).json()
+        assert page["fusion"] == fusion and page["results"]
+        for x in page["results"]:
+            assert sum(s["contribution"] for s in x["sources"].values()) == pytest.approx(x["score"])
+            for name, s in x["sources"].items():
+                expected = (page["weights"][name] / (RRF_K + s["rank"]) if fusion == "rrf"
+                            else page["weights"][name] * s["normalised"])
+                assert s["contribution"] == pytest.approx(expected)
+    with pytest.raises(QueryError, match="supported: rrf, linear"):
+        contribution("max", SourceScore(1, 1.0), 1.0)
+
+
+def test_nonsense_query_says_no_word_matched(client: TestClient) -> None:
+    page = client.get("/search", params={"q": "xqzvbnm plorf", "k": 10}).json()
+    assert page["source_hits"]["bm25"] == 0 and page["source_hits"]["text"] > 0
+    assert page["results"] and all("bm25" not in x["sources"] for x in page["results"])
+    assert len(page["notices"]) == 1 and "no product matched the words" in page["notices"][0]
+    normal = client.get("/search", params={"q": CATEGORY, "k": 10}).json()
+    assert normal["notices"] == [] and normal["source_hits"]["bm25"] > 0
+    assert set(normal["source_hits"]) == set(normal["sources"])
+
+
+def test_blank_query_is_422_and_says_so(client: TestClient) -> None:
+    for q in ("", "   ", "\t\n"):
+        body = assert_error(client.get("/search", params={"q": q}), 422, "invalid_request")
+        assert "q:" in body["error"]["message"]
+    assert assert_error(client.get("/search", params={"q": "  "}), 422)["error"]["message"] == (
+        "query.q: must not be blank")
+    # a well-formed request the library cannot plan is a 400
+    body = assert_error(client.get("/search", params={"q": "x", "weights": "colour=1"}), 400, "bad_query")
+    assert "clip_ita" in body["error"]["message"]  # the supported names are listed
+
+
+def test_audit_lists_suspects_with_suggestion_and_gap(client: TestClient) -> None:
+    r = client.get("/audit", params={"k": 5})
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["audited"] == 280 and report["depth"] == 3 and len(report["entries"]) == 5
+    suspicion = [e["suspicion"] for e in report["entries"]]
+    assert suspicion == sorted(suspicion, reverse=True)
+    for e in report["entries"]:
+        assert e["suggested"] != e["stored"] and e["gap"] > 0
+        assert e["suggested_label"] == " > ".join(e["suggested"])
+    kitchen = client.get("/audit", params={"k": 50, "within": "Kitchen & Dining"}).json()
+    assert kitchen["audited"] == 40 and all(e["stored"][0] == "Kitchen & Dining" for e in kitchen["entries"])
+    assert_error(client.get("/audit", params={"k": 0}), 422)
+    assert_error(client.get("/audit", params={"within": " > "}), 400, "bad_query")
+
+
 @pytest.mark.parametrize(("params", "status"), [
     ({"q": ""}, 422),
     ({"q": "x" * 1001}, 422),
@@ -123,7 +178,7 @@ def test_text_mode_filters_fusion_and_weights(client: TestClient) -> None:
     ({"q": "x", "weights": "bm25=-1"}, 400),  # the validator shared with the CLI (issue 12)
     ({"q": "x", "weights": "bm25=1e9"}, 400),
     ({"q": "x", "weights": "colour=1"}, 400),
-    ({"q": "   "}, 400),
+    ({"q": "   "}, 422),  # blank is as invalid as empty: both break the declared parameter
     ({"q": "x", "within": " > "}, 400),
     ({}, 422),
 ])
@@ -134,13 +189,18 @@ def test_bad_search_parameters_are_4xx_with_the_error_shape(client: TestClient, 
 # -- products ----------------------------------------------------------------------------
 
 
-def test_product_similar_and_not_found(client: TestClient) -> None:
+def test_product_similar_and_not_found(client: TestClient, search: Search) -> None:
     first = client.get("/search", params={"q": CATEGORY, "k": 1}).json()["results"][0]
     r = client.get(f"/products/{first['id']}")
     assert r.status_code == 200
     product = r.json()
     assert product["title"] == first["title"] and product["image_url"] == first["image_url"]
-    assert sorted(product["vector_fields"]) == ["image_vector", "title_vector"]
+    stored = search.product(first["id"])
+    assert product["vector_fields"] == list(stored.vector_fields)
+    assert {"image_vector", "title_vector"} <= set(product["vector_fields"])
+    # the product's own fields, as the library's JSON form, minus the local image paths
+    assert product == {**{k: v for k, v in stored.product.to_json().items() if k != "images"},
+                       "image_url": first["image_url"], "vector_fields": list(stored.vector_fields)}
     assert str(SAMPLE_IMAGES) not in r.text  # local paths never leave the server
     sim = client.get(f"/products/{first['id']}/similar", params={"k": 5}).json()
     assert sim["mode"] == "similar" and len(sim["results"]) == 5
@@ -156,12 +216,16 @@ def test_product_similar_and_not_found(client: TestClient) -> None:
 
 def test_image_upload_finds_its_own_product(client: TestClient, search: Search) -> None:
     image = sample_image()
-    r = client.post("/search/image", files=upload(image.read_bytes(), image.name), params={"k": 3})
+    r = client.post("/search/image", files=upload(image.read_bytes(), image.name), params={"k": 50})
     assert r.status_code == 200, r.text
     page = r.json()
-    assert page["mode"] == "image" and page["sources"] == ["image"] and page["query"] == image.name
-    top = page["results"][0]
-    assert search.product(top["id"]).image.endswith(image.name)
+    assert page["mode"] == "image" and page["query"] == image.name
+    # image-to-image, and image-to-title where the index has CLIP title vectors
+    assert page["sources"][0] == "image" and set(page["sources"]) <= {"image", "clip_title"}
+    # the image source ranks the product whose own photo this is first (other sources may
+    # reorder the fused list)
+    nearest = next(x for x in page["results"] if x["sources"].get("image", {}).get("rank") == 1)
+    assert search.product(nearest["id"]).image.endswith(image.name)
 
 
 def test_categorize_upload(client: TestClient, search: Search) -> None:
@@ -169,9 +233,10 @@ def test_categorize_upload(client: TestClient, search: Search) -> None:
     r = client.post("/categorize", files=upload(image.read_bytes()), params={"k": 3, "depth": 2, "neighbours": 1})
     assert r.status_code == 200, r.text
     body = r.json()
-    own = search.search(image=str(image), mode="image", k=1).results[0]
+    own = search.product(image.stem).product  # the sample names each photo after its product
+    assert search.product(image.stem).image.endswith(image.name)
     assert body["method"] == "fused" and body["neighbours"] == 1
-    assert body["categories"] == [{"path": own.categories[0][:2], "label": " > ".join(own.categories[0][:2]),
+    assert body["categories"] == [{"path": list(own.categories[0][:2]), "label": " > ".join(own.categories[0][:2]),
                                    "level": 2, "score": pytest.approx(1.0), "support": 1,
                                    "signals": {"image": pytest.approx(1.0)}}]
     assert [s["name"] for s in body["signals"] if s["voters"]] == ["image"]  # an image alone: only the image vote
@@ -378,10 +443,11 @@ def test_openapi_schema_lists_the_endpoints(client: TestClient) -> None:
     assert client.get("/docs").status_code == 404  # Swagger UI would load from a CDN
 
 
-def test_health_and_categories(client: TestClient) -> None:
+def test_health_and_categories(client: TestClient, search: Search) -> None:
     health = client.get("/health").json()
     assert health == {"status": "ok", "products": 280, "backend": "EmbeddedStore",
-                      "vector_fields": ["image_vector", "title_vector"], "image_search": True, "image_roots": 1}
+                      "vector_fields": sorted(search.schema.vectors), "image_search": True, "image_roots": 1}
+    assert {"image_vector", "title_vector"} <= set(health["vector_fields"])
     tree = client.get("/categories").json()
     assert tree["products"] == 280 and len(tree["tree"]) == 7
     kitchen = next(n for n in tree["tree"] if n["name"] == "Kitchen & Dining")

@@ -115,3 +115,14 @@ def fuse(method: str, runs: Runs, weights: Mapping[str, float] | None = None) ->
     except KeyError:
         raise QueryError(f"unknown fusion {method!r}; supported: {', '.join(FUSIONS)}") from None
     return fn(runs, weights)
+
+
+def contribution(method: str, score: SourceScore, weight: float, k: int = RRF_K) -> float:
+    """What one source added to a fused score: its term in the sum ``rrf`` or ``linear``
+    computes (``weight / (k + rank)``, or ``weight * normalised``), so score bars can explain
+    a result without re-deriving the formulas."""
+    if method == "rrf":
+        return weight / (k + score.rank)
+    if method == "linear":
+        return weight * (score.normalised or 0.0)
+    raise QueryError(f"unknown fusion {method!r}; supported: {', '.join(FUSIONS)}")

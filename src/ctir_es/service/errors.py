@@ -3,6 +3,12 @@
 Library errors (the ``CtirError`` family) map to statuses here; validation errors, unknown
 routes (404) and wrong methods (405) get the same shape; anything unexpected is a 500 whose
 message says nothing about the server's internals (the traceback goes to the log only).
+
+422 versus 400: a request that breaks the parameters the API declares in ``/openapi.json``
+(missing or blank ``q``, ``k`` out of range, a wrong type, a malformed JSON body) is 422, as
+FastAPI answers any validation error; a well-formed request the library cannot plan (a
+``QueryError`` or ``FilterError``: an unknown source in ``weights``, a weight out of range, an
+empty category path in ``within``) is 400 ``bad_query``.
 """
 
 from __future__ import annotations
@@ -15,8 +21,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import CtirError, FilterError, ImageError, QueryError, SchemaMismatch
-from ..search import NotFound, Unsupported
+from ..errors import (
+    CtirError,
+    FilterError,
+    ImageError,
+    NotFound,
+    QueryError,
+    SchemaMismatch,
+    Unsupported,
+)
+from .models import ErrorResponse
 
 log = logging.getLogger("ctir_es.service")
 
@@ -36,6 +50,26 @@ HTTP_CODES: dict[int, str] = {
     422: "invalid_request",
     503: "unavailable",
 }
+
+
+NOT_BLANK = r"\S"  # the pattern of text parameters that must hold more than whitespace
+
+# What each status means in the OpenAPI schema (``documented``).
+STATUS_DOCS: dict[int, str] = {
+    400: "The query cannot be planned (bad weights, filters, ...).",
+    404: "No such product.",
+    409: "The index has no image vectors (ingest with CLIP weights).",
+    413: "The upload is too large (bytes or pixels).",
+    415: "The upload is not a supported raster image.",
+    422: "Invalid parameters (missing, blank, out of limits, wrong type).",
+    503: "Timed out or the store/models are unavailable.",
+}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: its error statuses, each with the one error shape."""
+    return {status: {"model": ErrorResponse, "description": STATUS_DOCS[status]}
+            for status in sorted({*statuses, 422, 503})}
 
 
 class ApiError(Exception):
@@ -76,7 +110,10 @@ def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+        msg = str(err.get("msg", "invalid"))
+        if err.get("type") == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == NOT_BLANK:
+            msg = "must not be blank"
+        parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts) or "invalid request"
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..products import MAX_ID_CHARS
 from ..ranking.plan import MAX_QUERY_CHARS
-from ..search import MAX_K
+from ..vocabulary import MAX_K
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from ..vocabulary import FusionMethod, SourceName
+
 
 class ErrorDetail(BaseModel):
     code: str = Field(description="Stable, machine-readable error code, e.g. `not_found`, `image_too_large`.")
@@ -15,6 +17,8 @@ class ErrorResponse(BaseModel):
 
 
 class SourceScoreOut(BaseModel):
+    """One source's part in a result (``ctir_es.ranking.fusion.contribution``)."""
+
     rank: int = Field(description="1-based rank in this source's own list.")
     score: float = Field(description="The source's raw score: BM25, or cosine for vectors.")
     normalised: float | None = Field(None, description="Linear fusion only: min-max normalised score.")
@@ -28,15 +32,20 @@ class ResultOut(BaseModel):
     categories: list[list[str]]
     image_url: str | None = Field(description="`/products/{id}/image`, or null without an image.")
     score: float = Field(description="The fused score.")
-    sources: dict[str, SourceScoreOut]
+    sources: dict[SourceName, SourceScoreOut]
 
 
 class SearchPage(BaseModel):
     query: str
-    mode: str
-    fusion: str
-    sources: list[str]
-    weights: dict[str, float]
+    mode: str = Field(description="category, text, image or similar.")
+    fusion: FusionMethod
+    sources: list[SourceName] = Field(description="The ranked lists fused for this query.")
+    weights: dict[SourceName, float] = Field(description="The weight of each source in the fusion.")
+    source_hits: dict[SourceName, int | None] = Field(
+        description="Candidates each source returned before fusion (null: the store fused server-side "
+                    "and did not say). 0 for bm25 means no product matched the words.")
+    notices: list[str] = Field(description="Short notes for the user about this ranking, e.g. that no "
+                                           "product matched the words, so the results come from vectors alone.")
     offset: int
     k: int
     has_more: bool = Field(description="More results follow this page.")

@@ -1,0 +1,84 @@
+"""The request parameters several routes share, with bounds from ``Limits`` so that
+``/openapi.json`` states them (clients and the fuzz tests read them from there).
+
+Routes use them as ``Annotated`` metadata: ``k: Annotated[int, params.k] = 10``. Names of
+sources, modes and fusion methods come from ``ctir_es.vocabulary``.
+
+(No ``from __future__ import annotations``: FastAPI reads the annotations of the
+``options`` dependency, which refer to this call's ``limits``.)
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Query
+from fastapi import Path as PathParam
+
+from ..filters import Filter
+from ..ranking.weights import parse_weights
+from ..vocabulary import DEFAULT_FUSION, MAX_K, SOURCE_NAMES, FusionMethod
+from .errors import NOT_BLANK
+from .limits import Limits
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Filters, fusion method and weights of a search request (the keyword arguments of
+    ``Search.search`` and ``Search.similar`` beside the query)."""
+
+    filters: list[Filter]
+    fusion: str
+    weights: dict[str, float] | None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"filters": self.filters, "fusion": self.fusion, "weights": self.weights}
+
+
+def category_filters(within: str | None) -> list[Filter]:
+    """``within``: only products under this category path (blank: no filter)."""
+    return [Filter("category", "subtree", within)] if within is not None and within.strip() else []
+
+
+class Params:
+    """One app's shared parameter declarations (FastAPI copies them per route)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        # A blank query is a validation error (422), like an empty one.
+        self.q = Query(min_length=1, max_length=limits.max_query_chars, pattern=NOT_BLANK,
+                       description="A category path ('Kitchen > Blenders') or free text.")
+        self.k = Query(ge=1, le=limits.max_k, description="Results per page.")
+        self.offset = Query(ge=0, le=limits.max_offset, description="Results to skip (pagination).")
+        # Percent-encoded by guards.ProductPath (decode with product_id_of): up to 12 characters
+        # per character of the id (a 4-byte UTF-8 character is %XX%XX%XX%XX).
+        self.product_id = PathParam(min_length=1, max_length=12 * limits.max_id_chars)
+        self.within = Query(max_length=limits.max_query_chars, description="Only products under this category path.")
+        # filters, fusion and weights (a dependency: ``Annotated[SearchOptions, params.options]``)
+        self.options = Depends(_search_options(self))
+
+    def depth(self, offset: int, k: int) -> int:
+        """How many results to ask the library for to serve one page and know if more follow."""
+        return min(offset + k + 1, MAX_K)
+
+
+def _search_options(params: Params) -> Callable[..., SearchOptions]:
+    weights_help = (f"Per-source weights, e.g. `bm25=1,text=0.3`; sources: {', '.join(SOURCE_NAMES)} "
+                    "(finite, 0..1000; unnamed sources keep their defaults; a source the query does "
+                    "not use is a 400).")
+
+    def search_options(
+        within: Annotated[str | None, params.within] = None,
+        market: Annotated[str | None, Query(max_length=64, description="Only products of this market.")] = None,
+        with_image: Annotated[bool, Query(description="Only products with an image.")] = False,
+        fusion: Annotated[FusionMethod, Query(description="How the sources are fused.")] = DEFAULT_FUSION,
+        weights: Annotated[str | None, Query(max_length=200, description=weights_help)] = None,
+    ) -> SearchOptions:
+        filters = category_filters(within)
+        if market is not None and market.strip():
+            filters.append(Filter("market", "eq", market.strip()))
+        if with_image:
+            filters.append(Filter("has_image", "eq", True))
+        return SearchOptions(filters, fusion, parse_weights(weights))
+
+    return search_options

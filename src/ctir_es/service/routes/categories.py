@@ -1,0 +1,72 @@
+"""The catalogue's categories: the tree (``GET /categories``), suggested categories for a
+product, text or image (``POST /categorize``), and products that look filed in the wrong
+category (``GET /audit``)."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Query, Request, UploadFile
+
+from ...categories import CategoryNode
+from ..categorize import CategorizeIn, categorize_input
+from ..errors import ApiError, documented
+from ..models import AuditOut, CategorizeOut, CategoryTreeOut
+from ..params import Params, category_filters
+from ..runtime import ServiceDep
+
+
+def tree_size(nodes: list[CategoryNode]) -> int:
+    return sum(1 + tree_size(n.children) for n in nodes)
+
+
+def router(params: Params) -> APIRouter:
+    routes = APIRouter(tags=["categories"])
+    limits = params.limits
+
+    @routes.get("/categories", response_model=CategoryTreeOut, responses=documented(409))
+    async def categories(
+        service: ServiceDep,
+        depth: Annotated[int, Query(ge=0, le=32, description="Levels to return; 0: the whole tree.")] = 0,
+    ) -> dict[str, Any]:
+        """The category tree with product counts per node (children sorted by name)."""
+        tree = await service.run(service.search.categories)
+        count = await service.run(service.search.store.count)
+        return {"products": count, "nodes": tree_size(tree), "tree": [n.to_json(depth or None) for n in tree]}
+
+    @routes.post("/categorize", response_model=CategorizeOut, responses=documented(400, 404, 409, 413, 415),
+                 openapi_extra={"requestBody": {"content": {"application/json": {
+                     "schema": CategorizeIn.model_json_schema()}}}})
+    async def categorize(
+        service: ServiceDep,
+        request: Request,
+        file: Annotated[UploadFile | None, File(description="The image to categorize.")] = None,
+        k: Annotated[int, Query(ge=1, le=50, description="Categories to return.")] = 5,
+        depth: Annotated[int, Query(ge=0, le=32, description="Cut paths to this many levels; 0: full paths.")] = 3,
+        neighbours: Annotated[int, Query(ge=1, le=200, description="Nearest products that vote.")] = 30,
+    ) -> dict[str, Any]:
+        """Suggested categories, with the signals that voted, for an uploaded image (multipart
+        field `file`, needs image vectors) or a JSON body: `{"id": ...}` (a stored product, which
+        never votes for itself), `{"text": ...}`, or a product `{"title", "attributes", "description"}`."""
+        options: dict[str, Any] = {"k": k, "depth": depth or None, "neighbours": neighbours}
+        search = service.search
+        if file is not None:
+            data = await service.read_upload(file)
+            suggestion = await service.run(lambda: search.categorize(service.decode(data), **options))
+            return suggestion.to_json()
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise ApiError(422, "invalid_request", "send an image (multipart/form-data, field `file`) or a JSON "
+                                                   'product: {"id": ...}, {"text": ...} or {"title": ...}')
+        body = categorize_input(await request.body(), limits.max_id_chars, limits.max_query_chars)
+        return (await service.run(search.categorize, **body, **options)).to_json()
+
+    @routes.get("/audit", response_model=AuditOut, responses=documented(400, 409))
+    async def audit(
+        service: ServiceDep,
+        k: Annotated[int, Query(ge=1, le=200, description="Most suspicious products to return.")] = 20,
+        depth: Annotated[int, Query(ge=1, le=32, description="Levels of the stored path compared.")] = 3,
+        within: Annotated[str | None, params.within] = None,
+    ) -> dict[str, Any]:
+        """Products whose stored category disagrees most with what the other products say, most
+        suspicious first, each with the suggested category and the confidence gap."""
+        return (await service.run(service.search.audit, k=k, depth=depth, filters=category_filters(within))).to_json()
+
+    return routes
