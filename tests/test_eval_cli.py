@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from ctir_es.cli.main import cli
 from ctir_es.config import Settings
+from ctir_es.evaluation import providers as eval_providers
 from ctir_es.evaluation import systems as eval_systems
 from ctir_es.evaluation.runner import EvalConfig, evaluate_products
 from ctir_es.evaluation.trec import read_qrels, read_run
@@ -139,7 +140,7 @@ def test_trained_model_plugs_in_through_the_hook(tmp_path: Path, monkeypatch: py
         return [eval_systems.DenseSystem("clip-ita", "CLIP-ITA (fake)", "clip-ita", "clip_ita", embed, manifest,
                                          "title")]
 
-    monkeypatch.setattr(eval_systems, "TRAINED_LOADERS", [loader])
+    monkeypatch.setattr(eval_providers, "TRAINED_LOADERS", [loader])
     model = tmp_path / "model"
     model.mkdir()
     (model / "fake-model.json").write_text("{}")

@@ -4,7 +4,9 @@ One concept per module:
 
 - ``protocol``        splits, settings (random level / most general / most specific), query sets, qrels
 - ``metrics``         P@k, mAP@k in both conventions, R-precision, nDCG, recall (pure functions)
-- ``systems``         BM25 / dense / hybrid systems and the providers of dense systems (pluggable)
+- ``systems``         BM25 / dense / hybrid systems, their names, the ``--systems`` selection
+- ``providers``       where dense systems come from (text, CLIP, trained; pluggable)
+- ``trained``         exported CLIP-ITA models (and their variants) as dense systems
 - ``index``           evaluation indexes built through the ingest Pipeline, cached by dataset hash
 - ``runner``          runs every system through the Store API, tunes linear fusion on validation
 - ``error_analysis``  wrong results in the same tree or another, and how many levels away

@@ -41,12 +41,12 @@ from .protocol import (
     known_nodes,
     split_products,
 )
+from .providers import PROVIDERS
 from .systems import (
     DEFAULT_TEXT_MODELS,
     FUSION_METHODS,
     HYBRID_LEXICAL,
     LEXICAL_SYSTEMS,
-    PROVIDERS,
     DenseSystem,
     HybridSystem,
     LexicalSystem,

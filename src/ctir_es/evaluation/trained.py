@@ -22,15 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CtirError
+from ..encoders.models import CLIP_ITA_KIND, MANIFEST
+from ..errors import CtirError, one_line
 from ..products import Product
 from ..store.base import Document, IndexSchema, VectorField
 from .protocol import SETTINGS
 from .systems import TRAINED_VARIANTS, DenseSystem, ProviderContext, Skipped
 
 FIELD = "clip_ita"
-MANIFEST = "manifest.json"
-CLIP_ITA_KIND = "onnx-clip-ita"
 
 
 def _variant(modalities: Sequence[str]) -> str:
@@ -73,7 +72,7 @@ def clip_ita_loader(ctx: ProviderContext, model_dir: Path) -> list[DenseSystem |
 
         encoder: Any = load_clip_ita(model_dir, EncoderConfig.from_settings(ctx.settings))
     except (CtirError, ImportError, AttributeError) as exc:
-        return [Skipped(name, label, f"skipped: CLIP-ITA model {model_dir} does not load ({_one_line(exc)})")]
+        return [Skipped(name, label, f"skipped: CLIP-ITA model {model_dir} does not load ({one_line(exc)})")]
 
     needs_images = "image" in encoder.modalities
     loader = None
@@ -147,9 +146,3 @@ def _split_mismatch(manifest: dict[str, Any], ctx: ProviderContext) -> str | Non
     return (f"was trained on another split (seed {theirs['seed']}, fractions {theirs['train']}/"
             f"{theirs['val']}/{theirs['test']}): some of its training products would be test products "
             f"here; evaluate with --seed {theirs['seed']} --split {theirs['train']},{theirs['val']},{theirs['test']}")
-
-
-def _one_line(exc: object) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."
-
