@@ -33,9 +33,11 @@ def test_eighty_columns_show_leaf_and_root_and_source_ranks() -> None:
     assert all(len(line) <= 80 for line in lines)
     header = next(line for line in lines if "title" in line)
     assert all(col in header for col in ("#", "title", "category", "score", "sources"))
-    rows = [line for line in lines if "bm25#" in line]
-    assert len(rows) == 3  # one line per result: nothing wraps
-    assert "Woks & Kadhais (Kitchen" in rows[0] and "bm25#1 text#41" in rows[0]
+    rows = [n for n, line in enumerate(lines) if "bm25#" in line]
+    assert len(rows) == 3  # one row per result: leaf on its first line, root below
+    first = lines[rows[0]]
+    assert "Cast iron kadhai" in first and "Woks & Kadhais" in first and "bm25#1 text#41" in first
+    assert "Kitchen & Dining > …" in lines[rows[0] + 1]
 
 
 def test_wide_terminals_add_ids_and_raw_scores() -> None:

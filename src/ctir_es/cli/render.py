@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..ingest.report import IngestReport
 from ..products import format_category_path
@@ -24,10 +25,13 @@ def _short_path(path: list[str], levels: int = 3) -> str:
     return ("… > " + shown) if len(path) > levels else shown
 
 
-def _leaf_and_root(path: list[str]) -> str:
-    """Narrow terminals: the leaf (what tells products apart) then the root (where it lives);
-    an ellipsis cuts the root, never the leaf."""
-    return path[-1] if len(path) == 1 else f"{path[-1]} ({path[0]})"
+def _leaf_and_root(path: list[str]) -> Text:
+    """Narrow terminals: the leaf (what tells products apart) on the first line, the root
+    (where it lives) dimmed on the second; each line is cut on its own, never the other."""
+    text = Text(path[-1])
+    if len(path) > 1:
+        text.append("\n" + path[0] + (" >" if len(path) == 2 else " > …"), style="dim")
+    return text
 
 
 def search_title(response: SearchResponse) -> str:
@@ -37,7 +41,8 @@ def search_title(response: SearchResponse) -> str:
 
 def search_table(response: SearchResponse, width: int = 160) -> Table:
     """One line per result. Wide terminals show ids, image names and each source's raw score;
-    narrow ones (80 columns) keep rank, title, leaf and root category, score and source ranks."""
+    narrow ones (80 columns) keep rank, title, the leaf and (below it) the root category, the
+    fused score and each source's rank."""
     wide = width >= 120
     table = Table(title=search_title(response), title_justify="left")
     sources = [_sources_text(r.sources, scores=wide) for r in response.results]
@@ -59,7 +64,8 @@ def search_table(response: SearchResponse, width: int = 160) -> Table:
     for col, kw in columns:
         table.add_column(col, no_wrap=True, overflow="ellipsis", **kw)
     for r, source_cell in zip(response.results, sources, strict=True):
-        category = "-" if not r.categories else _short_path(r.categories[0]) if wide else _leaf_and_root(r.categories[0])
+        category: str | Text = ("-" if not r.categories else _short_path(r.categories[0]) if wide
+                                else _leaf_and_root(r.categories[0]))
         cells = [str(r.rank), r.title, category]
         if wide:
             cells += [r.id, (r.image or "-").rsplit("/", 1)[-1]]
