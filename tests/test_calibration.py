@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from service_support import encoders, sample_search
 
 from ctir_es.cli.main import cli
-from ctir_es.errors import StoreError
+from ctir_es.errors import ConfigError, StoreError
 from ctir_es.ingest.readers import read_jsonl
 from ctir_es.ingest.report import IngestReport
 from ctir_es.products import Product
@@ -237,6 +237,17 @@ def test_hidden_categories_copy_and_measure(sample: Search) -> None:
     assert hidden["figures"]["bm25"]["map_min@10"] < cal.figures["bm25"]["map_min@10"]
 
 
+def test_tune_for_hidden_or_both(sample: Search) -> None:
+    with pytest.raises(ConfigError, match="supported: visible, hidden, both"):
+        CalibrationConfig(tune_for="everything")
+    cal = calibrate(sample, CalibrationConfig(tune_for="hidden")).calibration
+    assert cal.hidden is not None  # tuning on hidden products measures them too
+    assert {"method": cal.method, "weights": dict(cal.weights)} == cal.hidden["tuned_on_hidden"]
+    assert cal.settings["tune_for"] == "hidden" and "tuned for hidden" in cal.search
+    both = calibrate(sample, CalibrationConfig(tune_for="both")).calibration
+    assert both.hidden is not None and both.settings["tune_for"] == "both"
+
+
 # ---------------------------------------------------------------- CLI
 
 
@@ -258,10 +269,10 @@ def test_cli_calibrate_and_stats(tmp_path: Path, sample: Search, monkeypatch: py
     assert dry["stored"] is False and dry["calibration"]["method"] in ("rrf", "linear")
     assert json.loads(run("stats", "--store", str(store), "--json"))["calibration"]["status"] == "none"
 
-    table = run("calibrate", "--store", str(store))
-    assert "OTHER products" in table and "calibrated" in table and "default (fixed)" in table
+    table = " ".join(run("calibrate", "--store", str(store)).split())  # rich wraps lines
+    assert "OTHER products" in table and "│ calibrated │" in table and "│ default │" in table
     assert "Stored with the index" in table
-    shown = run("stats", "--store", str(store))
+    shown = " ".join(run("stats", "--store", str(store)).split())
     assert "calibration: " in shown and "calibrated vs" in shown and "fixed default" in shown
 
     assert "--held-out" in run("calibrate", "--store", str(store), "--held-out", "0", code=2)

@@ -13,7 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from ..ranking.calibration import CALIBRATION_KEY, Calibration, save_calibration
-from ..ranking.calibration_search import LABELS, REPORTED, SELECT_BY, CalibrationConfig, calibrate
+from ..ranking.calibration_search import (
+    LABELS,
+    REPORTED,
+    SELECT_BY,
+    TUNE_FOR,
+    CalibrationConfig,
+    calibrate,
+)
 from ..search import Search
 from .main import cli, settings_from, store_options
 
@@ -29,12 +36,15 @@ from .main import cli, settings_from, store_options
 @click.option("--hide-categories", is_flag=True,
               help="Also measure category queries for products whose category is missing (a scratch copy of "
                    "the index with the held-out products' categories removed).")
+@click.option("--tune-for", type=click.Choice(list(TUNE_FOR)), default="visible", show_default=True,
+              help="Pick the weights on the held-out products as indexed (visible), with their categories "
+                   "hidden (hidden), or the mean of both (both; implies --hide-categories).")
 @click.option("--dry-run", is_flag=True, help="Measure and report, but do not store the calibration.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @store_options
 @click.pass_context
 def calibrate_command(ctx: click.Context, seed: int, held_out: float, max_products: int, max_level: int | None,
-                      hide_categories: bool, dry_run: bool, as_json: bool, store: Path | None,
+                      hide_categories: bool, tune_for: str, dry_run: bool, as_json: bool, store: Path | None,
                       es_url: str | None) -> None:
     """Calibrate the fusion of category queries on held-out products of the index and store it.
 
@@ -42,7 +52,7 @@ def calibrate_command(ctx: click.Context, seed: int, held_out: float, max_produc
     """
     settings = settings_from(ctx, store=store, es_url=es_url)
     config = CalibrationConfig(seed=seed, held_out=held_out, max_products=max_products, max_level=max_level,
-                               hide_categories=hide_categories)
+                               hide_categories=hide_categories, tune_for=tune_for)
     console = Console(stderr=True)
     with Search.open(settings) as search:
         report = calibrate(search, config, progress=None if as_json else lambda m: console.print(m, style="dim"))
@@ -69,9 +79,10 @@ def _table(title: str, rows: list[tuple[str, str, Mapping[str, float]]]) -> Tabl
     return table
 
 
-def _levels(per_level: Mapping[str, Mapping[str, float]], systems: list[str]) -> Table:
+def _levels(per_level: Mapping[str, Mapping[str, float]], systems: list[str],
+            title: str = "P@10 by category level (reporting slice, percent)") -> Table:
     levels = sorted({lvl for s in systems for lvl in per_level.get(s, {})}, key=int)
-    table = Table(title="P@10 by category level (reporting slice, percent)", title_justify="left")
+    table = Table(title=title, title_justify="left")
     table.add_column("system")
     for lvl in levels:
         table.add_column(f"L{lvl}", justify="right")
@@ -95,9 +106,10 @@ def render(cal: Calibration, seconds: float, stored: bool,
                   f"(ties: {LABELS[str(cfg.get('tie_break'))]}, then the fixed default).", highlight=False)
     sources = [s for s in cal.sources if s in cal.figures]
     rows = [(s, f"{s} alone", cal.figures[s]) for s in sources]
-    rows.append(("default (fixed)", _fusion_label(default["method"], default["weights"]), cal.figures["default"]))
+    rows.append(("default", _fusion_label(default["method"], default["weights"]), cal.figures["default"]))
     rows.append(("calibrated", _fusion_label(cal.method, cal.weights), cal.figures["calibrated"]))
-    console.print(_table("Reporting slice (percent; P@10 - best: against the best system in this table)", rows))
+    console.print(_table("Reporting slice (percent; default: the fixed weights served without a calibration; "
+                         "P@10 - best: against the best system in this table)", rows))
     if "ideal" in cal.figures:
         console.print(f"P@10 ceiling of these queries (every relevant product first): "
                       f"{100 * cal.figures['ideal'][SELECT_BY]:.2f} - most deep nodes hold fewer than 10 products.",
@@ -108,13 +120,15 @@ def render(cal: Calibration, seconds: float, stored: bool,
         hidden = cal.hidden
         tuned = hidden["tuned_on_hidden"]
         hrows = [(s, f"{s} alone", hidden["figures"][s]) for s in sources]
-        hrows.append(("default (fixed)", _fusion_label(default["method"], default["weights"]),
+        hrows.append(("default", _fusion_label(default["method"], default["weights"]),
                       hidden["figures"]["default"]))
         hrows.append(("calibrated", _fusion_label(cal.method, cal.weights), hidden["figures"]["calibrated"]))
         hrows.append(("tuned on hidden", _fusion_label(tuned["method"], tuned["weights"]),
                       hidden["figures"]["tuned_on_hidden"]))
         console.print(_table(f"Hidden categories: the {hidden['hidden_products']} held-out products without their "
                              "category, judged by their true one (reporting slice)", hrows))
+        console.print(_levels(hidden.get("per_level", {}), [*sources, "default", "calibrated", "tuned_on_hidden"],
+                              "P@10 by category level, hidden categories (reporting slice, percent)"))
     if stored:
         console.print(f"Stored with the index ({CALIBRATION_KEY}): category queries without --fusion/--weight "
                       f"now use {_fusion_label(cal.method, cal.weights)}.", highlight=False)

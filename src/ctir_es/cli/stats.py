@@ -69,5 +69,6 @@ def calibration_line(summary: dict[str, Any]) -> str:
 
     return (f"{summary['method']} {weights} for category queries - {figure} {pct(summary.get('calibrated'))} "
             f"calibrated vs {pct(summary.get('default'))} fixed default (best single source "
-            f"{pct(summary.get('best_single'))}; {summary.get('report_queries')} held-out queries), "
+            f"{pct(summary.get('best_single'))}; {summary.get('report_queries')} held-out queries; tuned for "
+            f"{summary.get('tuned_for')} categories), "
             f"calibrated {summary.get('created')}")

@@ -224,6 +224,7 @@ def calibration_summary(store: Store, schema: IndexSchema) -> dict[str, Any]:
         "report_products": calibration.sizes.get("report_products"),
         "report_queries": calibration.sizes.get("report_queries"),
         "created": calibration.created,
+        "tuned_for": calibration.settings.get("tune_for", "visible"),
     }
     if problem:
         out["note"] = problem

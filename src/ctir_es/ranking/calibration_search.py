@@ -27,6 +27,9 @@ The protocol (the evaluation's, over a held-out slice of the index itself):
   categories), queried with the true categories of the reporting slice. It measures what
   category queries find when the category field is missing: each source, the fixed default,
   the calibration, and weights tuned on the hidden tuning slice.
+- **What is tuned for** (``tune_for``): the held-out products as indexed (``visible``, the
+  default), with their categories hidden (``hidden``), or the mean of both (``both``: a
+  catalogue where some products lack categories). The reporting slices are never tuned on.
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ TIE_BREAK = "map_min@10"
 REPORTED = (SELECT_BY, TIE_BREAK, "ndcg@10", "recall@100")
 LABELS = {"precision@10": "P@10", "map_min@10": "mAP@10", "ndcg@10": "nDCG@10", "recall@100": "R@100"}
 CHUNK = 500  # products per get / upsert round trip
+TUNE_FOR: dict[str, str] = {
+    "visible": "the held-out products as indexed, with their categories (what the catalogue serves today)",
+    "hidden": "the held-out products with their categories removed (a catalogue whose category data is missing)",
+    "both": "the mean of the two (a catalogue where some products lack categories)",
+}
 
 Runs = dict[str, list[Hit]]  # one category query: source -> ranked hits
 
@@ -72,15 +80,20 @@ Runs = dict[str, list[Hit]]  # one category query: source -> ranked hits
 @dataclass(frozen=True)
 class CalibrationConfig:
     """``held_out``: fraction of the catalogue held out (half tunes, half reports), capped at
-    ``max_products`` products; ``max_level``: deepest category level queried (None: all)."""
+    ``max_products`` products; ``max_level``: deepest category level queried (None: all);
+    ``hide_categories``: also measure products without categories (implied by ``tune_for``
+    ``hidden`` or ``both``)."""
 
     seed: int = 13
     held_out: float = 0.4
     max_products: int = 2000
     max_level: int | None = None
     hide_categories: bool = False
+    tune_for: str = "visible"  # the slice(s) the weights are picked on: see TUNE_FOR
 
     def __post_init__(self) -> None:
+        if self.tune_for not in TUNE_FOR:
+            raise ConfigError(f"unknown tune_for {self.tune_for!r}; supported: {', '.join(TUNE_FOR)}")
         if not 0 < self.held_out <= 1:
             raise ConfigError(f"held_out must be in (0, 1], got {self.held_out}")
         if self.max_products < 2:
@@ -102,6 +115,9 @@ class QuerySlice:
     @property
     def ids(self) -> list[str]:
         return [p.id for p in self.products]
+
+    def without_runs(self) -> QuerySlice:
+        return QuerySlice(self.name, self.products, self.nodes, self.qrels)
 
     def sizes(self) -> dict[str, int]:
         return {"products": len(self.products), "queries": len(self.nodes)}
@@ -237,15 +253,18 @@ def weight_vectors(sources: Sequence[str]) -> list[tuple[float, ...]]:
 
 
 def search_fusion(
-    piece: QuerySlice, sources: Sequence[str], default: Candidate
+    pieces: QuerySlice | Sequence[QuerySlice], sources: Sequence[str], default: Candidate
 ) -> tuple[Candidate, list[tuple[Candidate, dict[str, float]]], str]:
-    """The best candidate on ``piece`` (by ``SELECT_BY``, then ``TIE_BREAK``, then the default),
-    every candidate tried with its figures, and a sentence saying how the search went."""
+    """The best candidate on the tuning slice(s) (by ``SELECT_BY``, then ``TIE_BREAK``, then the
+    default; with several slices, the mean of their means), every candidate tried with its
+    figures, and a sentence saying how the search went."""
+    slices = [pieces] if isinstance(pieces, QuerySlice) else list(pieces)
     scored: dict[Candidate, dict[str, float]] = {}
 
     def score(c: Candidate) -> tuple[float, float, bool]:
         if c not in scored:
-            scored[c] = evaluate(piece.qrels, fused_run(piece, c.method, c.weight_map), (SELECT_BY, TIE_BREAK))
+            each = [evaluate(p.qrels, fused_run(p, c.method, c.weight_map), (SELECT_BY, TIE_BREAK)) for p in slices]
+            scored[c] = {m: sum(e[m] for e in each) / len(each) for m in (SELECT_BY, TIE_BREAK)}
         f = scored[c]
         return (round(f[SELECT_BY], 12), round(f[TIE_BREAK], 12), c == default)
 
@@ -308,8 +327,15 @@ def calibrate(search: Search, config: CalibrationConfig | None = None,
     sources, defaults = collect_runs(search, store, tune)
     collect_runs(search, store, report)
     default = Candidate(DEFAULT_FUSION, tuple((s, float(defaults[s])) for s in sources))
+    hidden_pieces = None
+    if config.hide_categories or config.tune_for != "visible":
+        say("copying the index with the held-out products' categories hidden")
+        hidden_pieces = hidden_slices(search, tune, report)
     say(f"searching fusion over {', '.join(sources)}")
-    best, tried, how = search_fusion(tune, sources, default)
+    tuning = {"visible": [tune], "hidden": [hidden_pieces[0]] if hidden_pieces else [],
+              "both": [tune, hidden_pieces[0]] if hidden_pieces else []}[config.tune_for]
+    best, tried, how = search_fusion(tuning, sources, default)
+    how += f"; tuned for {config.tune_for} - {TUNE_FOR[config.tune_for]}"
 
     systems = {s: source_run(report, s) for s in sources}
     systems["default"] = fused_run(report, default.method, default.weight_map)
@@ -320,11 +346,7 @@ def calibrate(search: Search, config: CalibrationConfig | None = None,
     levels["ideal"] = per_level(report, ideal_run(report))
     tuned = next(f for c, f in tried if c == best)
     measured["calibrated"]["tuning_" + SELECT_BY] = tuned[SELECT_BY]
-
-    hidden = None
-    if config.hide_categories:
-        say("copying the index with the held-out products' categories hidden")
-        hidden = hidden_categories(search, tune, report, sources, default, best)
+    hidden = hidden_figures(*hidden_pieces, sources, default, best) if hidden_pieces else None
 
     calibration = Calibration(
         method=best.method,
@@ -338,7 +360,7 @@ def calibrate(search: Search, config: CalibrationConfig | None = None,
         search=how,
         default={"method": default.method, "weights": default.weight_map},
         hidden=hidden,
-        settings={"seed": config.seed, "held_out": config.held_out, "max_products": config.max_products,
+        settings={"seed": config.seed, "held_out": config.held_out, "tune_for": config.tune_for, "max_products": config.max_products,
                   "max_level": config.max_level, "depth": CANDIDATE_DEPTH, "selected_by": SELECT_BY,
                   "tie_break": TIE_BREAK,
                   "slices": "disjoint: weights picked on the tuning slice, figures from the reporting slice"},
@@ -350,19 +372,23 @@ def calibrate(search: Search, config: CalibrationConfig | None = None,
 # ---------------------------------------------------------------- hidden categories
 
 
-def hidden_categories(
-    search: Search, tune: QuerySlice, report: QuerySlice, sources: Sequence[str], default: Candidate,
-    calibrated: Candidate,
-) -> dict[str, Any]:
-    """Category queries for products whose category is missing: the held-out products are
+def hidden_slices(search: Search, tune: QuerySlice, report: QuerySlice) -> tuple[QuerySlice, QuerySlice]:
+    """The two slices ranked for products whose category is missing: the held-out products are
     copied without categories into a scratch index and ranked there, judged by their true ones."""
     hide = set(tune.ids) | set(report.ids)
+    h_tune, h_report = tune.without_runs(), report.without_runs()
     with scratch_store(search.store) as scratch:
         copy_index(search.store, scratch, search.schema, hide)
-        h_tune = QuerySlice("tune", tune.products, tune.nodes, tune.qrels)
-        h_report = QuerySlice("report", report.products, report.nodes, report.qrels)
         collect_runs(search, scratch, h_tune)
         collect_runs(search, scratch, h_report)
+    return h_tune, h_report
+
+
+def hidden_figures(
+    h_tune: QuerySlice, h_report: QuerySlice, sources: Sequence[str], default: Candidate, calibrated: Candidate,
+) -> dict[str, Any]:
+    """Each source, the fixed default, the calibration, and weights tuned on the hidden tuning
+    slice, on the hidden reporting slice."""
     for_hidden, _, _ = search_fusion(h_tune, sources, default)
     systems = {s: source_run(h_report, s) for s in sources}
     systems["default"] = fused_run(h_report, default.method, default.weight_map)
@@ -372,7 +398,7 @@ def hidden_categories(
         "figures": {name: figures(h_report, run) for name, run in systems.items()},
         "per_level": {name: per_level(h_report, run) for name, run in systems.items()},
         "tuned_on_hidden": {"method": for_hidden.method, "weights": for_hidden.weight_map},
-        "hidden_products": len(hide),
+        "hidden_products": len(h_tune.products) + len(h_report.products),
         "how": "held-out products copied without their categories into a scratch index (vectors copied); "
                "queries and relevance from their true categories; the reporting slice is ranked",
     }
