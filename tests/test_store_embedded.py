@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from store_contract import CATALOGUE, SCHEMA, StoreContract, unit
 
-from ctir_es.store.base import VectorQuery
+from ctir_es.store import embedded
+from ctir_es.store.base import LexicalQuery, VectorQuery
 from ctir_es.store.embedded import EmbeddedStore, fts_query
 
 
@@ -20,6 +21,31 @@ class TestEmbeddedStore(StoreContract):
         s = EmbeddedStore(tmp_path / "store.db")
         yield s
         s.close()
+
+
+class TestEmbeddedStoreSourcesInParallel(StoreContract):
+    """Hybrid queries of large stores run BM25 in a second thread beside kNN: the same contract
+    with that path forced on (it starts at PARALLEL_MIN_ROWS vectors)."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        monkeypatch.setattr(embedded, "PARALLEL_MIN_ROWS", 0)
+        s = EmbeddedStore(tmp_path / "store.db")
+        yield s
+        s.close()
+
+
+def test_parallel_hybrid_equals_sequential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = EmbeddedStore(tmp_path / "s.db")
+    store.setup(SCHEMA)
+    store.upsert(CATALOGUE)
+    query = (LexicalQuery("steel cooker watch"), [VectorQuery("title_vector", unit(0, 5))], 5)
+    sequential = store.search(*query)
+    monkeypatch.setattr(embedded, "PARALLEL_MIN_ROWS", 0)
+    assert store.search(*query) == sequential
+    assert store._pool is not None  # it did run in the side thread
+    store.close()
+    assert store._pool is None
 
 
 def test_construction_does_no_io(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ Failure handling (docs/reliability.md):
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -71,6 +72,7 @@ CACHE_KIB = 65536  # SQLite page cache per connection (FTS5 doclists, products)
 VECTOR_INDEXES = ("exact", *ann.KINDS)
 RESCORE_FACTOR = 4  # approximate indexes fetch k * this many candidates (at least RESCORE_MIN)
 RESCORE_MIN = 40
+PARALLEL_MIN_ROWS = 20_000  # hybrid queries run their sources in two threads from this many vectors
 # The lexical engine, chosen when a store is created and recorded in it: "fts5" (SQLite FTS5,
 # the default) or "tantivy" (a tantivy index beside the file, pip install 'ctir-es[lexical]').
 LEXICAL_ENGINES = ("fts5", "tantivy")
@@ -249,6 +251,8 @@ class EmbeddedStore:
         self._generation: int | None = None  # the store's vectors_generation, read lazily
         self._wrote = False  # this instance committed a write: it rebuilds stale indexes on close
         self._seen_version: int | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # runs BM25 beside kNN
+        self._pool_pid = 0
         self._schema: IndexSchema | None = None
 
     def __repr__(self) -> str:
@@ -462,6 +466,9 @@ class EmbeddedStore:
                 self._wrote = False
                 with contextlib.suppress(MissingExtraError):  # without faiss, readers use exact kNN
                     self._refresh_vector_indexes()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             if self._lex is not None:
                 self._lex.close()
                 self._lex = None
@@ -622,11 +629,37 @@ class EmbeddedStore:
                     self._lex.catch_up(self.conn)
                     self._lex.release_writer()
             out: dict[str, list[Hit]] = {}
-            knn = {vq.name: self._knn(vq, k, filters) for vq in vectors}  # loads the matrix and its ids
-            if lexical is not None:
-                out[LEXICAL_SOURCE] = self._lexical(lexical, k, filters)
+            if lexical is not None and vectors and self._rows_loaded() >= PARALLEL_MIN_ROWS:
+                # BM25 in a second thread while kNN runs here: SQLite, tantivy, NumPy and faiss
+                # release the GIL, so a hybrid query costs about its slower source, not the sum.
+                # (The connection is in SQLite's serialized mode; the worker runs under our lock.)
+                # Small stores stay on one thread: waking a thread costs more than their sources.
+                pending = self._side_thread().submit(self._lexical, lexical, k, filters)
+                try:
+                    knn = {vq.name: self._knn(vq, k, filters) for vq in vectors}
+                finally:
+                    lexical_hits = pending.result()
+                out[LEXICAL_SOURCE] = lexical_hits
+            else:
+                knn = {vq.name: self._knn(vq, k, filters) for vq in vectors}  # loads the matrix and its ids
+                if lexical is not None:
+                    out[LEXICAL_SOURCE] = self._lexical(lexical, k, filters)
             out.update(knn)
             return out
+
+    def _rows_loaded(self) -> int:
+        """Vectors in the loaded matrix or index of some field (0 before the first query)."""
+        for cache in self._vectors.values():
+            return int(cache.matrix.shape[0])
+        for index in self._ann.values():
+            return len(index.rowids)
+        return 0
+
+    def _side_thread(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None or self._pool_pid != os.getpid():  # a forked child has no thread: a new pool
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctir-es-bm25")
+            self._pool_pid = os.getpid()
+        return self._pool
 
     def _lexical(self, query: LexicalQuery, k: int, filters: Sequence[Filter]) -> list[Hit]:
         if self._lex is not None:
