@@ -351,7 +351,9 @@ def test_default_tag_offline_gives_text_only_notice(no_network: list[str]) -> No
     elapsed = time.monotonic() - start
     assert encoder is None and notice is not None
     assert notice.startswith("text-only mode:") and "laion2b_s34b_b79k" in notice
-    assert "--clip-weights" in notice and one_line(notice)
+    cause, fix = notice.splitlines()  # two short lines: what happened, then the fix (issue 15)
+    assert "not cached" in cause and fix.startswith("  fix:") and "--clip-weights" in fix
+    assert max(len(cause), len(fix)) <= 100
     assert elapsed < 3.0, elapsed
     assert no_network == []
 

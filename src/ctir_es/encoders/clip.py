@@ -9,6 +9,7 @@ weights - open_clip's own download path retries a dead network for about a minut
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,8 +30,10 @@ from ._torch import (
 from .inputs import check_images, check_texts, preprocess_rgb
 from .lazy import LazyEncoder
 
+log = logging.getLogger(__name__)
+
 RANDOM = "random"
-WEIGHTS_HINT = "pass --clip-weights /path/to/open_clip_model.safetensors or a cached open_clip tag"
+WEIGHTS_HINT = "use --clip-weights FILE (an open_clip .safetensors or .pt)"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
@@ -128,9 +131,10 @@ def resolve_weights(open_clip: Any, name: str, weights: str | None, seed: int = 
         )
     cached, where = _tag_cache_status(tag_cfg)
     if not cached and not downloads_allowed():
+        log.debug("CLIP weights %s %r: looked in %s", name, weights, where)
         raise EncoderError(
-            f"no CLIP weights for {name} {weights!r}: not in {where} and downloads are off; "
-            f"{WEIGHTS_HINT}, or set {ALLOW_DOWNLOADS_ENV}=1 to fetch it"
+            f"no CLIP weights for {name} {weights!r} here (not cached, downloads off); "
+            f"{WEIGHTS_HINT}, or {ALLOW_DOWNLOADS_ENV}=1"
         )
     return ResolvedWeights("tag", weights, weights)
 

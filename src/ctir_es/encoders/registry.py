@@ -307,7 +307,9 @@ def try_load_image_encoder(
     try:
         return load_image_encoder(cfg, notify), None
     except (EncoderError, MissingExtraError) as exc:
-        return None, f"text-only mode: {exc}"
+        # two short lines: what happened, then the fix (the errors put it after "; ")
+        cause, _, fix = str(exc).partition("; ")
+        return None, f"text-only mode: {cause}" + (f"\n  fix: {fix}" if fix else "")
 
 
 def describe_model(model_dir: Path) -> dict[str, Any]:
