@@ -123,6 +123,26 @@ def query_encoding(n: int) -> dict[str, Any]:
             "p95_ms": float(np.percentile(a, 95)), "p99_ms": float(np.percentile(a, 99))}
 
 
+def targets_section(mode: str) -> dict[str, Any]:
+    """benchmarks/targets.py (every figure of issue #14's targets), each case in a fresh process."""
+    args = {"smoke": ["--smoke"],
+            "quick": ["--sizes", "100000", "--size-dims", "512", "--recall-n", "20000", "--recall-queries", "300"],
+            "full": []}[mode]
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        out = Path(fh.name)
+    try:
+        proc = subprocess.run([sys.executable, str(HERE / "targets.py"), *args, "--json", str(out)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=6 * 3600, check=False)
+        if out.stat().st_size == 0:
+            return {"error": f"targets.py exited {proc.returncode}: {proc.stderr.strip()[-800:]}"}
+        res = dict(json.loads(out.read_text()))
+        if proc.returncode != 0:
+            res["error"] = proc.stderr.strip()[-800:]
+        return res
+    finally:
+        out.unlink(missing_ok=True)
+
+
 def fmt(x: Any, nd: int = 2) -> str:
     if x is None:
         return "-"
@@ -196,6 +216,18 @@ def tables(res: dict[str, Any]) -> str:
         raw = (r["raw_bytes"]["vectors"] + r["raw_bytes"]["text"]) / r["n"]
         out.append(f"| {size_label(r['n'])} | {r['dims']} | {r['index']} | {r['bytes_per_product']:.0f} | {raw:.0f} | {r['size_ratio']:.2f} | "
                    f"{mib(r['rss_query_bytes'])} | {r['first_query_load_s']:.2f} | {fmt(r.get('recall_at_10'), 3)} |")
+    if res.get("targets"):
+        import targets
+
+        t = res["targets"]
+        out += ["", "### 5. Issue #14 targets (benchmarks/targets.py)", ""]
+        out += [f"error: {t['error'][:500]}"] if "ingest" not in t else [targets.tables(t)]
+    if res.get("es"):
+        import es_beside
+
+        e = res["es"]
+        out += ["", "### 6. Elasticsearch beside the embedded store (benchmarks/es_beside.py)", ""]
+        out += [f"error: {e['error'][:500]}"] if "hybrid" not in e else [es_beside.tables(e)]
     return "\n".join(out) + "\n"
 
 
@@ -206,7 +238,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "benchmarks")
     p.add_argument("--store-root", type=Path, default=None, help="where synthetic stores are cached")
     p.add_argument("--rebuild", action="store_true", help="rebuild cached synthetic stores")
-    p.add_argument("--only", default="encoders,ingest,query", help="sections to run (comma-separated)")
+    p.add_argument("--only", default="encoders,ingest,query,targets",
+                   help="sections to run (comma-separated; also: es = Elasticsearch beside the embedded store)")
     p.add_argument("--blas-threads", type=int, default=None, help="BLAS/OpenMP threads for query cases [library default]")
     p.add_argument("--queries", type=int, default=None, help="queries per round (overrides the mode's)")
     p.add_argument("--rounds", type=int, default=None, help="rounds per query case (overrides the mode's)")
@@ -239,6 +272,12 @@ def main() -> None:
             print(f"query {n} x {dims} {index} ...", flush=True)
             res["query"].append(sub("query.py", ["--n", str(n), "--dims", str(dims), "--index", index, "--modes", "knn", *common],
                                     env=blas_env(a.blas_threads)))
+    if "targets" in only:
+        print("issue-14 targets (benchmarks/targets.py) ...", flush=True)
+        res["targets"] = targets_section(mode)
+    if "es" in only:
+        print("Elasticsearch beside the embedded store (benchmarks/es_beside.py) ...", flush=True)
+        res["es"] = sub("es_beside.py", ["--n", "2000" if a.smoke else "100000", "--dims", "32" if a.smoke else "512"])
     res["total_s"] = time.perf_counter() - start
     res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     a.out.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,13 @@ def test_run_smoke_writes_every_section(tmp_path: Path) -> None:
         assert {"p50_ms", "p95_ms", "p99_ms", "qps"} <= set(stats)
     assert exact["brute_force"]["p50_ms"] > 0 and exact["bytes_per_product"] > 0
     assert approx["index"] == "sq8" and 0.0 <= approx["recall_at_10"] <= 1.0
+    targets = res["targets"]  # issue #14's figures, from benchmarks/targets.py
+    assert "error" not in targets, targets.get("error")
+    assert {r["engine"] for r in targets["ingest"]} == {"fts5", "tantivy"}
+    assert all(r["products_per_s"] > 0 and r["size_vs_vectors"] > 0 for r in targets["ingest"])
+    assert {r["index"] for r in targets["open"]} == {"exact", "sq8", "ivf", "hnsw"}
+    assert all(r["persisted_index_used"] for r in targets["open"])  # opened, not rebuilt
+    assert all(set(r["modes"]) == {"knn", "lexical", "hybrid"} for r in targets["open"])
     md = (tmp_path / "results.md").read_text()
-    for heading in ("Ingest", "Query latency", "Memory and size"):
+    for heading in ("Ingest", "Query latency", "Memory and size", "Issue #14 targets", "hybrid / slower source"):
         assert heading in md

@@ -68,7 +68,7 @@ CACHE_KIB = 65536  # SQLite page cache per connection (FTS5 doclists, products)
 # How kNN is searched per store: "exact" (NumPy over the float32 matrix, the default) or an
 # approximate index of 8-bit codes persisted beside the store (store/ann.py, pip install
 # 'ctir-es[ann]'): "sq8" (scan of all codes), "ivf" (inverted lists) or "hnsw" (graph); their
-# candidates are rescored exactly with the float32 rows read from SQLite. Filtered kNN is exact.
+# candidates are rescored exactly from a memory-mapped float32 copy. Filtered kNN is exact.
 VECTOR_INDEXES = ("exact", *ann.KINDS)
 RESCORE_FACTOR = 4  # approximate indexes fetch k * this many candidates (at least RESCORE_MIN)
 RESCORE_MIN = 40
@@ -816,10 +816,12 @@ class EmbeddedStore:
             return None
         index = ann.build(kind, cache.matrix)
         root = ann.ann_dir(self.path)
-        saved = ann.save(root, field, kind, generation, self._store_uuid(), index, cache.rowids)
+        ids = ann.encode_ids(cache.ids)
+        saved = ann.save(root, field, kind, generation, self._store_uuid(), index, cache.rowids, cache.matrix, ids)
         reopened = ann.load(root, field, kind, generation, self._store_uuid()) if saved is not None else None
         # memory-mapped when it could be saved; in memory (read-only media) otherwise
-        return reopened or ann.AnnIndex(kind, field, generation, index, cache.rowids, cache.matrix.shape[1])
+        return reopened or ann.AnnIndex(kind, field, generation, index, cache.rowids, cache.matrix.shape[1],
+                                        cache.matrix, ids)
 
     def _refresh_vector_indexes(self) -> None:
         """Rebuild the persisted indexes this store has (any kind) that are not current."""
@@ -855,27 +857,14 @@ class EmbeddedStore:
         return out
 
     def _approximate(self, index: ann.AnnIndex, vq: VectorQuery, k: int) -> list[Hit]:
-        """Candidates from the approximate index, rescored exactly with their float32 rows."""
+        """Candidates from the approximate index, rescored exactly (memory-mapped float32 rows)."""
         query = np.asarray(vq.vector, dtype=np.float32).reshape(-1)
         if query.shape[0] != index.dims:
             raise SchemaMismatch(
                 f"query vector for {vq.field!r} has {query.shape[0]} dims, the store holds {index.dims}"
             )
-        cand = index.candidates(query, max(k * RESCORE_FACTOR, RESCORE_MIN)).tolist()
-        if not cand:
-            return []
-        marks = ",".join("?" * len(cand))
-        rows = self.conn.execute(
-            "SELECT p.id, v.vec FROM vectors v JOIN products p ON p.rowid = v.product "
-            f"WHERE v.field = ? AND v.product IN ({marks})",
-            [vq.field, *cand],
-        ).fetchall()
-        if not rows:
-            return []
-        matrix = np.frombuffer(b"".join(vec for _, vec in rows), dtype=np.float32).reshape(len(rows), -1)
-        scores = matrix @ query
-        top = _top_k(scores, k)
-        return [Hit(rows[i][0], float(scores[i])) for i in top.tolist()]
+        ids, scores = index.search(query, k, max(k * RESCORE_FACTOR, RESCORE_MIN))
+        return [Hit(pid, s) for pid, s in zip(ids, scores, strict=True)]
 
     def _ids_for_rowids(self, rowids: np.ndarray) -> dict[int, str]:
         values = rowids.tolist()
