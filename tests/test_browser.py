@@ -1,6 +1,9 @@
 """The web page in headless Chromium (Debian's /usr/bin/chromium driven by Playwright), served
 by the real ``ctir-es serve`` on the bundled sample: a category picked in the tree fills the
-grid with product images and score bars. Screenshots go to artifacts/screenshots/."""
+grid with product images and score bars; on a text-only index the legend names only the
+sources that ranked something, a query no word matched says so, Previous/Next work only where
+they lead somewhere; a product shows its suggested categories; the audit lists suspects.
+Screenshots go to artifacts/screenshots/."""
 
 from __future__ import annotations
 
@@ -22,6 +25,33 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
                                                       "(apt-get install chromium; .ci/run installs it)"),
 ]
+
+
+@pytest.fixture(scope="module")
+def text_only_server(tmp_path_factory: pytest.TempPathFactory, tiny_text_model_dir: Path):
+    """``ctir-es serve`` on the sample indexed without CLIP (the offline default)."""
+    tmp = tmp_path_factory.mktemp("text-only-page")
+    store = sample_store_file(tmp, tiny_text_model_dir, None)
+    (tmp / "server").mkdir()
+    with ServeProcess(store, tmp / "server") as server:
+        yield server
+
+
+def watch(page, server_url: str) -> tuple[list[str], list[str]]:
+    """Console errors and requests to other hosts (aborted), collected for the final asserts."""
+    errors: list[str] = []
+    outside: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.route("**/*", lambda route: (outside.append(route.request.url) or route.abort())
+               if not route.request.url.startswith(server_url) else route.continue_())
+    return errors, outside
+
+
+def shown(page, selector: str) -> bool:
+    """Rendered (not ``hidden``, not display:none through any ancestor)."""
+    return bool(page.evaluate("(s) => { const e = document.querySelector(s); "
+                              "return !!e && e.getClientRects().length > 0; }", selector))
 
 
 @pytest.fixture
@@ -109,6 +139,128 @@ def test_category_query_shows_an_image_grid(browser_page, tmp_path: Path, tiny_t
         page.wait_for_selector("#categorized li button")
         assert page.locator("#categorized li").count() == 5
         page.screenshot(path=str(SCREENSHOTS / "image-query-and-categorize.png"), full_page=False)
+
+    assert not errors, errors
+    assert not outside, f"the page tried to reach other hosts: {outside}"
+
+
+def test_text_only_legend_pager_and_the_no_word_notice(browser_page, text_only_server) -> None:
+    page, server = browser_page, text_only_server
+    errors, outside = watch(page, server.url)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#health:has-text('280 products')")
+
+    # before any query: no legend, no pager, nothing to click
+    assert not shown(page, "#legend") and not shown(page, "#pager") and not shown(page, "#notices")
+    assert page.is_disabled("#prev") and page.is_disabled("#next")
+
+    # a category query on a text-only index: bm25 and text bars, and no image entry anywhere
+    page.fill("#q", "Kitchen & Dining > Cookware")
+    page.click("#go")
+    page.wait_for_selector("#status:has-text('results 1–24')")
+    legend = page.locator("#legend [data-source]")
+    assert sorted(legend.evaluate_all("els => els.map(e => e.dataset.source)")) == ["bm25", "text"]
+    assert "image" not in page.inner_text("#legend")
+    assert page.locator("#results .card .fill.image").count() == 0
+    assert not shown(page, "#notices")
+    # first page: Previous leads nowhere, Next does
+    assert shown(page, "#pager") and page.is_disabled("#prev") and page.is_enabled("#next")
+
+    # page to the end: Next turns off on the last page, Previous stays on
+    page.select_option("#k", "48")
+    page.wait_for_selector("#status:has-text('results 1–48')")
+    for _ in range(10):
+        if page.is_disabled("#next"):
+            break
+        before = page.inner_text("#status")
+        page.click("#next")
+        page.wait_for_function("(s) => { const t = document.querySelector('#status').textContent; "
+                               "return t !== s && !t.startsWith('Searching'); }", arg=before)
+    status = page.inner_text("#status")
+    assert "(end)" in status and page.is_disabled("#next") and page.is_enabled("#prev"), status
+
+    # nonsense words: the results come from vectors only, and the page says so
+    page.fill("#q", "xqzvbnm plorf")
+    page.select_option("#mode", "text")
+    page.click("#go")
+    page.wait_for_selector("#notices li")
+    assert shown(page, "#notices")
+    assert "no product matched the words" in page.inner_text("#notices")
+    assert legend.evaluate_all("els => els.map(e => e.dataset.source)") == ["text"]  # bm25 ranked nothing
+    assert page.locator("#results .card .fill.bm25").count() == 0
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "no-word-matched.png"), full_page=False)
+
+    # a query with words again: the notice goes away
+    page.fill("#q", "steel")
+    page.click("#go")
+    page.wait_for_selector("#status:has-text('text query “steel”')")
+    assert not shown(page, "#notices")
+
+    assert not errors, errors
+    assert not outside, f"the page tried to reach other hosts: {outside}"
+
+
+def test_product_view_suggests_categories_and_audit_lists_suspects(browser_page, text_only_server) -> None:
+    page, server = browser_page, text_only_server
+    errors, outside = watch(page, server.url)
+    page.goto(server.url + "/?q=" + "Kitchen+%26+Dining+%3E+Cookware")
+    page.wait_for_selector("#results .card")
+
+    # a product's details: its own category, and the suggested categories with their signals
+    first = page.locator("#results .card").first
+    product_id = first.get_attribute("data-id")
+    title = first.locator(".title").inner_text()
+    first.locator("button.details").click()
+    page.wait_for_selector("#product-view:not([hidden]) #suggested tbody tr td button")
+    assert page.inner_text("#product-title") == title
+    assert product_id in page.inner_text("#product-id")
+    assert not shown(page, "#results-view")
+    rows = page.locator("#suggested tbody tr")
+    assert 1 <= rows.count() <= 8
+    scores = [float(t.rstrip("%")) for t in rows.locator("td:nth-child(2)").all_inner_texts()]
+    assert all(0 <= x <= 100 for x in scores) and max(scores) > 0
+    assert "title" in page.inner_text("#suggested")  # the title-vector vote is named
+    suggested_path = page.inner_text("#suggested-path")
+    assert suggested_path.startswith("Suggested: ") and "filed)" in suggested_path
+    page.screenshot(path=str(SCREENSHOTS / "product-suggested-categories.png"), full_page=False)
+    # back to the same results, with their status
+    page.click("#product-back")
+    assert shown(page, "#results-view") and "results 1–24" in page.inner_text("#status")
+
+    # the audit: suspects with their stored and suggested categories and the gap
+    page.click("#audit-open")
+    page.wait_for_selector("#audit tbody tr")
+    entries = page.locator("#audit tbody tr")
+    assert entries.count() == 20
+    assert "most suspicious of 280 products audited" in page.inner_text("#status")
+    row = entries.first
+    stored, suggested = row.locator("td:nth-child(2)").inner_text(), row.locator("td:nth-child(3)").inner_text()
+    assert stored and suggested and stored != suggested
+    gaps = [float(t) for t in entries.locator("td:nth-child(4)").all_inner_texts()]
+    suspicion = [float(t) for t in entries.locator("td:nth-child(5)").all_inner_texts()]
+    assert gaps[0] > 0 and all(0 <= g <= 1 for g in gaps) and suspicion == sorted(suspicion, reverse=True)
+    page.screenshot(path=str(SCREENSHOTS / "audit.png"), full_page=False)
+    # narrowed to a subtree
+    page.fill("#audit-within", "Watches")
+    page.select_option("#audit-k", "10")
+    page.click("#audit-form button[type=submit]")
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('products audited') && "
+                           "document.querySelectorAll('#audit tbody tr').length <= 10")
+    assert all(p.startswith("Watches") for p in entries.locator("td:nth-child(2)").all_inner_texts())
+    # a suspect's product view, and back to the audit
+    suspect = entries.first.locator("td:first-child button")
+    name = suspect.inner_text()
+    suspect.click()
+    page.wait_for_selector("#product-view:not([hidden]) #suggested tbody tr td button")
+    assert page.inner_text("#product-title") == name
+    page.click("#product-back")
+    assert shown(page, "#audit-view") and not shown(page, "#product-view")
+    # a suggested category is a search
+    target = entries.first.locator("td:nth-child(3) button").inner_text().replace(" › ", " > ")
+    entries.first.locator("td:nth-child(3) button").click()
+    page.wait_for_selector("#results-view:not([hidden]) #results .card")
+    assert page.input_value("#q") == target
 
     assert not errors, errors
     assert not outside, f"the page tried to reach other hosts: {outside}"
