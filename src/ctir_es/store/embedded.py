@@ -663,8 +663,11 @@ class EmbeddedStore:
 
     def _lexical(self, query: LexicalQuery, k: int, filters: Sequence[Filter]) -> list[Hit]:
         if self._lex is not None:
-            loaded = next(iter(self._vectors.values()), None)  # current: dropped on any change
-            known = (loaded.rowids, loaded.ids) if loaded is not None else None
+            # rowid -> id maps of the current snapshot (both are dropped on any change)
+            loaded = next(iter(self._vectors.values()), None)
+            index = next(iter(self._ann.values()), None)
+            known = ((loaded.rowids, loaded.ids) if loaded is not None
+                     else (index.rowids, index.ids) if index is not None else None)
             return self._lex.search(self.conn, query, k, filters, known)
         fields = [f for f in LEXICAL_FIELDS if query.weights.get(f, 0) > 0]
         expr = fts_query(query.text, fields) if fields else None

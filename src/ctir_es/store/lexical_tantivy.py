@@ -310,7 +310,8 @@ class TantivyLexical:
     def search(self, conn: sqlite3.Connection, query: LexicalQuery, k: int, filters: Sequence[Filter],
                known: tuple[Any, Any] | None = None) -> list[Hit]:
         """``known``: (sorted rowids, ids) of the current SQLite snapshot (a loaded vector
-        matrix), used to name hits without SQL; other rowids are looked up in SQLite."""
+        matrix or approximate index), used to name hits without SQL; other rowids are looked up
+        in SQLite."""
         q = self.query(query, filters)
         if q is None:
             return []
@@ -327,7 +328,8 @@ class TantivyLexical:
             arr = np.asarray(rowids, dtype=np.int64)
             pos = np.minimum(np.searchsorted(known[0], arr), len(known[0]) - 1)
             hit = known[0][pos] == arr
-            ids = dict(zip(arr[hit].tolist(), known[1][pos[hit]].tolist(), strict=True))
+            names = known[1][pos[hit]].tolist()  # str, or UTF-8 bytes from an approximate index's map
+            ids = dict(zip(arr[hit].tolist(), [n.decode() if isinstance(n, bytes) else n for n in names], strict=True))
             missing = arr[~hit].tolist()
         if missing:
             marks = ",".join("?" * len(missing))
