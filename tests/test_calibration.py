@@ -248,6 +248,15 @@ def test_tune_for_hidden_or_both(sample: Search) -> None:
     assert both.hidden is not None and both.settings["tune_for"] == "both"
 
 
+def test_an_index_without_categories_cannot_be_calibrated(tmp_path: Path, tiny_text_model_dir: Path) -> None:
+    text, _ = encoders(tiny_text_model_dir, None)
+    search = Search(EmbeddedStore(tmp_path / "plain.db"), text, None)
+    search.index([{"id": f"p{i}", "title": f"steel bottle {i}"} for i in range(40)])
+    with pytest.raises(StoreError, match="too few categorised products"):
+        calibrate(search, CalibrationConfig(held_out=1.0))
+    search.close()
+
+
 # ---------------------------------------------------------------- CLI
 
 
