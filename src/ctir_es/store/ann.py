@@ -34,7 +34,8 @@ from ..errors import MissingExtraError
 
 KINDS = ("sq8", "ivf", "hnsw")
 GENERATION_KEY = "vectors_generation"
-IVF_NPROBE = 16
+IVF_PROBE_SHARE = 0.05  # lists scanned per query: 5% of them (at least IVF_MIN_PROBE); recall@10
+IVF_MIN_PROBE = 16      # on MiniLM title vectors at 100k was 0.944 with 16 of 632 lists (2.5%)
 IVF_MAX_LISTS = 4096
 IVF_TRAIN_PER_LIST = 40  # k-means sample: 40 vectors per list (faiss warns below 39)
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 40, 128
@@ -97,7 +98,7 @@ def build(kind: str, matrix: np.ndarray) -> Any:
 def tune(kind: str, index: Any) -> None:
     """Search-time parameters (not all are saved with the index)."""
     if kind == "ivf":
-        index.nprobe = min(index.nlist, IVF_NPROBE)
+        index.nprobe = min(index.nlist, max(IVF_MIN_PROBE, round(index.nlist * IVF_PROBE_SHARE)))
     elif kind == "hnsw":
         index.hnsw.efSearch = HNSW_EF_SEARCH
 
