@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from service_support import ServeProcess, sample_image, sample_store_file
@@ -261,6 +262,13 @@ def test_product_view_suggests_categories_and_audit_lists_suspects(browser_page,
     entries.first.locator("td:nth-child(3) button").click()
     page.wait_for_selector("#results-view:not([hidden]) #results .card")
     assert page.input_value("#q") == target
+
+    # deep links to a product and to the audit
+    page.goto(f"{server.url}/?product={quote(product_id, safe='')}")
+    page.wait_for_selector("#product-view:not([hidden]) #suggested tbody tr td button")
+    assert page.inner_text("#product-title") == title
+    page.goto(f"{server.url}/?view=audit")
+    page.wait_for_selector("#audit-view:not([hidden]) #audit tbody tr")
 
     assert not errors, errors
     assert not outside, f"the page tried to reach other hosts: {outside}"
