@@ -12,7 +12,6 @@ level 1).
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -29,8 +28,10 @@ from ..products import CategoryPath, Product
 from ..ranking.plan import TITLE_VECTOR
 from ..store.base import VectorReader
 from .categorize import _text_encoder
+from .error_analysis import common_depth
 from .index import IndexBuilder, Progress
-from .protocol import dataset_hash, known_nodes
+from .output import md_table, md_title, write_task
+from .protocol import known_nodes
 
 KINDS: dict[str, str] = {
     "near": "moved to the existing path sharing the longest prefix (a sibling leaf when there is one)",
@@ -51,15 +52,6 @@ class AuditEvalConfig:
     rebuild: bool = False
 
 
-def _common(a: CategoryPath, b: CategoryPath) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def inject_noise(products: Sequence[Product], share: float, kind: str, seed: int) -> tuple[list[Product], dict[str, CategoryPath]]:
     """A copy of the catalogue with ``share`` of the categorized products moved; returns the
     noisy products and ``{moved id: original path}``."""
@@ -78,8 +70,8 @@ def inject_noise(products: Sequence[Product], share: float, kind: str, seed: int
         if kind == "far":
             pool = [q for q in others if q[0] != here[0]]
         else:
-            best = max(_common(q, here) for q in others)
-            pool = [q for q in others if _common(q, here) == best]
+            best = max(common_depth(q, here) for q in others)
+            pool = [q for q in others if common_depth(q, here) == best]
         target = rng.choice(pool or others)
         original[p.id] = here
         out.append(Product.from_mapping({**p.to_json(), "categories": [list(target)]}))
@@ -123,7 +115,7 @@ def score_audit(entries: Sequence[AuditEntry], original: Mapping[str, CategoryPa
     top_k = {e.id for e in entries[:50]}
     found = [e for e in moved if e.id in top_k]
     out["restore_rate_in_top50"] = (sum(e in restored for e in found) / len(found)) if found else 0.0
-    out["mean_shared_levels"] = float(np.mean([_common(original[e.id], e.stored) for e in moved])) if moved else 0.0
+    out["mean_shared_levels"] = float(np.mean([common_depth(original[e.id], e.stored) for e in moved])) if moved else 0.0
     return out
 
 
@@ -141,10 +133,8 @@ def evaluate_audit(
     examples: dict[str, Any] = {}
     for kind in config.kinds:
         noisy, original = inject_noise(products, config.noise, kind, config.seed)
-        digest = dataset_hash(noisy, f"audit-{kind}")
-        builder = IndexBuilder(noisy, digest, settings, Path(config.work_dir or settings.cache_dir / "eval"),
-                               progress=progress, rebuild=config.rebuild)
-        try:
+        with IndexBuilder.for_products(noisy, settings, kind=f"audit-{kind}", work_dir=config.work_dir,
+                                       progress=progress, rebuild=config.rebuild) as builder:
             index = builder.with_encoders(f"audit-{kind}", text_encoder=text)
             store = index.store
             labels = sorted(known_nodes(noisy))
@@ -164,8 +154,6 @@ def evaluate_audit(
             results[kind] = score_audit(entries, original, config.depth)
             examples[kind] = [{**e.to_json(), "moved": e.id in original,
                                "original": list(original.get(e.id, ()))} for e in entries[:10]]
-        finally:
-            builder.close()
     return {
         "task": "audit",
         "dataset": dict(dataset_meta or {}),
@@ -179,25 +167,17 @@ def evaluate_audit(
 
 def markdown(report: Mapping[str, Any], command: str = "") -> str:
     c = report["config"]
-    lines = [f"# Audit with {100 * c['noise']:.0f}% synthetic category noise", ""]
-    if command:
-        lines += ["```", command, "```", ""]
-    lines += [f"Seed {c['seed']}, audited depth {c['depth']}, {c['neighbours']} neighbours, {report['seconds']} s.", "",
-              ("| noise | moved / products | shared levels | AUC (mean gap) | AUC (max gap) | P@10 | P@50 | P@100 "
-               "| restored (depth) | restored (level 1) |"),
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for kind, r in report["results"].items():
-        lines.append(f"| {kind} | {r['moved']} / {r['products']} | {r['mean_shared_levels']:.2f} | {r['auc']:.3f} | "
-                     f"{r['auc_max_gap']:.3f} | {100 * r['precision@10']:.0f} | {100 * r['precision@50']:.0f} | "
-                     f"{100 * r['precision@100']:.0f} | {100 * r['restore_rate']:.1f} | "
-                     f"{100 * r['restore_rate_level1']:.1f} |")
+    head = ["noise", "moved / products", "shared levels", "AUC (mean gap)", "AUC (max gap)", "P@10", "P@50",
+            "P@100", "restored (depth)", "restored (level 1)"]
+    rows = [[kind, f"{r['moved']} / {r['products']}", f"{r['mean_shared_levels']:.2f}", f"{r['auc']:.3f}",
+             f"{r['auc_max_gap']:.3f}", *(f"{100 * r[f'precision@{k}']:.0f}" for k in PRECISION_AT),
+             f"{100 * r['restore_rate']:.1f}", f"{100 * r['restore_rate_level1']:.1f}"]
+            for kind, r in report["results"].items()]
+    lines = [*md_title(f"Audit with {100 * c['noise']:.0f}% synthetic category noise", command),
+             f"Seed {c['seed']}, audited depth {c['depth']}, {c['neighbours']} neighbours, {report['seconds']} s.", "",
+             *md_table(head, rows)]
     return "\n".join(lines) + "\n"
 
 
 def write(report: Mapping[str, Any], out_dir: Path, command: str = "") -> dict[str, str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    js = out_dir / "audit.json"
-    js.write_text(json.dumps({**report, "command": command}, indent=1, default=str), encoding="utf-8")
-    md = out_dir / "audit.md"
-    md.write_text(markdown(report, command), encoding="utf-8")
-    return {"json": str(js), "markdown": str(md)}
+    return write_task(report, out_dir, "audit", markdown, command)

@@ -35,7 +35,8 @@ from ..products import CategoryPath, Product, path_prefixes
 from ..ranking.plan import CLIP_ITA_VECTOR, TITLE_VECTOR
 from ..store.base import VectorReader
 from .index import IndexBuilder, Progress
-from .protocol import SplitSpec, dataset_hash, known_nodes, split_products
+from .output import md_table, md_title, write_task
+from .protocol import SplitSpec, known_nodes, split_products
 
 LABEL_SPACES: dict[str, str] = {
     "train": "the categories of train products (nothing else is known)",
@@ -242,15 +243,13 @@ def evaluate_categorize(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     meta = dict(dataset_meta or {})
-    digest = dataset_hash(products, str(meta.get("kind", "")))
     splits = split_products(products, config.split)
     train_nodes = known_nodes(splits["train"])
     by_id = {p.id: p for p in products}
-    meta.update({"hash": f"sha256:{digest}", "products": len(products),
-                 "splits": {k: len(v) for k, v in splits.items()}, "category_nodes": len(known_nodes(products))})
-    work_dir = Path(config.work_dir or settings.cache_dir / "eval")
-    builder = IndexBuilder(products, digest, settings, work_dir, progress=progress, rebuild=config.rebuild)
-    try:
+    with IndexBuilder.for_products(products, settings, kind=str(meta.get("kind", "")), work_dir=config.work_dir,
+                                   progress=progress, rebuild=config.rebuild) as builder:
+        meta.update({"hash": f"sha256:{builder.dataset_hash}", "products": len(products),
+                     "splits": {k: len(v) for k, v in splits.items()}, "category_nodes": len(known_nodes(products))})
         text = _text_encoder(settings, config.text_model)
         index = builder.with_encoders("categorize-text", text_encoder=text)
         store = index.store
@@ -307,47 +306,28 @@ def evaluate_categorize(
             "notes": notes,
             "seconds": round(time.perf_counter() - started, 1),
         }
-    finally:
-        builder.close()
 
 
 def markdown(report: Mapping[str, Any], command: str = "") -> str:
     levels = report["config"]["levels"]
-    lines = [f"# Categorization on {report['dataset'].get('source', '?')}", ""]
-    if command:
-        lines += ["```", command, "```", ""]
     ds = report["dataset"]
-    lines.append(f"{ds['products']} products, split {ds['splits']}, label space {report['label_space']['kind']} "
-                 f"({report['label_space']['labels']} nodes), {report['config']['neighbours']} neighbours, "
-                 f"{report['seconds']} s. Percent; test products.")
-    lines.append("")
+    lines = md_title(f"Categorization on {ds.get('source', '?')}", command)
+    lines += [(f"{ds['products']} products, split {ds['splits']}, label space {report['label_space']['kind']} "
+               f"({report['label_space']['labels']} nodes), {report['config']['neighbours']} neighbours, "
+               f"{report['seconds']} s. Percent; test products."), ""]
     head = ["signal"] + [f"L{lv} top-1 / top-5" for lv in levels] + ["hP / hR / hF", "ECE L1 / L2"]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
+    rows = []
     for name, row in report["results"].items():
-        cells = [name]
-        for lv in levels:
-            e = row["levels"].get(lv) or row["levels"].get(str(lv))
-            cells.append(f"{100 * e['top1']:.1f} / {100 * e['top5']:.1f}" if e else "-")
         h = row["hierarchical"]
-        cells.append(f"{100 * h['precision']:.1f} / {100 * h['recall']:.1f} / {100 * h['f1']:.1f}")
-        eces = [row["levels"].get(lv) or row["levels"].get(str(lv)) for lv in (1, 2)]
-        cells.append(" / ".join(f"{100 * e['ece']:.1f}" if e else "-" for e in eces))
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append([name, *(f"{100 * e['top1']:.1f} / {100 * e['top5']:.1f}" if e else "-"
+                             for e in _level_entries(row, levels)),
+                     f"{100 * h['precision']:.1f} / {100 * h['recall']:.1f} / {100 * h['f1']:.1f}",
+                     " / ".join(f"{100 * e['ece']:.1f}" if e else "-" for e in _level_entries(row, (1, 2)))])
+    lines += md_table(head, rows, len(head))
     lines += ["", "Seen / unseen categories, top-1 (n):", ""]
-    head = ["signal"] + [f"L{lv} seen / unseen" for lv in levels]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
-    for name, row in report["results"].items():
-        cells = [name]
-        for lv in levels:
-            e = row["levels"].get(lv) or row["levels"].get(str(lv))
-            if not e:
-                cells.append("-")
-                continue
-            s, u = e["seen"], e["unseen"]
-            cells.append(f"{_group(s)} / {_group(u)}")
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[name, *(f"{_group(e['seen'])} / {_group(e['unseen'])}" if e else "-" for e in _level_entries(row, levels))]
+            for name, row in report["results"].items()]
+    lines += md_table(["signal"] + [f"L{lv} seen / unseen" for lv in levels], rows, len(levels) + 1)
     tuning = report["tuning"]
     lines += ["", (f"Tuned weights: {tuning.get('chosen')} (val score {tuning.get('score', 0):.3f}, "
                    f"{tuning.get('tried')} combinations).")]
@@ -356,18 +336,17 @@ def markdown(report: Mapping[str, Any], command: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _level_entries(row: Mapping[str, Any], levels: Sequence[int]) -> list[Mapping[str, Any] | None]:
+    """A result row's entry per level (keys are ints in memory, strings once read from JSON)."""
+    return [row["levels"].get(lv) or row["levels"].get(str(lv)) for lv in levels]
+
+
 def _group(g: Mapping[str, Any]) -> str:
     return f"{100 * g['top1']:.1f} ({g['n']})" if g["top1"] is not None else f"- ({g['n']})"
 
 
 def write(report: Mapping[str, Any], out_dir: Path, command: str = "") -> dict[str, str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = {**report, "command": command}
-    js = out_dir / "categorize.json"
-    js.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    md = out_dir / "categorize.md"
-    md.write_text(markdown(report, command), encoding="utf-8")
-    return {"json": str(js), "markdown": str(md)}
+    return write_task(report, out_dir, "categorize", markdown, command)
 
 
 ProgressFn = Callable[[str, int, int | None], None]

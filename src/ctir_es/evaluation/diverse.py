@@ -9,7 +9,6 @@ result above them) and subtree P@10 (the precision cost).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ from ..products import Product, format_category_path, path_prefixes
 from ..search import Search
 from .categorize import _text_encoder
 from .index import IndexBuilder, Progress
-from .protocol import dataset_hash, known_nodes
+from .output import md_table, md_title, write_task
+from .protocol import known_nodes
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,8 @@ def evaluate_diverse(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     text = _text_encoder(settings, config.text_model)
-    digest = dataset_hash(products, str((dataset_meta or {}).get("kind", "")))
-    builder = IndexBuilder(products, digest, settings, Path(config.work_dir or settings.cache_dir / "eval"),
-                           progress=progress, rebuild=config.rebuild)
-    try:
+    with IndexBuilder.for_products(products, settings, kind=str((dataset_meta or {}).get("kind", "")),
+                                   work_dir=config.work_dir, progress=progress, rebuild=config.rebuild) as builder:
         index = builder.with_encoders("categorize-text", text_encoder=text)
         search = Search(index.store, text)
         nodes = sorted(n for n in known_nodes(products) if len(n) in config.levels)
@@ -85,28 +83,18 @@ def evaluate_diverse(
                 "config": {"lambdas": list(config.lambdas), "levels": list(config.levels), "k": config.k,
                            "duplicate": f"identical normalised title, or title-vector cosine >= {DUPLICATE_COSINE}"},
                 "results": results_out, "seconds": round(time.perf_counter() - started, 1)}
-    finally:
-        builder.close()
 
 
 def markdown(report: Mapping[str, Any], command: str = "") -> str:
-    lines = ["# Diversified category pages (MMR)", ""]
-    if command:
-        lines += ["```", command, "```", ""]
-    lines += [(f"{report['queries']} category queries (levels {report['config']['levels']}); "
-               f"near-duplicate: {report['config']['duplicate']}; {report['seconds']} s."), "",
-              "| ranking | near-duplicate rate @10 | queries with a near-duplicate | subtree P@10 |",
-              "|---|---:|---:|---:|"]
-    for name, r in report["results"].items():
-        lines.append(f"| {name} | {100 * r['near_duplicate_rate@10']:.1f} | {100 * r['queries_with_a_duplicate']:.1f} "
-                     f"| {100 * r['p@10']:.1f} |")
+    head = ["ranking", "near-duplicate rate @10", "queries with a near-duplicate", "subtree P@10"]
+    rows = [[name, f"{100 * r['near_duplicate_rate@10']:.1f}", f"{100 * r['queries_with_a_duplicate']:.1f}",
+             f"{100 * r['p@10']:.1f}"] for name, r in report["results"].items()]
+    lines = [*md_title("Diversified category pages (MMR)", command),
+             (f"{report['queries']} category queries (levels {report['config']['levels']}); "
+              f"near-duplicate: {report['config']['duplicate']}; {report['seconds']} s."), "",
+             *md_table(head, rows)]
     return "\n".join(lines) + "\n"
 
 
 def write(report: Mapping[str, Any], out_dir: Path, command: str = "") -> dict[str, str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    js = out_dir / "diverse.json"
-    js.write_text(json.dumps({**report, "command": command}, indent=1, default=str), encoding="utf-8")
-    md = out_dir / "diverse.md"
-    md.write_text(markdown(report, command), encoding="utf-8")
-    return {"json": str(js), "markdown": str(md)}
+    return write_task(report, out_dir, "diverse", markdown, command)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ..config import Settings
 from ..encoders.base import ImageEncoder, TextEncoder
@@ -24,6 +24,7 @@ from ..ingest.report import IngestReport
 from ..products import Product
 from ..store.base import Document, IndexSchema, Store
 from ..store.open import open_store
+from .protocol import dataset_hash
 
 MARKER_VERSION = 1
 Progress = Callable[[str, int, int | None], None]
@@ -91,6 +92,28 @@ class IndexBuilder:
         self.batch_size = batch_size
         self.rebuild = rebuild
         self.indexes: dict[str, EvalIndex] = {}
+
+    @classmethod
+    def for_products(
+        cls,
+        products: Sequence[Product],
+        settings: Settings,
+        *,
+        kind: str = "",
+        work_dir: Path | None = None,
+        progress: Progress = _noop,
+        rebuild: bool = False,
+    ) -> IndexBuilder:
+        """A builder for ``products`` keyed by their hash (``kind``, e.g. the reader, goes into
+        it) under ``work_dir`` (default ``<cache dir>/eval``); use it in a ``with`` block."""
+        return cls(products, dataset_hash(products, kind), settings, Path(work_dir or settings.cache_dir / "eval"),
+                   progress=progress, rebuild=rebuild)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- locations ------------------------------------------------------------------------
 
@@ -161,6 +184,21 @@ class IndexBuilder:
                           indexed, rejected, dict(report.images_missing))
         return index
 
+    def _index(self, key: str, manifests: list[dict[str, Any]],
+               fill: Callable[[Store, str], tuple[IngestReport, dict[str, str]]]) -> EvalIndex:
+        """Index ``key``: reused from an earlier run when its marker matches, else built in a
+        fresh store by ``fill(store, name)``, which returns the report and the rejections."""
+        name = self._name(index_tag(manifests))
+        settings = self._settings_for(name)
+        index = self._reuse(key, name, settings, manifests)
+        if index is None:
+            started = time.perf_counter()
+            store = self._fresh_store(settings)
+            report, rejected = fill(store, name)
+            index = self._finish(key, name, settings, store, started, report, rejected)
+        self.indexes[key] = index
+        return index
+
     def with_encoders(
         self,
         key: str,
@@ -172,13 +210,8 @@ class IndexBuilder:
         """The catalogue through the ingest ``Pipeline`` (title vectors and/or image vectors)."""
         if key in self.indexes:
             return self.indexes[key]
-        manifests = [e.manifest for e in (text_encoder, image_encoder) if e is not None]
-        name = self._name(index_tag(manifests))
-        settings = self._settings_for(name)
-        index = self._reuse(key, name, settings, manifests)
-        if index is None:
-            started = time.perf_counter()
-            store = self._fresh_store(settings)
+
+        def fill(store: Store, name: str) -> tuple[IngestReport, dict[str, str]]:
             report = IngestReport(source=f"evaluation:{self.dataset_hash[:16]}")
             options = IngestOptions(batch_size=self.batch_size, with_images=load_images is not None, resume=False)
             pipeline = Pipeline(store, text_encoder=text_encoder, image_encoder=image_encoder,
@@ -187,10 +220,9 @@ class IndexBuilder:
             self.progress(f"index {key}", 0, total)
             pipeline.run(self.products, report, checkpoint_key=f"eval:{name}",
                          on_batch=lambda r: self.progress(f"index {key}", r.indexed + r.rejected_total, total))
-            rejected = {r.location: f"{r.reason}: {r.detail}" for r in report.rejections}
-            index = self._finish(key, name, settings, store, started, report, rejected)
-        self.indexes[key] = index
-        return index
+            return report, {r.location: f"{r.reason}: {r.detail}" for r in report.rejections}
+
+        return self._index(key, [e.manifest for e in (text_encoder, image_encoder) if e is not None], fill)
 
     def with_documents(
         self,
@@ -202,25 +234,18 @@ class IndexBuilder:
         batch of products into documents; categories must never feed a vector (no leakage)."""
         if key in self.indexes:
             return self.indexes[key]
-        manifests = [dict(f.encoder) for f in schema.vectors.values()]
-        name = self._name(index_tag(manifests))
-        settings = self._settings_for(name)
-        index = self._reuse(key, name, settings, manifests)
-        if index is None:
-            started = time.perf_counter()
-            store = self._fresh_store(settings)
+
+        def fill(store: Store, name: str) -> tuple[IngestReport, dict[str, str]]:
             store.setup(schema)
-            report = IngestReport(source=f"evaluation:{self.dataset_hash[:16]}")
             rejected: dict[str, str] = {}
             total = len(self.products)
             for start in range(0, total, self.batch_size):
                 batch = list(self.products[start : start + self.batch_size])
-                result = store.upsert(make_documents(batch))
-                rejected.update(result.errors)
+                rejected.update(store.upsert(make_documents(batch)).errors)
                 self.progress(f"index {key}", min(start + self.batch_size, total), total)
-            index = self._finish(key, name, settings, store, started, report, rejected)
-        self.indexes[key] = index
-        return index
+            return IngestReport(source=f"evaluation:{self.dataset_hash[:16]}"), rejected
+
+        return self._index(key, [dict(f.encoder) for f in schema.vectors.values()], fill)
 
     def close(self) -> None:
         for index in self.indexes.values():

@@ -4,16 +4,17 @@ and qrels files, the topics, and a PNG plot. ``write_report`` returns what it wr
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .metrics import parse_metric
+from .output import md_table, md_title
 from .plot import plot
 from .protocol import QUERY_TEXTS, RELEVANCE, SETTINGS
-from .runner import EvalResult
+from .runner import EvalResult, SettingResult
 from .significance import significant_pairs
-from .systems import HybridSystem
+from .systems import HybridSystem, System
 from .trec import safe_name, write_qrels, write_queries, write_run
 
 # The paper's table columns, in its order, then the extra ones.
@@ -27,6 +28,8 @@ HEADERS: dict[str, str] = {
     "map@5": "mAP@5÷R", "map@10": "mAP@10÷R", "ndcg@10": "nDCG@10", "recall@100": "R@100",
 }
 COMPARE_METRICS: tuple[str, ...] = ("precision@10", "map_min@10", "map@10", "ndcg@10")
+
+T = TypeVar("T")
 
 
 def header(metric: str) -> str:
@@ -43,27 +46,26 @@ def table_metrics(result: EvalResult) -> list[str]:
     ]
 
 
+def measured(result: EvalResult, table: Callable[[SettingResult], Mapping[str, T]]) -> Iterator[tuple[str, System, T]]:
+    """``(setting, system, entry)`` for every system with an entry in ``table(setting result)``,
+    settings and systems in report order."""
+    for setting, res in result.settings.items():
+        for system in result.systems:
+            entry = table(res).get(system.name)
+            if entry is not None:
+                yield setting, system, entry
+
+
 def results_rows(result: EvalResult, short: bool = False) -> list[list[str]]:
     """``[setting, system, queries, metric...]`` rows of the main table (percent); ``short``
     uses setting keys and system names instead of labels (narrow terminals)."""
-    rows = []
     cols = table_metrics(result)
-    for setting, res in result.settings.items():
-        for system in result.systems:
-            means = res.means.get(system.name)
-            if means is None:
-                continue
-            rows.append([setting if short else SETTINGS[setting], system.name if short else system.label,
-                         str(len(res.test.queries)),
-                         *(pct(means.get(m) if res.test.queries else None) for m in cols)])
+    rows = []
+    for setting, system, means in measured(result, lambda r: r.means):
+        queries = result.settings[setting].test.queries
+        rows.append([setting if short else SETTINGS[setting], system.name if short else system.label,
+                     str(len(queries)), *(pct(means.get(m) if queries else None) for m in cols)])
     return rows
-
-
-def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]], align_right_from: int = 2) -> list[str]:
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join("---" if i < align_right_from else "---:" for i in range(len(head))) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
 
 
 def hybrid_findings(result: EvalResult) -> list[dict[str, Any]]:
@@ -92,13 +94,22 @@ def hybrid_findings(result: EvalResult) -> list[dict[str, Any]]:
 
 
 def markdown(result: EvalResult, command: str = "") -> str:
+    """The report in the paper's layout: one section after the other."""
+    lines = _header_md(result, command)
+    for section in (_query_sets_md, _results_md, _hybrid_md, _tuning_md, _by_level_md, _seen_md, _errors_md,
+                    _significance_md, _reproducibility_md):
+        lines += section(result)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _header_md(result: EvalResult, command: str) -> list[str]:
+    """Title, command, and what was measured how: dataset, split, queries, systems, time."""
     cfg = result.config
     ds = result.dataset
-    lines: list[str] = [f"# Category-to-image evaluation: {ds.get('kind', '')} {ds.get('source', '')}", ""]
-    if command:
-        lines += ["```bash", command, "```", ""]
+    lines = md_title(f"Category-to-image evaluation: {ds.get('kind', '')} {ds.get('source', '')}", command, "bash")
     splits = ds.get("splits", {})
-    lines += [
+    return lines + [
         f"- **Dataset:** {ds.get('products')} products ({ds.get('with_category')} with a category, "
         f"{ds.get('category_nodes')} category nodes), `{ds.get('hash')}`"
         + (f", first {cfg.limit} records (`--limit`)" if cfg.limit else ""),
@@ -111,46 +122,36 @@ def markdown(result: EvalResult, command: str = "") -> str:
         "titles or images)."),
         f"- **Wall time:** {result.wall_seconds:.0f} s.",
         "",
-        "## Query sets",
-        "",
-        *_md_table(["setting", "test queries", "seen / unseen", "levels", "relevant per query (mean, max)",
-                    "P@10 ceiling", "val queries"], [
-            [SETTINGS[name], str(t["queries"]), f"{t['seen']} / {t['unseen']}",
-             ", ".join(f"{lv}: {n}" for lv, n in t["levels"].items()),
-             f"{t['relevant_mean']:.1f}, {t['relevant_max']}", pct(t["p10_ceiling"]), str(v["queries"])]
-            for name, res in result.settings.items()
-            for t, v in [(res.test.summary(), res.val.summary())]
-        ], 1),
-        "",
-        ("P@10 ceiling: the best P@10 any ranking can reach, mean of min(R, 10) / 10 (a leaf with one "
-         "relevant product caps P@10 at 10%)."),
-        "",
-        "## Results on the test split (percent)",
-        "",
-        ("mAP@k follows the paper: AP@k divided by min(k, R). mAP@k÷R is the trec_eval / ranx convention "
-        "(divided by all R relevant products). R-prec is precision at R."),
-        "",
     ]
-    cols = table_metrics(result)
-    lines += _md_table(["setting", "system", "queries", *(header(m) for m in cols)], results_rows(result), 2)
-    lines.append("")
+
+
+def _query_sets_md(result: EvalResult) -> list[str]:
+    """Per setting: test queries, seen / unseen, levels, relevant products, the P@10 ceiling."""
+    rows = []
+    for name, res in result.settings.items():
+        t, v = res.test.summary(), res.val.summary()
+        rows.append([SETTINGS[name], str(t["queries"]), f"{t['seen']} / {t['unseen']}",
+                     ", ".join(f"{lv}: {n}" for lv, n in t["levels"].items()),
+                     f"{t['relevant_mean']:.1f}, {t['relevant_max']}", pct(t["p10_ceiling"]), str(v["queries"])])
+    head = ["setting", "test queries", "seen / unseen", "levels", "relevant per query (mean, max)",
+            "P@10 ceiling", "val queries"]
+    return ["## Query sets", "", *md_table(head, rows, 1), "",
+            ("P@10 ceiling: the best P@10 any ranking can reach, mean of min(R, 10) / 10 (a leaf with one "
+             "relevant product caps P@10 at 10%)."), ""]
+
+
+def _results_md(result: EvalResult) -> list[str]:
+    """The main table (percent), then the systems that were not measured and why."""
+    lines = ["## Results on the test split (percent)", "",
+             ("mAP@k follows the paper: AP@k divided by min(k, R). mAP@k÷R is the trec_eval / ranx convention "
+              "(divided by all R relevant products). R-prec is precision at R."), ""]
+    head = ["setting", "system", "queries", *(header(m) for m in table_metrics(result))]
+    lines += [*md_table(head, results_rows(result), 2), ""]
     if result.skipped:
         lines += ["Not measured:", ""]
         lines += [f"- {s.label} (`{s.name}`): {s.reason}" for s in result.skipped]
         lines.append("")
-
-    lines += _hybrid_md(result)
-    lines += _tuning_md(result)
-    lines += _by_level_md(result)
-    lines += _seen_md(result)
-    lines += _errors_md(result)
-    sig_lines = _significance_md(result)
-    if sig_lines:
-        lines += sig_lines
-
-    lines += _reproducibility_md(result)
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _hybrid_md(result: EvalResult) -> list[str]:
@@ -169,7 +170,7 @@ def _hybrid_md(result: EvalResult) -> list[str]:
             f"{pct(f['value'])} ({100 * f['delta']:+.2f} vs {f['best_component']}{p})")
     rows = [[SETTINGS[setting], hybrid, *(by.get(m, "-") for m in COMPARE_METRICS)]
             for (setting, hybrid), by in cells.items()]
-    lines += _md_table(["setting", "hybrid", *(header(m) for m in COMPARE_METRICS)], rows, 2)
+    lines += md_table(["setting", "hybrid", *(header(m) for m in COMPARE_METRICS)], rows, 2)
     lines.append("")
     return lines
 
@@ -190,7 +191,7 @@ def _tuning_md(result: EvalResult) -> list[str]:
              (f"BM25 weight w (the dense system gets 1 - w) over the grid "
               f"{', '.join(f'{w:g}' for w in cfg.linear_grid)}, maximising {header(cfg.tune_metric)} on the "
               "validation queries; scores are min-max normalised per list."), ""]
-    lines += _md_table(["setting", "hybrid", "val queries", "w", f"val {header(cfg.tune_metric)}", "note"],
+    lines += md_table(["setting", "hybrid", "val queries", "w", f"val {header(cfg.tune_metric)}", "note"],
                        rows, 2)
     lines.append("")
     return lines
@@ -214,7 +215,7 @@ def _by_level_md(result: EvalResult) -> list[str]:
             rows.append([system.label, *(f"{pct(per[lv].get('precision@10'))} / {pct(per[lv].get('map_min@10'))}"
                                          for lv in levels)])
         lines += [f"**{SETTINGS[setting]}**", ""]
-        lines += _md_table(head, rows, 1)
+        lines += md_table(head, rows, 1)
         lines.append("")
     return lines
 
@@ -223,21 +224,16 @@ def _seen_md(result: EvalResult) -> list[str]:
     """P@10 / mAP@10 of query categories seen in training and of unseen ones."""
     lines = ["## Seen and unseen categories (test split)", "",
              "A query category is seen when some training product is filed under it. P@10 / mAP@10.", ""]
-    rows: list[list[str]] = []
-    for setting, res in result.settings.items():
-        for system in result.systems:
-            per = res.by_seen.get(system.name)
-            if per is None:
-                continue
-            cells: list[str] = []
-            for part in ("seen", "unseen"):
-                g = per.get(part, {})
-                n = int(g.get("queries", 0))
-                cells.append(f"{n}: {pct(g.get('precision@10'))} / {pct(g.get('map_min@10'))}" if n else "0: -")
-            rows.append([SETTINGS[setting], system.label, *cells])
-    lines += _md_table(["setting", "system", "seen (n: P@10 / mAP@10)", "unseen (n: P@10 / mAP@10)"], rows, 2)
+    rows = [[SETTINGS[setting], system.label, *(_seen_cell(per.get(part, {})) for part in ("seen", "unseen"))]
+            for setting, system, per in measured(result, lambda r: r.by_seen)]
+    lines += md_table(["setting", "system", "seen (n: P@10 / mAP@10)", "unseen (n: P@10 / mAP@10)"], rows, 2)
     lines.append("")
     return lines
+
+
+def _seen_cell(group: Mapping[str, float]) -> str:
+    n = int(group.get("queries", 0))
+    return f"{n}: {pct(group.get('precision@10'))} / {pct(group.get('map_min@10'))}" if n else "0: -"
 
 
 def _errors_md(result: EvalResult) -> list[str]:
@@ -246,29 +242,28 @@ def _errors_md(result: EvalResult) -> list[str]:
              ("Where the non-relevant products in each system's top 10 sit relative to the query category: "
               "in another top-level tree, or in the same tree and how many levels above the query they "
               "meet (1 = a sibling category)."), ""]
-    rows: list[list[str]] = []
-    for setting, res in result.settings.items():
-        for system in result.systems:
-            e = res.errors.get(system.name)
-            if e is None:
-                continue
-            wrong = e["wrong"]
-            by_kind = e["by_kind"]
-            ups = e["levels_up"]
-
-            def share(n: int, wrong: int = wrong) -> str:
-                return f"{n} ({100 * n / wrong:.0f}%)" if wrong else "0"
-
-            deep = sum(n for lv, n in ups.items() if int(lv) >= 3)
-            rows.append([SETTINGS[setting], system.label, f"{wrong}/{e['retrieved']}",
-                         share(by_kind["different tree"]), share(by_kind["same tree"]),
-                         str(ups.get("1", 0)), str(ups.get("2", 0)), str(deep),
-                         "-" if e["mean_levels_up"] is None else f"{e['mean_levels_up']:.2f}",
-                         str(by_kind["inside node"] + by_kind["no category"])])
-    lines += _md_table(["setting", "system", "wrong / shown", "other tree", "same tree", "1 up", "2 up",
+    rows = [[SETTINGS[setting], system.label, *_error_cells(e)]
+            for setting, system, e in measured(result, lambda r: r.errors)]
+    lines += md_table(["setting", "system", "wrong / shown", "other tree", "same tree", "1 up", "2 up",
                         "3+ up", "mean up", "other"], rows, 2)
     lines.append("")
     return lines
+
+
+def _error_cells(e: Mapping[str, Any]) -> list[str]:
+    """One system's error analysis as table cells (counts, and shares of the wrong results)."""
+    wrong = e["wrong"]
+    by_kind = e["by_kind"]
+    ups = e["levels_up"]
+
+    def share(n: int) -> str:
+        return f"{n} ({100 * n / wrong:.0f}%)" if wrong else "0"
+
+    deep = sum(n for lv, n in ups.items() if int(lv) >= 3)
+    return [f"{wrong}/{e['retrieved']}", share(by_kind["different tree"]), share(by_kind["same tree"]),
+            str(ups.get("1", 0)), str(ups.get("2", 0)), str(deep),
+            "-" if e["mean_levels_up"] is None else f"{e['mean_levels_up']:.2f}",
+            str(by_kind["inside node"] + by_kind["no category"])]
 
 
 def _reproducibility_md(result: EvalResult) -> list[str]:

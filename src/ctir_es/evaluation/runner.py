@@ -24,7 +24,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..filters import Filter
 from ..ingest.report import IngestReport
-from ..products import Product
+from ..products import CategoryPath, Product
 from ..ranking.fusion import fuse
 from ..store.base import Hit, LexicalQuery, Store, VectorQuery
 from . import error_analysis, metrics, significance
@@ -37,7 +37,6 @@ from .protocol import (
     SplitSpec,
     build_query_set,
     check_choice,
-    dataset_hash,
     known_nodes,
     split_products,
 )
@@ -414,26 +413,58 @@ def evaluate_products(
     dataset_meta: Mapping[str, Any] | None = None,
     progress: Progress = _noop,
 ) -> EvalResult:
+    """Split ``products``, build the evaluation indexes, and measure every chosen system in
+    every setting of ``config``."""
     started = time.perf_counter()
     meta = dict(dataset_meta or {})
-    digest = dataset_hash(products, str(meta.get("kind", "")))
     splits = split_products(products, config.split)
-    train_nodes = known_nodes(splits["train"])
-    meta.update({
-        "hash": f"sha256:{digest}",
-        "products": len(products),
-        "with_category": sum(1 for p in products if p.categories),
-        "category_nodes": len(known_nodes(products)),
-        "splits": {name: len(items) for name, items in splits.items()},
-    })
-    work_dir = Path(config.work_dir or settings.cache_dir / "eval")
-    builder = IndexBuilder(products, digest, settings, work_dir, progress=progress, rebuild=config.rebuild)
     notes: list[str] = []
-    try:
+    with IndexBuilder.for_products(products, settings, kind=str(meta.get("kind", "")), work_dir=config.work_dir,
+                                   progress=progress, rebuild=config.rebuild) as builder:
+        meta.update({
+            "hash": f"sha256:{builder.dataset_hash}",
+            "products": len(products),
+            "with_category": sum(1 for p in products if p.categories),
+            "category_nodes": len(known_nodes(products)),
+            "splits": {name: len(items) for name, items in splits.items()},
+        })
+        ctx = ProviderContext(builder, settings, config.text_models, config.trained, progress, needed(config.systems),
+                              notes, config.split)
+        lineup = Lineup.choose(config, ctx)
+        run = SettingRun(config, lineup, builder.indexes, splits, known_nodes(splits["train"]),
+                         {p.id: p for p in products}, notes, progress)
+        results = {setting: run.evaluate(setting) for setting in config.settings}
+        return EvalResult(
+            config=config,
+            dataset=meta,
+            systems=lineup.reported,
+            skipped=lineup.skipped,
+            settings=results,
+            indexes=[i.to_json() for i in builder.indexes.values()],
+            environment=environment(),
+            products=run.by_id,
+            wall_seconds=time.perf_counter() - started,
+            notes=notes,
+        )
+
+
+@dataclass
+class Lineup:
+    """The systems of one evaluation: the base systems that run, the hybrids fused from them,
+    the ones reported (not components run only for a hybrid) and the ones skipped."""
+
+    lexical: list[LexicalSystem]
+    dense: list[DenseSystem]
+    hybrids: list[HybridSystem]
+    reported: list[System]
+    skipped: list[Skipped]
+    lexical_index: str  # the index the lexical systems search (any index has BM25)
+
+    @classmethod
+    def choose(cls, config: EvalConfig, ctx: ProviderContext) -> Lineup:
+        """Every system ``config.systems`` selects (and the components its hybrids need); the
+        providers build the dense systems' indexes."""
         chosen = selector(config.systems)
-        need = needed(config.systems)
-        ctx = ProviderContext(builder, settings, config.text_models, config.trained, progress, need, notes,
-                              config.split)
         dense: list[DenseSystem] = []
         skipped: list[Skipped] = []
         for provider in PROVIDERS.values():
@@ -442,7 +473,7 @@ def evaluate_products(
                     skipped.append(item)
                 else:
                     dense.append(item)
-        lexical = [s for name, s in LEXICAL_SYSTEMS.items() if need(name)]
+        lexical = [s for name, s in LEXICAL_SYSTEMS.items() if ctx.wanted(name)]
         hybrids = [
             HybridSystem(hybrid_name(f, config.hybrid_lexical, d.name), hybrid_label(f, d.label),
                          config.hybrid_lexical, d.name, f)
@@ -455,82 +486,88 @@ def evaluate_products(
         if not systems:
             raise ConfigError(f"no system matches --systems {','.join(config.systems)}; "
                               f"available: {', '.join([*LEXICAL_SYSTEMS, 'minilm', 'mpnet', 'clip', 'rrf:*', 'linear:*'])}")
-        lexical_index = dense[0].index if dense else builder.with_encoders("bm25").key
-        reported = [s for s in systems if chosen(s.name)] or systems  # not components run only for a hybrid
-        dense_by_name = {d.name: d for d in dense}
+        lexical_index = dense[0].index if dense else ctx.builder.with_encoders("bm25").key
+        reported = [s for s in systems if chosen(s.name)] or systems
+        return cls(lexical, dense, hybrids, reported, skipped, lexical_index)
 
-        def active(system: System, setting: str) -> bool:
-            """Trained models run in the setting they were trained for (when they say which)."""
-            runs: System = dense_by_name.get(system.dense, system) if isinstance(system, HybridSystem) else system
-            return not isinstance(runs, DenseSystem) or not runs.settings or setting in runs.settings
-        by_id = {p.id: p for p in products}
+    def active(self, system: System, setting: str) -> bool:
+        """Trained models run in the setting they were trained for (when they say which)."""
+        dense_by_name = {d.name: d for d in self.dense}
+        runs: System = dense_by_name.get(system.dense, system) if isinstance(system, HybridSystem) else system
+        return not isinstance(runs, DenseSystem) or not runs.settings or setting in runs.settings
 
-        results: dict[str, SettingResult] = {}
-        for setting in config.settings:
-            t0 = time.perf_counter()
-            test_set, val_set = (
-                build_query_set(splits[part], setting, split=part, train_nodes=train_nodes,
-                                query_text_mode=config.query_text, relevance=config.relevance,
-                                seed=config.split.seed)
-                for part in ("test", "val"))
-            res = SettingResult(setting, test_set, val_set)
-            label = SETTINGS[setting]
-            if not test_set.queries:
-                notes.append(f"{label}: no test queries (the test split holds "
-                             f"{sum(1 for p in splits['test'] if p.categories)} products with a category); "
-                             "its rows are empty - use a larger catalogue or another --split")
-            runner = SystemRunner(lexical, [d for d in dense if active(d, setting)], builder.indexes,
-                                  lexical_index, config.depth)
-            here = [h for h in hybrids if active(h, setting)]
-            val_base = runner.run(val_set, progress, f"{label}: validation queries") if here else {}
-            test_base = runner.run(test_set, progress, f"{label}: test queries")
-            for h in here:
-                if h.fusion == "linear":
-                    res.tuning[h.name] = tune_linear(h, val_set, val_base, config.linear_grid,
-                                                     config.tune_metric, config.depth)
-            for s in (r for r in reported if active(r, setting)):
-                if isinstance(s, HybridSystem):
-                    w = res.tuning[s.name]["chosen"] if s.name in res.tuning else None
-                    run = {q.qid: to_run(fused_ids(s, test_base, q.qid, config.depth, w)) for q in test_set.queries}
-                else:
-                    run = {q.qid: to_run(_dedup(h.id for h in test_base[s.name].get(q.qid, [])))
-                           for q in test_set.queries}
-                res.runs[s.name] = run
-                wanted_metrics = _dedup([*config.metrics, *PK_METRICS, *config.significance_metrics])
-                pq = metrics.per_query(test_set.qrels, run, wanted_metrics)
-                res.per_query[s.name] = pq
-                res.means[s.name] = {m: metrics.mean(v) for m, v in pq.items()}
-                levels: dict[int, list[str]] = {}
-                seen: dict[str, list[str]] = {"seen": [], "unseen": []}
-                for q in test_set.queries:
-                    levels.setdefault(q.level, []).append(q.qid)
-                    seen["seen" if q.seen else "unseen"].append(q.qid)
-                res.by_level[s.name] = _group_means(pq, dict(sorted(levels.items())))
-                res.by_seen[s.name] = _group_means(pq, seen)
-                rankings = {qid: metrics.ranking(scores) for qid, scores in run.items()}
-                res.errors[s.name] = error_analysis.analyse(test_set, rankings, by_id, config.error_k)
-            if config.significance:
-                progress(f"{label}: significance tests", 0, None)
-                res.significance = significance.compare(
-                    test_set.qrels, res.runs, config.significance_metrics, stat_test=config.stat_test,
-                    max_p=config.max_p, seed=config.split.seed)
-            res.seconds = time.perf_counter() - t0
-            results[setting] = res
 
-        return EvalResult(
-            config=config,
-            dataset=meta,
-            systems=reported,
-            skipped=skipped,
-            settings=results,
-            indexes=[i.to_json() for i in builder.indexes.values()],
-            environment=environment(),
-            products=by_id,
-            wall_seconds=time.perf_counter() - started,
-            notes=notes,
-        )
-    finally:
-        builder.close()
+@dataclass
+class SettingRun:
+    """Runs a lineup in one setting after the other: query sets, base runs, fusion tuned on the
+    validation queries, then the metrics of the test runs."""
+
+    config: EvalConfig
+    lineup: Lineup
+    indexes: Mapping[str, EvalIndex]
+    splits: Mapping[str, list[Product]]
+    train_nodes: set[CategoryPath]  # a test query is "seen" when its category is among these
+    by_id: dict[str, Product]
+    notes: list[str]
+    progress: Progress
+
+    def evaluate(self, setting: str) -> SettingResult:
+        config, lineup = self.config, self.lineup
+        t0 = time.perf_counter()
+        test_set, val_set = (self._query_set(setting, part) for part in ("test", "val"))
+        res = SettingResult(setting, test_set, val_set)
+        label = SETTINGS[setting]
+        if not test_set.queries:
+            self.notes.append(f"{label}: no test queries (the test split holds "
+                              f"{sum(1 for p in self.splits['test'] if p.categories)} products with a category); "
+                              "its rows are empty - use a larger catalogue or another --split")
+        runner = SystemRunner(lineup.lexical, [d for d in lineup.dense if lineup.active(d, setting)], self.indexes,
+                              lineup.lexical_index, config.depth)
+        here = [h for h in lineup.hybrids if lineup.active(h, setting)]
+        val_base = runner.run(val_set, self.progress, f"{label}: validation queries") if here else {}
+        test_base = runner.run(test_set, self.progress, f"{label}: test queries")
+        for h in here:
+            if h.fusion == "linear":
+                res.tuning[h.name] = tune_linear(h, val_set, val_base, config.linear_grid, config.tune_metric,
+                                                 config.depth)
+        for s in (r for r in lineup.reported if lineup.active(r, setting)):
+            if isinstance(s, HybridSystem):
+                w = res.tuning[s.name]["chosen"] if s.name in res.tuning else None
+                run = {q.qid: to_run(fused_ids(s, test_base, q.qid, config.depth, w)) for q in test_set.queries}
+            else:
+                run = {q.qid: to_run(_dedup(h.id for h in test_base[s.name].get(q.qid, [])))
+                       for q in test_set.queries}
+            self._measure(res, s.name, run)
+        if config.significance:
+            self.progress(f"{label}: significance tests", 0, None)
+            res.significance = significance.compare(
+                test_set.qrels, res.runs, config.significance_metrics, stat_test=config.stat_test,
+                max_p=config.max_p, seed=config.split.seed)
+        res.seconds = time.perf_counter() - t0
+        return res
+
+    def _query_set(self, setting: str, part: str) -> QuerySet:
+        config = self.config
+        return build_query_set(self.splits[part], setting, split=part, train_nodes=self.train_nodes,
+                               query_text_mode=config.query_text, relevance=config.relevance, seed=config.split.seed)
+
+    def _measure(self, res: SettingResult, name: str, run: Run) -> None:
+        """The test run of system ``name``: metrics per query and their means, by query level,
+        seen / unseen, and where its wrong results sit."""
+        config, test_set = self.config, res.test
+        res.runs[name] = run
+        pq = metrics.per_query(test_set.qrels, run, _dedup([*config.metrics, *PK_METRICS, *config.significance_metrics]))
+        res.per_query[name] = pq
+        res.means[name] = {m: metrics.mean(v) for m, v in pq.items()}
+        levels: dict[int, list[str]] = {}
+        seen: dict[str, list[str]] = {"seen": [], "unseen": []}
+        for q in test_set.queries:
+            levels.setdefault(q.level, []).append(q.qid)
+            seen["seen" if q.seen else "unseen"].append(q.qid)
+        res.by_level[name] = _group_means(pq, dict(sorted(levels.items())))
+        res.by_seen[name] = _group_means(pq, seen)
+        rankings = {qid: metrics.ranking(scores) for qid, scores in run.items()}
+        res.errors[name] = error_analysis.analyse(test_set, rankings, self.by_id, config.error_k)
 
 
 __all__ = ["EvalConfig", "EvalResult", "SettingResult", "evaluate_catalogue", "evaluate_products"]
