@@ -73,7 +73,7 @@ def test_ingest_and_query_without_torch(tiny_onnx_text: Path, tiny_onnx_clip: Pa
     photo = next((Path(__file__).resolve().parents[1] / "src/ctir_es/sample/images").glob("*.jpg"))
     image = _run(["query", str(photo), "--mode", "image", "--json", "--k", "3"], env)
     assert image.returncode == 0, image.stderr[-2000:]
-    assert json.loads(image.stdout)["sources"] == ["image"]
+    assert json.loads(image.stdout)["sources"] == ["image", "clip_title"]
 
 
 def test_without_torch_or_export_the_error_names_the_fix(tmp_path: Path) -> None:

@@ -33,6 +33,8 @@ ingest_options = with_options([
                       "[env: CTIR_ES_TEXT_MODEL; default all-MiniLM-L6-v2 (offline)]."),
     click.option("--clip-ita", default=None, metavar="NAME|DIR",
                  help="Add the clip_ita vector of a trained, exported CLIP-ITA model [env: CTIR_ES_CLIP_ITA]."),
+    click.option("--no-clip-titles", is_flag=True,
+                 help="Do not encode titles with CLIP's text tower (no image-to-text matching)."),
     store_options,
 ])
 
@@ -52,7 +54,7 @@ def _run(ctx: click.Context, kind: str, source: Path | None, *, market: str | No
     err = Console(stderr=True)
     report = IngestReport()
     options = IngestOptions(batch_size=settings.batch_size, with_images=not opts["no_images"],
-                            resume=not opts["no_resume"])
+                            resume=not opts["no_resume"], clip_titles=not opts["no_clip_titles"])
     with err.status("loading models..."):
         text_encoder, image_encoder = load_encoders(settings, report, with_images=options.with_images)
     for msg in report.messages:

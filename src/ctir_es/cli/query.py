@@ -14,13 +14,21 @@ from ..ranking.weights import parse_weights
 from ..search import Search
 from ..vocabulary import FUSION_METHODS, MAX_K, MODES
 from .main import cli, settings_from, store_options
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 from .render import search_footer, search_table
+
+
+def looks_like_image_file(text: str) -> bool:
+    path = Path(text).expanduser()
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
 @cli.command()
 @click.argument("text")
 @click.option("--mode", type=click.Choice(MODES), default=None,
-              help="category (default when TEXT holds '>'), text, or image (TEXT is a path or URL).")
+              help="category (default when TEXT holds '>'), text, or image (TEXT is a path or URL; "
+                   "the default when TEXT is an image file).")
 @click.option("--k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True, help="Results to return.")
 @click.option("--fusion", type=click.Choice(FUSION_METHODS), default=None,
               help="How lexical and vector results are fused [default: the calibration stored by "
@@ -40,6 +48,8 @@ def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str |
           store: Path | None, es_url: str | None) -> None:
     """Search the index: a category path ("Kitchen > Blenders"), free text, or an image."""
     settings = settings_from(ctx, store=store, es_url=es_url)
+    if mode is None and looks_like_image_file(text):  # `ctir-es query photo.jpg` (the CLI only:
+        mode = "image"  # over HTTP, query text must never make the server read a file)
     filters = []
     if within:
         filters.append(Filter("category", "subtree", within))
