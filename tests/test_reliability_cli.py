@@ -60,7 +60,7 @@ def test_naming_one_weight_keeps_the_other_defaults_and_reports_them(tmp_path: P
     assert response["weights"] == {"bm25": 1.0, "text": 0.5}  # bm25 keeps its category default
     assert all(isinstance(r["score"], float) and r["score"] == r["score"] for r in response["results"])
     out = run_cli(tmp_path, "query", CATEGORY, "--store", str(sample_store))
-    assert "bm25 (w 1)" in out.stdout and "text (w 0.3)" in out.stdout
+    assert "bm25 1, text 0.3" in out.stdout  # the header states the weights in force
 
 
 # -- weak spots: argv, config, mistyped stores, credentials --------------------------------------
