@@ -159,3 +159,14 @@ def test_system_selection_patterns() -> None:
     assert need("bm25-text") and need("minilm") and not need("mpnet")
     assert needed(["rrf:*"])("mpnet")
     assert selector(None)("anything") and selector(["all"])("x")
+
+
+def test_a_recorded_training_split_matches_only_the_same_spec() -> None:
+    from ctir_es.evaluation.protocol import SplitSpec, trained_split
+
+    spec = SplitSpec(seed=7, train=0.6, val=0.2, test=0.2)
+    manifest = {"source": {"data": {"split": {"seed": 7, "train": 0.6, "val": 0.2, "test": 0.2, "method": "x"}}}}
+    assert spec.matches(trained_split(manifest))
+    assert not SplitSpec(seed=8, train=0.6, val=0.2, test=0.2).matches(trained_split(manifest))
+    assert not spec.matches({"seed": 7, "train": 0.6, "val": 0.2})  # a field missing is not a match
+    assert trained_split({"source": {}}) == {} and trained_split({}) == {}

@@ -36,7 +36,7 @@ from ..ranking.plan import CLIP_ITA_VECTOR, TITLE_VECTOR
 from ..store.base import VectorReader
 from .index import IndexBuilder, Progress
 from .output import md_table, md_title, write_task
-from .protocol import SplitSpec, known_nodes, split_products
+from .protocol import SplitSpec, known_nodes, split_products, trained_split
 
 LABEL_SPACES: dict[str, str] = {
     "train": "the categories of train products (nothing else is known)",
@@ -195,9 +195,8 @@ def _clip_ita(settings: Settings, model_dir: Path, split: SplitSpec) -> Any:
     from ..encoders.registry import EncoderConfig, load_clip_ita
 
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text(encoding="utf-8"))
-    trained = ((manifest.get("source") or {}).get("data") or {}).get("split") or {}
-    ours = {"seed": split.seed, "train": split.train, "val": split.val, "test": split.test}
-    if trained and any(trained.get(k) is None or abs(float(trained[k]) - float(v)) > 1e-9 for k, v in ours.items()):
+    trained = trained_split(manifest)
+    if trained and not split.matches(trained):
         raise ConfigError(f"{model_dir} was trained on another split ({trained}): some of its training products "
                           "would be test products here; evaluate with its --seed and --split")
     return load_clip_ita(str(model_dir), EncoderConfig.from_settings(settings))

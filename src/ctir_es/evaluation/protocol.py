@@ -73,6 +73,16 @@ class SplitSpec:
         return {"seed": self.seed, "train": self.train, "val": self.val, "test": self.test,
                 "method": "sha256(seed:id) -> uniform [0, 1) -> train | val | test"}
 
+    def matches(self, other: Mapping[str, Any]) -> bool:
+        """Does a split as a manifest records it (``seed``, ``train``, ``val``, ``test``) equal this one?"""
+        ours = {"seed": self.seed, "train": self.train, "val": self.val, "test": self.test}
+        return all((t := other.get(k)) is not None and abs(float(t) - float(v)) < 1e-9 for k, v in ours.items())
+
+
+def trained_split(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The split a trained model's manifest says its training data came from ({} when it does not say)."""
+    return dict(((manifest.get("source") or {}).get("data") or {}).get("split") or {})
+
 
 def _unit(*parts: object) -> float:
     """A stable uniform number in [0, 1) from its parts (not Python's salted ``hash``)."""

@@ -26,7 +26,7 @@ from ..encoders.models import CLIP_ITA_KIND, MANIFEST
 from ..errors import CtirError, one_line
 from ..products import Product
 from ..store.base import Document, IndexSchema, VectorField
-from .protocol import SETTINGS
+from .protocol import SETTINGS, trained_split
 from .systems import TRAINED_VARIANTS, DenseSystem, ProviderContext, Skipped
 
 FIELD = "clip_ita"
@@ -135,14 +135,10 @@ def clip_ita_loader(ctx: ProviderContext, model_dir: Path) -> list[DenseSystem |
 def _split_mismatch(manifest: dict[str, Any], ctx: ProviderContext) -> str | None:
     """Why the model's training split is not the evaluation's (its training products could be
     test products here), or None when they agree or the manifest does not say."""
-    trained = ((manifest.get("source") or {}).get("data") or {}).get("split") or {}
-    spec = ctx.split
-    if spec is None or not trained:
+    trained = trained_split(manifest)
+    if ctx.split is None or not trained or ctx.split.matches(trained):
         return None
-    ours = {"seed": spec.seed, "train": spec.train, "val": spec.val, "test": spec.test}
-    theirs = {k: trained.get(k) for k in ours}
-    if all((t := theirs[k]) is not None and abs(float(t) - float(v)) < 1e-9 for k, v in ours.items()):
-        return None
+    theirs = {k: trained.get(k) for k in ("seed", "train", "val", "test")}
     return (f"was trained on another split (seed {theirs['seed']}, fractions {theirs['train']}/"
             f"{theirs['val']}/{theirs['test']}): some of its training products would be test products "
             f"here; evaluate with --seed {theirs['seed']} --split {theirs['train']},{theirs['val']},{theirs['test']}")
