@@ -181,13 +181,22 @@ def fts_expr(text: str) -> str:
 
 
 class SqliteVec:
-    def _connect(self, folder: Path) -> sqlite3.Connection:
+    def _connect(self, folder: Path) -> Any:
+        """sqlite3 when this Python can load extensions, else apsw (same SQL; a build of
+        Python without ``enable_load_extension`` cannot load sqlite-vec)."""
         import sqlite_vec
 
-        db = sqlite3.connect(folder / "peer.db", isolation_level=None)
+        if hasattr(sqlite3.Connection, "enable_load_extension"):
+            db: Any = sqlite3.connect(folder / "peer.db", isolation_level=None)
+            db.enable_load_extension(True)
+            sqlite_vec.load(db)
+            db.enable_load_extension(False)
+            return db
+        import apsw
+
+        db = apsw.Connection(str(folder / "peer.db"))
         db.enable_load_extension(True)
-        sqlite_vec.load(db)
-        db.enable_load_extension(False)
+        db.load_extension(sqlite_vec.loadable_path())
         return db
 
     def build(self, folder: Path, n: int, dims: int) -> float:
