@@ -15,6 +15,18 @@ import pytest
 from click.testing import CliRunner
 from service_support import encoders, sample_search
 
+from ctir_es.calibrate import (
+    CalibrationConfig,
+    Candidate,
+    QuerySlice,
+    calibrate,
+    category_queries,
+    copy_index,
+    held_out_slices,
+    scratch_store,
+    search_fusion,
+    weight_vectors,
+)
 from ctir_es.cli.main import cli
 from ctir_es.errors import ConfigError, StoreError
 from ctir_es.ingest.readers import read_jsonl
@@ -28,18 +40,6 @@ from ctir_es.ranking.calibration import (
     load_calibration,
     save_calibration,
     served_defaults,
-)
-from ctir_es.ranking.calibration_search import (
-    CalibrationConfig,
-    Candidate,
-    QuerySlice,
-    calibrate,
-    category_queries,
-    copy_index,
-    held_out_slices,
-    scratch_store,
-    search_fusion,
-    weight_vectors,
 )
 from ctir_es.sample import sample_path
 from ctir_es.schema import Hit
@@ -127,7 +127,7 @@ def test_ties_keep_the_fixed_default() -> None:
 
 
 def test_coordinate_ascent_beyond_the_exhaustive_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ctir_es.ranking import calibration_search
+    from ctir_es import calibrate as calibration_search
 
     monkeypatch.setattr(calibration_search, "MAX_EXHAUSTIVE", 5)
     qrels = {"A": {"good": 1}}
@@ -314,3 +314,20 @@ def test_embedded_scratch_store_keeps_the_lexical_engine(sample: Search) -> None
     sample.store.count()  # opens the file
     with scratch_store(sample.store) as scratch:
         assert isinstance(scratch, EmbeddedStore) and scratch.vector_index == sample.store.vector_index  # type: ignore[attr-defined]
+
+
+def test_http_serves_the_calibration_and_shows_it(sample: Search) -> None:
+    from fastapi.testclient import TestClient
+
+    from ctir_es.service.app import create_app
+
+    save_calibration(sample.store, record(weights={"bm25": 0.2, "text": 1.0},
+                                          encoders={"title_vector": sample.schema.vectors["title_vector"].encoder["id"]}))
+    client = TestClient(create_app(sample))
+    served = client.get("/search", params={"q": CATEGORY}).json()
+    assert served["fusion"] == "linear" and served["weights"] == {"bm25": 0.2, "text": 1.0}
+    explicit = client.get("/search", params={"q": CATEGORY, "fusion": "rrf"}).json()
+    assert explicit["fusion"] == "rrf" and explicit["weights"] == {"bm25": 1.0, "text": 0.3}
+    health = client.get("/health").json()["calibration"]
+    assert health["status"] == "in force" and health["method"] == "linear"
+    assert client.get(f"/products/{served['results'][0]['id']}/similar").status_code == 200

@@ -446,7 +446,8 @@ def test_openapi_schema_lists_the_endpoints(client: TestClient) -> None:
 def test_health_and_categories(client: TestClient, search: Search) -> None:
     health = client.get("/health").json()
     assert health == {"status": "ok", "products": 280, "backend": "EmbeddedStore",
-                      "vector_fields": sorted(search.schema.vectors), "image_search": True, "image_roots": 1}
+                      "vector_fields": sorted(search.schema.vectors), "image_search": True, "image_roots": 1,
+                      "calibration": {"status": "none", "note": "fixed default fusion (run `ctir-es calibrate`)"}}
     assert {"image_vector", "title_vector"} <= set(health["vector_fields"])
     tree = client.get("/categories").json()
     assert tree["products"] == 280 and len(tree["tree"]) == 7

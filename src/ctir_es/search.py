@@ -261,7 +261,7 @@ class Search:
         *,
         k: int = 10,
         filters: Sequence[Filter] = (),
-        fusion: str = DEFAULT_FUSION,
+        fusion: str | None = None,
         weights: Mapping[str, float] | None = None,
     ) -> SearchResponse:
         """Products like ``product_id`` (never itself): kNN on its own stored image and title
@@ -282,8 +282,9 @@ class Search:
         sources = ([LEXICAL_SOURCE] if lexical else []) + [q.name for q in queries]
         used = weights_in_force(sources, dict.fromkeys(sources, 1.0), weights)
         runs = self.store.search(lexical, queries, max(CANDIDATE_DEPTH, 2 * k), not_itself)
-        fused = fuse(fusion, runs, used)[:k]
-        return SearchResponse(product_id, "similar", fusion, sources, self._results(fused), used)
+        method = fusion or DEFAULT_FUSION
+        fused = fuse(method, runs, used)[:k]
+        return SearchResponse(product_id, "similar", method, sources, self._results(fused), used)
 
     def categorize(
         self,

@@ -12,8 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..ranking.calibration import CALIBRATION_KEY, Calibration, save_calibration
-from ..ranking.calibration_search import (
+from ..calibrate import (
     LABELS,
     REPORTED,
     SELECT_BY,
@@ -21,6 +20,7 @@ from ..ranking.calibration_search import (
     CalibrationConfig,
     calibrate,
 )
+from ..ranking.calibration import CALIBRATION_KEY, Calibration, save_calibration
 from ..search import Search
 from .main import cli, settings_from, store_options
 

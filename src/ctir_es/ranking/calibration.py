@@ -1,6 +1,6 @@
 """Serving fusion calibrated on the catalogue itself: the record, and where it lives.
 
-``ctir-es calibrate`` (``ctir_es.ranking.calibration_search``) measures category queries on a
+``ctir-es calibrate`` (``ctir_es.calibrate``) measures category queries on a
 held-out slice of the index's own products and picks a fusion method and weights; the
 ``Calibration`` it returns is kept with the index (``IndexMetadata``, key ``CALIBRATION_KEY``),
 and ``Search`` uses it for category queries when the caller names no fusion and no weights.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from ..vocabulary import FusionMethod, SourceName
@@ -132,3 +134,7 @@ class HealthOut(BaseModel):
     vector_fields: list[str]
     image_search: bool = Field(description="Image upload search and categorize are available.")
     image_roots: int = Field(description="How many local image directories may be served.")
+    calibration: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The fusion category queries use: `status` none | in force | ignored, and when "
+                    "calibrated the method, weights and P@10 of the calibration and the fixed default.")

@@ -28,7 +28,7 @@ class SearchOptions:
     ``Search.search`` and ``Search.similar`` beside the query)."""
 
     filters: list[Filter]
-    fusion: str
+    fusion: str | None  # None: the index's calibration for category queries, else rrf
     weights: dict[str, float] | None
 
     def kwargs(self) -> dict[str, Any]:
@@ -71,7 +71,9 @@ def _search_options(params: Params) -> Callable[..., SearchOptions]:
         within: Annotated[str | None, params.within] = None,
         market: Annotated[str | None, Query(max_length=64, description="Only products of this market.")] = None,
         with_image: Annotated[bool, Query(description="Only products with an image.")] = False,
-        fusion: Annotated[FusionMethod, Query(description="How the sources are fused.")] = DEFAULT_FUSION,
+        fusion: Annotated[FusionMethod | None, Query(
+            description=f"How the sources are fused (default: the calibration `ctir-es calibrate` stored "
+                        f"with the index, for category queries; else {DEFAULT_FUSION}).")] = None,
         weights: Annotated[str | None, Query(max_length=200, description=weights_help)] = None,
     ) -> SearchOptions:
         filters = category_filters(within)

@@ -4,6 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from ...ranking.calibration import calibration_summary
 from ..errors import ApiError, documented
 from ..models import HealthOut
 from ..runtime import ServiceDep
@@ -13,7 +14,8 @@ router = APIRouter(tags=["service"])
 
 @router.get("/health", response_model=HealthOut, responses=documented())
 async def health(service: ServiceDep) -> dict[str, Any]:
-    """Liveness and what this index can do (503 once a request found the store corrupted)."""
+    """Liveness and what this index can do, with the fusion category queries are served with
+    (``calibration``, as ``ctir-es stats`` shows it); 503 once a request found the store corrupted."""
     if service.store_error is not None:
         raise ApiError(503, "store_corrupted", service.store_error)
     search = service.search
@@ -25,4 +27,5 @@ async def health(service: ServiceDep) -> dict[str, Any]:
         "vector_fields": sorted(search.schema.vectors),
         "image_search": service.image_search,
         "image_roots": len(service.image_roots),
+        "calibration": await service.run(calibration_summary, search.store, search.schema),
     }

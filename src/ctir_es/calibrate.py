@@ -45,20 +45,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, StoreError
-from ..evaluation.metrics import evaluate, per_query
-from ..evaluation.protocol import SplitSpec, split_of
-from ..filters import Filter
-from ..products import CategoryPath, Product, format_category_path, path_prefixes
-from ..schema import Document, Hit
-from ..store.base import IdLister, Store, VectorReader
-from ..vocabulary import CANDIDATE_DEPTH, DEFAULT_FUSION, FUSION_METHODS
-from .calibration import Calibration, encoder_ids
-from .fusion import fuse
-from .plan import plan_query
+from .errors import ConfigError, StoreError
+from .evaluation.metrics import evaluate, per_query
+from .evaluation.protocol import SplitSpec, split_of
+from .filters import Filter
+from .products import CategoryPath, Product, format_category_path, path_prefixes
+from .ranking.calibration import Calibration, encoder_ids
+from .ranking.fusion import fuse
+from .ranking.plan import plan_query
+from .schema import Document, Hit
+from .store.base import IdLister, Store, VectorReader
+from .vocabulary import CANDIDATE_DEPTH, DEFAULT_FUSION, FUSION_METHODS
 
 if TYPE_CHECKING:
-    from ..search import Search
+    from .search import Search
 
 WEIGHT_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 MAX_EXHAUSTIVE = 300  # weight vectors per method tried exhaustively; beyond, coordinate ascent
@@ -436,8 +436,8 @@ def copy_index(source: Store, target: Store, schema: Any, hide: set[str]) -> int
 def scratch_store(store: Store) -> Iterator[Store]:
     """An empty store of the same kind, deleted afterwards: a temporary SQLite file, or a
     temporary index on the same Elasticsearch cluster."""
-    from ..store.elasticsearch import ElasticsearchStore
-    from ..store.embedded import EmbeddedStore
+    from .store.elasticsearch import ElasticsearchStore
+    from .store.embedded import EmbeddedStore
 
     if isinstance(store, EmbeddedStore):
         with tempfile.TemporaryDirectory(prefix="ctir-calibrate-") as tmp:
