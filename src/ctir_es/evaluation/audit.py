@@ -27,7 +27,7 @@ from ..config import Settings
 from ..products import CategoryPath, Product
 from ..ranking.plan import TITLE_VECTOR
 from ..store.base import VectorReader
-from .categorize import _text_encoder
+from .categorize import load_text_model
 from .error_analysis import common_depth
 from .index import IndexBuilder, Progress
 from .output import md_table, md_title, write_task
@@ -128,7 +128,7 @@ def evaluate_audit(
     progress: Progress = lambda *a: None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    text = _text_encoder(settings, config.text_model)
+    text = load_text_model(settings, config.text_model)
     results: dict[str, Any] = {}
     examples: dict[str, Any] = {}
     for kind in config.kinds:

@@ -184,7 +184,8 @@ def tune_weights(
 # ------------------------------------------------------------------------------ running
 
 
-def _text_encoder(settings: Settings, name: str | None) -> Any:
+def load_text_model(settings: Settings, name: str | None) -> Any:
+    """The text encoder a task runs with: ``name`` (``--text-model``), else the settings' one."""
     from ..encoders.registry import EncoderConfig, load_text_encoder
 
     return load_text_encoder(EncoderConfig.from_settings(settings, text_model=name) if name
@@ -249,7 +250,7 @@ def evaluate_categorize(
                                    progress=progress, rebuild=config.rebuild) as builder:
         meta.update({"hash": f"sha256:{builder.dataset_hash}", "products": len(products),
                      "splits": {k: len(v) for k, v in splits.items()}, "category_nodes": len(known_nodes(products))})
-        text = _text_encoder(settings, config.text_model)
+        text = load_text_model(settings, config.text_model)
         index = builder.with_encoders("categorize-text", text_encoder=text)
         store = index.store
         clip = None

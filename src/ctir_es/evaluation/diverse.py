@@ -21,7 +21,7 @@ from ..config import Settings
 from ..diversify import DUPLICATE_COSINE, near_duplicate_flags
 from ..products import Product, format_category_path, path_prefixes
 from ..search import Search
-from .categorize import _text_encoder
+from .categorize import load_text_model
 from .index import IndexBuilder, Progress
 from .output import md_table, md_title, write_task
 from .protocol import known_nodes
@@ -46,7 +46,7 @@ def evaluate_diverse(
     progress: Progress = lambda *a: None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    text = _text_encoder(settings, config.text_model)
+    text = load_text_model(settings, config.text_model)
     with IndexBuilder.for_products(products, settings, kind=str((dataset_meta or {}).get("kind", "")),
                                    work_dir=config.work_dir, progress=progress, rebuild=config.rebuild) as builder:
         index = builder.with_encoders("categorize-text", text_encoder=text)
