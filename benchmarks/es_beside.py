@@ -95,8 +95,8 @@ def main() -> None:
     res: dict[str, Any] = {"machine": machine(), "n": a.n, "dims": a.dims, "es_index": name,
                            "command": " ".join(["python", "benchmarks/es_beside.py", *sys.argv[1:]])}
     try:
-        info = es.client.info()
-        res["es_version"] = info["version"]["number"]
+        nodes_info = es.client.nodes.info()["nodes"]  # (not GET /: this node answers it with 405)
+        res["es_version"] = next(iter(nodes_info.values()))["version"]
         res["es_ingest"] = load_es(es, cat)
         stats = es.client.indices.stats(index=es.index)["_all"]["primaries"]
         res["es_disk_bytes"] = stats["store"]["size_in_bytes"]
