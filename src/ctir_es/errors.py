@@ -9,26 +9,25 @@ class ConfigError(CtirError):
     """A setting is missing, malformed or contradictory."""
 
 
-class InvalidRecord(CtirError):
-    """A catalogue record cannot become a Product. ``reason`` is a short stable code."""
+class ReasonedError(CtirError):
+    """An error counted by a short stable ``reason`` code (reports group by it), with a detail."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class InvalidRecord(ReasonedError):
+    """A catalogue record cannot become a Product."""
 
 
 class SourceError(CtirError):
     """A catalogue source cannot be read at all (missing file, no network, ...)."""
 
 
-class ImageError(CtirError):
-    """An image cannot be fetched or decoded. ``reason`` is a short stable code."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+class ImageError(ReasonedError):
+    """An image cannot be fetched or decoded."""
 
 
 class EncoderError(CtirError):

@@ -20,8 +20,8 @@ from ..evaluation.runner import EvalConfig, EvalResult, evaluate_catalogue
 from ..evaluation.significance import STAT_TESTS
 from ..evaluation.systems import DEFAULT_TEXT_MODELS
 from .eval_tasks import run_task, task_options
-from .main import cli, settings_from
-from .sources import add_source_commands, source_name, with_options
+from .main import cli, settings_from, with_options
+from .sources import add_source_commands, source_name
 
 eval_options = with_options([
     click.option("--setting", "settings_", multiple=True, default=("all",), show_default=True,

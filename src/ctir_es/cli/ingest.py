@@ -14,9 +14,9 @@ from ..ingest.pipeline import IngestOptions
 from ..ingest.report import IngestReport
 from ..ingest.run import ingest_catalogue, load_encoders
 from ..store.open import open_store
-from .main import cli, settings_from, store_options
+from .main import cli, settings_from, store_options, with_options
 from .render import print_report
-from .sources import add_source_commands, with_options
+from .sources import add_source_commands
 
 ingest_options = with_options([
     click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),

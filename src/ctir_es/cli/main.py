@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ from ..config import Settings, load_settings
 from ..errors import CtirError
 
 log = logging.getLogger("ctir_es.cli")
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 _VERBOSITY = {"level": 0}  # -v count of this invocation (the group callback sets it)
 
 
@@ -115,6 +117,17 @@ def check_url_has_no_secret(url: str | None) -> None:
             "(or CTIR_ES_API_KEY) in the environment, or put them under [elasticsearch] in the config file",
             param_hint="--es-url",
         )
+
+
+def with_options(options: Sequence[Decorator]) -> Decorator:
+    """One decorator applying ``options`` in the order they are listed (as ``--help`` shows them)."""
+
+    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
 
 
 def store_options(fn: Any) -> Any:

@@ -8,7 +8,23 @@ import click
 
 from ..errors import MissingExtraError
 from ..search import Search
-from .main import cli, settings_from, store_options
+from .main import cli, settings_from, store_options, with_options
+
+# The service's limits: flag, accepted range, default, help.
+LIMITS: tuple[tuple[str, click.ParamType, float, str], ...] = (
+    ("--timeout", click.FloatRange(0.1, 600), 30.0, "Seconds a request may take (store and model work)."),
+    ("--max-upload-mb", click.FloatRange(0.01, 200), 10.0, "Largest accepted image upload."),
+    ("--header-timeout", click.FloatRange(0.5, 300), 10.0,
+     "Seconds a connection may take to send a complete request head (idle and slowloris clients are cut after it)."),
+    ("--body-timeout", click.FloatRange(0.5, 600), 30.0, "Seconds a request body may take to arrive in all (408 after)."),
+    ("--keep-alive", click.FloatRange(0.5, 300), 5.0, "Seconds an idle keep-alive connection stays open."),
+    ("--max-connections", click.IntRange(16, 1_000_000), 4096,
+     "Open connections; more are answered 503 with Retry-After (capped by the open-file limit)."),
+    ("--max-pending", click.IntRange(1, 10_000), 64,
+     "Requests processed at once; more are answered 503 with Retry-After at once."),
+)
+limit_options = with_options([click.option(flag, type=kind, default=default, show_default=True, help=text)
+                              for flag, kind, default, text in LIMITS])
 
 
 @cli.command()
@@ -18,21 +34,7 @@ from .main import cli, settings_from, store_options
               type=click.Path(file_okay=False, path_type=Path),
               help="Serve local catalogue images only from DIR (repeatable). "
                    "Default: the directories of the indexed products' image files.")
-@click.option("--timeout", type=click.FloatRange(0.1, 600), default=30.0, show_default=True,
-              help="Seconds a request may take (store and model work).")
-@click.option("--max-upload-mb", type=click.FloatRange(0.01, 200), default=10.0, show_default=True,
-              help="Largest accepted image upload.")
-@click.option("--header-timeout", type=click.FloatRange(0.5, 300), default=10.0, show_default=True,
-              help="Seconds a connection may take to send a complete request head (idle and slowloris "
-                   "clients are cut after it).")
-@click.option("--body-timeout", type=click.FloatRange(0.5, 600), default=30.0, show_default=True,
-              help="Seconds a request body may take to arrive in all (408 after).")
-@click.option("--keep-alive", type=click.FloatRange(0.5, 300), default=5.0, show_default=True,
-              help="Seconds an idle keep-alive connection stays open.")
-@click.option("--max-connections", type=click.IntRange(16, 1_000_000), default=4096, show_default=True,
-              help="Open connections; more are answered 503 with Retry-After (capped by the open-file limit).")
-@click.option("--max-pending", type=click.IntRange(1, 10_000), default=64, show_default=True,
-              help="Requests processed at once; more are answered 503 with Retry-After at once.")
+@limit_options
 @store_options
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...], timeout: float,

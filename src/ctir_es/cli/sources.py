@@ -4,26 +4,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+from .main import Decorator
+
 # run(ctx, kind, source, market=..., category=..., **options)
 Runner = Callable[..., None]
-
-
-def with_options(options: Sequence[Decorator]) -> Decorator:
-    """One decorator applying ``options`` in the order they are listed (as ``--help`` shows them)."""
-
-    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return apply
 
 
 def source_name(kind: str, source: Path | None, category: str | None = None) -> str:

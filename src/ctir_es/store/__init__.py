@@ -1,31 +1,3 @@
-"""Store layer: one protocol, two backends (embedded SQLite, Elasticsearch)."""
-
-from .base import (
-    DEFAULT_FIELD_WEIGHTS,
-    LEXICAL_FIELDS,
-    LEXICAL_SOURCE,
-    Document,
-    Hit,
-    IndexSchema,
-    LexicalQuery,
-    Store,
-    StoredProduct,
-    VectorField,
-    VectorQuery,
-    WriteResult,
-)
-
-__all__ = [
-    "DEFAULT_FIELD_WEIGHTS",
-    "LEXICAL_FIELDS",
-    "LEXICAL_SOURCE",
-    "Document",
-    "Hit",
-    "IndexSchema",
-    "LexicalQuery",
-    "Store",
-    "StoredProduct",
-    "VectorField",
-    "VectorQuery",
-    "WriteResult",
-]
+"""Store layer: one protocol (``store.base``), two backends (``store.embedded``: SQLite;
+``store.elasticsearch``), and ``store.open`` to pick one from the settings. The values that
+cross the boundary live in ``ctir_es.schema``."""

@@ -28,10 +28,8 @@ from elasticsearch import Elasticsearch, helpers
 
 from ...errors import ConfigError, QueryError, StoreError
 from ...filters import Filter
-from ...vocabulary import CANDIDATE_DEPTH
-from ..base import (
+from ...schema import (
     LEXICAL_FIELDS,
-    LEXICAL_SOURCE,
     Document,
     Hit,
     IndexSchema,
@@ -39,8 +37,9 @@ from ..base import (
     StoredProduct,
     VectorQuery,
     WriteResult,
-    metadata_json,
 )
+from ...vocabulary import CANDIDATE_DEPTH, LEXICAL_SOURCE
+from ..base import metadata_json
 from . import lifecycle
 from .bodies import documents, responses
 from .bodies import index as mapping
