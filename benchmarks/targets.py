@@ -151,8 +151,22 @@ def case_open(a: argparse.Namespace) -> dict[str, Any]:
     slower = max(stats["knn"]["p50_ms"], stats["lexical"]["p50_ms"])
     out = {"n": a.n, "dims": a.dims, "index": a.index, "engine": store.lexical_engine, "open_first_query_s": open_s,
            "persisted_index_used": used_index, "modes": stats, "hybrid_vs_slower_source": stats["hybrid"]["p50_ms"] / slower,
-           "rss_bytes": rss_bytes(), "rss_before_open_bytes": rss0}
+           "rss_bytes": rss_bytes(), "rss_before_open_bytes": rss0, **rss_split()}
     store.close()
+    return out
+
+
+def rss_split() -> dict[str, int]:
+    """Resident memory split: anonymous (heap: a loaded float32 matrix lands here) and file-backed
+    (memory-mapped index files: clean pages the kernel can drop and re-read)."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                out[f"{key.lower()}_bytes"] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
     return out
 
 
@@ -264,7 +278,7 @@ def tables(res: dict[str, Any]) -> str:
         out.append(f"| {label(r['n'])} | {r['dims']} | {r['index']} | {r['engine']} | {r['build_s']:.1f} | {mib(r['index_bytes'])} |")
     out += ["", ("#### Fresh process: open + first query, then p50 per mode (k=100 per source; hybrid = both sources "
             "in parallel threads + RRF); median of per-round p50s (min-max)"), "",
-            "| products | dims | kNN | lexical | open + 1st query s | kNN p50 ms | BM25 p50 ms | hybrid p50 ms | hybrid / slower source | RSS |",
+            "| products | dims | kNN | lexical | open + 1st query s | kNN p50 ms | BM25 p50 ms | hybrid p50 ms | hybrid / slower source | RSS (anon + file) |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["open"]:
         if "error" in r:
@@ -274,7 +288,8 @@ def tables(res: dict[str, Any]) -> str:
         cell = {k: f"{v['p50_ms']:.2f} ({v['p50_min_ms']:.2f}-{v['p50_max_ms']:.2f})" for k, v in s.items()}
         flag = "" if r["persisted_index_used"] else " (index not used!)"
         out.append(f"| {label(r['n'])} | {r['dims']} | {r['index']}{flag} | {r['engine']} | {r['open_first_query_s']:.3f} | "
-                   f"{cell['knn']} | {cell['lexical']} | {cell['hybrid']} | {r['hybrid_vs_slower_source']:.2f} | {mib(r['rss_bytes'])} |")
+                   f"{cell['knn']} | {cell['lexical']} | {cell['hybrid']} | {r['hybrid_vs_slower_source']:.2f} | {mib(r['rss_bytes'])}"
+                   + (f" ({mib(r['rssanon_bytes'])} + {mib(r['rssfile_bytes'])})" if "rssanon_bytes" in r else "") + " |")
     rc = res.get("recall")
     if rc:
         out += ["", "#### Recall@10 against exact kNN, real text vectors", ""]
