@@ -211,10 +211,10 @@ def test_mpnet_assembled_from_part_packages(tiny_text_model_dir: Path, tmp_path:
         SentenceTextEncoder("all-mpnet-base-v2", cache_dir=cache).load()
     assert not (cache / "models").exists() or not any((cache / "models").iterdir())
     # ... so check them against their own sums instead
-    from ctir_es.encoders import install as install_mod
+    from ctir_es.encoders import packaged
 
     checked: list[list[Path]] = []
-    monkeypatch.setattr(install_mod, "verify_parts", lambda model, paths: checked.append(list(paths)) or {})
+    monkeypatch.setattr(packaged, "verify_parts", lambda model, paths: checked.append(list(paths)) or {})
     enc = SentenceTextEncoder("all-mpnet-base-v2", cache_dir=cache)
     m = enc.manifest
     assert [p.name for p in checked[0]] == [f"all-mpnet-base-v2.zip.{i:03d}" for i in range(1, 6)]

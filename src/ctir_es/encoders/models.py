@@ -53,11 +53,17 @@ def default_models_dir(cache_dir: Path | None = None) -> Path:
     env = os.environ.get(MODELS_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    if cache_dir is None:
-        from .sentence import default_cache_dir
+    return Path(cache_dir or default_cache_dir()).expanduser() / "models"
 
-        cache_dir = default_cache_dir()
-    return Path(cache_dir).expanduser() / "models"
+
+def default_cache_dir() -> Path:
+    """Where models are assembled and exported: ``$CTIR_ES_CACHE_DIR`` or the platform's user cache."""
+    env = os.environ.get("CTIR_ES_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("ctir-es"))
 
 
 def safe_name(text: str) -> str:

