@@ -267,3 +267,23 @@ def configuration_markdown() -> str:
                   else {"bool": "on / off", "path": "a path"}.get(k.kind, "text"))
         rows.append(f"| `{k.name}` | {f'`{k.env}`' if k.env else 'flag / file only'} | {shown} | {values} | {k.doc} |")
     return "\n".join(rows) + "\n"
+
+
+def env_value(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """Setting ``name`` from its environment variable, parsed and checked like every setting
+    (None when unset): for library code that runs without a ``Settings`` object, such as the
+    encoders' runtime options, so that no module reads ``os.environ`` on its own."""
+    knob = KNOBS[name]
+    env = os.environ if env is None else env
+    raw = env.get(knob.env) if knob.env else None
+    if raw is None or not raw.strip():
+        return None
+    return _coerce_one(knob, raw)
+
+
+def env_name(name: str) -> str:
+    """The environment variable of setting ``name`` (for messages that tell the fix)."""
+    env = KNOBS[name].env
+    if env is None:
+        raise KeyError(f"setting {name!r} has no environment variable")
+    return env

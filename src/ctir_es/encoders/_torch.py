@@ -28,10 +28,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..config import env_name, env_value
 from ..errors import MissingExtraError
 
 TRAIN_EXTRA_HINT = "pip install torch==2.13.0 && pip install 'ctir-es[train]'"
-ALLOW_DOWNLOADS_ENV = "CTIR_ES_ALLOW_DOWNLOADS"
+ALLOW_DOWNLOADS_ENV = env_name("allow_downloads")
 
 _TORCHVISION_SCHEMAS = (
     "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -46,7 +47,7 @@ _WE_SET_OFFLINE = False  # HF_HUB_OFFLINE came from us, not from the user
 
 def downloads_allowed() -> bool:
     """True when the user opted in to fetching weights from model hubs at run time."""
-    return os.environ.get(ALLOW_DOWNLOADS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return bool(env_value("allow_downloads"))
 
 
 def _missing(what: str, exc: BaseException) -> MissingExtraError:

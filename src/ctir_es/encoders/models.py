@@ -25,11 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..config import default_cache_dir as config_cache_dir
+from ..config import env_value
 from ..errors import EncoderError
 
 MANIFEST = "manifest.json"
 FORMAT = "ctir-es-onnx/1"
-MODELS_DIR_ENV = "CTIR_ES_MODELS_DIR"
 # kinds of exported models (the manifest's "kind")
 SENTENCE_KIND = "onnx-sentence"
 CLIP_KIND = "onnx-clip"
@@ -50,20 +51,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 def default_models_dir(cache_dir: Path | None = None) -> Path:
     """``$CTIR_ES_MODELS_DIR``, else ``<cache dir>/models`` (cache dir: ``$CTIR_ES_CACHE_DIR`` or
     the platform's user cache)."""
-    env = os.environ.get(MODELS_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
+    configured: Path | None = env_value("models_dir")
+    if configured is not None:
+        return configured
     return Path(cache_dir or default_cache_dir()).expanduser() / "models"
 
 
 def default_cache_dir() -> Path:
     """Where models are assembled and exported: ``$CTIR_ES_CACHE_DIR`` or the platform's user cache."""
-    env = os.environ.get("CTIR_ES_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("ctir-es"))
+    configured: Path | None = env_value("cache_dir")
+    return configured or config_cache_dir()
 
 
 def safe_name(text: str) -> str:

@@ -18,12 +18,12 @@ Backends (``EncoderConfig.backend``, ``$CTIR_ES_BACKEND``):
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import env_value
 from ..errors import EncoderError, MissingExtraError
 from ._torch import TRAIN_EXTRA_HINT
 from .base import ImageEncoder, TextEncoder
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 DISABLED_WEIGHTS = ("", "none", "off", "false", "no")
 BACKENDS = ("onnx", "torch")
 DEFAULT_BACKEND = "onnx"
-BACKEND_ENV = "CTIR_ES_BACKEND"
 
 Notify = Callable[[str], None]
 
@@ -62,7 +61,7 @@ def _log_notice(message: str) -> None:
 
 
 def backend_from_env(default: str = DEFAULT_BACKEND) -> str:
-    return (os.environ.get(BACKEND_ENV) or default).strip().lower()
+    return str(env_value("backend") or default).strip().lower()
 
 
 def check_backend(backend: str) -> str:

@@ -24,11 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...config import env_value
 from ...errors import EncoderError, MissingExtraError, one_line
 
-THREADS_ENV = "CTIR_ES_ONNX_THREADS"
-DEVICE_ENV = "CTIR_ES_ONNX_DEVICE"
-SPIN_ENV = "CTIR_ES_ONNX_SPIN"
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -57,13 +55,9 @@ class RuntimeOptions:
     @classmethod
     def from_env(cls, threads: int | None = None, device: str | None = None) -> RuntimeOptions:
         """Explicit values win over ``$CTIR_ES_ONNX_THREADS`` / ``$CTIR_ES_ONNX_DEVICE``."""
-        if threads is None and os.environ.get(THREADS_ENV, "").strip():
-            try:
-                threads = int(os.environ[THREADS_ENV])
-            except ValueError:
-                raise EncoderError(f"{THREADS_ENV} must be an integer, got {os.environ[THREADS_ENV]!r}") from None
-        spin = os.environ.get(SPIN_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-        return cls(threads, (device or os.environ.get(DEVICE_ENV) or "auto").strip().lower(), spin)
+        threads = threads if threads is not None else env_value("onnx_threads")
+        spin = bool(env_value("onnx_spin"))
+        return cls(threads, (device or env_value("onnx_device") or "auto").strip().lower(), spin)
 
 
 def import_onnxruntime() -> Any:
