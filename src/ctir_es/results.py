@@ -24,19 +24,15 @@ class SearchResult:
     sources: Mapping[str, SourceScore]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "id": self.id,
-            "title": self.title,
-            "categories": self.categories,
-            "image": self.image,
-            "score": self.score,
-            "sources": {
-                name: {k: v for k, v in {"rank": s.rank, "score": s.score, "normalised": s.normalised}.items()
-                       if v is not None}
-                for name, s in self.sources.items()
-            },
-        }
+        out: dict[str, Any] = {name: getattr(self, name) for name in ("rank", "id", "title", "categories", "image", "score")}
+        out["sources"] = {name: _source_json(s) for name, s in self.sources.items()}
+        return out
+
+
+def _source_json(score: SourceScore) -> dict[str, Any]:
+    """A source's rank and raw score (and, for linear fusion, its normalised score)."""
+    shown = {"rank": score.rank, "score": score.score, "normalised": score.normalised}
+    return {k: v for k, v in shown.items() if v is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +49,10 @@ class SearchResponse:
     notices: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "mode": self.mode,
-            "fusion": self.fusion,
-            "sources": self.sources,
-            "weights": dict(self.weights),
-            "source_hits": dict(self.source_hits),
-            "notices": list(self.notices),
-            "results": [r.to_json() for r in self.results],
-        }
+        out: dict[str, Any] = {name: getattr(self, name) for name in ("query", "mode", "fusion", "sources")}
+        out.update(weights=dict(self.weights), source_hits=dict(self.source_hits), notices=list(self.notices),
+                   results=[r.to_json() for r in self.results])
+        return out
 
 
 def ranking_notices(sources: list[str], source_hits: Mapping[str, int | None]) -> list[str]:
