@@ -146,8 +146,9 @@ class IndexBuilder:
             return None
         store = open_store(settings)
         schema = store.schema()
-        expected = sorted(str(m.get("id")) for m in manifests)
-        held = sorted(str(f.encoder.get("id")) for f in (schema.vectors.values() if schema else []))
+        # one encoder may fill several fields (CLIP: image and title vectors): compare the sets
+        expected = {str(m.get("id")) for m in manifests}
+        held = {str(f.encoder.get("id")) for f in (schema.vectors.values() if schema else [])}
         if schema is None or held != expected or store.count() != data.get("indexed"):
             store.close()
             return None
