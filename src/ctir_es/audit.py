@@ -27,6 +27,9 @@ DEFAULT_DEPTH = 3
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
+    """One audited product: where it is filed, where the signals would file it, and how much
+    they disagree (the audit ranks by ``suspicion``)."""
+
     id: str
     title: str
     stored: CategoryPath
