@@ -184,16 +184,12 @@ class Suggestion:
         return max((s.voters for s in self.signals), default=0)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "method": self.method,
-            "neighbours": self.neighbours,
-            "depth": self.depth,
-            "categories": [c.to_json() for c in self.categories],
-            "path": [c.to_json() for c in self.path],
-            "levels": {str(lv): [c.to_json() for c in cs] for lv, cs in self.levels.items()},
-            "signals": [s.to_json() for s in self.signals],
-        }
+        out: dict[str, Any] = {name: getattr(self, name) for name in ("query", "method", "neighbours", "depth")}
+        out["categories"] = [c.to_json() for c in self.categories]
+        out["path"] = [c.to_json() for c in self.path]
+        out["levels"] = {str(lv): [c.to_json() for c in cs] for lv, cs in self.levels.items()}
+        out["signals"] = [s.to_json() for s in self.signals]
+        return out
 
 
 def suggestion(
