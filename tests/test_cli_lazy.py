@@ -63,3 +63,13 @@ def test_a_bad_setting_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_configuration_page_is_the_settings_table() -> None:
     assert configuration_markdown() in DOCS.read_text(encoding="utf-8")
+
+
+def test_a_reader_that_leaves_early_gets_no_error_text() -> None:
+    """`ctir-es config --markdown | head -1`: a closed pipe ends the command quietly."""
+    proc = subprocess.Popen([sys.executable, "-m", "ctir_es.cli", "config", "--markdown"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 1 and "BrokenPipe" not in err and "Traceback" not in err

@@ -61,5 +61,5 @@ def ranking_notices(sources: list[str], source_hits: Mapping[str, int | None]) -
     others = [s for s in sources if s != LEXICAL_SOURCE and source_hits.get(s)]
     if LEXICAL_SOURCE in sources and lexical == 0 and others:
         only = ", ".join(others)
-        return [f"no product matched the words of the query: these results come from {only} vectors alone"]
+        return [f"no product matched the words: results come from {only} vectors alone"]
     return []

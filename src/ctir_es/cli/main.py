@@ -48,7 +48,7 @@ class CtirGroup(click.Group):
         except CtirError as exc:
             log.debug("failed", exc_info=True)  # the traceback, with -vv
             raise click.ClickException(str(exc)) from None
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, BrokenPipeError):
             raise
         except Exception as exc:
             if _VERBOSITY["level"] >= 2:
@@ -140,7 +140,13 @@ def store_options(fn: Any) -> Any:
 
 
 def main() -> None:
-    cli(prog_name="ctir-es")
+    try:
+        cli(prog_name="ctir-es")
+    except BrokenPipeError:  # `ctir-es ... | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 # Commands load on first use, so `ctir-es --help` and a usage error answer at once without
