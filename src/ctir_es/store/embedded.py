@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..config import LEXICAL_ENGINES, env_name, env_value
 from ..errors import MissingExtraError, SchemaMismatch, StoreError, StoreLocked
 from ..filters import Filter
 from ..products import Product
@@ -75,8 +76,7 @@ RESCORE_MIN = 40
 PARALLEL_MIN_ROWS = 20_000  # hybrid queries run their sources in two threads from this many vectors
 # The lexical engine, chosen when a store is created and recorded in it: "fts5" (SQLite FTS5,
 # the default) or "tantivy" (a tantivy index beside the file, pip install 'ctir-es[lexical]').
-LEXICAL_ENGINES = ("fts5", "tantivy")
-LEXICAL_ENV = "CTIR_ES_LEXICAL_ENGINE"  # the engine of NEW stores when the constructor names none
+LEXICAL_ENV = env_name("lexical_engine")  # the engine of NEW stores when the constructor names none
 # When neither names one. tantivy measures 10-40x faster at BM25 (docs/benchmarks.md, round two)
 # and passes the same contract and kill/resume; FTS5 stays the default until the tests and
 # fixtures that read FTS5's tables directly are pinned to it (see the round-two notes).
@@ -319,10 +319,8 @@ class EmbeddedStore:
         engine = self._engine_of(conn)
         if engine is None:
             old = conn.execute("SELECT 1 FROM sqlite_master WHERE name='products_fts'").fetchone()
-            engine = "fts5" if old else (self._lexical_requested or os.environ.get(LEXICAL_ENV) or DEFAULT_LEXICAL_ENGINE)
-            if engine not in LEXICAL_ENGINES:
-                raise StoreError(f"unknown lexical engine {engine!r} (from {LEXICAL_ENV}); "
-                                 f"supported: {', '.join(LEXICAL_ENGINES)}")
+            # the constructor's engine, else the lexical_engine setting's env var (checked there)
+            engine = "fts5" if old else (self._lexical_requested or env_value("lexical_engine") or DEFAULT_LEXICAL_ENGINE)
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('lexical_engine', ?)", (engine,))
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_uuid', ?)", (lexical_tantivy.new_store_uuid(),))
             engine = self._engine_of(conn)
