@@ -527,9 +527,7 @@ class EmbeddedStore:
         schema = self._schema or self.schema() or IndexSchema()
         result = WriteResult()
         with self._lock:
-            conn = self._wconn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._write_transaction() as conn:
                 if self._lex is not None:  # the log entries tantivy has applied are not needed any more
                     conn.execute("DELETE FROM lexical_log WHERE seq <= ?", (self._lex.applied,))
                 batch = batch_write.prepare(docs, schema)
@@ -542,18 +540,30 @@ class EmbeddedStore:
                         "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                         (f"checkpoint:{checkpoint[0]}", str(checkpoint[1])),
                     )
-                conn.execute("COMMIT")
-            except BaseException:
-                # SQLite may have rolled back already (disk full, I/O error): never hide the cause
-                # behind "cannot rollback - no transaction is active".
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
-            self._forget_data()  # our own commits do not change data_version for us
-            self._wrote = self._wrote or bool(result.written)
-            self._sync_lexical()
+            self._after_write(bool(result.written))
         return result
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT on the writer's connection, ROLLBACK on any error."""
+        conn = self._wconn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (disk full, I/O error): never hide the cause
+            # behind "cannot rollback - no transaction is active".
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    def _after_write(self, changed: bool) -> None:
+        """After a committed write: drop cached reads and bring the tantivy index up to date."""
+        self._forget_data()  # our own commits do not change data_version for us
+        self._wrote = self._wrote or changed
+        self._sync_lexical()
 
     @staticmethod
     def _bump_generation(conn: sqlite3.Connection) -> None:
@@ -583,25 +593,15 @@ class EmbeddedStore:
     @_guarded()
     def delete(self, ids: Sequence[str]) -> int:
         with self._lock:
-            conn = self._wconn
             deleted = 0
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._write_transaction() as conn:
                 for start in range(0, len(ids), 500):  # stay under SQLite's parameter limit
                     chunk = list(ids[start : start + 500])
                     marks = ",".join("?" * len(chunk))
                     deleted += conn.execute(f"DELETE FROM products WHERE id IN ({marks})", chunk).rowcount
                 if deleted:
                     self._bump_generation(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
-            self._forget_data()
-            self._wrote = self._wrote or bool(deleted)
-            self._sync_lexical()
+            self._after_write(bool(deleted))
             return deleted
 
     @_guarded()
