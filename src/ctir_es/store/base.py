@@ -82,13 +82,8 @@ class Store(Protocol):
 
     def clear_checkpoint(self, key: str) -> None: ...
 
-    def search(
-        self,
-        lexical: LexicalQuery | None,
-        vectors: Sequence[VectorQuery],
-        k: int,
-        filters: Sequence[Filter] = (),
-    ) -> dict[str, list[Hit]]:
+    def search(self, lexical: LexicalQuery | None, vectors: Sequence[VectorQuery], k: int,
+               filters: Sequence[Filter] = ()) -> dict[str, list[Hit]]:
         """Run the lexical query and each vector query (one round trip where the backend
         allows) and return one ranked list per source: ``"bm25"`` and each ``VectorQuery.name``."""
         ...
@@ -206,17 +201,8 @@ class ServerFusion(Protocol):
     """Hybrid fusion in ONE server round trip (Elasticsearch retrievers), where the cluster can;
     else client-side with a one-line notice. Only ``ElasticsearchStore`` has it."""
 
-    def search_fused(
-        self,
-        lexical: LexicalQuery | None,
-        vectors: Sequence[VectorQuery],
-        k: int,
-        filters: Sequence[Filter] = (),
-        *,
-        method: str = "rrf",
-        weights: Mapping[str, float] | None = None,
-        window: int | None = None,
-        server_side: bool = True,
-    ) -> Any:
+    def search_fused(self, lexical: LexicalQuery | None, vectors: Sequence[VectorQuery], k: int,
+                     filters: Sequence[Filter] = (), *, method: str = "rrf", weights: Mapping[str, float] | None = None,
+                     window: int | None = None, server_side: bool = True) -> Any:
         """A result with ``hits`` (fused), ``server_side`` and ``notice`` (why not, or None)."""
         ...
