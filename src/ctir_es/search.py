@@ -171,7 +171,7 @@ class Search:
         if self.fusion_location == "client":
             runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
             source_hits.update({name: len(hits) for name, hits in runs.items()})
-            fused = fuse(fusion, runs, used)[:k]
+            fused = fuse(fusion, runs, used, limit=k)
         else:
             fused = self._fused_by_server(plan, k, candidates, filters, fusion, used)
         return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused), used,
@@ -218,7 +218,7 @@ class Search:
                     "fuses client-side (use client or auto)"
                 )
             runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
-            return fuse(fusion, runs, weights)[:k]
+            return fuse(fusion, runs, weights, limit=k)
         result = self.store.search_fused(
             plan.lexical, plan.vectors, k, filters, method=fusion, weights=weights, window=candidates
         )
@@ -283,7 +283,7 @@ class Search:
         used = weights_in_force(sources, dict.fromkeys(sources, 1.0), weights)
         runs = self.store.search(lexical, queries, max(CANDIDATE_DEPTH, 2 * k), not_itself)
         method = fusion or DEFAULT_FUSION
-        fused = fuse(method, runs, used)[:k]
+        fused = fuse(method, runs, used, limit=k)
         return SearchResponse(product_id, "similar", method, sources, self._results(fused), used)
 
     def categorize(

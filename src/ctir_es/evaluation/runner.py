@@ -289,7 +289,7 @@ class SystemRunner:
 def fused_ids(hybrid: HybridSystem, base: Mapping[str, Mapping[str, list[Hit]]], qid: str, depth: int,
               weight: float | None = None) -> list[str]:
     lists = {hybrid.lexical: base[hybrid.lexical].get(qid, []), hybrid.dense: base[hybrid.dense].get(qid, [])}
-    return [h.id for h in fuse(hybrid.fusion, lists, hybrid.weights(weight))[:depth]]
+    return [h.id for h in fuse(hybrid.fusion, lists, hybrid.weights(weight), limit=depth)]
 
 
 def tune_linear(

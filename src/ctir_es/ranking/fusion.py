@@ -7,14 +7,14 @@ result can always be explained.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import QueryError
 from ..store.base import Hit
-
-RRF_K = 60  # Cormack et al. 2009; also Elasticsearch's rank_constant default
+from ..vocabulary import RRF_K
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,35 +34,59 @@ class FusedHit:
 Runs = Mapping[str, Sequence[Hit]]
 
 
-def _collect(runs: Runs) -> dict[str, dict[str, SourceScore]]:
-    by_id: dict[str, dict[str, SourceScore]] = {}
-    for source, hits in runs.items():
+def _ranks(runs: Runs) -> dict[str, list[tuple[str, int, float]]]:
+    """Per source, in the order of ``runs``: (id, rank, raw score); a source listing an id twice
+    keeps its best rank."""
+    out: dict[str, list[tuple[str, int, float]]] = {}
+    for source in runs:
         seen: set[str] = set()
-        for rank, hit in enumerate(hits, start=1):
-            if hit.id in seen:  # a source listing an id twice keeps its best rank
-                continue
-            seen.add(hit.id)
-            by_id.setdefault(hit.id, {})[source] = SourceScore(rank, hit.score)
-    return by_id
+        kept: list[tuple[str, int, float]] = []
+        for rank, hit in enumerate(runs[source], start=1):
+            if hit.id not in seen:
+                seen.add(hit.id)
+                kept.append((hit.id, rank, hit.score))
+        out[source] = kept
+    return out
 
 
-def _order(scored: dict[str, float], sources: dict[str, dict[str, SourceScore]]) -> list[str]:
-    """Best fused score first; ties broken by best single-source rank, then id (deterministic)."""
-    return sorted(scored, key=lambda i: (-scored[i], min(s.rank for s in sources[i].values()), i))
+def _fused(ranks: dict[str, list[tuple[str, int, float]]], term: Callable[[str, int, str], float],
+           limit: int | None, normalised: Mapping[str, Mapping[str, float]] | None = None) -> list[FusedHit]:
+    """Sum ``term(source, rank, id)`` per id; order best score first (ties: best single-source
+    rank, then id: a total order, so a heap's first ``limit`` are the full sort's head); explain
+    only the hits returned. Sources are summed in name order: float addition is not
+    associative, and the order of the sources must never change a ranking."""
+    scored: dict[str, float] = {}
+    best: dict[str, int] = {}
+    for source in sorted(ranks):
+        for pid, rank, _ in ranks[source]:
+            scored[pid] = scored.get(pid, 0) + term(source, rank, pid)
+            if rank < best.get(pid, rank + 1):
+                best[pid] = rank
+
+    def key(pid: str) -> tuple[float, int, str]:
+        return -scored[pid], best[pid], pid
+
+    if limit is not None and limit < len(scored):
+        order = heapq.nsmallest(limit, scored, key=key)
+    else:
+        order = sorted(scored, key=key)
+    explained: dict[str, dict[str, SourceScore]] = {pid: {} for pid in order}
+    for source, kept in ranks.items():
+        for pid, rank, raw in kept:
+            if pid in explained:
+                norm = normalised[source][pid] if normalised is not None else None
+                explained[pid][source] = SourceScore(rank, raw, norm)
+    return [FusedHit(pid, scored[pid], explained[pid]) for pid in order]
 
 
-def rrf(runs: Runs, weights: Mapping[str, float] | None = None, k: int = RRF_K) -> list[FusedHit]:
-    """Reciprocal rank fusion: score = sum over sources of w / (k + rank)."""
+def rrf(runs: Runs, weights: Mapping[str, float] | None = None, k: int = RRF_K,
+        limit: int | None = None) -> list[FusedHit]:
+    """Reciprocal rank fusion: score = sum over sources of w / (k + rank); the best ``limit``
+    (all when None)."""
     if k < 0:
         raise QueryError("RRF k must be >= 0")
-    sources = _collect(runs)
     w = weights or {}
-    # Sum in source-name order: float addition is not associative, and the order of the
-    # sources must never change a ranking.
-    scored = {
-        pid: sum(w.get(src, 1.0) / (k + s.rank) for src, s in sorted(per.items())) for pid, per in sources.items()
-    }
-    return [FusedHit(pid, scored[pid], sources[pid]) for pid in _order(scored, sources)]
+    return _fused(_ranks(runs), lambda source, rank, _pid: w.get(source, 1.0) / (k + rank), limit)
 
 
 # Below this spread a list counts as all-equal (Elasticsearch's MinMaxScoreNormalizer.EPSILON).
@@ -91,30 +115,25 @@ def minmax(hits: Sequence[Hit]) -> dict[str, float]:
     return out
 
 
-def linear(runs: Runs, weights: Mapping[str, float] | None = None) -> list[FusedHit]:
-    """Weighted sum of min-max normalised scores; a source that misses an id adds 0."""
-    sources = _collect(runs)
+def linear(runs: Runs, weights: Mapping[str, float] | None = None, limit: int | None = None) -> list[FusedHit]:
+    """Weighted sum of min-max normalised scores; a source that misses an id adds 0. The best
+    ``limit`` (all when None)."""
     w = weights or {}
     norms = {src: minmax(hits) for src, hits in runs.items()}
-    scored: dict[str, float] = {}
-    explained: dict[str, dict[str, SourceScore]] = {}
-    for pid, per in sources.items():
-        scored[pid] = sum(w.get(src, 1.0) * norms[src][pid] for src in sorted(per))
-        explained[pid] = {
-            src: SourceScore(s.rank, s.score, norms[src][pid]) for src, s in per.items()
-        }
-    return [FusedHit(pid, scored[pid], explained[pid]) for pid in _order(scored, explained)]
+    return _fused(_ranks(runs), lambda source, _rank, pid: w.get(source, 1.0) * norms[source][pid], limit, norms)
 
 
 FUSIONS: dict[str, Callable[..., list[FusedHit]]] = {"rrf": rrf, "linear": linear}
 
 
-def fuse(method: str, runs: Runs, weights: Mapping[str, float] | None = None) -> list[FusedHit]:
+def fuse(method: str, runs: Runs, weights: Mapping[str, float] | None = None,
+         limit: int | None = None) -> list[FusedHit]:
+    """The fused list by ``method`` (``FUSIONS``): its best ``limit`` hits, or all of them."""
     try:
         fn = FUSIONS[method]
     except KeyError:
         raise QueryError(f"unknown fusion {method!r}; supported: {', '.join(FUSIONS)}") from None
-    return fn(runs, weights)
+    return fn(runs, weights, limit=limit)
 
 
 def contribution(method: str, score: SourceScore, weight: float, k: int = RRF_K) -> float:

@@ -713,7 +713,7 @@ class ElasticsearchStore:
                 notice = f"server-side {method} fusion unavailable ({why}); fusing client-side"
                 self.session.notice(notice)
         runs = self.search(lexical, vectors, depth, filters)
-        return FusedSearch(fuse(method, runs, weights)[:k], method, False, notice)
+        return FusedSearch(fuse(method, runs, weights, limit=k), method, False, notice)
 
     # -------------------------------------------------------- beyond the protocol: lifecycle
 
