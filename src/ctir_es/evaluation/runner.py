@@ -27,6 +27,7 @@ from ..ingest.report import IngestReport
 from ..products import CategoryPath, Product
 from ..ranking.fusion import fuse
 from ..store.base import Hit, LexicalQuery, Store, VectorQuery
+from ..vocabulary import CANDIDATE_DEPTH
 from . import error_analysis, metrics, significance
 from .index import EvalIndex, IndexBuilder, Progress
 from .protocol import (
@@ -64,7 +65,7 @@ DEFAULT_METRICS: tuple[str, ...] = (
     "map@5", "map@10", "ndcg@10", "recall@100",
 )
 PK_METRICS: tuple[str, ...] = tuple(f"precision@{k}" for k in range(1, 11))
-DEPTH = 100  # results per system and query (recall@100 needs 100)
+DEPTH = CANDIDATE_DEPTH  # results per system and query (recall@100 needs 100)
 
 Run = dict[str, dict[str, float]]
 

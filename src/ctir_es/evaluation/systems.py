@@ -27,6 +27,7 @@ import numpy as np
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..vocabulary import RRF_K
 from .index import IndexBuilder, Progress
 from .protocol import SplitSpec
 
@@ -97,7 +98,7 @@ class HybridSystem:
         out: dict[str, Any] = {"name": self.name, "label": self.label, "kind": self.kind,
                                "components": [self.lexical, self.dense], "fusion": self.fusion}
         if self.fusion == "rrf":
-            out["rrf_k"] = 60
+            out["rrf_k"] = RRF_K
         return out
 
 

@@ -15,10 +15,11 @@ import numpy as np
 
 from ..evaluation.metrics import mean, per_query
 from ..evaluation.protocol import QuerySet, build_query_set
+from ..vocabulary import CANDIDATE_DEPTH
 from .data import TrainingData
 
 METRICS: tuple[str, ...] = ("precision@1", "precision@5", "precision@10", "map@10", "map_min@10", "r-precision")
-DEPTH = 100
+DEPTH = CANDIDATE_DEPTH  # ranked per query: recall@100 needs 100
 
 QueryEncoder = Callable[[list[str]], np.ndarray]
 
