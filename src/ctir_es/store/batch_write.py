@@ -5,16 +5,17 @@ matrix per field), then written inside the caller's transaction (``write``) with
 set-based statements instead of a dozen statements per product:
 
 - products: existing ids are found with one query and updated in place (same rowid, so the
-  lexical triggers see an update); new ids get explicit rowids after the current maximum and are
-  inserted with one ``executemany``;
+  lexical triggers see an update); new ids are inserted with one ``executemany`` of the rows as
+  prepared, and SQLite numbers them after the current maximum rowid (checked);
 - the per-row lexical triggers (FTS5's ``products_ai``, tantivy's ``lexical_log_ai``) cost far
   more per row than the same work done once per batch (about 38 us against 3 us per product
   for FTS5), so for a large batch they are dropped and re-created inside the same transaction
   and their work is done by one ``INSERT ... SELECT`` over the new rowid range. DDL is
   transactional in SQLite: a crash rolls the batch back with the triggers in place, and other
   connections never see the store without them;
-- category nodes: one ``executemany`` of rows sorted by (node, product), the order of the
-  table's primary key, so the B-tree is appended to rather than split at random;
+- category nodes: one ``INSERT ... SELECT`` per distinct node of the batch, its products a JSON
+  array of ascending rowids, so a node's text is bound once and the primary key (node, product)
+  is filled in order; most of what is left is SQLite's B-tree work (two entries per row);
 - vectors: one ``INSERT ... SELECT`` per field slicing one float32 blob of the whole batch
   (``substr`` on a BLOB slices bytes), instead of binding a Python object per row.
 
@@ -55,32 +56,34 @@ class PreparedBatch:
     """The rows of one batch, ready to write: one entry per distinct valid product id."""
 
     ids: list[str] = field(default_factory=list)
-    rows: list[tuple[Any, ...]] = field(default_factory=list)  # products columns after id
-    nodes: list[list[str]] = field(default_factory=list)  # category node keys per product
+    rows: list[tuple[Any, ...]] = field(default_factory=list)  # products columns from id on (no rowid)
+    nodes: list[set[str]] = field(default_factory=list)  # category node keys per product
     vectors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # field -> (row slots, matrix)
     written: int = 0  # valid documents (a duplicate id counts each time, as row-by-row did)
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def vector_problems(docs: Sequence[Document], schema: IndexSchema) -> tuple[dict[int, str], dict[str, tuple[list[int], list[np.ndarray]]]]:
-    """Problems by document position, and the well-shaped vectors by field (positions, arrays)."""
+def vector_problems(docs: Sequence[Document], schema: IndexSchema) -> tuple[dict[int, str], dict[str, tuple[list[int], np.ndarray]]]:
+    """Problems by document position, and the well-shaped vectors by field (positions, float32 matrix)."""
     problems: dict[int, str] = {}
-    by_field: dict[str, tuple[list[int], list[np.ndarray]]] = {}
+    gathered: dict[str, tuple[list[int], list[np.ndarray]]] = {}
     for i, doc in enumerate(docs):
         for name, vec in doc.vectors.items():
             spec = schema.vectors.get(name)
             if spec is None:
                 problems[i] = f"vector field {name!r} is not in the index schema (call setup first)"
                 break
-            arr = np.asarray(vec)
+            arr = vec if type(vec) is np.ndarray else np.asarray(vec)
             if arr.shape != (spec.dims,):
                 problems[i] = f"vector {name!r} has shape {arr.shape}, the index expects ({spec.dims},)"
                 break
-            slots, arrays = by_field.setdefault(name, ([], []))
+            slots, arrays = gathered.setdefault(name, ([], []))
             slots.append(i)
             arrays.append(arr)
-    for name, (slots, arrays) in by_field.items():
+    by_field: dict[str, tuple[list[int], np.ndarray]] = {}
+    for name, (slots, arrays) in gathered.items():
         matrix = np.asarray(arrays, dtype=np.float32)
+        by_field[name] = (slots, matrix)
         nonfinite = np.asarray(~np.isfinite(matrix).all(axis=1))
         zero = np.asarray(~matrix.any(axis=1))
         for j in np.flatnonzero(nonfinite | zero).tolist():
@@ -102,6 +105,7 @@ def prepare(docs: Sequence[Document], schema: IndexSchema) -> PreparedBatch:
         latest[doc.product.id] = i
         batch.written += 1
     slot_of = np.full(len(docs), -1, dtype=np.int64)
+    paths: dict[tuple[str, ...], tuple[str, tuple[str, ...]]] = {}  # a catalogue repeats few distinct paths
     for slot, (pid, i) in enumerate(latest.items()):
         slot_of[i] = slot
         p = docs[i].product
@@ -109,17 +113,24 @@ def prepare(docs: Sequence[Document], schema: IndexSchema) -> PreparedBatch:
         cats = p.categories
         attrs = p.attributes if type(p.attributes) is dict else dict(p.attributes)
         extra = {"categories": cats, "attributes": attrs, "images": p.images}
+        texts: list[str] = []
+        nodes: set[str] = set()
+        for path in cats:
+            known = paths.get(path)
+            if known is None:
+                known = paths[path] = (format_category_path(path),
+                                       tuple(NODE_SEP.join(path[:d]) for d in range(1, len(path) + 1)))
+            texts.append(known[0])
+            nodes.update(known[1])
         batch.ids.append(pid)
-        batch.rows.append((p.title, "\n".join(map(format_category_path, cats)), p.attribute_text, p.description,
+        batch.rows.append((pid, p.title, "\n".join(texts), p.attribute_text, p.description,
                            _dumps(extra), image, p.market, int(image is not None)))
-        batch.nodes.append(list({NODE_SEP.join(path[:d]) for path in cats for d in range(1, len(path) + 1)}))
-    for name, (positions, arrays) in by_field.items():
-        pos = np.asarray(positions, dtype=np.int64)
-        slots = slot_of[pos]
+        batch.nodes.append(nodes)
+    for name, (positions, matrix) in by_field.items():
+        slots = slot_of[np.asarray(positions, dtype=np.int64)]
         keep = slots >= 0  # dropped: invalid documents and earlier duplicates
         if keep.any():
-            matrix = np.asarray([a for a, k in zip(arrays, keep.tolist(), strict=True) if k], dtype=np.float32)
-            batch.vectors[name] = (slots[keep], np.ascontiguousarray(matrix))
+            batch.vectors[name] = (slots[keep], np.ascontiguousarray(matrix[keep]))
     return batch
 
 
@@ -142,15 +153,19 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch) -> None:
         conn.executemany(
             "UPDATE products SET title = ?, categories = ?, attributes = ?, description = ?, extra = ?, image = ?, "
             "market = ?, has_image = ? WHERE rowid = ?",
-            [(*batch.rows[s], int(rowids[s])) for s in np.flatnonzero(existing).tolist()],
+            [(*batch.rows[s][1:], int(rowids[s])) for s in np.flatnonzero(existing).tolist()],
         )
         conn.executemany("DELETE FROM category_nodes WHERE product = ?", [(r,) for r in old])
         conn.executemany("DELETE FROM vectors WHERE product = ?", [(r,) for r in old])
     if len(new_slots):
         _insert_products(conn, batch, new_slots.tolist(), int(top) + 1, int(top) + len(new_slots))
+    products_of: dict[str, list[int]] = {}
+    for rowid, nodes in zip(rowids.tolist(), batch.nodes, strict=True):
+        for node in nodes:
+            products_of.setdefault(node, []).append(rowid)
     conn.executemany(
-        "INSERT INTO category_nodes VALUES (?, ?)",
-        sorted((node, int(rowids[s])) for s, nodes in enumerate(batch.nodes) for node in nodes),
+        "INSERT INTO category_nodes (node, product) SELECT ?, value FROM json_each(?)",
+        [(node, _dumps(sorted(products_of[node]))) for node in sorted(products_of)],
     )
     for name, (slots, matrix) in batch.vectors.items():
         width = matrix.shape[1] * 4
@@ -162,7 +177,9 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch) -> None:
 
 
 def _insert_products(conn: sqlite3.Connection, batch: PreparedBatch, slots: list[int], first: int, last: int) -> None:
-    rows = [(first + n, batch.ids[s], *batch.rows[s]) for n, s in enumerate(slots)]
+    # No rowid is bound: a rowid table gives each new row max(rowid) + 1, which is first..last in
+    # slot order (checked below), so the rows of a batch of new products go in as prepared.
+    rows = batch.rows if len(slots) == len(batch.rows) else [batch.rows[s] for s in slots]
     triggers: list[tuple[str, str]] = []
     if len(rows) >= BULK_TRIGGER_MIN:
         marks = ",".join("?" * len(_BULK_TRIGGERS))
@@ -172,10 +189,13 @@ def _insert_products(conn: sqlite3.Connection, batch: PreparedBatch, slots: list
         for name, _sql in triggers:
             conn.execute(f"DROP TRIGGER {name}")
     conn.executemany(
-        "INSERT INTO products (rowid, id, title, categories, attributes, description, extra, image, market, has_image) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO products (id, title, categories, attributes, description, extra, image, market, has_image) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
+    (top,) = conn.execute("SELECT max(rowid) FROM products").fetchone()
+    if top != last:  # cannot happen in a rowid table without AUTOINCREMENT; never write past it
+        raise sqlite3.DatabaseError(f"products: new rows ended at rowid {top}, expected {last}")
     for name, sql in triggers:
         conn.execute(_BULK_TRIGGERS[name], (first, last))
         conn.execute(sql)

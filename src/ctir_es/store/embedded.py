@@ -527,19 +527,28 @@ class EmbeddedStore:
         schema = self._schema or self.schema() or IndexSchema()
         result = WriteResult()
         with self._lock:
-            with self._write_transaction() as conn:
-                if self._lex is not None:  # the log entries tantivy has applied are not needed any more
-                    conn.execute("DELETE FROM lexical_log WHERE seq <= ?", (self._lex.applied,))
-                batch = batch_write.prepare(docs, schema)
-                batch_write.write(conn, batch)
-                result.written, result.errors = batch.written, batch.errors
-                if batch.ids:
-                    self._bump_generation(conn)
-                if checkpoint is not None:
-                    conn.execute(
-                        "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        (f"checkpoint:{checkpoint[0]}", str(checkpoint[1])),
-                    )
+            batch = batch_write.prepare(docs, schema)  # no I/O: outside the write lock SQLite holds
+            # The batch writes child rows only for products it has just written, and removes an
+            # updated product's old rows itself, so the per-row foreign key checks (about 1 us
+            # per product) prove nothing here. The pragma is a no-op inside a transaction, hence
+            # set around it; deletes keep the cascade.
+            self._wconn.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with self._write_transaction() as conn:
+                    if self._lex is not None:  # the log entries tantivy has applied are not needed any more
+                        conn.execute("DELETE FROM lexical_log WHERE seq <= ?", (self._lex.applied,))
+                    batch_write.write(conn, batch)
+                    result.written, result.errors = batch.written, batch.errors
+                    if batch.ids:
+                        self._bump_generation(conn)
+                    if checkpoint is not None:
+                        conn.execute(
+                            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                            (f"checkpoint:{checkpoint[0]}", str(checkpoint[1])),
+                        )
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    self._wconn.execute("PRAGMA foreign_keys=ON")
             self._after_write(bool(result.written))
         return result
 
