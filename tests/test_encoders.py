@@ -451,3 +451,8 @@ def test_errors_become_one_short_line() -> None:
     assert one_line("") == ""  # a plain empty message stays empty
     long = one_line(RuntimeError("x" * 500), limit=50)
     assert len(long) == 50 and long.endswith("...")
+    from ctir_es.errors import described
+
+    assert described(OSError("truncated\n  file")) == "OSError: truncated file"  # the type says what failed
+    assert described(MemoryError()) == "MemoryError"
+    assert described(ValueError("y" * 500), 40).endswith("...") and len(described(ValueError("y" * 500), 40)) == 52

@@ -76,3 +76,10 @@ def one_line(exc: object, limit: int = 300) -> str:
     if not text and isinstance(exc, BaseException):
         text = type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def described(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` on one short line, for an error from a library we do not own (a
+    decoder, a transport) where the type says what failed."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {one_line(message, limit)}" if message else type(exc).__name__

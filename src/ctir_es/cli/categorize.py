@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..categorize.core import SIGNALS, Suggestion
-from ..errors import InvalidRecord, QueryError
+from ..errors import InvalidRecord, QueryError, one_line
 from ..products import Product
 from ..search import Search
 from .main import cli, settings_from, store_options
@@ -105,7 +105,7 @@ def categorize(ctx: click.Context, product_id: str | None, text: str | None, ima
                     record = Product.from_mapping(data)
                     result = search.categorize(product=record, **options)
                 except (ValueError, InvalidRecord, QueryError) as exc:
-                    msg = f"line {n}: {str(exc).splitlines()[0][:200]}"
+                    msg = f"line {n}: {one_line(exc, 200)}"
                     if as_json:
                         click.echo(json.dumps({"line": n, "error": msg}, ensure_ascii=False))
                     else:

@@ -13,7 +13,7 @@ import click
 
 from .. import __version__
 from ..config import Settings, load_settings
-from ..errors import CtirError
+from ..errors import CtirError, described
 
 log = logging.getLogger("ctir_es.cli")
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -53,9 +53,8 @@ class CtirGroup(click.Group):
         except Exception as exc:
             if _VERBOSITY["level"] >= 2:
                 raise
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
             raise click.ClickException(
-                f"unexpected error: {type(exc).__name__}: {first} (run with -vv for the traceback)"
+                f"unexpected error: {described(exc, 300)} (run with -vv for the traceback)"
             ) from None
 
 
@@ -89,7 +88,7 @@ class OneLineFormatter(logging.Formatter):
         text = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            text = f"{text} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+            text = f"{text} ({described(exc)})"
         return f"{record.levelname} {record.name}: {text}"
 
 

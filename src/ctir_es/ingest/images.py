@@ -40,7 +40,7 @@ import urllib3
 from PIL import Image, ImageOps, UnidentifiedImageError
 from requests.exceptions import ChunkedEncodingError
 
-from ..errors import ImageError
+from ..errors import ImageError, described
 
 # Raster formats product photos come in; anything else is "not_an_image".
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO
@@ -276,7 +276,7 @@ def decode(data: bytes, *, max_bytes: int | None = None) -> Image.Image:
     except MemoryError:
         raise ImageError("too_large", "image header does not fit in memory") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure on hostile bytes
-        raise ImageError("corrupt", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        raise ImageError("corrupt", described(exc)) from None
     limit = Image.MAX_IMAGE_PIXELS
     width, height = im.size
     if limit and width * height > limit:
@@ -286,7 +286,7 @@ def decode(data: bytes, *, max_bytes: int | None = None) -> Image.Image:
     except MemoryError:
         raise ImageError("too_large", f"{width}x{height} does not fit in memory") from None
     except Exception as exc:  # noqa: BLE001 - truncated data, bad chunks, unsupported modes
-        raise ImageError("corrupt", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        raise ImageError("corrupt", described(exc)) from None
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -7,7 +7,7 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import ImageError
+from ..errors import ImageError, described
 from ..ingest.images import ALLOWED_FORMATS, decode
 
 
@@ -21,7 +21,7 @@ def image_size(data: bytes) -> tuple[int, int]:
     except UnidentifiedImageError:
         raise ImageError("not_an_image", f"not a {'/'.join(ALLOWED_FORMATS)} image") from None
     except Exception as exc:  # noqa: BLE001 - hostile headers
-        raise ImageError("corrupt", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        raise ImageError("corrupt", described(exc)) from None
 
 
 def decode_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:

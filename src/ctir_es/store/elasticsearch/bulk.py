@@ -33,7 +33,7 @@ from typing import Any
 import elastic_transport
 import elasticsearch
 
-from ...errors import ConfigError, StoreError
+from ...errors import ConfigError, StoreError, described
 from .bodies.responses import error_text
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def retry_reason(exc: BaseException) -> str | None:
             elasticsearch.ConnectionTimeout,
         ),
     ):
-        return f"{type(exc).__name__}: {str(exc)[:150]}"
+        return described(exc, 150)
     return None
 
 
