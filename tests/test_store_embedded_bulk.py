@@ -4,6 +4,7 @@ the row-by-row upsert meant. Correctness only, never speed."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -138,3 +139,40 @@ def test_a_failed_bulk_batch_leaves_the_triggers_and_nothing_else(tmp_path: Path
         assert conn.execute("SELECT value FROM meta WHERE key = 'checkpoint:src'").fetchone()[0] == "10"
         triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
     assert {"products_ai", "products_au", "products_ad"} <= triggers
+
+
+def test_rows_hold_what_the_product_says(store: EmbeddedStore) -> None:
+    """Paths shared between products (and given as lists), escaped names, non-ASCII text and a
+    non-dict attribute mapping: the stored JSON, category nodes and product read back are exact."""
+    from types import MappingProxyType
+
+    shared = ("Küche", "Töpfe > Pfannen", "a\\b")
+    docs = [_doc(i) for i in range(N)]
+    docs.append(Document(Product(id="multi", title="pan", categories=(shared, ["Küche", "Deals"]),  # type: ignore[arg-type]
+                                 attributes=MappingProxyType({"Marke": "Fissler \"Pro\""}), images=("a.jpg", "é.png")),
+                         {"t": _vec(7)}))
+    docs.append(Document(Product(id="bare", title="plain"), {"t": _vec(8)}))
+    assert store.upsert(docs).written == N + 2
+    extra = store.conn.execute("SELECT extra FROM products WHERE id = 'multi'").fetchone()[0]
+    assert extra == json.dumps({"categories": [list(shared), ["Küche", "Deals"]], "attributes": {"Marke": "Fissler \"Pro\""},
+                                "images": ["a.jpg", "é.png"]}, ensure_ascii=False, separators=(",", ":"))
+    nodes = {r[0] for r in store.conn.execute(
+        "SELECT node FROM category_nodes JOIN products p ON p.rowid = product WHERE p.id = 'multi'")}
+    assert nodes == {"Küche", "Küche\x1fTöpfe > Pfannen", "Küche\x1fTöpfe > Pfannen\x1fa\\b", "Küche\x1fDeals"}
+    got = store.get(["multi", "bare"])
+    assert got["multi"].product.categories == (shared, ("Küche", "Deals"))
+    assert dict(got["multi"].product.attributes) == {"Marke": "Fissler \"Pro\""}
+    assert got["bare"].product.categories == () and not got["bare"].product.attributes
+    assert store.conn.execute("SELECT count(*) FROM category_nodes").fetchone()[0] == 3 * N + 4
+    # every row of a node (here "Home", shared by the whole batch) is there once
+    assert store.conn.execute("SELECT count(*) FROM category_nodes WHERE node = 'Home'").fetchone()[0] == N
+    assert store.check() == []
+
+
+def test_upsert_leaves_foreign_keys_on_for_deletes(store: EmbeddedStore) -> None:
+    store.upsert([_doc(i) for i in range(N)])
+    assert store._wconn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.delete([f"p{i}" for i in range(0, N, 2)]) == N // 2
+    orphans = store.conn.execute("SELECT count(*) FROM category_nodes WHERE product NOT IN (SELECT rowid FROM products)")
+    assert orphans.fetchone()[0] == 0
+    assert store.conn.execute("SELECT count(*) FROM vectors").fetchone()[0] == 2 * (N - N // 2)
