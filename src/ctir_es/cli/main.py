@@ -158,6 +158,7 @@ COMMANDS: dict[str, str] = {
     "config": "The settings in force, where each comes from, and every knob there is.",
     "es": "Elasticsearch index lifecycle: versioned indices behind an alias, zero-downtime swaps.",
     "evaluate": "Measure category-to-image retrieval with the paper's protocol (every system, hybrids, reports).",
+    "index": "The embedded store's approximate kNN index: build and save it now.",
     "ingest": "Read a catalogue, encode it and index it (re-running resumes or updates, never duplicates).",
     "kibana": "Kibana saved objects for the product index (data view, Lens chart, saved search, dashboard).",
     "models": "Export encoders to ONNX (no PyTorch needed to ingest and query), list and verify them.",
