@@ -25,7 +25,6 @@ from typing import Any
 
 from ctir_es.config import load_settings
 from ctir_es.products import format_category_path, parse_category_path
-from ctir_es.ranking.plan import plan_query
 from ctir_es.search import Search
 
 
@@ -46,14 +45,7 @@ def text_queries(search: Search, count: int, seed: int = 0) -> list[str]:
 
 
 def per_source(search: Search, query: str, mode: str, k: int) -> dict[str, list[str]]:
-    plan = plan_query(
-        mode=mode,
-        text=query,
-        schema=search.schema,
-        text_encoder=search.text_encoder,
-        image_encoder=search.image_encoder,
-        category_encoder=search.category_encoder,
-    )
+    plan = search.plan(query, mode=mode)
     runs = search.store.search(plan.lexical, plan.vectors, k)
     return {name: [h.id for h in hits[:k]] for name, hits in runs.items()}
 

@@ -10,7 +10,7 @@ The protocol (the evaluation's, over a held-out slice of the index itself):
   under, as a shop writes it (``"A > B > C"``); a product is relevant when one of its paths
   passes through the node (subtree relevance); only the slice's products are ranked (an id
   filter), each source ``CANDIDATE_DEPTH`` deep.
-- **Sources.** Exactly what serving runs for a category query (``ranking.plan.plan_query``):
+- **Sources.** Exactly what serving runs for a category query (``Search.plan``):
   BM25 with the category field weights (serving reads the category field; that is the point
   of measuring what is served) and the index's vector sources (text, image, clip_ita).
 - **Search.** RRF and linear fusion, each with per-source weights from ``WEIGHT_GRID``. Both
@@ -52,7 +52,6 @@ from .filters import Filter
 from .products import CategoryPath, Product, format_category_path, path_prefixes
 from .ranking.calibration import Calibration, encoder_ids
 from .ranking.fusion import fuse
-from .ranking.plan import plan_query
 from .schema import Document, Hit
 from .store.base import IdLister, Store, VectorReader
 from .vocabulary import CANDIDATE_DEPTH, DEFAULT_FUSION, FUSION_METHODS
@@ -202,8 +201,7 @@ def collect_runs(search: Search, store: Store, piece: QuerySlice) -> tuple[list[
     sources: list[str] = []
     defaults: dict[str, float] = {}
     for qid in piece.nodes:
-        plan = plan_query(mode="category", text=qid, schema=search.schema, text_encoder=search.text_encoder,
-                          image_encoder=search.image_encoder, category_encoder=search.category_encoder)
+        plan = search.plan(qid, mode="category")
         sources, defaults = plan.sources, plan.weights
         found = store.search(plan.lexical, plan.vectors, CANDIDATE_DEPTH, only)
         piece.runs[qid] = {s: list(found.get(s, [])) for s in sources}

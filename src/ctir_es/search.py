@@ -25,7 +25,7 @@ from .errors import NotFound, QueryError, StoreError, Unsupported
 from .filters import Filter
 from .ranking.calibration import served_fusion
 from .ranking.fusion import FusedHit, fuse
-from .ranking.plan import detect_mode, plan_query
+from .ranking.plan import Plan, detect_mode, plan_query
 from .ranking.weights import weights_in_force
 from .results import SearchResponse, SearchResult, ranking_notices
 from .store.base import (
@@ -152,16 +152,7 @@ class Search:
             image_vector = self._image_vector(ref)
             text = ref if isinstance(ref, str) else (text or "(image)")
         candidates = max(CANDIDATE_DEPTH, 2 * k)
-        plan = plan_query(
-            mode=mode,
-            text=text,
-            schema=self.schema,
-            text_encoder=self.text_encoder,
-            image_encoder=self.image_encoder,
-            image_vector=image_vector,
-            field_weights=field_weights,
-            category_encoder=self.category_encoder,
-        )
+        plan = self.plan(text, mode=mode, image_vector=image_vector, field_weights=field_weights)
         if plan.mode == "category" and fusion is None and weights is None and field_weights is None:
             # nothing chosen by the caller: the fusion `ctir-es calibrate` measured on this index
             fusion, weights = served_fusion(self.store, self.schema, plan.sources)
@@ -176,6 +167,13 @@ class Search:
             fused = self._fused_by_server(plan, k, candidates, filters, fusion, used)
         return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused), used,
                               source_hits, ranking_notices(plan.sources, source_hits))
+
+    def plan(self, text: str | None, *, mode: str, image_vector: np.ndarray | None = None,
+             field_weights: Mapping[str, float] | None = None) -> Plan:
+        """The store requests of one query with this index's encoders (``ranking.plan``)."""
+        return plan_query(mode=mode, text=text, schema=self.schema, text_encoder=self.text_encoder,
+                          image_encoder=self.image_encoder, image_vector=image_vector,
+                          field_weights=field_weights, category_encoder=self.category_encoder)
 
     def _diversified(self, text: str | None, *, diverse: float | bool, k: int, **kwargs: Any) -> SearchResponse:
         from .diversify import DEFAULT_LAMBDA, mmr
