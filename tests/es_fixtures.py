@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from ctir_es.search import Search
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
 
 ES_IMAGE = os.environ.get(
@@ -91,6 +92,17 @@ def es_connection() -> Iterator[EsConnection]:
     with container:
         host, port = container.get_container_host_ip(), container.get_exposed_port(container.port)
         yield EsConnection(f"http://{host}:{port}", "ctir-test", request_timeout=60)
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory, tiny_text_model_dir: Path) -> Iterator[Search]:
+    """The bundled sample in the embedded store (tiny text model, no CLIP): what an Elasticsearch
+    result is compared with."""
+    from service_support import sample_search
+
+    search, _ = sample_search(tmp_path_factory.mktemp("emb"), tiny_text_model_dir, None)
+    yield search
+    search.close()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ and tiny text encoder give the same suggestions, the same audit and the same sho
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,13 +19,6 @@ from ctir_es.store.elasticsearch import ElasticsearchStore
 pytestmark = pytest.mark.integration
 
 MUGS = "Kitchen & Dining > Coffee Mugs"
-
-
-@pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory, tiny_text_model_dir: Path) -> Iterator[Search]:
-    search, _ = sample_search(tmp_path_factory.mktemp("emb"), tiny_text_model_dir, None)
-    yield search
-    search.close()
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ fusion runs). Marked ``integration``: it needs the node CI starts (``CTIR_ES_TES
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from service_support import encoders, sample_search
+from service_support import encoders
 
 from ctir_es.ingest.readers import read_jsonl
 from ctir_es.ingest.report import IngestReport
@@ -19,13 +19,6 @@ from ctir_es.store.elasticsearch import ElasticsearchStore
 pytestmark = pytest.mark.integration
 
 CATEGORY = "Kitchen & Dining > Cookware"
-
-
-@pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory, tiny_text_model_dir: Path) -> Iterator[Search]:
-    search, _ = sample_search(tmp_path_factory.mktemp("emb"), tiny_text_model_dir, None)
-    yield search
-    search.close()
 
 
 @pytest.fixture
