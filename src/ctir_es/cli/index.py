@@ -41,8 +41,6 @@ def build(ctx: click.Context, kind: str | None, as_json: bool, store: Path | Non
     if kind is None:
         raise click.UsageError(f"name the index: --vector-index {'|'.join(KINDS)} (the vector_index setting "
                                f"is {settings.vector_index!r}, which needs none)")
-    if not settings.store.exists():
-        raise ConfigError(f"no store at {settings.store}: check --store, or run `ctir-es ingest ...` first")
     embedded = EmbeddedStore(settings.store, vector_index=kind)
     try:
         seconds = embedded.build_vector_index(kind)
