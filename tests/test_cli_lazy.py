@@ -73,3 +73,11 @@ def test_a_reader_that_leaves_early_gets_no_error_text() -> None:
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait() == 1 and "BrokenPipe" not in err and "Traceback" not in err
+
+
+def test_on_off_settings_take_the_usual_spellings() -> None:
+    from ctir_es.config import env_value
+
+    for word, value in (("0", False), ("off", False), ("no", False), ("1", True), ("Yes", True), ("on", True)):
+        assert env_value("onnx_spin", {"CTIR_ES_ONNX_SPIN": word}) is value, word
+    assert env_value("onnx_spin", {}) is None

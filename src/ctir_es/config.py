@@ -26,7 +26,7 @@ from platformdirs import user_cache_dir, user_config_dir, user_data_dir
 
 from .errors import ConfigError
 from .products import has_surrogate
-from .vocabulary import DISABLED
+from .vocabulary import DISABLED, OFF, ON
 
 APP = "ctir-es"
 FUSION_LOCATIONS: tuple[str, ...] = ("client", "server", "auto")
@@ -153,7 +153,6 @@ SETTINGS: tuple[Knob, ...] = (
 KNOBS: Mapping[str, Knob] = {k.name: k for k in SETTINGS}
 # env var -> setting name (secrets for Elasticsearch are read by EsConnection.from_env)
 ENV_VARS: dict[str, str] = {k.env: k.name for k in SETTINGS if k.env}
-_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 def _coerce_one(knob: Knob, value: Any) -> Any:
@@ -174,7 +173,7 @@ def _coerce_one(knob: Knob, value: Any) -> Any:
         elif knob.kind == "bool":
             if isinstance(value, str):
                 word = value.strip().lower()
-                value = True if word in _TRUE else False if word in DISABLED else value
+                value = True if word in ON else False if word in OFF | DISABLED else value
             if not isinstance(value, bool):
                 raise ValueError(value)
         elif not isinstance(value, str):

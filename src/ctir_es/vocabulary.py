@@ -48,6 +48,9 @@ RRF_K: Final = 60  # Cormack et al. 2009; also Elasticsearch's rank_constant def
 CANDIDATE_DEPTH: Final = 100
 
 # -- settings --------------------------------------------------------------------------------
-# Spellings that switch an optional component off (an env var or config value).
+# Spellings of an on/off setting, and those that switch an optional component (a model, weights,
+# a URL) off; an env var or config value, compared lower-cased.
+ON: frozenset[str] = frozenset({"1", "true", "yes", "on"})
+OFF: frozenset[str] = frozenset({"0", "false", "no", "off"})
 DISABLED: frozenset[str] = frozenset({"", "none", "off", "false", "no"})
 MAX_K: Final = 1_000  # results one query may ask for

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import env_value
 from ..errors import EncoderError, MissingExtraError
+from ..vocabulary import DISABLED
 from ._torch import TRAIN_EXTRA_HINT
 from .base import ImageEncoder, TextEncoder
 from .clip import OpenClipEncoder
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DISABLED_WEIGHTS = ("", "none", "off", "false", "no")
 BACKENDS = ("onnx", "torch")
 DEFAULT_BACKEND = "onnx"
 
@@ -92,7 +92,7 @@ class EncoderConfig:
 
     @property
     def images_enabled(self) -> bool:
-        return self.clip_weights is not None and self.clip_weights.strip().lower() not in DISABLED_WEIGHTS
+        return self.clip_weights is not None and self.clip_weights.strip().lower() not in DISABLED
 
     @property
     def resolved_models_dir(self) -> Path:

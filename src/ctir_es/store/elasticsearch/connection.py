@@ -34,6 +34,7 @@ import elasticsearch
 from elasticsearch import Elasticsearch
 
 from ...errors import ConfigError
+from ...vocabulary import OFF, ON
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ META_INDEX_SUFFIX = "-ctir-meta"
 ENV_PREFIX = "CTIR_ES_"
 REDACTED = "***"
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 _USERINFO = re.compile(r"(?<=//)[^/@]*@")
 _BAD_INDEX_CHARS = set('\\/*?"<>| ,#:')
 _FINGERPRINT = re.compile(r"^(?:[0-9A-Fa-f]{2}:?){32}$")
@@ -59,9 +58,9 @@ def redact_url(url: str) -> str:
 
 def parse_bool(name: str, value: str) -> bool:
     text = value.strip().lower()
-    if text in _TRUE:
+    if text in ON:
         return True
-    if text in _FALSE:
+    if text in OFF:
         return False
     raise ConfigError(f"{name} must be true or false, got {value!r}")
 
