@@ -12,14 +12,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# torch first and pinned: an unpinned torch pulls GBs of CUDA wheels (see docs in README).
+# PyPI's torch wheel brings ~3 GB of nvidia-* wheels; one dropped connection used to fail the
+# whole install. pip resumes a broken download (--resume-retries) and the install is tried up
+# to three times; pip's cache keeps what already arrived.
+PIP_INSTALL = scripts/pip-install $(BIN)/pip
+
+# torch first and pinned: an unpinned torch pulls whatever is newest (see README).
 install: $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[train]"
+	$(PIP_INSTALL) torch==2.13.0
+	$(PIP_INSTALL) -e ".[train]"
 
 install-test: $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[train,test]"
+	$(PIP_INSTALL) torch==2.13.0
+	$(PIP_INSTALL) -e ".[train,test]"
 
 demo: install
 	$(BIN)/ctir-es ingest sample --store $(STORE)
