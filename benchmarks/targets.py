@@ -126,8 +126,12 @@ def case_open(a: argparse.Namespace) -> dict[str, Any]:
     rss0 = rss_bytes()
     t = time.perf_counter()
     store = EmbeddedStore(path, vector_index=a.index)
-    store.search(None, [VectorQuery(FIELD, qv[0], "text")], K)
+    if a.index != "exact":
+        store._ann_index(FIELD)  # the persisted index, memory-mapped (the "ANN open")
     open_s = time.perf_counter() - t
+    t = time.perf_counter()
+    store.search(None, [VectorQuery(FIELD, qv[0], "text")], K)  # sq8 scans every code: cold pages are read here
+    first_s = time.perf_counter() - t
     used_index = a.index == "exact" or FIELD in store._ann
     store.search(LexicalQuery(qt[0]), [], K)  # opens the lexical side too
 
@@ -149,7 +153,8 @@ def case_open(a: argparse.Namespace) -> dict[str, Any]:
             modes.setdefault(name, []).append(time_calls(fn, a.queries, 1)["p50_ms"])
     stats = {name: {"p50_ms": float(np.median(v)), "p50_min_ms": min(v), "p50_max_ms": max(v)} for name, v in modes.items()}
     slower = max(stats["knn"]["p50_ms"], stats["lexical"]["p50_ms"])
-    out = {"n": a.n, "dims": a.dims, "index": a.index, "engine": store.lexical_engine, "open_first_query_s": open_s,
+    out = {"n": a.n, "dims": a.dims, "index": a.index, "engine": store.lexical_engine, "open_s": open_s,
+           "first_query_s": first_s, "open_first_query_s": open_s + first_s,
            "persisted_index_used": used_index, "modes": stats, "hybrid_vs_slower_source": stats["hybrid"]["p50_ms"] / slower,
            "rss_bytes": rss_bytes(), "rss_before_open_bytes": rss0, **rss_split()}
     store.close()
@@ -276,10 +281,10 @@ def tables(res: dict[str, Any]) -> str:
             out.append(f"| error: {r['error'][:300]} |")
             continue
         out.append(f"| {label(r['n'])} | {r['dims']} | {r['index']} | {r['engine']} | {r['build_s']:.1f} | {mib(r['index_bytes'])} |")
-    out += ["", ("#### Fresh process: open + first query, then p50 per mode (k=100 per source; hybrid = both sources "
+    out += ["", ("#### Fresh process: open (the persisted index memory-mapped), the first query, then p50 per mode (k=100 per source; hybrid = both sources "
             "in parallel threads + RRF); median of per-round p50s (min-max)"), "",
-            "| products | dims | kNN | lexical | open + 1st query s | kNN p50 ms | BM25 p50 ms | hybrid p50 ms | hybrid / slower source | RSS (anon + file) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "| products | dims | kNN | lexical | open s | 1st query s | kNN p50 ms | BM25 p50 ms | hybrid p50 ms | hybrid / slower source | RSS (anon + file) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["open"]:
         if "error" in r:
             out.append(f"| error: {r['error'][:300]} |")
@@ -287,7 +292,8 @@ def tables(res: dict[str, Any]) -> str:
         s = r["modes"]
         cell = {k: f"{v['p50_ms']:.2f} ({v['p50_min_ms']:.2f}-{v['p50_max_ms']:.2f})" for k, v in s.items()}
         flag = "" if r["persisted_index_used"] else " (index not used!)"
-        out.append(f"| {label(r['n'])} | {r['dims']} | {r['index']}{flag} | {r['engine']} | {r['open_first_query_s']:.3f} | "
+        out.append(f"| {label(r['n'])} | {r['dims']} | {r['index']}{flag} | {r['engine']} | {r.get('open_s', float('nan')):.3f} | "
+                   f"{r.get('first_query_s', r['open_first_query_s']):.3f} | "
                    f"{cell['knn']} | {cell['lexical']} | {cell['hybrid']} | {r['hybrid_vs_slower_source']:.2f} | {mib(r['rss_bytes'])}"
                    + (f" ({mib(r['rssanon_bytes'])} + {mib(r['rssfile_bytes'])})" if "rssanon_bytes" in r else "") + " |")
     rc = res.get("recall")

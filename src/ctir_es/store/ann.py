@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import re
 import shutil
@@ -207,12 +208,23 @@ def load(root: Path, field: str, kind: str, generation: int, store_uuid: str) ->
         rowids = np.load(where / _ROWIDS, mmap_mode="r")
         vectors = np.load(where / _VECTORS, mmap_mode="r")
         ids = np.load(where / _IDS, mmap_mode="r")
+        _no_readahead(vectors)
     except (OSError, ValueError, RuntimeError):
         return None  # absent, partly deleted by a newer writer, or damaged: rebuilt by the caller
     if not len(rowids) == len(ids) == vectors.shape[0] == index.ntotal or vectors.shape[1] != index.d:
         return None
     tune(kind, index)
     return AnnIndex(kind, field, generation, index, rowids, int(index.d), vectors, ids)
+
+
+def _no_readahead(array: np.ndarray) -> None:
+    """Rescoring reads a few scattered rows of the float32 copy per query: without this the
+    kernel reads ahead ~128 KiB around each one, and a 1M store's copy (2 GiB) ends up resident
+    after a few hundred queries, which is the memory the quantised index exists to save."""
+    mapped = getattr(array, "_mmap", None)
+    if mapped is not None and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        with contextlib.suppress(OSError):
+            mapped.madvise(mmap.MADV_RANDOM)
 
 
 def encode_ids(ids: np.ndarray) -> np.ndarray:
