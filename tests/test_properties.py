@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from store_contract import CATALOGUE, SCHEMA
 
+from ctir_es.config import LEXICAL_ENGINES
 from ctir_es.errors import InvalidRecord
 from ctir_es.evaluation.metrics import METRICS, evaluate
 from ctir_es.products import Product, format_category_path, parse_category_path, path_prefixes
@@ -101,10 +102,10 @@ def test_linear_scores_are_bounded_by_the_weights(r: dict, w1: float, w2: float)
         assert -1e-9 <= h.score <= sum(weights[s] for s in h.sources) + 1e-9
 
 
-@pytest.fixture(scope="module")
-def small_store():
+@pytest.fixture(scope="module", params=LEXICAL_ENGINES)
+def small_store(request: pytest.FixtureRequest):
     with tempfile.TemporaryDirectory() as tmp:
-        store = EmbeddedStore(Path(tmp) / "s.db")
+        store = EmbeddedStore(Path(tmp) / "s.db", lexical=request.param)  # each engine's query builder
         store.setup(SCHEMA)
         store.upsert(CATALOGUE)
         yield store
@@ -113,8 +114,8 @@ def small_store():
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=100))
-def test_any_query_text_is_safe_for_fts(small_store: EmbeddedStore, text: str) -> None:
-    hits = small_store.search(LexicalQuery(text), [], 5)["bm25"]  # never an FTS5 syntax error
+def test_any_query_text_is_safe_for_the_lexical_engine(small_store: EmbeddedStore, text: str) -> None:
+    hits = small_store.search(LexicalQuery(text), [], 5)["bm25"]  # never an FTS5 / tantivy syntax error
     assert len(hits) <= 5
     assert isinstance(small_store.schema(), IndexSchema)
 
