@@ -57,6 +57,27 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
 N = BULK_TRIGGER_MIN * 3
 
 
+# (node, product rowid) pairs of the category postings, one per product in each of its nodes
+PAIRS = "SELECT c.node, j.value AS product FROM category_postings c, json_each(c.products) j"
+
+
+def _pairs(store: EmbeddedStore) -> list[tuple[str, int]]:
+    return [(str(n), int(p)) for n, p in store.conn.execute(PAIRS)]
+
+
+def _postings_sound(store: EmbeddedStore) -> None:
+    """Every block holds ascending rowids inside its range [lo, next lo), with hi and n exact,
+    and no product is listed twice under a node."""
+    blocks = store.conn.execute("SELECT node, lo, hi, n, products FROM category_postings ORDER BY node, lo").fetchall()
+    for i, (node, lo, hi, n, products) in enumerate(blocks):
+        rowids = json.loads(products)
+        assert rowids and rowids == sorted(set(rowids)) and rowids[0] >= lo and rowids[-1] == hi and n == len(rowids)
+        if i + 1 < len(blocks) and blocks[i + 1][0] == node:
+            assert hi < blocks[i + 1][1]
+    pairs = _pairs(store)
+    assert len(pairs) == len(set(pairs))
+
+
 def _lexical_ids(store: EmbeddedStore, text: str, k: int = 1000) -> set[str]:
     return {h.id for h in store.search(LexicalQuery(text), [], k)[LEXICAL_SOURCE]}
 
@@ -96,8 +117,8 @@ def test_bulk_update_replaces_text_categories_and_vectors(store: EmbeddedStore) 
     assert got["p4"].vector_fields == ("t",) and got["p5"].vector_fields == ("i", "t")
     assert np.allclose(store.vectors(["p4"], "t")["p4"], _vec(4 * 10 + 5))
     assert "p4" not in store.vectors(["p4"], "i")
-    n_nodes = store.conn.execute("SELECT count(*) FROM category_nodes").fetchone()[0]
-    assert n_nodes == 3 * store.count()  # replaced, not added to
+    assert len(_pairs(store)) == 3 * store.count()  # replaced, not added to
+    _postings_sound(store)
     assert store.check() == []
 
 
@@ -157,15 +178,16 @@ def test_rows_hold_what_the_product_says(store: EmbeddedStore) -> None:
     assert extra == json.dumps({"categories": [list(shared), ["Küche", "Deals"]], "attributes": {"Marke": "Fissler \"Pro\""},
                                 "images": ["a.jpg", "é.png"]}, ensure_ascii=False, separators=(",", ":"))
     nodes = {r[0] for r in store.conn.execute(
-        "SELECT node FROM category_nodes JOIN products p ON p.rowid = product WHERE p.id = 'multi'")}
+        f"SELECT node FROM ({PAIRS}) JOIN products p ON p.rowid = product WHERE p.id = 'multi'")}
     assert nodes == {"Küche", "Küche\x1fTöpfe > Pfannen", "Küche\x1fTöpfe > Pfannen\x1fa\\b", "Küche\x1fDeals"}
     got = store.get(["multi", "bare"])
     assert got["multi"].product.categories == (shared, ("Küche", "Deals"))
     assert dict(got["multi"].product.attributes) == {"Marke": "Fissler \"Pro\""}
     assert got["bare"].product.categories == () and not got["bare"].product.attributes
-    assert store.conn.execute("SELECT count(*) FROM category_nodes").fetchone()[0] == 3 * N + 4
-    # every row of a node (here "Home", shared by the whole batch) is there once
-    assert store.conn.execute("SELECT count(*) FROM category_nodes WHERE node = 'Home'").fetchone()[0] == N
+    assert len(_pairs(store)) == 3 * N + 4
+    # every product of a node (here "Home", shared by the whole batch) is there once, in one block
+    assert store.conn.execute("SELECT count(*), sum(n) FROM category_postings WHERE node = 'Home'").fetchone() == (1, N)
+    _postings_sound(store)
     assert store.check() == []
 
 
@@ -173,6 +195,8 @@ def test_upsert_leaves_foreign_keys_on_for_deletes(store: EmbeddedStore) -> None
     store.upsert([_doc(i) for i in range(N)])
     assert store._wconn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert store.delete([f"p{i}" for i in range(0, N, 2)]) == N // 2
-    orphans = store.conn.execute("SELECT count(*) FROM category_nodes WHERE product NOT IN (SELECT rowid FROM products)")
+    orphans = store.conn.execute(f"SELECT count(*) FROM ({PAIRS}) WHERE product NOT IN (SELECT rowid FROM products)")
     assert orphans.fetchone()[0] == 0
+    assert len(_pairs(store)) == 3 * (N - N // 2)
+    _postings_sound(store)
     assert store.conn.execute("SELECT count(*) FROM vectors").fetchone()[0] == 2 * (N - N // 2)

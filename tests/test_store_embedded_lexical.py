@@ -17,7 +17,7 @@ from store_contract import CATALOGUE, SCHEMA, StoreContract, unit
 from ctir_es.errors import StoreError
 from ctir_es.filters import Filter
 from ctir_es.products import Product
-from ctir_es.store.base import Document, LexicalQuery
+from ctir_es.store.base import LEXICAL_SOURCE, Document, LexicalQuery
 from ctir_es.store.embedded import EmbeddedStore
 from ctir_es.store.lexical_tantivy import index_dir
 
@@ -189,3 +189,36 @@ def test_ranking_is_weighted_per_field_bm25_and_close_to_fts5(tmp_path: Path) ->
     assert np.mean(overlaps) >= 0.6, overlaps
     for s in stores.values():
         s.close()
+
+
+def test_a_batch_is_indexed_from_its_own_rows_and_from_sqlite_when_the_log_holds_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after a batch the writer indexes the rows it has just written (no read-back from
+    SQLite); when the log also holds changes the index has not seen (here one written by plain
+    SQL, as a crashed writer leaves them), it catches up from the log and SQLite instead."""
+    from ctir_es.store import lexical_tantivy
+
+    reads: list[int] = []
+    real_rows = lexical_tantivy.TantivyLexical._rows
+
+    def counted(self: lexical_tantivy.TantivyLexical, conn: object, rowids: list[int]) -> object:
+        reads.append(len(rowids))
+        return real_rows(self, conn, rowids)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lexical_tantivy.TantivyLexical, "_rows", counted)
+    store = _filled(tmp_path / "s.db", "tantivy")
+    assert reads == []  # indexed from the batch itself
+    lexical = LexicalQuery("cooker")
+    assert [h.id for h in store.search(lexical, [], 10, [Filter("category", "subtree", ("Kitchen & Dining",))])[
+        LEXICAL_SOURCE]] == ["p1"]
+    # a change the index has not seen: a product row written without the store (its log entry stays)
+    store._wconn.execute(
+        "INSERT INTO products (id, title, categories, attributes, description, extra, market, has_image) "
+        "VALUES ('raw', 'zeppelin cooker', 'Toys', '', '', '{\"categories\":[[\"Toys\"]]}', 'in', 0)")
+    update = Document(Product(id="p2", title="zeppelin pan", categories=(("Toys", "Air"),)), {"title_vector": unit(1)})
+    store.upsert([update])
+    assert sorted(reads) == [2]  # the log held the raw row and the batch: both read back from SQLite
+    found = store.search(LexicalQuery("zeppelin"), [], 10, [Filter("category", "subtree", ("Toys",))])[LEXICAL_SOURCE]
+    assert sorted(h.id for h in found) == ["p2", "raw"]
+    assert store.search(LexicalQuery("frying"), [], 10)[LEXICAL_SOURCE] == []  # p2's old title is gone
+    store.close()

@@ -13,9 +13,15 @@ set-based statements instead of a dozen statements per product:
   and their work is done by one ``INSERT ... SELECT`` over the new rowid range. DDL is
   transactional in SQLite: a crash rolls the batch back with the triggers in place, and other
   connections never see the store without them;
-- category nodes: one ``INSERT ... SELECT`` per distinct node of the batch, its products a JSON
-  array of ascending rowids, so a node's text is bound once and the primary key (node, product)
-  is filled in order; most of what is left is SQLite's B-tree work (two entries per row);
+- category postings (store format 2): one row per (node, block) holding the block's ascending
+  product rowids as a JSON array (SQL expands it with ``json_each``), so a batch writes one row
+  per distinct node instead of one per (product, node) - format 1's ``category_nodes`` table
+  rewrote a leaf page of every node's key range on each batch. A node's blocks split its rowids
+  into ranges: the block keyed ``lo`` holds those from ``lo`` up to the next block's ``lo``, so
+  the block holding any rowid is found from the keys alone. New products (rowids above every
+  block) are appended to the node's last block while it is small (a one-product write rewrites
+  at most ``SMALL_BLOCK`` rowids per node), else start a new block; an update or delete removes
+  the product from the blocks of its old nodes, read from its stored row;
 - vectors: one ``INSERT ... SELECT`` per field slicing one float32 blob of the whole batch
   (``substr`` on a BLOB slices bytes), instead of binding a Python object per row.
 
@@ -26,9 +32,10 @@ categories and vectors (a field absent from the update is removed).
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +46,11 @@ from ..schema import Document, IndexSchema
 
 NODE_SEP = "\x1f"  # the embedded store's category node separator (never inside a name)
 BULK_TRIGGER_MIN = 64  # fewer new rows than this: the per-row triggers are cheaper than DDL
+BLOCK_MAX = 2048  # rowids per postings block at most (~16 KB of JSON at 7-digit rowids)
+SMALL_BLOCK = 128  # a node's last block holding fewer rowids than this takes new ones in place
+# An upsert writes its batch in chunks of this many documents and prepares the next chunk in a
+# second thread meanwhile (SQLite releases the GIL while it works); one transaction still.
+CHUNK = 1000
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 # Per-row insert triggers and the one statement that does their work for a range of new rowids.
@@ -141,17 +153,53 @@ def prepare(docs: Sequence[Document], schema: IndexSchema) -> PreparedBatch:
     return batch
 
 
-def write(conn: sqlite3.Connection, batch: PreparedBatch) -> None:
-    """Write ``batch`` inside the caller's open transaction."""
-    if not batch.ids:
-        return
-    found = conn.execute(
-        "SELECT j.key, p.rowid FROM json_each(?) j JOIN products p ON p.id = j.value", (_dumps(batch.ids),)
-    ).fetchall()
+def category_nodes(paths: Iterable[Sequence[str]]) -> set[str]:
+    """Every ancestor prefix of every path, as node keys (the names joined with ``NODE_SEP``)."""
+    return {NODE_SEP.join(path[:d]) for path in paths for d in range(1, len(path) + 1)}
+
+
+def stored_nodes(extra: str) -> set[str]:
+    """The category nodes of a stored product, from its ``extra`` JSON."""
+    return category_nodes(json.loads(extra).get("categories", []))
+
+
+@dataclass
+class NodeChanges:
+    """The category postings changes of a transaction's chunks, applied once at its end: a
+    rowid added then removed (or removed then added back) in one transaction is no change."""
+
+    adds: dict[str, set[int]] = field(default_factory=dict)
+    removes: dict[str, set[int]] = field(default_factory=dict)
+
+    def add(self, node: str, rowid: int) -> None:
+        gone = self.removes.get(node)
+        if gone is not None and rowid in gone:
+            gone.discard(rowid)
+        else:
+            self.adds.setdefault(node, set()).add(rowid)
+
+    def remove(self, node: str, rowid: int) -> None:
+        came = self.adds.get(node)
+        if came is not None and rowid in came:
+            came.discard(rowid)
+        else:
+            self.removes.setdefault(node, set()).add(rowid)
+
+
+def write(conn: sqlite3.Connection, batch: PreparedBatch, changes: NodeChanges) -> np.ndarray:
+    """Write ``batch`` inside the caller's open transaction, its category changes into ``changes``
+    (the caller applies them with ``update_postings``); returns the rowid of each product."""
     rowids = np.zeros(len(batch.ids), dtype=np.int64)
+    if not batch.ids:
+        return rowids
+    found = conn.execute(
+        "SELECT j.key, p.rowid, p.extra FROM json_each(?) j JOIN products p ON p.id = j.value", (_dumps(batch.ids),)
+    ).fetchall()
     existing = np.zeros(len(batch.ids), dtype=bool)
-    for slot, rowid in found:
+    old_nodes: dict[int, set[str]] = {}
+    for slot, rowid, extra in found:
         rowids[slot], existing[slot] = rowid, True
+        old_nodes[slot] = stored_nodes(extra)
     (top,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM products").fetchone()
     new_slots = np.flatnonzero(~existing)
     rowids[new_slots] = np.arange(top + 1, top + 1 + len(new_slots), dtype=np.int64)
@@ -162,18 +210,17 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch) -> None:
             "market = ?, has_image = ? WHERE rowid = ?",
             [(*batch.rows[s][1:], int(rowids[s])) for s in np.flatnonzero(existing).tolist()],
         )
-        conn.executemany("DELETE FROM category_nodes WHERE product = ?", [(r,) for r in old])
         conn.executemany("DELETE FROM vectors WHERE product = ?", [(r,) for r in old])
     if len(new_slots):
         _insert_products(conn, batch, new_slots.tolist(), int(top) + 1, int(top) + len(new_slots))
-    products_of: dict[str, list[int]] = {}
-    for rowid, nodes in zip(rowids.tolist(), batch.nodes, strict=True):
+    for slot, (rowid, nodes) in enumerate(zip(rowids.tolist(), batch.nodes, strict=True)):
+        before = old_nodes.get(slot)
+        if before is not None:  # an update changes only the nodes it gains or loses
+            for node in before - nodes:
+                changes.remove(node, rowid)
+            nodes = nodes - before
         for node in nodes:
-            products_of.setdefault(node, []).append(rowid)
-    conn.executemany(
-        "INSERT INTO category_nodes (node, product) SELECT ?, value FROM json_each(?)",
-        [(node, _dumps(sorted(products_of[node]))) for node in sorted(products_of)],
-    )
+            changes.add(node, rowid)
     for name, (slots, matrix) in batch.vectors.items():
         width = matrix.shape[1] * 4
         conn.execute(
@@ -181,6 +228,105 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch) -> None:
             "FROM json_each(?) j",
             (name, matrix.tobytes(), json.dumps(rowids[slots].tolist())),
         )
+    return rowids
+
+
+def lexical_rows(batch: PreparedBatch, rowids: np.ndarray) -> list[tuple[Any, ...]]:
+    """The batch as the tantivy engine indexes it: (rowid, id, title, categories, attributes,
+    description, market, has_image, nodes), the columns its catch-up would read back from SQLite."""
+    return [(rowid, pid, title, cats, attrs, desc, market, has_image, nodes)
+            for rowid, (pid, title, cats, attrs, desc, _extra, _image, market, has_image), nodes
+            in zip(rowids.tolist(), batch.rows, batch.nodes, strict=True)]
+
+
+# -- category postings -----------------------------------------------------------------------
+
+
+def _blocks(node: str, rowids: list[int], first_lo: int | None = None) -> list[tuple[str, int, int, int, str]]:
+    """``rowids`` (ascending) as postings rows of at most BLOCK_MAX: (node, lo, hi, n, products).
+    The first block is keyed ``first_lo`` when given (a rewritten block keeps its range)."""
+    out = []
+    for start in range(0, len(rowids), BLOCK_MAX):
+        part = rowids[start : start + BLOCK_MAX]
+        lo = first_lo if start == 0 and first_lo is not None else part[0]
+        out.append((node, lo, part[-1], len(part), _dumps(part)))
+    return out
+
+
+def insert_postings(conn: sqlite3.Connection, rows: list[tuple[str, int, int, int, str]]) -> None:
+    conn.executemany("INSERT INTO category_postings (node, lo, hi, n, products) VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def update_postings(conn: sqlite3.Connection, changes: NodeChanges) -> None:
+    """Add and remove product rowids in the nodes' postings blocks (inside the caller's transaction)."""
+    adds = {node: rowids for node, rowids in changes.adds.items() if rowids}
+    removes = {node: rowids for node, rowids in changes.removes.items() if rowids}
+    if not adds and not removes:
+        return
+    nodes = sorted(set(adds) | set(removes))
+    last = {node: (key, lo, hi, n) for node, key, lo, hi, n in conn.execute(
+        "SELECT j.value, c.rowid, c.lo, c.hi, c.n FROM json_each(?) j JOIN category_postings c ON c.rowid = "
+        "(SELECT rowid FROM category_postings WHERE node = j.value ORDER BY lo DESC LIMIT 1)", (_dumps(nodes),))}
+    new_rows: list[tuple[str, int, int, int, str]] = []
+    grow: list[tuple[str, int, int, int, list[int]]] = []  # small last blocks taking new rowids
+    for node in nodes:
+        added = sorted(adds.get(node, ()))
+        block = last.get(node)
+        if block is None and not removes.get(node):
+            new_rows += _blocks(node, added)
+        elif block is not None and not removes.get(node) and added[0] > block[2]:  # all after the last block
+            if block[3] < SMALL_BLOCK:
+                grow.append((node, block[0], block[1], block[3], added))
+            else:
+                new_rows += _blocks(node, added)
+        else:  # an update or delete, or rowids inside the node's ranges: the general path
+            _rewrite_node(conn, node, added, removes.get(node, set()))
+    if grow:
+        held = dict(conn.execute(
+            "SELECT c.rowid, c.products FROM json_each(?) j JOIN category_postings c ON c.rowid = j.value",
+            (_dumps([g[1] for g in grow]),)))
+        updates = []
+        for node, key, lo, _n, added in grow:
+            first, *rest = _blocks(node, json.loads(held[key]) + added, lo)
+            updates.append((first[2], first[3], first[4], key))
+            new_rows += rest
+        conn.executemany("UPDATE category_postings SET hi = ?, n = ?, products = ? WHERE rowid = ?", updates)
+    insert_postings(conn, new_rows)
+
+
+def _rewrite_node(conn: sqlite3.Connection, node: str, added: list[int], removed: set[int]) -> None:
+    """Rewrite the blocks of ``node`` whose ranges hold the rowids added or removed."""
+    keys = conn.execute("SELECT lo, rowid FROM category_postings WHERE node = ? ORDER BY lo", (node,)).fetchall()
+    if not keys:
+        insert_postings(conn, _blocks(node, added))
+        return
+    los = [lo for lo, _ in keys]
+    touched: dict[int, tuple[list[int], set[int]]] = {}
+    for rowids, side in ((added, 0), (sorted(removed), 1)):
+        for r in rowids:
+            i = max(bisect.bisect_right(los, r) - 1, 0)  # below the first range: the first block
+            entry = touched.setdefault(i, ([], set()))
+            entry[0].append(r) if side == 0 else entry[1].add(r)
+    for i, (more, less) in sorted(touched.items()):
+        lo, key = keys[i]
+        (held,) = conn.execute("SELECT products FROM category_postings WHERE rowid = ?", (key,)).fetchone()
+        rowids = sorted((set(json.loads(held)) - less) | set(more))
+        if not rowids:
+            conn.execute("DELETE FROM category_postings WHERE rowid = ?", (key,))
+            continue
+        first, *rest = _blocks(node, rowids, min(lo, rowids[0]))
+        conn.execute("UPDATE category_postings SET lo = ?, hi = ?, n = ?, products = ? WHERE rowid = ?",
+                     (*first[1:], key))
+        insert_postings(conn, rest)
+
+
+def remove_products(conn: sqlite3.Connection, stored: Iterable[tuple[int, str]]) -> None:
+    """Take deleted products, given as (rowid, extra JSON) of their stored rows, out of the postings."""
+    changes = NodeChanges()
+    for rowid, extra in stored:
+        for node in stored_nodes(extra):
+            changes.remove(node, rowid)
+    update_postings(conn, changes)
 
 
 def _insert_products(conn: sqlite3.Connection, batch: PreparedBatch, slots: list[int], first: int, last: int) -> None:

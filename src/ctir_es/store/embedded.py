@@ -58,7 +58,9 @@ from .base import (
     metadata_json,
 )
 
-SCHEMA_VERSION = 1
+# Format 2 keeps category nodes as postings blocks (store/batch_write.py) instead of format 1's
+# category_nodes table of one row per (node, product); a writable format-1 store is upgraded on open.
+SCHEMA_VERSION = 2
 # Category nodes are stored as the path joined with this separator (never inside a name).
 NODE_SEP = "\x1f"
 MAX_QUERY_TERMS = 64
@@ -146,12 +148,7 @@ CREATE TABLE IF NOT EXISTS products (
     market TEXT,
     has_image INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS category_nodes (
-    node TEXT NOT NULL,         -- every ancestor prefix of every path, joined with NODE_SEP
-    product INTEGER NOT NULL REFERENCES products(rowid) ON DELETE CASCADE,
-    PRIMARY KEY (node, product)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS category_nodes_product ON category_nodes(product);
+-- (category postings: _POSTINGS_DDL below)
 -- A rowid table: vectors are large rows, which WITHOUT ROWID tables spill to overflow pages
 -- (2.3x the raw size at 512 dims). Stores created before keep their layout; the SQL is the same.
 CREATE TABLE IF NOT EXISTS vectors (
@@ -162,6 +159,21 @@ CREATE TABLE IF NOT EXISTS vectors (
 );
 CREATE INDEX IF NOT EXISTS vectors_product ON vectors(product);
 """
+
+# Category nodes (every ancestor prefix of every path, joined with NODE_SEP) -> product rowids, in
+# blocks: the block keyed lo holds the node's rowids from lo up to the next block's lo (ascending,
+# a JSON array that SQL expands with json_each); hi and n spare reading it to append or to count.
+# No foreign key: updates and deletes take products out of their old nodes' blocks themselves.
+_POSTINGS_DDL = (
+    """CREATE TABLE IF NOT EXISTS category_postings (
+    node TEXT NOT NULL,
+    lo INTEGER NOT NULL,
+    hi INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    products TEXT NOT NULL
+)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS category_postings_block ON category_postings(node, lo)",
+)
 
 # The FTS5 lexical engine (the default): an external-content index kept in step by triggers.
 _FTS_DDL = """
@@ -205,7 +217,8 @@ def filter_sql(filters: Sequence[Filter], alias: str = "p") -> tuple[str, list[A
     params: list[Any] = []
     for f in filters:
         if f.field == "category":
-            clauses.append(f"{alias}.rowid IN (SELECT product FROM category_nodes WHERE node = ?)")
+            clauses.append(f"{alias}.rowid IN (SELECT j.value FROM category_postings c, json_each(c.products) j "
+                           "WHERE c.node = ?)")
             params.append(NODE_SEP.join(f.path))
         elif f.field == "market" and f.op == "eq":
             clauses.append(f"{alias}.market = ?")
@@ -301,13 +314,16 @@ class EmbeddedStore:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
                 conn.executescript(_DDL)
+                for statement in _POSTINGS_DDL:
+                    conn.execute(statement)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)", (str(SCHEMA_VERSION),))
                 self._create_lexical(conn)
             else:
                 conn = self._open_for_reading()
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             conn.execute("PRAGMA foreign_keys=ON")
-            self._check_format(conn)
+            if self._check_format(conn) == 1:
+                self._upgrade_from_v1(conn)
             self._open_lexical(conn, writable=create)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise _describe(self.path, exc) from exc
@@ -358,10 +374,11 @@ class EmbeddedStore:
                              "on writable media and open the store again to rebuild it") from exc
         self._lex = lex
 
-    def _sync_lexical(self) -> None:
-        """After a committed write: bring the tantivy index up to date (the writer's job)."""
+    def _sync_lexical(self, fresh: lexical_tantivy.FreshBatch | None = None) -> None:
+        """After a committed write: bring the tantivy index up to date (the writer's job); ``fresh``:
+        the batch just committed, indexed as it is when the log holds that batch alone."""
         if self._lex is not None and self._conn is not None:
-            self._lex.catch_up(self._conn, attempts=20)
+            self._lex.catch_up(self._conn, attempts=20, fresh=fresh)
 
     def _open_for_reading(self) -> sqlite3.Connection:
         """Read-write when possible (WAL readers share memory with the writer), else read-only,
@@ -401,16 +418,70 @@ class EmbeddedStore:
             raise StoreError(f"store {self.path} is corrupted (truncated or damaged header: {size:,} bytes, "
                              f"page size {page}); {REBUILD_HINT}")
 
-    def _check_format(self, conn: sqlite3.Connection) -> None:
+    def _check_format(self, conn: sqlite3.Connection) -> int:
+        """The store's format: this one, or 1 (upgraded on open); anything else is an error."""
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" not in tables or "products" not in tables:
             raise StoreError(f"{self.path} is a SQLite file but not a ctir-es store; check --store")
         row = conn.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
-        if row is None or int(row[0]) != SCHEMA_VERSION:
+        version = int(row[0]) if row is not None and str(row[0]).isdigit() else None
+        if version not in (1, SCHEMA_VERSION):
             raise StoreError(
                 f"{self.path} was written by store format {row[0] if row else '?'}, "
-                f"this ctir-es reads {SCHEMA_VERSION}"
+                f"this ctir-es reads {SCHEMA_VERSION} (and upgrades 1)"
             )
+        return int(version)  # type: ignore[arg-type]
+
+    def _upgrade_from_v1(self, conn: sqlite3.Connection) -> None:
+        """Format 1 -> 2 in one transaction: category_nodes becomes category_postings (dropped
+        after). A store that cannot be written here cannot be read by this version."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc).lower() and "read-only" not in str(exc).lower():
+                raise
+            raise self._cannot_upgrade(exc) from exc
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
+            if row is not None and str(row[0]) == "1":  # not upgraded meanwhile by another process
+                for statement in _POSTINGS_DDL:
+                    conn.execute(statement)
+                rows = conn.execute("SELECT node, product FROM category_nodes ORDER BY node, product")
+                blocks: list[tuple[str, int, int, int, str]] = []
+                node: str | None = None
+                rowids: list[int] = []
+                for name, product in rows:  # the primary key's order: node, then ascending rowid
+                    if name != node:
+                        if node is not None:
+                            blocks += batch_write._blocks(node, rowids)
+                        node, rowids = name, []
+                    rowids.append(product)
+                if node is not None:
+                    blocks += batch_write._blocks(node, rowids)
+                batch_write.insert_postings(conn, blocks)
+                conn.execute("DROP TABLE category_nodes")
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'store_version'", (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if "readonly" in str(exc).lower() or "read-only" in str(exc).lower():
+                raise self._cannot_upgrade(exc) from exc
+            raise
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    def _cannot_upgrade(self, exc: BaseException) -> StoreError:
+        return StoreError(
+            f"store {self.path} is in store format 1 and this ctir-es reads format {SCHEMA_VERSION}; it upgrades "
+            f"a store in place (one transaction, seconds per million products) when it can write it, but it "
+            f"cannot write it here ({exc}). Run `ctir-es stats --store {self.path}` once where the file is "
+            "writable (or copy it to writable media first), then use the upgraded file"
+        )
 
     @_guarded()
     def check(self) -> list[str]:
@@ -527,19 +598,43 @@ class EmbeddedStore:
         schema = self._schema or self.schema() or IndexSchema()
         result = WriteResult()
         with self._lock:
-            batch = batch_write.prepare(docs, schema)  # no I/O: outside the write lock SQLite holds
+            # Chunks are prepared (Python: validation, rows, JSON) in a second thread while this
+            # one writes the chunk before (SQLite releases the GIL): the two overlap. The first
+            # is prepared before the write lock is taken.
+            chunks = [docs[i : i + batch_write.CHUNK] for i in range(0, len(docs), batch_write.CHUNK)] or [docs]
+            pool = self._side_thread()
+            pending = pool.submit(batch_write.prepare, chunks[0], schema)
             # The batch writes child rows only for products it has just written, and removes an
             # updated product's old rows itself, so the per-row foreign key checks (about 1 us
             # per product) prove nothing here. The pragma is a no-op inside a transaction, hence
             # set around it; deletes keep the cascade.
             self._wconn.execute("PRAGMA foreign_keys=OFF")
+            fresh: lexical_tantivy.FreshBatch | None = None
             try:
+                pending.result()  # a bad document fails before the write lock is taken
                 with self._write_transaction() as conn:
+                    since = None
                     if self._lex is not None:  # the log entries tantivy has applied are not needed any more
                         conn.execute("DELETE FROM lexical_log WHERE seq <= ?", (self._lex.applied,))
-                    batch_write.write(conn, batch)
-                    result.written, result.errors = batch.written, batch.errors
-                    if batch.ids:
+                        if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM lexical_log)").fetchone()[0]:
+                            since = self._lex.applied  # after this batch the log holds it alone
+                    changes = batch_write.NodeChanges()
+                    indexed: dict[int, tuple[Any, ...]] = {}  # rowid -> its row as tantivy indexes it (last wins)
+                    for k in range(len(chunks)):
+                        batch = pending.result()
+                        if k + 1 < len(chunks):
+                            pending = pool.submit(batch_write.prepare, chunks[k + 1], schema)
+                        rowids = batch_write.write(conn, batch, changes)
+                        result.written += batch.written
+                        result.errors.update(batch.errors)
+                        if since is not None:
+                            indexed.update(zip(rowids.tolist(), batch_write.lexical_rows(batch, rowids), strict=True))
+                    batch_write.update_postings(conn, changes)
+                    if indexed:
+                        # tantivy indexes the rows just written instead of reading them back
+                        (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
+                        fresh = lexical_tantivy.FreshBatch(int(since or 0), int(last), list(indexed.values()))
+                    if result.written:
                         self._bump_generation(conn)
                     if checkpoint is not None:
                         conn.execute(
@@ -547,9 +642,10 @@ class EmbeddedStore:
                             (f"checkpoint:{checkpoint[0]}", str(checkpoint[1])),
                         )
             finally:
+                pending.cancel()
                 with contextlib.suppress(sqlite3.Error):
                     self._wconn.execute("PRAGMA foreign_keys=ON")
-            self._after_write(bool(result.written))
+            self._after_write(bool(result.written), fresh)
         return result
 
     @contextlib.contextmanager
@@ -568,11 +664,11 @@ class EmbeddedStore:
                     conn.execute("ROLLBACK")
             raise
 
-    def _after_write(self, changed: bool) -> None:
+    def _after_write(self, changed: bool, fresh: lexical_tantivy.FreshBatch | None = None) -> None:
         """After a committed write: drop cached reads and bring the tantivy index up to date."""
         self._forget_data()  # our own commits do not change data_version for us
         self._wrote = self._wrote or changed
-        self._sync_lexical()
+        self._sync_lexical(fresh)
 
     @staticmethod
     def _bump_generation(conn: sqlite3.Connection) -> None:
@@ -607,7 +703,10 @@ class EmbeddedStore:
                 for start in range(0, len(ids), 500):  # stay under SQLite's parameter limit
                     chunk = list(ids[start : start + 500])
                     marks = ",".join("?" * len(chunk))
-                    deleted += conn.execute(f"DELETE FROM products WHERE id IN ({marks})", chunk).rowcount
+                    gone = conn.execute(f"DELETE FROM products WHERE id IN ({marks}) RETURNING rowid, extra",
+                                        chunk).fetchall()
+                    batch_write.remove_products(conn, gone)  # the vectors go by the foreign key's cascade
+                    deleted += len(gone)
                 if deleted:
                     self._bump_generation(conn)
             self._after_write(bool(deleted))
@@ -932,7 +1031,7 @@ class EmbeddedStore:
     def category_counts(self) -> dict[tuple[str, ...], int]:
         """Products per category node (every level), for trees and evaluation."""
         with self._lock:
-            rows = self.conn.execute("SELECT node, count(*) FROM category_nodes GROUP BY node").fetchall()
+            rows = self.conn.execute("SELECT node, sum(n) FROM category_postings GROUP BY node").fetchall()
             return {tuple(node.split(NODE_SEP)): n for node, n in rows}
 
     @_guarded(empty=dict)
@@ -968,8 +1067,8 @@ class EmbeddedStore:
             schema = self.schema()
             vector_counts = dict(conn.execute("SELECT field, count(*) FROM vectors GROUP BY field").fetchall())
             top = conn.execute(
-                f"SELECT node, count(*) FROM category_nodes WHERE instr(node, '{NODE_SEP}') = 0 "
-                "GROUP BY node ORDER BY count(*) DESC"
+                f"SELECT node, sum(n) AS total FROM category_postings WHERE instr(node, '{NODE_SEP}') = 0 "
+                "GROUP BY node ORDER BY total DESC"
             ).fetchall()
             return {
                 "backend": "embedded",
@@ -977,7 +1076,7 @@ class EmbeddedStore:
                 "file_bytes": self.path.stat().st_size if self.path.exists() else 0,
                 "products": self.count(),
                 "with_image": conn.execute("SELECT count(*) FROM products WHERE has_image = 1").fetchone()[0],
-                "category_nodes": conn.execute("SELECT count(DISTINCT node) FROM category_nodes").fetchone()[0],
+                "category_nodes": conn.execute("SELECT count(DISTINCT node) FROM category_postings").fetchone()[0],
                 "top_categories": dict(top),
                 "markets": dict(
                     conn.execute("SELECT coalesce(market, '-'), count(*) FROM products GROUP BY market").fetchall()

@@ -7,7 +7,10 @@ the last log position it has applied (``state.json``, written after each tantivy
 position twice is harmless (delete + add), so a crash between the tantivy commit and the state
 file only repeats work; a crash before the tantivy commit loses nothing (the log still holds it).
 Inserts of rowids above every rowid the index may hold skip the delete (bulk loads); that bound
-is written to the state file before each tantivy commit.
+is written to the state file before each tantivy commit. Right after a batch, when the log holds
+that batch alone, the writer passes the rows it has just written (``FreshBatch``) and they are
+indexed without being read back from SQLite; the log + SQLite stay the path of every other case
+(a crash, another process's batch, entries left over).
 
 Freshness rule: the process that writes SQLite catches the index up right after each committed
 batch; any other process catches up on open when no writer holds tantivy's lock. A reader may
@@ -28,12 +31,14 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import MissingExtraError, StoreError
 from ..filters import Filter
 from .base import LEXICAL_FIELDS, Hit, LexicalQuery
+from .batch_write import stored_nodes
 
 MAX_QUERY_TERMS = 64
 ANALYZER = "ctir_en"
@@ -55,6 +60,17 @@ CREATE TRIGGER IF NOT EXISTS lexical_log_ad AFTER DELETE ON products BEGIN
     INSERT INTO lexical_log(product) VALUES (old.rowid);
 END;
 """
+
+
+@dataclass(frozen=True)
+class FreshBatch:
+    """A batch just committed: the log entries after ``since`` up to ``last`` are its own, and
+    ``rows`` are its products as indexed (rowid, id, title, categories, attributes, description,
+    market, has_image, category nodes)."""
+
+    since: int
+    last: int
+    rows: list[tuple[Any, ...]]
 
 
 def _tantivy() -> Any:
@@ -171,9 +187,10 @@ class TantivyLexical:
 
     # -- keeping up with SQLite ----------------------------------------------------------------
 
-    def catch_up(self, conn: sqlite3.Connection, *, attempts: int = 1) -> int:
+    def catch_up(self, conn: sqlite3.Connection, *, attempts: int = 1, fresh: FreshBatch | None = None) -> int:
         """Apply ``lexical_log`` entries after ``applied``; returns how many were applied
-        (0 when up to date or when another process holds the writer lock)."""
+        (0 when up to date or when another process holds the writer lock). ``fresh``: the batch
+        just committed, used instead of the log when the entries to apply are exactly its own."""
         (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
         if last <= self.applied:
             return 0
@@ -181,7 +198,10 @@ class TantivyLexical:
             return 0
         self.applied = int(self._state().get("applied", self.applied))  # another process may have moved it
         applied, max_rowid, total = self.applied, self.max_rowid, 0
-        writer = self._writer
+        if fresh is not None and fresh.since == applied and fresh.last == last and fresh.rows:
+            rowids = [row[0] for row in fresh.rows]
+            self._replace(rowids, fresh.rows, max_rowid)
+            return self._commit(max(max_rowid, max(rowids)), last, last - applied)
         while True:
             conn.execute("BEGIN")  # one snapshot: the log chunk and the rows it names
             try:
@@ -194,40 +214,43 @@ class TantivyLexical:
                 rows = self._rows(conn, touched)
             finally:
                 conn.execute("COMMIT")
-            replaced = [r for r in touched if r <= max_rowid]  # may be in the index already
-            if replaced:  # (delete_documents_by_term does not match u64 terms in tantivy-py 0.27)
-                writer.delete_documents_by_query(self._t.Query.term_set_query(self._schema, "rowid", replaced))
-            for row in rows:
-                writer.add_document(self._document(row))
+            self._replace(touched, rows, max_rowid)
             max_rowid = max(max_rowid, touched[-1])
             applied = log[-1][0]
             total += len(log)
             if len(log) < CATCH_UP_CHUNK:
                 break
+        return self._commit(max_rowid, applied, total)
+
+    def _replace(self, touched: list[int], rows: list[tuple[Any, ...]], max_rowid: int) -> None:
+        """Delete the ``touched`` rowids the index may hold, then add ``rows`` (the current ones)."""
+        replaced = [r for r in touched if r <= max_rowid]  # may be in the index already
+        if replaced:  # (delete_documents_by_term does not match u64 terms in tantivy-py 0.27)
+            self._writer.delete_documents_by_query(self._t.Query.term_set_query(self._schema, "rowid", replaced))
+        for row in rows:
+            self._writer.add_document(self._document(row))
+
+    def _commit(self, max_rowid: int, applied: int, total: int) -> int:
         # Record the highest rowid BEFORE the commit: after a crash between the commit and the
         # final state, the index never holds a rowid above the recorded one, so a replayed
         # insert is always deleted first (replaced, never duplicated).
         self._write_state(self.applied, max_rowid)
-        writer.commit()
+        self._writer.commit()
         self._write_state(applied, max_rowid)
         return total
 
     def _rows(self, conn: sqlite3.Connection, rowids: list[int]) -> list[tuple[Any, ...]]:
+        """The current rows of ``rowids`` (absent: deleted), their category nodes from ``extra``."""
         out: list[tuple[Any, ...]] = []
-        nodes: dict[int, list[str]] = {}
         for start in range(0, len(rowids), 900):
             chunk = rowids[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            out += conn.execute(
-                "SELECT rowid, id, title, categories, attributes, description, market, has_image "
+            out += [(*row[:-1], stored_nodes(row[-1])) for row in conn.execute(
+                "SELECT rowid, id, title, categories, attributes, description, market, has_image, extra "
                 f"FROM products WHERE rowid IN ({marks})",
                 chunk,
-            ).fetchall()
-            for node, product in conn.execute(
-                f"SELECT node, product FROM category_nodes WHERE product IN ({marks})", chunk
-            ):
-                nodes.setdefault(product, []).append(node)
-        return [(*row, nodes.get(row[0], ())) for row in out]
+            )]
+        return out
 
     def _document(self, row: tuple[Any, ...]) -> Any:
         rowid, pid, title, categories, attributes, description, market, has_image, nodes = row
