@@ -26,7 +26,14 @@ from ctir_es.errors import StoreError
 from ctir_es.filters import Filter
 from ctir_es.products import Product, format_category_path
 from ctir_es.store import batch_write, lexical_tantivy
-from ctir_es.store.base import LEXICAL_SOURCE, Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
+from ctir_es.store.base import (
+    LEXICAL_SOURCE,
+    Document,
+    IndexSchema,
+    LexicalQuery,
+    VectorField,
+    VectorQuery,
+)
 from ctir_es.store.embedded import _FTS_DDL, NODE_SEP, SCHEMA_VERSION, EmbeddedStore
 
 DIMS = 8
