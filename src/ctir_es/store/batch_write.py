@@ -1,16 +1,18 @@
 """Writing one batch of documents into the embedded store's SQLite tables, in bulk.
 
 A batch is validated and turned into rows first (``prepare``: no I/O, vectors checked as one
-matrix per field), then written inside the caller's transaction (``write``) with a handful of
-set-based statements instead of a dozen statements per product:
+matrix per field), then written inside the caller's transaction chunk by chunk (``TransactionWriter``; the
+caller prepares the next chunk in a second thread meanwhile) with a handful of set-based
+statements instead of a dozen statements per product:
 
 - products: existing ids are found with one query and updated in place (same rowid, so the
   lexical triggers see an update); new ids are inserted with one ``executemany`` of the rows as
   prepared, and SQLite numbers them after the current maximum rowid (checked);
 - the per-row lexical triggers (FTS5's ``products_ai``, tantivy's ``lexical_log_ai``) cost far
   more per row than the same work done once per batch (about 38 us against 3 us per product
-  for FTS5), so for a large batch they are dropped and re-created inside the same transaction
-  and their work is done by one ``INSERT ... SELECT`` over the new rowid range. DDL is
+  for FTS5), so in a transaction that inserts many rows they are dropped once (by the first
+  chunk with many new rows) and re-created before its COMMIT, and their work is done by one
+  ``INSERT ... SELECT`` over each chunk's new rowid range. DDL is
   transactional in SQLite: a crash rolls the batch back with the triggers in place, and other
   connections never see the store without them;
 - category postings (store format 2): one row per (node, block) holding the block's ascending
@@ -186,9 +188,39 @@ class NodeChanges:
             self.removes.setdefault(node, set()).add(rowid)
 
 
-def write(conn: sqlite3.Connection, batch: PreparedBatch, changes: NodeChanges) -> np.ndarray:
-    """Write ``batch`` inside the caller's open transaction, its category changes into ``changes``
-    (the caller applies them with ``update_postings``); returns the rowid of each product."""
+class TransactionWriter:
+    """Writes the prepared chunks of one upsert inside the caller's open transaction; ``finish``
+    before the COMMIT applies the category changes of all of them and puts back the per-row
+    insert triggers (dropped once, by the first chunk with many new rows)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.changes = NodeChanges()
+        self.dropped: list[tuple[str, str]] | None = None  # (name, sql) of the triggers taken out
+
+    def write(self, batch: PreparedBatch) -> np.ndarray:
+        """Write one chunk; returns the rowid of each of its products."""
+        return write(self.conn, batch, self.changes, self)
+
+    def drop_triggers(self) -> list[tuple[str, str]]:
+        if self.dropped is None:
+            marks = ",".join("?" * len(_BULK_TRIGGERS))
+            self.dropped = self.conn.execute(
+                f"SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN ({marks})", list(_BULK_TRIGGERS)
+            ).fetchall()
+            for name, _sql in self.dropped:
+                self.conn.execute(f"DROP TRIGGER {name}")
+        return self.dropped
+
+    def finish(self) -> None:
+        update_postings(self.conn, self.changes)
+        for _name, sql in self.dropped or ():
+            self.conn.execute(sql)
+        self.dropped = None
+
+
+def write(conn: sqlite3.Connection, batch: PreparedBatch, changes: NodeChanges, owner: TransactionWriter) -> np.ndarray:
+    """Write ``batch`` inside ``owner``'s transaction (see ``TransactionWriter.write``)."""
     rowids = np.zeros(len(batch.ids), dtype=np.int64)
     if not batch.ids:
         return rowids
@@ -212,7 +244,7 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch, changes: NodeChanges) 
         )
         conn.executemany("DELETE FROM vectors WHERE product = ?", [(r,) for r in old])
     if len(new_slots):
-        _insert_products(conn, batch, new_slots.tolist(), int(top) + 1, int(top) + len(new_slots))
+        _insert_products(conn, batch, new_slots.tolist(), int(top) + 1, int(top) + len(new_slots), owner)
     for slot, (rowid, nodes) in enumerate(zip(rowids.tolist(), batch.nodes, strict=True)):
         before = old_nodes.get(slot)
         if before is not None:  # an update changes only the nodes it gains or loses
@@ -329,18 +361,14 @@ def remove_products(conn: sqlite3.Connection, stored: Iterable[tuple[int, str]])
     update_postings(conn, changes)
 
 
-def _insert_products(conn: sqlite3.Connection, batch: PreparedBatch, slots: list[int], first: int, last: int) -> None:
+def _insert_products(conn: sqlite3.Connection, batch: PreparedBatch, slots: list[int], first: int, last: int,
+                     owner: TransactionWriter) -> None:
     # No rowid is bound: a rowid table gives each new row max(rowid) + 1, which is first..last in
     # slot order (checked below), so the rows of a batch of new products go in as prepared.
     rows = batch.rows if len(slots) == len(batch.rows) else [batch.rows[s] for s in slots]
     triggers: list[tuple[str, str]] = []
-    if len(rows) >= BULK_TRIGGER_MIN:
-        marks = ",".join("?" * len(_BULK_TRIGGERS))
-        triggers = conn.execute(
-            f"SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN ({marks})", list(_BULK_TRIGGERS)
-        ).fetchall()
-        for name, _sql in triggers:
-            conn.execute(f"DROP TRIGGER {name}")
+    if owner.dropped is not None or len(rows) >= BULK_TRIGGER_MIN:
+        triggers = owner.drop_triggers()  # once per transaction; put back by owner.finish()
     conn.executemany(
         "INSERT INTO products (id, title, categories, attributes, description, extra, image, market, has_image) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -349,6 +377,5 @@ def _insert_products(conn: sqlite3.Connection, batch: PreparedBatch, slots: list
     (top,) = conn.execute("SELECT max(rowid) FROM products").fetchone()
     if top != last:  # cannot happen in a rowid table without AUTOINCREMENT; never write past it
         raise sqlite3.DatabaseError(f"products: new rows ended at rowid {top}, expected {last}")
-    for name, sql in triggers:
+    for name, _sql in triggers:
         conn.execute(_BULK_TRIGGERS[name], (first, last))
-        conn.execute(sql)

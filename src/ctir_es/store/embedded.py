@@ -618,18 +618,18 @@ class EmbeddedStore:
                         conn.execute("DELETE FROM lexical_log WHERE seq <= ?", (self._lex.applied,))
                         if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM lexical_log)").fetchone()[0]:
                             since = self._lex.applied  # after this batch the log holds it alone
-                    changes = batch_write.NodeChanges()
+                    writer = batch_write.TransactionWriter(conn)
                     indexed: dict[int, tuple[Any, ...]] = {}  # rowid -> its row as tantivy indexes it (last wins)
                     for k in range(len(chunks)):
                         batch = pending.result()
                         if k + 1 < len(chunks):
                             pending = pool.submit(batch_write.prepare, chunks[k + 1], schema)
-                        rowids = batch_write.write(conn, batch, changes)
+                        rowids = writer.write(batch)
                         result.written += batch.written
                         result.errors.update(batch.errors)
                         if since is not None:
                             indexed.update(zip(rowids.tolist(), batch_write.lexical_rows(batch, rowids), strict=True))
-                    batch_write.update_postings(conn, changes)
+                    writer.finish()
                     if indexed:
                         # tantivy indexes the rows just written instead of reading them back
                         (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
