@@ -44,9 +44,10 @@ def last_line(out: subprocess.CompletedProcess[str]) -> str:
     return out.stderr.strip().splitlines()[-1]
 
 
-def ingest_json(tmp_path: Path, kind: str, source: Path, store: Path, *extra: str) -> dict:
+def ingest_json(tmp_path: Path, kind: str, source: Path, store: Path, *extra: str,
+                env: dict[str, str] | None = None) -> dict:
     out = run_cli(tmp_path, "ingest", kind, *([str(source)] if kind != "xmarket" else ["--source", str(source)]),
-                  "--store", str(store), "--no-images", "--json", *extra)
+                  "--store", str(store), "--no-images", "--json", *extra, env=env)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 

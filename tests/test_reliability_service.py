@@ -22,16 +22,20 @@ AWKWARD_IDS = ["a/b", "x/image", "x/similar", "50%", "50%25", "q?x=1#frag", "sp 
                "~tilde", "..x", "back\\slash", "semi;colon", "plus+sign", "&amp", "é/ü/中"]
 
 
-@pytest.fixture(scope="module")
-def awkward_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("awkward")
+def build_awkward_store(tmp: Path, env: dict[str, str] | None = None) -> Path:
     image = str(min(SAMPLE_IMAGES.glob("*.jpg")))
     records = [json.dumps({"id": pid, "title": f"steel pan {i}", "categories": [["Kitchen", "Pans"]],
                            "images": [image]}) for i, pid in enumerate(AWKWARD_IDS)]
     records += [json.dumps({"id": ".", "title": "dot"}), json.dumps({"id": "..", "title": "dot dot"})]
-    report = ingest_json(tmp, "jsonl", write_jsonl(tmp / "c.jsonl", records), tmp / "s.db", "--text-model", "none")
+    report = ingest_json(tmp, "jsonl", write_jsonl(tmp / "c.jsonl", records), tmp / "s.db", "--text-model", "none",
+                         env=env)
     assert report["rejected"] == {"bad_id": 2}  # dot segments: no HTTP client can send them as a path
     return tmp / "s.db"
+
+
+@pytest.fixture(scope="module")
+def awkward_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_awkward_store(tmp_path_factory.mktemp("awkward"))
 
 
 def request(port: int, path: str, method: str = "GET") -> tuple[int, dict | bytes, dict[str, str]]:
@@ -168,9 +172,10 @@ def test_load_script_idle_sockets_and_concurrent_searches(tmp_path: Path, awkwar
 
 # -- weak spots: corrupted store under serve ------------------------------------------------------
 
-def test_corruption_found_while_serving_is_json_503_and_health_says_so(tmp_path: Path, awkward_store: Path) -> None:
+def test_corruption_found_while_serving_is_json_503_and_health_says_so(tmp_path: Path) -> None:
+    fts5_store = build_awkward_store(tmp_path, env={"CTIR_ES_LEXICAL_ENGINE": "fts5"})  # damage inside the file
     broken = tmp_path / "broken.db"
-    corrupt_fts(awkward_store, broken)
+    corrupt_fts(fts5_store, broken)
     with ServeProcess(broken, tmp_path) as server:  # the cheap check on open passes: the damage is deeper
         status, err, _ = request(server.port, "/search?q=steel")
         assert status == 503 and "is corrupted" in err["error"]["message"]
