@@ -222,3 +222,29 @@ def test_a_batch_is_indexed_from_its_own_rows_and_from_sqlite_when_the_log_holds
     assert sorted(h.id for h in found) == ["p2", "raw"]
     assert store.search(LexicalQuery("frying"), [], 10)[LEXICAL_SOURCE] == []  # p2's old title is gone
     store.close()
+
+
+def test_a_failed_batch_leaves_nothing_in_the_tantivy_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks reach tantivy's writer while SQLite writes the batch: when the transaction fails
+    after some of them, tantivy drops them too (never committed), and the next batch is indexed."""
+    from ctir_es.store import batch_write
+
+    monkeypatch.setattr(batch_write, "CHUNK", 3)
+    path = tmp_path / "s.db"
+    store = _filled(path, "tantivy")
+    # the third chunk fails inside SQLite, after two chunks were written and handed to tantivy
+    store._wconn.execute("CREATE TRIGGER boom BEFORE INSERT ON vectors WHEN new.product > 11 "
+                         "BEGIN SELECT RAISE(ABORT, 'boom'); END")
+    docs = [Document(Product(id=f"z{i}", title=f"zeppelin {i}"), {"title_vector": unit(i % 8)}) for i in range(9)]
+    with pytest.raises(Exception, match="boom"):
+        store.upsert(docs)
+    assert store.count() == len(CATALOGUE)
+    assert store.search(LexicalQuery("zeppelin"), [], 20)[LEXICAL_SOURCE] == []
+    store._wconn.execute("DROP TRIGGER boom")
+    assert store.upsert(docs[:4]).written == 4
+    assert sorted(h.id for h in store.search(LexicalQuery("zeppelin"), [], 20)[LEXICAL_SOURCE]) == ["z0", "z1", "z2", "z3"]
+    store.close()
+    again = EmbeddedStore(path)
+    assert sorted(h.id for h in again.search(LexicalQuery("zeppelin"), [], 20)[LEXICAL_SOURCE]) == ["z0", "z1", "z2", "z3"]
+    assert again._lex is not None and again._lex.num_docs() == len(CATALOGUE) + 4
+    again.close()

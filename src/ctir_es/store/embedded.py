@@ -374,11 +374,10 @@ class EmbeddedStore:
                              "on writable media and open the store again to rebuild it") from exc
         self._lex = lex
 
-    def _sync_lexical(self, fresh: lexical_tantivy.FreshBatch | None = None) -> None:
-        """After a committed write: bring the tantivy index up to date (the writer's job); ``fresh``:
-        the batch just committed, indexed as it is when the log holds that batch alone."""
+    def _sync_lexical(self) -> None:
+        """After a committed write: bring the tantivy index up to date (the writer's job)."""
         if self._lex is not None and self._conn is not None:
-            self._lex.catch_up(self._conn, attempts=20, fresh=fresh)
+            self._lex.catch_up(self._conn, attempts=20)
 
     def _open_for_reading(self) -> sqlite3.Connection:
         """Read-write when possible (WAL readers share memory with the writer), else read-only,
@@ -599,27 +598,28 @@ class EmbeddedStore:
         result = WriteResult()
         with self._lock:
             # Chunks are prepared (Python: validation, rows, JSON) in a second thread while this
-            # one writes the chunk before (SQLite releases the GIL): the two overlap. The first
-            # is prepared before the write lock is taken.
+            # one writes the chunk before (SQLite releases the GIL), and with the tantivy engine
+            # that thread also hands each written chunk to tantivy. The first chunk is prepared
+            # before the write lock is taken.
             chunks = [docs[i : i + batch_write.CHUNK] for i in range(0, len(docs), batch_write.CHUNK)] or [docs]
             pool = self._side_thread()
             pending = pool.submit(batch_write.prepare, chunks[0], schema)
+            indexing: list[concurrent.futures.Future[None]] = []
+            lexical: lexical_tantivy.PendingBatch | None = None
+            committed = False
             # The batch writes child rows only for products it has just written, and removes an
             # updated product's old rows itself, so the per-row foreign key checks (about 1 us
             # per product) prove nothing here. The pragma is a no-op inside a transaction, hence
             # set around it; deletes keep the cascade.
             self._wconn.execute("PRAGMA foreign_keys=OFF")
-            fresh: lexical_tantivy.FreshBatch | None = None
             try:
                 pending.result()  # a bad document fails before the write lock is taken
                 with self._write_transaction() as conn:
-                    since = None
                     if self._lex is not None:  # the log entries tantivy has applied are not needed any more
                         conn.execute("DELETE FROM lexical_log WHERE seq <= ?", (self._lex.applied,))
                         if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM lexical_log)").fetchone()[0]:
-                            since = self._lex.applied  # after this batch the log holds it alone
+                            lexical = self._lex.begin_batch(self._lex.applied)  # the log will hold this batch alone
                     writer = batch_write.TransactionWriter(conn)
-                    indexed: dict[int, tuple[Any, ...]] = {}  # rowid -> its row as tantivy indexes it (last wins)
                     for k in range(len(chunks)):
                         batch = pending.result()
                         if k + 1 < len(chunks):
@@ -627,13 +627,13 @@ class EmbeddedStore:
                         rowids = writer.write(batch)
                         result.written += batch.written
                         result.errors.update(batch.errors)
-                        if since is not None:
-                            indexed.update(zip(rowids.tolist(), batch_write.lexical_rows(batch, rowids), strict=True))
+                        if lexical is not None:
+                            indexing.append(pool.submit(lexical.add, batch, rowids))
                     writer.finish()
-                    if indexed:
-                        # tantivy indexes the rows just written instead of reading them back
-                        (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
-                        fresh = lexical_tantivy.FreshBatch(int(since or 0), int(last), list(indexed.values()))
+                    for job in indexing:
+                        job.result()
+                    if lexical is not None:
+                        (lexical.last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
                     if result.written:
                         self._bump_generation(conn)
                     if checkpoint is not None:
@@ -641,11 +641,22 @@ class EmbeddedStore:
                             "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                             (f"checkpoint:{checkpoint[0]}", str(checkpoint[1])),
                         )
+                committed = True
             finally:
                 pending.cancel()
+                for job in indexing:  # no document may reach tantivy after it is rolled back
+                    with contextlib.suppress(BaseException):
+                        job.result()
                 with contextlib.suppress(sqlite3.Error):
                     self._wconn.execute("PRAGMA foreign_keys=ON")
-            self._after_write(bool(result.written), fresh)
+                if lexical is not None and not committed and self._lex is not None:
+                    self._lex.end_batch(self._wconn, lexical, committed=False)
+            self._forget_data()  # our own commits do not change data_version for us
+            self._wrote = self._wrote or bool(result.written)
+            if lexical is not None and self._lex is not None:
+                self._lex.end_batch(self._wconn, lexical, committed=True)
+            else:
+                self._sync_lexical()
         return result
 
     @contextlib.contextmanager
@@ -664,11 +675,11 @@ class EmbeddedStore:
                     conn.execute("ROLLBACK")
             raise
 
-    def _after_write(self, changed: bool, fresh: lexical_tantivy.FreshBatch | None = None) -> None:
+    def _after_write(self, changed: bool) -> None:
         """After a committed write: drop cached reads and bring the tantivy index up to date."""
         self._forget_data()  # our own commits do not change data_version for us
         self._wrote = self._wrote or changed
-        self._sync_lexical(fresh)
+        self._sync_lexical()
 
     @staticmethod
     def _bump_generation(conn: sqlite3.Connection) -> None:

@@ -7,10 +7,13 @@ the last log position it has applied (``state.json``, written after each tantivy
 position twice is harmless (delete + add), so a crash between the tantivy commit and the state
 file only repeats work; a crash before the tantivy commit loses nothing (the log still holds it).
 Inserts of rowids above every rowid the index may hold skip the delete (bulk loads); that bound
-is written to the state file before each tantivy commit. Right after a batch, when the log holds
-that batch alone, the writer passes the rows it has just written (``FreshBatch``) and they are
-indexed without being read back from SQLite; the log + SQLite stay the path of every other case
-(a crash, another process's batch, entries left over).
+is written to the state file before each tantivy commit.
+
+A batch of the writer process, when the log holds nothing else (``PendingBatch``): its rows go
+to tantivy's writer as SQLite writes them, chunk by chunk (tantivy indexes them in its own thread
+meanwhile), without being read back from SQLite; tantivy commits them only after SQLite's
+COMMIT, and drops them (``rollback``) when the SQLite transaction fails. The log + SQLite stay
+the path of every other case (a crash, another process's batch, entries left over).
 
 Freshness rule: the process that writes SQLite catches the index up right after each committed
 batch; any other process catches up on open when no writer holds tantivy's lock. A reader may
@@ -38,7 +41,7 @@ from typing import Any
 from ..errors import MissingExtraError, StoreError
 from ..filters import Filter
 from .base import LEXICAL_FIELDS, Hit, LexicalQuery
-from .batch_write import stored_nodes
+from .batch_write import PreparedBatch, lexical_rows, stored_nodes
 
 MAX_QUERY_TERMS = 64
 ANALYZER = "ctir_en"
@@ -62,15 +65,26 @@ END;
 """
 
 
-@dataclass(frozen=True)
-class FreshBatch:
-    """A batch just committed: the log entries after ``since`` up to ``last`` are its own, and
-    ``rows`` are its products as indexed (rowid, id, title, categories, attributes, description,
-    market, has_image, category nodes)."""
+@dataclass
+class PendingBatch:
+    """The documents of a batch SQLite is writing, added to tantivy's writer and not committed:
+    the log entries after ``since`` (up to ``last``, known before the COMMIT) are the batch's own."""
 
+    lex: TantivyLexical
     since: int
-    last: int
-    rows: list[tuple[Any, ...]]
+    max_rowid: int  # the highest rowid the index may hold, this batch's documents included
+    last: int = 0
+    added: int = 0
+
+    def add(self, batch: PreparedBatch, rowids: Any) -> None:
+        """Index one written chunk (in the writer's second thread); a rowid an earlier chunk
+        of the batch added is deleted first, as any rowid the index may hold."""
+        rows = lexical_rows(batch, rowids)
+        if rows:
+            touched = [row[0] for row in rows]
+            self.lex._replace(touched, rows, self.max_rowid)
+            self.max_rowid = max(self.max_rowid, max(touched))
+            self.added += len(rows)
 
 
 def _tantivy() -> Any:
@@ -187,10 +201,31 @@ class TantivyLexical:
 
     # -- keeping up with SQLite ----------------------------------------------------------------
 
-    def catch_up(self, conn: sqlite3.Connection, *, attempts: int = 1, fresh: FreshBatch | None = None) -> int:
+    def begin_batch(self, since: int) -> PendingBatch | None:
+        """Inside the writer's SQLite transaction, when the log holds no entry after ``since``:
+        a batch to index as it is written (None when tantivy's writer lock is not ours)."""
+        if not self._acquire_writer(20):
+            return None
+        if int(self._state().get("applied", self.applied)) != since:  # another process moved it
+            return None
+        return PendingBatch(self, since, self.max_rowid)
+
+    def end_batch(self, conn: sqlite3.Connection, pending: PendingBatch, *, committed: bool) -> None:
+        """After the SQLite transaction: commit the pending documents when SQLite committed them
+        and the log holds them alone, else drop them (and catch up from the log if committed)."""
+        if committed and pending.added:
+            (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
+            if last == pending.last and int(self._state().get("applied", self.applied)) == pending.since:
+                self._commit(pending.max_rowid, last, pending.added)
+                return
+        if pending.added:
+            self._writer.rollback()
+        if committed:
+            self.catch_up(conn, attempts=20)
+
+    def catch_up(self, conn: sqlite3.Connection, *, attempts: int = 1) -> int:
         """Apply ``lexical_log`` entries after ``applied``; returns how many were applied
-        (0 when up to date or when another process holds the writer lock). ``fresh``: the batch
-        just committed, used instead of the log when the entries to apply are exactly its own."""
+        (0 when up to date or when another process holds the writer lock)."""
         (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
         if last <= self.applied:
             return 0
@@ -198,10 +233,6 @@ class TantivyLexical:
             return 0
         self.applied = int(self._state().get("applied", self.applied))  # another process may have moved it
         applied, max_rowid, total = self.applied, self.max_rowid, 0
-        if fresh is not None and fresh.since == applied and fresh.last == last and fresh.rows:
-            rowids = [row[0] for row in fresh.rows]
-            self._replace(rowids, fresh.rows, max_rowid)
-            return self._commit(max(max_rowid, max(rowids)), last, last - applied)
         while True:
             conn.execute("BEGIN")  # one snapshot: the log chunk and the rows it names
             try:
