@@ -180,6 +180,15 @@ class NodeChanges:
         else:
             self.adds.setdefault(node, set()).add(rowid)
 
+    def add_all(self, grouped: dict[str, list[int]]) -> None:
+        """``add`` for every (node, rowids) pair, a set update where no removal is pending."""
+        for node, rowids in grouped.items():
+            if self.removes.get(node):
+                for rowid in rowids:
+                    self.add(node, rowid)
+            else:
+                self.adds.setdefault(node, set()).update(rowids)
+
     def remove(self, node: str, rowid: int) -> None:
         came = self.adds.get(node)
         if came is not None and rowid in came:
@@ -245,6 +254,7 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch, changes: NodeChanges, 
         conn.executemany("DELETE FROM vectors WHERE product = ?", [(r,) for r in old])
     if len(new_slots):
         _insert_products(conn, batch, new_slots.tolist(), int(top) + 1, int(top) + len(new_slots), owner)
+    grouped: dict[str, list[int]] = {}
     for slot, (rowid, nodes) in enumerate(zip(rowids.tolist(), batch.nodes, strict=True)):
         before = old_nodes.get(slot)
         if before is not None:  # an update changes only the nodes it gains or loses
@@ -252,7 +262,8 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch, changes: NodeChanges, 
                 changes.remove(node, rowid)
             nodes = nodes - before
         for node in nodes:
-            changes.add(node, rowid)
+            grouped.setdefault(node, []).append(rowid)
+    changes.add_all(grouped)
     for name, (slots, matrix) in batch.vectors.items():
         width = matrix.shape[1] * 4
         conn.execute(
@@ -300,29 +311,24 @@ def update_postings(conn: sqlite3.Connection, changes: NodeChanges) -> None:
         "SELECT j.value, c.rowid, c.lo, c.hi, c.n FROM json_each(?) j JOIN category_postings c ON c.rowid = "
         "(SELECT rowid FROM category_postings WHERE node = j.value ORDER BY lo DESC LIMIT 1)", (_dumps(nodes),))}
     new_rows: list[tuple[str, int, int, int, str]] = []
-    grow: list[tuple[str, int, int, int, list[int]]] = []  # small last blocks taking new rowids
+    appends: list[tuple[int, int, str, int]] = []  # (hi, count, JSON array, block rowid) for small last blocks
     for node in nodes:
         added = sorted(adds.get(node, ()))
         block = last.get(node)
         if block is None and not removes.get(node):
             new_rows += _blocks(node, added)
         elif block is not None and not removes.get(node) and added[0] > block[2]:  # all after the last block
-            if block[3] < SMALL_BLOCK:
-                grow.append((node, block[0], block[1], block[3], added))
-            else:
-                new_rows += _blocks(node, added)
+            key, _lo, _hi, n = block
+            if n < SMALL_BLOCK:  # appended in SQL, without reading the block: the rest starts new ones
+                head, added = added[: BLOCK_MAX - n], added[BLOCK_MAX - n :]
+                appends.append((head[-1], len(head), _dumps(head), key))
+            new_rows += _blocks(node, added)
         else:  # an update or delete, or rowids inside the node's ranges: the general path
             _rewrite_node(conn, node, added, removes.get(node, set()))
-    if grow:
-        held = dict(conn.execute(
-            "SELECT c.rowid, c.products FROM json_each(?) j JOIN category_postings c ON c.rowid = j.value",
-            (_dumps([g[1] for g in grow]),)))
-        updates = []
-        for node, key, lo, _n, added in grow:
-            first, *rest = _blocks(node, json.loads(held[key]) + added, lo)
-            updates.append((first[2], first[3], first[4], key))
-            new_rows += rest
-        conn.executemany("UPDATE category_postings SET hi = ?, n = ?, products = ? WHERE rowid = ?", updates)
+    # "[1,2]" + [3,4] -> "[1,2,3,4]": the rowids appended are above every rowid of the block
+    conn.executemany("UPDATE category_postings SET hi = ?, n = n + ?, "
+                     "products = substr(products, 1, length(products) - 1) || ',' || substr(?, 2) WHERE rowid = ?",
+                     appends)
     insert_postings(conn, new_rows)
 
 
