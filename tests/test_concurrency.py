@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +62,15 @@ def test_reader_sees_consistent_snapshots_during_ingest(engine: str, flipkart_di
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     reader = EmbeddedStore(db)
     seen_counts: list[int] = []
+    deadline = time.monotonic() + 600  # a bound, not a timing: the ingest takes seconds
     try:
         while proc.poll() is None or not seen_counts:
+            assert time.monotonic() < deadline, f"no consistent snapshot seen; counts so far {seen_counts}"
             if not db.exists():
                 time.sleep(0.05)
                 continue
             try:
-                with sqlite3.connect(db, timeout=5) as conn:
+                with closing(sqlite3.connect(db, timeout=5)) as conn:
                     conn.execute("BEGIN")  # one read snapshot for all the counts
                     products = conn.execute("SELECT count(*) FROM products").fetchone()[0]
                     counts = [products, conn.execute("SELECT count(*) FROM vectors").fetchone()[0]]
@@ -76,6 +79,7 @@ def test_reader_sees_consistent_snapshots_during_ingest(engine: str, flipkart_di
                     conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:  # tables not created yet
                 assert "no such table" in str(exc)
+                time.sleep(0.02)
                 continue
             assert len(set(counts)) == 1, counts  # a batch is visible whole or not at all
             seen_counts.append(products)
@@ -94,7 +98,7 @@ def test_reader_sees_consistent_snapshots_during_ingest(engine: str, flipkart_di
     assert final.count() == 1050
     assert final.lexical_engine == engine  # the environment chose the new store's engine
     # tantivy's index beside the file caught up with the whole ingest: BM25 finds what SQL finds
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         titles = [t for (t,) in conn.execute("SELECT title FROM products")]
     with_word = sum(1 for t in titles if re.search(r"\bcotton\b", t, re.IGNORECASE))
     assert with_word and len(final.search(LexicalQuery("cotton"), [], 2000)["bm25"]) >= with_word
