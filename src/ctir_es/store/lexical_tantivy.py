@@ -141,6 +141,7 @@ class TantivyLexical:
         self._searcher: Any = None
         self.applied = 0
         self.max_rowid = 0
+        self.complete = True  # False: a new index, not yet filled from the products table
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -167,17 +168,20 @@ class TantivyLexical:
         self._index = self._t.Index(self._schema, path=str(self.dir), reuse=not fresh)
         self._index.register_tokenizer(ANALYZER, self._analyzer)
         self._index.config_reader(reload_policy="Manual")
-        if fresh:
+        if fresh:  # filled from every products row by the next catch-up (the log is trimmed as it goes)
+            self.complete = False
             self._write_state(0, 0)
         else:
             self.applied = int(state.get("applied", 0))
             self.max_rowid = int(state.get("max_rowid", 0))
+            self.complete = bool(state.get("complete", True))
         return True
 
     def _write_state(self, applied: int, max_rowid: int) -> None:
         tmp = self.dir / (STATE + ".tmp")
         with open(tmp, "w") as fh:
-            json.dump({"store": self.store_uuid, "applied": applied, "max_rowid": max_rowid}, fh)
+            json.dump({"store": self.store_uuid, "applied": applied, "max_rowid": max_rowid,
+                       "complete": self.complete}, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.dir / STATE)
@@ -204,7 +208,7 @@ class TantivyLexical:
     def begin_batch(self, since: int) -> PendingBatch | None:
         """Inside the writer's SQLite transaction, when the log holds no entry after ``since``:
         a batch to index as it is written (None when tantivy's writer lock is not ours)."""
-        if not self._acquire_writer(20):
+        if not self.complete or not self._acquire_writer(20):
             return None
         if int(self._state().get("applied", self.applied)) != since:  # another process moved it
             return None
@@ -227,11 +231,15 @@ class TantivyLexical:
         """Apply ``lexical_log`` entries after ``applied``; returns how many were applied
         (0 when up to date or when another process holds the writer lock)."""
         (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
-        if last <= self.applied:
+        if last <= self.applied and self.complete:
             return 0
         if not self._acquire_writer(attempts):
             return 0
-        self.applied = int(self._state().get("applied", self.applied))  # another process may have moved it
+        state = self._state()  # another process may have moved it
+        self.applied = int(state.get("applied", self.applied))
+        self.complete = bool(state.get("complete", self.complete))
+        if not self.complete:
+            return self._rebuild(conn)
         applied, max_rowid, total = self.applied, self.max_rowid, 0
         while True:
             conn.execute("BEGIN")  # one snapshot: the log chunk and the rows it names
@@ -252,6 +260,31 @@ class TantivyLexical:
             if len(log) < CATCH_UP_CHUNK:
                 break
         return self._commit(max_rowid, applied, total)
+
+    def _rebuild(self, conn: sqlite3.Connection) -> int:
+        """Index every products row (a new index: the log holds only the changes not yet applied
+        by the index it replaces). One SQLite snapshot; the state says complete only after the
+        tantivy commit, so a crash before it starts the rebuild over."""
+        self._writer.delete_all_documents()
+        total, max_rowid = 0, 0
+        conn.execute("BEGIN")
+        try:
+            (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
+            while True:
+                rows = [(*row[:-1], stored_nodes(row[-1])) for row in conn.execute(
+                    "SELECT rowid, id, title, categories, attributes, description, market, has_image, extra "
+                    "FROM products WHERE rowid > ? ORDER BY rowid LIMIT ?", (max_rowid, CATCH_UP_CHUNK))]
+                if not rows:
+                    break
+                for row in rows:
+                    self._writer.add_document(self._document(row))
+                max_rowid, total = rows[-1][0], total + len(rows)
+        finally:
+            conn.execute("COMMIT")
+        self._writer.commit()
+        self.complete = True
+        self._write_state(int(last), max_rowid)
+        return total
 
     def _replace(self, touched: list[int], rows: list[tuple[Any, ...]], max_rowid: int) -> None:
         """Delete the ``touched`` rowids the index may hold, then add ``rows`` (the current ones)."""
