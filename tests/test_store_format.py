@@ -333,3 +333,22 @@ echo "stats=$?"
     assert json.loads(done.stdout)["products"] == 30
     with sqlite3.connect(tmp_path / "v1.db") as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'store_version'").fetchone()[0] == "2"
+
+
+def test_an_ingest_into_a_format_1_store_upgrades_it_first(tmp_path: Path) -> None:
+    """The writer's path (the file opened to write, not to read): upgraded, then written."""
+    docs = _catalogue(40)
+    path = tmp_path / "v1.db"
+    build_v1(path, docs[:30], "fts5")
+    before = _v1_answers(path)
+    store = EmbeddedStore(path)
+    assert store.upsert(docs[30:]).written == 10  # the first call opens the file to write
+    ref = EmbeddedStore(tmp_path / "v2.db", lexical="fts5")
+    ref.setup(SCHEMA)
+    ref.upsert(docs[:30])
+    ref.upsert(docs[30:])
+    assert _postings(store) == _postings(ref)
+    assert store.category_counts() == ref.category_counts() != before["counts"]
+    assert store.conn.execute("SELECT value FROM meta WHERE key = 'store_version'").fetchone()[0] == "2"
+    store.close()
+    ref.close()
