@@ -268,7 +268,7 @@ class EmbeddedStore:
         self._generation: int | None = None  # the store's vectors_generation, read lazily
         self._wrote = False  # this instance committed a write: it rebuilds stale indexes on close
         self._seen_version: int | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # runs BM25 beside kNN
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # BM25 beside kNN; an upsert's next chunk
         self._pool_pid = 0
         self._schema: IndexSchema | None = None
 
@@ -602,8 +602,9 @@ class EmbeddedStore:
             # that thread also hands each written chunk to tantivy. The first chunk is prepared
             # before the write lock is taken.
             chunks = [docs[i : i + batch_write.CHUNK] for i in range(0, len(docs), batch_write.CHUNK)] or [docs]
-            pool = self._side_thread()
-            pending = pool.submit(batch_write.prepare, chunks[0], schema)
+            # one chunk (e.g. the service's one product): nothing to overlap, no thread hand-off
+            run = self._side_thread().submit if len(chunks) > 1 else _run_here
+            pending = run(batch_write.prepare, chunks[0], schema)
             indexing: list[concurrent.futures.Future[None]] = []
             lexical: lexical_tantivy.PendingBatch | None = None
             committed = False
@@ -623,12 +624,12 @@ class EmbeddedStore:
                     for k in range(len(chunks)):
                         batch = pending.result()
                         if k + 1 < len(chunks):
-                            pending = pool.submit(batch_write.prepare, chunks[k + 1], schema)
+                            pending = run(batch_write.prepare, chunks[k + 1], schema)
                         rowids = writer.write(batch)
                         result.written += batch.written
                         result.errors.update(batch.errors)
                         if lexical is not None:
-                            indexing.append(pool.submit(lexical.add, batch, rowids))
+                            indexing.append(run(lexical.add, batch, rowids))
                     writer.finish()
                     for job in indexing:
                         job.result()
@@ -778,7 +779,7 @@ class EmbeddedStore:
 
     def _side_thread(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None or self._pool_pid != os.getpid():  # a forked child has no thread: a new pool
-            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctir-es-bm25")
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctir-es-side")
             self._pool_pid = os.getpid()
         return self._pool
 
@@ -1098,6 +1099,16 @@ class EmbeddedStore:
                     for name, f in (schema.vectors.items() if schema else [])
                 },
             }
+
+
+def _run_here(fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+    """``fn(*args)`` run now, as a finished future (what ``Executor.submit`` returns)."""
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+    try:
+        done.set_result(fn(*args))
+    except Exception as exc:  # noqa: BLE001 - handed to the caller by .result(), as a pool would
+        done.set_exception(exc)
+    return done
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
