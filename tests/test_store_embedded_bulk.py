@@ -201,30 +201,3 @@ def test_upsert_leaves_foreign_keys_on_for_deletes(store: EmbeddedStore) -> None
     _postings_sound(store)
     assert store.conn.execute("SELECT count(*) FROM vectors").fetchone()[0] == 2 * (N - N // 2)
 
-
-def test_a_batch_written_in_chunks_is_one_transaction_with_the_same_meaning(
-        store: EmbeddedStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch larger than a chunk: later chunks update products an earlier chunk of the same
-    transaction inserted (new titles and categories), the insert triggers are dropped once and
-    put back, and the result is the row-by-row meaning (the last version of an id wins)."""
-    from ctir_es.store import batch_write
-
-    monkeypatch.setattr(batch_write, "CHUNK", BULK_TRIGGER_MIN + 6)
-    docs = [_doc(i) for i in range(N)]
-    moved = [Document(Product(id=f"p{i}", title=f"moved kettle {i}", categories=(("Garden", "Tools"),)),
-                      {"t": _vec(i + 999)}) for i in range(0, 40, 4)]
-    result = store.upsert([*docs, *moved], checkpoint=("src", 1))
-    assert result.written == N + len(moved) and store.count() == N
-    assert _lexical_ids(store, "kettle") == {f"p{i}" for i in range(0, 40, 4)}
-    assert "p4" not in _lexical_ids(store, "plain") and "p5" in _lexical_ids(store, "plain")
-    counts = store.category_counts()
-    assert counts[("Garden",)] == 10 and counts[("Home",)] == N - 10
-    assert len(_pairs(store)) == 3 * (N - 10) + 2 * 10
-    _postings_sound(store)
-    names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
-    assert {"products_ai", "lexical_log_ai"} & names  # put back before the COMMIT
-    if store.lexical_engine == "fts5":
-        store.conn.execute("INSERT INTO products_fts(products_fts, rank) VALUES('integrity-check', 1)")
-    hits = store.search(None, [VectorQuery("t", _vec(8 + 999))], 1)["t"]
-    assert hits[0].id == "p8" and hits[0].score == pytest.approx(1.0, abs=1e-5)
-    assert store.check() == []

@@ -224,24 +224,21 @@ def test_a_batch_is_indexed_from_its_own_rows_and_from_sqlite_when_the_log_holds
     store.close()
 
 
-def test_a_failed_batch_leaves_nothing_in_the_tantivy_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks reach tantivy's writer while SQLite writes the batch: when the transaction fails
-    after some of them, tantivy drops them too (never committed), and the next batch is indexed."""
-    from ctir_es.store import batch_write
-
-    monkeypatch.setattr(batch_write, "CHUNK", 3)
+def test_a_failed_batch_leaves_nothing_in_the_tantivy_index(tmp_path: Path) -> None:
+    """A batch reaches tantivy's writer inside the SQLite transaction: when the transaction
+    fails after that, tantivy drops the batch too (never committed), and the next one is indexed."""
     path = tmp_path / "s.db"
     store = _filled(path, "tantivy")
-    # the third chunk fails inside SQLite, after two chunks were written and handed to tantivy
-    store._wconn.execute("CREATE TRIGGER boom BEFORE INSERT ON vectors WHEN new.product > 11 "
+    # the checkpoint row, written after the batch went to tantivy, fails inside SQLite
+    store._wconn.execute("CREATE TRIGGER boom BEFORE INSERT ON meta WHEN new.key LIKE 'checkpoint:%' "
                          "BEGIN SELECT RAISE(ABORT, 'boom'); END")
     docs = [Document(Product(id=f"z{i}", title=f"zeppelin {i}"), {"title_vector": unit(i % 8)}) for i in range(9)]
     with pytest.raises(Exception, match="boom"):
-        store.upsert(docs)
+        store.upsert(docs, checkpoint=("src", 9))
     assert store.count() == len(CATALOGUE)
     assert store.search(LexicalQuery("zeppelin"), [], 20)[LEXICAL_SOURCE] == []
     store._wconn.execute("DROP TRIGGER boom")
-    assert store.upsert(docs[:4]).written == 4
+    assert store.upsert(docs[:4], checkpoint=("src", 4)).written == 4
     assert sorted(h.id for h in store.search(LexicalQuery("zeppelin"), [], 20)[LEXICAL_SOURCE]) == ["z0", "z1", "z2", "z3"]
     store.close()
     again = EmbeddedStore(path)

@@ -123,7 +123,6 @@ def tiny_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks of at most 5 rowids, appended to below 3: splits and rewrites happen at once."""
     monkeypatch.setattr(batch_write, "BLOCK_MAX", 5)
     monkeypatch.setattr(batch_write, "SMALL_BLOCK", 3)
-    monkeypatch.setattr(batch_write, "CHUNK", 7)  # several chunks per batch: one transaction still
 
 
 @pytest.mark.parametrize("engine", ENGINES)

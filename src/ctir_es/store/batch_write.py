@@ -1,18 +1,17 @@
 """Writing one batch of documents into the embedded store's SQLite tables, in bulk.
 
 A batch is validated and turned into rows first (``prepare``: no I/O, vectors checked as one
-matrix per field), then written inside the caller's transaction chunk by chunk (``TransactionWriter``; the
-caller prepares the next chunk in a second thread meanwhile) with a handful of set-based
-statements instead of a dozen statements per product:
+matrix per field), then written inside the caller's transaction (``TransactionWriter``) with a handful of
+set-based statements instead of a dozen statements per product:
 
 - products: existing ids are found with one query and updated in place (same rowid, so the
   lexical triggers see an update); new ids are inserted with one ``executemany`` of the rows as
   prepared, and SQLite numbers them after the current maximum rowid (checked);
 - the per-row lexical triggers (FTS5's ``products_ai``, tantivy's ``lexical_log_ai``) cost far
   more per row than the same work done once per batch (about 38 us against 3 us per product
-  for FTS5), so in a transaction that inserts many rows they are dropped once (by the first
-  chunk with many new rows) and re-created before its COMMIT, and their work is done by one
-  ``INSERT ... SELECT`` over each chunk's new rowid range. DDL is
+  for FTS5), so for a batch of many new rows they are dropped and re-created inside the same
+  transaction (before its COMMIT), and their work is done by one ``INSERT ... SELECT`` over the
+  new rowid range. DDL is
   transactional in SQLite: a crash rolls the batch back with the triggers in place, and other
   connections never see the store without them;
 - category postings (store format 2): one row per (node, block) holding the block's ascending
@@ -50,9 +49,6 @@ NODE_SEP = "\x1f"  # the embedded store's category node separator (never inside 
 BULK_TRIGGER_MIN = 64  # fewer new rows than this: the per-row triggers are cheaper than DDL
 BLOCK_MAX = 2048  # rowids per postings block at most (~16 KB of JSON at 7-digit rowids)
 SMALL_BLOCK = 128  # a node's last block holding fewer rowids than this takes new ones in place
-# An upsert writes its batch in chunks of this many documents and prepares the next chunk in a
-# second thread meanwhile (SQLite releases the GIL while it works); one transaction still.
-CHUNK = 1000
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 # Per-row insert triggers and the one statement that does their work for a range of new rowids.
@@ -167,8 +163,8 @@ def stored_nodes(extra: str) -> set[str]:
 
 @dataclass
 class NodeChanges:
-    """The category postings changes of a transaction's chunks, applied once at its end: a
-    rowid added then removed (or removed then added back) in one transaction is no change."""
+    """The category postings changes of a transaction, applied once at its end: a rowid added
+    then removed (or removed then added back) in one transaction is no change."""
 
     adds: dict[str, set[int]] = field(default_factory=dict)
     removes: dict[str, set[int]] = field(default_factory=dict)
@@ -198,9 +194,9 @@ class NodeChanges:
 
 
 class TransactionWriter:
-    """Writes the prepared chunks of one upsert inside the caller's open transaction; ``finish``
-    before the COMMIT applies the category changes of all of them and puts back the per-row
-    insert triggers (dropped once, by the first chunk with many new rows)."""
+    """Writes prepared batches inside the caller's open transaction; ``finish`` before the
+    COMMIT applies their category changes and puts back the per-row insert triggers (dropped
+    once, by the first batch with many new rows)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -208,7 +204,7 @@ class TransactionWriter:
         self.dropped: list[tuple[str, str]] | None = None  # (name, sql) of the triggers taken out
 
     def write(self, batch: PreparedBatch) -> np.ndarray:
-        """Write one chunk; returns the rowid of each of its products."""
+        """Write one batch; returns the rowid of each of its products."""
         return write(self.conn, batch, self.changes, self)
 
     def drop_triggers(self) -> list[tuple[str, str]]:

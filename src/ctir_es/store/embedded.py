@@ -268,7 +268,7 @@ class EmbeddedStore:
         self._generation: int | None = None  # the store's vectors_generation, read lazily
         self._wrote = False  # this instance committed a write: it rebuilds stale indexes on close
         self._seen_version: int | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # BM25 beside kNN; an upsert's next chunk
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # runs BM25 beside kNN
         self._pool_pid = 0
         self._schema: IndexSchema | None = None
 
@@ -597,15 +597,7 @@ class EmbeddedStore:
         schema = self._schema or self.schema() or IndexSchema()
         result = WriteResult()
         with self._lock:
-            # Chunks are prepared (Python: validation, rows, JSON) in a second thread while this
-            # one writes the chunk before (SQLite releases the GIL), and with the tantivy engine
-            # that thread also hands each written chunk to tantivy. The first chunk is prepared
-            # before the write lock is taken.
-            chunks = [docs[i : i + batch_write.CHUNK] for i in range(0, len(docs), batch_write.CHUNK)] or [docs]
-            # one chunk (e.g. the service's one product): nothing to overlap, no thread hand-off
-            run = self._side_thread().submit if len(chunks) > 1 else _run_here
-            pending = run(batch_write.prepare, chunks[0], schema)
-            indexing: list[concurrent.futures.Future[None]] = []
+            batch = batch_write.prepare(docs, schema)  # no I/O: outside the write lock SQLite holds
             lexical: lexical_tantivy.PendingBatch | None = None
             committed = False
             # The batch writes child rows only for products it has just written, and removes an
@@ -614,26 +606,19 @@ class EmbeddedStore:
             # set around it; deletes keep the cascade.
             self._wconn.execute("PRAGMA foreign_keys=OFF")
             try:
-                pending.result()  # a bad document fails before the write lock is taken
                 with self._write_transaction() as conn:
                     if self._lex is not None:  # the log entries tantivy has applied are not needed any more
                         conn.execute("DELETE FROM lexical_log WHERE seq <= ?", (self._lex.applied,))
                         if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM lexical_log)").fetchone()[0]:
                             lexical = self._lex.begin_batch(self._lex.applied)  # the log will hold this batch alone
                     writer = batch_write.TransactionWriter(conn)
-                    for k in range(len(chunks)):
-                        batch = pending.result()
-                        if k + 1 < len(chunks):
-                            pending = run(batch_write.prepare, chunks[k + 1], schema)
-                        rowids = writer.write(batch)
-                        result.written += batch.written
-                        result.errors.update(batch.errors)
-                        if lexical is not None:
-                            indexing.append(run(lexical.add, batch, rowids))
+                    rowids = writer.write(batch)
                     writer.finish()
-                    for job in indexing:
-                        job.result()
+                    result.written, result.errors = batch.written, batch.errors
                     if lexical is not None:
+                        # tantivy indexes the rows just written (in its own thread, while SQLite
+                        # commits) instead of reading them back after the COMMIT
+                        lexical.add(batch, rowids)
                         (lexical.last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
                     if result.written:
                         self._bump_generation(conn)
@@ -644,14 +629,10 @@ class EmbeddedStore:
                         )
                 committed = True
             finally:
-                pending.cancel()
-                for job in indexing:  # no document may reach tantivy after it is rolled back
-                    with contextlib.suppress(BaseException):
-                        job.result()
                 with contextlib.suppress(sqlite3.Error):
                     self._wconn.execute("PRAGMA foreign_keys=ON")
                 if lexical is not None and not committed and self._lex is not None:
-                    self._lex.end_batch(self._wconn, lexical, committed=False)
+                    self._lex.end_batch(self._wconn, lexical, committed=False)  # tantivy drops the batch too
             self._forget_data()  # our own commits do not change data_version for us
             self._wrote = self._wrote or bool(result.written)
             if lexical is not None and self._lex is not None:
@@ -779,7 +760,7 @@ class EmbeddedStore:
 
     def _side_thread(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None or self._pool_pid != os.getpid():  # a forked child has no thread: a new pool
-            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctir-es-side")
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctir-es-bm25")
             self._pool_pid = os.getpid()
         return self._pool
 
@@ -1099,16 +1080,6 @@ class EmbeddedStore:
                     for name, f in (schema.vectors.items() if schema else [])
                 },
             }
-
-
-def _run_here(fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
-    """``fn(*args)`` run now, as a finished future (what ``Executor.submit`` returns)."""
-    done: concurrent.futures.Future[T] = concurrent.futures.Future()
-    try:
-        done.set_result(fn(*args))
-    except Exception as exc:  # noqa: BLE001 - handed to the caller by .result(), as a pool would
-        done.set_exception(exc)
-    return done
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

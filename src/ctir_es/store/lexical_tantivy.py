@@ -10,9 +10,9 @@ Inserts of rowids above every rowid the index may hold skip the delete (bulk loa
 is written to the state file before each tantivy commit.
 
 A batch of the writer process, when the log holds nothing else (``PendingBatch``): its rows go
-to tantivy's writer as SQLite writes them, chunk by chunk (tantivy indexes them in its own thread
-meanwhile), without being read back from SQLite; tantivy commits them only after SQLite's
-COMMIT, and drops them (``rollback``) when the SQLite transaction fails. The log + SQLite stay
+to tantivy's writer inside the SQLite transaction that writes them (tantivy indexes them in its
+own thread while SQLite commits), without being read back from SQLite; tantivy commits them only
+after SQLite's COMMIT, and drops them (``rollback``) when the SQLite transaction fails. The log + SQLite stay
 the path of every other case (a crash, another process's batch, entries left over).
 
 Freshness rule: the process that writes SQLite catches the index up right after each committed
@@ -77,8 +77,8 @@ class PendingBatch:
     added: int = 0
 
     def add(self, batch: PreparedBatch, rowids: Any) -> None:
-        """Index one written chunk (in the writer's second thread); a rowid an earlier chunk
-        of the batch added is deleted first, as any rowid the index may hold."""
+        """Index written rows; a rowid an earlier call added is deleted first, as any rowid the
+        index may hold."""
         rows = lexical_rows(batch, rowids)
         if rows:
             touched = [row[0] for row in rows]
