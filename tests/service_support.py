@@ -73,8 +73,10 @@ class ServeProcess:
     """``ctir-es serve`` in a subprocess on ``store`` (a private config and cache), stopped
     by its own pid on exit. ``url`` is where it answers once ``/health`` says ok."""
 
-    def __init__(self, store: Path, tmp_dir: Path, *extra: str, startup_timeout: float = 90) -> None:
+    def __init__(self, store: Path, tmp_dir: Path, *extra: str, startup_timeout: float = 90,
+                 env: dict[str, str] | None = None) -> None:
         self.store = store
+        self.env = dict(env or {})  # on top of this process's environment
         self.tmp_dir = tmp_dir
         self.extra = extra
         self.port = free_port()
@@ -94,6 +96,7 @@ class ServeProcess:
                "CTIR_ES_CACHE_DIR": str(self.tmp_dir / "cache")}
         for var in ("CTIR_ES_URL", "CTIR_ES_STORE", "CTIR_ES_TEXT_MODEL", "CTIR_ES_CLIP_MODEL", "CTIR_ES_CLIP_WEIGHTS"):
             env.pop(var, None)
+        env.update(self.env)
         cli = Path(sys.executable).parent / "ctir-es"
         cmd = [str(cli) if cli.exists() else sys.executable, *([] if cli.exists() else ["-m", "ctir_es.cli"]),
                "serve", "--store", str(self.store), "--port", str(self.port), *self.extra]

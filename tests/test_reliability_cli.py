@@ -32,10 +32,16 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory, tiny_text_model_dir: 
     return tmp / "sample.db"
 
 
+def engine_env(engine: str) -> dict[str, str]:
+    """The environment of a command on a store of lexical engine ``engine`` (whatever the
+    caller's CTIR_ES_LEXICAL_ENGINE: it also names the engine the store must have)."""
+    return {"CTIR_ES_LEXICAL_ENGINE": engine}
+
+
 def sample_with_engine(tmp: Path, model_dir: Path, engine: str) -> Path:
     """The sample as ``sample_store`` builds it, in a new store of lexical engine ``engine``."""
     out = run_cli(tmp, "ingest", "sample", "--store", str(tmp / f"{engine}.db"), "--text-model", str(model_dir),
-                  "--no-images", env={"CTIR_ES_LEXICAL_ENGINE": engine})
+                  "--no-images", env=engine_env(engine))
     assert out.returncode == 0, out.stderr
     return tmp / f"{engine}.db"
 
@@ -143,11 +149,11 @@ def test_corruption_found_by_a_query_is_one_line_and_stats_check_finds_it(tmp_pa
     fts5_store = sample_with_engine(tmp_path, tiny_text_model_dir, "fts5")  # the damage is inside the file
     broken = tmp_path / "broken.db"
     corrupt_fts(fts5_store, broken)
-    out = run_cli(tmp_path, "query", "pans", "--store", str(broken))
+    out = run_cli(tmp_path, "query", "pans", "--store", str(broken), env=engine_env("fts5"))
     assert out.returncode == 1 and "is corrupted" in last_line(out)
-    out = run_cli(tmp_path, "stats", "--check", "--store", str(broken))
+    out = run_cli(tmp_path, "stats", "--check", "--store", str(broken), env=engine_env("fts5"))
     assert out.returncode == 1 and ("damaged" in last_line(out) or "corrupted" in last_line(out))
-    out = run_cli(tmp_path, "stats", "--check", "--store", str(fts5_store), "--json")
+    out = run_cli(tmp_path, "stats", "--check", "--store", str(fts5_store), "--json", env=engine_env("fts5"))
     assert out.returncode == 0 and json.loads(out.stdout)["integrity"] == "ok"
 
 
@@ -172,7 +178,8 @@ def lexical_index(store: Path) -> Path:
 
 
 def bm25_results(tmp_path: Path, store: Path, text: str) -> list[tuple[str, float]]:
-    out = run_cli(tmp_path, "query", text, "--store", str(store), "--weight", "text=0", "--k", "20", "--json")
+    out = run_cli(tmp_path, "query", text, "--store", str(store), "--weight", "text=0", "--k", "20", "--json",
+                  env=engine_env("tantivy"))
     assert out.returncode == 0, out.stderr
     return [(r["id"], round(r["sources"]["bm25"]["score"], 4)) for r in json.loads(out.stdout)["results"]
             if "bm25" in r["sources"]]
@@ -187,13 +194,11 @@ def test_damaged_tantivy_index_is_one_line_naming_the_fix(tmp_path: Path, tantiv
     for f in segments:
         data = f.read_bytes()
         f.write_bytes(data[: len(data) // 2])
-    out = run_cli(tmp_path, "query", "pans", "--store", str(store))
+    out = run_cli(tmp_path, "query", "pans", "--store", str(store), env=engine_env("tantivy"))
     assert out.returncode == 1 and "tantivy index" in last_line(out)
     assert f"remove {lexical_index(store)}" in last_line(out)
 
 
-@pytest.mark.xfail(strict=True, reason="store bug: a missing tantivy index is rebuilt from lexical_log, which "
-                   "EmbeddedStore.upsert trims after each batch, not from every products row")
 def test_store_copied_without_its_tantivy_index_rebuilds_it_whole(tmp_path: Path, tantivy_store: Path) -> None:
     """The fix the message names (and a store copied as one file): the index is rebuilt from
     SQLite on the next open and BM25 answers as before."""
@@ -203,21 +208,43 @@ def test_store_copied_without_its_tantivy_index_rebuilds_it_whole(tmp_path: Path
     assert {text: bm25_results(tmp_path, store, text) for text in expected} == expected
 
 
+
+@pytest.mark.xfail(strict=True, reason="store.open.open_store passes the lexical_engine setting to EmbeddedStore "
+                   "as a requirement, so a store of the other engine is refused instead of opened")
+def test_the_engine_setting_names_the_engine_of_new_stores_only(tmp_path: Path) -> None:
+    """docs/configuration.md: the setting picks the engine of NEW stores; an existing store
+    keeps its own, whatever the setting says when it is opened."""
+    for made, now in (("fts5", "tantivy"), ("tantivy", "fts5")):
+        store = tmp_path / f"{made}.db"
+        out = run_cli(tmp_path, "ingest", "sample", "--store", str(store), "--text-model", "none", "--no-images",
+                      env=engine_env(made))
+        assert out.returncode == 0, out.stderr
+        out = run_cli(tmp_path, "query", "pans", "--store", str(store), "--json", env=engine_env(now))
+        assert out.returncode == 0 and json.loads(out.stdout)["results"], out.stderr
+
 # -- weak spots: read-only media and a full disk (tmpfs in a private mount namespace) -------------
 
-def in_namespace(script: str, tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def in_namespace(script: str, tmp_path: Path, timeout: float = 300,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare(1) to mount a private tmpfs")
     probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {tmp_path}"],
                            capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs in a mount namespace here: {probe.stderr.decode()[:200]}")
-    env = {**os.environ, "CTIR_ES_CONFIG": str(tmp_path / "none.toml"), "CLI": CLI[0], "PY": sys.executable}
+    env = {**os.environ, "CTIR_ES_CONFIG": str(tmp_path / "none.toml"), "CLI": CLI[0], "PY": sys.executable,
+           **(env or {})}
     return subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", script], capture_output=True,
                           text=True, env=env, timeout=timeout, check=False)
 
 
-def test_store_on_read_only_media_is_queried_and_ingest_says_read_only(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", [
+    "fts5",
+    pytest.param("tantivy", marks=pytest.mark.xfail(
+        strict=True, reason="store bug: tantivy takes its meta lock file beside the index to open it, which read-only "
+                            "media refuses (lexical_tantivy.TantivyLexical.open)")),
+])
+def test_store_on_read_only_media_is_queried_and_ingest_says_read_only(tmp_path: Path, engine: str) -> None:
     media = tmp_path / "media"
     media.mkdir()
     catalogue = write_jsonl(tmp_path / "c.jsonl", [])
@@ -233,8 +260,9 @@ echo "stats=$?"
 "$CLI" ingest jsonl {catalogue} --store {media}/s.db --text-model none --no-images 2> {tmp_path}/ingest.err
 echo "ingest=$?"
 """
-    out = in_namespace(script, tmp_path)
-    assert "query=0" in out.stdout and "stats=0" in out.stdout and "ingest=1" in out.stdout, out.stdout + out.stderr
+    out = in_namespace(script, tmp_path, env=engine_env(engine))
+    assert "query=0" in out.stdout and "stats=0" in out.stdout and "ingest=1" in out.stdout, (
+        out.stdout + out.stderr + (tmp_path / "query.err").read_text())
     assert len(json.loads((tmp_path / "query.json").read_text())["results"]) == 10
     assert json.loads((tmp_path / "stats.json").read_text())["products"] == 280
     err = (tmp_path / "ingest.err").read_text()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from service_support import SAMPLE_IMAGES, ServeProcess
-from test_reliability_cli import corrupt_fts
+from test_reliability_cli import corrupt_fts, engine_env
 from test_reliability_ingest import ingest_json, write_jsonl
 
 AWKWARD_IDS = ["a/b", "x/image", "x/similar", "50%", "50%25", "q?x=1#frag", "sp ace", "ünï-çødé", "a%2Fb",
@@ -173,10 +173,10 @@ def test_load_script_idle_sockets_and_concurrent_searches(tmp_path: Path, awkwar
 # -- weak spots: corrupted store under serve ------------------------------------------------------
 
 def test_corruption_found_while_serving_is_json_503_and_health_says_so(tmp_path: Path) -> None:
-    fts5_store = build_awkward_store(tmp_path, env={"CTIR_ES_LEXICAL_ENGINE": "fts5"})  # damage inside the file
+    fts5_store = build_awkward_store(tmp_path, env=engine_env("fts5"))  # damage inside the file
     broken = tmp_path / "broken.db"
     corrupt_fts(fts5_store, broken)
-    with ServeProcess(broken, tmp_path) as server:  # the cheap check on open passes: the damage is deeper
+    with ServeProcess(broken, tmp_path, env=engine_env("fts5")) as server:  # the cheap check on open passes: the damage is deeper
         status, err, _ = request(server.port, "/search?q=steel")
         assert status == 503 and "is corrupted" in err["error"]["message"]
         status, err, _ = request(server.port, "/health")
