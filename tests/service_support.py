@@ -54,6 +54,9 @@ def sample_search(tmp_dir: Path, text_dir: Path, clip: Any | None) -> tuple[Sear
         _built[key] = build_dir / "sample.db"
     path = tmp_dir / "store.db"
     shutil.copyfile(_built[key], path)
+    lexical = _built[key].with_name(_built[key].name + ".lexical")  # the tantivy engine's index, if any
+    if lexical.is_dir():
+        shutil.copytree(lexical, path.with_name(path.name + ".lexical"))
     return Search(EmbeddedStore(path), text, image, ImageLoader(cache_dir=tmp_dir / "cache")), report
 
 
