@@ -205,7 +205,7 @@ class TransactionWriter:
 
     def write(self, batch: PreparedBatch) -> np.ndarray:
         """Write one batch; returns the rowid of each of its products."""
-        return write(self.conn, batch, self.changes, self)
+        return write(self.conn, batch, self)
 
     def drop_triggers(self) -> list[tuple[str, str]]:
         if self.dropped is None:
@@ -224,8 +224,9 @@ class TransactionWriter:
         self.dropped = None
 
 
-def write(conn: sqlite3.Connection, batch: PreparedBatch, changes: NodeChanges, owner: TransactionWriter) -> np.ndarray:
-    """Write ``batch`` inside ``owner``'s transaction (see ``TransactionWriter.write``)."""
+def write(conn: sqlite3.Connection, batch: PreparedBatch, owner: TransactionWriter) -> np.ndarray:
+    """Write ``batch`` inside ``owner``'s transaction, its category changes into ``owner.changes``."""
+    changes = owner.changes
     rowids = np.zeros(len(batch.ids), dtype=np.int64)
     if not batch.ids:
         return rowids
@@ -281,7 +282,7 @@ def lexical_rows(batch: PreparedBatch, rowids: np.ndarray) -> list[tuple[Any, ..
 # -- category postings -----------------------------------------------------------------------
 
 
-def _blocks(node: str, rowids: list[int], first_lo: int | None = None) -> list[tuple[str, int, int, int, str]]:
+def postings_blocks(node: str, rowids: list[int], first_lo: int | None = None) -> list[tuple[str, int, int, int, str]]:
     """``rowids`` (ascending) as postings rows of at most BLOCK_MAX: (node, lo, hi, n, products).
     The first block is keyed ``first_lo`` when given (a rewritten block keeps its range)."""
     out = []
@@ -312,13 +313,13 @@ def update_postings(conn: sqlite3.Connection, changes: NodeChanges) -> None:
         added = sorted(adds.get(node, ()))
         block = last.get(node)
         if block is None and not removes.get(node):
-            new_rows += _blocks(node, added)
+            new_rows += postings_blocks(node, added)
         elif block is not None and not removes.get(node) and added[0] > block[2]:  # all after the last block
             key, _lo, _hi, n = block
             if n < SMALL_BLOCK:  # appended in SQL, without reading the block: the rest starts new ones
                 head, added = added[: BLOCK_MAX - n], added[BLOCK_MAX - n :]
                 appends.append((head[-1], len(head), _dumps(head), key))
-            new_rows += _blocks(node, added)
+            new_rows += postings_blocks(node, added)
         else:  # an update or delete, or rowids inside the node's ranges: the general path
             _rewrite_node(conn, node, added, removes.get(node, set()))
     # "[1,2]" + [3,4] -> "[1,2,3,4]": the rowids appended are above every rowid of the block
@@ -332,7 +333,7 @@ def _rewrite_node(conn: sqlite3.Connection, node: str, added: list[int], removed
     """Rewrite the blocks of ``node`` whose ranges hold the rowids added or removed."""
     keys = conn.execute("SELECT lo, rowid FROM category_postings WHERE node = ? ORDER BY lo", (node,)).fetchall()
     if not keys:
-        insert_postings(conn, _blocks(node, added))
+        insert_postings(conn, postings_blocks(node, added))
         return
     los = [lo for lo, _ in keys]
     touched: dict[int, tuple[list[int], set[int]]] = {}
@@ -348,7 +349,7 @@ def _rewrite_node(conn: sqlite3.Connection, node: str, added: list[int], removed
         if not rowids:
             conn.execute("DELETE FROM category_postings WHERE rowid = ?", (key,))
             continue
-        first, *rest = _blocks(node, rowids, min(lo, rowids[0]))
+        first, *rest = postings_blocks(node, rowids, min(lo, rowids[0]))
         conn.execute("UPDATE category_postings SET lo = ?, hi = ?, n = ?, products = ? WHERE rowid = ?",
                      (*first[1:], key))
         insert_postings(conn, rest)

@@ -452,11 +452,11 @@ class EmbeddedStore:
                 for name, product in rows:  # the primary key's order: node, then ascending rowid
                     if name != node:
                         if node is not None:
-                            blocks += batch_write._blocks(node, rowids)
+                            blocks += batch_write.postings_blocks(node, rowids)
                         node, rowids = name, []
                     rowids.append(product)
                 if node is not None:
-                    blocks += batch_write._blocks(node, rowids)
+                    blocks += batch_write.postings_blocks(node, rowids)
                 batch_write.insert_postings(conn, blocks)
                 conn.execute("DROP TABLE category_nodes")
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'store_version'", (str(SCHEMA_VERSION),))
