@@ -250,7 +250,10 @@ def main() -> None:
             drop(es, res)
     if a.minilm_n:
         print(f"MiniLM recall sweep ({a.minilm_n:,} vectors per index type) ...", file=sys.stderr, flush=True)
-        res["minilm_recall"] = minilm_recall(a.url, a.es_index_options, a.minilm_n, a.candidates, res)
+        try:  # everything above is kept if this part fails
+            res["minilm_recall"] = minilm_recall(a.url, a.es_index_options, a.minilm_n, a.candidates, res)
+        except Exception as exc:  # noqa: BLE001 - reported with the results, not instead of them
+            res["minilm_recall"] = {"error": f"{type(exc).__name__}: {exc}"}
     res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(tables(res))
     if a.json:
@@ -287,7 +290,9 @@ def tables(res: dict[str, Any]) -> str:
         out.append(f"- Elasticsearch {opt}: " + ", ".join(f"{nc}: {r:.3f}" for nc, r in sweep.items()))
     out.append("- embedded: " + ", ".join(f"{k}: {r:.3f}" for k, r in res["embedded_recall_at_10"].items()))
     mr = res.get("minilm_recall")
-    if mr:
+    if mr and "error" in mr:
+        out += ["", f"Recall@10 on MiniLM text vectors: error {mr['error']}"]
+    elif mr:
         out += ["", (f"Recall@10 against exact on real text vectors ({mr['n']:,} MiniLM title vectors, {mr['dims']} dims, "
                      f"{mr['queries']} MiniLM queries; benchmarks/text_vectors.py), per num_candidates:"), "",
                 "| index | " + " | ".join(str(nc) for nc in next(v for k, v in mr.items() if isinstance(v, dict))) + " |",

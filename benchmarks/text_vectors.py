@@ -115,6 +115,9 @@ def load(n: int, n_queries: int = 1000, *, batch: int = 256, verbose: bool = Fal
     if not q_path.exists():
         q = np.asarray(_encoder().encode_queries(queries(n_queries)), dtype=np.float32)
         np.save(q_path, q)
+    larger = sorted((m, p) for p in CACHE.glob("minilm-titles-*.npy") for m in [int(p.stem.rsplit("-", 1)[1])] if m > n)
+    if not doc_path.exists() and larger:  # a smaller set is a prefix of a larger one (same seed)
+        return np.load(larger[0][1], mmap_mode="r")[:n], np.load(q_path)
     if not doc_path.exists():
         # a smaller cached set is a prefix of a larger one (same seed): encode only the rest
         smaller = sorted((int(p.stem.rsplit("-", 1)[1]), p) for p in CACHE.glob("minilm-titles-*.npy"))
