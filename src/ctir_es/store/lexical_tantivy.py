@@ -208,7 +208,7 @@ class TantivyLexical:
     def begin_batch(self, since: int) -> PendingBatch | None:
         """Inside the writer's SQLite transaction, when the log holds no entry after ``since``:
         a batch to index as it is written (None when tantivy's writer lock is not ours)."""
-        if not self.complete or not self._acquire_writer(20):
+        if not self.complete or not self._acquire_writer(1):  # never wait holding SQLite's write lock
             return None
         if int(self._state().get("applied", self.applied)) != since:  # another process moved it
             return None
