@@ -76,13 +76,12 @@ VECTOR_INDEXES = ("exact", *ann.KINDS)
 RESCORE_FACTOR = 4  # approximate indexes fetch k * this many candidates (at least RESCORE_MIN)
 RESCORE_MIN = 40
 PARALLEL_MIN_ROWS = 20_000  # hybrid queries run their sources in two threads from this many vectors
-# The lexical engine, chosen when a store is created and recorded in it: "fts5" (SQLite FTS5,
-# the default) or "tantivy" (a tantivy index beside the file, pip install 'ctir-es[lexical]').
+# The lexical engine, chosen when a store is created and recorded in it: "tantivy" (a tantivy
+# index beside the file, the default) or "fts5" (SQLite FTS5 inside it).
 LEXICAL_ENV = env_name("lexical_engine")  # the engine of NEW stores when the constructor names none
-# When neither names one. tantivy measures 10-40x faster at BM25 (docs/benchmarks.md, round two)
-# and passes the same contract and kill/resume; FTS5 stays the default until the tests and
-# fixtures that read FTS5's tables directly are pinned to it (see the round-two notes).
-DEFAULT_LEXICAL_ENGINE = "fts5"
+# When nothing names one: tantivy measures 13-95x faster at BM25 (docs/benchmarks.md) and passes
+# the same contract and kill/resume; FTS5 ingests faster and keeps the whole store in one file.
+DEFAULT_LEXICAL_ENGINE = "tantivy"
 MASK_CACHE = 32  # filter masks kept per vector field
 SQLITE_MAGIC = b"SQLite format 3\x00"
 REBUILD_HINT = ("to rebuild it, move the file aside and run the same `ctir-es ingest` into it again "
@@ -250,12 +249,18 @@ class _VectorCache:
 class EmbeddedStore:
     """SQLite + FTS5 + NumPy. ``EmbeddedStore(path)`` does no I/O; the first call opens the file."""
 
-    def __init__(self, path: str | Path, vector_index: str = "exact", lexical: str | None = None) -> None:
+    def __init__(self, path: str | Path, vector_index: str = "exact", lexical: str | None = None,
+                 *, new_lexical: str | None = None) -> None:
+        """``lexical`` names the engine the store must use (an existing store of the other engine
+        is refused); ``new_lexical`` only picks the engine of a store created here (the
+        ``lexical_engine`` setting: an existing store keeps its own)."""
         if vector_index not in VECTOR_INDEXES:
             raise StoreError(f"unknown vector_index {vector_index!r}; supported: {', '.join(VECTOR_INDEXES)}")
-        if lexical is not None and lexical not in LEXICAL_ENGINES:
-            raise StoreError(f"unknown lexical engine {lexical!r}; supported: {', '.join(LEXICAL_ENGINES)}")
+        for engine in (lexical, new_lexical):
+            if engine is not None and engine not in LEXICAL_ENGINES:
+                raise StoreError(f"unknown lexical engine {engine!r}; supported: {', '.join(LEXICAL_ENGINES)}")
         self._lexical_requested = lexical
+        self._lexical_for_new = new_lexical
         self.lexical_engine: str | None = None  # known once the file is open
         self._lex: lexical_tantivy.TantivyLexical | None = None
         self.vector_index = vector_index
@@ -335,8 +340,9 @@ class EmbeddedStore:
         engine = self._engine_of(conn)
         if engine is None:
             old = conn.execute("SELECT 1 FROM sqlite_master WHERE name='products_fts'").fetchone()
-            # the constructor's engine, else the lexical_engine setting's env var (checked there)
-            engine = "fts5" if old else (self._lexical_requested or env_value("lexical_engine") or DEFAULT_LEXICAL_ENGINE)
+            # the constructor's engines, else the lexical_engine setting's env var (checked there)
+            engine = "fts5" if old else (self._lexical_requested or self._lexical_for_new or env_value("lexical_engine")
+                                         or DEFAULT_LEXICAL_ENGINE)
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('lexical_engine', ?)", (engine,))
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_uuid', ?)", (lexical_tantivy.new_store_uuid(),))
             engine = self._engine_of(conn)

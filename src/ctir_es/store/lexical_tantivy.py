@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import sqlite3
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -139,6 +140,7 @@ class TantivyLexical:
         self._writer: Any = None
         self._meta_stamp: tuple[int, int] | None = None  # of state.json
         self._searcher: Any = None
+        self._private_copy: Path | None = None  # a copy of an index on read-only media
         self.applied = 0
         self.max_rowid = 0
         self.complete = True  # False: a new index, not yet filled from the products table
@@ -165,6 +167,8 @@ class TantivyLexical:
                 shutil.rmtree(self.dir)
             self.dir.mkdir(parents=True)
         self._schema = _schema()
+        if not fresh and not os.access(self.dir, os.W_OK):
+            self._use_private_copy()
         self._index = self._t.Index(self._schema, path=str(self.dir), reuse=not fresh)
         self._index.register_tokenizer(ANALYZER, self._analyzer)
         self._index.config_reader(reload_policy="Manual")
@@ -176,6 +180,19 @@ class TantivyLexical:
             self.max_rowid = int(state.get("max_rowid", 0))
             self.complete = bool(state.get("complete", True))
         return True
+
+    def _use_private_copy(self) -> None:
+        """Read-only media: tantivy takes a lock file beside the index even to read it, so the
+        index is copied to a private temporary folder (removed on close) and opened there. A
+        catch-up of this reader then writes only to the copy."""
+        copy = Path(tempfile.mkdtemp(prefix="ctir-es-lexical-"))
+        try:
+            shutil.copytree(self.dir, copy, dirs_exist_ok=True)
+        except OSError:
+            shutil.rmtree(copy, ignore_errors=True)
+            raise
+        self._private_copy = copy
+        self.dir = copy
 
     def _write_state(self, applied: int, max_rowid: int) -> None:
         tmp = self.dir / (STATE + ".tmp")
@@ -430,6 +447,9 @@ class TantivyLexical:
         self.release_writer()
         self._index = None
         self._searcher = None
+        if self._private_copy is not None:
+            shutil.rmtree(self._private_copy, ignore_errors=True)
+            self._private_copy = None
 
 
 def new_store_uuid() -> str:

@@ -20,4 +20,5 @@ def open_store(settings: Settings) -> Store:
         return ElasticsearchStore(conn, **store_opts)
     from .embedded import EmbeddedStore
 
-    return EmbeddedStore(settings.store, vector_index=settings.vector_index, lexical=settings.lexical_engine)
+    # the lexical_engine setting picks the engine of a new store; an existing one keeps its own
+    return EmbeddedStore(settings.store, vector_index=settings.vector_index, new_lexical=settings.lexical_engine)
