@@ -275,3 +275,39 @@ def test_a_lost_index_is_rebuilt_from_every_product_not_from_the_trimmed_log(tmp
     assert [h.id for h in third.search(LexicalQuery("zeppelin nine"), [], 10)[LEXICAL_SOURCE]][:1] == ["z9"]
     assert third._lex is not None and third._lex.num_docs() == everything + 1
     third.close()
+
+
+def test_bm25_alone_names_hits_from_an_id_map_that_follows_every_change(tmp_path: Path) -> None:
+    """Repeated BM25-only queries read every (rowid, id) once (embedded.ID_MAP_AFTER) and name
+    tantivy's hits from it; any commit drops it, so a deleted product is never named and a new
+    one is, by this process's writes and by another process's."""
+    from ctir_es.store import embedded
+
+    path = tmp_path / "s.db"
+    store = EmbeddedStore(path, lexical="tantivy")
+    store.setup(SCHEMA)
+    docs = _random_catalogue(60)
+    assert not store.upsert(docs).errors
+    reader = EmbeddedStore(path)
+
+    def ids(s: EmbeddedStore, text: str) -> list[str]:
+        return [h.id for h in s.search(LexicalQuery(text), [], 10)["bm25"]]
+
+    first = ids(reader, "red kettle")
+    assert first
+    for _ in range(embedded.ID_MAP_AFTER + 1):
+        assert ids(reader, "red kettle") == first  # by SQL, then from the map: the same answer
+    assert reader._id_map is not None and len(reader._id_map[0]) == 60
+
+    store.delete([first[0]])  # another connection commits: the reader's map is dropped
+    store.upsert([Document(Product(id="new-kettle", title="red kettle red kettle"), {"title_vector": unit(1)})])
+    for _ in range(embedded.ID_MAP_AFTER + 1):
+        got = ids(reader, "red kettle")
+        assert first[0] not in got and got[0] == "new-kettle"
+    assert reader._id_map is not None  # reread after the change: the new id in, the deleted one out
+    assert "new-kettle" in reader._id_map[1].tolist() and first[0] not in reader._id_map[1].tolist()
+    for _ in range(embedded.ID_MAP_AFTER + 1):
+        got = ids(store, "red kettle")  # the writer's own commits drop its map too
+        assert first[0] not in got and got[0] == "new-kettle"
+    reader.close()
+    store.close()

@@ -83,6 +83,7 @@ LEXICAL_ENV = env_name("lexical_engine")  # the engine of NEW stores when the co
 # the same contract and kill/resume; FTS5 ingests faster and keeps the whole store in one file.
 DEFAULT_LEXICAL_ENGINE = "tantivy"
 MASK_CACHE = 32  # filter masks kept per vector field
+ID_MAP_AFTER = 8  # BM25-only queries on unchanged data before every id is read into memory
 SQLITE_MAGIC = b"SQLite format 3\x00"
 REBUILD_HINT = ("to rebuild it, move the file aside and run the same `ctir-es ingest` into it again "
                 "(the catalogue is the source of truth); `ctir-es stats --check` runs SQLite's full integrity check")
@@ -271,6 +272,8 @@ class EmbeddedStore:
         self._vectors: dict[str, _VectorCache] = {}
         self._ann: dict[str, ann.AnnIndex] = {}  # persisted approximate indexes, memory-mapped
         self._generation: int | None = None  # the store's vectors_generation, read lazily
+        self._id_map: tuple[np.ndarray, np.ndarray] | None = None  # rowid -> id for BM25 alone
+        self._lexical_alone = 0  # BM25 queries with no id map since the data changed
         self._wrote = False  # this instance committed a write: it rebuilds stale indexes on close
         self._seen_version: int | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # runs BM25 beside kNN
@@ -682,6 +685,8 @@ class EmbeddedStore:
         self._vectors.clear()
         self._ann.clear()
         self._generation = None
+        self._id_map = None
+        self._lexical_alone = 0
 
     @_guarded(empty=lambda: None)
     def checkpoint(self, key: str) -> int | None:
@@ -776,7 +781,7 @@ class EmbeddedStore:
             loaded = next(iter(self._vectors.values()), None)
             index = next(iter(self._ann.values()), None)
             known = ((loaded.rowids, loaded.ids) if loaded is not None
-                     else (index.rowids, index.ids) if index is not None else None)
+                     else (index.rowids, index.ids) if index is not None else self._lexical_id_map())
             return self._lex.search(self.conn, query, k, filters, known)
         fields = [f for f in LEXICAL_FIELDS if query.weights.get(f, 0) > 0]
         expr = fts_query(query.text, fields) if fields else None
@@ -808,6 +813,20 @@ class EmbeddedStore:
         if cache is None:
             cache = self._vectors[name] = self._load_field(name)
         return cache
+
+    def _lexical_id_map(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rowids, ids) of every product for naming tantivy's hits without SQL, once BM25 has
+        been asked ID_MAP_AFTER times with no vectors loaded since the data last changed. Naming
+        100 hits by SQL costs about as much as tantivy's search; a one-shot query (the CLI)
+        never pays for reading every id."""
+        if self._id_map is None:
+            self._lexical_alone += 1
+            if self._lexical_alone < ID_MAP_AFTER:
+                return None
+            rows = self.conn.execute("SELECT rowid, id FROM products ORDER BY rowid").fetchall()
+            self._id_map = (np.fromiter((r for r, _ in rows), np.int64, len(rows)),
+                            np.asarray([i for _, i in rows], dtype=object))
+        return self._id_map
 
     def _load_field(self, name: str) -> _VectorCache:
         """Read one field's vectors (and their product ids) in one snapshot, in rowid order."""
