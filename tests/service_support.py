@@ -18,7 +18,7 @@ SAMPLE_IMAGES = sample_path().parent / "images"
 CATEGORY = "Kitchen & Dining > Cookware"
 
 _encoders: dict[tuple[str, str | None], tuple[Any, Any]] = {}
-_built: dict[tuple[str, str | None], Path] = {}
+_built: dict[tuple[str, str | None, str | None], Path] = {}
 
 
 def encoders(text_dir: Path, clip: Any | None) -> tuple[Any, Any]:
@@ -38,17 +38,19 @@ def encoders(text_dir: Path, clip: Any | None) -> tuple[Any, Any]:
     return _encoders[key]
 
 
-def sample_search(tmp_dir: Path, text_dir: Path, clip: Any | None) -> tuple[Search, IngestReport | None]:
+def sample_search(tmp_dir: Path, text_dir: Path, clip: Any | None,
+                  lexical: str | None = None) -> tuple[Search, IngestReport | None]:
     """A ``Search`` over a private copy of the sample store (built on first use with
-    ``Search.index``; the report is returned only for that first build)."""
+    ``Search.index``; the report is returned only for that first build). ``lexical``: the
+    store's lexical engine (None: the default of new stores)."""
     text, image = encoders(text_dir, clip)
-    key = (str(text_dir), str(clip.checkpoint) if clip else None)
+    key = (str(text_dir), str(clip.checkpoint) if clip else None, lexical)
     report = None
     tmp_dir.mkdir(parents=True, exist_ok=True)
     if key not in _built:
         build_dir = tmp_dir / "built"
         build_dir.mkdir()
-        builder = Search(EmbeddedStore(build_dir / "sample.db"), text, image, ImageLoader())
+        builder = Search(EmbeddedStore(build_dir / "sample.db", lexical=lexical), text, image, ImageLoader())
         report = builder.index(read_jsonl(sample_path(), IngestReport()))
         builder.close()
         _built[key] = build_dir / "sample.db"
