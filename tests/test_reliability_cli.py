@@ -33,8 +33,8 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory, tiny_text_model_dir: 
 
 
 def engine_env(engine: str) -> dict[str, str]:
-    """The environment of a command on a store of lexical engine ``engine`` (whatever the
-    caller's CTIR_ES_LEXICAL_ENGINE: it also names the engine the store must have)."""
+    """The environment of a command that makes a new store use lexical engine ``engine``
+    (whatever the caller's CTIR_ES_LEXICAL_ENGINE; an existing store keeps its own)."""
     return {"CTIR_ES_LEXICAL_ENGINE": engine}
 
 
@@ -209,8 +209,6 @@ def test_store_copied_without_its_tantivy_index_rebuilds_it_whole(tmp_path: Path
 
 
 
-@pytest.mark.xfail(strict=True, reason="store.open.open_store passes the lexical_engine setting to EmbeddedStore "
-                   "as a requirement, so a store of the other engine is refused instead of opened")
 def test_the_engine_setting_names_the_engine_of_new_stores_only(tmp_path: Path) -> None:
     """docs/configuration.md: the setting picks the engine of NEW stores; an existing store
     keeps its own, whatever the setting says when it is opened."""
@@ -238,12 +236,7 @@ def in_namespace(script: str, tmp_path: Path, timeout: float = 300,
                           text=True, env=env, timeout=timeout, check=False)
 
 
-@pytest.mark.parametrize("engine", [
-    "fts5",
-    pytest.param("tantivy", marks=pytest.mark.xfail(
-        strict=True, reason="store bug: tantivy takes its meta lock file beside the index to open it, which read-only "
-                            "media refuses (lexical_tantivy.TantivyLexical.open)")),
-])
+@pytest.mark.parametrize("engine", ["fts5", "tantivy"])
 def test_store_on_read_only_media_is_queried_and_ingest_says_read_only(tmp_path: Path, engine: str) -> None:
     media = tmp_path / "media"
     media.mkdir()
