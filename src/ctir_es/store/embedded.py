@@ -76,12 +76,14 @@ VECTOR_INDEXES = ("exact", *ann.KINDS)
 RESCORE_FACTOR = 4  # approximate indexes fetch k * this many candidates (at least RESCORE_MIN)
 RESCORE_MIN = 40
 PARALLEL_MIN_ROWS = 20_000  # hybrid queries run their sources in two threads from this many vectors
-# The lexical engine, chosen when a store is created and recorded in it: "tantivy" (a tantivy
-# index beside the file, the default) or "fts5" (SQLite FTS5 inside it).
+# The lexical engine, chosen when a store is created and recorded in it: "fts5" (SQLite FTS5
+# inside the file, the default) or "tantivy" (a tantivy index beside it).
 LEXICAL_ENV = env_name("lexical_engine")  # the engine of NEW stores when the constructor names none
-# When nothing names one: tantivy measures 13-95x faster at BM25 (docs/benchmarks.md) and passes
-# the same contract and kill/resume; FTS5 ingests faster and keeps the whole store in one file.
-DEFAULT_LEXICAL_ENGINE = "tantivy"
+# When nothing names one. tantivy is 13-95x faster at BM25 and passes the same contract and
+# kill/resume, but it sums one BM25 per field where FTS5 scores the row as one document, and that
+# ranks worse on flipkart-1050: mAP@10 -2.3 for BM25 and -5.5 for BM25 + MiniLM on random-level
+# category queries, -1.8 points of categorize top-1 (README, docs/evaluation.md). Quality first.
+DEFAULT_LEXICAL_ENGINE = "fts5"
 MASK_CACHE = 32  # filter masks kept per vector field
 ID_MAP_AFTER = 8  # BM25-only queries on unchanged data before every id is read into memory
 SQLITE_MAGIC = b"SQLite format 3\x00"
