@@ -4,7 +4,10 @@ store of its own, cached by dataset hash + encoder manifest ids.
 Every system is then run through the ``Store`` API against these indexes, so the numbers are
 what the product serves. The embedded store puts each index in one SQLite file under the work
 dir; with Elasticsearch each is an index named ``ctir-eval-<hash>``. A JSON marker written
-after a complete build makes a later run with the same data and encoders reuse the index.
+after a complete build makes a later run with the same data and encoders reuse the index; an
+embedded index is reused only with the lexical engine a new one would get (the
+``lexical_engine`` setting, else the store's default), so BM25 figures always come from the
+engine in force. Each engine has its own file, so switching back and forth rebuilds nothing.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from ..config import Settings
+from ..config import Settings, env_value
 from ..encoders.base import ImageEncoder, TextEncoder
 from ..ingest.pipeline import IngestOptions, Pipeline
 from ..ingest.report import IngestReport
 from ..products import Product
 from ..store.base import Document, IndexSchema, Store
+from ..store.embedded import DEFAULT_LEXICAL_ENGINE
 from ..store.open import open_store
 from .protocol import dataset_hash
 
@@ -47,11 +51,13 @@ class EvalIndex:
     indexed: int
     rejected: dict[str, str] = field(default_factory=dict)
     images_missing: dict[str, int] = field(default_factory=dict)
+    lexical_engine: str | None = None  # of an embedded store; None: Elasticsearch
 
     def to_json(self) -> dict[str, Any]:
         return {
             "key": self.key,
             "location": self.location,
+            "lexical_engine": self.lexical_engine or "elasticsearch",
             "cached": self.cached,
             "build_seconds": round(self.seconds, 2),
             "indexed": self.indexed,
@@ -117,8 +123,16 @@ class IndexBuilder:
 
     # -- locations ------------------------------------------------------------------------
 
+    def _lexical_engine(self) -> str | None:
+        """The lexical engine of a new embedded index (None with Elasticsearch): what
+        ``open_store`` gives a new store, the setting's, else the store's default."""
+        if self.settings.es_url:
+            return None
+        return str(self.settings.lexical_engine or env_value("lexical_engine") or DEFAULT_LEXICAL_ENGINE)
+
     def _name(self, tag: str) -> str:
-        return f"{self.dataset_hash[:16]}-{tag}"
+        engine = self._lexical_engine()
+        return f"{self.dataset_hash[:16]}-{tag}" + (f"-{engine}" if engine else "")
 
     def _settings_for(self, name: str) -> Settings:
         if self.settings.es_url:
@@ -142,18 +156,21 @@ class IndexBuilder:
             data = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if data.get("version") != MARKER_VERSION or data.get("dataset_hash") != self.dataset_hash:
+        engine = self._lexical_engine()
+        if (data.get("version") != MARKER_VERSION or data.get("dataset_hash") != self.dataset_hash
+                or data.get("lexical_engine") != engine):
             return None
         store = open_store(settings)
         schema = store.schema()
         # one encoder may fill several fields (CLIP: image and title vectors): compare the sets
         expected = {str(m.get("id")) for m in manifests}
         held = {str(f.encoder.get("id")) for f in (schema.vectors.values() if schema else [])}
-        if schema is None or held != expected or store.count() != data.get("indexed"):
+        if (schema is None or held != expected or store.count() != data.get("indexed")
+                or getattr(store, "lexical_engine", None) != engine):
             store.close()
             return None
         return EvalIndex(key, store, schema, True, 0.0, self._location(settings), int(data["indexed"]),
-                         dict(data.get("rejected", {})), dict(data.get("images_missing", {})))
+                         dict(data.get("rejected", {})), dict(data.get("images_missing", {})), engine)
 
     def _fresh_store(self, settings: Settings) -> Store:
         if settings.es_url:
@@ -176,13 +193,14 @@ class IndexBuilder:
             "indexed": indexed,
             "rejected": rejected,
             "images_missing": dict(report.images_missing),
+            "lexical_engine": getattr(store, "lexical_engine", None),
             "schema": schema.to_json(),
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._marker_path(name).write_text(json.dumps(marker, indent=1, sort_keys=True), encoding="utf-8")
         index = EvalIndex(key, store, schema, False, time.perf_counter() - started, self._location(settings),
-                          indexed, rejected, dict(report.images_missing))
+                          indexed, rejected, dict(report.images_missing), getattr(store, "lexical_engine", None))
         return index
 
     def _index(self, key: str, manifests: list[dict[str, Any]],
