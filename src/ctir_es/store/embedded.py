@@ -495,11 +495,18 @@ class EmbeddedStore:
 
     @_guarded()
     def check(self) -> list[str]:
-        """SQLite's full integrity check (reads every page): an empty list when the file is sound."""
+        """SQLite's full integrity check (reads every page): an empty list when the file is sound.
+        A sound file with a tantivy index beside it has the index checked too (every segment
+        file against its checksum): damage there raises the ``StoreError`` a query would, which
+        names the index and how to rebuild it from the file."""
         with self._lock:
             rows = self.conn.execute("PRAGMA integrity_check(20)").fetchall()
-        problems = [str(r[0]) for r in rows]
-        return [] if problems == ["ok"] else problems
+            problems = [str(r[0]) for r in rows]
+            if problems != ["ok"]:
+                return problems
+            if self._lex is not None:
+                self._lex.check()
+        return []
 
     @contextlib.contextmanager
     def exclusive_writer(self) -> Iterator[None]:
@@ -1101,6 +1108,7 @@ class EmbeddedStore:
                 "markets": dict(
                     conn.execute("SELECT coalesce(market, '-'), count(*) FROM products GROUP BY market").fetchall()
                 ),
+                "lexical_engine": self.lexical_engine,
                 "lexical_fields": list(LEXICAL_FIELDS),
                 "vector_fields": {
                     name: {**f.to_json(), "count": vector_counts.get(name, 0)}

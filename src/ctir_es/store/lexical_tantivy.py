@@ -27,6 +27,7 @@ FTS5's ``bm25()`` with weights; analysis: simple tokenizer, lower case, ASCII fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -34,7 +35,8 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ NODE_SEP = "\x1f"
 WRITER_HEAP = 128_000_000
 CATCH_UP_CHUNK = 50_000
 STATE = "state.json"
+FOOTER_MAGIC = 1337  # tantivy's file footer: JSON {"version", "crc"}, its length (u32 LE), this (u32 LE)
 
 # SQL for stores whose lexical engine is tantivy: a change log fed by triggers.
 LOG_DDL = """
@@ -93,7 +96,8 @@ def _tantivy() -> Any:
         import tantivy
     except ImportError as exc:
         raise MissingExtraError(
-            "the tantivy lexical engine needs tantivy: pip install 'ctir-es[lexical]' (or tantivy)"
+            "the tantivy lexical engine needs the tantivy package, a dependency of ctir-es: reinstall "
+            "ctir-es (`pip install ctir-es`, or `pip install -e .` in a checkout)"
         ) from exc
     return tantivy
 
@@ -127,10 +131,51 @@ def index_dir(store_path: Path) -> Path:
     return store_path.with_name(store_path.name + ".lexical")
 
 
+def _is_panic(exc: BaseException) -> bool:
+    """A Rust panic inside tantivy (damaged segment files): pyo3's ``PanicException``, which
+    derives from BaseException and whose ``pyo3_runtime`` module is not importable, hence the
+    match by class name. Never true of KeyboardInterrupt, SystemExit or GeneratorExit."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        return False
+    return any(cls.__name__ == "PanicException" for cls in type(exc).__mro__)
+
+
+def damaged(store_path: Path, detail: str) -> StoreError:
+    """The error of a damaged tantivy index, naming it and the fix (it is derived from SQLite)."""
+    folder = index_dir(store_path)
+    detail = " ".join(detail.split())  # tantivy's messages may span lines: the CLI shows one
+    return StoreError(f"the tantivy index {folder} of store {store_path} is damaged ({detail}); it is derived "
+                      f"from the store: remove {folder} and the next command that opens the store on writable "
+                      f"media (e.g. `ctir-es stats --store {store_path}`) rebuilds it from SQLite")
+
+
+def _checksum_problem(path: Path) -> str | None:
+    """What is wrong with one segment file, checked as tantivy's ``validate_checksum`` does: the
+    CRC32 of the bytes before the footer against the one the footer records (None: sound)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"{path.name}: {exc.strerror or exc}"
+    if len(data) < 8:
+        return f"{path.name}: cut short ({len(data)} bytes)"
+    length = int.from_bytes(data[-8:-4], "little")
+    magic = int.from_bytes(data[-4:], "little")
+    if magic != FOOTER_MAGIC or length > len(data) - 8:
+        return f"{path.name}: no tantivy footer (cut short or overwritten at the end)"
+    try:
+        crc = json.loads(data[-8 - length : -8])["crc"]
+    except (ValueError, KeyError, TypeError):
+        return f"{path.name}: unreadable footer"
+    if zlib.crc32(data[: -8 - length]) != crc:
+        return f"{path.name}: checksum mismatch"
+    return None
+
+
 class TantivyLexical:
     """The tantivy index of one store. All calls come under the store's lock."""
 
     def __init__(self, store_path: Path, store_uuid: str) -> None:
+        self.store_path = store_path
         self.dir = index_dir(store_path)
         self.store_uuid = store_uuid
         self._t = _tantivy()
@@ -350,6 +395,19 @@ class TantivyLexical:
 
     # -- searching -----------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Damaged segment files as one ``StoreError`` naming the fix: tantivy raises ValueError
+        (an I/O or data error) or panics (a Rust panic, a BaseException) when it reads them."""
+        try:
+            yield
+        except ValueError as exc:
+            raise damaged(self.store_path, str(exc)) from exc
+        except BaseException as exc:
+            if not _is_panic(exc):
+                raise
+            raise damaged(self.store_path, f"tantivy panicked: {exc}") from exc
+
     def searcher(self) -> Any:
         """The latest committed view, reloaded when the state file was replaced (after every
         tantivy commit; a new inode each time, so no clock granularity is involved)."""
@@ -359,8 +417,9 @@ class TantivyLexical:
         except OSError:
             stamp = None
         if self._searcher is None or stamp != self._meta_stamp:
-            self._index.reload()
-            self._searcher = self._index.searcher()
+            with self._reading():
+                self._index.reload()
+                self._searcher = self._index.searcher()
             self._meta_stamp = stamp
         return self._searcher
 
@@ -420,10 +479,11 @@ class TantivyLexical:
         if q is None:
             return []
         searcher = self.searcher()
-        found = searcher.search(q, limit=k, count=False).hits
-        if not found:
-            return []
-        rowids = searcher.fast_field_values("rowid", [addr for _, addr in found])
+        with self._reading():
+            found = searcher.search(q, limit=k, count=False).hits
+            if not found:
+                return []
+            rowids = searcher.fast_field_values("rowid", [addr for _, addr in found])
         ids: dict[int, str] = {}
         missing = rowids
         if known is not None and len(known[0]):
@@ -442,6 +502,28 @@ class TantivyLexical:
 
     def num_docs(self) -> int:
         return int(self.searcher().num_docs)
+
+    def check(self) -> None:
+        """Raise the ``StoreError`` of a damaged index: every file of every committed segment
+        against its checksum (reads the whole index), then a search that opens every segment."""
+        try:
+            segments = [str(s["segment_id"]).replace("-", "")
+                        for s in json.loads((self.dir / "meta.json").read_text())["segments"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise damaged(self.store_path, f"meta.json: {exc}") from exc
+        files = sorted(self.dir.iterdir())
+        problems = []
+        for segment in segments:
+            own = [f for f in files if f.name.startswith(segment + ".")]
+            problems += [f"segment {segment}: no files"] if not own else [
+                p for p in map(_checksum_problem, own) if p is not None]
+        if problems:
+            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise damaged(self.store_path, "; ".join(problems[:3]) + more)
+        searcher = self.searcher()
+        with self._reading():
+            hits = searcher.search(self._t.Query.all_query(), limit=1, count=True)
+            searcher.fast_field_values("rowid", [addr for _, addr in hits.hits])
 
     def close(self) -> None:
         self.release_writer()
