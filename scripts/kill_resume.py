@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Kill an ingest with SIGKILL at random points, resume it, and count lost / duplicated products.
 
-    python scripts/kill_resume.py DATASET_DIR [--cycles 20] [--text-model none|NAME|DIR]
+    python scripts/kill_resume.py DATASET_DIR [--cycles 20] [--text-model none|NAME|DIR] [--lexical fts5|tantivy]
 
 Each cycle starts `ctir-es ingest flipkart DATASET_DIR` into the same store and kills it once a
 random number of products has been committed (or at a random moment). A final run completes the
@@ -22,8 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from ctir_es.config import LEXICAL_ENGINES
 from ctir_es.ingest.readers import read_flipkart
 from ctir_es.ingest.report import IngestReport
+from ctir_es.store.embedded import DEFAULT_LEXICAL_ENGINE, LEXICAL_ENV
 
 
 def committed(db: Path) -> int:
@@ -59,16 +61,19 @@ def main() -> int:
     ap.add_argument("--text-model", default="all-MiniLM-L6-v2")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--lexical", choices=("fts5", "tantivy"), default="fts5",
-                    help="the lexical engine of the new store (tantivy: the index beside the file is checked too)")
+    ap.add_argument("--lexical", choices=LEXICAL_ENGINES, default=None,
+                    help="the lexical engine of the new store (default: whatever a new store gets: the "
+                         f"{LEXICAL_ENV} setting, else {DEFAULT_LEXICAL_ENGINE}); tantivy: the index beside "
+                         "the file is checked too")
     args = ap.parse_args()
 
     expected = {p.id for p in read_flipkart(args.dataset, IngestReport())}
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "store.db"
-        env = {**os.environ, "CTIR_ES_CACHE_DIR": str(Path(tmp) / "cache"), "CTIR_ES_CONFIG": str(Path(tmp) / "none"),
-               "CTIR_ES_LEXICAL_ENGINE": args.lexical}
+        env = {**os.environ, "CTIR_ES_CACHE_DIR": str(Path(tmp) / "cache"), "CTIR_ES_CONFIG": str(Path(tmp) / "none")}
+        if args.lexical is not None:
+            env[LEXICAL_ENV] = args.lexical
         cmd = [sys.executable, "-m", "ctir_es.cli", "ingest", "flipkart", str(args.dataset), "--store", str(db),
                "--text-model", args.text_model, "--clip-weights", "none", "--batch-size", str(args.batch_size)]
         kills = 0
@@ -95,15 +100,16 @@ def main() -> int:
         with sqlite3.connect(db) as conn:
             rows = conn.execute("SELECT id FROM products").fetchall()
             stored = [r[0] for r in rows]
+            (engine,) = conn.execute("SELECT value FROM meta WHERE key = 'lexical_engine'").fetchone()
             fts = (conn.execute("SELECT count(*) FROM products_fts_docsize").fetchone()[0]
-                   if args.lexical == "fts5" else tantivy_docs(db, len(stored)))
+                   if engine == "fts5" else tantivy_docs(db, len(stored)))
             vectors = conn.execute("SELECT count(*) FROM vectors WHERE field='title_vector'").fetchone()[0]
             integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
         lost = len(expected - set(stored))
         duplicated = len(stored) - len(set(stored))
         vec_expected = len(stored) if args.text_model != "none" else 0
         print(f"\n{args.cycles} cycles, {kills} killed mid-run; catalogue {len(expected)} products; "
-              f"store {len(stored)} rows, text index {fts}, vectors {vectors}; integrity {integrity}")
+              f"store {len(stored)} rows, {engine} text index {fts}, vectors {vectors}; integrity {integrity}")
         print(f"lost {lost}, duplicated {duplicated}")
         ok = lost == 0 and duplicated == 0 and fts == len(stored) and vectors == vec_expected and integrity == "ok"
         return 0 if ok else 1
