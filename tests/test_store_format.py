@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import sqlite3
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_reliability_cli import in_namespace
+from test_reliability_ingest import CLI
 
 from ctir_es.errors import StoreError
 from ctir_es.filters import Filter
@@ -299,35 +299,27 @@ def test_an_unknown_format_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_read_only_format_1_store_says_how_to_upgrade_it(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        pytest.skip("needs root and unshare(1) to mount read-only media")
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {tmp_path}"],
-                           capture_output=True, check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs in a mount namespace here: {probe.stderr.decode()[:200]}")
     build_v1(tmp_path / "v1.db", _catalogue(30), "fts5")
     media = tmp_path / "media"
     media.mkdir()
-    cli = str(Path(sys.executable).parent / "ctir-es")
     script = f"""
 set -u
 mount -t tmpfs -o size=20m tmpfs {media}
 cp {tmp_path}/v1.db {media}/v1.db
 mount -o remount,ro {media}
-"{cli}" stats --store {media}/v1.db --json > {tmp_path}/ro.out 2> {tmp_path}/ro.err
+"$CLI" stats --store {media}/v1.db --json > {tmp_path}/ro.out 2> {tmp_path}/ro.err
 echo "stats=$?"
 """
-    env = {**os.environ, "CTIR_ES_CONFIG": str(tmp_path / "none.toml")}
-    out = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", script], capture_output=True,
-                         text=True, env=env, timeout=300, check=False)
+    out = in_namespace(script, tmp_path)  # skips, saying why, without root and unshare(1)
     assert "stats=1" in out.stdout, out.stdout + out.stderr
     err = (tmp_path / "ro.err").read_text()
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert "store format 1" in last and f"ctir-es stats --store {media}/v1.db" in last and "writable" in last
     # where it can be written, that command upgrades it
-    done = subprocess.run([cli, "stats", "--store", str(tmp_path / "v1.db"), "--json"], capture_output=True,
-                          text=True, env=env, timeout=300, check=False)
+    done = subprocess.run([*CLI, "stats", "--store", str(tmp_path / "v1.db"), "--json"], capture_output=True,
+                          text=True, env={**os.environ, "CTIR_ES_CONFIG": str(tmp_path / "none.toml")},
+                          timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["products"] == 30
     with sqlite3.connect(tmp_path / "v1.db") as conn:
