@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from memory import machine, mib
+from memory import machine, machine_line, mib
 from query import HYBRID_WEIGHTS, K
 from synthetic import FIELD, Catalogue
 from targets import STORES, store_path
@@ -262,7 +262,7 @@ def main() -> None:
 
 def tables(res: dict[str, Any]) -> str:
     m = res["machine"]
-    out = [(f"Machine: {m['cpu']}, {m['cores']} cores; load average at start {m['load_avg']}, at end {res['load_avg_end']}; "
+    out = [(f"{machine_line(m, res['load_avg_end'])}; "
            f"Elasticsearch {res.get('es_version')} (single node, same machine). Command: `{res['command']}`"), "",
            f"{res['n']:,} products x {res['dims']} dims.", "",
            "| Elasticsearch index | bulk ingest products/s | seconds | force-merge s | disk |", "|---|---|---|---|---|"]

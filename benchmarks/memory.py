@@ -52,3 +52,9 @@ def machine() -> dict[str, Any]:
 
 def mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
+
+
+def machine_line(m: dict[str, Any], load_end: Any) -> str:
+    """The first line of every benchmark table: the machine and the load at start and end."""
+    return (f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB RAM; "
+            f"load average at start {m['load_avg']}, at end {load_end}")

@@ -416,8 +416,10 @@ def main() -> None:
 
 
 def table(res: dict[str, Any]) -> str:
+    from memory import machine_line
+
     m = res["machine"]
-    out = [(f"Machine: {m['cpu']}, {m['cores']} cores; load average at start {m['load_avg']}, at end {res['load_avg_end']}. "
+    out = [(f"{machine_line(m, res['load_avg_end'])}. "
            f"{res['n']:,} products x {res['dims']} dims, k={K} per source, RRF top {TOP}. Command: `{res['command']}`"), "",
            ("| system | ingest products/s | disk MiB | open + 1st query s | BM25 p50 ms | kNN p50 ms | hybrid p50 ms | "
            "hybrid vs embedded |"), "|---|---|---|---|---|---|---|---|"]

@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from memory import file_bytes, machine, mib, rss_bytes
+from memory import file_bytes, machine, machine_line, mib, rss_bytes
 from query import HYBRID_WEIGHTS, K, percentiles
 from synthetic import FIELD, Catalogue
 
@@ -263,8 +263,7 @@ def run_all(a: argparse.Namespace) -> dict[str, Any]:
 
 def tables(res: dict[str, Any]) -> str:
     m = res["machine"]
-    out = [(f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB RAM; load average at start "
-           f"{m['load_avg']}, at end {res.get('load_avg_end')}. Command: `{res['command']}`"), ""]
+    out = [f"{machine_line(m, res.get('load_avg_end'))}. Command: `{res['command']}`", ""]
     out += ["#### Ingest of ready vectors (upsert, batches of 5,000 with a checkpoint; target >= 100,000/s, size <= 1.3x)", "",
             "| products | dims | lexical | products/s | file (incl. lexical index) | / raw vectors | / raw vectors + text |",
             "|---|---|---|---|---|---|---|"]
