@@ -57,12 +57,11 @@ from .base import (
     WriteResult,
     metadata_json,
 )
+from .batch_write import NODE_SEP
 
 # Format 2 keeps category nodes as postings blocks (store/batch_write.py) instead of format 1's
 # category_nodes table of one row per (node, product); a writable format-1 store is upgraded on open.
 SCHEMA_VERSION = 2
-# Category nodes are stored as the path joined with this separator (never inside a name).
-NODE_SEP = "\x1f"
 MAX_QUERY_TERMS = 64
 # New files use large pages: a 512-d float32 vector (2 KiB) does not fit twice in a 4 KiB page,
 # so small pages waste half the file. Existing files keep their page size.
@@ -651,12 +650,7 @@ class EmbeddedStore:
                     self._wconn.execute("PRAGMA foreign_keys=ON")
                 if lexical is not None and not committed and self._lex is not None:
                     self._lex.end_batch(self._wconn, lexical, committed=False)  # tantivy drops the batch too
-            self._forget_data()  # our own commits do not change data_version for us
-            self._wrote = self._wrote or bool(result.written)
-            if lexical is not None and self._lex is not None:
-                self._lex.end_batch(self._wconn, lexical, committed=True)
-            else:
-                self._sync_lexical()
+            self._after_write(bool(result.written), lexical)
         return result
 
     @contextlib.contextmanager
@@ -675,11 +669,15 @@ class EmbeddedStore:
                     conn.execute("ROLLBACK")
             raise
 
-    def _after_write(self, changed: bool) -> None:
-        """After a committed write: drop cached reads and bring the tantivy index up to date."""
+    def _after_write(self, changed: bool, lexical: lexical_tantivy.PendingBatch | None = None) -> None:
+        """After a committed write: drop cached reads and bring the tantivy index up to date
+        (with ``lexical``, the batch tantivy was given inside the transaction is committed)."""
         self._forget_data()  # our own commits do not change data_version for us
         self._wrote = self._wrote or changed
-        self._sync_lexical()
+        if lexical is not None and self._lex is not None:
+            self._lex.end_batch(self._wconn, lexical, committed=True)
+        else:
+            self._sync_lexical()
 
     @staticmethod
     def _bump_generation(conn: sqlite3.Connection) -> None:

@@ -44,11 +44,10 @@ from typing import Any
 from ..errors import MissingExtraError, StoreError
 from ..filters import Filter
 from .base import LEXICAL_FIELDS, Hit, LexicalQuery
-from .batch_write import PreparedBatch, lexical_rows, stored_nodes
+from .batch_write import NODE_SEP, PreparedBatch, lexical_rows, stored_nodes
 
 MAX_QUERY_TERMS = 64
 ANALYZER = "ctir_en"
-NODE_SEP = "\x1f"
 WRITER_HEAP = 128_000_000
 CATCH_UP_CHUNK = 50_000
 STATE = "state.json"
