@@ -139,6 +139,13 @@ def _is_panic(exc: BaseException) -> bool:
     return any(cls.__name__ == "PanicException" for cls in type(exc).__mro__)
 
 
+def _indexed_rows(conn: sqlite3.Connection, where: str, params: list[int]) -> list[tuple[Any, ...]]:
+    """Products rows as the index takes them (``_document``): their category nodes from ``extra``."""
+    return [(*row[:-1], stored_nodes(row[-1])) for row in conn.execute(
+        "SELECT rowid, id, title, categories, attributes, description, market, has_image, extra "
+        f"FROM products WHERE {where}", params)]
+
+
 def damaged(store_path: Path, detail: str) -> StoreError:
     """The error of a damaged tantivy index, naming it and the fix (it is derived from SQLite)."""
     folder = index_dir(store_path)
@@ -332,9 +339,7 @@ class TantivyLexical:
         try:
             (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
             while True:
-                rows = [(*row[:-1], stored_nodes(row[-1])) for row in conn.execute(
-                    "SELECT rowid, id, title, categories, attributes, description, market, has_image, extra "
-                    "FROM products WHERE rowid > ? ORDER BY rowid LIMIT ?", (max_rowid, CATCH_UP_CHUNK))]
+                rows = _indexed_rows(conn, "rowid > ? ORDER BY rowid LIMIT ?", [max_rowid, CATCH_UP_CHUNK])
                 if not rows:
                     break
                 for row in rows:
@@ -370,11 +375,7 @@ class TantivyLexical:
         for start in range(0, len(rowids), 900):
             chunk = rowids[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            out += [(*row[:-1], stored_nodes(row[-1])) for row in conn.execute(
-                "SELECT rowid, id, title, categories, attributes, description, market, has_image, extra "
-                f"FROM products WHERE rowid IN ({marks})",
-                chunk,
-            )]
+            out += _indexed_rows(conn, f"rowid IN ({marks})", chunk)
         return out
 
     def _document(self, row: tuple[Any, ...]) -> Any:
