@@ -995,7 +995,7 @@ class EmbeddedStore:
         return out
 
     def _approximate(self, index: ann.AnnIndex, vq: VectorQuery, k: int) -> list[Hit]:
-        """Candidates from the approximate index, rescored exactly (memory-mapped float32 rows)."""
+        """Candidates from the approximate index, rescored exactly (float32 rows read from its copy)."""
         query = np.asarray(vq.vector, dtype=np.float32).reshape(-1)
         if query.shape[0] != index.dims:
             raise SchemaMismatch(
