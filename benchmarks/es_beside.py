@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from memory import machine, machine_line, mib
-from query import HYBRID_WEIGHTS, K
+from query import HYBRID_WEIGHTS, TOP, K
 from synthetic import FIELD, Catalogue
 from targets import STORES, store_path
 
@@ -216,7 +216,7 @@ def main() -> None:
         def hybrid(store: Any) -> Any:
             def run(i: int) -> Any:
                 runs = store.search(LexicalQuery(qt[i]), [VectorQuery(FIELD, qv[i], "text")], K)
-                return fuse("rrf", runs, HYBRID_WEIGHTS)
+                return fuse("rrf", runs, HYBRID_WEIGHTS, limit=TOP)
             return run
 
         systems = {**{f"elasticsearch {opt}": hybrid(es) for opt, es in es_stores.items()},

@@ -122,7 +122,7 @@ class Embedded:
 
         def hybrid(text: str, v: np.ndarray) -> Any:
             runs = store.search(LexicalQuery(text), [VectorQuery("title_vector", v, "text")], K)
-            return fuse("rrf", runs, {"bm25": 1.0, "text": 1.0})[:TOP]
+            return fuse("rrf", runs, {"bm25": 1.0, "text": 1.0}, limit=TOP)
 
         return bm25, knn, hybrid
 

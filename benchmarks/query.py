@@ -32,6 +32,7 @@ from ctir_es.store.base import LexicalQuery, VectorQuery
 from ctir_es.store.embedded import EmbeddedStore
 
 K = 100  # candidates per source, as Search asks for (MIN_CANDIDATES)
+TOP = 10  # results after fusion (the "k=10 after RRF"; Search fuses with limit=k too)
 HYBRID_WEIGHTS = {"bm25": 1.0, "text": 1.0}
 
 
@@ -98,7 +99,7 @@ def bench(n: int, dims: int, *, index: str = "exact", queries: int = 200, rounds
 
     def hybrid(i: int) -> object:
         runs = store.search(LexicalQuery(qt[i]), [VectorQuery(FIELD, qv[i], "text")], k)
-        return fuse("rrf", runs, HYBRID_WEIGHTS)
+        return fuse("rrf", runs, HYBRID_WEIGHTS, limit=TOP)
 
     fns = {"lexical": lex, "knn": knn, "hybrid": hybrid}
     for mode in modes:

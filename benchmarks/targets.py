@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from memory import file_bytes, machine, machine_line, mib, rss_bytes
-from query import HYBRID_WEIGHTS, K, percentiles
+from query import HYBRID_WEIGHTS, TOP, K, percentiles
 from synthetic import FIELD, Catalogue
 
 from ctir_es.products import Product
@@ -142,7 +142,7 @@ def case_open(a: argparse.Namespace) -> dict[str, Any]:
         return store.search(LexicalQuery(qt[i]), [], K)
 
     def hybrid(i: int) -> object:
-        return fuse("rrf", store.search(LexicalQuery(qt[i]), [VectorQuery(FIELD, qv[i], "text")], K), HYBRID_WEIGHTS)
+        return fuse("rrf", store.search(LexicalQuery(qt[i]), [VectorQuery(FIELD, qv[i], "text")], K), HYBRID_WEIGHTS, limit=TOP)
 
     modes: dict[str, Any] = {}
     for fn in (knn, lex, hybrid):  # warm-up pass: the first query of each kind was timed above

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from store_contract import CATALOGUE, SCHEMA, StoreContract, unit
 
-from ctir_es.store import embedded
+from ctir_es.store import embedded, scan
 from ctir_es.store.base import LexicalQuery, VectorQuery
 from ctir_es.store.embedded import EmbeddedStore, fts_query
 
@@ -24,12 +24,14 @@ class TestEmbeddedStore(StoreContract):
 
 
 class TestEmbeddedStoreSourcesInParallel(StoreContract):
-    """Hybrid queries of large stores run BM25 in a second thread beside kNN: the same contract
-    with that path forced on (it starts at PARALLEL_MIN_ROWS vectors)."""
+    """Hybrid queries of large stores run BM25 in a second thread beside kNN, which then shares
+    the exact scan's chunks: the same contract with that path forced on (it starts at
+    PARALLEL_MIN_ROWS vectors) and chunks of 2 rows, so every scan is really split."""
 
     @pytest.fixture
     def store(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setattr(embedded, "PARALLEL_MIN_ROWS", 0)
+        monkeypatch.setattr(scan, "CHUNK_ROWS", 2)
         s = EmbeddedStore(tmp_path / "store.db")
         yield s
         s.close()

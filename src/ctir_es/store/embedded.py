@@ -44,7 +44,7 @@ from ..config import LEXICAL_ENGINES, env_name, env_value
 from ..errors import MissingExtraError, SchemaMismatch, StoreError, StoreLocked
 from ..filters import Filter
 from ..products import Product
-from . import ann, batch_write, lexical_tantivy
+from . import ann, batch_write, lexical_tantivy, scan
 from .base import (
     LEXICAL_FIELDS,
     LEXICAL_SOURCE,
@@ -74,7 +74,7 @@ CACHE_KIB = 65536  # SQLite page cache per connection (FTS5 doclists, products)
 VECTOR_INDEXES = ("exact", *ann.KINDS)
 RESCORE_FACTOR = 4  # approximate indexes fetch k * this many candidates (at least RESCORE_MIN)
 RESCORE_MIN = 40
-PARALLEL_MIN_ROWS = 20_000  # hybrid queries run their sources in two threads from this many vectors
+PARALLEL_MIN_ROWS = 20_000  # from this many vectors: hybrid sources in two threads, exact scans too
 # The lexical engine, chosen when a store is created and recorded in it: "fts5" (SQLite FTS5
 # inside the file, the default) or "tantivy" (a tantivy index beside it).
 LEXICAL_ENV = env_name("lexical_engine")  # the engine of NEW stores when the constructor names none
@@ -750,14 +750,17 @@ class EmbeddedStore:
                     self._lex.catch_up(self.conn)
                     self._lex.release_writer()
             out: dict[str, list[Hit]] = {}
-            if lexical is not None and vectors and self._rows_loaded() >= PARALLEL_MIN_ROWS:
-                # BM25 in a second thread while kNN runs here: SQLite, tantivy, NumPy and faiss
-                # release the GIL, so a hybrid query costs about its slower source, not the sum.
+            if lexical is not None and vectors and self._lex is None and self._rows_loaded() >= PARALLEL_MIN_ROWS:
+                # FTS5's BM25 (milliseconds) in a second thread while kNN runs here: SQLite, NumPy
+                # and faiss release the GIL, so a hybrid query costs about its slower source, not
+                # the sum; an exact scan shares its chunks with that thread once BM25 is done.
                 # (The connection is in SQLite's serialized mode; the worker runs under our lock.)
-                # Small stores stay on one thread: waking a thread costs more than their sources.
-                pending = self._side_thread().submit(self._lexical, lexical, k, filters)
+                # Small stores and tantivy (~0.2 ms at 100k) stay on one thread: waking a thread
+                # and splitting the scan cost more than they save there (measured, store/scan.py).
+                side = self._side_thread()
+                pending = side.submit(self._lexical, lexical, k, filters)
                 try:
-                    knn = {vq.name: self._knn(vq, k, filters) for vq in vectors}
+                    knn = {vq.name: self._knn(vq, k, filters, side) for vq in vectors}
                 finally:
                     lexical_hits = pending.result()
                 out[LEXICAL_SOURCE] = lexical_hits
@@ -869,7 +872,9 @@ class EmbeddedStore:
             cache.masks[key] = mask
         return mask
 
-    def _knn(self, vq: VectorQuery, k: int, filters: Sequence[Filter] = ()) -> list[Hit]:
+    def _knn(self, vq: VectorQuery, k: int, filters: Sequence[Filter] = (),
+             helper: concurrent.futures.Executor | None = None) -> list[Hit]:
+        """``helper``: a thread busy with BM25 that takes chunks of an exact scan when done."""
         if self.vector_index != "exact" and not filters:
             index = self._ann_index(vq.field)
             if index is not None:
@@ -889,14 +894,16 @@ class EmbeddedStore:
             if rows.shape[0] == 0:
                 return []
             if rows.shape[0] * 4 < matrix.shape[0]:  # selective: score only the allowed rows
-                scores = matrix[rows] @ query
+                scores = _scores(matrix[rows], query, helper)
                 top = _top_k(scores, k)
                 rows, scores = rows[top], scores[top]
             else:  # broad: one full product, rejected rows pushed to the bottom
-                scores = matrix @ query
+                scores = _scores(matrix, query, helper)
                 scores[~mask] = -np.inf
                 top = _top_k(scores, min(k, rows.shape[0]))
                 rows, scores = top, scores[top]
+        elif helper is not None and matrix.shape[0] >= PARALLEL_MIN_ROWS:
+            rows, scores = scan.best(matrix, query, k, helper)
         else:
             scores = matrix @ query
             rows = _top_k(scores, k)
@@ -1113,6 +1120,13 @@ class EmbeddedStore:
                     for name, f in (schema.vectors.items() if schema else [])
                 },
             }
+
+
+def _scores(matrix: np.ndarray, query: np.ndarray, helper: concurrent.futures.Executor | None) -> np.ndarray:
+    """Exact scores: shared with ``helper`` (store/scan.py) for large matrices, else the BLAS's own threads."""
+    if helper is None or matrix.shape[0] < PARALLEL_MIN_ROWS:
+        return matrix @ query
+    return scan.scores(matrix, query, helper)
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
