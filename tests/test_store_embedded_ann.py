@@ -76,6 +76,41 @@ def test_built_once_then_opened_memory_mapped_without_the_float32_matrix(tmp_pat
     second.close()
 
 
+@pytest.mark.parametrize("mapped_max", [0, 2**40], ids=["pread", "mapped"])
+def test_rescoring_reads_the_same_rows_mapped_or_with_pread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            mapped_max: int) -> None:
+    """A large float32 copy is read row by row (RowFile), a small one through the memory map:
+    the same exact scores either way, and the large one is never mapped for reading rows."""
+    monkeypatch.setattr(ann, "MAPPED_MAX_BYTES", mapped_max)
+    path = tmp_path / "s.db"
+    vecs = _vecs(600, seed=3)
+    _fill(path, vecs)
+    EmbeddedStore(path).build_vector_index("sq8")
+    store = EmbeddedStore(path, vector_index="sq8")
+    for q in (3, 77, 599):
+        got = store.search(None, [VectorQuery("v", vecs[q])], 20)["v"]
+        assert got[0].id == f"p{q}"
+        for h in got:
+            assert h.score == pytest.approx(float(vecs[int(h.id[1:])] @ vecs[q]), abs=1e-5)
+    assert isinstance(store._ann["v"].vectors, ann.RowFile) == (mapped_max == 0)
+    store.close()
+
+
+def test_a_truncated_vectors_file_is_an_error_not_wrong_scores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ann, "MAPPED_MAX_BYTES", 0)
+    path = tmp_path / "s.db"
+    vecs = _vecs(300, seed=4)
+    _fill(path, vecs)
+    EmbeddedStore(path).build_vector_index("sq8")
+    store = EmbeddedStore(path, vector_index="sq8")
+    assert _top(store, vecs[1], 1) == ["p1"]
+    (folder,) = ann.ann_dir(path).glob("v.sq8.g*")
+    os.truncate(folder / "vectors.npy", 1024)  # shortened under an open reader
+    with pytest.raises(OSError, match="short read"):
+        store._ann["v"].vectors.take(np.arange(250, 260))  # type: ignore[union-attr]
+    store.close()
+
+
 def test_another_process_opens_the_saved_index(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     vecs = _vecs(600)

@@ -3,10 +3,10 @@ memory-mapped, so a new process pays milliseconds instead of rebuilding (12 s fo
 
 Every option searches 8-bit codes: ``sq8`` scans all codes, ``ivf`` scans the ``nprobe`` nearest
 of ~2 sqrt(n) inverted lists of codes, ``hnsw`` walks a graph over codes. The candidates are
-rescored exactly from a float32 copy of the rows (``vectors.npy``, in index order, its candidate
-rows read with ``pread``) and named from a memory-mapped id array (``ids.npy``), so a query
-touches no SQL, memory holds the codes (a quarter of the float32 matrix) and not the copy, and
-the results carry exact scores. (Rescoring from SQLite instead cost ~2 ms per query for 400
+rescored exactly from a float32 copy of the rows (``vectors.npy``, in index order; memory-mapped
+when small, its candidate rows read with ``pread`` when large) and named from a memory-mapped id
+array (``ids.npy``), so a query touches no SQL, memory holds the codes (a quarter of the float32
+matrix) and not a large copy, and the results carry exact scores. (Rescoring from SQLite instead cost ~2 ms per query for 400
 candidates: a B-tree lookup each.) The price is disk: the copy is as large as the raw vectors.
 
 Staleness rule. The store's meta table holds ``vectors_generation``, bumped by every committed
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import re
 import shutil
@@ -40,6 +41,10 @@ IVF_MIN_PROBE = 16      # on MiniLM title vectors at 100k was 0.944 with 16 of 6
 IVF_MAX_LISTS = 4096
 IVF_TRAIN_PER_LIST = 40  # k-means sample: 40 vectors per list (faiss warns below 39)
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 40, 128
+# Rescoring reads candidate rows from the memory-mapped float32 copy up to this size (100k x 512
+# is 195 MiB: hnsw kNN 0.39 ms) and with pread above it (RowFile: 0.89 ms at 100k, but the
+# copy never counts in the process's memory; mapped, a 1M x 512 store's 2 GiB copy did).
+MAPPED_MAX_BYTES = 256 * 2**20
 _FILE = "index.faiss"
 _ROWIDS = "rowids.npy"
 _VECTORS = "vectors.npy"
@@ -208,13 +213,23 @@ def load(root: Path, field: str, kind: str, generation: int, store_uuid: str) ->
         rowids = np.load(where / _ROWIDS, mmap_mode="r")
         mapped = np.load(where / _VECTORS, mmap_mode="r")  # its header and shape; rows are read by RowFile
         ids = np.load(where / _IDS, mmap_mode="r")
-        vectors = RowFile.open(where / _VECTORS, mapped) if hasattr(os, "preadv") else mapped
+        vectors = (RowFile.open(where / _VECTORS, mapped) if mapped.nbytes > MAPPED_MAX_BYTES and hasattr(os, "preadv")
+                   else _no_readahead(mapped))
     except (OSError, ValueError, RuntimeError):
         return None  # absent, partly deleted by a newer writer, or damaged: rebuilt by the caller
     if not len(rowids) == len(ids) == mapped.shape[0] == index.ntotal or mapped.shape[1] != index.d:
         return None
     tune(kind, index)
     return AnnIndex(kind, field, generation, index, rowids, int(index.d), vectors, ids)
+
+
+def _no_readahead(array: np.ndarray) -> np.ndarray:
+    """A small copy is rescored from the memory map: no read-ahead around the scattered rows."""
+    mapped = getattr(array, "_mmap", None)
+    if mapped is not None and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        with contextlib.suppress(OSError):
+            mapped.madvise(mmap.MADV_RANDOM)
+    return array
 
 
 class RowFile:
@@ -224,7 +239,8 @@ class RowFile:
     read maps the page-cache folio around each row. On kernels with large folios (6.x) 400 rows
     of a 1M x 512 copy made 656 MiB resident, and a few hundred queries all of its 2 GiB: the
     memory a quantised index exists to save. Read this way, the rows go through the page cache
-    only (shared and reclaimable, not the process's memory), at ~0.2 ms more per 400 rows.
+    only (shared and reclaimable, not the process's memory), at ~0.2-0.5 ms more per 400 rows
+    (a system call each), which is why copies up to MAPPED_MAX_BYTES are still memory-mapped.
     """
 
     def __init__(self, fd: int, offset: int, rows: int, dims: int) -> None:

@@ -750,13 +750,16 @@ class EmbeddedStore:
                     self._lex.catch_up(self.conn)
                     self._lex.release_writer()
             out: dict[str, list[Hit]] = {}
-            if lexical is not None and vectors and self._lex is None and self._rows_loaded() >= PARALLEL_MIN_ROWS:
-                # FTS5's BM25 (milliseconds) in a second thread while kNN runs here: SQLite, NumPy
-                # and faiss release the GIL, so a hybrid query costs about its slower source, not
-                # the sum; an exact scan shares its chunks with that thread once BM25 is done.
+            exact_scan = self.vector_index == "exact" or bool(filters)
+            if (lexical is not None and vectors and self._rows_loaded() >= PARALLEL_MIN_ROWS
+                    and (self._lex is None or not exact_scan)):
+                # BM25 in a second thread while kNN runs here: SQLite, tantivy, NumPy and faiss
+                # release the GIL, so a hybrid query costs about its slower source, not the sum;
+                # an exact scan shares its chunks with that thread once BM25 is done.
                 # (The connection is in SQLite's serialized mode; the worker runs under our lock.)
-                # Small stores and tantivy (~0.2 ms at 100k) stay on one thread: waking a thread
-                # and splitting the scan cost more than they save there (measured, store/scan.py).
+                # On one thread: small stores, and tantivy (~0.2 ms at 100k) beside an exact scan,
+                # where waking a thread and splitting the scan cost more than they save (measured,
+                # store/scan.py).
                 side = self._side_thread()
                 pending = side.submit(self._lexical, lexical, k, filters)
                 try:
