@@ -79,10 +79,10 @@ def exact_top(matrix: np.ndarray, qv: np.ndarray, k: int) -> np.ndarray:
 
 def bench(n: int, dims: int, *, index: str = "exact", queries: int = 200, rounds: int = 3,
           store_root: Path, k: int = K, modes: tuple[str, ...] = ("lexical", "knn", "hybrid"),
-          brute: bool = True) -> dict[str, Any]:
+          brute: bool = True, rebuild: bool = False) -> dict[str, Any]:
     cat = Catalogue(n, dims)
     rss_start = rss_bytes()
-    path, build = cached_store(cat, store_root)
+    path, build = cached_store(cat, store_root, rebuild=rebuild)
     qv, qt = cat.query_vectors(queries), cat.query_texts(queries)
     store = EmbeddedStore(path, vector_index=index) if index != "exact" else EmbeddedStore(path)
     t = time.perf_counter()
@@ -152,10 +152,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--modes", default="lexical,knn,hybrid")
     p.add_argument("--store-root", type=Path, default=Path("artifacts/benchmarks/stores"))
+    p.add_argument("--rebuild", action="store_true", help="rebuild the cached store")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     res = bench(a.n, a.dims, index=a.index, queries=a.queries, rounds=a.rounds, store_root=a.store_root,
-                modes=tuple(m for m in a.modes.split(",") if m))
+                modes=tuple(m for m in a.modes.split(",") if m), rebuild=a.rebuild)
     res["pid"] = os.getpid()
     text = json.dumps(res, indent=2)
     if a.json:

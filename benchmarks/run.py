@@ -265,9 +265,10 @@ def main() -> None:
         if cfg["query_encoding"]:
             res["query_encoding"] = query_encoding(cfg["query_encoding"])
         common = ["--queries", str(cfg["queries"]), "--rounds", str(cfg["rounds"]), "--store-root", str(store_root)]
-        for n, dims in cfg["stores"]:
+        for n, dims in cfg["stores"]:  # each store is built (or rebuilt) once, by its exact case
             print(f"query {n} x {dims} exact ...", flush=True)
-            res["query"].append(sub("query.py", ["--n", str(n), "--dims", str(dims), *common], env=blas_env(a.blas_threads)))
+            res["query"].append(sub("query.py", ["--n", str(n), "--dims", str(dims), *common, *(["--rebuild"] if a.rebuild else [])],
+                                    env=blas_env(a.blas_threads)))
         for n, dims, index in cfg["approx"]:
             print(f"query {n} x {dims} {index} ...", flush=True)
             res["query"].append(sub("query.py", ["--n", str(n), "--dims", str(dims), "--index", index, "--modes", "knn", *common],
