@@ -279,7 +279,7 @@ def main() -> None:
     if "es" in only:
         print("Elasticsearch beside the embedded store (benchmarks/es_beside.py) ...", flush=True)
         es_args = (["--n", "2000", "--dims", "32", "--queries", "20", "--rounds", "1", "--pipeline-n", "500", "--minilm-n", "1000"]
-                   if a.smoke else ["--n", "100000", "--dims", "512"])
+                   if a.smoke else ["--n", "100000", "--dims", "512", "--minilm-n", "20000"])
         res["es"] = sub("es_beside.py", es_args, timeout=6 * 3600)  # two 100k Elasticsearch loads: an hour or more on 2 cores
     res["total_s"] = time.perf_counter() - start
     res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
