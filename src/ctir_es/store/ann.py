@@ -6,8 +6,9 @@ of ~2 sqrt(n) inverted lists of codes, ``hnsw`` walks a graph over codes. The ca
 rescored exactly from a float32 copy of the rows (``vectors.npy``, in index order; memory-mapped
 when small, its candidate rows read with ``pread`` when large) and named from a memory-mapped id
 array (``ids.npy``), so a query touches no SQL, memory holds the codes (a quarter of the float32
-matrix) and not a large copy, and the results carry exact scores. (Rescoring from SQLite instead cost ~2 ms per query for 400
-candidates: a B-tree lookup each.) The price is disk: the copy is as large as the raw vectors.
+matrix) and not a large copy, and the results carry exact scores. (Rescoring from SQLite instead
+cost ~2 ms per query for 400 candidates: a B-tree lookup each.) The price is disk: the copy is as
+large as the raw vectors.
 
 Staleness rule. The store's meta table holds ``vectors_generation``, bumped by every committed
 write of products or vectors. An index directory is named by field, kind and the generation it
@@ -211,7 +212,7 @@ def load(root: Path, field: str, kind: str, generation: int, store_uuid: str) ->
         flag = faiss.IO_FLAG_MMAP if kind == "ivf" else faiss.IO_FLAG_MMAP_IFC
         index = faiss.read_index(str(where / _FILE), flag | faiss.IO_FLAG_READ_ONLY)
         rowids = np.load(where / _ROWIDS, mmap_mode="r")
-        mapped = np.load(where / _VECTORS, mmap_mode="r")  # its header and shape; rows are read by RowFile
+        mapped = np.load(where / _VECTORS, mmap_mode="r")  # small: rescored from; large: its offset and shape
         ids = np.load(where / _IDS, mmap_mode="r")
         vectors = (RowFile.open(where / _VECTORS, mapped) if mapped.nbytes > MAPPED_MAX_BYTES and hasattr(os, "preadv")
                    else _no_readahead(mapped))

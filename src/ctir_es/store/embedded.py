@@ -74,7 +74,7 @@ CACHE_KIB = 65536  # SQLite page cache per connection (FTS5 doclists, products)
 VECTOR_INDEXES = ("exact", *ann.KINDS)
 RESCORE_FACTOR = 4  # approximate indexes fetch k * this many candidates (at least RESCORE_MIN)
 RESCORE_MIN = 40
-PARALLEL_MIN_ROWS = 20_000  # from this many vectors: hybrid sources in two threads, exact scans too
+PARALLEL_MIN_ROWS = 20_000  # from this many vectors: hybrid sources in two threads (store/scan.py)
 # The lexical engine, chosen when a store is created and recorded in it: "fts5" (SQLite FTS5
 # inside the file, the default) or "tantivy" (a tantivy index beside it).
 LEXICAL_ENV = env_name("lexical_engine")  # the engine of NEW stores when the constructor names none
