@@ -50,7 +50,7 @@ def test_blas_setting_is_put_back_after_nested_and_concurrent_scans(helper: conc
     assert _blas_threads() == before
     matrix = np.ones((100, 4), dtype=np.float32)
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as callers:
-        list(callers.map(lambda _: scan.best(matrix, matrix[0], 5, concurrent.futures.ThreadPoolExecutor(1)), range(8)))
+        list(callers.map(lambda _: scan.best(matrix, matrix[0], 5, helper), range(8)))
     assert _blas_threads() == before
 
 
