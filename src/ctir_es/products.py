@@ -237,4 +237,4 @@ class Product:
 
     @property
     def attribute_text(self) -> str:
-        return " ; ".join(f"{k}: {v}" for k, v in self.attributes.items())
+        return " ; ".join([f"{k}: {v}" for k, v in self.attributes.items()])

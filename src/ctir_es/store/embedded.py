@@ -44,7 +44,7 @@ from ..config import LEXICAL_ENGINES, env_name, env_value
 from ..errors import MissingExtraError, SchemaMismatch, StoreError, StoreLocked
 from ..filters import Filter
 from ..products import Product
-from . import ann, batch_write, lexical_tantivy, scan
+from . import ann, batch_write, lexical_tantivy, scan, wal_checkpoint
 from .base import (
     LEXICAL_FIELDS,
     LEXICAL_SOURCE,
@@ -279,6 +279,7 @@ class EmbeddedStore:
         self._seen_version: int | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # runs BM25 beside kNN
         self._pool_pid = 0
+        self._checkpointer: wal_checkpoint.Checkpointer | None = None  # folds the WAL in beside the writer
         self._schema: IndexSchema | None = None
 
     def __repr__(self) -> str:
@@ -306,6 +307,8 @@ class EmbeddedStore:
                 self._lex.close()
                 self._lex = None
             self._conn, self._writable = self._open(create=True), True
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={wal_checkpoint.writer_limit_pages(self._conn)}")
+            self._checkpointer = wal_checkpoint.Checkpointer(self.path)
         return self._conn
 
     def _open(self, *, create: bool) -> sqlite3.Connection:
@@ -561,6 +564,9 @@ class EmbeddedStore:
             if self._lex is not None:
                 self._lex.close()
                 self._lex = None
+            if self._checkpointer is not None:
+                self._checkpointer.close()  # before the writer's connection: its close folds the rest in
+                self._checkpointer = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -661,6 +667,8 @@ class EmbeddedStore:
         try:
             yield conn
             conn.execute("COMMIT")
+            if self._checkpointer is not None:
+                self._checkpointer.poke()
         except BaseException:
             # SQLite may have rolled back already (disk full, I/O error): never hide the cause
             # behind "cannot rollback - no transaction is active".
