@@ -103,9 +103,10 @@ class Embedded:
             spent += time.perf_counter() - t
         t = time.perf_counter()
         store.close()
+        spent += time.perf_counter() - t
         if self.index != "exact":
             EmbeddedStore(folder / "store.db").build_vector_index(self.index)  # not part of ingest
-        return n / (spent + time.perf_counter() - t)
+        return n / spent
 
     def open(self, folder: Path) -> tuple[Callable[..., Any], ...]:
         from ctir_es.ranking.fusion import fuse
