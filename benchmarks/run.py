@@ -143,6 +143,21 @@ def targets_section(mode: str) -> dict[str, Any]:
         out.unlink(missing_ok=True)
 
 
+def lexical_section(mode: str) -> dict[str, Any]:
+    """benchmarks/lexical.py: BM25 of the store's engines against a bare tantivy index holding the
+    same four fields (issue #14's "BM25 within 1.5x of tantivy" at 100k and 1M)."""
+    args = {"smoke": ["--n", "2000", "--queries", "20", "--rounds", "1"],
+            "quick": ["--n", "100000", "--rounds", "3"],
+            "full": ["--n", "100000", "--n", "1000000"]}[mode]
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, str(HERE / "lexical.py"), *args, "--fts5", "--out", tmp], cwd=ROOT,
+                              capture_output=True, text=True, timeout=3 * 3600, check=False)
+        results = Path(tmp) / "results.json"
+        if proc.returncode != 0 or not results.exists():
+            return {"error": f"lexical.py exited {proc.returncode}: {proc.stderr.strip()[-800:]}"}
+        return dict(json.loads(results.read_text()))
+
+
 def fmt(x: Any, nd: int = 2) -> str:
     if x is None:
         return "-"
@@ -222,6 +237,20 @@ def tables(res: dict[str, Any]) -> str:
         t = res["targets"]
         out += ["", "### 5. Issue #14 targets (benchmarks/targets.py)", ""]
         out += [f"error: {t['error'][:500]}"] if "ingest" not in t else [targets.tables(t)]
+    if res.get("lexical"):
+        lx = res["lexical"]
+        out += ["", "### 7. BM25 alone: the store's engines against a bare tantivy index (benchmarks/lexical.py)", ""]
+        if "error" in lx:
+            out.append(f"error: {lx['error'][:500]}")
+        else:
+            out += [(f"Load average at start {[round(x, 2) for x in lx['load_start']]}, at end "
+                    f"{[round(x, 2) for x in lx['load_end']]}; k={lx['k']}, {lx['queries']} queries x {lx['rounds']} "
+                    "interleaved rounds; the same four fields and weights in all three."), "",
+                    "| products | engine | p50 ms (rounds min-max) | p99 ms | vs bare tantivy p50 |", "|---|---|---|---|---|"]
+            for case in lx["cases"]:
+                for name, row in case["rows"].items():
+                    out.append(f"| {size_label(case['n'])} | {name} | {row['p50_ms']:.3f} ({row['p50_round_min_ms']:.3f}-"
+                               f"{row['p50_round_max_ms']:.3f}) | {row['p99_ms']:.3f} | {row['vs_bare_p50']:.2f}x |")
     if res.get("es"):
         import es_beside
 
@@ -238,7 +267,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "benchmarks")
     p.add_argument("--store-root", type=Path, default=None, help="where synthetic stores are cached")
     p.add_argument("--rebuild", action="store_true", help="rebuild cached synthetic stores")
-    p.add_argument("--only", default="encoders,ingest,query,targets",
+    p.add_argument("--only", default="encoders,ingest,query,targets,lexical",
                    help="sections to run (comma-separated; also: es = Elasticsearch beside the embedded store)")
     p.add_argument("--blas-threads", type=int, default=None, help="BLAS/OpenMP threads for query cases [library default]")
     p.add_argument("--queries", type=int, default=None, help="queries per round (overrides the mode's)")
@@ -276,6 +305,9 @@ def main() -> None:
     if "targets" in only:
         print("issue-14 targets (benchmarks/targets.py) ...", flush=True)
         res["targets"] = targets_section(mode)
+    if "lexical" in only:
+        print("BM25 against a bare tantivy index (benchmarks/lexical.py) ...", flush=True)
+        res["lexical"] = lexical_section(mode)
     if "es" in only:
         print("Elasticsearch beside the embedded store (benchmarks/es_beside.py) ...", flush=True)
         es_args = (["--n", "2000", "--dims", "32", "--queries", "20", "--rounds", "1", "--pipeline-n", "500", "--minilm-n", "1000"]
