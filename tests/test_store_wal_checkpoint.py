@@ -64,12 +64,27 @@ def test_the_wal_is_restarted_while_an_ingest_goes_on(tmp_path: Path) -> None:
     sizes = []
     checkpointer = store._checkpointer
     assert checkpointer is not None
-    for start in range(0, 3000, 300):
+    for start in range(0, 10_000, 1000):  # FOLD_AFTER_ROWS each: every batch wakes the thread
         runs = checkpointer.runs
-        store.upsert(_docs(start, 300))
+        store.upsert(_docs(start, 1000))
         _wait(lambda runs=runs: checkpointer.runs > runs, 5)
         sizes.append(Path(f"{path}-wal").stat().st_size)
     assert max(sizes[3:]) <= 2 * max(sizes[:3])  # bounded by a few batches, not growing with all ten
+    store.close()
+
+
+def test_one_product_writes_wake_it_only_every_fold_after_rows_products(tmp_path: Path) -> None:
+    """A service's one-product upserts do not each pay a checkpoint (a sync of the WAL and the file)."""
+    store = EmbeddedStore(tmp_path / "s.db")
+    store.setup(SCHEMA)
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    for i in range(wal_checkpoint.FOLD_AFTER_ROWS - 1):
+        store.upsert(_docs(i, 1))
+    time.sleep(0.2)
+    assert checkpointer.runs == 0
+    store.upsert(_docs(wal_checkpoint.FOLD_AFTER_ROWS, 1))
+    assert _wait(lambda: checkpointer.runs == 1)
     store.close()
 
 

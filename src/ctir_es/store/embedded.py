@@ -660,7 +660,7 @@ class EmbeddedStore:
                     self._wconn.execute("PRAGMA foreign_keys=ON")
                 if lexical is not None and not committed and self._lex is not None:
                     self._lex.end_batch(self._wconn, lexical, committed=False)  # tantivy drops the batch too
-            self._after_write(bool(result.written), lexical)
+            self._after_write(result.written, lexical)
         return result
 
     @contextlib.contextmanager
@@ -671,8 +671,6 @@ class EmbeddedStore:
         try:
             yield conn
             conn.execute("COMMIT")
-            if self._checkpointer is not None:
-                self._checkpointer.poke()
         except BaseException:
             # SQLite may have rolled back already (disk full, I/O error): never hide the cause
             # behind "cannot rollback - no transaction is active".
@@ -681,11 +679,14 @@ class EmbeddedStore:
                     conn.execute("ROLLBACK")
             raise
 
-    def _after_write(self, changed: bool, lexical: lexical_tantivy.PendingBatch | None = None) -> None:
-        """After a committed write: drop cached reads and bring the tantivy index up to date
-        (with ``lexical``, the batch tantivy was given inside the transaction is committed)."""
+    def _after_write(self, rows: int, lexical: lexical_tantivy.PendingBatch | None = None) -> None:
+        """After a committed write of ``rows`` products: drop cached reads, tell the checkpointer,
+        and bring the tantivy index up to date (with ``lexical``, the batch tantivy was given
+        inside the transaction is committed)."""
         self._forget_data()  # our own commits do not change data_version for us
-        self._wrote = self._wrote or changed
+        self._wrote = self._wrote or rows > 0
+        if self._checkpointer is not None:
+            self._checkpointer.committed(rows)
         if lexical is not None and self._lex is not None:
             self._lex.end_batch(self._wconn, lexical, committed=True)
         else:
@@ -732,7 +733,7 @@ class EmbeddedStore:
                     deleted += len(gone)
                 if deleted:
                     self._bump_generation(conn)
-            self._after_write(bool(deleted))
+            self._after_write(deleted)
             return deleted
 
     @_guarded()
