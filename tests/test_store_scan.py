@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
 
 from ctir_es.store import scan
 
@@ -19,7 +18,9 @@ def helper() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
 
 
 def _blas_threads() -> list[int]:
-    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    """Threads of the BLAS libraries the scan limits: those loaded when it first ran (NumPy's);
+    one loaded later by another package (faiss's own) is not the scan's to limit."""
+    return [lib["num_threads"] for lib in scan._controller().info() if lib["user_api"] == "blas"]
 
 
 @pytest.mark.parametrize("rows, chunk, k", [(1000, 64, 10), (1000, 7, 100), (50, 64, 10), (130, 13, 13), (10, 3, 25)])
