@@ -272,3 +272,48 @@ def test_product_view_suggests_categories_and_audit_lists_suspects(browser_page,
 
     assert not errors, errors
     assert not outside, f"the page tried to reach other hosts: {outside}"
+
+
+def test_the_page_ranks_a_category_like_the_cli(browser_page, tmp_path: Path, tiny_text_model_dir: Path) -> None:
+    """No fusion of its own: a category picked in the tree is served with the index's calibration,
+    the same ids in the same order as `ctir-es query` prints; the fusion select overrides it."""
+    import json
+
+    from calibrated_support import PAGE_K, calibrated_sample_store, run_cli
+
+    page = browser_page
+    store = calibrated_sample_store(tmp_path, tiny_text_model_dir)
+    category = "Kitchen & Dining > Cookware"
+
+    def cli_ids(*extra: str) -> list[str]:
+        out = run_cli(tmp_path, "query", category, "--store", str(store), "--json", "--mode", "category",
+                      "--k", str(PAGE_K), *extra)
+        return [r["id"] for r in json.loads(out.stdout)["results"]]
+
+    def shown_ids() -> list[str]:
+        return page.locator("#results .card").evaluate_all("els => els.map(e => e.dataset.id)")
+
+    (tmp_path / "server").mkdir()
+    with ServeProcess(store, tmp_path / "server") as server:
+        errors, outside = watch(page, server.url)
+        searches: list[str] = []
+        page.on("request", lambda r: searches.append(r.url) if "/search?" in r.url else None)
+        page.goto(server.url + "/")
+        page.wait_for_selector("#health:has-text('280 products')")
+        assert page.input_value("#fusion") == ""  # "calibrated (index default)"
+
+        kitchen = page.locator("#tree > li", has=page.locator("button.node[data-path='Kitchen & Dining']"))
+        kitchen.locator("> button.toggle").click()
+        page.locator(f"button.node[data-path='{category}']").click()
+        page.wait_for_selector(f"#status:has-text('results 1–{PAGE_K}')")
+        assert shown_ids() == cli_ids()
+        assert searches and not any("fusion=" in url for url in searches), searches
+
+        # an explicit choice in the select overrides the calibration, like --fusion
+        with page.expect_response(lambda r: "/search?" in r.url and "fusion=linear" in r.url):
+            page.select_option("#fusion", "linear")
+        page.wait_for_selector("#status:has-text('fusion linear')")
+        assert shown_ids() == cli_ids("--fusion", "linear")
+
+    assert not errors, errors
+    assert not outside, f"the page tried to reach other hosts: {outside}"

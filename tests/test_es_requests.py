@@ -915,3 +915,93 @@ def test_suggested_shards_follow_the_sizing_rules() -> None:
     assert mapping.suggested_shards(10**9, tiny) == 65
     with pytest.raises(ConfigError):
         mapping.suggested_shards(-1, tiny)
+
+
+# ---------------------------------------------------------------- vectors written in place (VectorWriter)
+
+CLIP_ITA = VectorField(4, "cosine", {"id": "clip-ita@1", "name": "clip_ita", "dims": 4})
+
+
+def test_vector_update_request_golden() -> None:
+    """Partial updates: the vector and the product's vector fields, no upsert (a missing id
+    is answered 404 and skipped, never created)."""
+    updates = [
+        ("p-1", np.array([0.5, 0.5, 0.5, 0.5], np.float32), ["title_vector", "image_vector"]),
+        ("p-2", np.array([1.0, 0.0, 0.0, 0.0], np.float32), ["clip_ita"]),
+    ]
+    lines = documents.vector_update_lines(updates, "clip_ita", "products")
+    assert [pid for pid, _, _ in lines] == ["p-1", "p-2"]
+    parts = [json.loads(part) for _, action, source in lines for part in (action, source)]
+    assert all("upsert" not in p and "doc_as_upsert" not in p for p in parts)
+    golden("vector_update_request", parts)
+
+
+def test_vector_field_mapping_golden() -> None:
+    """Mapped first, without ``_meta`` (the schema does not list it); then recorded in ``_meta``
+    with the index's own options, analyser and mapping version."""
+    added = mapping.add_vector_field_body("clip_ita", CLIP_ITA, "int8_hnsw")
+    assert "_meta" not in added
+    golden("add_vector_field_mapping", added)
+    body = mapping.set_vector_field_body(SCHEMA, "clip_ita", CLIP_ITA, "int8_hnsw", "standard", 3)
+    assert mapping.schema_from_mapping({"mappings": body}) == IndexSchema({**SCHEMA.vectors, "clip_ita": CLIP_ITA})
+    golden("set_vector_field_mapping", body)
+    # a field mapped already: only _meta (dims and similarity of a mapped field cannot change)
+    only_meta = mapping.set_vector_field_body(SCHEMA, "clip_ita", CLIP_ITA, "int8_hnsw", add_property=False)
+    assert set(only_meta) == {"_meta"}
+    # a retrained encoder replaces the entry in place, other fields kept in order
+    retrained = VectorField(384, "cosine", {"id": "all-minilm-l6-v2@2", "dims": 384})
+    replaced = mapping.replaced_schema(SCHEMA, "title_vector", retrained)
+    assert list(replaced.vectors) == ["image_vector", "title_vector"]
+    assert replaced.vectors["title_vector"] == retrained
+    with pytest.raises(ConfigError, match="bad vector field name"):
+        mapping.add_vector_field_body("title", CLIP_ITA)
+
+
+def test_unlisted_vector_fields_are_kept_by_a_new_version() -> None:
+    """A field written in place but not in ``_meta`` yet is mapped by the next version (a
+    reindex copies documents that hold it into a ``dynamic: strict`` mapping)."""
+    live = mapping.index_body(SCHEMA, "hnsw")
+    live["mappings"]["properties"].update(mapping.add_vector_field_body("clip_ita", CLIP_ITA, "hnsw")["properties"])
+    assert mapping.mapped_vector_field(live, "clip_ita") == VectorField(4, "cosine")
+    assert mapping.mapped_vector_field(live, "title") is None
+    assert mapping.mapped_vector_field(live, "nope") is None
+    unlisted = mapping.unlisted_vector_fields(live)
+    assert unlisted == {"clip_ita": VectorField(4, "cosine")}
+    assert mapping.unlisted_vector_fields(mapping.index_body(SCHEMA)) == {}
+    body = mapping.index_body(SCHEMA, "int8_hnsw", unlisted=unlisted)
+    assert body["mappings"]["properties"]["clip_ita"]["index_options"] == {"type": "int8_hnsw"}
+    assert mapping.schema_from_mapping(body) == SCHEMA  # still not listed
+    assert mapping.index_body(SCHEMA, unlisted={}) == mapping.index_body(SCHEMA)
+
+
+def test_mget_vector_fields() -> None:
+    response = {"docs": [
+        {"_id": "a", "found": True, "_source": {"vector_fields": ["title_vector"]}},
+        {"_id": "b", "found": True, "_source": {}},
+        {"_id": "c", "found": False},
+    ]}
+    assert documents.mget_vector_fields(response) == {"a": ["title_vector"], "b": []}
+    assert documents.vector_fields_fetch_params() == {"source_includes": ["vector_fields"]}
+
+
+def test_bulk_update_of_a_missing_document_is_skipped_not_an_error() -> None:
+    from ctir_es.store.elasticsearch.bulk import BulkLine, BulkWriter
+
+    def item(op: str, pid: str, status: int, error: str | None = None) -> dict[str, Any]:
+        info: dict[str, Any] = {"_index": "products-v1", "_id": pid, "status": status}
+        if error:
+            info["error"] = {"type": error, "reason": f"[{pid}]: {error}"}
+        return {op: info}
+
+    answer = {"errors": True, "items": [
+        item("update", "a", 200),
+        item("update", "ghost", 404, "document_missing_exception"),
+        item("update", "gone", 404, "index_not_found_exception"),
+        item("index", "x", 404, "document_missing_exception"),
+        item("update", "bad", 400, "document_parsing_exception"),
+    ]}
+    lines = [BulkLine(pid, "{}", "{}") for pid in ("a", "ghost", "gone", "x", "bad")]
+    result = BulkWriter(lambda body: answer).write(lines)
+    assert result.written == 1 and result.written_ids == {"a"}
+    assert result.missing == {"ghost"}
+    assert set(result.errors) == {"gone", "x", "bad"}

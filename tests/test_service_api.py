@@ -447,7 +447,8 @@ def test_health_and_categories(client: TestClient, search: Search) -> None:
     health = client.get("/health").json()
     assert health == {"status": "ok", "products": 280, "backend": "EmbeddedStore",
                       "vector_fields": sorted(search.schema.vectors), "image_search": True, "image_roots": 1,
-                      "calibration": {"status": "none", "note": "fixed default fusion (run `ctir-es calibrate`)"}}
+                      "calibration": {"status": "none", "note": "fixed default fusion (run `ctir-es calibrate`)"},
+                      "learned": {"status": "none", "note": "no model learned on this index (run `ctir-es learn`)"}}
     assert {"image_vector", "title_vector"} <= set(health["vector_fields"])
     tree = client.get("/categories").json()
     assert tree["products"] == 280 and len(tree["tree"]) == 7

@@ -52,6 +52,7 @@ from .filters import Filter
 from .products import CategoryPath, Product, format_category_path, path_prefixes
 from .ranking.calibration import Calibration, encoder_ids
 from .ranking.fusion import fuse
+from .ranking.fusion_matrix import RunMatrix
 from .schema import Document, Hit
 from .store.base import IdLister, Store, VectorReader
 from .vocabulary import CANDIDATE_DEPTH, DEFAULT_FUSION, FUSION_METHODS
@@ -258,11 +259,14 @@ def search_fusion(
     figures, and a sentence saying how the search went."""
     slices = [pieces] if isinstance(pieces, QuerySlice) else list(pieces)
     scored: dict[Candidate, dict[str, float]] = {}
+    # every candidate fuses the same runs: laid out once, each candidate is one product and sort
+    matrices = [RunMatrix(p.runs, p.qrels, sources) for p in slices]
 
     def score(c: Candidate) -> tuple[float, float, bool]:
         if c not in scored:
-            each = [evaluate(p.qrels, fused_run(p, c.method, c.weight_map), (SELECT_BY, TIE_BREAK)) for p in slices]
-            scored[c] = {m: sum(e[m] for e in each) / len(each) for m in (SELECT_BY, TIE_BREAK)}
+            weights = [c.weight_map[s] for s in sources]
+            each = [m.scores(c.method, weights) for m in matrices]
+            scored[c] = {SELECT_BY: sum(e[0] for e in each) / len(each), TIE_BREAK: sum(e[1] for e in each) / len(each)}
         f = scored[c]
         return (round(f[SELECT_BY], 12), round(f[TIE_BREAK], 12), c == default)
 
@@ -303,15 +307,39 @@ def search_fusion(
 # ---------------------------------------------------------------- the whole calibration
 
 
-def calibrate(search: Search, config: CalibrationConfig | None = None,
-              progress: Callable[[str], None] | None = None) -> CalibrationReport:
-    """Measure every serving source, the fixed default and the searched fusions on held-out
-    products of ``search``'s own index; the returned report holds the ``Calibration`` to store
-    (``calibration.save_calibration``). Raises ``StoreError`` / ``ConfigError`` on an index that
-    cannot be calibrated (empty, no categories, no id listing)."""
+@dataclass
+class Measured:
+    """The held-out slices of one index ranked by every serving source: what the fusion search
+    chooses from. ``hidden`` holds the same slices ranked with their categories removed."""
+
+    config: CalibrationConfig
+    tune: QuerySlice
+    report: QuerySlice
+    sources: list[str]
+    defaults: dict[str, float]
+    total: int
+    hidden: tuple[QuerySlice, QuerySlice] | None = None
+
+    def slices(self) -> list[QuerySlice]:
+        return [self.tune, self.report, *(self.hidden or ())]
+
+    def add_source(self, name: str, default_weight: float, rank: Callable[[QuerySlice, str], list[Hit]]) -> None:
+        """Add one more source to every slice's runs: ``rank(slice, qid)`` ranks the slice's
+        products for a query (e.g. a trained model's vectors, before they are in the index)."""
+        for piece in self.slices():
+            for qid in piece.nodes:
+                piece.runs.setdefault(qid, {})[name] = rank(piece, qid)
+        if name not in self.sources:
+            self.sources.append(name)
+        self.defaults[name] = default_weight
+
+
+def measure(search: Search, config: CalibrationConfig | None = None,
+            progress: Callable[[str], None] | None = None) -> Measured:
+    """Rank the tuning and reporting slices (and, when asked, their hidden-category copies) with
+    every source the index serves category queries with."""
     config = config or CalibrationConfig()
     say = progress or (lambda _msg: None)
-    started = time.perf_counter()
     store = search.store
     tune_products, report_products, total = held_out_slices(store, config)
     tune = category_queries("tune", tune_products, config.max_level)
@@ -324,11 +352,22 @@ def calibrate(search: Search, config: CalibrationConfig | None = None,
     say(f"ranking {len(tune.nodes)} tuning and {len(report.nodes)} reporting category queries")
     sources, defaults = collect_runs(search, store, tune)
     collect_runs(search, store, report)
-    default = Candidate(DEFAULT_FUSION, tuple((s, float(defaults[s])) for s in sources))
     hidden_pieces = None
     if config.hide_categories or config.tune_for != "visible":
         say("copying the index with the held-out products' categories hidden")
         hidden_pieces = hidden_slices(search, tune, report)
+    return Measured(config, tune, report, list(sources), dict(defaults), total, hidden_pieces)
+
+
+def choose(measured: Measured, encoders: Mapping[str, str], started: float | None = None,
+           progress: Callable[[str], None] | None = None) -> CalibrationReport:
+    """Search the fusion on the tuning slice(s), report it on the reporting slice; the returned
+    report holds the ``Calibration`` to store for an index whose vector fields are ``encoders``."""
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter() if started is None else started
+    config, tune, report, sources = measured.config, measured.tune, measured.report, measured.sources
+    hidden_pieces = measured.hidden
+    default = Candidate(DEFAULT_FUSION, tuple((s, float(measured.defaults[s])) for s in sources))
     say(f"searching fusion over {', '.join(sources)}")
     tuning = {"visible": [tune], "hidden": [hidden_pieces[0]] if hidden_pieces else [],
               "both": [tune, hidden_pieces[0]] if hidden_pieces else []}[config.tune_for]
@@ -338,33 +377,44 @@ def calibrate(search: Search, config: CalibrationConfig | None = None,
     systems = {s: source_run(report, s) for s in sources}
     systems["default"] = fused_run(report, default.method, default.weight_map)
     systems["calibrated"] = fused_run(report, best.method, best.weight_map)
-    measured = {name: figures(report, run) for name, run in systems.items()}
+    measured_figures = {name: figures(report, run) for name, run in systems.items()}
     levels = {name: per_level(report, run) for name, run in systems.items()}
-    measured["ideal"] = figures(report, ideal_run(report))
+    measured_figures["ideal"] = figures(report, ideal_run(report))
     levels["ideal"] = per_level(report, ideal_run(report))
     tuned = next(f for c, f in tried if c == best)
-    measured["calibrated"]["tuning_" + SELECT_BY] = tuned[SELECT_BY]
+    measured_figures["calibrated"]["tuning_" + SELECT_BY] = tuned[SELECT_BY]
     hidden = hidden_figures(*hidden_pieces, sources, default, best) if hidden_pieces else None
 
     calibration = Calibration(
         method=best.method,
         weights=best.weight_map,
         metric=SELECT_BY,
-        figures=measured,
-        sizes={"index_products": total, "tune_products": len(tune.products), "tune_queries": len(tune.nodes),
+        figures=measured_figures,
+        sizes={"index_products": measured.total, "tune_products": len(tune.products), "tune_queries": len(tune.nodes),
                "report_products": len(report.products), "report_queries": len(report.nodes)},
-        encoders=encoder_ids(search.schema),
+        encoders=dict(encoders),
         created=datetime.now(UTC).replace(microsecond=0).isoformat(),
         search=how,
         default={"method": default.method, "weights": default.weight_map},
         hidden=hidden,
-        settings={"seed": config.seed, "held_out": config.held_out, "tune_for": config.tune_for, "max_products": config.max_products,
-                  "max_level": config.max_level, "depth": CANDIDATE_DEPTH, "selected_by": SELECT_BY,
-                  "tie_break": TIE_BREAK,
+        settings={"seed": config.seed, "held_out": config.held_out, "tune_for": config.tune_for,
+                  "max_products": config.max_products, "max_level": config.max_level, "depth": CANDIDATE_DEPTH,
+                  "selected_by": SELECT_BY, "tie_break": TIE_BREAK,
                   "slices": "disjoint: weights picked on the tuning slice, figures from the reporting slice"},
     )
     top = [{"fusion": c.label(), **{LABELS[k]: v for k, v in f.items()}} for c, f in tried[:10]]
     return CalibrationReport(calibration, top, levels, time.perf_counter() - started)
+
+
+def calibrate(search: Search, config: CalibrationConfig | None = None,
+              progress: Callable[[str], None] | None = None) -> CalibrationReport:
+    """Measure every serving source, the fixed default and the searched fusions on held-out
+    products of ``search``'s own index; the returned report holds the ``Calibration`` to store
+    (``calibration.save_calibration``). Raises ``StoreError`` / ``ConfigError`` on an index that
+    cannot be calibrated (empty, no categories, no id listing)."""
+    started = time.perf_counter()
+    measured = measure(search, config, progress)
+    return choose(measured, encoder_ids(search.schema), started, progress)
 
 
 # ---------------------------------------------------------------- hidden categories

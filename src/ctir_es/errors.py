@@ -34,6 +34,11 @@ class EncoderError(CtirError):
     """A model cannot be loaded or run."""
 
 
+class ModelMissing(EncoderError):
+    """The index names a trained model (CLIP-ITA) whose folder is gone: neither at the path the
+    index recorded nor under its name in the models dir. The message says how to get it back."""
+
+
 class MissingExtraError(CtirError, ImportError):
     """An optional dependency is absent; the message names the pip command."""
 

@@ -92,17 +92,36 @@ class Search:
         self.category_encoder = category_encoder  # CLIP-ITA: category queries against clip_ita vectors
         self._schema: IndexSchema | None = None
         self._categorizer: Categorizer | None = None
+        self._category_weights: dict[str, float] | None = None
 
     @classmethod
-    def open(cls, settings: Settings | None = None) -> Search:
+    def open(cls, settings: Settings | None = None, *, allow_missing_model: bool = False) -> Search:
+        """A search over the configured store with the encoders its index was built with.
+
+        ``allow_missing_model``: when the index's CLIP-ITA model folder is gone, serve without it
+        (category queries lose the ``clip_ita`` source; a warning says so) instead of raising
+        ``ModelMissing`` - for a server, whose /health then reports it."""
+        from .errors import ModelMissing
+
         settings = settings or load_settings()
         store = open_store(settings)
-        schema = store.schema()
-        if schema is None:
-            store.close()
-            raise StoreError(_nothing_indexed(settings))
-        text, image = encoders_for_schema(schema, settings)
-        category = category_encoder_for_schema(schema, settings, text, image)
+        try:
+            schema = store.schema()
+            if schema is None:
+                raise StoreError(_nothing_indexed(settings))
+            text, image = encoders_for_schema(schema, settings)
+            try:
+                category = category_encoder_for_schema(schema, settings, text, image)
+            except ModelMissing as exc:
+                if not allow_missing_model:
+                    raise
+                import logging
+
+                logging.getLogger(__name__).warning("%s; serving without it", exc)
+                category = None
+        except BaseException:
+            store.close()  # a failed open leaves no file handle behind
+            raise
         from .ingest.images import ImageLoader
 
         loader = ImageLoader(cache_dir=settings.image_cache, timeout=settings.image_timeout)
@@ -418,10 +437,14 @@ class Search:
         return self._categorizer
 
     def category_weights(self) -> Mapping[str, float]:
-        """The fusion weights of the categorization signals (the measured defaults)."""
+        """The fusion weights of the categorization signals: tuned on this catalogue by
+        ``ctir-es learn`` when the index holds them, else the measured defaults."""
         from .categorize.engine import DEFAULT_WEIGHTS
+        from .categorize.served import served_weights
 
-        return DEFAULT_WEIGHTS
+        if self._category_weights is None:
+            self._category_weights = served_weights(self.store, self.schema) or dict(DEFAULT_WEIGHTS)
+        return self._category_weights
 
     def _stored_evidence(self, stored: StoredProduct) -> Evidence:
         """A stored product's own vectors (never its categories); it does not vote for itself."""
@@ -480,7 +503,7 @@ class Search:
         load = loader.load_many if (self.image_encoder is not None and loader is not None) else None
         pipeline = Pipeline(
             self.store, text_encoder=self.text_encoder, image_encoder=self.image_encoder,
-            load_images=load, options=options,
+            load_images=load, options=options, clip_ita=self.category_encoder,  # keeps clip_ita filled
         )
         try:
             return pipeline.run(validated(), report)

@@ -56,7 +56,9 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
         raise MissingExtraError(f"the service needs {exc.name}: pip install fastapi uvicorn python-multipart") from None
 
     settings = settings_from(ctx, store=store, es_url=es_url)
-    search = Search.open(settings)
+    # a missing CLIP-ITA model folder does not keep the server down: it serves without it, says
+    # so in one warning line, and /health reports it with the fix
+    search = Search.open(settings, allow_missing_model=True)
     try:
         roots = normalise_roots(image_roots) if image_roots else derive_image_roots(search.store)
         limits = Limits(timeout=timeout, max_upload_bytes=int(max_upload_mb * 1_000_000), body_timeout=body_timeout,

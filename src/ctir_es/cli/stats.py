@@ -9,7 +9,9 @@ from typing import Any
 import click
 from rich.console import Console
 
+from ..encoders.loading import models_dir_of
 from ..errors import StoreError
+from ..learned import learned_summary
 from ..ranking.calibration import calibration_summary
 from ..store.embedded import REBUILD_HINT
 from ..store.open import open_store
@@ -37,6 +39,7 @@ def stats(ctx: click.Context, as_json: bool, check: bool, store: Path | None, es
         schema = s.schema()
         if schema is not None:
             data["calibration"] = calibration_summary(s, schema)
+            data["learned"] = learned_summary(s, schema, models_dir_of(settings))
     finally:
         s.close()
     if as_json:
@@ -46,6 +49,9 @@ def stats(ctx: click.Context, as_json: bool, check: bool, store: Path | None, es
     for key, value in data.items():
         if key == "calibration":
             console.print(f"calibration: {calibration_line(value)}", highlight=False)
+        elif key == "learned":
+            for line in learned_lines(value):
+                console.print(line, highlight=False, markup=False)
         elif key == "vector_fields":
             for name, f in value.items():
                 enc = f.get("encoder", {})
@@ -72,3 +78,33 @@ def calibration_line(summary: dict[str, Any]) -> str:
             f"{pct(summary.get('best_single'))}; {summary.get('report_queries')} held-out queries; tuned for "
             f"{summary.get('tuned_for')} categories), "
             f"calibrated {summary.get('created')}")
+
+
+def learned_lines(summary: dict[str, Any]) -> list[str]:
+    """The model ``ctir-es learn`` trained on the index (``ctir_es.learned``), how stale it is,
+    and a missing model folder: a few lines."""
+    if summary.get("status") in ("none", "unreadable"):
+        lines = [f"learned model: {summary.get('status')} - {summary.get('note')}"]
+    else:
+        metrics = summary.get("metrics") or {}
+        before, after = metrics.get("before") or {}, metrics.get("after") or {}
+        shown = [name for name in after if name in before]
+
+        def pct(x: float | None) -> str:
+            return "?" if x is None else f"{100 * x:.2f}"
+
+        figures = "; ".join(f"{name} {pct(before[name])} -> {pct(after[name])}" for name in shown)
+        unseen = summary.get("unseen_categories")
+        lines = [
+            f"learned model: {summary['model']} ({summary.get('variant')}), {summary.get('status')}, "
+            f"learned {summary.get('created')} on {summary.get('trained_products')} of {summary.get('products')} "
+            f"products" + (f" - {figures}" if figures else ""),
+            f"  since: {summary.get('written_since')} products written "
+            f"({100 * float(summary.get('written_share') or 0):.1f}%), "
+            + ("unseen categories unknown" if unseen is None else f"{unseen} categories it never saw"),
+        ]
+        if summary.get("hint"):
+            lines.append(f"  hint: {summary['hint']}")
+    if summary.get("problem"):
+        lines.append(f"  problem: {summary['problem']}")
+    return lines

@@ -24,6 +24,7 @@ from PIL import Image
 
 from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from ..errors import ImageError, StoreError
+from ..learned import note_written
 from ..products import Product
 from ..store.base import Document, IndexSchema, Store, VectorField
 from ..vocabulary import CLIP_ITA_VECTOR, CLIP_TITLE_VECTOR, IMAGE_VECTOR, TITLE_VECTOR
@@ -119,8 +120,12 @@ class Pipeline:
         load_images: ImageLoad | None,
         options: IngestOptions = IngestOptions(),
         clip_ita: CategoryEncoder | None = None,
+        index_model: Callable[[IndexSchema], CategoryEncoder | None] | None = None,
     ) -> None:
+        """``index_model``: when no ``clip_ita`` model is given, called with the schema in force
+        to load the model the index already holds (so later ingests add its vector)."""
         self.store = store
+        self.index_model = index_model
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         self.clip_ita = clip_ita  # a trained CLIP-ITA model: adds the clip_ita product vector
@@ -138,7 +143,13 @@ class Pipeline:
         # Elasticsearch serialises writes itself.
         lock = getattr(self.store, "exclusive_writer", None)
         with lock() if lock else contextlib.nullcontext():
-            return self._run(products, report, checkpoint_key, on_batch)
+            before = report.indexed
+            try:
+                return self._run(products, report, checkpoint_key, on_batch)
+            finally:
+                # what was committed counts even when the run fails later: the learned model's
+                # staleness (ctir_es.learned); one metadata read (and write) per run
+                note_written(self.store, report.indexed - before)
 
     def _run(
         self,
@@ -147,8 +158,10 @@ class Pipeline:
         checkpoint_key: str | None,
         on_batch: Callable[[IngestReport], None] | None,
     ) -> IngestReport:
-        self.store.setup(index_schema(self.text_encoder, self.image_encoder, self.clip_ita,
-                                      clip_titles=self.options.clip_titles))
+        schema = self.store.setup(index_schema(self.text_encoder, self.image_encoder, self.clip_ita,
+                                               clip_titles=self.options.clip_titles))
+        if self.clip_ita is None and self.index_model is not None:
+            self.clip_ita = self.index_model(schema)
         start = self.store.checkpoint(checkpoint_key) if (checkpoint_key and self.options.resume) else None
         seen: set[str] = set()
 

@@ -8,9 +8,12 @@ from pathlib import Path
 
 from ..config import Settings, enabled
 from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
+from ..encoders.loading import category_encoder_for_schema
 from ..errors import SourceError
 from ..products import Product
+from ..store.base import IndexSchema
 from ..store.open import open_store
+from ..vocabulary import CLIP_ITA_VECTOR
 from .images import ImageLoader
 from .pipeline import IngestOptions, Pipeline, source_key
 from .readers import get_reader
@@ -65,9 +68,9 @@ def ingest_catalogue(
     clip_ita: CategoryEncoder | None = None,
 ) -> IngestReport:
     """``clip_ita``: a loaded CLIP-ITA model; when None, the one configured (``$CTIR_ES_CLIP_ITA``)
-    is loaded, if any."""
+    is loaded, else the one the target index was built with (its ``clip_ita`` field), if any."""
     report = report or IngestReport()
-    if clip_ita is None:
+    if clip_ita is None:  # a configured model loads before any work
         clip_ita = load_clip_ita(settings, report, text_encoder, image_encoder)
     products, key = open_source(kind, source, report, settings, market=market, category=category)
     loader = ImageLoader(cache_dir=settings.image_cache, timeout=settings.image_timeout)
@@ -80,6 +83,9 @@ def ingest_catalogue(
             load_images=lambda refs: loader.load_many(refs, workers=settings.image_workers),
             options=options or IngestOptions(),
             clip_ita=clip_ita,
+            # no model configured: the one the index holds, read from the schema the pipeline's
+            # setup returns (no extra store round trip before the writer starts)
+            index_model=lambda schema: index_clip_ita(schema, settings, report, text_encoder, image_encoder),
         )
         return pipeline.run(products, report, checkpoint_key=key, on_batch=on_batch)
     finally:
@@ -132,4 +138,26 @@ def load_clip_ita(
     manifest = model.manifest
     report.message(f"CLIP-ITA {manifest['name']} ({manifest['variant']}, {'+'.join(manifest['modalities'])}): "
                    f"clip_ita vectors, {manifest['dims']} dims")
+    return model
+
+
+def index_clip_ita(
+    schema: IndexSchema,
+    settings: Settings,
+    report: IngestReport,
+    text_encoder: TextEncoder | None,
+    image_encoder: ImageEncoder | None,
+) -> CategoryEncoder | None:
+    """The CLIP-ITA model the target index holds vectors of (read from its schema, reusing the
+    ingest's encoders), so that products ingested later get their ``clip_ita`` vector with no
+    setting; None when the index has no ``clip_ita`` field.
+    ``ModelMissing`` when its folder is gone: an ingest without it would leave a hole in the field."""
+    if CLIP_ITA_VECTOR not in schema.vectors:
+        return None
+    model = category_encoder_for_schema(schema, settings, text_encoder, image_encoder)
+    if model is not None:
+        manifest = model.manifest
+        report.message(f"CLIP-ITA {manifest.get('name')} ({manifest.get('variant')}, "
+                       f"{'+'.join(manifest.get('modalities') or [])}), the index's model: clip_ita vectors, "
+                       f"{model.dims} dims")
     return model

@@ -138,3 +138,9 @@ class HealthOut(BaseModel):
         default_factory=dict,
         description="The fusion category queries use: `status` none | in force | ignored, and when "
                     "calibrated the method, weights and P@10 of the calibration and the fixed default.")
+    learned: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The model `ctir-es learn` trained on this index: `status` none | in use | stale | "
+                    "not kept | unreadable; the model, when, P@10 before and after, products written "
+                    "since, category nodes it never saw, `hint` when stale; `problem` when the index's "
+                    "CLIP-ITA model folder is missing (category queries are served without it).")

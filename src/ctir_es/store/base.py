@@ -51,7 +51,9 @@ __all__ = [
     "VectorField",
     "VectorQuery",
     "VectorReader",
+    "VectorWriter",
     "WriteResult",
+    "new_vectors",
 ]
 
 
@@ -166,6 +168,36 @@ class IndexMetadata(Protocol):
         ...
 
 
+@runtime_checkable
+class VectorWriter(Protocol):
+    """Add or replace the vectors of one field for products already stored, in place."""
+
+    def write_vectors(self, field: str, spec: VectorField, vectors: Mapping[str, np.ndarray],
+                      checkpoint: tuple[str, int] | None = None) -> int:
+        """Write ``vectors`` (product id -> vector of ``spec.dims``) into ``field``. Ids not in
+        the index are skipped (never created). The field need not be in ``schema()`` yet: the
+        store makes room for it (Elasticsearch: adds the dense_vector mapping if absent), but
+        ``schema()`` does NOT list it until ``set_vector_field``. A vector of other dims, or a
+        non-finite one, raises StoreError naming the id; nothing of that call is written then.
+        ``checkpoint=(key, position)`` is recorded together with the write, exactly like
+        ``upsert``'s (read back with ``checkpoint(key)``). Returns how many products got a vector.
+
+        An all-zero vector is refused like a non-finite one (as ``upsert`` does: cosine is
+        undefined). ``spec.dims`` other than the field's (in ``schema()``, or of vectors
+        already stored in it) raise ``SchemaMismatch`` before anything is written."""
+        ...
+
+    def set_vector_field(self, field: str, spec: VectorField) -> IndexSchema:
+        """Put ``field`` with ``spec`` (dims, similarity, encoder manifest) into the stored
+        schema, replacing an existing entry of the same name (a retrained model has another
+        manifest; other dims than the stored ones raise SchemaMismatch unless no product
+        holds a vector of that field yet). Returns the schema in force.
+
+        Elasticsearch cannot change the dims (or similarity) of a mapped field: there other
+        dims always raise ``SchemaMismatch`` once the field is in the mapping."""
+        ...
+
+
 CAPABILITIES: tuple[type, ...] = (
     VectorReader,
     CategoryCounter,
@@ -173,9 +205,47 @@ CAPABILITIES: tuple[type, ...] = (
     ImageRoots,
     IdLister,
     IndexMetadata,
+    VectorWriter,
 )
 METADATA_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 MAX_METADATA_BYTES = 1_000_000
+
+
+def new_vectors(field: str, spec: VectorField, vectors: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """``VectorWriter.write_vectors``' input checked (no I/O): the ids and their vectors as one
+    float32 matrix of ``spec.dims`` columns, in the mapping's order. A vector of other dims, a
+    non-finite or an all-zero one raises ``StoreError`` naming the (first such) id."""
+    if not isinstance(field, str) or not field:
+        raise StoreError(f"bad vector field name {field!r}")
+    dims = int(spec.dims)
+    if dims < 1:
+        raise StoreError(f"{field}: dims must be >= 1, got {spec.dims}")
+    ids: list[str] = []
+    arrays: list[np.ndarray] = []
+    for pid, vec in vectors.items():
+        if not isinstance(pid, str):
+            raise StoreError(f"product ids must be strings, got {pid!r} ({type(pid).__name__})")
+        arr = vec if type(vec) is np.ndarray else np.asarray(vec)
+        if arr.shape != (dims,):
+            raise StoreError(f"vector {field!r} of product {pid!r} has shape {arr.shape}, expected ({dims},); "
+                             "nothing was written")
+        ids.append(pid)
+        arrays.append(arr)
+    if not arrays:
+        return ids, np.zeros((0, dims), dtype=np.float32)
+    try:
+        matrix = np.asarray(arrays, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"vectors of {field!r} are not numbers ({exc}); nothing was written") from None
+    finite = np.asarray(np.isfinite(matrix).all(axis=1))
+    nonzero = np.asarray(matrix.any(axis=1))
+    bad = np.flatnonzero(~(finite & nonzero))
+    if bad.size:
+        first = int(bad[0])
+        why = "holds NaN or infinity" if not finite[first] else "is all zeros (cosine is undefined)"
+        more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
+        raise StoreError(f"vector {field!r} of product {ids[first]!r} {why}{more}; nothing was written")
+    return ids, matrix
 
 
 def metadata_json(key: str, value: Mapping[str, Any]) -> str:

@@ -282,6 +282,30 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch, owner: TransactionWrit
     return rowids
 
 
+def replace_field_vectors(conn: sqlite3.Connection, field: str, ids: Sequence[str], matrix: np.ndarray) -> int:
+    """Inside the caller's transaction: set ``field``'s vector of the stored products among
+    ``ids`` (row ``i`` of the float32 ``matrix`` is ``ids[i]``'s), replacing the one they hold;
+    ids not stored are skipped. One query finds the rowids, one ``INSERT OR REPLACE ... SELECT``
+    slices the vectors out of one blob (as ``write`` does). Returns how many were written."""
+    if not len(ids):
+        return 0
+    found = conn.execute(
+        "SELECT j.key, p.rowid FROM json_each(?) j JOIN products p ON p.id = j.value", (_dumps(list(ids)),)
+    ).fetchall()
+    if not found:
+        return 0
+    slots = np.fromiter((slot for slot, _ in found), dtype=np.int64, count=len(found))
+    rowids = [rowid for _, rowid in found]
+    part = np.ascontiguousarray(matrix[slots], dtype=np.float32)  # in the order of ``rowids``
+    width = part.shape[1] * 4
+    conn.execute(
+        f"INSERT OR REPLACE INTO vectors (field, product, vec) SELECT ?, j.value, substr(?, j.key * {width} + 1, {width}) "
+        "FROM json_each(?) j",
+        (field, part.tobytes(), _dumps(rowids)),
+    )
+    return len(found)
+
+
 def lexical_rows(batch: PreparedBatch, rowids: np.ndarray) -> list[tuple[Any, ...]]:
     """The batch as the tantivy engine indexes it: (rowid, id, title, categories, attributes,
     description, market, has_image, nodes), the columns its catch-up would read back from SQLite."""

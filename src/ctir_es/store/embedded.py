@@ -53,9 +53,11 @@ from .base import (
     IndexSchema,
     LexicalQuery,
     StoredProduct,
+    VectorField,
     VectorQuery,
     WriteResult,
     metadata_json,
+    new_vectors,
 )
 from .batch_write import NODE_SEP
 
@@ -745,6 +747,84 @@ class EmbeddedStore:
                 "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (f"metadata:{key}", text),
             )
+
+    # -- vectors added in place (VectorWriter) -----------------------------------------------
+
+    @staticmethod
+    def _stored_dims(conn: sqlite3.Connection, field: str) -> int | None:
+        """The dims of the vectors ``field`` holds (None when no product holds one)."""
+        row = conn.execute("SELECT length(vec) FROM vectors WHERE field = ? LIMIT 1", (field,)).fetchone()
+        return None if row is None else int(row[0]) // 4
+
+    @staticmethod
+    def _schema_in(conn: sqlite3.Connection) -> IndexSchema | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        return None if row is None else IndexSchema.from_json(json.loads(row[0]))
+
+    def _existing_writer(self) -> sqlite3.Connection:
+        """The writer's connection of a store that exists (these writes never create one)."""
+        if not self._writable:
+            self.conn  # noqa: B018 - NoStore when there is no file (reading never creates one)
+        return self._wconn
+
+    @_guarded()
+    def write_vectors(self, field: str, spec: VectorField, vectors: Mapping[str, np.ndarray],
+                      checkpoint: tuple[str, int] | None = None) -> int:
+        """Set ``field``'s vector of the stored products in ``vectors`` (others skipped) in one
+        transaction, with the checkpoint; see ``VectorWriter``. The field need not be in the
+        schema yet (``set_vector_field`` puts it there); kNN on it sees the vectors at once."""
+        ids, matrix = new_vectors(field, spec, vectors)  # no I/O: a bad vector writes nothing
+        with self._lock:
+            self._existing_writer()
+            written = 0
+            with self._write_transaction() as conn:
+                schema = self._schema_in(conn)
+                listed = schema.vectors.get(field) if schema is not None else None
+                if listed is not None and listed.dims != spec.dims:
+                    raise SchemaMismatch(f"store {self.path}: vector field {field!r} has {listed.dims} dims in the "
+                                         f"schema, the vectors have {spec.dims}; nothing was written")
+                stored = self._stored_dims(conn, field)
+                if stored is not None and stored != spec.dims:
+                    raise SchemaMismatch(f"store {self.path}: vector field {field!r} holds vectors of {stored} dims, "
+                                         f"these have {spec.dims}; nothing was written")
+                written = batch_write.replace_field_vectors(conn, field, ids, matrix)
+                if written:
+                    self._bump_generation(conn)  # approximate indexes built before are stale
+                if checkpoint is not None:
+                    conn.execute(
+                        "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (f"checkpoint:{checkpoint[0]}", str(checkpoint[1])),
+                    )
+            self._after_write(written)
+        return written
+
+    @_guarded()
+    def set_vector_field(self, field: str, spec: VectorField) -> IndexSchema:
+        """Put ``field`` with ``spec`` into the stored schema (replacing its entry); other dims
+        than those of the vectors the field holds raise ``SchemaMismatch``."""
+        if not isinstance(field, str) or not field:
+            raise StoreError(f"bad vector field name {field!r}")
+        if int(spec.dims) < 1:
+            raise StoreError(f"{field}: dims must be >= 1, got {spec.dims}")
+        with self._lock:
+            self._existing_writer()
+            with self._write_transaction() as conn:
+                current = self._schema_in(conn) or IndexSchema()
+                stored = self._stored_dims(conn, field)
+                if stored is not None and stored != spec.dims:
+                    listed = current.vectors.get(field)
+                    had = f" (the schema says {listed.dims})" if listed is not None else ""
+                    raise SchemaMismatch(
+                        f"store {self.path}: vector field {field!r} holds vectors of {stored} dims{had}, "
+                        f"not {spec.dims}: write the new vectors to another field, or ingest into a new store"
+                    )
+                merged = IndexSchema({**current.vectors, field: spec})
+                conn.execute(
+                    "INSERT INTO meta VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (json.dumps(merged.to_json(), sort_keys=True),),
+                )
+            self._schema = merged
+            return merged
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,7 +153,10 @@ def train(
     load_images: ImageLoad | None = None,
     cache: FeatureCache | None = None,
     progress: Progress = _noop,
+    features: Mapping[str, np.ndarray] | None = None,
 ) -> TrainResult:
+    """``features``: the modalities' feature matrices, one row per product of ``products`` in
+    order (``ctir-es learn`` reads most of them from the index); computed here when None."""
     from ..encoders._torch import import_torch
 
     torch = import_torch()
@@ -170,10 +173,19 @@ def train(
 
     # -- frozen features, once (cached across runs) ----------------------------------------
     t0 = time.perf_counter()
-    feats, feature_stats = product_feature_matrices(
-        data.products, config.modalities, text_encoder=text_encoder, image_encoder=image_encoder,
-        load_images=load_images, cache=cache, progress=lambda stage, done, total: progress(
-            "features", {"stage": stage, "done": done, "total": total}))
+    if features is not None:
+        missing = [m for m in config.modalities if m not in features]
+        if missing or any(len(features[m]) != len(products) for m in config.modalities):
+            raise TrainingError(f"the given features lack {missing or 'rows'}: one row per product and modality")
+        row = {p.id: i for i, p in enumerate(products)}
+        keep = [row[p.id] for p in data.products]
+        feats = {m: np.asarray(features[m], dtype=np.float32)[keep] for m in config.modalities}
+        feature_stats = {m: {"given": len(keep)} for m in config.modalities}
+    else:
+        feats, feature_stats = product_feature_matrices(
+            data.products, config.modalities, text_encoder=text_encoder, image_encoder=image_encoder,
+            load_images=load_images, cache=cache, progress=lambda stage, done, total: progress(
+                "features", {"stage": stage, "done": done, "total": total}))
     x_all = np.concatenate([feats[m] for m in config.modalities], axis=1)
     nodes = sorted({n for i in range(len(data.products)) for n in data.candidates(i)})
     node_index = {n: j for j, n in enumerate(nodes)}

@@ -14,7 +14,8 @@ const VIEWS = ["results-view", "product-view", "audit-view"];
 const $ = (id) => document.getElementById(id);
 
 // What the grid shows now: a text/category search, an image upload, or "similar to".
-const state = { kind: "search", q: "", mode: "", fusion: "rrf", k: 24, offset: 0, file: null, productId: null,
+// fusion "": none sent, so the server uses the index's calibration (as `ctir-es query` does).
+const state = { kind: "search", q: "", mode: "", fusion: "", k: 24, offset: 0, file: null, productId: null,
                 back: null };
 
 function el(tag, props = {}, children = []) {
@@ -79,8 +80,9 @@ const percent = (x) => `${(100 * x).toFixed(1)}%`;
 const pathText = (path) => path.join(" › ");
 
 function params(extra) {
-  const p = new URLSearchParams({ k: String(state.k), offset: String(state.offset), fusion: state.fusion });
-  for (const [key, value] of Object.entries(extra || {})) if (value) p.set(key, value);
+  const p = new URLSearchParams({ k: String(state.k), offset: String(state.offset) });
+  // an explicit fusion overrides the calibration; none chosen: no parameter at all
+  for (const [key, value] of Object.entries({ fusion: state.fusion, ...(extra || {}) })) if (value) p.set(key, value);
   return p.toString();
 }
 

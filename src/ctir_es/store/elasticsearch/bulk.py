@@ -13,7 +13,10 @@ What is retried, and how (Elasticsearch 8.x, reference/8.15/docs-bulk.html):
   a pipeline failure, ...) is a per-document error: recorded by id with its reason, not retried.
 
 Every action is ``index`` with ``_id`` = product id, so sending a document again replaces it:
-a retry after a response that was lost on the way back can never make a duplicate.
+a retry after a response that was lost on the way back can never make a duplicate. Partial
+``update`` actions (vectors added in place, ``documents.vector_update_lines``) never create a
+document: one whose id is not in the index answers 404 ``document_missing_exception``, which
+is counted as missing (``BulkResult.missing``), neither written nor an error.
 When retries run out the writer raises ``BulkAborted``, which says what was written, what is
 still pending and why it stopped; the caller's checkpoint (recorded only after a chunk
 completed) tells a new run where to resume.
@@ -90,9 +93,11 @@ class BulkResult:
     retry_reasons: list[str] = field(default_factory=list)
     requests: int = 0
     written_ids: set[str] = field(default_factory=set)
+    missing: set[str] = field(default_factory=set)  # updates of ids not in the index (skipped)
 
     def merge(self, other: BulkResult) -> None:
         self.written += other.written
+        self.missing |= other.missing
         self.errors.update(other.errors)
         self.retries += other.retries
         self.retry_reasons += other.retry_reasons
@@ -172,6 +177,15 @@ def item_status(item: Mapping[str, Any]) -> tuple[int, str]:
     return status, f"{op} failed ({status}): {reason}"
 
 
+def item_missing(item: Mapping[str, Any]) -> bool:
+    """An ``update`` item of a document that is not in the index (404 ``document_missing_exception``)."""
+    op, info = next(iter(item.items()))
+    if op != "update" or not isinstance(info, Mapping) or info.get("status") != 404:
+        return False
+    error = info.get("error")
+    return isinstance(error, Mapping) and error.get("type") == "document_missing_exception"
+
+
 Send = Callable[[str], Mapping[str, Any]]
 
 
@@ -244,6 +258,8 @@ class BulkWriter:
                 elif status in RETRY_STATUSES:
                     again.append(line)
                     statuses.append(status)
+                elif item_missing(item):
+                    result.missing.add(line.id)
                 else:
                     result.errors[line.id] = self.scrub(reason)
             pending = again

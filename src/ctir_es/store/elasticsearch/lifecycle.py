@@ -11,7 +11,8 @@ index name and an ``IndexPlan`` (how new versions are built); none touches a sto
   or check the live index against the schema (dims, encoder ids) and add new vector fields.
   A name that is itself a version (``products-v4``) is created as a plain index with no
   alias: that is how an index for NEW encoders is filled beside the live one.
-- ``reindex``: next version with the current mapping (and optionally another ``index_options``
+- ``reindex``: next version with the current mapping (its schema's vector fields plus any
+  written in place and not in the schema yet; optionally another ``index_options``
   type or shard count), a verbatim copy (server-side ``_reindex`` where the cluster has the
   reindex module, else a client-side scroll + bulk), a ``_count`` check,
   then ONE atomic ``POST _aliases`` moving the alias. The old version is kept for rollback
@@ -27,6 +28,7 @@ reindex (reads are never interrupted).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +36,7 @@ import elasticsearch
 from elasticsearch import helpers
 
 from ...errors import ConfigError, SchemaMismatch, StoreError
-from ..base import IndexSchema
+from ..base import IndexSchema, VectorField
 from .bodies import aliases as bodies
 from .bodies import index as mapping
 from .session import EsSession, response_body
@@ -155,7 +157,11 @@ def mismatch_hint(session: EsSession, alias: str, live: Live) -> str:
 
 
 def _index_body(
-    session: EsSession, schema: IndexSchema, plan: IndexPlan, index_options: str | None = None
+    session: EsSession,
+    schema: IndexSchema,
+    plan: IndexPlan,
+    index_options: str | None = None,
+    unlisted: Mapping[str, VectorField] | None = None,
 ) -> dict[str, Any]:
     options = index_options or plan.index_options
     check_index_options(session, options)
@@ -168,6 +174,7 @@ def _index_body(
         shards=plan.shards,
         replicas=replicas,
         text_analyzer=new_index_analyzer(session),
+        unlisted=unlisted,
     )
 
 
@@ -440,7 +447,9 @@ def reindex(
     options = (
         index_options or mapping.index_options_from_mapping(live.mapping) or plan.index_options
     )
-    for name, vf in schema.vectors.items():
+    # vector fields written in place but not in the schema yet (VectorWriter) are mapped too
+    unlisted = mapping.unlisted_vector_fields(live.mapping)
+    for name, vf in {**schema.vectors, **unlisted}.items():
         mapping.vector_mapping(name, vf, options)  # e.g. bbq_hnsw needs >= 64 dims
     dest = bodies.versioned_name(
         alias, bodies.next_version(alias, versions(session, alias) + [source])
@@ -450,7 +459,7 @@ def reindex(
         shards if shards is not None else plan.shards,
         replicas if replicas is not None else plan.replicas,
     )
-    body = _index_body(session, schema, new_plan)
+    body = _index_body(session, schema, new_plan, unlisted=unlisted)
     session.call(
         f"creating index {dest!r}", lambda: session.client.indices.create(index=dest, **body)
     )

@@ -26,7 +26,7 @@ import elasticsearch
 import numpy as np
 from elasticsearch import Elasticsearch, helpers
 
-from ...errors import ConfigError, QueryError, StoreError
+from ...errors import ConfigError, QueryError, SchemaMismatch, StoreError
 from ...filters import Filter
 from ...schema import (
     LEXICAL_FIELDS,
@@ -35,11 +35,12 @@ from ...schema import (
     IndexSchema,
     LexicalQuery,
     StoredProduct,
+    VectorField,
     VectorQuery,
     WriteResult,
 )
 from ...vocabulary import CANDIDATE_DEPTH, LEXICAL_SOURCE
-from ..base import metadata_json
+from ..base import metadata_json, new_vectors
 from . import lifecycle
 from .bodies import documents, responses
 from .bodies import index as mapping
@@ -556,11 +557,16 @@ class ElasticsearchStore:
         return deleted
 
     def vectors(self, ids: Sequence[str], field: str) -> dict[str, np.ndarray]:
-        """The stored ``field`` vectors of ``ids`` (an id without one is absent)."""
+        """The stored ``field`` vectors of ``ids`` (an id without one is absent). ``field`` is
+        one of the schema, or one mapped by ``write_vectors`` and not in the schema yet."""
         wanted = list(dict.fromkeys(str(i) for i in ids))
         schema = self._schema()
-        if not wanted or schema is None or field not in schema.vectors:
+        if not wanted or schema is None:
             return {}
+        if field not in schema.vectors:
+            current = self._live_mapping()
+            if current is None or mapping.mapped_vector_field(current, field) is None:
+                return {}
 
         def mget() -> dict[str, np.ndarray]:
             try:
@@ -636,6 +642,152 @@ class ElasticsearchStore:
                 refresh=True,
             ),
         )
+
+    def _existing_index(self, doing: str) -> tuple[dict[str, Any], IndexSchema]:
+        """The live mapping (read now) and schema of a ctir-es index that exists."""
+        current = self._read_live()
+        if current is None:
+            raise StoreError(
+                f"index {self.index!r} does not exist: call setup(schema) (or `ctir-es es setup`) "
+                f"before {doing}"
+            )
+        schema = mapping.schema_from_mapping(current)
+        if schema is None:
+            raise SchemaMismatch(
+                f"index {self.index!r} was not created by ctir-es (its mapping has no _meta.ctir_es); "
+                f"not {doing}"
+            )
+        return current, schema
+
+    def write_vectors(
+        self,
+        field: str,
+        spec: VectorField,
+        vectors: Mapping[str, np.ndarray],
+        checkpoint: tuple[str, int] | None = None,
+    ) -> int:
+        """Set ``field``'s vector of the products in ``vectors`` by partial updates (ids not in
+        the index are skipped, never created); see ``store.base.VectorWriter``.
+
+        The ``dense_vector`` mapping of ``field`` is added first when absent (the index's own
+        ``index_options``), ``_meta`` left alone: ``schema()`` lists the field once
+        ``set_vector_field`` ran. Per chunk, one ``_mget`` reads which ids exist and the vector
+        fields they hold, then one ``_bulk`` of ``update`` actions sets the vector and adds the
+        field to ``vector_fields`` (through the bulk layer: chunks, retries, per-item triage).
+        The checkpoint is recorded after every vector was sent, as ``upsert`` does."""
+        ids, matrix = new_vectors(field, spec, vectors)  # no I/O: a bad vector writes nothing
+        current, schema = self._existing_index(f"writing {field!r} vectors")
+        options = mapping.index_options_from_mapping(current) or self.plan.index_options
+        body = mapping.add_vector_field_body(field, spec, options)  # checks the name and dims
+        listed = schema.vectors.get(field)
+        mapped = mapping.mapped_vector_field(current, field)
+        for what, known in (("the schema", listed), ("the mapping", mapped)):
+            if known is not None and known.dims != spec.dims:
+                raise SchemaMismatch(
+                    f"index {self.index!r}: vector field {field!r} has {known.dims} dims in {what}, "
+                    f"the vectors have {spec.dims}; nothing was written"
+                )
+        if mapped is None:
+            self.session.call(
+                f"adding vector field {field!r} to the mapping of {self.index!r}",
+                lambda: self.client.indices.put_mapping(index=self.index, **body),
+            )
+            self._read_live()
+        written = 0
+        if ids:
+            written = self._update_vectors(field, ids, matrix)
+            if self.refresh:
+                self._refresh()
+        if checkpoint is not None:
+            key, position = checkpoint
+            self._write_checkpoint(key, int(position))
+        return written
+
+    def _update_vectors(self, field: str, ids: list[str], matrix: np.ndarray) -> int:
+        dumps = self.client.transport.serializers.get_serializer("application/json").dumps
+
+        def encode(obj: Any) -> str:
+            data = dumps(obj)
+            return data.decode() if isinstance(data, bytes) else data
+
+        group = self.bulk_options.chunk_size
+
+        def lines() -> Iterator[BulkLine]:
+            for start in range(0, len(ids), group):
+                wanted = ids[start : start + group]
+                present = self._held_vector_fields(wanted)
+                updates = [
+                    (pid, matrix[start + i], present[pid])
+                    for i, pid in enumerate(wanted)
+                    if pid in present
+                ]
+                for pid, action, source in documents.vector_update_lines(
+                    updates, field, self.index, encode
+                ):
+                    yield BulkLine(pid, action, source)
+
+        try:
+            bulk = self.session.call(
+                f"writing {field!r} vectors into {self.index!r}", lambda: self._writer().write(lines())
+            )
+        except BulkAborted as exc:
+            if "Connection" not in str(exc) and "Timeout" not in str(exc):
+                raise
+            raise BulkAborted(
+                f"cannot reach Elasticsearch at {self.connection.redacted_url}: {exc}",
+                exc.result,
+                exc.pending,
+            ) from None
+        if bulk.errors:
+            shown = "; ".join(f"{pid}: {why}" for pid, why in list(bulk.errors.items())[:3])
+            raise StoreError(
+                f"writing {field!r} vectors into {self.index!r}: {len(bulk.errors)} product(s) "
+                f"failed ({bulk.written} written), e.g. {shown}"
+            )
+        return bulk.written
+
+    def _held_vector_fields(self, ids: list[str]) -> dict[str, list[str]]:
+        """``{id: vector fields it holds}`` of the ``ids`` in the index (one ``_mget``)."""
+        return documents.mget_vector_fields(
+            self.session.body(
+                f"reading the vector fields of {len(ids)} products",
+                lambda: self.client.mget(
+                    index=self.index, ids=ids, **documents.vector_fields_fetch_params()
+                ),
+            )
+        )
+
+    def set_vector_field(self, field: str, spec: VectorField) -> IndexSchema:
+        """Record ``field`` with ``spec`` in the mapping's ``_meta`` (the schema), replacing the
+        entry of that name, and map it if ``write_vectors`` did not. Elasticsearch cannot change
+        a mapped field's dims or similarity: those raise ``SchemaMismatch``."""
+        current, schema = self._existing_index(f"setting vector field {field!r}")
+        options = mapping.index_options_from_mapping(current) or self.plan.index_options
+        mapped = mapping.mapped_vector_field(current, field)
+        if mapped is not None and (mapped.dims, mapped.similarity) != (spec.dims, spec.similarity):
+            raise SchemaMismatch(
+                f"index {self.index!r} maps vector field {field!r} with {mapped.dims} dims "
+                f"({mapped.similarity}), not {spec.dims} ({spec.similarity}); Elasticsearch cannot "
+                "change a mapped field: write the new vectors to another field, or build a new "
+                "index version with the new encoders and swap it in (`ctir-es es swap`)"
+            )
+        body = mapping.set_vector_field_body(
+            schema,
+            field,
+            spec,
+            options,
+            mapping.text_analyzer_from_mapping(current),
+            mapping.mapping_version_from_mapping(current) or 1,
+            add_property=mapped is None,
+        )
+        self.session.call(
+            f"setting vector field {field!r} of {self.index!r}",
+            lambda: self.client.indices.put_mapping(
+                index=self.index, properties=body.get("properties"), meta=body["_meta"]
+            ),
+        )
+        self._read_live()
+        return mapping.replaced_schema(schema, field, spec)
 
     # -------------------------------------------------------- beyond the protocol: cluster facts
 

@@ -295,6 +295,46 @@ def mget_vectors(response: Mapping[str, Any], field: str) -> dict[str, np.ndarra
     return out
 
 
+def vector_fields_fetch_params() -> dict[str, Any]:
+    """``_mget`` parameters that return only the list of vector fields a product holds."""
+    return {"source_includes": [VECTOR_FIELDS_FIELD]}
+
+
+def mget_vector_fields(response: Mapping[str, Any]) -> dict[str, list[str]]:
+    """``{id: vector fields it holds}`` of the found documents (missing ids are left out)."""
+    out: dict[str, list[str]] = {}
+    for doc in response.get("docs", []):
+        if doc.get("found"):
+            held = (doc.get("_source") or {}).get(VECTOR_FIELDS_FIELD) or []
+            out[str(doc["_id"])] = [str(f) for f in (held if isinstance(held, list) else [held])]
+    return out
+
+
+# an update reads, changes and writes the document: a concurrent write of the same product
+# between the two is a version conflict (409), which Elasticsearch retries itself this often
+UPDATE_RETRY_ON_CONFLICT = 3
+
+
+def vector_update_lines(
+    updates: Iterable[tuple[str, Any, Sequence[str]]],
+    field: str,
+    index: str,
+    dumps: Callable[[Any], str] | None = None,
+) -> list[tuple[str, str, str]]:
+    """``(id, action line, source line)`` per ``(id, vector, vector fields it holds now)``: a
+    partial ``update`` setting ``field`` and adding it to ``vector_fields``. No ``upsert`` and
+    no ``doc_as_upsert``: an id that is not in the index answers 404 ``document_missing_exception``
+    and is skipped, never created. Searched text, category fields and ``ingested_at`` are
+    left as they are."""
+    encode = dumps or (lambda obj: json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+    out = []
+    for pid, vector, held in updates:
+        action = {"update": {"_index": index, "_id": pid, "retry_on_conflict": UPDATE_RETRY_ON_CONFLICT}}
+        doc = {field: vector_list(vector), VECTOR_FIELDS_FIELD: sorted({*held, field})}
+        out.append((pid, encode(action), encode({"doc": doc})))
+    return out
+
+
 def delete_operations(ids: Sequence[str], index: str) -> list[dict[str, Any]]:
     """``_bulk`` delete actions by id (``_delete_by_query`` lives in the reindex module, which
     not every distribution has; a bulk delete works on every cluster)."""

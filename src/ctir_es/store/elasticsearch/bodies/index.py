@@ -247,11 +247,17 @@ def mappings(
     schema: IndexSchema,
     index_options: str = DEFAULT_INDEX_OPTIONS,
     text_analyzer: str = TEXT_ANALYZER,
+    unlisted: Mapping[str, VectorField] | None = None,
 ) -> dict[str, Any]:
-    """Mappings for ``schema``: product fields plus one ``dense_vector`` per vector field."""
+    """Mappings for ``schema``: product fields plus one ``dense_vector`` per vector field.
+    ``unlisted`` vector fields are mapped too but left out of ``_meta`` (see
+    ``unlisted_vector_fields``)."""
     properties = product_properties(text_analyzer)
     for name, field in schema.vectors.items():
         properties[name] = vector_mapping(name, field, index_options)
+    for name, field in (unlisted or {}).items():
+        if name not in schema.vectors:
+            properties[name] = vector_mapping(name, field, index_options)
     return {
         "dynamic": "strict",
         "dynamic_templates": dynamic_templates(),
@@ -267,18 +273,20 @@ def index_body(
     shards: int = 1,
     replicas: int | None = None,
     text_analyzer: str = TEXT_ANALYZER,
+    unlisted: Mapping[str, VectorField] | None = None,
 ) -> dict[str, Any]:
     """The create-index body (``settings`` + ``mappings``).
 
     One shard by default: kNN gathers ``num_candidates`` per shard, and a product catalogue
     of up to a few million items fits one shard. ``replicas=None`` keeps the cluster default.
+    ``unlisted``: vector fields mapped but not (yet) in the schema (a reindex keeps them).
     """
     index: dict[str, Any] = {"number_of_shards": shards}
     if replicas is not None:
         index["number_of_replicas"] = replicas
     return {
         "settings": {"index": index},
-        "mappings": mappings(schema, index_options, text_analyzer),
+        "mappings": mappings(schema, index_options, text_analyzer, unlisted),
     }
 
 
@@ -330,6 +338,79 @@ def merged_schema(existing: IndexSchema, wanted: IndexSchema) -> IndexSchema:
     for name, field in wanted.vectors.items():
         vectors.setdefault(name, field)
     return IndexSchema(vectors)
+
+
+# ---------------------------------------------------------------- vector fields added in place
+# ``VectorWriter`` (store.base): a new vector field is first mapped (``add_vector_field_body``)
+# and filled by partial updates (``documents.vector_update_lines``) while ``_meta`` does not
+# list it yet; ``set_vector_field_body`` then records it in ``_meta`` (the schema in force).
+
+
+def _properties(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    body = mapping.get("mappings", mapping)
+    properties = body.get("properties") if isinstance(body, Mapping) else None
+    return properties if isinstance(properties, Mapping) else {}
+
+
+def mapped_vector_field(mapping: Mapping[str, Any], name: str) -> VectorField | None:
+    """The ``dense_vector`` property ``name`` of a GET-mapping body (dims and similarity; no
+    encoder manifest), or None when it is not mapped as one."""
+    prop = _properties(mapping).get(name)
+    if not isinstance(prop, Mapping) or prop.get("type") != "dense_vector" or prop.get("dims") is None:
+        return None
+    return VectorField(int(prop["dims"]), str(prop.get("similarity", "cosine")))
+
+
+def unlisted_vector_fields(mapping: Mapping[str, Any]) -> dict[str, VectorField]:
+    """Vector fields in the mapping that ``_meta`` does not list (written in place, waiting
+    for ``set_vector_field``): a new index version must map them too, or copying documents
+    that hold them fails (``dynamic: strict``)."""
+    schema = schema_from_mapping(mapping)
+    listed = schema.vectors if schema is not None else {}
+    out: dict[str, VectorField] = {}
+    for name in sorted(_properties(mapping)):
+        if name not in listed and name not in RESERVED_FIELDS:
+            field = mapped_vector_field(mapping, name)
+            if field is not None:
+                out[name] = field
+    return out
+
+
+def add_vector_field_body(
+    name: str, field: VectorField, index_options: str = DEFAULT_INDEX_OPTIONS
+) -> dict[str, Any]:
+    """``PUT {index}/_mapping`` adding one ``dense_vector`` field, ``_meta`` left as it is (so
+    the schema does not list the field yet)."""
+    return {"properties": {name: vector_mapping(name, field, index_options)}}
+
+
+def replaced_schema(existing: IndexSchema, name: str, field: VectorField) -> IndexSchema:
+    """``existing`` with ``name`` set to ``field`` (in place when present, else appended)."""
+    return IndexSchema({**existing.vectors, name: field})
+
+
+def set_vector_field_body(
+    schema: IndexSchema,
+    name: str,
+    field: VectorField,
+    index_options: str = DEFAULT_INDEX_OPTIONS,
+    text_analyzer: str = TEXT_ANALYZER,
+    mapping_version: int = MAPPING_VERSION,
+    *,
+    add_property: bool = True,
+) -> dict[str, Any]:
+    """``PUT {index}/_mapping`` recording ``name`` with ``field`` in ``_meta`` (``schema`` is
+    the index's schema before; ``_meta`` is replaced whole, so the index's own options,
+    analyser and mapping version are passed), plus its ``dense_vector`` property unless the
+    index maps it already (``add_property=False``: dims and similarity cannot change)."""
+    body: dict[str, Any] = {}
+    prop = vector_mapping(name, field, index_options)
+    if add_property:
+        body["properties"] = {name: prop}
+    body["_meta"] = meta(
+        replaced_schema(schema, name, field), index_options, text_analyzer, mapping_version
+    )
+    return body
 
 
 def meta_index_properties() -> dict[str, Any]:
