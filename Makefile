@@ -1,5 +1,5 @@
 # Two set-up commands for a fresh machine (see README):
-#   make demo   - install, ingest the bundled sample into the embedded store, run a category query
+#   make demo   - install, ingest the bundled sample into the embedded store, learn, run a category query
 #   make test   - install with the test extras and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,8 +26,11 @@ install-test: $(BIN)/python
 	$(PIP_INSTALL) torch==2.13.0
 	$(PIP_INSTALL) -e ".[train,test]"
 
+# learn: measured on the sample, it wins (P@10 16.9 vs 15.5 on held-out products) in ~40 s on
+# 2 cores, so the demo serves what a shop would (docs/learning.md)
 demo: install
 	$(BIN)/ctir-es ingest sample --store $(STORE)
+	$(BIN)/ctir-es learn --store $(STORE)
 	$(BIN)/ctir-es query "Kitchen & Dining > Cookware" --store $(STORE)
 	@echo
 	@echo "Next, in this shell:  . $(BIN)/activate && export CTIR_ES_STORE=$(STORE)"

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from ..ingest.pipeline import IngestOptions
 from ..ingest.report import IngestReport
 from ..ingest.run import ingest_catalogue, load_encoders
+from ..learn.hint import learn_hint
 from ..store.open import open_store
 from .main import cli, settings_from, store_options, with_options
 from .render import print_report
@@ -75,12 +76,15 @@ def _run(ctx: click.Context, kind: str, source: Path | None, *, market: str | No
     store = open_store(settings)
     try:
         count = store.count()
+        hint = learn_hint(store) if report.indexed else None
     finally:
         store.close()
     if opts["as_json"]:
-        click.echo(json.dumps({**report.to_json(), "store_count": count}, ensure_ascii=False))
+        click.echo(json.dumps({**report.to_json(), "store_count": count, "learn_hint": hint}, ensure_ascii=False))
     else:
         print_report(report, err, count)
+        if hint:
+            err.print(hint, style="cyan", highlight=False, markup=False)
     if report.indexed == 0 and report.skipped_resumed == 0:
         raise click.ClickException("nothing could be indexed")
 
