@@ -168,7 +168,7 @@ def test_kill_9_while_writing_then_learn_resumes(sample: tuple[Search, Settings]
     written_before = _job_checkpoint(settings.store)
     assert 20 <= written_before < 280
 
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["resumed"] and report["written"] == 280 - written_before  # no retraining, no rewrite
