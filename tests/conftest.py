@@ -126,8 +126,7 @@ def _find_flipkart() -> Path | None:
     import os
 
     candidates = [os.environ.get("CTIR_ES_FLIPKART_DIR"),
-                  Path(__file__).resolve().parents[2] / "shared/datasets/flipkart-1050",
-                  "/work/shared/datasets/flipkart-1050"]
+                  Path(__file__).resolve().parents[2] / "shared/datasets/flipkart-1050"]
     for c in candidates:
         if c and (Path(c) / "products.csv").is_file():
             return Path(c)

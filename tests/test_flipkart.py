@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import FLIPKART_DIR
 
 from ctir_es.errors import SourceError
 from ctir_es.ingest.readers import read_flipkart
@@ -19,8 +20,10 @@ from ctir_es.ingest.readers.flipkart import (
 )
 from ctir_es.ingest.report import IngestReport
 
-DATASET = Path("/work/shared/datasets/flipkart-1050")
-needs_dataset = pytest.mark.skipif(not DATASET.is_dir(), reason=f"{DATASET} not present")
+# found beside the repository (../shared/datasets/flipkart-1050) or at $CTIR_ES_FLIPKART_DIR
+DATASET = FLIPKART_DIR or Path("../shared/datasets/flipkart-1050")
+needs_dataset = pytest.mark.skipif(FLIPKART_DIR is None, reason=f"flipkart-1050 not found: set CTIR_ES_FLIPKART_DIR "
+                                                                  f"or put it at {DATASET}")
 
 COLUMNS = [
     "uniq_id",
