@@ -261,6 +261,20 @@ class ElasticsearchStore:
             "refreshing the index", lambda: self.client.indices.refresh(index=self.index)
         )
 
+    def _bulk(self, what: str, lines: Any) -> Any:
+        """Send bulk ``lines`` through the session; an abort on a lost connection names the
+        (redacted) cluster URL."""
+        try:
+            return self.session.call(what, lambda: self._writer().write(lines))
+        except BulkAborted as exc:
+            if "Connection" not in str(exc) and "Timeout" not in str(exc):
+                raise
+            raise BulkAborted(
+                f"cannot reach Elasticsearch at {self.connection.redacted_url}: {exc}",
+                exc.result,
+                exc.pending,
+            ) from None
+
     def upsert(
         self, docs: Sequence[Document], checkpoint: tuple[str, int] | None = None
     ) -> WriteResult:
@@ -274,18 +288,7 @@ class ElasticsearchStore:
         lines = list(self._lines(enumerate(docs, 1), schema, errors))
         result = WriteResult(errors=errors)
         if lines:
-            try:
-                bulk = self.session.call(
-                    f"bulk indexing into {self.index!r}", lambda: self._writer().write(lines)
-                )
-            except BulkAborted as exc:
-                if "Connection" not in str(exc) and "Timeout" not in str(exc):
-                    raise
-                raise BulkAborted(
-                    f"cannot reach Elasticsearch at {self.connection.redacted_url}: {exc}",
-                    exc.result,
-                    exc.pending,
-                ) from None
+            bulk = self._bulk(f"bulk indexing into {self.index!r}", lines)
             result.written = bulk.written
             result.errors.update(bulk.errors)
             if self.refresh:
@@ -726,18 +729,7 @@ class ElasticsearchStore:
                 ):
                     yield BulkLine(pid, action, source)
 
-        try:
-            bulk = self.session.call(
-                f"writing {field!r} vectors into {self.index!r}", lambda: self._writer().write(lines())
-            )
-        except BulkAborted as exc:
-            if "Connection" not in str(exc) and "Timeout" not in str(exc):
-                raise
-            raise BulkAborted(
-                f"cannot reach Elasticsearch at {self.connection.redacted_url}: {exc}",
-                exc.result,
-                exc.pending,
-            ) from None
+        bulk = self._bulk(f"writing {field!r} vectors into {self.index!r}", lines())
         if bulk.errors:
             shown = "; ".join(f"{pid}: {why}" for pid, why in list(bulk.errors.items())[:3])
             raise StoreError(
