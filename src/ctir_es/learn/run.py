@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..calibrate import CalibrationConfig, choose, held_out_slices, measure
+from ..calibrate import CalibrationConfig, choose, measure
 from ..config import Settings
 from ..errors import StoreError
+from ..learned import LEARNED_KEY, SEEN_FILE
 from ..products import CategoryPath, Product, format_category_path, path_prefixes
 from ..ranking.calibration import Calibration, encoder_ids, save_calibration, served_fusion
 from ..ranking.plan import SOURCE_WEIGHTS
@@ -53,9 +54,7 @@ from .fill import JOB_KEY, fill_vectors
 if TYPE_CHECKING:
     from ..search import Search
 
-LEARNED_KEY = "learned-model"
 ATTEMPT_KEY = "learned-model.last-attempt"
-SEEN_FILE = "seen_categories.json"
 MIN_LABELLED = 50  # categorised products below which there is nothing to learn from
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -295,7 +294,7 @@ def _compare(search: Search, config: LearnConfig, model: Any, vectors: Mapping[s
     query_cmp = compare.compare_queries(measured, before, (after_cal.method, after_cal.weights), seen)
 
     say("stage", {"stage": "categorize before and after"})
-    tune_products, report_products, _ = held_out_slices(search.store, config.calibration())
+    tune_products, report_products = measured.tune.products, measured.report.products  # read once, by measure
     old = search.categorizer()
     new = Categorizer(search.store, vector_fields=[*schema.vectors, CLIP_ITA_VECTOR], text_encoder=search.text_encoder,
                       image_encoder=search.image_encoder, category_encoder=model, labels=old.labels)
