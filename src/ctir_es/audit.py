@@ -104,14 +104,14 @@ def audit_products(
     *,
     depth: int = DEFAULT_DEPTH,
     neighbours: int = 30,
-    weights: Mapping[str, float] | None = None,
+    weights: Mapping[str, float] | core.SignalWeights | None = None,
     voters: Sequence[Filter] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> list[AuditEntry]:
     """Every product with a category, judged by the others; most suspicious first."""
     from .categorize.engine import DEFAULT_WEIGHTS
 
-    used = {**DEFAULT_WEIGHTS, **(weights or {})}
+    used = core.SignalWeights.of(weights, DEFAULT_WEIGHTS)
     out = []
     todo = [p for p in products if p.categories]
     for n, p in enumerate(todo, start=1):

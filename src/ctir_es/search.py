@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from .audit import AuditReport
     from .categories import CategoryNode
     from .categorize import Categorizer, Evidence, Suggestion
+    from .categorize.core import SignalWeights
     from .ingest.pipeline import IngestOptions
     from .ingest.report import IngestReport
     from .products import Product
@@ -92,7 +93,7 @@ class Search:
         self.category_encoder = category_encoder  # CLIP-ITA: category queries against clip_ita vectors
         self._schema: IndexSchema | None = None
         self._categorizer: Categorizer | None = None
-        self._category_weights: dict[str, float] | None = None
+        self._category_weights: SignalWeights | None = None
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, allow_missing_model: bool = False) -> Search:
@@ -436,14 +437,15 @@ class Search:
             )
         return self._categorizer
 
-    def category_weights(self) -> Mapping[str, float]:
-        """The fusion weights of the categorization signals: tuned on this catalogue by
-        ``ctir-es learn`` when the index holds them, else the measured defaults."""
+    def category_weights(self) -> SignalWeights:
+        """The fusion weights of the categorization signals (per level of the tree): tuned on
+        this catalogue by ``ctir-es learn`` when the index holds them, else the measured defaults."""
+        from .categorize.core import SignalWeights
         from .categorize.engine import DEFAULT_WEIGHTS
         from .categorize.served import served_weights
 
         if self._category_weights is None:
-            self._category_weights = served_weights(self.store, self.schema) or dict(DEFAULT_WEIGHTS)
+            self._category_weights = served_weights(self.store, self.schema) or SignalWeights(dict(DEFAULT_WEIGHTS))
         return self._category_weights
 
     def _stored_evidence(self, stored: StoredProduct) -> Evidence:

@@ -98,10 +98,45 @@ def label_vote(labels: Sequence[CategoryPath], similarities: np.ndarray, tempera
     return vote([((labels[i],), float(sims[i])) for i in order], temperature)
 
 
-def fuse(signals: Mapping[str, Scores], weights: Mapping[str, float] | None = None) -> Scores:
-    """Weighted mean of the signals' node scores over the signals that voted (non-empty)."""
+@dataclass(frozen=True)
+class SignalWeights:
+    """The signals' fusion weights: one set for every level, or a set per level of the tree
+    (``ctir-es learn`` tunes them per level, because the signal that is best differs by level:
+    a trained category head is strongest on leaves, the kNN votes on roots)."""
+
+    default: Mapping[str, float]
+    levels: Mapping[int, Mapping[str, float]] = field(default_factory=dict)
+
+    def at(self, level: int) -> Mapping[str, float]:
+        return self.levels.get(level, self.default)
+
+    @classmethod
+    def of(cls, weights: Mapping[str, float] | SignalWeights | None, base: Mapping[str, float] | None = None
+           ) -> SignalWeights:
+        """``weights`` over ``base`` (names ``weights`` omits keep their ``base`` weight)."""
+        given = weights if isinstance(weights, SignalWeights) else cls(dict(weights or {}))
+        under = dict(base or {})
+        return cls({**under, **given.default}, {lv: {**under, **w} for lv, w in given.levels.items()})
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> SignalWeights:
+        """``to_json``'s form, or a flat ``{signal: weight}`` (one set for every level)."""
+        if "default" not in raw:
+            return cls({str(k): float(v) for k, v in raw.items()})
+        return cls({str(k): float(v) for k, v in dict(raw["default"]).items()},
+                   {int(lv): {str(k): float(v) for k, v in dict(w).items()}
+                    for lv, w in dict(raw.get("levels") or {}).items()})
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"default": dict(self.default)}
+        if self.levels:
+            out["levels"] = {str(lv): dict(w) for lv, w in sorted(self.levels.items())}
+        return out
+
+
+def _fuse_one(signals: Mapping[str, Scores], weights: Mapping[str, float], level: int | None) -> Scores:
     voted = {name: s for name, s in signals.items() if s}
-    w = {name: float((weights or {}).get(name, 1.0)) for name in voted}
+    w = {name: float(weights.get(name, 1.0)) for name in voted}
     w = {name: v for name, v in w.items() if v > 0}
     total = sum(w.values())
     if total <= 0:
@@ -109,7 +144,21 @@ def fuse(signals: Mapping[str, Scores], weights: Mapping[str, float] | None = No
     out: Scores = {}
     for name, weight in w.items():
         for node, score in voted[name].items():
-            out[node] = out.get(node, 0.0) + weight * score / total
+            if level is None or len(node) == level:
+                out[node] = out.get(node, 0.0) + weight * score / total
+    return out
+
+
+def fuse(signals: Mapping[str, Scores], weights: Mapping[str, float] | SignalWeights | None = None) -> Scores:
+    """Weighted mean of the signals' node scores over the signals that voted (non-empty); with
+    per-level weights, each level's nodes are fused with that level's weights."""
+    if not isinstance(weights, SignalWeights) or not weights.levels:
+        default = weights.default if isinstance(weights, SignalWeights) else (weights or {})
+        return _fuse_one(signals, default, None)
+    depths = {len(node) for s in signals.values() for node in s}
+    out: Scores = {}
+    for level in sorted(depths):
+        out.update(_fuse_one(signals, weights.at(level), level))
     return out
 
 
@@ -195,7 +244,7 @@ class Suggestion:
 def suggestion(
     query: str,
     signals: Mapping[str, tuple[Scores, dict[CategoryPath, int]]],
-    weights: Mapping[str, float],
+    weights: Mapping[str, float] | SignalWeights,
     *,
     k: int = 5,
     depth: int | None = 3,

@@ -201,14 +201,15 @@ class Categorizer:
         neighbours: int = DEFAULT_NEIGHBOURS,
         voters: Sequence[Filter] = (),
         only: Sequence[str] | None = None,
-        weights: Mapping[str, float] | None = None,
+        weights: Mapping[str, float] | core.SignalWeights | None = None,
     ) -> core.Suggestion:
         results = self.signals(evidence, neighbours=neighbours, voters=voters, only=only)
-        used = {**DEFAULT_WEIGHTS, **(weights or {})}
-        bad = [n for n, w in used.items() if not (w >= 0 and np.isfinite(w))]
+        used = core.SignalWeights.of(weights, DEFAULT_WEIGHTS)
+        bad = [n for ws in (used.default, *used.levels.values()) for n, w in ws.items()
+               if not (w >= 0 and np.isfinite(w))]
         if bad:
             raise QueryError(f"signal weight of {bad[0]} must be a finite number >= 0")
-        reports = [core.SignalReport(n, r.voters, used.get(n, 1.0) if r.scores else 0.0, r.note)
+        reports = [core.SignalReport(n, r.voters, used.default.get(n, 1.0) if r.scores else 0.0, r.note)
                    for n, r in results.items()]
         return core.suggestion(evidence.label, {n: (r.scores, r.support) for n, r in results.items()},
                                used, k=k, depth=depth, reports=reports)

@@ -148,21 +148,21 @@ def signal_scores(categorizer: Categorizer, evidence: Mapping[str, Evidence], on
     return out
 
 
-def accuracy(signals: Mapping[str, Mapping[str, core.Scores]], weights: Mapping[str, float],
+def accuracy(signals: Mapping[str, Mapping[str, core.Scores]], weights: Mapping[str, float] | core.SignalWeights,
              products: Mapping[str, Product], seen: set[CategoryPath]) -> dict[str, Any]:
-    names = [n for n in signals if weights.get(n, 0.0) > 0]
-    fused = {pid: core.fuse({n: signals[n].get(pid, {}) for n in names}, {n: weights[n] for n in names})
-             for pid in products}
+    used = core.SignalWeights.of(weights)
+    names = [n for n in signals if any(ws.get(n, 0.0) > 0 for ws in (used.default, *used.levels.values()))]
+    fused = {pid: core.fuse({n: signals[n].get(pid, {}) for n in names}, used) for pid in products}
     return categorize_measure(fused, products, LEVELS, seen)
 
 
-def tune_signal_weights(signals: Mapping[str, Mapping[str, core.Scores]], products: Mapping[str, Product],
-                        start: Mapping[str, float]) -> dict[str, float]:
-    """Coordinate ascent over ``SIGNAL_GRID`` per signal from ``start`` on mean top-1 accuracy
-    (levels 1-3); ties keep the earlier weights."""
+def _ascend(signals: Mapping[str, Mapping[str, core.Scores]], products: Mapping[str, Product],
+            start: Mapping[str, float], score_of: Callable[[Mapping[str, Any]], float]) -> tuple[dict[str, float], float]:
+    """Coordinate ascent over ``SIGNAL_GRID`` per signal from ``start``; ties keep the earlier
+    weights."""
     names = sorted(signals)
     best = {n: float(start.get(n, 1.0)) for n in names}
-    best_score = headline(accuracy(signals, best, products, set()), LEVELS)
+    best_score = score_of(accuracy(signals, best, products, set()))
     for _round in range(3):
         improved = False
         for name in names:
@@ -170,29 +170,55 @@ def tune_signal_weights(signals: Mapping[str, Mapping[str, core.Scores]], produc
                 trial = {**best, name: g}
                 if not any(trial.values()):
                     continue
-                score = headline(accuracy(signals, trial, products, set()), LEVELS)
+                score = score_of(accuracy(signals, trial, products, set()))
                 if score > best_score + 1e-12:
                     best, best_score, improved = trial, score, True
         if not improved:
             break
-    return best
+    return best, best_score
+
+
+def tune_signal_weights(signals: Mapping[str, Mapping[str, core.Scores]], products: Mapping[str, Product],
+                        start: Mapping[str, float], served: Mapping[str, float] | None = None) -> core.SignalWeights:
+    """One set of weights for mean top-1 accuracy over levels 1-3 (coordinate ascent from
+    ``start``), then per level: the level's own ascent from that set, today's ``served`` weights,
+    or a signal alone, when it is more accurate at that level on these products (ties keep the
+    shared set)."""
+    shared, _ = _ascend(signals, products, start, lambda result: headline(result, LEVELS))
+    fixed = [{n: (1.0 if n == name else 0.0) for n in signals} for name in sorted(signals)]
+    if served:
+        fixed.append({n: float(served.get(n, 0.0)) for n in signals})
+    levels: dict[int, dict[str, float]] = {}
+    for level in LEVELS:
+        def top1(result: Mapping[str, Any], level: int = level) -> float:
+            entry = result["levels"].get(level)
+            return float(entry["top1"]) if entry else 0.0
+
+        candidates = [(top1(accuracy(signals, shared, products, set())), 2, shared)]
+        tuned, tuned_score = _ascend(signals, products, shared, top1)
+        candidates.append((tuned_score, 1, tuned))
+        candidates += [(top1(accuracy(signals, ws, products, set())), 0, ws) for ws in fixed if any(ws.values())]
+        _, _, chosen = max(candidates, key=lambda c: (round(c[0], 12), c[1]))
+        if chosen is not shared:
+            levels[level] = chosen
+    return core.SignalWeights(shared, levels)
 
 
 @dataclass
 class CategorizeComparison:
     per_level: dict[str, dict[str, float]]  # system -> level -> top-1
-    weights_before: dict[str, float]
-    weights_after: dict[str, float]
+    weights_before: core.SignalWeights
+    weights_after: core.SignalWeights
     products: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"top1_per_level": self.per_level, "weights_before": self.weights_before,
-                "weights_after": self.weights_after, "products": self.products}
+        return {"top1_per_level": self.per_level, "weights_before": self.weights_before.to_json(),
+                "weights_after": self.weights_after.to_json(), "products": self.products}
 
 
 def compare_categorize(
     before: Categorizer, after: Categorizer, store: Any, tune: Sequence[Product], report: Sequence[Product],
-    model_vectors: Mapping[str, np.ndarray], served_weights: Mapping[str, float], seen: set[CategoryPath],
+    model_vectors: Mapping[str, np.ndarray], served_weights: core.SignalWeights, seen: set[CategoryPath],
     limit: int = CATEGORIZE_PRODUCTS,
 ) -> CategorizeComparison:
     fields = [f for f in (TITLE_VECTOR, IMAGE_VECTOR, CLIP_ITA_VECTOR) if f in before.vector_fields]
@@ -208,8 +234,9 @@ def compare_categorize(
                **signal_scores(after, evidence, only=["clip_ita"])}
         scores[name] = (old, new)
     by_id = {name: {p.id: p for p in products} for name, products in slices.items()}
-    served = {n: float(served_weights.get(n, DEFAULT_WEIGHTS.get(n, 1.0))) for n in scores["report"][0]}
-    tuned = tune_signal_weights(scores["tune"][1], by_id["tune"], {**served, "clip_ita": 1.0})
+    served = core.SignalWeights.of(served_weights, DEFAULT_WEIGHTS)
+    tuned = tune_signal_weights(scores["tune"][1], by_id["tune"], {**served.default, "clip_ita": 1.0},
+                                {**served.default, "clip_ita": 0.0})
     rep_old, rep_new = scores["report"]
     per_level: dict[str, dict[str, float]] = {}
 

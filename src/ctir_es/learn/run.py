@@ -212,7 +212,7 @@ def learn(search: Search, settings: Settings, config: LearnConfig | None = None,
     after_cal = Calibration.from_json({**after_cal.to_json(), "encoders": encoder_ids(new_schema)})
     job = {"model": report.model, "path": report.path, "spec": spec.to_json(),
            "calibration": after_cal.to_json(),
-           "categorize": {"weights": categorize_cmp.weights_after, "per_level": categorize_cmp.per_level},
+           "categorize": {"weights": categorize_cmp.weights_after.to_json(), "per_level": categorize_cmp.per_level},
            "learned": _learned_record(report, products, labelled, seen, head),
            "report": report.to_json()}
     store.put_metadata(JOB_KEY, job)
@@ -326,6 +326,7 @@ def _learned_record(report: LearnReport, products: Sequence[Product], labelled: 
 def _finish(search: Search, job: Mapping[str, Any]) -> None:
     """After every vector is written: the schema names the model, then the calibrations and the
     record; the job record goes last (a kill before it resumes here, harmlessly)."""
+    from ..categorize.core import SignalWeights
     from ..categorize.served import save_weights
 
     store = search.store
@@ -333,7 +334,7 @@ def _finish(search: Search, job: Mapping[str, Any]) -> None:
     spec = VectorField.from_json(job["spec"])
     schema = store.set_vector_field(CLIP_ITA_VECTOR, spec)
     save_calibration(store, Calibration.from_json(job["calibration"]))
-    save_weights(store, schema, job["categorize"]["weights"], {"top1_per_level": job["categorize"]["per_level"]})
+    save_weights(store, schema, SignalWeights.from_json(job["categorize"]["weights"]), {"top1_per_level": job["categorize"]["per_level"]})
     store.put_metadata(LEARNED_KEY, job["learned"])
     store.put_metadata(JOB_KEY, {"done": True})  # the store keeps no delete of metadata: mark it done
 
