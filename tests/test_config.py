@@ -51,3 +51,12 @@ def test_vector_index_reaches_the_embedded_store(tmp_path: Path) -> None:
     s = load_settings(env={"CTIR_ES_VECTOR_INDEX": "sq8", "CTIR_ES_STORE": str(tmp_path / "s.db")},
                       config_file=tmp_path / "absent.toml")
     assert open_store(s).vector_index == "sq8"  # type: ignore[attr-defined]
+
+
+def test_models_dir_from_the_config_file_reaches_the_encoders(tmp_path: Path) -> None:
+    from ctir_es.encoders.registry import EncoderConfig
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'models_dir = "{(tmp_path / "mine").as_posix()}"\n')
+    s = load_settings(env={}, config_file=cfg)
+    assert EncoderConfig.from_settings(s).resolved_models_dir == tmp_path / "mine"

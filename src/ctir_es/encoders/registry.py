@@ -111,6 +111,7 @@ class EncoderConfig:
             clip_weights=settings.clip_weights,
             text_batch_size=settings.batch_size,
             cache_dir=settings.cache_dir,
+            models_dir=settings.models_dir,  # None: $CTIR_ES_MODELS_DIR or <cache_dir>/models
             backend=str(getattr(settings, "backend", None) or backend_from_env()).lower(),
         )
         return replace(cfg, **overrides)
