@@ -34,23 +34,34 @@ limit_options = with_options([click.option(flag, type=kind, default=default, sho
               type=click.Path(file_okay=False, path_type=Path),
               help="Serve local catalogue images only from DIR (repeatable). "
                    "Default: the directories of the indexed products' image files.")
+@click.option("--learn", "learn_too", is_flag=True,
+              help="Also run `ctir-es learn` in the background: queries are answered meanwhile, GET /health "
+                   "shows its progress, and a model that wins is served as soon as it is written.")
+@click.option("--learn-epochs", type=click.IntRange(1, 1000), default=30, hidden=True,
+              help="Training epochs of --learn (tests keep it short).")
+@click.option("--learn-force", is_flag=True, hidden=True, help="--learn keeps the model even when it does not win.")
 @limit_options
 @store_options
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...], timeout: float,
-          max_upload_mb: float, header_timeout: float, body_timeout: float, keep_alive: float,
-          max_connections: int, max_pending: int, store: Path | None, es_url: str | None) -> None:
+def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...], learn_too: bool,
+          learn_epochs: int, learn_force: bool, timeout: float, max_upload_mb: float, header_timeout: float,
+          body_timeout: float, keep_alive: float, max_connections: int, max_pending: int, store: Path | None,
+          es_url: str | None) -> None:
     """Serve the HTTP API (/search, /products, /categories, /categorize, ...) and a web page.
 
     Open http://127.0.0.1:8000/ for the page; the OpenAPI schema is at /openapi.json.
     One process, one event loop (h11), with connection-level guards against idle and slow
     clients: see docs/reliability.md ("HTTP service under hostile clients").
+
+    With --learn, `ctir-es learn` runs in the background on its own connection to the store;
+    a kept model replaces the serving index handle without a restart.
     """
     try:
         import uvicorn
 
         from ..service import Limits, create_app
         from ..service.files import derive_image_roots, normalise_roots
+        from ..service.learning import STOP_GRACE, BackgroundLearn
         from ..service.protocol import ConnectionLimits, protocol_class
     except ImportError as exc:  # pragma: no cover - runtime dependencies
         raise MissingExtraError(f"the service needs {exc.name}: pip install fastapi uvicorn python-multipart") from None
@@ -59,6 +70,8 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
     # a missing CLIP-ITA model folder does not keep the server down: it serves without it, says
     # so in one warning line, and /health reports it with the fix
     search = Search.open(settings, allow_missing_model=True)
+    service = None
+    learning = None
     try:
         roots = normalise_roots(image_roots) if image_roots else derive_image_roots(search.store)
         limits = Limits(timeout=timeout, max_upload_bytes=int(max_upload_mb * 1_000_000), body_timeout=body_timeout,
@@ -66,11 +79,19 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
         connections = ConnectionLimits(header_timeout=header_timeout, keep_alive=keep_alive,
                                        max_connections=min(max_connections, _usable_descriptors()))
         app = create_app(search, roots, limits)
+        service = app.state.service
         where = settings.es_url and "Elasticsearch" or str(settings.store)
         click.echo(f"ctir-es: {search.store.count()} products from {where}", err=True)
         click.echo("ctir-es: local images served only from: "
                    + (", ".join(str(r) for r in roots) or "(none: pass --image-root DIR)"), err=True)
         click.echo(f"ctir-es: open http://{host}:{port}/  (API schema: /openapi.json)", err=True)
+        if learn_too:
+            from ..learn import LearnConfig
+
+            learning = BackgroundLearn(service, settings, LearnConfig(epochs=learn_epochs, force=learn_force),
+                                       announce=lambda line: click.echo(f"ctir-es: {line}", err=True))
+            service.learning = learning.start()
+            click.echo("ctir-es: learning in the background (GET /health shows it); serving meanwhile", err=True)
         # No uvicorn limit_concurrency: it answers plain-text 503s to everyone once idle sockets
         # fill it. The protocol and the app's guards bound connections, heads, bodies, requests.
         config = uvicorn.Config(app, host=host, port=port, log_level="info", http=protocol_class(connections),
@@ -78,7 +99,14 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
                                 backlog=2048)
         uvicorn.Server(config).run()
     finally:
-        search.close()
+        if learning is not None and learning.running and not learning.stop():
+            # a daemon thread: it ends with the process; a write cut short resumes at the next `learn`
+            click.echo(f"ctir-es: learning did not stop within {STOP_GRACE:g} s; leaving it (nothing is lost)",
+                       err=True)
+        if service is not None:
+            service.close()  # the serving Search: the one opened here, or the one a kept model swapped in
+        else:
+            search.close()
 
 
 def _usable_descriptors() -> int:

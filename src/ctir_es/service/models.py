@@ -144,3 +144,9 @@ class HealthOut(BaseModel):
                     "not kept | unreadable; the model, when, P@10 before and after, products written "
                     "since, category nodes it never saw, `hint` when stale; `problem` when the index's "
                     "CLIP-ITA model folder is missing (category queries are served without it).")
+    learning: dict[str, Any] | None = Field(
+        default=None,
+        description="`serve --learn` only (else absent): `state` running | kept | not-kept | failed | "
+                    "stopped, `stage` and `progress` (`done` of `total`) while running, `started` and "
+                    "`finished` (UTC), then `model`, `reason` and `headline_p10` (P@10 served, before and "
+                    "after: the mean of visible and hidden categories), or `error` (one line).")

@@ -5,14 +5,20 @@ Every store or model call runs in a worker thread (at most ``limits.max_concurre
 the rest queue) under a per-request deadline of ``limits.timeout`` seconds; a request that
 misses it gets 503 ``timeout`` (the worker finishes in the background). Endpoints receive the
 ``Service`` as a dependency (``ServiceDep``), never from a closure.
+
+The ``Search`` can be replaced while serving (``serve --learn`` swaps in the index's new model):
+work on it goes through ``Service.use``, which holds the ``Search`` serving at its start until the
+work returns, so a swap never pulls a store from under a request; the old one is closed when its
+last user is done.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -27,18 +33,113 @@ from .errors import ApiError
 from .limits import Limits
 from .uploads import decode_upload
 
+if TYPE_CHECKING:
+    from .learning import BackgroundLearn
+
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class _Serving:
+    """One ``Search`` and how many pieces of work hold it; closed once retired and unheld."""
+
+    def __init__(self, search: Search) -> None:
+        self.search = search
+        self.users = 0
+        self.retired = False
+
+
+class _Hold:
+    """One piece of work's hold on a ``_Serving``, released exactly once: by the worker when it
+    ran (even past the request's deadline), or by the request when the worker never started."""
+
+    def __init__(self, service: Service, serving: _Serving) -> None:
+        self.service, self.serving, self.state = service, serving, "waiting"
+
+    def enter(self) -> bool:
+        with self.service._lock:
+            if self.state != "waiting":
+                return False
+            self.state = "running"
+            return True
+
+    def done(self, *, started: bool) -> None:
+        with self.service._lock:
+            if self.state != ("running" if started else "waiting"):
+                return
+            self.state = "done"
+        self.service._release(self.serving)
 
 
 class Service:
     """The state one app serves from (kept on ``app.state.service``)."""
 
     def __init__(self, search: Search, limits: Limits, image_roots: list[Path]) -> None:
-        self.search = search
+        self._lock = threading.Lock()
+        self._serving = _Serving(search)
+        self._closed = False
         self.limits = limits
         self.image_roots = image_roots
         self.store_error: str | None = None  # set once a request found the store corrupted
+        self.learning: BackgroundLearn | None = None  # ``serve --learn``: training in the background
         self._limiter: anyio.CapacityLimiter | None = None  # made inside the event loop
+
+    @property
+    def search(self) -> Search:
+        """The ``Search`` serving now (a swap may replace it: hold it through ``use``)."""
+        return self._serving.search
+
+    def swap(self, search: Search) -> None:
+        """Serve ``search`` from now on. Work under way finishes on the old one, which is closed
+        when the last of it returns. A closed service closes ``search`` instead."""
+        with self._lock:
+            if self._closed:
+                old = _Serving(search)
+            else:
+                old, self._serving = self._serving, _Serving(search)
+            old.retired = True
+            idle = old.users == 0
+        if idle:
+            old.search.close()
+
+    def close(self) -> None:
+        """Close the serving ``Search`` (at once when unheld, else when its last user returns)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._serving.retired = True
+            idle = self._serving.users == 0
+        if idle:
+            self._serving.search.close()
+
+    def _release(self, serving: _Serving) -> None:
+        with self._lock:
+            serving.users -= 1
+            idle = serving.retired and serving.users == 0
+        if idle:
+            serving.search.close()
+
+    async def use(self, fn: Callable[Concatenate[Search, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(search, ...)`` in a worker (as ``run``) on the ``Search`` serving now, held until
+        ``fn`` returns even when the request's deadline passed first."""
+        with self._lock:
+            serving = self._serving
+            serving.users += 1
+        hold = _Hold(self, serving)
+
+        def work() -> T:
+            if not hold.enter():  # the request gave up before this worker started
+                raise TimeoutError
+            try:
+                return fn(serving.search, *args, **kwargs)
+            finally:
+                hold.done(started=True)
+
+        try:
+            return await self.run(work)
+        finally:
+            hold.done(started=False)  # a no-op when the worker ran
 
     @property
     def image_search(self) -> bool:

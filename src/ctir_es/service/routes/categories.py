@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
 from ...categories import CategoryNode
+from ...search import Search
 from ..categorize import CategorizeIn, categorize_input
 from ..errors import ApiError, documented
 from ..models import AuditOut, CategorizeOut, CategoryTreeOut
@@ -28,8 +29,7 @@ def router(params: Params) -> APIRouter:
         depth: Annotated[int, Query(ge=0, le=32, description="Levels to return; 0: the whole tree.")] = 0,
     ) -> dict[str, Any]:
         """The category tree with product counts per node (children sorted by name)."""
-        tree = await service.run(service.search.categories)
-        count = await service.run(service.search.store.count)
+        tree, count = await service.use(lambda search: (search.categories(), search.store.count()))
         return {"products": count, "nodes": tree_size(tree), "tree": [n.to_json(depth or None) for n in tree]}
 
     @routes.post("/categorize", response_model=CategorizeOut, responses=documented(400, 404, 409, 413, 415),
@@ -47,16 +47,15 @@ def router(params: Params) -> APIRouter:
         field `file`, needs image vectors) or a JSON body: `{"id": ...}` (a stored product, which
         never votes for itself), `{"text": ...}`, or a product `{"title", "attributes", "description"}`."""
         options: dict[str, Any] = {"k": k, "depth": depth or None, "neighbours": neighbours}
-        search = service.search
         if file is not None:
             data = await service.read_upload(file)
-            suggestion = await service.run(lambda: search.categorize(service.decode(data), **options))
+            suggestion = await service.use(lambda search: search.categorize(service.decode(data), **options))
             return suggestion.to_json()
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             raise ApiError(422, "invalid_request", "send an image (multipart/form-data, field `file`) or a JSON "
                                                    'product: {"id": ...}, {"text": ...} or {"title": ...}')
         body = categorize_input(await request.body(), limits.max_id_chars, limits.max_query_chars)
-        return (await service.run(search.categorize, **body, **options)).to_json()
+        return (await service.use(Search.categorize, **body, **options)).to_json()
 
     @routes.get("/audit", response_model=AuditOut, responses=documented(400, 409))
     async def audit(
@@ -67,6 +66,6 @@ def router(params: Params) -> APIRouter:
     ) -> dict[str, Any]:
         """Products whose stored category disagrees most with what the other products say, most
         suspicious first, each with the suggested category and the confidence gap."""
-        return (await service.run(service.search.audit, k=k, depth=depth, filters=category_filters(within))).to_json()
+        return (await service.use(Search.audit, k=k, depth=depth, filters=category_filters(within))).to_json()
 
     return routes

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from ...learned import CACHE_SECONDS, learned_summary
 from ...ranking.calibration import calibration_summary
+from ...search import Search
 from ..errors import ApiError, documented
 from ..models import HealthOut
 from ..runtime import ServiceDep
@@ -13,23 +14,29 @@ from ..runtime import ServiceDep
 router = APIRouter(tags=["service"])
 
 
-@router.get("/health", response_model=HealthOut, responses=documented())
+def _facts(search: Search) -> dict[str, Any]:
+    """What /health reads from the store, in one worker on one ``Search``."""
+    return {
+        "products": search.store.count(),
+        "backend": type(search.store).__name__,
+        "vector_fields": sorted(search.schema.vectors),
+        "calibration": calibration_summary(search.store, search.schema),
+        # the learned model, its staleness and a missing model folder (served without it then)
+        "learned": learned_summary(search.store, search.schema, max_age=CACHE_SECONDS),
+    }
+
+
+# exclude_unset: `learning` only appears under `serve --learn`
+@router.get("/health", response_model=HealthOut, response_model_exclude_unset=True, responses=documented())
 async def health(service: ServiceDep) -> dict[str, Any]:
     """Liveness and what this index can do, with the fusion category queries are served with
     (``calibration``) and the model ``ctir-es learn`` trained (``learned``), as ``ctir-es stats``
-    shows them; 503 once a request found the store corrupted."""
+    shows them, and under ``serve --learn`` the training under way or its outcome
+    (``learning``); 503 once a request found the store corrupted."""
     if service.store_error is not None:
         raise ApiError(503, "store_corrupted", service.store_error)
-    search = service.search
-    count = await service.run(search.store.count)
-    return {
-        "status": "ok",
-        "products": count,
-        "backend": type(search.store).__name__,
-        "vector_fields": sorted(search.schema.vectors),
-        "image_search": service.image_search,
-        "image_roots": len(service.image_roots),
-        "calibration": await service.run(calibration_summary, search.store, search.schema),
-        # the learned model, its staleness and a missing model folder (served without it then)
-        "learned": await service.run(learned_summary, search.store, search.schema, max_age=CACHE_SECONDS),
-    }
+    facts = await service.use(_facts)
+    out = {"status": "ok", **facts, "image_search": service.image_search, "image_roots": len(service.image_roots)}
+    if service.learning is not None:
+        out["learning"] = service.learning.status()
+    return out

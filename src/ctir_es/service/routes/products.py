@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
+from ...ingest.images import ImageLoader
+from ...search import Search
 from ..errors import ApiError, documented
 from ..files import ImageFile, Redirect, resolve_image
 from ..guards import product_id_of
@@ -17,13 +19,13 @@ from ..runtime import Service, ServiceDep
 from ..serialise import page_json, product_json
 
 
-def find_image(service: Service, product_id: str) -> ImageFile | Redirect | None:
+def find_image(search: Search, service: Service, product_id: str) -> ImageFile | Redirect | None:
     """What ``/products/{id}/image`` serves: a local file under the image roots, the ingest's
     cached download of a remote image, or a redirect to it (``ctir_es.service.files``)."""
-    found = service.search.store.get([product_id]).get(product_id)
+    found = search.store.get([product_id]).get(product_id)
     if found is None or not found.image:
         return None
-    loader = service.image_loader
+    loader = search.image_loader if isinstance(search.image_loader, ImageLoader) else None
     cache_file = loader.cache_path(found.image) if loader is not None else None
     return resolve_image(found.image, service.image_roots, cache_file, service.limits.max_image_file_bytes)
 
@@ -36,7 +38,7 @@ def router(params: Params) -> APIRouter:
     @routes.get("/products/{product_id}", response_model=ProductOut, responses=documented(404))
     async def product(service: ServiceDep, product_id: ProductId) -> dict[str, Any]:
         """One product (local image paths are not shown: use `image_url`)."""
-        stored = await service.run(service.search.product, product_id_of(product_id, max_id))
+        stored = await service.use(Search.product, product_id_of(product_id, max_id))
         return product_json(stored)
 
     @routes.get(
@@ -48,7 +50,7 @@ def router(params: Params) -> APIRouter:
     async def product_image(service: ServiceDep, product_id: ProductId) -> Response:
         """The product's image: a local file under the image roots, a cached download, or a
         redirect to its remote URL. Anything else is 404."""
-        served = await service.run(find_image, service, product_id_of(product_id, max_id))
+        served = await service.use(find_image, service, product_id_of(product_id, max_id))
         if isinstance(served, ImageFile):
             return Response(served.data, media_type=served.media_type,
                             headers={"Cache-Control": "public, max-age=3600"})
@@ -65,7 +67,7 @@ def router(params: Params) -> APIRouter:
         offset: Annotated[int, params.offset] = 0,
     ) -> dict[str, Any]:
         """Products like this one (kNN on its own image and title vectors), never itself."""
-        response = await service.run(service.search.similar, product_id_of(product_id, max_id),
+        response = await service.use(Search.similar, product_id_of(product_id, max_id),
                                      k=params.depth(offset, k), **options.kwargs())
         return page_json(response, offset, k)
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Query, UploadFile
 
 from ...results import SearchResponse
+from ...search import Search
 from ...vocabulary import TextMode
 from ..errors import documented
 from ..models import SearchPage
@@ -32,7 +33,7 @@ def router(params: Params) -> APIRouter:
         offset: Annotated[int, params.offset] = 0,
     ) -> dict[str, Any]:
         """Category or free-text search, fused over BM25 and the vector sources, paginated."""
-        response = await service.run(service.search.search, q, mode=mode, k=params.depth(offset, k),
+        response = await service.use(Search.search, q, mode=mode, k=params.depth(offset, k),
                                      **options.kwargs())
         return page_json(response, offset, k)
 
@@ -48,10 +49,10 @@ def router(params: Params) -> APIRouter:
         data = await service.read_upload(file)
         label = (file.filename or "uploaded image")[:200]
 
-        def work() -> SearchResponse:
-            return service.search.search(label, image=service.decode(data), mode="image",
-                                         k=params.depth(offset, k), **options.kwargs())
+        def work(search: Search) -> SearchResponse:
+            return search.search(label, image=service.decode(data), mode="image",
+                                 k=params.depth(offset, k), **options.kwargs())
 
-        return page_json(await service.run(work), offset, k)
+        return page_json(await service.use(work), offset, k)
 
     return routes
