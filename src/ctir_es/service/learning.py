@@ -62,13 +62,10 @@ class BackgroundLearn:
     """One ``learn`` run beside a ``Service``: its state for ``/health``, and the swap."""
 
     def __init__(self, service: Service, settings: Settings, config: LearnConfig,
-                 open_search: Callable[[Settings], Search] | None = None,
                  announce: Callable[[str], None] | None = None) -> None:
         self.service = service
         self.settings = settings
         self.config = config
-        # the learner's own handle, and the fresh one served after a kept model
-        self._open = open_search or (lambda s: Search.open(s, allow_missing_model=True))
         self._scrub = _scrubber(service.search.store)
         self._say = announce or log.info  # one line per outcome (``serve`` prints it to stderr)
         self._lock = threading.Lock()
@@ -127,7 +124,7 @@ class BackgroundLearn:
 
         started = time.monotonic()
         try:
-            learner = self._open(self.settings)
+            learner = Search.open(self.settings)  # its own store handle, never the serving one
             try:
                 report = learn(learner, self.settings, self.config, progress=self._on_event)
             finally:
@@ -163,7 +160,8 @@ class BackgroundLearn:
             return
         self._update(stage="opening the index with the new model", progress=None)
         try:
-            fresh = self._open(self.settings)
+            # as serve opens it: a model folder gone meanwhile is served without, and /health says so
+            fresh = Search.open(self.settings, allow_missing_model=True)
         except CtirError as exc:
             self._fail(f"model {report.model} was kept and written, but the index could not be reopened with "
                        f"it ({one_line(exc)}); restart the service to serve it")
