@@ -16,6 +16,7 @@ from ..schema import VectorField
 from ..store.base import Store, VectorWriter
 
 JOB_KEY = "learned-model.job"
+WRITE_STAGE = "writing vectors"  # the progress stage of the write: serve --learn lets it finish
 CHUNK = 2000
 
 
@@ -35,6 +36,6 @@ def fill_vectors(store: Store, field: str, spec: VectorField, ids: Sequence[str]
         matrix = vectors_of(part)
         written += store.write_vectors(field, spec, dict(zip(part, matrix, strict=True)),
                                        checkpoint=(checkpoint, begin + len(part)))
-        say("progress", {"stage": "writing vectors", "done": begin + len(part), "total": len(ordered)})
+        say("progress", {"stage": WRITE_STAGE, "done": begin + len(part), "total": len(ordered)})
     store.clear_checkpoint(checkpoint)
     return written

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..errors import CtirError, described, one_line
+from ..learn.fill import WRITE_STAGE
 from ..search import Search
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ctir_es.service")
 
-WRITING = "writing vectors"  # learn.fill's progress stage: from here on the run is left to finish
 STOP_GRACE = 10.0  # seconds a shutdown waits for the learner before leaving it (daemon) behind
 
 
@@ -105,7 +105,7 @@ class BackgroundLearn:
             self._state.update(changes)
 
     def _on_event(self, event: str, info: dict[str, Any]) -> None:
-        if info.get("stage") == WRITING:
+        if info.get("stage") == WRITE_STAGE:
             self._writing = True
         if self._stop.is_set() and not self._writing:
             raise LearnStopped
