@@ -22,6 +22,12 @@ class InvalidRecord(ReasonedError):
     """A catalogue record cannot become a Product."""
 
 
+class BadValue(ReasonedError):
+    """One typed value of a product does not fit its name or spec (a price ``"abc"``, a name
+    of 500 characters). Deliberately NOT an ``InvalidRecord``: a bad value drops that value
+    and is counted, never the product, so code that rejects records must not catch it."""
+
+
 class SourceError(CtirError):
     """A catalogue source cannot be read at all (missing file, no network, ...)."""
 

@@ -9,6 +9,12 @@ level's name is written ``\\>`` and a backslash ``\\\\``; ``format_category_path
 them so, and ``parse_category_path`` reads them back, so every stored level, whatever it
 holds, is reachable by ``--within`` and ``/search?within=`` with the label the tree shows.
 
+``values`` are the typed facts a shop filters, facets and sorts on (``values.py``): JSON
+numbers become floats, booleans stay booleans, text stays text until ingest types it against
+the index's specs. ``from_mapping`` is strict about them (a bad one rejects the record as
+``bad_value``); the readers clean them first (``values.clean_values``), so there a bad value
+is dropped and counted and the product kept.
+
 Every string of a record is checked once, here: a lone surrogate (``"\\ud800"`` from a
 JSON escape, or undecodable bytes) rejects the record as ``invalid_unicode`` (no later
 stage - encoders, SQLite, JSON output - could take it), and control characters (NUL, ...)
@@ -23,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidRecord
+from .values import Value, clean_values
 
 CategoryPath = tuple[str, ...]
 
@@ -150,6 +157,7 @@ class Product:
     description: str = ""
     images: tuple[str, ...] = ()
     market: str | None = None
+    values: Mapping[str, Value] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Product:
@@ -207,6 +215,14 @@ class Product:
         images = tuple(check_unicode(i, "image reference").strip()
                        for i in raw_images[:MAX_IMAGES] if isinstance(i, str) and i.strip())
 
+        raw_values = data.get("values") or {}
+        if not isinstance(raw_values, Mapping):
+            raise InvalidRecord("bad_type", "values must be an object of name -> text, number or boolean")
+        values, refused = clean_values(raw_values)
+        if refused:
+            name, exc = refused[0]
+            raise InvalidRecord("bad_value", f"value {name!r} of product {pid!r}: {exc}")
+
         market = data.get("market")
         market = clean_line(str(market), "market", MAX_LEVEL_CHARS) if market else None
         return cls(
@@ -217,6 +233,7 @@ class Product:
             description=_clean_text(data.get("description"), "description", MAX_DESCRIPTION_CHARS),
             images=images,
             market=market.lower() or None if market else None,
+            values=values,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -229,6 +246,7 @@ class Product:
             "description": self.description,
             "images": list(self.images),
             "market": self.market,
+            "values": dict(self.values),
         }
 
     @property

@@ -1,4 +1,5 @@
-"""Safe record parsing shared by the readers: JSON first, then (XMarket only) Python literals.
+"""Safe record parsing shared by the readers: JSON first, then (XMarket only) Python literals;
+and ``build``, which turns a reader's mapping into a ``Product``, typing its values.
 
 Never ``eval``: ``ast.literal_eval`` only builds constants and containers, and refuses
 calls, names and attribute access with ``ValueError`` - which we turn into a rejection.
@@ -11,8 +12,9 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ...errors import InvalidRecord
+from ...errors import BadValue, InvalidRecord
 from ...products import Product
+from ...values import ValueSpec, clean_values
 from ..report import IngestReport
 
 
@@ -56,14 +58,37 @@ def build(
     report: IngestReport,
     make: Callable[..., Mapping[str, Any] | Any],
     *args: Any,
+    specs: Mapping[str, ValueSpec] | None = None,
 ) -> Product | None:
-    """Run ``make(*args)`` (parse + map) and validate; a failure is one rejection, not a crash."""
+    """Run ``make(*args)`` (parse + map) and validate; a failure is one rejection, not a crash.
+
+    The record's ``values`` are typed by ``specs`` (the reader's declared ones; others stay
+    as given) before validation: a value that does not fit is dropped from the product and
+    counted in ``report.notes`` (``dropped value price (not_a_number)``; names outside
+    ``specs`` are not spelled out, so a hostile catalogue cannot grow the notes), the first
+    of each kind also as a message with its location.
+    """
     try:
-        return Product.from_mapping(make(*args))
+        record = make(*args)
+        refused: list[tuple[str, BadValue]] = []
+        if isinstance(record, Mapping) and isinstance(record.get("values"), Mapping):
+            market = record.get("market")
+            values, refused = clean_values(record["values"], specs, market if isinstance(market, str) else None)
+            record = {**record, "values": values}
+        product = Product.from_mapping(record)
     except InvalidRecord as exc:
         report.reject(location, exc.reason, exc.detail)
+        return None
     except RecursionError:
         report.reject(location, "too_deep", "nesting exceeds the recursion limit")
+        return None
     except MemoryError:
         report.reject(location, "too_large", "record does not fit in memory")
-    return None
+        return None
+    for name, bad in refused:  # only for a product that is kept
+        note = f"dropped value {name} ({bad.reason})" if specs and name in specs else f"dropped value ({bad.reason})"
+        if note not in report.notes:
+            report.message(f"{location}: dropped value {name!r} ({bad.detail or bad.reason}); "
+                           f"the product is kept, further ones are counted in notes[{note!r}]")
+        report.note(note)
+    return product

@@ -16,7 +16,16 @@ Column mapping:
 - ``brand`` -> attribute ``"Brand"`` unless the specifications already name one;
 - ``image``: a file name in ``DIR/images/`` -> its absolute path, whether or not the file
   exists (the image loader reports missing ones). Names with path parts are refused;
-- market ``"in"``.
+- market ``"in"``;
+- typed ``values`` (``VALUE_SPECS``; docs/shop-search.md has the table):
+  ``discounted_price`` -> ``price`` and ``retail_price`` (numbers in INR);
+  ``product_rating`` -> ``rating`` and ``overall_rating`` (numbers; ``"No rating available"``
+  is absent); ``brand`` (keyword: the brand column, else the specifications' Brand - the
+  column keeps ``K&P`` where the specifications write ``KandP``); ``is_FK_Advantage_product``
+  -> ``fk_advantage`` (boolean); ``crawl_timestamp`` -> ``added`` (Unix seconds, for
+  "newest"); and the specification keys in ``SPEC_VALUES`` (Color -> ``colour``, Size,
+  Material, Type, Ideal For, ... and the Yes/No ones as booleans). A cell that does not fit
+  (a price ``"abc"``) is dropped from the product and counted in ``report.notes``.
 
 Rows are numbered from 1 for the first product after the header: ``products.csv row 42``.
 """
@@ -27,11 +36,13 @@ import csv
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ...errors import InvalidRecord, SourceError
 from ...products import Product
+from ...values import Value, ValueSpec
 from ..report import IngestReport
 from ._parse import build
 
@@ -44,6 +55,31 @@ REQUIRED_COLUMNS = ("uniq_id", "product_name")
 # Real descriptions can pass the csv module's 128 KiB default; a bigger field is rejected
 # (``bad_csv``) and reading resumes at the next physical line.
 MAX_FIELD_CHARS = 10 * 1024 * 1024
+
+NO_RATING = "no rating available"
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S %z"  # "2016-04-30 03:22:56 +0000"
+# specification key (case-folded) -> value name; these are facts a shop filters on, the
+# rest of the ~500 keys (Model ID, Sales Package, Warranty Summary...) stay text only.
+SPEC_VALUES: dict[str, str] = {
+    "color": "colour", "colour": "colour", "size": "size", "material": "material",
+    "type": "type", "ideal for": "ideal_for", "pattern": "pattern", "occasion": "occasion",
+    "fabric": "fabric", "water resistant": "water_resistant", "microwave safe": "microwave_safe",
+    "machine washable": "machine_washable",
+}
+_KEYWORD = ValueSpec("keyword")
+_BOOLEAN = ValueSpec("boolean")
+VALUE_SPECS: dict[str, ValueSpec] = {
+    "price": ValueSpec("number", "INR"),
+    "retail_price": ValueSpec("number", "INR"),
+    "rating": ValueSpec("number"),
+    "overall_rating": ValueSpec("number"),
+    "brand": _KEYWORD,
+    "fk_advantage": _BOOLEAN,
+    "added": ValueSpec("number", "unix_time"),
+    **{name: _KEYWORD for name in ("colour", "size", "material", "type", "ideal_for", "pattern",
+                                   "occasion", "fabric")},
+    **{name: _BOOLEAN for name in ("water_resistant", "microwave_safe", "machine_washable")},
+}
 
 _RUBY_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|=>|\bnil\b', re.DOTALL)
 _PAIR = re.compile(
@@ -86,7 +122,7 @@ def read_flipkart(path: str | Path, report: IngestReport) -> Iterator[Product]:
                 report.reject(location, "bad_csv", str(exc))
                 continue
             report.read += 1
-            product = build(location, report, _record, row, images_dir, report)
+            product = build(location, report, _record, row, images_dir, report, specs=VALUE_SPECS)
             if product is not None:
                 yield product
 
@@ -105,6 +141,7 @@ def _record(row: dict[str | None, Any], images_dir: Path, report: IngestReport) 
     if brand and "Brand" not in attributes:
         attributes["Brand"] = brand
     return {
+        "values": _values(row, attributes, brand),
         "id": row.get("uniq_id"),
         "title": row.get("product_name"),
         "categories": [_category_path(row.get("product_category_tree") or "", report)],
@@ -113,6 +150,38 @@ def _record(row: dict[str | None, Any], images_dir: Path, report: IngestReport) 
         "images": _images(row.get("image") or "", images_dir, report),
         "market": MARKET,
     }
+
+
+def _values(row: dict[str | None, Any], attributes: dict[str, str], brand: str) -> dict[str, Value | None]:
+    """The row's typed facts as text; ``build`` types them by ``VALUE_SPECS`` (a blank is absent)."""
+    values: dict[str, Value | None] = {
+        "price": row.get("discounted_price"),
+        "retail_price": row.get("retail_price"),
+        "rating": _rating(row.get("product_rating")),
+        "overall_rating": _rating(row.get("overall_rating")),
+        "brand": brand or attributes.get("Brand"),
+        "fk_advantage": row.get("is_FK_Advantage_product"),
+        "added": _timestamp(row.get("crawl_timestamp")),
+    }
+    for key, text in attributes.items():
+        name = SPEC_VALUES.get(key.casefold())
+        if name and name not in values:  # "Color" and "Colour" both: the first wins
+            values[name] = text
+    return values
+
+
+def _rating(text: Any) -> str | None:
+    return None if not isinstance(text, str) or text.strip().casefold() == NO_RATING else text
+
+
+def _timestamp(text: Any) -> float | str | None:
+    """Unix seconds; text that is not such a date is handed on as is, and refused by the spec."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        return datetime.strptime(text.strip(), TIMESTAMP_FORMAT).timestamp()
+    except ValueError:
+        return text
 
 
 def _category_path(tree: str, report: IngestReport) -> list[str]:

@@ -1,4 +1,9 @@
-"""Generic JSONL catalogue: one ``Product.from_mapping``-shaped object per line (``.gz`` ok)."""
+"""Generic JSONL catalogue: one ``Product.from_mapping``-shaped object per line (``.gz`` ok).
+
+Its ``values`` object passes through as written (numbers as floats, booleans, text), typed
+at ingest; a value that cannot be one (a list, a name of no letters, text over the keyword
+limit) is dropped from its product and counted in ``report.notes``.
+"""
 
 from __future__ import annotations
 

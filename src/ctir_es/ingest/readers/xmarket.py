@@ -16,7 +16,14 @@ Field mapping (any field may be missing or empty):
 - ``imgUrl`` (a string holding JSON ``{url: [height, width]}``, or already a mapping) ->
   the single largest image by area. A malformed value keeps the product without an image
   and is counted in ``report.notes["malformed imgUrl"]``;
-- market: the ``market`` argument, else the one in the file name.
+- market: the ``market`` argument, else the one in the file name;
+- typed ``values`` (``value_specs``): ``price`` (a number in the market's currency:
+  ``"$9.99"`` in ``ca`` is CAD, ``"₹499"`` in ``in`` is INR; a price in another currency,
+  a range ``"$5 - $9"`` or a negative one is dropped and counted in ``report.notes``; in a
+  file of no known market the price stays text, typed at ingest), ``averageRating`` ->
+  ``rating`` and ``ratingCount`` -> ``rating_count`` (numbers), and from ``productDetails``
+  ``Brand`` (or ``Brand Name``) -> ``brand`` and ``Manufacturer`` -> ``manufacturer``
+  (keywords; a manufacturer is not taken for the brand).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any
 
 from ...errors import SourceError
 from ...products import Product
+from ...values import MARKET_CURRENCY, ValueSpec
 from ..report import IngestReport
 from ._lines import iter_lines
 from ._parse import build, parse_json_or_literal
@@ -37,6 +45,21 @@ from ._parse import build, parse_json_or_literal
 _FILENAME = re.compile(r"^metadata_(?P<market>[A-Za-z]{2})_(?P<category>.+?)\.json(?:\.gz)?$")
 _INVISIBLE = dict.fromkeys(map(ord, "\u200e\u200f\u200b\ufeff"), None)
 MALFORMED_IMG_NOTE = "malformed imgUrl"
+BRAND_KEYS = ("Brand", "Brand Name")
+
+
+def value_specs(market: str | None) -> dict[str, ValueSpec]:
+    """The declared types of the values this reader writes for a file of ``market``."""
+    specs = {
+        "rating": ValueSpec("number"),
+        "rating_count": ValueSpec("number"),
+        "brand": ValueSpec("keyword"),
+        "manufacturer": ValueSpec("keyword"),
+    }
+    currency = MARKET_CURRENCY.get(market or "")
+    if currency:
+        specs["price"] = ValueSpec("number", currency)
+    return specs
 
 
 def market_of(path: Path) -> str | None:
@@ -73,8 +96,9 @@ def read_xmarket(
     """Yield each valid product of one or more XMarket metadata files, rejecting bad lines."""
     for path in xmarket_files(paths_or_dir):
         file_market = (market or market_of(path) or "").lower() or None
+        specs = value_specs(file_market)
         for lineno, text in iter_lines(path, report):
-            product = build(f"{path.name}:{lineno}", report, _record, text, file_market, report)
+            product = build(f"{path.name}:{lineno}", report, _record, text, file_market, report, specs=specs)
             if product is not None:
                 yield product
 
@@ -86,11 +110,19 @@ def _record(text: str, market: str | None, report: IngestReport) -> Any:
     image, malformed = best_image(data.get("imgUrl"))
     if malformed:
         report.note(MALFORMED_IMG_NOTE)
+    attributes = _attributes(data.get("productDetails"), data.get("features"))
     return {
         "id": data.get("asin"),
         "title": data.get("title"),
         "categories": data.get("categories") or [],
-        "attributes": _attributes(data.get("productDetails"), data.get("features")),
+        "attributes": attributes,
+        "values": {
+            "price": data.get("price"),
+            "rating": data.get("averageRating"),
+            "rating_count": data.get("ratingCount"),
+            "brand": next((attributes[k] for k in BRAND_KEYS if k in attributes), None),
+            "manufacturer": attributes.get("Manufacturer"),
+        },
         "description": _description(data.get("description")),
         "images": [image] if image else [],
         "market": market,
