@@ -17,7 +17,11 @@ text-only CLIP-ITA (title + attributes, frozen encoder, cached features) with th
 - ``linear:bm25+X``: min-max linear fusion of BM25 and X, the BM25 weight tuned on validation
   (``ctir-es evaluate``'s hybrid, ties to the even mix); ``guarded:bm25+X``: the same fusion with
   one weight per group (seen / unseen categories, which a trained model knows at query time),
-  each tuned on that group's validation queries, and ties going to BM25 alone.
+  each tuned on that group's validation queries, and ties going to BM25 alone. Serving does the
+  same since issue 22 (``ctir_es.calibrate.choose``: the index's fusion per group, unseen ties to
+  the larger BM25 share, stored with the calibration and picked per query by ``Search``); this
+  benchmark keeps its two-source grid over the training protocol's query sets, which serving's
+  calibration slices are not.
 
 It prints mean ± sample standard deviation over the seeds, and the ceiling of P@10 (the
 share of the 10 slots that relevant test products can fill). ``--json`` keeps every number.

@@ -30,6 +30,13 @@ The protocol (the evaluation's, over a held-out slice of the index itself):
 - **What is tuned for** (``tune_for``): the held-out products as indexed (``visible``, the
   default), with their categories hidden (``hidden``), or the mean of both (``both``: a
   catalogue where some products lack categories). The reporting slices are never tuned on.
+- **Groups** (an index with a trained CLIP-ITA source and the model's seen categories, ``seen``
+  of ``choose``): the same search again on the tuning queries of each group
+  (``ranking.calibration.GROUPS``: nodes the model trained on, and the rest), when the group has
+  at least ``MIN_GROUP_QUERIES`` of them. Unseen-group ties go to the larger BM25 share of the
+  weights (the guard: the trained head is unreliable there, so a tie never moves weight away
+  from BM25). The calibration's figures (``calibrated``) are then the grouped fusion, as served;
+  ``calibrated_single`` the single weights.
 """
 
 from __future__ import annotations
@@ -50,12 +57,25 @@ from .evaluation.metrics import evaluate, per_query
 from .evaluation.protocol import SplitSpec, split_of
 from .filters import Filter
 from .products import CategoryPath, Product, format_category_path, path_prefixes
-from .ranking.calibration import Calibration, encoder_ids
+from .ranking.calibration import (
+    ALL_QUERIES,
+    GROUPS,
+    MIN_GROUP_QUERIES,
+    Calibration,
+    encoder_ids,
+    query_group,
+)
 from .ranking.fusion import fuse
 from .ranking.fusion_matrix import RunMatrix
 from .schema import Document, Hit
 from .store.base import IdLister, Store, VectorReader
-from .vocabulary import CANDIDATE_DEPTH, DEFAULT_FUSION, FUSION_METHODS
+from .vocabulary import (
+    CANDIDATE_DEPTH,
+    CLIP_ITA_SOURCE,
+    DEFAULT_FUSION,
+    FUSION_METHODS,
+    LEXICAL_SOURCE,
+)
 
 if TYPE_CHECKING:
     from .search import Search
@@ -75,6 +95,9 @@ TUNE_FOR: dict[str, str] = {
 }
 
 Runs = dict[str, list[Hit]]  # one category query: source -> ranked hits
+Seen = set[CategoryPath] | frozenset[CategoryPath]
+# the fusion one category query is served with, by its node: (method, weights)
+Pick = Callable[[CategoryPath], tuple[str, Mapping[str, float]]]
 
 
 @dataclass(frozen=True)
@@ -118,6 +141,12 @@ class QuerySlice:
 
     def without_runs(self) -> QuerySlice:
         return QuerySlice(self.name, self.products, self.nodes, self.qrels)
+
+    def only(self, qids: set[str]) -> QuerySlice:
+        """The queries in ``qids`` (with their runs): one group's share of the slice."""
+        return QuerySlice(self.name, self.products, {q: n for q, n in self.nodes.items() if q in qids},
+                          {q: r for q, r in self.qrels.items() if q in qids},
+                          {q: r for q, r in self.runs.items() if q in qids})
 
     def sizes(self) -> dict[str, int]:
         return {"products": len(self.products), "queries": len(self.nodes)}
@@ -222,6 +251,30 @@ def fused_run(piece: QuerySlice, method: str, weights: Mapping[str, float]) -> d
     return {qid: _as_run([h.id for h in fuse(method, runs, weights)]) for qid, runs in piece.runs.items()}
 
 
+def picked_run(piece: QuerySlice, pick: Pick) -> dict[str, dict[str, float]]:
+    """Each query fused with the fusion ``pick`` gives its node (e.g. its group's weights)."""
+    out: dict[str, dict[str, float]] = {}
+    for qid, runs in piece.runs.items():
+        method, weights = pick(piece.nodes[qid])
+        out[qid] = _as_run([h.id for h in fuse(method, runs, weights)])
+    return out
+
+
+def served_pick(calibration: Calibration | None, sources: Sequence[str], defaults: Mapping[str, float],
+                seen: Seen | None) -> Pick:
+    """What ``Search`` serves a category query over ``sources``: the calibration's weights for the
+    query's group (``seen`` unknown: the single weights), or the fixed default fusion when there
+    is no calibration or it was measured with other sources."""
+    names = list(sources)
+    fixed = (DEFAULT_FUSION, {s: float(defaults[s]) for s in names})
+
+    def pick(node: CategoryPath) -> tuple[str, Mapping[str, float]]:
+        chosen = calibration.fusion_for(names, query_group(node, seen)) if calibration is not None else None
+        return (chosen[0], chosen[1]) if chosen is not None else fixed
+
+    return pick
+
+
 def source_run(piece: QuerySlice, source: str) -> dict[str, dict[str, float]]:
     return {qid: _as_run(list(dict.fromkeys(h.id for h in runs.get(source, [])))) for qid, runs in piece.runs.items()}
 
@@ -251,24 +304,33 @@ def weight_vectors(sources: Sequence[str]) -> list[tuple[float, ...]]:
     return [w for w in itertools.product(WEIGHT_GRID, repeat=len(sources)) if max(w) == 1.0]
 
 
+def bm25_share(c: Candidate) -> float:
+    """The BM25 weight's share of all weights (scale-free, like the fusions): the guard's key."""
+    w = c.weight_map
+    total = sum(w.values())
+    return w.get(LEXICAL_SOURCE, 0.0) / total if total > 0 else 0.0
+
+
 def search_fusion(
-    pieces: QuerySlice | Sequence[QuerySlice], sources: Sequence[str], default: Candidate
+    pieces: QuerySlice | Sequence[QuerySlice], sources: Sequence[str], default: Candidate,
+    prefer: Callable[[Candidate], float] | None = None,
 ) -> tuple[Candidate, list[tuple[Candidate, dict[str, float]]], str]:
     """The best candidate on the tuning slice(s) (by ``SELECT_BY``, then ``TIE_BREAK``, then the
-    default; with several slices, the mean of their means), every candidate tried with its
-    figures, and a sentence saying how the search went."""
+    larger ``prefer`` when given, then the default; with several slices, the mean of their
+    means), every candidate tried with its figures, and a sentence saying how the search went."""
     slices = [pieces] if isinstance(pieces, QuerySlice) else list(pieces)
     scored: dict[Candidate, dict[str, float]] = {}
     # every candidate fuses the same runs: laid out once, each candidate is one product and sort
     matrices = [RunMatrix(p.runs, p.qrels, sources) for p in slices]
 
-    def score(c: Candidate) -> tuple[float, float, bool]:
+    def score(c: Candidate) -> tuple[float, float, float, bool]:
         if c not in scored:
             weights = [c.weight_map[s] for s in sources]
             each = [m.scores(c.method, weights) for m in matrices]
             scored[c] = {SELECT_BY: sum(e[0] for e in each) / len(each), TIE_BREAK: sum(e[1] for e in each) / len(each)}
         f = scored[c]
-        return (round(f[SELECT_BY], 12), round(f[TIE_BREAK], 12), c == default)
+        guard = round(prefer(c), 12) if prefer is not None else 0.0
+        return (round(f[SELECT_BY], 12), round(f[TIE_BREAK], 12), guard, c == default)
 
     def make(method: str, ws: Sequence[float]) -> Candidate:
         return Candidate(method, tuple(zip(sources, (float(w) for w in ws), strict=True)))
@@ -359,10 +421,45 @@ def measure(search: Search, config: CalibrationConfig | None = None,
     return Measured(config, tune, report, list(sources), dict(defaults), total, hidden_pieces)
 
 
+def group_fusions(tuning: Sequence[QuerySlice], sources: Sequence[str], default: Candidate, seen: Seen,
+                  ) -> tuple[dict[str, Candidate], dict[str, dict[str, Any]], dict[str, int]]:
+    """Per query group (``GROUPS``) with at least ``MIN_GROUP_QUERIES`` tuning queries, the best
+    candidate on that group's share of the tuning slice(s); unseen ties go to the larger BM25
+    share. Returns the candidates, their record entries and every group's tuning query count."""
+    chosen: dict[str, Candidate] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    counts: dict[str, int] = {}
+    for group in GROUPS:
+        qids = {q for q, node in tuning[0].nodes.items() if query_group(node, seen) == group}
+        counts[group] = len(qids)
+        if len(qids) < MIN_GROUP_QUERIES:
+            continue  # too few to tune on: the single weights serve this group
+        best, tried, _ = search_fusion([piece.only(qids) for piece in tuning], sources, default,
+                                       prefer=bm25_share if group == "unseen" else None)
+        tuned = next(f for c, f in tried if c == best)
+        chosen[group] = best
+        entries[group] = {"method": best.method, "weights": best.weight_map, "tuning_queries": len(qids),
+                          "tuning_" + SELECT_BY: tuned[SELECT_BY],
+                          "ties": "larger BM25 share" if group == "unseen" else "mAP@10, then the default"}
+    return chosen, entries, counts
+
+
+def group_pick(single: Candidate, groups: Mapping[str, Candidate], seen: Seen | None) -> Pick:
+    """A query's group's candidate, else the single one (what ``Search`` serves)."""
+    def pick(node: CategoryPath) -> tuple[str, Mapping[str, float]]:
+        group = query_group(node, seen)
+        c = groups.get(group, single) if group is not None else single
+        return c.method, c.weight_map
+
+    return pick
+
+
 def choose(measured: Measured, encoders: Mapping[str, str], started: float | None = None,
-           progress: Callable[[str], None] | None = None) -> CalibrationReport:
+           progress: Callable[[str], None] | None = None, seen: Seen | None = None) -> CalibrationReport:
     """Search the fusion on the tuning slice(s), report it on the reporting slice; the returned
-    report holds the ``Calibration`` to store for an index whose vector fields are ``encoders``."""
+    report holds the ``Calibration`` to store for an index whose vector fields are ``encoders``.
+    ``seen``: the category nodes the served CLIP-ITA model trained on; with a ``clip_ita``
+    source, weights are also tuned per query group (seen / unseen)."""
     say = progress or (lambda _msg: None)
     started = time.perf_counter() if started is None else started
     config, tune, report, sources = measured.config, measured.tune, measured.report, measured.sources
@@ -373,17 +470,31 @@ def choose(measured: Measured, encoders: Mapping[str, str], started: float | Non
               "both": [tune, hidden_pieces[0]] if hidden_pieces else []}[config.tune_for]
     best, tried, how = search_fusion(tuning, sources, default)
     how += f"; tuned for {config.tune_for} - {TUNE_FOR[config.tune_for]}"
+    grouped: dict[str, Candidate] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    counts: dict[str, int] = {}
+    if seen is not None and CLIP_ITA_SOURCE in sources:  # only a trained model knows seen from unseen
+        say("searching fusion per query group (seen / unseen categories)")
+        grouped, entries, counts = group_fusions(tuning, sources, default, seen)
+        how += (f"; then per group of queries ({', '.join(GROUPS)}: the served model's training categories or "
+                f"not) with >= {MIN_GROUP_QUERIES} tuning queries, unseen ties to the larger BM25 share")
+    pick = group_pick(best, grouped, seen)
 
     systems = {s: source_run(report, s) for s in sources}
     systems["default"] = fused_run(report, default.method, default.weight_map)
-    systems["calibrated"] = fused_run(report, best.method, best.weight_map)
+    systems["calibrated"] = picked_run(report, pick)
+    if grouped:
+        systems["calibrated_single"] = fused_run(report, best.method, best.weight_map)
     measured_figures = {name: figures(report, run) for name, run in systems.items()}
     levels = {name: per_level(report, run) for name, run in systems.items()}
     measured_figures["ideal"] = figures(report, ideal_run(report))
     levels["ideal"] = per_level(report, ideal_run(report))
     tuned = next(f for c, f in tried if c == best)
     measured_figures["calibrated"]["tuning_" + SELECT_BY] = tuned[SELECT_BY]
-    hidden = hidden_figures(*hidden_pieces, sources, default, best) if hidden_pieces else None
+    hidden = hidden_figures(*hidden_pieces, sources, default, best, pick if grouped else None) if hidden_pieces else None
+    group_settings = ({"groups": {"min_tuning_queries": MIN_GROUP_QUERIES, "tuning_queries": counts,
+                                  "fallback": f"a group without weights is served the single ({ALL_QUERIES}) ones"}}
+                      if counts else {})
 
     calibration = Calibration(
         method=best.method,
@@ -400,7 +511,9 @@ def choose(measured: Measured, encoders: Mapping[str, str], started: float | Non
         settings={"seed": config.seed, "held_out": config.held_out, "tune_for": config.tune_for,
                   "max_products": config.max_products, "max_level": config.max_level, "depth": CANDIDATE_DEPTH,
                   "selected_by": SELECT_BY, "tie_break": TIE_BREAK,
-                  "slices": "disjoint: weights picked on the tuning slice, figures from the reporting slice"},
+                  "slices": "disjoint: weights picked on the tuning slice, figures from the reporting slice",
+                  **group_settings},
+        groups=entries,
     )
     top = [{"fusion": c.label(), **{LABELS[k]: v for k, v in f.items()}} for c, f in tried[:10]]
     return CalibrationReport(calibration, top, levels, time.perf_counter() - started)
@@ -414,7 +527,7 @@ def calibrate(search: Search, config: CalibrationConfig | None = None,
     cannot be calibrated (empty, no categories, no id listing)."""
     started = time.perf_counter()
     measured = measure(search, config, progress)
-    return choose(measured, encoder_ids(search.schema), started, progress)
+    return choose(measured, encoder_ids(search.schema), started, progress, seen=search.served_seen())
 
 
 # ---------------------------------------------------------------- hidden categories
@@ -434,13 +547,18 @@ def hidden_slices(search: Search, tune: QuerySlice, report: QuerySlice) -> tuple
 
 def hidden_figures(
     h_tune: QuerySlice, h_report: QuerySlice, sources: Sequence[str], default: Candidate, calibrated: Candidate,
+    grouped: Pick | None = None,
 ) -> dict[str, Any]:
-    """Each source, the fixed default, the calibration, and weights tuned on the hidden tuning
+    """Each source, the fixed default, the calibration (``grouped``: its per-group fusion, as
+    served, and ``calibrated_single`` its single weights), and weights tuned on the hidden tuning
     slice, on the hidden reporting slice."""
     for_hidden, _, _ = search_fusion(h_tune, sources, default)
     systems = {s: source_run(h_report, s) for s in sources}
     systems["default"] = fused_run(h_report, default.method, default.weight_map)
-    systems["calibrated"] = fused_run(h_report, calibrated.method, calibrated.weight_map)
+    single = fused_run(h_report, calibrated.method, calibrated.weight_map)
+    systems["calibrated"] = picked_run(h_report, grouped) if grouped is not None else single
+    if grouped is not None:
+        systems["calibrated_single"] = single
     systems["tuned_on_hidden"] = fused_run(h_report, for_hidden.method, for_hidden.weight_map)
     return {
         "figures": {name: figures(h_report, run) for name, run in systems.items()},

@@ -47,10 +47,15 @@ class SearchResponse:
     # and did not say), and short user-facing notes about this ranking.
     source_hits: Mapping[str, int | None] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    # Whose calibrated weights a category query was served: "seen" / "unseen" (the query group's,
+    # see ranking.calibration), "all" (the single ones); None when none were (the caller's or the
+    # fixed defaults).
+    calibration_group: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in ("query", "mode", "fusion", "sources")}
-        out.update(weights=dict(self.weights), source_hits=dict(self.source_hits), notices=list(self.notices),
+        out.update(weights=dict(self.weights), calibration_group=self.calibration_group,
+                   source_hits=dict(self.source_hits), notices=list(self.notices),
                    results=[r.to_json() for r in self.results])
         return out
 

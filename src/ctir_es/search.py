@@ -23,7 +23,7 @@ from .encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from .encoders.loading import category_encoder_for_schema, encoders_for_schema
 from .errors import NotFound, QueryError, StoreError, Unsupported
 from .filters import Filter
-from .ranking.calibration import served_fusion
+from .ranking.calibration import query_group, served_group_fusion
 from .ranking.fusion import FusedHit, fuse
 from .ranking.plan import Plan, detect_mode, plan_query
 from .ranking.weights import weights_in_force
@@ -93,6 +93,7 @@ class Search:
         self.category_encoder = category_encoder  # CLIP-ITA: category queries against clip_ita vectors
         self._schema: IndexSchema | None = None
         self._categorizer: Categorizer | None = None
+        self._seen: tuple[set[tuple[str, ...]] | None] | None = None  # (the model's seen nodes,) once read
         self._category_weights: SignalWeights | None = None
 
     @classmethod
@@ -173,9 +174,15 @@ class Search:
             text = ref if isinstance(ref, str) else (text or "(image)")
         candidates = max(CANDIDATE_DEPTH, 2 * k)
         plan = self.plan(text, mode=mode, image_vector=image_vector, field_weights=field_weights)
+        group = None
         if plan.mode == "category" and fusion is None and weights is None and field_weights is None:
-            # nothing chosen by the caller: the fusion `ctir-es calibrate` measured on this index
-            fusion, weights = served_fusion(self.store, self.schema, plan.sources)
+            # nothing chosen by the caller: the fusion `ctir-es calibrate` / `learn` measured on this
+            # index, for the query's group (a category the served model saw in training, or not)
+            node = plan.category
+            served = served_group_fusion(self.store, self.schema, plan.sources,
+                                         query_group(node, self.served_seen()) if node else None)
+            if served is not None:
+                fusion, weights, group = served
         fusion = fusion or DEFAULT_FUSION
         used = weights_in_force(plan.sources, plan.weights, weights)  # checked before any store work
         source_hits: dict[str, int | None] = dict.fromkeys(plan.sources)
@@ -186,7 +193,17 @@ class Search:
         else:
             fused = self._fused_by_server(plan, k, candidates, filters, fusion, used)
         return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused), used,
-                              source_hits, ranking_notices(plan.sources, source_hits))
+                              source_hits, ranking_notices(plan.sources, source_hits), group)
+
+    def served_seen(self) -> set[tuple[str, ...]] | None:
+        """The category nodes the served CLIP-ITA model trained on (its folder's
+        ``seen_categories.json``, read once), or None: no model, or no readable list."""
+        if self._seen is None:
+            from .learned import seen_categories
+
+            model_dir = getattr(self.category_encoder, "model_dir", None)
+            self._seen = (seen_categories(model_dir) if model_dir is not None else None,)
+        return self._seen[0]
 
     def plan(self, text: str | None, *, mode: str, image_vector: np.ndarray | None = None,
              field_weights: Mapping[str, float] | None = None) -> Plan:

@@ -36,7 +36,9 @@ def _leaf_and_root(path: list[str]) -> Text:
 
 def search_title(response: SearchResponse) -> str:
     weights = ", ".join(f"{s} {response.weights.get(s, 1.0):g}" for s in response.sources)
-    return f"{response.mode} query {response.query!r} · {response.fusion} · {weights}"
+    group = response.calibration_group
+    whose = f" ({group} categories' weights)" if group in ("seen", "unseen") else ""
+    return f"{response.mode} query {response.query!r} · {response.fusion} · {weights}{whose}"
 
 
 def search_table(response: SearchResponse, width: int = 160) -> Table:

@@ -8,7 +8,9 @@ training never saw (``learn`` trains on the rest):
   category data serves), each split into categories some training product is filed under
   (``seen``) and the others (``unseen``). Systems: what is served now (``served``: the stored
   calibration, else the fixed default), the same sources recalibrated (``before``), the
-  sources plus the trained model's vectors, calibrated (``after``), and BM25 alone.
+  sources plus the trained model's vectors, calibrated (``after``: as serving will fuse them,
+  each query with its group's weights, seen or unseen, see ``calibrate.choose``;
+  ``after_single``: one set of weights for every query), and BM25 alone.
 - **Categorize**, top-1 accuracy per level on up to ``CATEGORIZE_PRODUCTS`` products of the
   reporting slice: each signal alone, the fused signals as served now, and with the model's
   signal, weights tuned on the tuning slice.
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..calibrate import Measured, QuerySlice, fused_run, source_run
+from ..calibrate import Measured, Pick, QuerySlice, picked_run, source_run
 from ..categorize import core
 from ..categorize.engine import DEFAULT_WEIGHTS, Categorizer, Evidence
 from ..evaluation.categorize import headline
@@ -95,25 +97,29 @@ class QueryComparison:
         return self.figures
 
 
-def before_runs(measured: Measured, served: tuple[str, Mapping[str, float]], recalibrated: tuple[str, Mapping[str, float]]
-                ) -> dict[str, dict[str, Runs]]:
+def before_runs(measured: Measured, served: Pick, recalibrated: Pick) -> dict[str, dict[str, Runs]]:
     """The reporting slices ranked by today's sources (before the model's source replaces or
-    joins them): ``{view: {system: run}}``."""
+    joins them), each query fused as ``served`` / ``recalibrated`` pick for its node (see
+    ``calibrate.served_pick``): ``{view: {system: run}}``."""
     views = {"visible": measured.report, **({"hidden": measured.hidden[1]} if measured.hidden else {})}
     out: dict[str, dict[str, Runs]] = {}
     for view, piece in views.items():
-        out[view] = {"served": fused_run(piece, served[0], served[1]),
-                     "before": fused_run(piece, recalibrated[0], recalibrated[1]),
+        out[view] = {"served": picked_run(piece, served),
+                     "before": picked_run(piece, recalibrated),
                      "bm25": source_run(piece, "bm25")}
     return out
 
 
-def compare_queries(measured: Measured, before: Mapping[str, Mapping[str, Runs]], after: tuple[str, Mapping[str, float]],
-                    seen: set[CategoryPath]) -> QueryComparison:
+def compare_queries(measured: Measured, before: Mapping[str, Mapping[str, Runs]], after: Pick,
+                    seen: set[CategoryPath], after_single: Pick | None = None) -> QueryComparison:
+    """``after``: each query fused as serving will once the model is kept (its group's weights);
+    ``after_single``: the calibration's single weights, for the record."""
     views = {"visible": measured.report, **({"hidden": measured.hidden[1]} if measured.hidden else {})}
     result = QueryComparison()
     for view, piece in views.items():
-        runs = {**before[view], "after": fused_run(piece, after[0], after[1])}
+        runs = {**before[view], "after": picked_run(piece, after)}
+        if after_single is not None:
+            runs["after_single"] = picked_run(piece, after_single)
         result.figures[view] = {name: query_figures(piece, run, seen) for name, run in runs.items()}
     return result
 

@@ -31,19 +31,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..calibrate import CalibrationConfig, choose, measure
+from ..calibrate import CalibrationConfig, choose, measure, served_pick
 from ..config import Settings
 from ..errors import StoreError
 from ..learned import LEARNED_KEY, SEEN_FILE
 from ..products import CategoryPath, Product, format_category_path, path_prefixes
-from ..ranking.calibration import Calibration, encoder_ids, save_calibration, served_fusion
+from ..ranking.calibration import Calibration, encoder_ids, save_calibration, served_defaults
 from ..ranking.plan import SOURCE_WEIGHTS
 from ..schema import IndexSchema, VectorField
 from ..store.base import IdLister, IndexMetadata, VectorReader, VectorWriter
 from ..vocabulary import (
     CLIP_ITA_SOURCE,
     CLIP_ITA_VECTOR,
-    DEFAULT_FUSION,
     IMAGE_VECTOR,
     TITLE_VECTOR,
 )
@@ -280,18 +279,23 @@ def _compare(search: Search, config: LearnConfig, model: Any, vectors: Mapping[s
 
     schema = search.schema
     measured = measure(search, config.calibration(), lambda msg: say("stage", {"stage": msg}))
-    before_cal = choose(measured, encoder_ids(schema)).calibration
-    method, weights = served_fusion(search.store, schema, list(measured.sources))
-    served = (method or DEFAULT_FUSION, weights or dict(measured.defaults))
-    before = compare.before_runs(measured, served, (before_cal.method, before_cal.weights))
+    served_seen = search.served_seen()  # an earlier learned model's: today's groups, if any
+    before_cal = choose(measured, encoder_ids(schema), seen=served_seen).calibration
+    today = list(measured.sources), dict(measured.defaults)  # copies: add_source below extends them
+    before = compare.before_runs(measured, served_pick(served_defaults(search.store, schema), *today, served_seen),
+                                 served_pick(before_cal, *today, served_seen))
     texts = sorted({qid for piece in measured.slices() for qid in piece.nodes})
     queries = dict(zip(texts, model.encode_categories(texts), strict=True)) if texts else {}
     measured.add_source(CLIP_ITA_SOURCE, SOURCE_WEIGHTS["category"][CLIP_ITA_SOURCE],
                         compare.model_source(vectors, queries))
     after_schema = IndexSchema({**schema.vectors, CLIP_ITA_VECTOR: VectorField(model.dims, "cosine",
                                                                                dict(model.manifest))})
-    after_cal = choose(measured, encoder_ids(after_schema)).calibration
-    query_cmp = compare.compare_queries(measured, before, (after_cal.method, after_cal.weights), seen)
+    # the after system is what serving will do: each query its group's weights (seen / unseen)
+    after_cal = choose(measured, encoder_ids(after_schema), seen=seen).calibration
+    single = Calibration.from_json({**after_cal.to_json(), "groups": None})
+    after = served_pick(after_cal, measured.sources, measured.defaults, seen)
+    query_cmp = compare.compare_queries(measured, before, after, seen,
+                                        served_pick(single, measured.sources, measured.defaults, seen))
 
     say("stage", {"stage": "categorize before and after"})
     tune_products, report_products = measured.tune.products, measured.report.products  # read once, by measure

@@ -8,6 +8,16 @@ and ``Search`` uses it for category queries when the caller names no fusion and 
 A calibration is only valid for the encoders it was measured with: ``served_defaults`` compares
 the encoder ids it recorded with the index's schema, and ignores a stale one with a notice
 (logged once per store) rather than serving weights tuned for other vectors.
+
+**Groups.** When the index serves a trained CLIP-ITA model (``ctir-es learn``), its category
+head is reliable for the categories it saw in training and not for the others, where the
+zero-shot sources (BM25, the frozen text encoder) generalise better. The calibration then also
+holds weights per group of category queries (``GROUPS``): ``seen`` (the query's node is one
+the served model trained on, ``seen_distance`` 0) and ``unseen`` (the rest), each tuned on the
+tuning slice's queries of that group. A group with fewer than ``MIN_GROUP_QUERIES`` tuning
+queries has no entry and is served the single (all-query) weights, as is every query when the
+model's seen list cannot be read. Records written before groups existed load unchanged (no
+``groups``: the single weights for every query).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import StoreError
+from ..products import CategoryPath
 from ..schema import IndexSchema
 from ..store.base import IndexMetadata, Store
 from ..vocabulary import FUSION_METHODS
@@ -27,7 +38,28 @@ from ..vocabulary import FUSION_METHODS
 log = logging.getLogger(__name__)
 
 CALIBRATION_KEY = "serving-calibration.category"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # groups are an optional key: older readers ignore them, older records have none
+GROUPS = ("seen", "unseen")
+ALL_QUERIES = "all"  # the group name a response reports when the single weights were served
+# Tuning queries a group needs for its own weights: on flipkart-1050 a group of 10 category
+# queries is ~3% of the tuning slice; below that one P@10 tie decides the pick, so the single
+# weights (tuned on every query) are the safer choice.
+MIN_GROUP_QUERIES = 10
+
+
+def seen_distance(node: CategoryPath, seen: set[CategoryPath] | frozenset[CategoryPath]) -> int:
+    """Levels from ``node`` up to its deepest seen ancestor-or-self (``len(node)`` if none)."""
+    for k in range(len(node), 0, -1):
+        if tuple(node[:k]) in seen:
+            return len(node) - k
+    return len(node)
+
+
+def query_group(node: CategoryPath, seen: set[CategoryPath] | frozenset[CategoryPath] | None) -> str | None:
+    """``seen`` or ``unseen`` for a category query's node; None when the seen set is unknown."""
+    if seen is None:
+        return None
+    return "seen" if seen_distance(tuple(node), seen) == 0 else "unseen"
 
 
 def encoder_ids(schema: IndexSchema) -> dict[str, str]:
@@ -55,6 +87,8 @@ class Calibration:
     default: Mapping[str, Any] = field(default_factory=dict)
     hidden: Mapping[str, Any] | None = None  # the hidden-category measurement, when it was run
     settings: Mapping[str, Any] = field(default_factory=dict)  # seed, fractions, depth
+    # group -> {"method", "weights", "tuning_queries", ...}: only the groups tuned on enough queries
+    groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def sources(self) -> list[str]:
@@ -66,6 +100,17 @@ class Calibration:
         if sorted(sources) != self.sources:
             return None
         return {name: float(self.weights[name]) for name in sources}
+
+    def fusion_for(self, sources: list[str], group: str | None = None) -> tuple[str, dict[str, float], str] | None:
+        """``(method, weights, group served)`` for a category query over ``sources`` in ``group``:
+        the group's own weights when it has them, else the single ones (group ``all``); None when
+        ``sources`` are not the ones calibrated (the fixed defaults apply)."""
+        if sorted(sources) != self.sources:
+            return None
+        entry = self.groups.get(group) if group is not None else None
+        if entry is None:
+            return self.method, {name: float(self.weights[name]) for name in sources}, ALL_QUERIES
+        return str(entry["method"]), {name: float(entry["weights"][name]) for name in sources}, str(group)
 
     def value(self, system: str, metric: str | None = None) -> float | None:
         return self.figures.get(system, {}).get(metric or self.metric)
@@ -85,6 +130,7 @@ class Calibration:
             "default": dict(self.default),
             "hidden": dict(self.hidden) if self.hidden is not None else None,
             "settings": dict(self.settings),
+            **({"groups": {g: dict(e) for g, e in self.groups.items()}} if self.groups else {}),
         }
 
     @classmethod
@@ -100,6 +146,7 @@ class Calibration:
             if not weights or any(not 0 <= w < float("inf") for w in weights.values()):
                 raise ValueError("weights must be finite and >= 0")
             hidden = data.get("hidden")
+            groups = _groups(data.get("groups"), set(weights))
             return cls(
                 method=method,
                 weights=weights,
@@ -112,6 +159,7 @@ class Calibration:
                 default=dict(data.get("default") or {}),
                 hidden=dict(hidden) if isinstance(hidden, Mapping) else None,
                 settings=dict(data.get("settings") or {}),
+                groups=groups,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"the stored serving calibration is not readable ({exc}); run `ctir-es calibrate` again") from None
@@ -125,6 +173,26 @@ class Calibration:
         diffs = [f"{name}: {self.encoders.get(name) or 'absent'} -> {now.get(name) or 'absent'}"
                  for name in changed if self.encoders.get(name) != now.get(name)]
         return "the index's encoders changed since it was calibrated (" + "; ".join(diffs) + ")"
+
+
+def _groups(raw: Any, sources: set[str]) -> dict[str, dict[str, Any]]:
+    """The per-group fusions of a stored record ({} when it has none: a record from before
+    groups); each must name a fusion and weigh exactly the calibrated sources."""
+    if raw is None:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in dict(raw).items():
+        if name not in GROUPS:
+            raise ValueError(f"unknown query group {name!r}")
+        method = str(entry["method"])
+        if method not in FUSION_METHODS:
+            raise ValueError(f"unknown fusion {method!r} for the {name} group")
+        weights = {str(k): float(v) for k, v in dict(entry["weights"]).items()}
+        if set(weights) != sources or any(not 0 <= w < float("inf") for w in weights.values()) or not any(
+                weights.values()):
+            raise ValueError(f"the {name} group's weights must cover {sorted(sources)}, finite, >= 0, not all 0")
+        out[str(name)] = {**dict(entry), "method": method, "weights": weights}
+    return out
 
 
 def save_calibration(store: Store, calibration: Calibration) -> None:
@@ -203,6 +271,15 @@ def served_fusion(
     return calibration.method, weights
 
 
+def served_group_fusion(
+    store: Store, schema: IndexSchema, sources: list[str], group: str | None
+) -> tuple[str, dict[str, float], str] | None:
+    """``(method, weights, group served)`` for a category query in ``group`` (``query_group``)
+    from the index's calibration; None when none is in force (the fixed defaults apply)."""
+    calibration = served_defaults(store, schema)
+    return calibration.fusion_for(sources, group) if calibration is not None else None
+
+
 def calibration_summary(store: Store, schema: IndexSchema) -> dict[str, Any]:
     """What ``stats`` (CLI and HTTP) show: the fusion category queries are served with, and
     the evidence (P@10 of the calibration and of the fixed default on the reporting slice)."""
@@ -226,6 +303,9 @@ def calibration_summary(store: Store, schema: IndexSchema) -> dict[str, Any]:
         "created": calibration.created,
         "tuned_for": calibration.settings.get("tune_for", "visible"),
     }
+    if calibration.groups:
+        out["groups"] = {g: {"method": e["method"], "weights": dict(e["weights"]),
+                             "tuning_queries": e.get("tuning_queries")} for g, e in calibration.groups.items()}
     if problem:
         out["note"] = problem
     return out

@@ -23,6 +23,7 @@ import numpy as np
 from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from ..errors import QueryError
 from ..products import (
+    CategoryPath,
     format_category_path,
     has_surrogate,
     looks_like_category_path,
@@ -95,6 +96,11 @@ class Plan:
     @property
     def sources(self) -> list[str]:
         return ([LEXICAL_SOURCE] if self.lexical else []) + [v.name for v in self.vectors]
+
+    @property
+    def category(self) -> CategoryPath | None:
+        """The node a category query names (its calibration group depends on it), else None."""
+        return parse_category_path(self.text) if self.mode == "category" else None
 
 
 def detect_mode(text: str | None, image: object | None) -> str:

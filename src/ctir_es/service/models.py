@@ -43,6 +43,11 @@ class SearchPage(BaseModel):
     fusion: FusionMethod
     sources: list[SourceName] = Field(description="The ranked lists fused for this query.")
     weights: dict[SourceName, float] = Field(description="The weight of each source in the fusion.")
+    calibration_group: str | None = Field(
+        default=None,
+        description="Category queries served with the index's calibration: whose weights - `seen` or `unseen` "
+                    "(the query's category is, or is not, one the learned model trained on) or `all` (the "
+                    "single weights); null when none were used (weights or fusion given, or no calibration).")
     source_hits: dict[SourceName, int | None] = Field(
         description="Candidates each source returned before fusion (null: the store fused server-side "
                     "and did not say). 0 for bm25 means no product matched the words.")

@@ -46,6 +46,7 @@ def page_json(response: SearchResponse, offset: int, k: int) -> dict[str, Any]:
         "fusion": response.fusion,
         "sources": response.sources,
         "weights": dict(response.weights),
+        "calibration_group": response.calibration_group,
         "source_hits": dict(response.source_hits),
         "notices": list(response.notices),
         "offset": offset,

@@ -15,6 +15,10 @@ alone and ``weight_seen = 0`` is zero-shot, so both ends are in the grid.
 
 The same score is one dot product in a concatenated space (``product_vector`` /
 ``query_vector``), so a store can serve it from a single vector field.
+
+Serving does not mix the vectors: ``ctir-es learn`` stores fusion weights per group of category
+queries, seen (distance 0) and unseen, and ``Search`` serves each query its group's weights
+(``ranking.calibration``, which holds ``seen_distance``: serving needs it without this package).
 """
 
 from __future__ import annotations
@@ -26,17 +30,12 @@ from typing import Any
 import numpy as np
 
 from ..products import CategoryPath
+from ..ranking.calibration import seen_distance
+
+__all__ = ["DECAY_GRID", "WEIGHT_GRID", "Backoff", "product_vector", "query_vector", "seen_distance", "tune"]
 
 WEIGHT_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 DECAY_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def seen_distance(node: CategoryPath, seen: set[CategoryPath] | frozenset[CategoryPath]) -> int:
-    """Levels from ``node`` up to its deepest seen ancestor-or-self (``len(node)`` if none)."""
-    for k in range(len(node), 0, -1):
-        if tuple(node[:k]) in seen:
-            return len(node) - k
-    return len(node)
 
 
 @dataclass(frozen=True)
