@@ -305,3 +305,14 @@ def test_product_rejects_bad_values(values: object, reason: str) -> None:
     with pytest.raises(InvalidRecord) as info:
         Product.from_mapping({"id": "a", "title": "T", "values": values})
     assert info.value.reason == reason
+
+
+@given(st.dictionaries(st.text(max_size=20),
+                       st.one_of(st.text(max_size=40), st.floats(), st.booleans(), st.integers(), st.none()),
+                       max_size=80))
+def test_clean_values_is_idempotent(raw: dict) -> None:
+    # what from_mapping keeps reads back unchanged: to_json -> from_mapping round-trips
+    kept, refused = clean_values(raw)
+    assert clean_values(kept) == (kept, [])
+    assert len(kept) <= MAX_VALUES and len(kept) + len(refused) <= len(raw)
+    assert all(type(v) in (str, float, bool) for v in kept.values())

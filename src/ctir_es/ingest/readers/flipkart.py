@@ -59,7 +59,7 @@ MAX_FIELD_CHARS = 10 * 1024 * 1024
 NO_RATING = "no rating available"
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S %z"  # "2016-04-30 03:22:56 +0000"
 # specification key (case-folded) -> value name; these are facts a shop filters on, the
-# rest of the ~500 keys (Model ID, Sales Package, Warranty Summary...) stay text only.
+# rest of the 607 keys of flipkart-1050 (Model ID, Sales Package, Warranty Summary...) stay text only.
 SPEC_VALUES: dict[str, str] = {
     "color": "colour", "colour": "colour", "size": "size", "material": "material",
     "type": "type", "ideal for": "ideal_for", "pattern": "pattern", "occasion": "occasion",
