@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import FLIPKART_DIR
 
-from ctir_es.ingest.readers import read_flipkart, read_jsonl, read_xmarket
+from ctir_es.errors import ConfigError
+from ctir_es.ingest.readers import declared_specs, read_flipkart, read_jsonl, read_xmarket
 from ctir_es.ingest.readers.flipkart import VALUE_SPECS, parse_specifications
 from ctir_es.ingest.readers.xmarket import value_specs
 from ctir_es.ingest.report import IngestReport
@@ -184,3 +185,12 @@ def test_jsonl_values_pass_through(tmp_path: Path) -> None:
     assert "c" not in products and report.rejected == {"bad_type": 1}  # values not an object: as attributes
     assert {k: v for k, v in report.notes.items() if k.startswith("dropped value")} == {
         "dropped value (bad_type)": 1, "dropped value (duplicate_name)": 1, "dropped value (too_many_values)": 2}
+
+
+def test_declared_specs() -> None:
+    assert declared_specs("flipkart") == VALUE_SPECS and declared_specs("flipkart")["price"] == ValueSpec("number", "INR")
+    assert declared_specs("xmarket", "uk")["price"] == ValueSpec("number", "GBP")
+    assert "price" not in declared_specs("xmarket") and declared_specs("xmarket")["brand"] == ValueSpec("keyword")
+    assert declared_specs("jsonl") == {}
+    with pytest.raises(ConfigError, match="supported: jsonl, xmarket, flipkart"):
+        declared_specs("csv")

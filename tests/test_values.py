@@ -316,3 +316,10 @@ def test_clean_values_is_idempotent(raw: dict) -> None:
     assert clean_values(kept) == (kept, [])
     assert len(kept) <= MAX_VALUES and len(kept) + len(refused) <= len(raw)
     assert all(type(v) in (str, float, bool) for v in kept.values())
+
+
+def test_hostile_signs_and_whitespace() -> None:
+    assert parse_number("rß5") is None  # "ß" folds to "ss": never half a currency code
+    assert parse_number("RS. 5") == (5.0, "INR") and parse_number("5 usd") == (5.0, "USD")
+    assert keyword("a" + " " * 5000 + "b") == "a b"  # the limit applies after collapsing
+    assert infer_spec([10**400, 5]) == ValueSpec("keyword")  # an int past float's range is no number

@@ -166,9 +166,9 @@ def parse_number(text: str, market: str | None = None) -> tuple[float, str | Non
 
 
 def _peel(s: str, prefix: bool) -> tuple[str, str | None]:
-    folded = s.casefold()
     for sign in _SIGNS_LONGEST_FIRST:
-        if folded.startswith(sign) if prefix else folded.endswith(sign):
+        part = s[: len(sign)] if prefix else s[len(s) - len(sign):]
+        if len(s) > len(sign) and part.casefold() == sign:
             rest = s[len(sign):] if prefix else s[: len(s) - len(sign)]
             return rest.strip(), sign
     return s, None
@@ -284,10 +284,7 @@ def keyword(raw: Any) -> str:
         raise BadValue("bad_type", f"a keyword cannot be a {type(raw).__name__}")
     if _SURROGATE.search(raw):
         raise BadValue("invalid_unicode", "the value holds a lone surrogate")
-    if len(raw) > 4 * MAX_KEYWORD_CHARS:  # bounded work: even collapsed it could not fit
-        text = " ".join(raw[: 4 * MAX_KEYWORD_CHARS + 1].translate(_CONTROLS).split())
-    else:
-        text = " ".join(raw.translate(_CONTROLS).split())
+    text = " ".join(raw.translate(_CONTROLS).split())
     if not text:
         raise BadValue("empty", "the value is blank")
     if len(text) > MAX_KEYWORD_CHARS:
@@ -368,7 +365,7 @@ def infer_spec(samples: Iterable[Value | str]) -> ValueSpec:
         if isinstance(v, bool):
             continue
         if isinstance(v, (int, float)):
-            parsed += math.isfinite(v)
+            parsed += _finite(v)
             continue
         number = parse_number(v)
         if number is not None:
@@ -378,6 +375,13 @@ def infer_spec(samples: Iterable[Value | str]) -> ValueSpec:
     if parsed * 100 >= NUMBER_SHARE_PERCENT * len(values) and len(units) <= 1:
         return ValueSpec("number", next(iter(units), None))
     return ValueSpec("keyword")
+
+
+def _finite(number: float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int past float's range
+        return False
 
 
 def infer_specs(samples: Mapping[str, Sequence[Value | str]]) -> dict[str, ValueSpec]:

@@ -10,9 +10,11 @@ from collections.abc import Callable, Iterator
 
 from ...errors import ConfigError
 from ...products import Product
+from ...values import ValueSpec
+from .flipkart import VALUE_SPECS as FLIPKART_SPECS
 from .flipkart import read_flipkart
 from .jsonl import read_jsonl
-from .xmarket import read_xmarket
+from .xmarket import read_xmarket, value_specs
 
 Reader = Callable[..., Iterator[Product]]
 
@@ -33,4 +35,15 @@ def get_reader(name: str) -> Reader:
         ) from None
 
 
-__all__ = ["READERS", "Reader", "get_reader", "read_flipkart", "read_jsonl", "read_xmarket"]
+def declared_specs(name: str, market: str | None = None) -> dict[str, ValueSpec]:
+    """The types of the values reader ``name`` types itself (for XMarket, in ``market``: its
+    price is in that market's currency); the rest of a catalogue's values are inferred."""
+    get_reader(name)  # an unknown format is the same ConfigError
+    if name == "flipkart":
+        return dict(FLIPKART_SPECS)
+    if name == "xmarket":
+        return value_specs(market)
+    return {}
+
+
+__all__ = ["READERS", "Reader", "declared_specs", "get_reader", "read_flipkart", "read_jsonl", "read_xmarket"]
