@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .products import Product
+from .values import ValueSpec
 
 # The lexical fields every store indexes, in this order. Evaluation drops "categories"
 # (the answer) from the fields it queries; serving keeps it.
@@ -44,16 +45,30 @@ class VectorField:
 
 @dataclass(frozen=True, slots=True)
 class IndexSchema:
-    """What an index holds besides text: its vector fields. Stored with the index."""
+    """What an index holds besides text: its vector fields, and the typed values (``Product.values``)
+    it can filter, facet and sort on, each with its kind and unit. Stored with the index."""
 
     vectors: Mapping[str, VectorField] = field(default_factory=dict)
+    values: Mapping[str, ValueSpec] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"vectors": {name: f.to_json() for name, f in self.vectors.items()}}
+        out: dict[str, Any] = {"vectors": {name: f.to_json() for name, f in self.vectors.items()}}
+        if self.values:
+            out["values"] = {name: spec.to_json() for name, spec in sorted(self.values.items())}
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> IndexSchema:
-        return cls({n: VectorField.from_json(f) for n, f in data.get("vectors", {}).items()})
+        return cls({n: VectorField.from_json(f) for n, f in data.get("vectors", {}).items()},
+                   {n: ValueSpec.from_json(v) for n, v in (data.get("values") or {}).items()})
+
+    def with_vector(self, name: str, spec: VectorField) -> IndexSchema:
+        return IndexSchema({**self.vectors, name: spec}, self.values)
+
+    def merged(self, other: IndexSchema) -> IndexSchema:
+        """``other``'s fields added to this schema's; where both name one, this schema's wins (an
+        index keeps the types it was built with)."""
+        return IndexSchema({**other.vectors, **self.vectors}, {**other.values, **self.values})
 
     def differences(self, other: IndexSchema) -> list[str]:
         """Human-readable reasons why vectors built for ``other`` cannot go into ``self``."""

@@ -38,7 +38,7 @@ from ..learned import LEARNED_KEY, SEEN_FILE
 from ..products import CategoryPath, Product, format_category_path, path_prefixes
 from ..ranking.calibration import Calibration, encoder_ids, save_calibration, served_defaults
 from ..ranking.plan import SOURCE_WEIGHTS
-from ..schema import IndexSchema, VectorField
+from ..schema import VectorField
 from ..store.base import IdLister, IndexMetadata, VectorReader, VectorWriter
 from ..vocabulary import (
     CLIP_ITA_SOURCE,
@@ -207,7 +207,7 @@ def learn(search: Search, settings: Settings, config: LearnConfig | None = None,
 
     # 4. write: a job record first, so a killed write resumes instead of training again
     spec = VectorField(model.dims, "cosine", dict(model.manifest))
-    new_schema = IndexSchema({**search.schema.vectors, CLIP_ITA_VECTOR: spec})
+    new_schema = search.schema.with_vector(CLIP_ITA_VECTOR, spec)
     after_cal = Calibration.from_json({**after_cal.to_json(), "encoders": encoder_ids(new_schema)})
     job = {"model": report.model, "path": report.path, "spec": spec.to_json(),
            "calibration": after_cal.to_json(),
@@ -288,8 +288,7 @@ def _compare(search: Search, config: LearnConfig, model: Any, vectors: Mapping[s
     queries = dict(zip(texts, model.encode_categories(texts), strict=True)) if texts else {}
     measured.add_source(CLIP_ITA_SOURCE, SOURCE_WEIGHTS["category"][CLIP_ITA_SOURCE],
                         compare.model_source(vectors, queries))
-    after_schema = IndexSchema({**schema.vectors, CLIP_ITA_VECTOR: VectorField(model.dims, "cosine",
-                                                                               dict(model.manifest))})
+    after_schema = schema.with_vector(CLIP_ITA_VECTOR, VectorField(model.dims, "cosine", dict(model.manifest)))
     # the after system is what serving will do: each query its group's weights (seen / unseen)
     after_cal = choose(measured, encoder_ids(after_schema), seen=seen).calibration
     single = Calibration.from_json({**after_cal.to_json(), "groups": None})

@@ -611,7 +611,7 @@ class EmbeddedStore:
                         f"store {self.path} does not match the encoders in use: {'; '.join(problems)}. "
                         "Ingest into a new store (--store PATH) or use the encoders it was built with."
                     )
-                merged = IndexSchema({**schema.vectors, **current.vectors})
+                merged = current.merged(schema)
             self._wconn.execute(
                 "INSERT INTO meta VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (json.dumps(merged.to_json(), sort_keys=True),),
@@ -818,7 +818,7 @@ class EmbeddedStore:
                         f"store {self.path}: vector field {field!r} holds vectors of {stored} dims{had}, "
                         f"not {spec.dims}: write the new vectors to another field, or ingest into a new store"
                     )
-                merged = IndexSchema({**current.vectors, field: spec})
+                merged = current.with_vector(field, spec)
                 conn.execute(
                     "INSERT INTO meta VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (json.dumps(merged.to_json(), sort_keys=True),),

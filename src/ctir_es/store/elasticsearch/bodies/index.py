@@ -386,7 +386,7 @@ def add_vector_field_body(
 
 def replaced_schema(existing: IndexSchema, name: str, field: VectorField) -> IndexSchema:
     """``existing`` with ``name`` set to ``field`` (in place when present, else appended)."""
-    return IndexSchema({**existing.vectors, name: field})
+    return existing.with_vector(name, field)
 
 
 def set_vector_field_body(
