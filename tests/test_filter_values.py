@@ -77,3 +77,14 @@ def test_schema_round_trips_its_values_and_old_schemas_load() -> None:
     assert IndexSchema.from_json(SCHEMA.to_json()) == SCHEMA
     assert IndexSchema.from_json({"vectors": {}}) == IndexSchema()
     assert "values" not in IndexSchema().to_json()  # an index without values stores what it did
+
+
+def test_text_read_before_the_schema_is_known_is_read_with_it_later() -> None:
+    deferred = [parse_filter_text(t) for t in ("brand:1..2", "price:500..900", "-brand:X", "has:brand",
+                                              "category:A > B")]
+    assert [f.op for f in deferred] == ["text", "text", "text", "exists", "subtree"]
+    assert check_filters(deferred, SCHEMA) == [
+        Filter("brand", "in", ("1..2",)), Filter("price", "range", (500.0, 900.0)), Filter("brand", "not_in", ("X",)),
+        Filter("brand", "exists", True), Filter("category", "subtree", ("A", "B"))]
+    with pytest.raises(FilterError, match="this index's values"):
+        check_filters([parse_filter_text("colr:red")], SCHEMA)

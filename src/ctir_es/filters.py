@@ -43,6 +43,9 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
 }
 # Operators on the index's typed values, and what each kind of value takes.
 VALUE_OPS: tuple[str, ...] = ("in", "not_in", "range", "eq", "exists")
+# A value filter read from text before the index's schema was at hand (HTTP, CLI): its value is
+# the text, and ``check_filters`` reads it with the value's kind.
+DEFERRED = "text"
 KIND_OPS: Mapping[str, tuple[str, ...]] = {
     "keyword": ("in", "not_in", "eq", "exists"),
     "number": ("range", "in", "not_in", "eq", "exists"),
@@ -107,6 +110,10 @@ class Filter:
         except BadValue as exc:
             raise FilterError(f"bad filter field {str(self.field)[:60]!r}: {exc}") from None
         object.__setattr__(self, "field", name)
+        if self.op == DEFERRED:
+            if not isinstance(self.value, str):
+                raise FilterError("a filter in text form is text")
+            return
         if self.op not in VALUE_OPS:
             raise FilterError(f"a value filter ({name}) supports {', '.join(VALUE_OPS)}, not {self.op!r}")
         if self.op in ("in", "not_in"):
@@ -159,6 +166,8 @@ def check_filters(filters: Sequence[Filter], schema: IndexSchema) -> list[Filter
     values typed (``"1,299"`` -> 1299.0 for a number). The errors name what the index holds."""
     out = []
     for f in filters:
+        if f.op == DEFERRED:
+            f = parse_filter_text(f.value, schema)
         if not f.on_value or f.op == "exists":
             if f.on_value and f.field not in schema.values:
                 raise FilterError(_unknown(f.field, schema))
@@ -205,8 +214,9 @@ def _alternatives(text: str) -> list[str]:
 
 
 def parse_filter_text(text: str, schema: IndexSchema | None = None) -> Filter:
-    """One filter in the text form (module doc). With ``schema``, a value's kind decides how
-    its text reads (``a..b`` is a range only for a number); ``check_filters`` types it."""
+    """One filter in the text form (module doc). A value's kind decides how its text reads
+    (``a..b`` is a range only for a number): without ``schema`` a value filter is kept as text
+    (op ``DEFERRED``) for ``check_filters`` to read with the index's schema."""
     raw = text.strip()
     negated = raw.startswith("-")
     body = raw[1:] if negated else raw
@@ -233,7 +243,9 @@ def parse_filter_text(text: str, schema: IndexSchema | None = None) -> Filter:
         values = _alternatives(rest)
         return Filter(field, "in" if field == "market" and not negated else op,
                       values if field != "market" else tuple(values))
-    spec = schema.values.get(_name(field)) if schema is not None else None
+    if schema is None:
+        return Filter(_name(field), DEFERRED, raw)
+    spec = schema.values.get(_name(field))
     kind = spec.kind if spec is not None else None
     if ".." in rest and kind in (None, "number") and not negated:
         low, _, high = rest.partition("..")
