@@ -293,8 +293,8 @@ def test_an_unknown_format_is_refused(tmp_path: Path) -> None:
     store.setup(SCHEMA)
     store.close()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'store_version'")
-    with pytest.raises(StoreError, match="written by store format 3, this ctir-es reads 2"):
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'store_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(StoreError, match=f"written by store format {SCHEMA_VERSION + 1}, this ctir-es reads {SCHEMA_VERSION}"):
         EmbeddedStore(path).count()
 
 
@@ -323,7 +323,7 @@ echo "stats=$?"
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["products"] == 30
     with sqlite3.connect(tmp_path / "v1.db") as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'store_version'").fetchone()[0] == "2"
+        assert conn.execute("SELECT value FROM meta WHERE key = 'store_version'").fetchone()[0] == str(SCHEMA_VERSION)
 
 
 def test_an_ingest_into_a_format_1_store_upgrades_it_first(tmp_path: Path) -> None:
@@ -340,6 +340,6 @@ def test_an_ingest_into_a_format_1_store_upgrades_it_first(tmp_path: Path) -> No
     ref.upsert(docs[30:])
     assert _postings(store) == _postings(ref)
     assert store.category_counts() == ref.category_counts() != before["counts"]
-    assert store.conn.execute("SELECT value FROM meta WHERE key = 'store_version'").fetchone()[0] == "2"
+    assert store.conn.execute("SELECT value FROM meta WHERE key = 'store_version'").fetchone()[0] == str(SCHEMA_VERSION)
     store.close()
     ref.close()

@@ -11,6 +11,10 @@ Config file: ``$CTIR_ES_CONFIG`` or ``<user config dir>/ctir-es/config.toml``, e
     url = "https://es.internal:9200"
     api_key = "..."
     ca_certs = "/etc/ssl/es-ca.pem"
+
+    [values]                 # the types of typed values at ingest (else declared / inferred)
+    price = {kind = "number", unit = "INR"}
+    brand = "keyword"
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from typing import Any
 
 from platformdirs import user_cache_dir, user_config_dir, user_data_dir
 
-from .errors import ConfigError
+from .errors import BadValue, ConfigError
 from .products import has_surrogate
+from .values import ValueSpec, value_name
 from .vocabulary import DISABLED, OFF, ON
 
 APP = "ctir-es"
@@ -67,6 +72,7 @@ class Settings:
     lexical_engine: str | None = None  # None: the store's own (fts5 for new embedded stores)
     fusion_location: str = "client"
     es_options: Mapping[str, Any] = field(default_factory=dict)  # [elasticsearch] table of the file
+    value_types: Mapping[str, ValueSpec] = field(default_factory=dict)  # [values] table: ingest's type overrides
 
     @property
     def image_cache(self) -> Path:
@@ -198,6 +204,9 @@ def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
         if key == "es_options":
             out[key] = value
             continue
+        if key == "value_types":
+            out[key] = value if all(isinstance(v, ValueSpec) for v in value.values()) else config_value_types(value)
+            continue
         knob = KNOBS.get(key)
         if knob is None:
             raise ConfigError(f"unknown setting {key!r}; known: {', '.join(sorted(KNOBS))}")
@@ -227,8 +236,32 @@ def _file_values(path: Path) -> dict[str, Any]:
     if "index" in es:
         values["es_index"] = es["index"]
     values["es_options"] = {k: v for k, v in es.items() if k not in ("url", "index")}
+    if "values" in data:
+        values["value_types"] = config_value_types(data.pop("values"), str(path))
     values.update(data)
     return values
+
+
+def config_value_types(table: Any, where: str = "the config") -> dict[str, ValueSpec]:
+    """The ``[values]`` table of a config file (``name = "keyword"`` or ``name = {kind = "number",
+    unit = "INR"}``) as specs by normalised name (docs/shop-search.md); a ``ConfigError`` names
+    the bad entry."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: [values] must be a table of name = kind or name = {{kind = ..., unit = ...}}")
+    out: dict[str, ValueSpec] = {}
+    for raw, spec in table.items():
+        try:
+            name = value_name(raw)
+        except BadValue as exc:
+            raise ConfigError(f"{where}: [values] name {str(raw)[:60]!r}: {exc}") from None
+        try:
+            parsed = ValueSpec.from_json(spec)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: [values] {name}: {exc}") from None
+        if name in out and out[name] != parsed:
+            raise ConfigError(f"{where}: [values] names {name!r} twice with different types")
+        out[name] = parsed
+    return out
 
 
 def _env_values(env: Mapping[str, str]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from .config import FUSION_LOCATIONS, Settings, load_settings
 from .encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from .encoders.loading import category_encoder_for_schema, encoders_for_schema
 from .errors import NotFound, QueryError, StoreError, Unsupported
-from .filters import Filter
+from .filters import Filter, check_filters
 from .ranking.calibration import query_group, served_group_fusion
 from .ranking.fusion import FusedHit, fuse
 from .ranking.plan import Plan, detect_mode, plan_query
@@ -161,6 +161,7 @@ class Search:
         decoded PIL image)."""
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}")
+        filters = self.checked(filters)
         if diverse is not False:  # MMR over a deeper fused list (ctir_es.diversify)
             return self._diversified(text, image=image, mode=mode, k=k, filters=filters, fusion=fusion,
                                      weights=weights, field_weights=field_weights, diverse=diverse)
@@ -194,6 +195,17 @@ class Search:
             fused = self._fused_by_server(plan, k, candidates, filters, fusion, used)
         return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused), used,
                               source_hits, ranking_notices(plan.sources, source_hits), group)
+
+    def checked(self, filters: Sequence[Filter]) -> list[Filter]:
+        """``filters`` checked against this index's typed values, their values typed
+        (``check_filters``): stores only ever see typed filters, users get errors that name
+        what the index holds. A value name the cached schema lacks re-reads it once (an
+        ingest elsewhere may have added it since)."""
+        if not filters:
+            return []
+        if any(f.on_value and f.field not in self.schema.values for f in filters):
+            self._schema = None
+        return check_filters(filters, self.schema)
 
     def served_seen(self) -> set[tuple[str, ...]] | None:
         """The category nodes the served CLIP-ITA model trained on (its folder's
@@ -304,6 +316,7 @@ class Search:
         cannot return vectors) falls back to BM25 over its title."""
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}")
+        filters = self.checked(filters)
         stored = self.product(product_id)
         queries = []
         if isinstance(self.store, VectorReader):
@@ -351,6 +364,7 @@ class Search:
         neighbours = DEFAULT_NEIGHBOURS if neighbours is None else neighbours
         if not 1 <= neighbours <= MAX_K:
             raise QueryError(f"neighbours must be between 1 and {MAX_K}")
+        filters = self.checked(filters)
         categorizer = self.categorizer()
         if image is not None:
             if IMAGE_VECTOR not in self.schema.vectors:
@@ -404,6 +418,7 @@ class Search:
             raise QueryError(f"k must be between 1 and {MAX_K}")
         if not 1 <= depth <= 32:
             raise QueryError("depth must be between 1 and 32")
+        filters = self.checked(filters)
         wanted = list(dict.fromkeys(ids)) if ids is not None else self._all_ids(filters)
         vector_fields = [f for f in (TITLE_VECTOR, IMAGE_VECTOR, CLIP_ITA_VECTOR) if f in self.schema.vectors]
         entries = []

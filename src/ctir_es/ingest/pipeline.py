@@ -7,6 +7,9 @@
 - Nothing is dropped silently: store errors, missing images and duplicates are counted.
 - With a CLIP encoder, each title also goes through CLIP's text tower (``clip_title_vector``),
   so image queries find products by their titles too, including products without a photo.
+- Typed values (``Product.values``) are typed and normalised (``ingest/value_types.py``): the
+  first ``INFER_SAMPLE`` products are read ahead once to infer the types nothing else gives;
+  the types join the index's schema before the first product that carries them is written.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ from ..products import Product
 from ..store.base import Document, IndexSchema, Store, VectorField
 from ..vocabulary import CLIP_ITA_VECTOR, CLIP_TITLE_VECTOR, IMAGE_VECTOR, TITLE_VECTOR
 from .report import IngestReport
+from .value_types import INFER_SAMPLE, ValueTyper
 
 # Decoded images are shrunk right after loading: CLIP needs 224-336 px, and a batch of
 # full-size catalogue photos would otherwise hold hundreds of MB.
@@ -121,10 +125,13 @@ class Pipeline:
         options: IngestOptions = IngestOptions(),
         clip_ita: CategoryEncoder | None = None,
         index_model: Callable[[IndexSchema], CategoryEncoder | None] | None = None,
+        value_types: ValueTyper | None = None,
     ) -> None:
         """``index_model``: when no ``clip_ita`` model is given, called with the schema in force
-        to load the model the index already holds (so later ingests add its vector)."""
+        to load the model the index already holds (so later ingests add its vector).
+        ``value_types``: the config's and the reader's value types (default: inferred only)."""
         self.store = store
+        self.values = value_types or ValueTyper()
         self.index_model = index_model
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
@@ -162,6 +169,8 @@ class Pipeline:
                                                clip_titles=self.options.clip_titles))
         if self.clip_ita is None and self.index_model is not None:
             self.clip_ita = self.index_model(schema)
+        self.schema = schema
+        self.values.start(schema.values, report)
         start = self.store.checkpoint(checkpoint_key) if (checkpoint_key and self.options.resume) else None
         seen: set[str] = set()
 
@@ -175,10 +184,16 @@ class Pipeline:
                     continue
                 yield position, product
 
+        def typed() -> Iterator[tuple[int, Product]]:
+            items = numbered()
+            ahead = list(islice(items, INFER_SAMPLE))  # the types nothing declares: inferred from these
+            self._add_value_types([p for _, p in ahead])
+            return chain(ahead, items)
+
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctir-images") as pool:
                 pending: tuple[list[tuple[int, Product]], Future[list[_Loaded]]] | None = None
-                for batch in _batches(numbered(), self.options.batch_size):
+                for batch in _batches(typed(), self.options.batch_size):
                     future = pool.submit(_load_images, [p for _, p in batch], self.load_images)
                     if pending is not None:
                         self._index_batch(*pending, report, checkpoint_key)
@@ -209,7 +224,8 @@ class Pipeline:
         report: IngestReport,
         checkpoint_key: str | None,
     ) -> None:
-        products = [p for _, p in batch]
+        self._add_value_types([p for _, p in batch])  # names first seen after the sample
+        products = [self.values.apply(p, report) for _, p in batch]
         loaded = images.result()
         title_vecs = (
             self.text_encoder.encode_documents([p.title for p in products]) if self.text_encoder else None
@@ -248,6 +264,14 @@ class Pipeline:
         report.indexed += result.written
         for pid, reason in result.errors.items():
             report.reject(pid, "store_error", reason)
+
+    def _add_value_types(self, products: Sequence[Product]) -> None:
+        """Type the value names of ``products`` the index does not hold yet, and put them into
+        its schema before any product carrying them is written."""
+        new = self.values.learn(products)
+        if new:
+            wanted = IndexSchema(self.schema.vectors, {**self.schema.values, **new})
+            self.schema = self.store.setup(wanted)
 
     def _clip_ita_vectors(self, products: list[Product], loaded: list[_Loaded], title_vecs: np.ndarray | None,
                           image_vecs: dict[int, np.ndarray]) -> np.ndarray | None:

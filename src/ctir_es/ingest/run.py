@@ -16,8 +16,9 @@ from ..store.open import open_store
 from ..vocabulary import CLIP_ITA_VECTOR
 from .images import ImageLoader
 from .pipeline import IngestOptions, Pipeline, source_key
-from .readers import get_reader
+from .readers import declared_specs, get_reader
 from .report import IngestReport
+from .value_types import ValueTyper
 
 KINDS = ("jsonl", "flipkart", "xmarket", "sample")
 
@@ -73,6 +74,9 @@ def ingest_catalogue(
     if clip_ita is None:  # a configured model loads before any work
         clip_ita = load_clip_ita(settings, report, text_encoder, image_encoder)
     products, key = open_source(kind, source, report, settings, market=market, category=category)
+    reader = "jsonl" if kind == "sample" else kind
+    # the index's types, then the config's [values], then the reader's, then inferred (value_types.py)
+    types = ValueTyper(settings.value_types, declared_specs(reader, market), source=f"the {reader} reader")
     loader = ImageLoader(cache_dir=settings.image_cache, timeout=settings.image_timeout)
     store = open_store(settings)
     try:
@@ -86,6 +90,7 @@ def ingest_catalogue(
             # no model configured: the one the index holds, read from the schema the pipeline's
             # setup returns (no extra store round trip before the writer starts)
             index_model=lambda schema: index_clip_ita(schema, settings, report, text_encoder, image_encoder),
+            value_types=types,
         )
         return pipeline.run(products, report, checkpoint_key=key, on_batch=on_batch)
     finally:

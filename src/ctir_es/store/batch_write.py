@@ -24,7 +24,9 @@ set-based statements instead of a dozen statements per product:
   at most ``SMALL_BLOCK`` rowids per node), else start a new block; an update or delete removes
   the product from the blocks of its old nodes, read from its stored row;
 - vectors: one ``INSERT ... SELECT`` per field slicing one float32 blob of the whole batch
-  (``substr`` on a BLOB slices bytes), instead of binding a Python object per row.
+  (``substr`` on a BLOB slices bytes), instead of binding a Python object per row;
+- typed values (store format 3): the product's ``values`` go into ``extra`` (read back exactly)
+  and one ``product_values`` row each (``value_rows``), the rows an update replaces.
 
 The meaning is the old row-by-row upsert's: a later duplicate id in a batch wins, a product
 with a bad vector is reported by id and not written, an update replaces the product's
@@ -36,7 +38,7 @@ from __future__ import annotations
 import bisect
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +47,7 @@ import orjson
 
 from ..products import format_category_path
 from ..schema import Document, IndexSchema
+from ..values import Value
 
 NODE_SEP = "\x1f"  # the embedded store's category node separator (never inside a name)
 BULK_TRIGGER_MIN = 64  # fewer new rows than this: the per-row triggers are cheaper than DDL
@@ -80,6 +83,7 @@ class PreparedBatch:
     ids: list[str] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)  # products columns from id on (no rowid)
     nodes: list[set[str]] = field(default_factory=list)  # category node keys per product
+    values: list[list[tuple[str, str | None, str | None, float | None]]] = field(default_factory=list)
     vectors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # field -> (row slots, matrix)
     written: int = 0  # valid documents (a duplicate id counts each time, as row-by-row did)
     errors: dict[str, str] = field(default_factory=dict)
@@ -149,17 +153,43 @@ def prepare(docs: Sequence[Document], schema: IndexSchema) -> PreparedBatch:
             nodes.update(known[1])
         attrs = _dumps(p.attributes if type(p.attributes) is dict else dict(p.attributes)) if p.attributes else "{}"
         images = _dumps(p.images) if p.images else "[]"
-        extra = '{"categories":[' + ",".join(encoded) + '],"attributes":' + attrs + ',"images":' + images + "}"
+        values = _dumps(p.values if type(p.values) is dict else dict(p.values)) if p.values else ""
+        extra = ('{"categories":[' + ",".join(encoded) + '],"attributes":' + attrs + ',"images":' + images
+                 + (',"values":' + values if values else "") + "}")
         batch.ids.append(pid)
         batch.rows.append((pid, p.title, "\n".join(texts), p.attribute_text, p.description,
                            extra, image, p.market, int(image is not None)))
         batch.nodes.append(nodes)
+        batch.values.append(value_rows(p.values) if p.values else [])
     for name, (positions, matrix) in by_field.items():
         slots = slot_of[np.asarray(positions, dtype=np.int64)]
         keep = slots >= 0  # dropped: invalid documents and earlier duplicates
         if keep.any():
             batch.vectors[name] = (slots[keep], np.ascontiguousarray(matrix[keep]))
     return batch
+
+
+def fold_keyword(text: str) -> str:
+    """A keyword as it is matched and grouped: lower case (``str.lower``, what Elasticsearch's
+    ``lowercase`` normaliser does too), so ``Sony`` and ``SONY`` are one value."""
+    return text.lower()
+
+
+def value_rows(values: Mapping[str, Value]) -> list[tuple[str, str | None, str | None, float | None]]:
+    """A product's typed values as ``product_values`` rows without the product: (name, kw, label,
+    num). A keyword is ``kw`` folded, ``label`` as written when that differs; a number is ``num``;
+    a boolean is ``num`` 1 / 0 (so ``eq true`` and facets need no third column)."""
+    out: list[tuple[str, str | None, str | None, float | None]] = []
+    for name, value in values.items():
+        if isinstance(value, bool):
+            out.append((name, None, None, 1.0 if value else 0.0))
+        elif isinstance(value, (int, float)):
+            out.append((name, None, None, float(value)))
+        else:
+            text = str(value)
+            kw = fold_keyword(text)
+            out.append((name, kw, text if text != kw else None, None))
+    return out
 
 
 def category_nodes(paths: Iterable[Sequence[str]]) -> set[str]:
@@ -260,6 +290,7 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch, owner: TransactionWrit
             [(*batch.rows[s][1:], int(rowids[s])) for s in np.flatnonzero(existing).tolist()],
         )
         conn.executemany("DELETE FROM vectors WHERE product = ?", [(r,) for r in old])
+        conn.executemany("DELETE FROM product_values WHERE product = ?", [(r,) for r in old])
     if len(new_slots):
         _insert_products(conn, batch, new_slots.tolist(), int(top) + 1, int(top) + len(new_slots), owner)
     grouped: dict[str, list[int]] = {}
@@ -272,6 +303,10 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch, owner: TransactionWrit
         for node in nodes:
             grouped.setdefault(node, []).append(rowid)
     changes.add_all(grouped)
+    typed = [(rowid, *row) for rowid, rows in zip(rowids.tolist(), batch.values, strict=True) for row in rows]
+    if typed:
+        conn.executemany("INSERT INTO product_values (product, name, kw, label, num) VALUES (?, ?, ?, ?, ?)",
+                         typed)
     for name, (slots, matrix) in batch.vectors.items():
         width = matrix.shape[1] * 4
         conn.execute(

@@ -59,11 +59,14 @@ from .base import (
     metadata_json,
     new_vectors,
 )
-from .batch_write import NODE_SEP
+from .batch_write import NODE_SEP, fold_keyword
 
 # Format 2 keeps category nodes as postings blocks (store/batch_write.py) instead of format 1's
-# category_nodes table of one row per (node, product); a writable format-1 store is upgraded on open.
-SCHEMA_VERSION = 2
+# category_nodes table of one row per (node, product). Format 3 adds the typed values table
+# (product_values); a version of ctir-es that does not know it would update products without
+# their values, hence a new format. A writable store of format 1 or 2 is upgraded on open; a
+# format-2 store that cannot be written is read as it is (it holds no values).
+SCHEMA_VERSION = 3
 MAX_QUERY_TERMS = 64
 # New files use large pages: a 512-d float32 vector (2 KiB) does not fit twice in a 4 KiB page,
 # so small pages waste half the file. Existing files keep their page size.
@@ -178,6 +181,21 @@ _POSTINGS_DDL = (
     "CREATE UNIQUE INDEX IF NOT EXISTS category_postings_block ON category_postings(node, lo)",
 )
 
+# Typed values (Product.values, store format 3), one row per (product, name): what value filters
+# (and facets) read. The product's values are also in its ``extra`` JSON, read back exactly.
+_VALUES_DDL = (
+    """CREATE TABLE IF NOT EXISTS product_values (
+    product INTEGER NOT NULL REFERENCES products(rowid) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    kw TEXT,     -- a keyword, lower-cased (batch_write.fold_keyword): matched and grouped on
+    label TEXT,  -- the keyword as the catalogue wrote it, when that is not kw (display)
+    num REAL,    -- a number, or a boolean as 1 / 0
+    PRIMARY KEY (product, name)
+) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS product_values_kw ON product_values(name, kw)",
+    "CREATE INDEX IF NOT EXISTS product_values_num ON product_values(name, num)",
+)
+
 # The FTS5 lexical engine (the default): an external-content index kept in step by triggers.
 _FTS_DDL = """
 CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
@@ -214,12 +232,62 @@ def fts_query(text: str, fields: Iterable[str]) -> str | None:
     return "{" + cols + "} : (" + " OR ".join(f'"{t}"' for t in terms) + ")"
 
 
-def filter_sql(filters: Sequence[Filter], alias: str = "p") -> tuple[str, list[Any]]:
-    """Translate the filter grammar into a SQL condition over ``products AS alias``."""
+def _value_param(value: Any) -> tuple[str, Any]:
+    """The ``product_values`` column a typed filter value is compared with, and the value."""
+    if isinstance(value, bool):
+        return "num", 1.0 if value else 0.0
+    if isinstance(value, (int, float)):
+        return "num", float(value)
+    return "kw", fold_keyword(str(value))
+
+
+def value_filter_sql(f: Filter, alias: str = "p", *, table: bool = True) -> tuple[str, list[Any]]:
+    """One filter on a typed value (``f.on_value``, its values typed by ``check_filters``) as a
+    condition over ``products AS alias``. Negations (``not_in``, ``exists false``) keep the
+    products without the value. ``table=False``: a format-2 store read as it is (no values)."""
+    present = f.op != "not_in" and not (f.op == "exists" and f.value is False)
+    if not table:
+        return ("0" if present else "1"), []
+    where = ["name = ?"]
+    params: list[Any] = [f.field]
+    if f.op in ("in", "not_in"):
+        typed = [_value_param(v) for v in f.value]
+        for column in ("kw", "num"):
+            values = list(dict.fromkeys(v for c, v in typed if c == column))
+            if values:
+                where.append(f"{column} IN ({','.join('?' * len(values))})")
+                params.extend(values)
+        if len(where) == 3:  # a mixed list (not typed by check_filters): either column
+            where[1:] = [f"({where[1]} OR {where[2]})"]
+        elif len(where) == 1:
+            where.append("0")
+    elif f.op == "eq":
+        column, value = _value_param(f.value)
+        where.append(f"{column} = ?")
+        params.append(value)
+    elif f.op == "range":
+        low, high = f.value
+        if low is not None:
+            where.append("num >= ?")
+            params.append(float(low))
+        if high is not None:
+            where.append("num <= ?")
+            params.append(float(high))
+    negate = "" if present else "NOT "
+    return f"{alias}.rowid {negate}IN (SELECT product FROM product_values WHERE {' AND '.join(where)})", params
+
+
+def filter_sql(filters: Sequence[Filter], alias: str = "p", *, values: bool = True) -> tuple[str, list[Any]]:
+    """Translate the filter grammar into a SQL condition over ``products AS alias``
+    (``values=False``: the store has no values table)."""
     clauses: list[str] = []
     params: list[Any] = []
     for f in filters:
-        if f.field == "category":
+        if f.on_value:
+            clause, more = value_filter_sql(f, alias, table=values)
+            clauses.append(clause)
+            params.extend(more)
+        elif f.field == "category":
             clauses.append(f"{alias}.rowid IN (SELECT j.value FROM category_postings c, json_each(c.products) j "
                            "WHERE c.node = ?)")
             params.append(NODE_SEP.join(f.path))
@@ -283,6 +351,8 @@ class EmbeddedStore:
         self._pool_pid = 0
         self._checkpointer: wal_checkpoint.Checkpointer | None = None  # folds the WAL in beside the writer
         self._schema: IndexSchema | None = None
+        self._values = True  # the open file has the product_values table (a format-2 store read as is has not)
+        self._allowed: dict[tuple[Any, ...], np.ndarray] = {}  # value-filtered rowids, for tantivy (dropped on change)
 
     def __repr__(self) -> str:
         extra = f", vector_index={self.vector_index!r}" if self.vector_index != "exact" else ""
@@ -331,13 +401,18 @@ class EmbeddedStore:
                 for statement in _POSTINGS_DDL:
                     conn.execute(statement)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)", (str(SCHEMA_VERSION),))
+                if self._check_format(conn) == SCHEMA_VERSION:  # new (older formats: in _upgrade)
+                    for statement in _VALUES_DDL:
+                        conn.execute(statement)
                 self._create_lexical(conn)
             else:
                 conn = self._open_for_reading()
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             conn.execute("PRAGMA foreign_keys=ON")
-            if self._check_format(conn) == 1:
-                self._upgrade_from_v1(conn)
+            version = self._check_format(conn)
+            if version < SCHEMA_VERSION:
+                self._upgrade(conn, version)
+            self._values = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'product_values'").fetchone() is not None
             self._open_lexical(conn, writable=create)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise _describe(self.path, exc) from exc
@@ -443,21 +518,25 @@ class EmbeddedStore:
             raise StoreError(f"{self.path} is a SQLite file but not a ctir-es store; check --store")
         row = conn.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
         version = int(row[0]) if row is not None and str(row[0]).isdigit() else None
-        if version not in (1, SCHEMA_VERSION):
+        if version not in (1, 2, SCHEMA_VERSION):
             raise StoreError(
                 f"{self.path} was written by store format {row[0] if row else '?'}, "
-                f"this ctir-es reads {SCHEMA_VERSION} (and upgrades 1)"
+                f"this ctir-es reads {SCHEMA_VERSION} (and upgrades 1 and 2)"
             )
         return int(version)  # type: ignore[arg-type]
 
-    def _upgrade_from_v1(self, conn: sqlite3.Connection) -> None:
-        """Format 1 -> 2 in one transaction: category_nodes becomes category_postings (dropped
-        after). A store that cannot be written here cannot be read by this version."""
+    def _upgrade(self, conn: sqlite3.Connection, version: int) -> None:
+        """Format 1 or 2 -> 3 in one transaction. 1 -> 2: category_nodes becomes
+        category_postings (dropped after); 2 -> 3: the product_values table (empty: no older
+        format held values). A format-1 store that cannot be written here cannot be read by
+        this version; a format-2 one is read as it is (value filters see no values)."""
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if "readonly" not in str(exc).lower() and "read-only" not in str(exc).lower():
                 raise
+            if version == 2:
+                return
             raise self._cannot_upgrade(exc) from exc
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
@@ -478,6 +557,10 @@ class EmbeddedStore:
                     blocks += batch_write.postings_blocks(node, rowids)
                 batch_write.insert_postings(conn, blocks)
                 conn.execute("DROP TABLE category_nodes")
+                row = ("2",)
+            if row is not None and str(row[0]) == "2":
+                for statement in _VALUES_DDL:
+                    conn.execute(statement)
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'store_version'", (str(SCHEMA_VERSION),))
             conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
@@ -485,6 +568,8 @@ class EmbeddedStore:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             if "readonly" in str(exc).lower() or "read-only" in str(exc).lower():
+                if version == 2:
+                    return
                 raise self._cannot_upgrade(exc) from exc
             raise
         except BaseException:
@@ -709,6 +794,7 @@ class EmbeddedStore:
         self._generation = None
         self._id_map = None
         self._lexical_alone = 0
+        self._allowed.clear()
 
     @_guarded(empty=lambda: None)
     def checkpoint(self, key: str) -> int | None:
@@ -888,13 +974,15 @@ class EmbeddedStore:
             index = next(iter(self._ann.values()), None)
             known = ((loaded.rowids, loaded.ids) if loaded is not None
                      else (index.rowids, index.ids) if index is not None else self._lexical_id_map())
-            return self._lex.search(self.conn, query, k, filters, known)
+            on_values = [f for f in filters if f.on_value]
+            allowed = self._value_allowed(on_values) if on_values else None
+            return self._lex.search(self.conn, query, k, [f for f in filters if not f.on_value], known, allowed)
         fields = [f for f in LEXICAL_FIELDS if query.weights.get(f, 0) > 0]
         expr = fts_query(query.text, fields) if fields else None
         if expr is None:
             return []
         weights = [float(query.weights.get(f, 0.0)) for f in LEXICAL_FIELDS]
-        where, params = filter_sql(filters)
+        where, params = filter_sql(filters, values=self._values)
         if filters:
             sql = (
                 "SELECT p.id, bm25(products_fts, ?, ?, ?, ?) AS s FROM products_fts "
@@ -910,9 +998,23 @@ class EmbeddedStore:
         return [Hit(pid, -float(score)) for pid, score in rows]  # FTS5 bm25 is negated
 
     def _allowed_rowids(self, filters: Sequence[Filter]) -> np.ndarray:
-        where, params = filter_sql(filters)
-        rows = self.conn.execute(f"SELECT p.rowid FROM products p WHERE {where}", params).fetchall()
+        """The rowids (ascending) of the products passing ``filters``."""
+        where, params = filter_sql(filters, values=self._values)
+        rows = self.conn.execute(f"SELECT p.rowid FROM products p WHERE {where} ORDER BY p.rowid", params).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def _value_allowed(self, filters: Sequence[Filter]) -> np.ndarray:
+        """``_allowed_rowids`` of value filters, kept until the data changes (tantivy's value
+        filters: the same filter over many queries, e.g. a price range while paging)."""
+        where, params = filter_sql(filters, values=self._values)
+        key = (where, *params)
+        found = self._allowed.get(key)
+        if found is None:
+            found = self._allowed_rowids(filters)
+            if len(self._allowed) >= MASK_CACHE:
+                self._allowed.pop(next(iter(self._allowed)))
+            self._allowed[key] = found
+        return found
 
     def _field_matrix(self, name: str) -> _VectorCache:
         cache = self._vectors.get(name)
@@ -957,7 +1059,7 @@ class EmbeddedStore:
     def _filter_mask(self, cache: _VectorCache, filters: Sequence[Filter]) -> np.ndarray:
         """Which rows of ``cache`` pass ``filters``: one SQL query per distinct filter, cached
         with the matrix (so repeated filters, e.g. a category facet, cost nothing)."""
-        where, params = filter_sql(filters)
+        where, params = filter_sql(filters, values=self._values)
         key = (where, *params)
         mask = cache.masks.get(key)
         if mask is None:
@@ -1244,4 +1346,5 @@ def _product_from_row(pid: str, title: str, description: str, extra: str, market
         description=description,
         images=tuple(data.get("images", [])),
         market=market,
+        values=data.get("values") or {},
     )

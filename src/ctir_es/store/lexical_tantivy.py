@@ -47,6 +47,11 @@ from .base import LEXICAL_FIELDS, Hit, LexicalQuery
 from .batch_write import NODE_SEP, PreparedBatch, lexical_rows, stored_nodes
 
 MAX_QUERY_TERMS = 64
+# Value filters are answered by SQLite (the product_values table) as a set of rowids. Up to this
+# many, the set goes into the query (a term set on rowid: ~5 ms to build at 20k, ~60 ms with the
+# search at 100k, measured on 200k documents); above it the filter is broad (at least this many
+# products pass), so the best text matches are fetched deeper and those outside the set dropped.
+TERM_SET_MAX = 20_000
 ANALYZER = "ctir_en"
 WRITER_HEAP = 128_000_000
 CATCH_UP_CHUNK = 50_000
@@ -426,7 +431,8 @@ class TantivyLexical:
     def terms(self, text: str) -> list[str]:
         return list(dict.fromkeys(self._analyzer.analyze(text)))[:MAX_QUERY_TERMS]
 
-    def query(self, query: LexicalQuery, filters: Sequence[Filter]) -> Any | None:
+    def query(self, query: LexicalQuery, filters: Sequence[Filter], rowids: Sequence[int] | None = None) -> Any | None:
+        """``rowids``: only these products (value filters, resolved by SQLite)."""
         t, schema = self._t, self._schema
         terms = self.terms(query.text)
         should = []
@@ -440,9 +446,12 @@ class TantivyLexical:
         if not should:
             return None
         text_q = t.Query.boolean_query(should)
-        if not filters:
+        if not filters and rowids is None:
             return text_q
         clauses = [(t.Occur.Must, text_q)]
+        if rowids is not None:
+            clauses.append((t.Occur.Must, t.Query.term_set_query(schema, "rowid", list(rowids))
+                            if len(rowids) else t.Query.empty_query()))
         for f in filters:
             clause = self._filter(f)
             if clause is None:
@@ -471,19 +480,39 @@ class TantivyLexical:
         raise StoreError(f"the tantivy lexical engine cannot filter on {f.field!r}")
 
     def search(self, conn: sqlite3.Connection, query: LexicalQuery, k: int, filters: Sequence[Filter],
-               known: tuple[Any, Any] | None = None) -> list[Hit]:
+               known: tuple[Any, Any] | None = None, allowed: Any = None) -> list[Hit]:
         """``known``: (sorted rowids, ids) of the current SQLite snapshot (a loaded vector
         matrix or approximate index), used to name hits without SQL; other rowids are looked up
-        in SQLite."""
-        q = self.query(query, filters)
+        in SQLite. ``allowed``: the ascending rowids the value filters let through (None: no
+        value filter)."""
+        import numpy as np
+
+        small = allowed is not None and len(allowed) <= TERM_SET_MAX
+        q = self.query(query, filters, allowed.tolist() if small else None)
         if q is None:
             return []
         searcher = self.searcher()
-        with self._reading():
-            found = searcher.search(q, limit=k, count=False).hits
-            if not found:
-                return []
-            rowids = searcher.fast_field_values("rowid", [addr for _, addr in found])
+        limit = k
+        if allowed is not None and not small:  # broad: deep enough for k of them at the filter's share
+            limit = max(k, 2 * k * max(int(searcher.num_docs), 1) // len(allowed))
+        while True:
+            with self._reading():
+                found = searcher.search(q, limit=limit, count=False).hits
+                if not found:
+                    return []
+                rowids = searcher.fast_field_values("rowid", [addr for _, addr in found])
+            if allowed is None or small:
+                break
+            arr = np.asarray(rowids, dtype=np.int64)
+            pos = np.minimum(np.searchsorted(allowed, arr), len(allowed) - 1)
+            keep = allowed[pos] == arr
+            if keep.sum() >= k or len(found) < limit:  # enough, or every match seen: bounded by the index
+                found = [h for h, ok in zip(found, keep.tolist(), strict=True) if ok][:k]
+                rowids = arr[keep][:k].tolist()
+                if not found:
+                    return []
+                break
+            limit *= 4
         ids: dict[int, str] = {}
         missing = rowids
         if known is not None and len(known[0]):
