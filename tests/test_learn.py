@@ -195,3 +195,18 @@ def test_learn_on_elasticsearch(make_store: Callable[..., ElasticsearchStore], t
     assert reopened.store.get_metadata(LEARNED_KEY)["model"] == report.model  # type: ignore[attr-defined]
     leftovers = store.client.indices.get(index=f"{store.index}-calibration-*", allow_no_indices=True).body
     assert leftovers == {}
+
+
+def test_a_group_without_queries_has_no_figure_and_the_record_stays_json() -> None:
+    import json
+
+    from ctir_es.calibrate import category_queries
+    from ctir_es.learn.compare import query_figures
+    from ctir_es.products import Product
+
+    products = [Product.from_mapping({"id": f"p{i}", "title": f"t{i}", "categories": [["A", "B"]]}) for i in range(3)]
+    piece = category_queries("report", products)
+    run = {q: {p.id: 1.0 for p in products} for q in piece.nodes}
+    figures = query_figures(piece, run, seen=set(piece.nodes.values()))  # every category seen
+    assert figures["unseen"] == {"queries": 0} and figures["seen"]["precision@10"] > 0
+    json.dumps(figures, allow_nan=False)  # what the job record's metadata needs

@@ -103,7 +103,7 @@ def render(report: LearnReport, console: Console) -> None:
         for system, label in SYSTEMS:
             if system in figures:
                 row = figures[system]
-                table.add_row(label, *(_pct(row[g][m]) for g in ("all", "seen", "unseen")
+                table.add_row(label, *(_pct(row[g].get(m)) for g in ("all", "seen", "unseen")
                                        for m in ("precision@10", "recall@100")))
         console.print(table)
     levels = report.categorize.get("top1_per_level") or {}

@@ -79,7 +79,8 @@ def query_figures(piece: QuerySlice, run: Runs, seen: set[CategoryPath]) -> dict
         entry: dict[str, float | int] = {"queries": len(qids)}
         for metric in QUERY_METRICS:
             values = [v for q, v in scores[metric].items() if q in qids]
-            entry[metric] = float(np.mean(values)) if values else float("nan")
+            if values:  # a group without queries (every category seen) has no figure: JSON has no NaN
+                entry[metric] = float(np.mean(values))
         out[group] = entry
     return out
 
@@ -91,7 +92,8 @@ class QueryComparison:
     figures: dict[str, dict[str, dict[str, dict[str, float | int]]]] = field(default_factory=dict)
 
     def p10(self, view: str, system: str, group: str = "all") -> float:
-        return float(self.figures.get(view, {}).get(system, {}).get(group, {}).get("precision@10", float("nan")))
+        value = self.figures.get(view, {}).get(system, {}).get(group, {}).get("precision@10")
+        return float("nan") if value is None else float(value)
 
     def to_json(self) -> dict[str, Any]:
         return self.figures
