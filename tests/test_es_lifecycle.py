@@ -129,7 +129,7 @@ def test_an_index_of_an_older_mapping_is_refused_with_the_way_out(stub: EsStub) 
     stub.state.indices["products-v1"] = {"mappings": body["mappings"], "settings": {}, "docs": {}}
     stub.state.aliases["products"] = ["products-v1"]
     store = store_for(stub)
-    with pytest.raises(SchemaMismatch, match="older ctir-es mapping \\(v2, current v3"):
+    with pytest.raises(SchemaMismatch, match="older ctir-es mapping \\(v2, current v4"):
         store.setup(SCHEMA)
     assert store.status()["needs_reindex"] is True
 

@@ -797,7 +797,7 @@ def test_searched_text_is_cleaned_and_the_record_kept() -> None:
 def test_index_records_its_analyser_and_mapping_version() -> None:
     body = mapping.index_body(SCHEMA)
     assert mapping.text_analyzer_from_mapping(body) == "english"
-    assert mapping.mapping_version_from_mapping(body) == mapping.MAPPING_VERSION == 3
+    assert mapping.mapping_version_from_mapping(body) == mapping.MAPPING_VERSION == 4
     old = mapping.meta(SCHEMA, "hnsw", mapping_version=1)
     assert old["ctir_es"]["mapping_version"] == 1
 
@@ -1005,3 +1005,206 @@ def test_bulk_update_of_a_missing_document_is_skipped_not_an_error() -> None:
     assert result.written == 1 and result.written_ids == {"a"}
     assert result.missing == {"ghost"}
     assert set(result.errors) == {"gone", "x", "bad"}
+
+
+# ---------------------------------------------------------------- typed values (mapping v4, issue 23)
+
+from ctir_es.filters import VALUE_OPS, check_filters
+from ctir_es.values import ValueSpec
+
+VALUE_SPECS = {
+    "brand": ValueSpec("keyword"),
+    "price": ValueSpec("number", "INR"),
+    "rating": ValueSpec("number"),
+    "fk_advantage": ValueSpec("boolean"),
+}
+VALUED = IndexSchema(SMALL.vectors, VALUE_SPECS)
+SONY = Product(
+    id="v-1",
+    title="Sony headphones",
+    categories=(("Electronics", "Audio"),),
+    values={"brand": "SONY", "price": 1299.0, "fk_advantage": True, "colour": "Black"},
+)
+VALUE_FILTERS = check_filters(
+    parse_filters(
+        [
+            {"field": "category", "op": "subtree", "value": "Electronics > Audio"},
+            {"field": "brand", "op": "in", "value": ["Sony", "Bose"]},
+            {"field": "brand", "op": "not_in", "value": ["JBL"]},
+            {"field": "price", "op": "range", "value": ["500", "₹2,000"]},
+            {"field": "rating", "op": "range", "value": [4, None]},
+            {"field": "price", "op": "eq", "value": "1,299"},
+            {"field": "fk_advantage", "op": "eq", "value": "yes"},
+            {"field": "rating", "op": "exists", "value": True},
+            {"field": "colour", "op": "exists", "value": False},
+        ]
+    ),
+    IndexSchema(SMALL.vectors, {**VALUE_SPECS, "colour": ValueSpec("keyword")}),
+)
+
+
+def test_value_filters_golden() -> None:
+    """Every value operator beside the category filter, typed by check_filters first."""
+    golden("value_filters", filters.es_filter(VALUE_FILTERS))
+
+
+def test_every_value_operator_has_a_translation() -> None:
+    assert set(filters.VALUE_TRANSLATIONS) == set(VALUE_OPS)
+
+
+def test_value_filter_clauses() -> None:
+    def one(f: Filter) -> dict[str, Any]:
+        return filters.es_filter([f])[0]
+
+    assert one(Filter("price", "range", (None, 2000.0))) == {"range": {"values.price": {"lte": 2000.0}}}
+    assert one(Filter("price", "range", (500.0, None))) == {"range": {"values.price": {"gte": 500.0}}}
+    assert one(Filter("brand", "in", ("Sony",))) == {"terms": {"values.brand": ["Sony"]}}
+    assert one(Filter("brand", "not_in", ("Sony",))) == {
+        "bool": {"must_not": [{"terms": {"values.brand": ["Sony"]}}]}
+    }
+    assert one(Filter("fk_advantage", "eq", False)) == {"term": {"values.fk_advantage": False}}
+    assert one(Filter("brand", "exists", True)) == {"exists": {"field": "values.brand"}}
+    assert one(Filter("brand", "exists", False)) == {
+        "bool": {"must_not": [{"exists": {"field": "values.brand"}}]}
+    }
+
+
+def test_a_value_filter_still_in_text_form_is_refused() -> None:
+    """A filter read from text before the schema was known must be typed first."""
+    forged = Filter("brand", "in", ("Sony",))
+    object.__setattr__(forged, "op", "text")
+    with pytest.raises(FilterError, match="check_filters"):
+        filters.es_filter([forged])
+
+
+def test_value_filters_go_into_bm25_and_knn_alike_golden() -> None:
+    """One _msearch: the bool filter of the BM25 query and the knn filter are the same clauses
+    (kNN pre-filters)."""
+    value_filters = check_filters(
+        [Filter("brand", "in", ("Sony", "Bose")), Filter("price", "range", (500, 2000))], VALUED
+    )
+    names, searches = search_bodies.msearch_body(
+        "products",
+        LexicalQuery("headphones", {"title": 3}),
+        [VectorQuery("v", np.array([1.0, 0.0, 0.0, 0.0], np.float32), "text")],
+        5,
+        value_filters,
+    )
+    assert names == ["bm25", "text"]
+    lexical, knn = searches[1], searches[3]
+    assert lexical["query"]["bool"]["filter"] == knn["knn"]["filter"] == filters.es_filter(value_filters)
+    golden("msearch_value_filters", searches)
+
+
+def test_retrievers_carry_value_filters_on_every_child() -> None:
+    value_filters = check_filters([Filter("fk_advantage", "eq", True)], VALUED)
+    _, body = search_bodies.retriever_body(
+        "rrf",
+        LexicalQuery("headphones"),
+        [VectorQuery("v", np.array([1.0, 0.0, 0.0, 0.0], np.float32), "text")],
+        5,
+        value_filters,
+    )
+    assert body is not None
+    children = body["retriever"]["rrf"]["retrievers"]
+    clause = [{"term": {"values.fk_advantage": True}}]
+    assert children[0]["standard"]["filter"] == clause and children[1]["knn"]["filter"] == clause
+
+
+def test_index_body_with_values_golden() -> None:
+    body = mapping.index_body(VALUED, "hnsw")
+    golden("index_body_values", body)
+    props = body["mappings"]["properties"]["values"]
+    assert props["dynamic"] is False
+    assert props["properties"] == {
+        "brand": {"type": "keyword", "normalizer": "lowercase"},
+        "fk_advantage": {"type": "boolean"},
+        "price": {"type": "double"},
+        "rating": {"type": "double"},
+    }
+    # the units live in the schema recorded in _meta
+    assert mapping.schema_from_mapping(body) == VALUED
+    assert mapping.schema_from_mapping(body).values["price"].unit == "INR"  # type: ignore[union-attr]
+    assert mapping.mapped_value_types(body) == {
+        "brand": "keyword", "fk_advantage": "boolean", "price": "double", "rating": "double",
+    }
+
+
+def test_values_added_to_an_index_golden() -> None:
+    """setup(schema) with new values: one PUT _mapping of the whole values object (fields
+    mapped alike are accepted again) and the merged schema in _meta."""
+    existing_body = mapping.index_body(IndexSchema(SMALL.vectors, {"brand": ValueSpec("keyword")}))
+    existing = mapping.schema_from_mapping(existing_body)
+    assert existing is not None
+    assert mapping.added_values(existing, existing_body, VALUED) == ["fk_advantage", "price", "rating"]
+    assert mapping.value_conflicts(existing, existing_body, VALUED) == []
+    merged = mapping.merged_schema(existing, VALUED)
+    assert merged.values == {**VALUE_SPECS}
+    golden("add_values_mapping", {
+        "properties": mapping.values_put_mapping(merged.values),
+        "_meta": mapping.meta(merged, "hnsw"),
+    })
+
+
+def test_value_type_conflicts_are_named() -> None:
+    body = mapping.index_body(VALUED)
+    existing = mapping.schema_from_mapping(body)
+    assert existing is not None
+    wanted = IndexSchema(SMALL.vectors, {
+        "brand": ValueSpec("number"),
+        "price": ValueSpec("number", "USD"),
+        "rating": ValueSpec("number", "USD"),  # the index's rating has no unit: it stays so
+        "fk_advantage": ValueSpec("boolean"),
+    })
+    assert mapping.value_conflicts(existing, body, wanted) == [
+        "value 'brand' is a keyword in the index, the catalogue gives a number",
+        "value 'price' is a number in INR in the index, the catalogue gives a number in USD",
+    ]
+    # a bare number (no unit) takes the index's unit
+    assert mapping.value_conflicts(existing, body, IndexSchema({}, {"price": ValueSpec("number")})) == []
+    # a mapping that disagrees with _meta (a field mapped by hand) is named too
+    body["mappings"]["properties"]["values"]["properties"]["rating"] = {"type": "keyword"}
+    assert mapping.value_conflicts(existing, body, IndexSchema({}, {"rating": ValueSpec("number")})) == [
+        "value 'rating' is mapped as keyword in the index, a number needs double"
+    ]
+
+
+def test_bulk_source_carries_values_golden() -> None:
+    vector = np.array([0.0, 0.0, 1.0, 0.0], np.float32)
+    golden("bulk_actions_values", documents.bulk_actions([Document(SONY, {"v": vector})], "products"))
+    source = documents.document_source(Document(SONY))
+    assert source["values"] == {"brand": "SONY", "colour": "Black", "fk_advantage": True, "price": 1299.0}
+    assert "values" not in documents.document_source(Document(TOWEL))  # no values, no object
+
+
+def test_values_read_back_typed_exactly() -> None:
+    wire = json.loads(json.dumps(documents.document_source(Document(SONY))))
+    stored = documents.stored_product(wire).product
+    assert stored == SONY
+    assert {n: type(v) for n, v in stored.values.items()} == {
+        "brand": str, "colour": str, "fk_advantage": bool, "price": float,
+    }
+    # another writer's integer comes back a float; a bool never becomes a number
+    assert documents.stored_values({"price": 5, "ok": False, "junk": [1]}) == {"price": 5.0, "ok": False}
+    assert type(documents.stored_values({"price": 5})["price"]) is float
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"price": "1,299"}, "value 'price': the index holds a number, the product gives str '1,299'"),
+        ({"price": True}, "the index holds a number, the product gives bool"),
+        ({"brand": 5.0}, "value 'brand': the index holds a keyword, the product gives float"),
+        ({"fk_advantage": "yes"}, "the index holds a boolean, the product gives str"),
+        ({"price": float("nan")}, "the index holds a number"),
+    ],
+)
+def test_a_value_of_another_kind_is_reported_not_sent(values: dict[str, Any], reason: str) -> None:
+    product = Product(id="bad", title="x", values=values)
+    assert reason in (documents.check_document(Document(product), VALUED) or "")
+
+
+def test_values_the_schema_does_not_name_are_sent() -> None:
+    """Kept in _source (dynamic: false), not indexed until the schema maps them."""
+    product = Product(id="extra", title="x", values={"colour": "Red", "price": 10.0})
+    assert documents.check_document(Document(product), VALUED) is None

@@ -244,24 +244,52 @@ def setup(session: EsSession, name: str, plan: IndexPlan, schema: IndexSchema) -
         )
     version = mapping.mapping_version_from_mapping(current) or 1
     if version < mapping.MAPPING_VERSION:
+        raise SchemaMismatch(older_mapping_message(session, name, live, where, version))
+    conflicts = mapping.value_conflicts(existing, current, schema)
+    if conflicts:
         raise SchemaMismatch(
-            f"index {where!r} was built by an older ctir-es mapping (v{version}, current "
-            f"v{mapping.MAPPING_VERSION}, whose documents carry their derived category fields); "
-            "ingest again into a new version beside it and swap it in "
-            f"({mismatch_hint(session, name, live)})"
+            f"index {where!r} holds typed values of other types: {'; '.join(conflicts)}. Nothing "
+            "was written. Elasticsearch cannot change a mapped field's type: type the value as the "
+            "index does, give it another name, or build a new index version beside it and swap "
+            f"it in ({mismatch_hint(session, name, live)})"
         )
     options = mapping.index_options_from_mapping(current) or plan.index_options
     added = mapping.added_vector_properties(existing, schema, options)
+    new_values = mapping.added_values(existing, current, schema)
     merged = mapping.merged_schema(existing, schema)
-    if added:
+    if added or new_values:
+        properties = dict(added)
+        if new_values:
+            properties.update(mapping.values_put_mapping(merged.values))
         meta = mapping.meta(
             merged, options, mapping.text_analyzer_from_mapping(current), mapping_version=version
         )
+        what = [*(f"vector field {n}" for n in added), *(f"value {n}" for n in new_values)]
         session.call(
-            f"adding vector fields {', '.join(added)} to {where!r}",
-            lambda: session.client.indices.put_mapping(index=name, properties=added, meta=meta),
+            f"adding {', '.join(what)} to {where!r}",
+            lambda: session.client.indices.put_mapping(index=name, properties=properties, meta=meta),
         )
     return merged
+
+
+def older_mapping_message(session: EsSession, name: str, live: Live, where: str, version: int) -> str:
+    """Why an index of an older mapping version takes no writes, and the way forward: a
+    verbatim reindex from ``REINDEXABLE_FROM`` on, an ingest into a new version before it."""
+    head = (
+        f"index {where!r} was built by an older ctir-es mapping (v{version}, current "
+        f"v{mapping.MAPPING_VERSION}, which maps typed values under values.<name>); it still "
+        "answers searches without value filters, but takes no writes. "
+    )
+    if version >= mapping.REINDEXABLE_FROM and not bodies.parse_versioned(name):
+        return head + (
+            "Migrate it with `ctir-es es reindex` (a copy into the next version with the current "
+            "mapping, then an atomic alias swap; the old version is kept for rollback); an "
+            "ingest then fills the typed values"
+        )
+    return head + (
+        "Ingest again into a new version beside it and swap it in "
+        f"({mismatch_hint(session, name, live)})"
+    )
 
 
 # ---------------------------------------------------------------- status

@@ -26,8 +26,8 @@ import elasticsearch
 import numpy as np
 from elasticsearch import Elasticsearch, helpers
 
-from ...errors import ConfigError, QueryError, SchemaMismatch, StoreError
-from ...filters import Filter
+from ...errors import ConfigError, QueryError, SchemaMismatch, StoreError, Unsupported
+from ...filters import Filter, check_filters
 from ...schema import (
     LEXICAL_FIELDS,
     Document,
@@ -196,6 +196,27 @@ class ElasticsearchStore:
             )
             self._live = {}  # do not ask again in this store
             return None
+
+    def _checked_filters(self, filters: Sequence[Filter]) -> Sequence[Filter]:
+        """``filters`` with the value filters typed against the index's schema
+        (``check_filters``: ``"1,299"`` -> 1299.0, an unknown name or a wrong operator is a
+        ``FilterError`` naming what the index holds). An index of a mapping older than v4 has
+        no typed value fields: a value filter on it is ``Unsupported`` with the way out, never
+        a silently empty answer. Without the right to read the mapping they go as given."""
+        if not any(f.on_value for f in filters):
+            return filters
+        schema = self._query_schema()
+        current = self._live_mapping()
+        if schema is None or current is None:
+            return filters
+        version = mapping.mapping_version_from_mapping(current) or 1
+        if version < mapping.MAPPING_VERSION:
+            raise Unsupported(
+                f"index {self.index!r} was built by ctir-es mapping v{version}, which has no typed "
+                f"value fields (v{mapping.MAPPING_VERSION} has): migrate it with `ctir-es es "
+                "reindex`, then ingest to fill the values"
+            )
+        return check_filters(filters, schema)
 
     def _rescore(self) -> bool:
         """kNN rescoring with the float vectors: quantised index types on 8.18+."""
@@ -443,7 +464,10 @@ class ElasticsearchStore:
         k: int,
         filters: Sequence[Filter] = (),
     ) -> dict[str, list[Hit]]:
-        """One ``_msearch`` round trip: the lexical search and every kNN search, one list each."""
+        """One ``_msearch`` round trip: the lexical search and every kNN search, one list each.
+        The same filters restrict each of them (kNN pre-filters: ``k`` hits whenever ``k``
+        products match)."""
+        filters = self._checked_filters(filters)
         schema = self._query_schema() if vectors else None  # the mapping is read once per store
         search_bodies.check_vector_queries(vectors, schema)
         vectors = self._with_candidates(vectors)
@@ -819,6 +843,7 @@ class ElasticsearchStore:
             if ok and method == "rrf" and weights and len(set(weights.values()) | {1.0}) > 1:
                 ok, why = False, "the rrf retriever of Elasticsearch 8.x takes no per-source weights"
             if ok:
+                filters = self._checked_filters(filters)
                 schema = self._query_schema() if vectors else None
                 search_bodies.check_vector_queries(vectors, schema)
                 _names, body = search_bodies.retriever_body(

@@ -10,13 +10,16 @@ no ingest pipeline and no analysis module (see ``index.py``):
   (Kibana and the category aggregations use them);
 - the searched copies of the text with markup removed from ``description`` (catalogue
   descriptions often carry HTML) and whitespace collapsed; ``record`` keeps the exact product;
-- ``ingested_at``: when the client built the document (UTC).
+- ``ingested_at``: when the client built the document (UTC);
+- ``values``: the product's typed values as they are (str, float, bool), indexed by the
+  mapping's typed fields (``values.<name>``, mapping v4) and read back exactly by ``get``.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -28,6 +31,7 @@ import numpy as np
 
 from ctir_es.products import Product, format_category_path
 from ctir_es.schema import Document, IndexSchema, StoredProduct
+from ctir_es.values import Value, ValueSpec
 
 from .index import (
     ATTRIBUTES_FIELD,
@@ -46,6 +50,7 @@ from .index import (
     MARKET_FIELD,
     RECORD_FIELD,
     TITLE_FIELD,
+    VALUES_FIELD,
     VECTOR_FIELDS_FIELD,
     path_key,
 )
@@ -60,6 +65,7 @@ SOURCE_FIELDS: tuple[str, ...] = (
     IMAGE_FIELD,
     VECTOR_FIELDS_FIELD,
     RECORD_FIELD,
+    VALUES_FIELD,
 )
 
 _SPACE = re.compile(r"\s+")
@@ -174,6 +180,8 @@ def document_source(doc: Document, ingested_at: str | None = None) -> dict[str, 
             "images": list(p.images),
         },
     }
+    if p.values:
+        source[VALUES_FIELD] = {name: p.values[name] for name in sorted(p.values)}
     if ingested_at is not None:
         source[INGESTED_AT_FIELD] = ingested_at
     for name in sorted(doc.vectors):
@@ -181,8 +189,28 @@ def document_source(doc: Document, ingested_at: str | None = None) -> dict[str, 
     return source
 
 
+def value_fits(value: Any, spec: ValueSpec) -> bool:
+    """``value`` is of ``spec``'s kind as ``Product.values`` holds it: a keyword is ``str``, a
+    number a finite ``float`` (an ``int`` too, never a ``bool``), a boolean ``bool``."""
+    if spec.kind == "keyword":
+        return isinstance(value, str)
+    if spec.kind == "boolean":
+        return isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_document(doc: Document, schema: IndexSchema | None) -> str | None:
-    """Why ``doc`` cannot be indexed (reported per id, never silently dropped), or None."""
+    """Why ``doc`` cannot be indexed (reported per id, never silently dropped), or None.
+
+    A typed value of another kind than the index's (a text price in a number field) is such a
+    reason: Elasticsearch would refuse the document, and typing happens at ingest."""
+    if schema is not None:
+        for name in sorted(doc.product.values):
+            spec = schema.values.get(name)
+            value = doc.product.values[name]
+            if spec is not None and not value_fits(value, spec):
+                return (f"value {name!r}: the index holds a {spec.kind}, the product gives "
+                        f"{type(value).__name__} {str(value)[:40]!r}")
     for name, vector in doc.vectors.items():
         arr = np.asarray(vector, dtype=np.float32).ravel()
         if schema is not None:
@@ -254,12 +282,27 @@ def stored_product(source: Mapping[str, Any]) -> StoredProduct:
         description=str(record.get("description", source.get(DESCRIPTION_FIELD)) or ""),
         images=tuple(str(i) for i in record.get("images", [])),
         market=source.get(MARKET_FIELD),
+        values=stored_values(source.get(VALUES_FIELD)),
     )
     return StoredProduct(
         product=product,
         image=source.get(IMAGE_FIELD),
         vector_fields=tuple(source.get(VECTOR_FIELDS_FIELD) or ()),
     )
+
+
+def stored_values(raw: Any) -> dict[str, Value]:
+    """``Product.values`` from ``_source``: text stays ``str``, booleans ``bool``, numbers
+    become ``float`` (a JSON ``899.0`` may come back as ``899`` from another writer)."""
+    if not isinstance(raw, Mapping):
+        return {}
+    out: dict[str, Value] = {}
+    for name, value in raw.items():
+        if isinstance(value, (str, bool)):
+            out[str(name)] = value
+        elif isinstance(value, (int, float)):
+            out[str(name)] = float(value)
+    return out
 
 
 def mget_products(response: Mapping[str, Any]) -> dict[str, StoredProduct]:

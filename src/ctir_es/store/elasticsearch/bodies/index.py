@@ -45,6 +45,20 @@ reviewed as JSON. Choices, with the reference pages that back them (Elasticsearc
   as "A > B"), ``category_levels.lN``, ``category_depth`` and ``ingested_at``. Mapping v2 had an
   ingest pipeline (Painless, html_strip) derive them server-side; v3 needs no ingest module,
   and ``_reindex`` copies documents verbatim (nothing is re-derived or re-stamped).
+- Typed values (mapping v4): the index's ``IndexSchema.values`` become typed fields under one
+  object, ``values.<name>``: a ``keyword`` with the built-in ``lowercase`` normalizer (term and
+  terms queries are normalised the same way, so ``brand:sony`` finds ``Sony`` while ``_source``
+  keeps the catalogue's spelling; the normalizer lives in the server, not analysis-common), a
+  ``double`` for a number (its unit is in the schema in ``_meta``) or a ``boolean``.
+  The properties come from the schema, not from dynamic mapping or dynamic templates: a
+  template can only pick a type from a name pattern or the JSON type of the FIRST document
+  that holds the name (a ``"5"`` size would make a keyword of a number, a ``4`` rating a
+  ``long`` that truncates ``4.5``), while the schema's kinds are inferred over the whole
+  catalogue with config overrides, and a conflict is found once, at setup, instead of per
+  document. The ``values`` object is ``dynamic: false``: a value the schema does not name is
+  kept in ``_source`` (the product reads back whole) but not indexed until the schema maps it
+  (a reindex then indexes it from ``_source``). (reference/8.15/normalizer.html,
+  dynamic.html, number.html)
 - Versioned indices behind an alias: the store writes and reads ``products`` (an alias), the
   data lives in ``products-v1``, ``products-v2``, ...; see ``aliases``.
 """
@@ -58,8 +72,14 @@ from typing import Any
 
 from ctir_es.errors import ConfigError
 from ctir_es.schema import IndexSchema, VectorField
+from ctir_es.values import ValueSpec
 
-MAPPING_VERSION = 3
+# v3: documents carry their derived fields (no ingest pipeline); v4: typed values
+# (``values.<name>``). A v3 index migrates by ``reindex`` (its documents copy verbatim); an
+# older one is built again by an ingest.
+MAPPING_VERSION = 4
+# The first version whose documents copy verbatim into the current mapping.
+REINDEXABLE_FROM = 3
 META_KEY = "ctir_es"
 
 # One char between the levels of a category path key; see the module docstring.
@@ -89,6 +109,7 @@ CATEGORY_ANCESTORS_FIELD = "category_ancestors"
 CATEGORY_LEVELS_FIELD = "category_levels"
 CATEGORY_DEPTH_FIELD = "category_depth"
 INGESTED_AT_FIELD = "ingested_at"
+VALUES_FIELD = "values"  # typed values, ``values.<name>`` (mapping v4)
 RESERVED_FIELDS: frozenset[str] = frozenset(
     {
         ID_FIELD,
@@ -108,8 +129,14 @@ RESERVED_FIELDS: frozenset[str] = frozenset(
         CATEGORY_LEVELS_FIELD,
         CATEGORY_DEPTH_FIELD,
         INGESTED_AT_FIELD,
+        VALUES_FIELD,
     }
 )
+# A keyword value is matched case-insensitively: Elasticsearch's built-in ``lowercase``
+# normalizer (in the server itself, so the test distribution has it too).
+KEYWORD_NORMALIZER = "lowercase"
+# value kind (``ctir_es.values.KINDS``) -> its field type
+VALUE_FIELD_TYPES: dict[str, str] = {"keyword": "keyword", "number": "double", "boolean": "boolean"}
 
 DEFAULT_INDEX_OPTIONS = "int8_hnsw"
 # index_options.type -> (needs even dims, minimum dims). Types that do not exist in 8.x are
@@ -231,6 +258,28 @@ def product_properties(text_analyzer: str = TEXT_ANALYZER) -> dict[str, Any]:
     }
 
 
+def value_field(name: str) -> str:
+    """The indexed field of the typed value ``name`` (a normalised value name: no dots)."""
+    return f"{VALUES_FIELD}.{name}"
+
+
+def value_mapping(spec: ValueSpec) -> dict[str, Any]:
+    """The field of one typed value: keyword (lowercase-normalised), double or boolean."""
+    if spec.kind == "keyword":
+        return {"type": "keyword", "normalizer": KEYWORD_NORMALIZER}
+    return {"type": VALUE_FIELD_TYPES[spec.kind]}
+
+
+def values_mapping(values: Mapping[str, ValueSpec]) -> dict[str, Any]:
+    """The ``values`` object: one typed field per value of the schema, names sorted; a name the
+    schema does not hold stays in ``_source`` unindexed (``dynamic: false``)."""
+    return {
+        "type": "object",
+        "dynamic": False,
+        "properties": {name: value_mapping(values[name]) for name in sorted(values)},
+    }
+
+
 def dynamic_templates() -> list[dict[str, Any]]:
     """``category_levels.l1``, ``.l2``, ... (one per depth) are keywords."""
     return [
@@ -253,6 +302,7 @@ def mappings(
     ``unlisted`` vector fields are mapped too but left out of ``_meta`` (see
     ``unlisted_vector_fields``)."""
     properties = product_properties(text_analyzer)
+    properties[VALUES_FIELD] = values_mapping(schema.values)
     for name, field in schema.vectors.items():
         properties[name] = vector_mapping(name, field, index_options)
     for name, field in (unlisted or {}).items():
@@ -333,11 +383,68 @@ def added_vector_properties(
 
 
 def merged_schema(existing: IndexSchema, wanted: IndexSchema) -> IndexSchema:
-    """Existing fields kept as they are, new ones appended."""
+    """Existing fields kept as they are, new ones appended (vectors and typed values)."""
     vectors = dict(existing.vectors)
     for name, field in wanted.vectors.items():
         vectors.setdefault(name, field)
-    return IndexSchema(vectors)
+    values = dict(existing.values)
+    for name, spec in wanted.values.items():
+        values.setdefault(name, spec)
+    return IndexSchema(vectors, values)
+
+
+# ---------------------------------------------------------------- typed values added in place
+
+
+def mapped_value_types(mapping: Mapping[str, Any]) -> dict[str, str]:
+    """``{value name: field type}`` of the ``values`` object of a GET-mapping body (empty for an
+    index of mapping v3 or older, which has none)."""
+    prop = _properties(mapping).get(VALUES_FIELD)
+    inner = prop.get("properties") if isinstance(prop, Mapping) else None
+    if not isinstance(inner, Mapping):
+        return {}
+    return {str(n): str(p.get("type", "object")) for n, p in inner.items() if isinstance(p, Mapping)}
+
+
+def _spec_text(spec: ValueSpec) -> str:
+    return f"{spec.kind} in {spec.unit}" if spec.unit else spec.kind
+
+
+def value_conflicts(
+    existing: IndexSchema, mapping: Mapping[str, Any], wanted: IndexSchema
+) -> list[str]:
+    """Why ``wanted``'s typed values cannot go into the index: a name the index holds as
+    another kind, or as a number in another unit (a bare number takes the index's unit), or
+    mapped with another field type than its kind needs."""
+    out = []
+    mapped = mapped_value_types(mapping)
+    for name in sorted(wanted.values):
+        theirs = wanted.values[name]
+        mine = existing.values.get(name)
+        if mine is not None and (
+            mine.kind != theirs.kind or (mine.unit and theirs.unit and mine.unit != theirs.unit)
+        ):
+            out.append(f"value {name!r} is a {_spec_text(mine)} in the index, the catalogue gives a "
+                       f"{_spec_text(theirs)}")
+            continue
+        field_type = mapped.get(name)
+        need = VALUE_FIELD_TYPES[(mine or theirs).kind]
+        if field_type is not None and field_type != need:
+            out.append(f"value {name!r} is mapped as {field_type} in the index, a "
+                       f"{(mine or theirs).kind} needs {need}")
+    return out
+
+
+def added_values(existing: IndexSchema, mapping: Mapping[str, Any], wanted: IndexSchema) -> list[str]:
+    """Names of ``wanted``'s typed values the index neither lists in ``_meta`` nor maps."""
+    mapped = mapped_value_types(mapping)
+    return sorted(n for n in wanted.values if n not in existing.values or n not in mapped)
+
+
+def values_put_mapping(values: Mapping[str, ValueSpec]) -> dict[str, Any]:
+    """The ``properties`` of a ``PUT {index}/_mapping`` that maps every value of ``values`` (the
+    merged schema's: fields already mapped alike are accepted again, new ones are added)."""
+    return {VALUES_FIELD: values_mapping(values)}
 
 
 # ---------------------------------------------------------------- vector fields added in place
