@@ -499,9 +499,7 @@ class StoreContract:
 
 # Stores whose value support lands later: their value cases are expected to fail (strict: an
 # unexpected pass fails too, so the marker goes once the support is there).
-VALUES_PENDING: dict[str, str] = {
-    "ElasticsearchStore": "issue 23: Elasticsearch values land in the ES agent's commit",
-}
+VALUES_PENDING: dict[str, str] = {}
 
 VALUES_SCHEMA = IndexSchema(SCHEMA.vectors, {
     "brand": ValueSpec("keyword"),
