@@ -54,7 +54,7 @@ def test_sample_ingest_then_category_query(run, tiny_models: list[str]) -> None:
     in_subtree = [r for r in res["results"] if r["categories"][0][:2] == ["Kitchen & Dining", "Cookware"]]
     assert len(in_subtree) >= 8  # BM25 over the category field dominates a category query
     first = res["results"][0]
-    assert set(first) == {"rank", "id", "title", "categories", "image", "score", "sources"}
+    assert set(first) == {"rank", "id", "title", "categories", "image", "score", "sources", "values"}
     assert "bm25" in first["sources"] and first["image"].endswith(".jpg")
 
     table = run("query", "Kitchen & Dining > Cookware", "--k", "3").stdout

@@ -447,6 +447,7 @@ def test_health_and_categories(client: TestClient, search: Search) -> None:
     health = client.get("/health").json()
     assert health == {"status": "ok", "products": 280, "backend": "EmbeddedStore",
                       "vector_fields": sorted(search.schema.vectors), "image_search": True, "image_roots": 1,
+                      "values": {n: spec.to_json() for n, spec in sorted(search.schema.values.items())},
                       "calibration": {"status": "none", "note": "fixed default fusion (run `ctir-es calibrate`)"},
                       "learned": {"status": "none", "note": "no model learned on this index (run `ctir-es learn`)"}}
     assert {"image_vector", "title_vector"} <= set(health["vector_fields"])

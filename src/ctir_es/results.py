@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .ranking.fusion import SourceScore
+from .values import Value
 from .vocabulary import LEXICAL_SOURCE
 
 
@@ -22,9 +23,11 @@ class SearchResult:
     image: str | None
     score: float
     sources: Mapping[str, SourceScore]
+    values: Mapping[str, Value] = field(default_factory=dict)  # the typed facts: price, brand, rating...
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in ("rank", "id", "title", "categories", "image", "score")}
+        out["values"] = dict(self.values)
         out["sources"] = {name: _source_json(s) for name, s in self.sources.items()}
         return out
 

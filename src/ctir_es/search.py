@@ -289,6 +289,7 @@ class Search:
                     image=doc.image,
                     score=hit.score,
                     sources=hit.sources,
+                    values=dict(doc.product.values),
                 )
             )
         return out

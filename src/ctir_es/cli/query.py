@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..errors import QueryError
-from ..filters import Filter
+from ..errors import FilterError, QueryError
+from ..filters import Filter, parse_filter_text
 from ..ranking.weights import parse_weights
 from ..search import Search
 from ..vocabulary import FUSION_METHODS, MAX_K, MODES
@@ -38,13 +38,17 @@ def looks_like_image_file(text: str) -> bool:
 @click.option("--within", default=None, metavar="PATH", help="Only products under this category, e.g. 'Kitchen'.")
 @click.option("--market", default=None, help="Only products of this market.")
 @click.option("--with-image", is_flag=True, help="Only products with an image.")
+@click.option("--filter", "filter_texts", multiple=True, metavar="NAME:VALUE",
+              help="Only products matching it (repeatable, all must hold): brand:Sony|Bose, -brand:Sony, "
+                   "price:500..2000, fk_advantage:true, has:brand, category:'A > B'. docs/shop-search.md.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--diverse", is_flag=False, flag_value=0.7, default=None, type=click.FloatRange(0, 1), metavar="[LAMBDA]",
               help="Showcase: MMR over title/image vectors so near-duplicates do not fill the page (lambda 0.7).")
 @store_options
 @click.pass_context
 def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str | None, weights: tuple[str, ...],
-          within: str | None, market: str | None, with_image: bool, as_json: bool, diverse: float | None,
+          within: str | None, market: str | None, with_image: bool, filter_texts: tuple[str, ...], as_json: bool,
+          diverse: float | None,
           store: Path | None, es_url: str | None) -> None:
     """Search the index: a category path ("Kitchen > Blenders"), free text, or an image."""
     settings = settings_from(ctx, store=store, es_url=es_url)
@@ -57,6 +61,10 @@ def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str |
         filters.append(Filter("market", "eq", market))
     if with_image:
         filters.append(Filter("has_image", "eq", True))
+    try:
+        filters += [parse_filter_text(t) for t in filter_texts]  # typed against the index by Search
+    except FilterError as exc:
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
     try:
         source_weights = parse_weights(weights)  # the validator the HTTP API uses
     except QueryError as exc:

@@ -34,6 +34,9 @@ class ResultOut(BaseModel):
     categories: list[list[str]]
     image_url: str | None = Field(description="`/products/{id}/image`, or null without an image.")
     score: float = Field(description="The fused score.")
+    values: dict[str, str | float | bool] = Field(
+        default_factory=dict, description="The product's typed values (price, brand, rating...): the index's "
+                                          "`values` in GET /health give each one's kind and unit.")
     sources: dict[SourceName, SourceScoreOut]
 
 
@@ -65,6 +68,7 @@ class ProductOut(BaseModel):
     title: str
     categories: list[list[str]]
     attributes: dict[str, str]
+    values: dict[str, str | float | bool] = Field(default_factory=dict, description="Typed values (filters, facets).")
     description: str
     market: str | None
     image_url: str | None
@@ -137,6 +141,9 @@ class HealthOut(BaseModel):
     products: int
     backend: str
     vector_fields: list[str]
+    values: dict[str, dict[str, str | None]] = Field(
+        default_factory=dict, description="The typed values this index filters on (`?filter=NAME:...`): "
+                                          "each one's `kind` (keyword, number, boolean) and `unit`.")
     image_search: bool = Field(description="Image upload search and categorize are available.")
     image_roots: int = Field(description="How many local image directories may be served.")
     calibration: dict[str, Any] = Field(

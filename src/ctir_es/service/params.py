@@ -15,11 +15,14 @@ from typing import Annotated, Any
 from fastapi import Depends, Query
 from fastapi import Path as PathParam
 
-from ..filters import Filter
+from ..errors import FilterError
+from ..filters import Filter, parse_filter_text
 from ..ranking.weights import parse_weights
 from ..vocabulary import DEFAULT_FUSION, MAX_K, SOURCE_NAMES, FusionMethod
 from .errors import NOT_BLANK
 from .limits import Limits
+
+MAX_FILTERS = 20  # filters in one request: bounded work per request
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,11 @@ def _search_options(params: Params) -> Callable[..., SearchOptions]:
                     "(finite, 0..1000; unnamed sources keep their defaults; a source the query does "
                     "not use is a 400).")
 
+    filter_help = (f"Only products matching it; repeat for more (all must hold, at most {MAX_FILTERS}): "
+                   "`brand:Sony|Bose`, `-brand:Sony`, `price:500..2000`, `price:..2000`, `fk_advantage:true`, "
+                   "`has:brand`, `-has:brand`, `category:A > B`. The names are the index's typed values "
+                   "(GET /health lists them); an unknown name or a value of the wrong kind is a 400.")
+
     def search_options(
         within: Annotated[str | None, params.within] = None,
         market: Annotated[str | None, Query(max_length=64, description="Only products of this market.")] = None,
@@ -75,8 +83,14 @@ def _search_options(params: Params) -> Callable[..., SearchOptions]:
             description=f"How the sources are fused (default: the calibration `ctir-es calibrate` stored "
                         f"with the index, for category queries; else {DEFAULT_FUSION}).")] = None,
         weights: Annotated[str | None, Query(max_length=200, description=weights_help)] = None,
+        filter: Annotated[list[str] | None, Query(
+            max_length=MAX_FILTERS, description=filter_help)] = None,
     ) -> SearchOptions:
         filters = category_filters(within)
+        for text in filter or []:
+            if len(text) > params.limits.max_query_chars:
+                raise FilterError(f"a filter is at most {params.limits.max_query_chars} characters")
+            filters.append(parse_filter_text(text))  # typed against the index's values by Search
         if market is not None and market.strip():
             filters.append(Filter("market", "eq", market.strip()))
         if with_image:

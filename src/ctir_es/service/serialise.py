@@ -24,6 +24,7 @@ def result_json(result: SearchResult, fusion: str, weights: Mapping[str, float])
         "categories": result.categories,
         "image_url": image_url(result.id) if result.image else None,
         "score": result.score,
+        "values": dict(result.values),
         "sources": {
             name: {
                 "rank": s.rank,

@@ -20,6 +20,7 @@ def _facts(search: Search) -> dict[str, Any]:
         "products": search.store.count(),
         "backend": type(search.store).__name__,
         "vector_fields": sorted(search.schema.vectors),
+        "values": {name: spec.to_json() for name, spec in sorted(search.schema.values.items())},
         "calibration": calibration_summary(search.store, search.schema),
         # the learned model, its staleness and a missing model folder (served without it then)
         "learned": learned_summary(search.store, search.schema, max_age=CACHE_SECONDS),
