@@ -328,6 +328,9 @@ def test_an_index_of_mapping_v3_migrates_by_reindex(make_store: Callable[..., El
     with pytest.raises(Unsupported, match="mapping v3, which has no typed value fields.*ctir-es es reindex"):
         store.search(LexicalQuery("item"), [], 5, [Filter("brand", "in", ("Sony",))])
 
+    reader = make_store(store.index)  # a serving store that read the v3 mapping before the migration
+    with pytest.raises(Unsupported):
+        reader.search(LexicalQuery("item"), [], 5, [Filter("brand", "exists", True)])
     report = store.reindex()
     assert (report.source, report.dest) == (f"{store.index}-v1", f"{store.index}-v2")
     assert report.count == len(ROWS) and not report.deleted_old
@@ -353,6 +356,8 @@ def test_an_index_of_mapping_v3_migrates_by_reindex(make_store: Callable[..., El
     runs = store.search(LexicalQuery("item"), [VectorQuery("title_vector", title_vectors["v3"], "text")], 8, [f])
     assert {h.id for h in runs["bm25"]} == {h.id for h in runs["text"]} == {"v0", "v2", "v5"}
     assert store.get(["v4"])["v4"].product.values == ROWS["v4"][1]
+    # the serving store sees the migration without being reopened
+    assert {h.id for h in reader.search(LexicalQuery("item"), [], 8, [f])["bm25"]} == {"v0", "v2", "v5"}
     # the old version is kept for rollback and still answers (without the values)
     old = store.client.count(index=f"{store.index}-v1").body["count"]
     assert old == len(ROWS)

@@ -210,6 +210,10 @@ class ElasticsearchStore:
         if schema is None or current is None:
             return filters
         version = mapping.mapping_version_from_mapping(current) or 1
+        if version < mapping.MAPPING_VERSION:  # migrated since this store read it?
+            current = self._read_live() or {}
+            schema = mapping.schema_from_mapping(current) or schema
+            version = mapping.mapping_version_from_mapping(current) or 1
         if version < mapping.MAPPING_VERSION:
             raise Unsupported(
                 f"index {self.index!r} was built by ctir-es mapping v{version}, which has no typed "
