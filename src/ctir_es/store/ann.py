@@ -27,6 +27,7 @@ import re
 import shutil
 import tempfile
 import weakref
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,21 +124,40 @@ class AnnIndex:
     dims: int
     vectors: np.ndarray | RowFile  # in memory (an index built on read-only media) or on disk
     ids: np.ndarray  # fixed-width UTF-8 bytes
+    masks: dict[tuple[Any, ...], np.ndarray] = dataclasses.field(default_factory=dict)  # filter -> positions passing it
 
-    def search(self, query: np.ndarray, k: int, fetch: int) -> tuple[list[str], list[float]]:
-        """The ``k`` best products (ids, exact cosines), best first, among ``fetch`` candidates."""
+    def search(self, query: np.ndarray, k: int, fetch: int,
+               mask: np.ndarray | None = None) -> tuple[list[str], list[float]]:
+        """The ``k`` best products (ids, exact cosines), best first, among ``fetch`` candidates;
+        ``mask`` (a bool per position): only those positions (faiss's ID selector, searched
+        inside the index, so the candidates are all allowed ones)."""
         faiss = faiss_module()
+        params = None
+        if mask is not None:
+            bits = np.packbits(mask, bitorder="little")
+            params = (faiss.SearchParametersHNSW() if self.kind == "hnsw"
+                      else faiss.SearchParametersIVF() if self.kind == "ivf" else faiss.SearchParameters())
+            params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+            if self.kind == "hnsw":  # the parameters replace the index's own: keep them
+                params.efSearch = HNSW_EF_SEARCH
+            elif self.kind == "ivf":
+                params.nprobe = self.index.nprobe
         # One query is searched on one thread: OpenMP's hand-off and spin-waiting cost more than
         # they save at this size (44 ms instead of 0.2 ms for sq8 at 2k on a busy 2-core box).
         # The setting is per calling thread; builds keep every core.
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)
         try:
-            _, found = self.index.search(query.reshape(1, -1), min(max(fetch, k), len(self.rowids)))
+            _, found = self.index.search(query.reshape(1, -1), min(max(fetch, k), len(self.rowids)), params=params)
         finally:
             faiss.omp_set_num_threads(threads)
         pos = found[0]
-        pos = np.sort(pos[pos >= 0])  # ascending: the file is read forwards
+        return self.rescore(query, k, np.sort(pos[pos >= 0]))  # ascending: the file is read forwards
+
+    def rescore(self, query: np.ndarray, k: int, pos: np.ndarray) -> tuple[list[str], list[float]]:
+        """The ``k`` best of the positions ``pos`` (ascending) by exact cosine, best first."""
+        if not len(pos):
+            return [], []
         scores = (self.vectors.take(pos) if isinstance(self.vectors, RowFile) else self.vectors[pos]) @ query
         n = min(k, len(pos))
         top = np.argpartition(-scores, n - 1)[:n] if 0 < n < len(pos) else np.arange(len(pos))
