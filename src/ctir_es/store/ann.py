@@ -20,6 +20,7 @@ is never used; see ``EmbeddedStore`` for who rebuilds it and when.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import mmap
 import os
@@ -27,7 +28,6 @@ import re
 import shutil
 import tempfile
 import weakref
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
