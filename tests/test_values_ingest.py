@@ -220,3 +220,26 @@ def test_value_filters_on_a_store_without_the_table_match_nothing_or_everything(
                    (Filter("price", "range", (1, 2)), "0"), (Filter("brand", "not_in", ("x",)), "1"),
                    (Filter("brand", "exists", False), "1")]:
         assert filter_sql([f], values=False) == (sql, [])
+
+
+def test_tantivy_reads_deeper_for_a_broad_value_filter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above TERM_SET_MAX passing products, tantivy's best matches are read deeper and the
+    others dropped: the same BM25 hits as the term set on rowid gives below it."""
+    pytest.importorskip("tantivy")
+    from ctir_es.store import lexical_tantivy
+
+    store = EmbeddedStore(tmp_path / "t.db", lexical="tantivy")
+    store.setup(SCHEMA)
+    # "pan" twice in the odd titles (they rank first), the filter lets the even ones through
+    store.upsert([Document(Product(id=f"p{i}", title="pan pan" if i % 2 else f"pan {i}",
+                                   values={"brand": "B" if i % 2 else "A"}),
+                           {"t": _vec(i)}) for i in range(300)])
+    even = check_filters([Filter("brand", "in", ("a",))], SCHEMA)
+    small = store.search(LexicalQuery("pan"), [], 7, even)["bm25"]
+    store.close()
+    monkeypatch.setattr(lexical_tantivy, "TERM_SET_MAX", 10)
+    store = EmbeddedStore(tmp_path / "t.db")
+    deep = store.search(LexicalQuery("pan"), [], 7, even)["bm25"]
+    assert [h.id for h in deep] == [h.id for h in small] and len(deep) == 7
+    assert all(int(h.id[1:]) % 2 == 0 for h in deep)
+    store.close()
