@@ -96,6 +96,10 @@ def test_cli_filter_and_its_errors(store_file: Path, tiny_text_model_dir: Path, 
     assert "Traceback" not in bad.output
     worse = runner.invoke(cli, [*base, "--filter", "price"])
     assert worse.exit_code != 0 and "NAME:VALUE" in worse.output
+    stats = runner.invoke(cli, ["stats", "--store", str(store_file), "--json"], catch_exceptions=False)
+    assert json.loads(stats.stdout)["values"]["price"] == {"kind": "number", "unit": "INR"}
+    human = runner.invoke(cli, ["stats", "--store", str(store_file)], catch_exceptions=False)
+    assert "price (number, INR)" in human.stdout
 
 
 def test_http_filter_and_its_errors(search: Search) -> None:

@@ -40,6 +40,7 @@ def stats(ctx: click.Context, as_json: bool, check: bool, store: Path | None, es
         if schema is not None:
             data["calibration"] = calibration_summary(s, schema)
             data["learned"] = learned_summary(s, schema, models_dir_of(settings))
+            data["values"] = {name: spec.to_json() for name, spec in sorted(schema.values.items())}
     finally:
         s.close()
     if as_json:
@@ -52,6 +53,10 @@ def stats(ctx: click.Context, as_json: bool, check: bool, store: Path | None, es
         elif key == "learned":
             for line in learned_lines(value):
                 console.print(line, highlight=False, markup=False)
+        elif key == "values":
+            shown = [f"{n} ({v['kind']}{', ' + v['unit'] if v.get('unit') else ''})" for n, v in value.items()]
+            console.print(f"values (--filter NAME:...): {', '.join(shown) or 'none'}", highlight=False,
+                          markup=False)
         elif key == "vector_fields":
             for name, f in value.items():
                 enc = f.get("encoder", {})
