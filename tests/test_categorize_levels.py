@@ -88,3 +88,17 @@ def test_served_weights_round_trip_with_levels_and_damage(tmp_path: Path) -> Non
         assert served_weights(store, schema) is None
     finally:
         store.close()
+
+
+def test_a_fusion_replaces_the_best_single_signal_only_when_it_wins_clearly() -> None:
+    from ctir_es.learn.compare import clearly_better
+
+    def right(n_right: int, wrong: range) -> dict[str, bool]:
+        return {f"p{i}": i not in wrong for i in range(n_right)}
+
+    single = right(100, range(90, 100))  # 90 right
+    assert clearly_better(right(100, range(95, 100)), single)  # +5, no losses: 5 >= sqrt(5)
+    # +2 and -1: one product better on a few hundred is noise (1 < sqrt(3))
+    assert not clearly_better({**right(100, range(92, 100)), "p0": False}, single)
+    assert not clearly_better(single, single)
+    assert clearly_better(right(100, range(99, 100)), single)  # +9: clear

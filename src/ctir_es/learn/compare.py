@@ -200,6 +200,14 @@ def _correct_at(signals: Mapping[str, Mapping[str, core.Scores]], weights: Mappi
     return out
 
 
+def clearly_better(challenger: Mapping[str, bool], incumbent: Mapping[str, bool]) -> bool:
+    """Does ``challenger`` (per product: right or not) beat ``incumbent`` by a sign-test margin:
+    the products only it gets right minus the reverse at least the square root of their sum?"""
+    wins = sum(1 for pid, ok in challenger.items() if ok and not incumbent.get(pid, False))
+    losses = sum(1 for pid, ok in challenger.items() if not ok and incumbent.get(pid, False))
+    return wins - losses >= max(1.0, (wins + losses) ** 0.5)
+
+
 def tune_signal_weights(signals: Mapping[str, Mapping[str, core.Scores]], products: Mapping[str, Product],
                         start: Mapping[str, float], served: Mapping[str, float] | None = None) -> core.SignalWeights:
     """One set of weights for mean top-1 accuracy over levels 1-3 (coordinate ascent from
@@ -226,9 +234,7 @@ def tune_signal_weights(signals: Mapping[str, Mapping[str, core.Scores]], produc
         fusions = [shared, tuned] + ([{n: float(served.get(n, 0.0)) for n in signals}] if served else [])
         scored = [(_correct_at(signals, ws, products, level), ws) for ws in fusions if any(ws.values())]
         fused_right, fused = max(scored, key=lambda c: sum(c[0].values()))  # shared first on ties
-        wins = sum(1 for pid, ok in fused_right.items() if ok and not single_right.get(pid, False))
-        losses = sum(1 for pid, ok in fused_right.items() if not ok and single_right.get(pid, False))
-        chosen = fused if wins - losses >= max(1.0, (wins + losses) ** 0.5) else single
+        chosen = fused if clearly_better(fused_right, single_right) else single
         if chosen is not shared:
             levels[level] = chosen
     return core.SignalWeights(shared, levels)
