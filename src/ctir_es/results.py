@@ -24,10 +24,14 @@ class SearchResult:
     score: float
     sources: Mapping[str, SourceScore]
     values: Mapping[str, Value] = field(default_factory=dict)  # the typed facts: price, brand, rating...
+    # collapse only (ctir_es.shop.collapse): other products of its group folded under it ("+5 colours")
+    collapsed: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in ("rank", "id", "title", "categories", "image", "score")}
         out["values"] = dict(self.values)
+        if self.collapsed is not None:
+            out["collapsed"] = self.collapsed
         out["sources"] = {name: _source_json(s) for name, s in self.sources.items()}
         return out
 
@@ -54,12 +58,18 @@ class SearchResponse:
     # see ranking.calibration), "all" (the single ones); None when none were (the caller's or the
     # fixed defaults).
     calibration_group: str | None = None
+    # Shop requests only (ctir_es.shop): facet counts by name, and how the candidates were
+    # arranged (cutoff, sort window, collapse, disjunctive retrievals); empty otherwise.
+    facets: Mapping[str, Any] = field(default_factory=dict)
+    shop: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in ("query", "mode", "fusion", "sources")}
         out.update(weights=dict(self.weights), calibration_group=self.calibration_group,
                    source_hits=dict(self.source_hits), notices=list(self.notices),
                    results=[r.to_json() for r in self.results])
+        if self.shop:
+            out.update(facets=dict(self.facets), shop=dict(self.shop))
         return out
 
 

@@ -156,12 +156,26 @@ class Search:
         weights: Mapping[str, float] | None = None,
         field_weights: Mapping[str, float] | None = None,
         diverse: float | bool = False,
+        facets: Sequence[str] = (),
+        facet_size: int | None = None,
+        sort: str | None = None,
+        collapse: str | None = None,
     ) -> SearchResponse:
         """Category (``"A > B"``), free-text or image search (a path / URL, raw bytes or a
-        decoded PIL image)."""
+        decoded PIL image).
+
+        Shop options (``ctir_es.shop``, docs/shop-search.md): ``facets`` (value names, or
+        ``category``) counted over the fused candidates, disjunctively; ``sort`` (``relevance``,
+        ``price_asc``, ``rating``, ``newest``, ``NAME_asc|desc``) within the top relevant ones;
+        ``collapse`` (``auto`` or a keyword value's name) folds variants under one result."""
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}")
         filters = self.checked(filters)
+        from .shop.request import ShopRequest
+
+        shop = ShopRequest.of(facets, facet_size, sort, collapse).checked(self.schema)  # before store work
+        if shop.active and diverse is not False:
+            raise QueryError("diverse cannot be combined with facets, sort or collapse")
         if diverse is not False:  # MMR over a deeper fused list (ctir_es.diversify)
             return self._diversified(text, image=image, mode=mode, k=k, filters=filters, fusion=fusion,
                                      weights=weights, field_weights=field_weights, diverse=diverse)
@@ -187,12 +201,21 @@ class Search:
         fusion = fusion or DEFAULT_FUSION
         used = weights_in_force(plan.sources, plan.weights, weights)  # checked before any store work
         source_hits: dict[str, int | None] = dict.fromkeys(plan.sources)
-        if self.fusion_location == "client":
+        if self.fusion_location == "client" or shop.active:  # a shop request needs the whole fused list
             runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
             source_hits.update({name: len(hits) for name, hits in runs.items()})
-            fused = fuse(fusion, runs, used, limit=k)
+            fused = fuse(fusion, runs, used, limit=None if shop.active else k)
         else:
             fused = self._fused_by_server(plan, k, candidates, filters, fusion, used)
+        if shop.active:
+            from .shop.arrange import arrange
+
+            def retrieve(without: Sequence[Filter]) -> list[FusedHit]:  # a disjunctive facet's query
+                return fuse(fusion, self.store.search(plan.lexical, plan.vectors, candidates, without), used)
+
+            base = SearchResponse(text or "", mode, fusion, plan.sources, [], used, source_hits,
+                                  ranking_notices(plan.sources, source_hits), group)
+            return arrange(self, shop, base, fused, k, filters, retrieve)
         return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused), used,
                               source_hits, ranking_notices(plan.sources, source_hits), group)
 
@@ -273,8 +296,11 @@ class Search:
             raise Unsupported(f"{result.notice.split(';')[0]} (fusion_location=server; use auto)")
         return list(result.hits)
 
-    def _results(self, fused: Sequence[FusedHit]) -> list[SearchResult]:
-        stored = self.store.get([h.id for h in fused])
+    def _results(self, fused: Sequence[FusedHit],
+                 stored: Mapping[str, StoredProduct] | None = None) -> list[SearchResult]:
+        """``stored``: the products when the caller read them already (a shop request)."""
+        if stored is None:
+            stored = self.store.get([h.id for h in fused])
         out = []
         for rank, hit in enumerate(fused, start=1):
             doc = stored.get(hit.id)

@@ -16,6 +16,7 @@ from ..vocabulary import FUSION_METHODS, MAX_K, MODES
 from .main import cli, settings_from, store_options
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+from ..shop.arrange import shop_summary
 from .render import search_footer, search_table
 
 
@@ -42,13 +43,24 @@ def looks_like_image_file(text: str) -> bool:
               help="Only products matching it (repeatable, all must hold): brand:Sony|Bose, -brand:Sony, "
                    "price:500..2000, fk_advantage:true, has:brand, category:'A > B'. docs/shop-search.md.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--facet", "facets", multiple=True, metavar="NAME",
+              help="Count this value over the fused candidates (repeatable): brand, price, category... "
+                   "Disjunctive: a facet with a --filter on it is counted without that filter.")
+@click.option("--facet-size", type=click.IntRange(1, 100), default=None, help="Values per facet [default: 10].")
+@click.option("--sort", "sort", default=None, metavar="SORT",
+              help="relevance (default), price_asc, price_desc, rating, newest, or NAME_asc|NAME_desc of a "
+                   "number value; sorts the top relevant results only (docs/shop-search.md).")
+@click.option("--collapse", default=None, metavar="auto|NAME",
+              help="One result per variant group: auto (titles without colour/size words, near-duplicate "
+                   "title vectors) or a keyword value such as a parent id.")
 @click.option("--diverse", is_flag=False, flag_value=0.7, default=None, type=click.FloatRange(0, 1), metavar="[LAMBDA]",
               help="Showcase: MMR over title/image vectors so near-duplicates do not fill the page (lambda 0.7).")
 @store_options
 @click.pass_context
 def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str | None, weights: tuple[str, ...],
           within: str | None, market: str | None, with_image: bool, filter_texts: tuple[str, ...], as_json: bool,
-          diverse: float | None,
+          diverse: float | None, facets: tuple[str, ...], facet_size: int | None, sort: str | None,
+          collapse: str | None,
           store: Path | None, es_url: str | None) -> None:
     """Search the index: a category path ("Kitchen > Blenders"), free text, or an image."""
     settings = settings_from(ctx, store=store, es_url=es_url)
@@ -75,6 +87,7 @@ def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str |
             image=text if mode == "image" else None,
             mode=mode, k=k, filters=filters, fusion=fusion, weights=source_weights,
             diverse=diverse if diverse is not None else False,
+            facets=facets, facet_size=facet_size, sort=sort, collapse=collapse,
         )
     if as_json:
         click.echo(json.dumps(response.to_json(), ensure_ascii=False))
@@ -86,5 +99,7 @@ def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str |
         console.print(search_table(response, console.width))
         Console(stderr=True).print(search_footer(response, console.width), style="dim", markup=False,
                                    highlight=False)
+    for line in shop_summary(response):  # facets, sort window, collapse (--json has it all)
+        console.print(line, markup=False, highlight=False)
     for notice in response.notices:
         Console(stderr=True).print(f"note: {notice}", style="yellow", markup=False, highlight=False)

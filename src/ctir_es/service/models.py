@@ -38,6 +38,50 @@ class ResultOut(BaseModel):
         default_factory=dict, description="The product's typed values (price, brand, rating...): the index's "
                                           "`values` in GET /health give each one's kind and unit.")
     sources: dict[SourceName, SourceScoreOut]
+    collapsed: int | None = Field(None, description="With `collapse`: products of this result's group folded "
+                                                    "under it (\"+5 colours\"); absent otherwise.")
+
+
+class FacetValueOut(BaseModel):
+    value: str | bool = Field(description="A keyword as most candidates spell it (grouped case-insensitively), "
+                                          "or true / false.")
+    count: int
+    filter: str = Field(description="The `filter` text that selects it (a chip), e.g. `brand:Sony`.")
+
+
+class FacetBandOut(BaseModel):
+    from_: float = Field(alias="from", description="Lower edge, included.")
+    to: float | None = Field(description="Upper edge, excluded; null: the open top band.")
+    count: int
+
+
+class CategoryCountOut(BaseModel):
+    path: list[str]
+    label: str
+    count: int = Field(description="Candidates under this node (once per product).")
+    filter: str
+
+
+class FacetOut(BaseModel):
+    """One facet over the query's fused candidates (docs/shop-search.md, "Facets")."""
+
+    kind: str = Field(description="keyword, number, boolean or category.")
+    candidates: int = Field(description="Products counted: the query's fused candidates (without this facet's "
+                                        "own filter when `disjunctive`).")
+    missing: int = Field(description="Candidates without the value.")
+    disjunctive: bool = Field(description="Counted without the request's filter on this name.")
+    values: list[FacetValueOut] | None = Field(None, description="keyword and boolean: counts, most first.")
+    distinct: int | None = Field(None, description="keyword: distinct values among the candidates.")
+    other: int | None = Field(None, description="keyword: candidates holding a value beyond the listed ones.")
+    unit: str | None = Field(None, description="number: its unit (INR, unix_time...).")
+    count: int | None = Field(None, description="number: candidates with the value.")
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    bands: list[FacetBandOut] | None = Field(None, description="number: nice bands `[from, to)` up to the 95th "
+                                                               "percentile, then one open band (none for dates).")
+    depth: int | None = Field(None, description="category: the deepest level counted.")
+    levels: dict[str, list[CategoryCountOut]] | None = Field(None, description="category: per level, the top nodes.")
 
 
 class SearchPage(BaseModel):
@@ -61,6 +105,10 @@ class SearchPage(BaseModel):
     has_more: bool = Field(description="More results follow this page.")
     max_score: float | None = Field(description="The fused score of rank 1 (scale for score bars).")
     results: list[ResultOut]
+    facets: dict[str, FacetOut] | None = Field(None, description="With `facet`: each facet by name.")
+    shop: dict[str, Any] | None = Field(None, description=(
+        "With `facet`, `sort` or `collapse`: `candidates` (fused candidates counted, at most `cutoff`), `fused`, "
+        "`disjunctive_retrievals`, `sort` (`window`: how many were sorted) and `collapse` (`groups`, `folded`)."))
 
 
 class ProductOut(BaseModel):

@@ -18,6 +18,8 @@ from fastapi import Path as PathParam
 from ..errors import FilterError
 from ..filters import Filter, parse_filter_text
 from ..ranking.weights import parse_weights
+from ..shop.request import CANDIDATE_CUTOFF, DEFAULT_FACET_SIZE, MAX_FACET_SIZE, MAX_FACETS
+from ..shop.sort import SORT_FLOOR, SORT_WINDOW
 from ..vocabulary import DEFAULT_FUSION, MAX_K, SOURCE_NAMES, FusionMethod
 from .errors import NOT_BLANK
 from .limits import Limits
@@ -59,10 +61,46 @@ class Params:
         self.within = Query(max_length=limits.max_query_chars, description="Only products under this category path.")
         # filters, fusion and weights (a dependency: ``Annotated[SearchOptions, params.options]``)
         self.options = Depends(_search_options(self))
+        # facets, sort, collapse of /search (``Annotated[ShopOptions, params.shop]``, ctir_es.shop)
+        self.shop = Depends(_shop_options)
 
     def depth(self, offset: int, k: int) -> int:
         """How many results to ask the library for to serve one page and know if more follow."""
         return min(offset + k + 1, MAX_K)
+
+
+@dataclass(frozen=True)
+class ShopOptions:
+    """Facets, sort and collapse of a search request (``Search.search``'s shop arguments)."""
+
+    facets: list[str]
+    facet_size: int
+    sort: str | None
+    collapse: str | None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"facets": self.facets, "facet_size": self.facet_size, "sort": self.sort, "collapse": self.collapse}
+
+
+def _shop_options(
+    facet: Annotated[list[str] | None, Query(max_length=MAX_FACETS, description=(
+        f"Count this value over the query's fused candidates (the best {CANDIDATE_CUTOFF}); repeat for more, "
+        f"at most {MAX_FACETS}: `facet=brand&facet=price&facet=category`. A facet with a `filter` on the same "
+        "name is counted without that filter (disjunctive: choosing Sony still shows Bose's count). Names: "
+        "`category` and the index's values (GET /health); an unknown name is a 400."))] = None,
+    facet_size: Annotated[int, Query(ge=1, le=MAX_FACET_SIZE, description=(
+        "Values per keyword facet, nodes per level of the category facet."))] = DEFAULT_FACET_SIZE,
+    sort: Annotated[str | None, Query(max_length=200, description=(
+        f"relevance (default), `price_asc`, `price_desc`, `rating`, `newest`, or `NAME_asc` / `NAME_desc` "
+        f"of a number value. Sorts the {SORT_WINDOW} best candidates at most, and only those scoring at "
+        f"least {SORT_FLOOR:g} x the top score; the rest follow by relevance; products without the value "
+        "come last. An unknown sort is a 400 that lists the index's."))] = None,
+    collapse: Annotated[str | None, Query(max_length=200, description=(
+        "One result per variant group, the best ranked, with `collapsed` (how many were folded): `auto` "
+        "(titles without colour and size words, or title vectors with cosine >= 0.95) or a keyword value "
+        "such as a parent id."))] = None,
+) -> ShopOptions:
+    return ShopOptions(list(facet or []), facet_size, sort, collapse)
 
 
 def _search_options(params: Params) -> Callable[..., SearchOptions]:

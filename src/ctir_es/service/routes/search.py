@@ -12,20 +12,32 @@ from ...search import Search
 from ...vocabulary import TextMode
 from ..errors import documented
 from ..models import SearchPage
-from ..params import Params, SearchOptions
+from ..params import Params, SearchOptions, ShopOptions
 from ..runtime import ServiceDep
 from ..serialise import page_json
+
+
+def with_shop(page: dict[str, Any], response: SearchResponse, offset: int, k: int) -> dict[str, Any]:
+    """A page of a shop request (facets, sort, collapse): its facets, what was arranged, and each
+    result's ``collapsed``."""
+    if response.shop:
+        page.update(facets=dict(response.facets), shop=dict(response.shop))
+        for item, result in zip(page["results"], response.results[offset : offset + k], strict=False):
+            item["collapsed"] = result.collapsed
+    return page
 
 
 def router(params: Params) -> APIRouter:
     routes = APIRouter(tags=["search"])
     Options = Annotated[SearchOptions, params.options]
+    Shop = Annotated[ShopOptions, params.shop]
 
     @routes.get("/search", response_model=SearchPage, responses=documented(400))
     async def search_text(
         service: ServiceDep,
         q: Annotated[str, params.q],
         options: Options,
+        shop: Shop,
         mode: Annotated[TextMode | None,
                         Query(description="category or text; default: category when q holds '>'. "
                                           "Image search is POST /search/image.")] = None,
@@ -34,14 +46,15 @@ def router(params: Params) -> APIRouter:
     ) -> dict[str, Any]:
         """Category or free-text search, fused over BM25 and the vector sources, paginated."""
         response = await service.use(Search.search, q, mode=mode, k=params.depth(offset, k),
-                                     **options.kwargs())
-        return page_json(response, offset, k)
+                                     **options.kwargs(), **shop.kwargs())
+        return with_shop(page_json(response, offset, k), response, offset, k)
 
     @routes.post("/search/image", response_model=SearchPage, responses=documented(400, 409, 413, 415))
     async def search_image(
         service: ServiceDep,
         file: Annotated[UploadFile, File(description="The query image (JPEG, PNG, WebP, GIF, BMP, TIFF).")],
         options: Options,
+        shop: Shop,
         k: Annotated[int, params.k] = 10,
         offset: Annotated[int, params.offset] = 0,
     ) -> dict[str, Any]:
@@ -51,8 +64,9 @@ def router(params: Params) -> APIRouter:
 
         def work(search: Search) -> SearchResponse:
             return search.search(label, image=service.decode(data), mode="image",
-                                 k=params.depth(offset, k), **options.kwargs())
+                                 k=params.depth(offset, k), **options.kwargs(), **shop.kwargs())
 
-        return page_json(await service.use(work), offset, k)
+        response = await service.use(work)
+        return with_shop(page_json(response, offset, k), response, offset, k)
 
     return routes
