@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .ranking.fusion import SourceScore
 from .values import Value
 from .vocabulary import LEXICAL_SOURCE
+
+if TYPE_CHECKING:
+    from .shop.cursor import PinnedPage
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,14 @@ class SearchResponse:
     # arranged (cutoff, sort window, collapse, disjunctive retrievals); empty otherwise.
     facets: Mapping[str, Any] = field(default_factory=dict)
     shop: Mapping[str, Any] = field(default_factory=dict)
+    # A page of a pinned ranking (``Search.search(pin=True)`` or ``cursor=``, ctir_es.shop.cursor):
+    # where it starts and the next page's cursor; None when nothing was pinned.
+    page: PinnedPage | None = None
+
+    @property
+    def next_cursor(self) -> str | None:
+        """The cursor of the next page of a pinned ranking (None: the last page, or not pinned)."""
+        return self.page.next_cursor if self.page is not None else None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in ("query", "mode", "fusion", "sources")}
@@ -70,6 +81,8 @@ class SearchResponse:
                    results=[r.to_json() for r in self.results])
         if self.shop:
             out.update(facets=dict(self.facets), shop=dict(self.shop))
+        if self.page is not None:
+            out.update(next_cursor=self.page.next_cursor, page=self.page.to_json())
         return out
 
 

@@ -28,6 +28,7 @@ from .ranking.fusion import FusedHit, fuse
 from .ranking.plan import Plan, detect_mode, plan_query
 from .ranking.weights import weights_in_force
 from .results import SearchResponse, SearchResult, ranking_notices
+from .shop.cursor import PIN_DEPTH, MemoryPins, Pins, query_digests
 from .store.base import (
     DEFAULT_FIELD_WEIGHTS,
     CategoryCounter,
@@ -95,6 +96,7 @@ class Search:
         self._categorizer: Categorizer | None = None
         self._seen: tuple[set[tuple[str, ...]] | None] | None = None  # (the model's seen nodes,) once read
         self._category_weights: SignalWeights | None = None
+        self.pins: Pins | None = None  # pinned rankings for cursors (a MemoryPins on first use)
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, allow_missing_model: bool = False) -> Search:
@@ -160,6 +162,9 @@ class Search:
         facet_size: int | None = None,
         sort: str | None = None,
         collapse: str | None = None,
+        pin: bool = False,
+        cursor: str | None = None,
+        pins: Pins | None = None,
     ) -> SearchResponse:
         """Category (``"A > B"``), free-text or image search (a path / URL, raw bytes or a
         decoded PIL image).
@@ -167,13 +172,26 @@ class Search:
         Shop options (``ctir_es.shop``, docs/shop-search.md): ``facets`` (value names, or
         ``category``) counted over the fused candidates, disjunctively; ``sort`` (``relevance``,
         ``price_asc``, ``rating``, ``newest``, ``NAME_asc|desc``) within the top relevant ones;
-        ``collapse`` (``auto`` or a keyword value's name) folds variants under one result."""
+        ``collapse`` (``auto`` or a keyword value's name) folds variants under one result.
+
+        Stable pages (``ctir_es.shop.cursor``): ``pin=True`` keeps the fused ranking (1000 deep)
+        and returns its first ``k`` with ``next_cursor``; ``cursor=`` returns the next ``k`` of
+        that same list (query arguments may be omitted; any given must match the pinned query).
+        ``pins``: where pins are kept (default: this search's own, in memory)."""
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}")
         filters = self.checked(filters)
         from .shop.request import ShopRequest
 
         shop = ShopRequest.of(facets, facet_size, sort, collapse).checked(self.schema)  # before store work
+        paged = pin or cursor is not None  # stable pages (ctir_es.shop.cursor)
+        if paged and (diverse is not False or shop.active):
+            raise QueryError("a cursor pages the relevance ranking: it cannot be combined with diverse, "
+                             "facets, sort or collapse yet (page those with offset)")
+        query = query_digests(text=text, image=image, mode=mode, filters=filters, fusion=fusion,
+                              weights=weights, field_weights=field_weights) if paged else {}
+        if cursor is not None:  # a later page: a slice of the pinned list, no search at all
+            return self.pins_for(pins).next_page(cursor, k, query, self._page_results)
         if shop.active and diverse is not False:
             raise QueryError("diverse cannot be combined with facets, sort or collapse")
         if diverse is not False:  # MMR over a deeper fused list (ctir_es.diversify)
@@ -187,7 +205,8 @@ class Search:
                 raise QueryError("image mode needs an image path or URL")
             image_vector = self._image_vector(ref)
             text = ref if isinstance(ref, str) else (text or "(image)")
-        candidates = max(CANDIDATE_DEPTH, 2 * k)
+        depth = PIN_DEPTH if pin else k  # a pin keeps the whole list a cursor may page through
+        candidates = max(CANDIDATE_DEPTH, 2 * depth)
         plan = self.plan(text, mode=mode, image_vector=image_vector, field_weights=field_weights)
         group = None
         if plan.mode == "category" and fusion is None and weights is None and field_weights is None:
@@ -204,9 +223,13 @@ class Search:
         if self.fusion_location == "client" or shop.active:  # a shop request needs the whole fused list
             runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
             source_hits.update({name: len(hits) for name, hits in runs.items()})
-            fused = fuse(fusion, runs, used, limit=None if shop.active else k)
+            fused = fuse(fusion, runs, used, limit=None if shop.active else depth)
         else:
-            fused = self._fused_by_server(plan, k, candidates, filters, fusion, used)
+            fused = self._fused_by_server(plan, depth, candidates, filters, fusion, used)
+        if pin:  # the hook: pin the final ordered list (an arrangement would come before it)
+            header = SearchResponse(text or "", mode, fusion, plan.sources, [], used, source_hits,
+                                    ranking_notices(plan.sources, source_hits), group)
+            return self.pins_for(pins).first_page(header, fused, k, query, self._page_results)
         if shop.active:
             from .shop.arrange import arrange
 
@@ -297,12 +320,13 @@ class Search:
         return list(result.hits)
 
     def _results(self, fused: Sequence[FusedHit],
-                 stored: Mapping[str, StoredProduct] | None = None) -> list[SearchResult]:
-        """``stored``: the products when the caller read them already (a shop request)."""
+                 stored: Mapping[str, StoredProduct] | None = None, start: int = 1) -> list[SearchResult]:
+        """``stored``: the products when the caller read them already (a shop request);
+        ``start``: the rank of the first (a later page of a pinned ranking)."""
         if stored is None:
             stored = self.store.get([h.id for h in fused])
         out = []
-        for rank, hit in enumerate(fused, start=1):
+        for rank, hit in enumerate(fused, start=start):
             doc = stored.get(hit.id)
             if doc is None:  # deleted between search and fetch
                 continue
@@ -319,6 +343,20 @@ class Search:
                 )
             )
         return out
+
+    def pins_for(self, pins: Pins | None = None) -> Pins:
+        """Where pinned rankings are kept: ``pins`` (the service's, the CLI's files), else this
+        search's own ``MemoryPins`` (bounded; ``ctir_es.shop.cursor``)."""
+        if pins is not None:
+            return pins
+        if self.pins is None:
+            self.pins = MemoryPins()
+        return self.pins
+
+    def _page_results(self, hits: Sequence[FusedHit], first_rank: int) -> list[SearchResult]:
+        """A page of a pinned ranking as results, products read from the store now (a product
+        deleted since the pin is dropped from the page)."""
+        return self._results(hits, start=first_rank)
 
     # -- product-level API: what the HTTP service exposes --------------------------------
 

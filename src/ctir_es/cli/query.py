@@ -12,6 +12,7 @@ from ..errors import FilterError, QueryError
 from ..filters import Filter, parse_filter_text
 from ..ranking.weights import parse_weights
 from ..search import Search
+from ..shop.cursor import DirectoryPins
 from ..vocabulary import FUSION_METHODS, MAX_K, MODES
 from .main import cli, settings_from, store_options
 
@@ -55,12 +56,17 @@ def looks_like_image_file(text: str) -> bool:
                    "title vectors) or a keyword value such as a parent id.")
 @click.option("--diverse", is_flag=False, flag_value=0.7, default=None, type=click.FloatRange(0, 1), metavar="[LAMBDA]",
               help="Showcase: MMR over title/image vectors so near-duplicates do not fill the page (lambda 0.7).")
+@click.option("--pin", is_flag=True,
+              help="Stable pages: pin this query's ranking (1000 deep) and print the cursor of the next page.")
+@click.option("--cursor", default=None, metavar="TOKEN",
+              help="The next page of a pinned ranking (the cursor --pin printed; same query). Pins are kept "
+                   "10 minutes after their last page under the cache dir (docs/shop-search.md).")
 @store_options
 @click.pass_context
 def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str | None, weights: tuple[str, ...],
           within: str | None, market: str | None, with_image: bool, filter_texts: tuple[str, ...], as_json: bool,
           diverse: float | None, facets: tuple[str, ...], facet_size: int | None, sort: str | None,
-          collapse: str | None,
+          collapse: str | None, pin: bool, cursor: str | None,
           store: Path | None, es_url: str | None) -> None:
     """Search the index: a category path ("Kitchen > Blenders"), free text, or an image."""
     settings = settings_from(ctx, store=store, es_url=es_url)
@@ -88,6 +94,8 @@ def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str |
             mode=mode, k=k, filters=filters, fusion=fusion, weights=source_weights,
             diverse=diverse if diverse is not None else False,
             facets=facets, facet_size=facet_size, sort=sort, collapse=collapse,
+            # one process per call: pins persist as files (bounded) so the next call can page on
+            pin=pin, cursor=cursor, pins=DirectoryPins(settings.cache_dir / "cursors") if pin or cursor else None,
         )
     if as_json:
         click.echo(json.dumps(response.to_json(), ensure_ascii=False))
@@ -103,3 +111,5 @@ def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str |
         console.print(line, markup=False, highlight=False)
     for notice in response.notices:
         Console(stderr=True).print(f"note: {notice}", style="yellow", markup=False, highlight=False)
+    if response.next_cursor:
+        Console(stderr=True).print(f"next page: --cursor {response.next_cursor}", markup=False, highlight=False)

@@ -104,6 +104,9 @@ class SearchPage(BaseModel):
     k: int
     has_more: bool = Field(description="More results follow this page.")
     max_score: float | None = Field(description="The fused score of rank 1 (scale for score bars).")
+    next_cursor: str | None = Field(None, description=(
+        "With `pin` or `cursor`: pass it as `cursor` for the next page of the pinned ranking; null on "
+        "its last page (and without `pin`). Opaque, valid in this server process for a while."))
     results: list[ResultOut]
     facets: dict[str, FacetOut] | None = Field(None, description="With `facet`: each facet by name.")
     shop: dict[str, Any] | None = Field(None, description=(

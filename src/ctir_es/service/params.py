@@ -18,6 +18,7 @@ from fastapi import Path as PathParam
 from ..errors import FilterError
 from ..filters import Filter, parse_filter_text
 from ..ranking.weights import parse_weights
+from ..shop.cursor import IDLE_TTL, MAX_CURSOR_CHARS, PIN_DEPTH
 from ..shop.request import CANDIDATE_CUTOFF, DEFAULT_FACET_SIZE, MAX_FACET_SIZE, MAX_FACETS
 from ..shop.sort import SORT_FLOOR, SORT_WINDOW
 from ..vocabulary import DEFAULT_FUSION, MAX_K, SOURCE_NAMES, FusionMethod
@@ -54,7 +55,18 @@ class Params:
         self.q = Query(min_length=1, max_length=limits.max_query_chars, pattern=NOT_BLANK,
                        description="A category path ('Kitchen > Blenders') or free text.")
         self.k = Query(ge=1, le=limits.max_k, description="Results per page.")
-        self.offset = Query(ge=0, le=limits.max_offset, description="Results to skip (pagination).")
+        self.offset = Query(ge=0, le=limits.max_offset, description=(
+            f"Results to skip (pagination; offset + k at most {limits.max_depth}). Each page is searched "
+            "again, so writes between pages can repeat or skip a product: `pin` and `cursor` cannot."))
+        # stable pages (ctir_es.shop.cursor): a pinned ranking and cursors into it
+        self.pin = Query(description=(
+            f"Pin this query's fused ranking ({PIN_DEPTH} deep) and return `next_cursor`: later pages "
+            f"(`cursor`) are slices of that same list, whatever is written meanwhile. Kept "
+            f"{IDLE_TTL / 60:g} minutes after its last page, in this server process."))
+        self.cursor = Query(min_length=1, max_length=MAX_CURSOR_CHARS, description=(
+            "The `next_cursor` of the previous page: the next `k` of its pinned ranking (no repeat, no "
+            "gap). Send the first page's query again or omit its options; one that differs is a 400. "
+            "An expired cursor is a 410: search again without it."))
         # Percent-encoded by guards.ProductPath (decode with product_id_of): up to 12 characters
         # per character of the id (a 4-byte UTF-8 character is %XX%XX%XX%XX).
         self.product_id = PathParam(min_length=1, max_length=12 * limits.max_id_chars)

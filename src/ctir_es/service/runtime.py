@@ -28,6 +28,7 @@ from PIL import Image
 from ..errors import StoreError, Unsupported
 from ..ingest.images import ImageLoader
 from ..search import Search
+from ..shop.cursor import MemoryPins
 from ..vocabulary import IMAGE_VECTOR
 from .errors import ApiError
 from .limits import Limits
@@ -83,6 +84,9 @@ class Service:
         self.store_error: str | None = None  # set once a request found the store corrupted
         self.learning: BackgroundLearn | None = None  # ``serve --learn``: training in the background
         self._limiter: anyio.CapacityLimiter | None = None  # made inside the event loop
+        # Pinned rankings behind ``/search?cursor=`` (bounded, ctir_es.shop.cursor): kept here, not
+        # on the Search, so a swap (``serve --learn``) leaves the pages being read intact.
+        self.pins = MemoryPins()
 
     @property
     def search(self) -> Search:

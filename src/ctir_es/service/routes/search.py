@@ -9,12 +9,26 @@ from fastapi import APIRouter, File, Query, UploadFile
 
 from ...results import SearchResponse
 from ...search import Search
+from ...shop.cursor import CursorExpired
 from ...vocabulary import TextMode
-from ..errors import documented
-from ..models import SearchPage
+from ..errors import ApiError, documented
+from ..models import ErrorResponse, SearchPage
 from ..params import Params, SearchOptions, ShopOptions
 from ..runtime import ServiceDep
 from ..serialise import page_json
+
+CURSOR_GONE: dict[int | str, dict[str, Any]] = {410: {
+    "model": ErrorResponse,
+    "description": "The cursor's pinned ranking has expired or was dropped: search again without it."}}
+
+
+def pinned_page_json(response: SearchResponse, k: int) -> dict[str, Any]:
+    """A page of a pinned ranking: its results are the page, ``offset`` is where it starts."""
+    out = page_json(response, 0, k)
+    if response.page is not None:
+        out.update(offset=response.page.start, has_more=response.page.next_cursor is not None,
+                   max_score=response.page.top_score, next_cursor=response.page.next_cursor)
+    return out
 
 
 def with_shop(page: dict[str, Any], response: SearchResponse, offset: int, k: int) -> dict[str, Any]:
@@ -32,7 +46,7 @@ def router(params: Params) -> APIRouter:
     Options = Annotated[SearchOptions, params.options]
     Shop = Annotated[ShopOptions, params.shop]
 
-    @routes.get("/search", response_model=SearchPage, responses=documented(400))
+    @routes.get("/search", response_model=SearchPage, responses=documented(400) | CURSOR_GONE)
     async def search_text(
         service: ServiceDep,
         q: Annotated[str, params.q],
@@ -43,8 +57,21 @@ def router(params: Params) -> APIRouter:
                                           "Image search is POST /search/image.")] = None,
         k: Annotated[int, params.k] = 10,
         offset: Annotated[int, params.offset] = 0,
+        pin: Annotated[bool, params.pin] = False,
+        cursor: Annotated[str | None, params.cursor] = None,
     ) -> dict[str, Any]:
-        """Category or free-text search, fused over BM25 and the vector sources, paginated."""
+        """Category or free-text search, fused over BM25 and the vector sources, paginated: by
+        `offset` (searched again per page), or stable with `pin` then `cursor`."""
+        if pin or cursor is not None:
+            if offset:
+                raise ApiError(400, "bad_query", "offset cannot be combined with pin or cursor: the cursor "
+                                                 "holds the position")
+            try:
+                pinned = await service.use(Search.search, q, mode=mode, k=k, pin=True, cursor=cursor,
+                                           pins=service.pins, **options.kwargs(), **shop.kwargs())
+            except CursorExpired as exc:
+                raise ApiError(410, "cursor_expired", str(exc)) from None
+            return pinned_page_json(pinned, k)
         response = await service.use(Search.search, q, mode=mode, k=params.depth(offset, k),
                                      **options.kwargs(), **shop.kwargs())
         return with_shop(page_json(response, offset, k), response, offset, k)
