@@ -31,7 +31,7 @@ GOOD = [{"id": f"good-{i}", "title": f"good product {i}", "categories": [["Home"
 
 def ingest(tmp_path: Path, kind: str, source: Path, timeout: float = 10.0) -> tuple[IngestReport, EmbeddedStore]:
     settings = Settings(store=tmp_path / "store.db", cache_dir=tmp_path / "cache", clip_weights="none",
-                        image_timeout=timeout)
+                        image_timeout=timeout, allow_private_images=True)  # image servers are on 127.0.0.1
     report = ingest_catalogue(kind, source, settings, text_encoder=None, image_encoder=None,
                               options=IngestOptions(batch_size=4))
     return report, EmbeddedStore(settings.store)

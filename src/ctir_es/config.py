@@ -68,6 +68,7 @@ class Settings:
     batch_size: int = 64
     image_workers: int = 4
     image_timeout: float = 10.0
+    allow_private_images: bool = False  # fetch images from loopback/private/link-local addresses
     vector_index: str = "exact"
     lexical_engine: str | None = None  # None: the store's own (fts5 for new embedded stores)
     fusion_location: str = "client"
@@ -148,6 +149,9 @@ SETTINGS: tuple[Knob, ...] = (
     Knob("batch_size", None, "int", "products encoded per batch", limits=(1, 4096)),
     Knob("image_workers", None, "int", "parallel image downloads", limits=(1, 64)),
     Knob("image_timeout", None, "float", "seconds per image fetch", limits=(0.1, 600)),
+    Knob("allow_private_images", "CTIR_ES_ALLOW_PRIVATE_IMAGES", "bool", "fetch image URLs whose host is "
+         "(or resolves to, or redirects to) a loopback, private, link-local or other non-public address: "
+         "an intranet catalogue (off: refused, counted as image missing 'refused')"),
     Knob("vector_index", "CTIR_ES_VECTOR_INDEX", "str", "embedded kNN: exact, or with the [ann] extra "
          "sq8, ivf or hnsw (docs/benchmarks.md)", choices=("exact", "sq8", "ivf", "hnsw")),
     Knob("lexical_engine", "CTIR_ES_LEXICAL_ENGINE", "str", "BM25 engine of NEW embedded stores: fts5 "

@@ -23,6 +23,9 @@ ingest_options = with_options([
     click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout."),
     click.option("--no-resume", is_flag=True, help="Start from the beginning even if a checkpoint exists."),
     click.option("--no-images", is_flag=True, help="Do not fetch images (no image vectors, nothing downloaded)."),
+    click.option("--allow-private-images", is_flag=True, default=None,
+                 help="Also fetch image URLs on loopback, private and link-local addresses (an intranet "
+                      "catalogue); without it they are refused [env: CTIR_ES_ALLOW_PRIVATE_IMAGES]."),
     click.option("--batch-size", type=click.IntRange(1, 4096), default=None, help="Products per batch [64]."),
     click.option("--clip-weights", default=None, metavar="TAG|FILE|none",
                  help="open_clip weights: a pretrained tag, a local checkpoint, or 'none' for text-only "
@@ -50,7 +53,7 @@ def _run(ctx: click.Context, kind: str, source: Path | None, *, market: str | No
     settings = settings_from(
         ctx, store=opts["store"], es_url=opts["es_url"], text_model=opts["text_model"],
         clip_architecture=opts["clip_model"], clip_weights=opts["clip_weights"], batch_size=opts["batch_size"],
-        clip_ita=opts["clip_ita"],
+        clip_ita=opts["clip_ita"], allow_private_images=opts["allow_private_images"] or None,
     )
     err = Console(stderr=True)
     report = IngestReport()

@@ -9,7 +9,10 @@ ingest can keep the product, text-only, and report why:
 ``missing``, ``unreachable``, ``http_error``, ``not_an_image``, ``corrupt``,
 ``too_large``, ``decompression_bomb``, ``unsupported_scheme``, ``too_slow`` (the download
 missed its total deadline), ``host_failing`` (not tried: the host's last downloads all failed),
-``budget_exhausted`` (not tried: the ingest's download byte budget is spent).
+``budget_exhausted`` (not tried: the ingest's download byte budget is spent), ``refused`` (the
+URL's host, or a redirect's, is a loopback, private, link-local, multicast, reserved or
+unspecified address: see ``addresses.py``; ``allow_private=True`` lifts this for intranet
+catalogues).
 
 Bounds: each download gets ``deadline`` seconds in all, however the server drips its bytes
 (the socket timeout only bounds one read), and ``max_bytes``; one loader (one ingest) downloads
@@ -41,6 +44,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from requests.exceptions import ChunkedEncodingError
 
 from ..errors import ImageError, described
+from .addresses import (
+    AddressPolicy,
+    AddressRefused,
+    Resolver,
+    allow_all,
+    default_policy,
+    guarded_session,
+    resolve,
+)
 
 # Raster formats product photos come in; anything else is "not_an_image".
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO
@@ -64,7 +76,14 @@ class ImageLoader:
         deadline: float | None = None,
         max_total_bytes: int = 50 * 1024**3,
         host_failure_limit: int = 8,
+        *,
+        allow_private: bool = False,
+        address_policy: AddressPolicy | None = None,
+        resolver: Resolver = resolve,
     ) -> None:
+        """``allow_private``: also fetch from loopback, private and link-local addresses (an
+        intranet catalogue); off, those are refused. ``address_policy`` / ``resolver`` replace
+        the rule and the DNS lookup (tests)."""
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.timeout = timeout
         self.retries = retries
@@ -76,6 +95,8 @@ class ImageLoader:
         self._budget_lock = threading.Lock()
         self._downloaded = 0
         self._host_failures: dict[str, int] = {}
+        self.address_policy: AddressPolicy = address_policy or (allow_all if allow_private else default_policy)
+        self.resolver = resolver
 
     # -- public -----------------------------------------------------------------------
     def load(self, ref: str) -> Image.Image:
@@ -169,8 +190,8 @@ class ImageLoader:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            session.headers["User-Agent"] = _USER_AGENT
+            # every request and redirect hop is resolved once, checked, and pinned to that address
+            session = guarded_session(self.address_policy, self.resolver, headers={"User-Agent": _USER_AGENT})
             self._local.session = session
         return session
 
@@ -213,6 +234,8 @@ class ImageLoader:
                     if resp.status_code >= 400:
                         raise ImageError("http_error", f"HTTP {resp.status_code} for {url[:200]}")
                     return self._read_capped(resp, url, deadline)
+            except AddressRefused as exc:  # never retried, never counted against the host
+                raise ImageError("refused", f"{exc.reason} for {url[:200]}") from None
             except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
                 if last or time.monotonic() >= deadline:
                     raise ImageError("unreachable", f"{url[:200]}: {str(exc)[:200]}") from None

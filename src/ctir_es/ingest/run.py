@@ -77,7 +77,8 @@ def ingest_catalogue(
     reader = "jsonl" if kind == "sample" else kind
     # the index's types, then the config's [values], then the reader's, then inferred (value_types.py)
     types = ValueTyper(settings.value_types, declared_specs(reader, market), source=f"the {reader} reader")
-    loader = ImageLoader(cache_dir=settings.image_cache, timeout=settings.image_timeout)
+    loader = ImageLoader(cache_dir=settings.image_cache, timeout=settings.image_timeout,
+                         allow_private=settings.allow_private_images)
     store = open_store(settings)
     try:
         pipeline = Pipeline(
