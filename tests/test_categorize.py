@@ -208,7 +208,7 @@ def store_path(search: Search) -> Path:
 def _run(*args: str) -> str:
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # stderr holds notices (categorize --jsonl's summary line)
 
 
 def test_cli_categorize_and_audit(search: Search, store_path: Path, tmp_path: Path, tiny_text_model_dir: Path) -> None:

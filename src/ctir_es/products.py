@@ -18,12 +18,14 @@ is dropped and counted and the product kept.
 Every string of a record is checked once, here: a lone surrogate (``"\\ud800"`` from a
 JSON escape, or undecodable bytes) rejects the record as ``invalid_unicode`` (no later
 stage - encoders, SQLite, JSON output - could take it), and control characters (NUL, ...)
-become spaces, like newlines and tabs.
+become spaces, like newlines and tabs. Ids and category levels are Unicode-normalised (NFC)
+and trimmed, so two spellings of one name are one product or one category node.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,7 +142,9 @@ def _clean_path(raw: Any) -> CategoryPath:
     for level in levels:
         if not isinstance(level, str):
             raise InvalidRecord("bad_category", "category levels must be strings")
-        level = clean_line(level, "category level", MAX_LEVEL_CHARS)
+        # NFC: a level spelled with combining marks is the same node as the precomposed one
+        level = clean_line(unicodedata.normalize("NFC", check_unicode(level, "category level")),
+                           "category level", MAX_LEVEL_CHARS)
         if level:
             out.append(level)
     return tuple(out)
@@ -172,7 +176,8 @@ class Product:
             raise InvalidRecord("missing_id")
         if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
             raise InvalidRecord("bad_type", f"id must be a string, got {type(raw_id).__name__}")
-        pid = check_unicode(str(raw_id), "id").strip()
+        # one id, one spelling: NFC ("é" precomposed or not) and no surrounding whitespace
+        pid = unicodedata.normalize("NFC", check_unicode(str(raw_id), "id")).strip()
         if len(pid) > MAX_ID_CHARS:
             raise InvalidRecord("bad_id", f"id longer than {MAX_ID_CHARS} characters")
         if pid in (".", "..") or pid != pid.translate(_CONTROLS):

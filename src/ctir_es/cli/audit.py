@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..audit import AuditEntry
 from ..filters import Filter
+from ..jsonsafe import csv_row
 from ..search import Search
 from .main import cli, settings_from, store_options
 
@@ -40,7 +41,7 @@ def audit(ctx: click.Context, ids: tuple[str, ...], within: str | None, k: int, 
             writer = csv.DictWriter(fh, fieldnames=list(AuditEntry.CSV_FIELDS), extrasaction="ignore")
             writer.writeheader()
             for e in report.entries:
-                writer.writerow(e.to_json())
+                writer.writerow(csv_row(e.to_json()))  # catalogue text is never a formula
     if as_json:
         click.echo(json.dumps(report.to_json(), ensure_ascii=False))
         return

@@ -4,6 +4,7 @@ every product record of a JSONL file, with the signals that voted."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from ..categorize.core import SIGNALS, Suggestion
 from ..errors import InvalidRecord, QueryError, one_line
+from ..jsonsafe import loads_untrusted
 from ..products import Product
 from ..search import Search
 from .main import cli, settings_from, store_options
@@ -93,28 +95,36 @@ def categorize(ctx: click.Context, product_id: str | None, text: str | None, ima
                 return
             _print(out, result)
             return
-        with jsonl.open(encoding="utf-8") as fh:
+        # bytes in, one line at a time: a bad line (not UTF-8, too deep, a lone surrogate, not an
+        # object) is a counted rejection with its number, and the lines after it still run
+        done, rejected = 0, Counter[str]()
+        with jsonl.open("rb") as fh:
             for n, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
                 try:
-                    data = json.loads(line)
+                    data = loads_untrusted(line)
                     if not isinstance(data, dict):
                         raise InvalidRecord("not_an_object", "a line must be a JSON object")
                     data.pop("categories", None)  # never from its own categories
                     record = Product.from_mapping(data)
                     result = search.categorize(product=record, **options)
                 except (ValueError, InvalidRecord, QueryError) as exc:
+                    rejected[getattr(exc, "reason", type(exc).__name__)] += 1
                     msg = f"line {n}: {one_line(exc, 200)}"
                     if as_json:
                         click.echo(json.dumps({"line": n, "error": msg}, ensure_ascii=False))
                     else:
                         click.echo(msg, err=True)
                     continue
+                done += 1
                 if as_json:
                     click.echo(json.dumps({"line": n, "id": record.id, **result.to_json()}, ensure_ascii=False))
                 else:
                     _print(out, result, f"{record.id}: ")
+        why = ", ".join(f"{reason} {count}" for reason, count in rejected.most_common())
+        click.echo(f"categorized {done} lines, rejected {sum(rejected.values())}" + (f" ({why})" if why else ""),
+                   err=True)
 
 
 def _print(out: Console, result: Suggestion, prefix: str = "") -> None:

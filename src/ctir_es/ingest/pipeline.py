@@ -31,7 +31,7 @@ from ..learned import note_written
 from ..products import Product
 from ..store.base import Document, IndexSchema, Store, VectorField
 from ..vocabulary import CLIP_ITA_VECTOR, CLIP_TITLE_VECTOR, IMAGE_VECTOR, TITLE_VECTOR
-from .report import IngestReport
+from .report import MERGED_AFTER_NORMALISING, IngestReport
 from .value_types import INFER_SAMPLE, ValueTyper
 
 # Decoded images are shrunk right after loading: CLIP needs 224-336 px, and a batch of
@@ -178,6 +178,8 @@ class Pipeline:
             for position, product in enumerate(products, start=1):
                 if product.id in seen:
                     report.duplicates += 1  # the later record wins (upsert by id)
+                    if product.id in report.respelled_ids:  # "a " and "a", or NFD and NFC "é"
+                        report.note(MERGED_AFTER_NORMALISING)
                 seen.add(product.id)
                 if start is not None and position <= start:
                     report.skipped_resumed += 1

@@ -8,6 +8,9 @@ from typing import Any
 
 # How many individual rejections are kept with their location; counts are always complete.
 MAX_KEPT_EXAMPLES = 200
+# notes[...] keys of the text rules in products.py (ingest/readers/_parse.build counts them)
+ID_RESPELLED = "id trimmed or Unicode-normalised (NFC)"
+MERGED_AFTER_NORMALISING = "records merged: ids equal only after trimming / NFC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,9 @@ class IngestReport:
     image_examples: list[Rejection] = field(default_factory=list)
     notes: Counter[str] = field(default_factory=Counter)  # e.g. "dropped truncated category level"
     messages: list[str] = field(default_factory=list)  # one-line notices (text-only mode, ...)
+    # ids a reader trimmed or NFC-normalised: a duplicate among them is a merge the catalogue did
+    # not spell (the pipeline notes it); not part of the JSON report
+    respelled_ids: set[str] = field(default_factory=set, repr=False)
 
     def reject(self, location: str, reason: str, detail: str = "") -> None:
         self.rejected[reason] += 1

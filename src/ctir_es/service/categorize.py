@@ -6,12 +6,12 @@ client chose. Images come as an upload (multipart ``file``) instead.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import InvalidRecord
+from ..jsonsafe import loads_untrusted
 from .errors import ApiError
 
 
@@ -29,10 +29,10 @@ class CategorizeIn(BaseModel):
 
 def categorize_input(raw: bytes, max_id_chars: int, max_text_chars: int) -> dict[str, Any]:
     """The keyword arguments of ``Search.categorize`` for a JSON body, or a 422 ``ApiError``."""
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ApiError(422, "invalid_request", "the body is not valid UTF-8 JSON") from None
+    try:  # a nesting limit before the decoder, and no lone surrogates (jsonsafe.py)
+        data = loads_untrusted(raw)
+    except InvalidRecord as exc:
+        raise ApiError(422, "invalid_request", f"the body is not valid UTF-8 JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_request", "the body must be a JSON object")
     if "images" in data or "image" in data:

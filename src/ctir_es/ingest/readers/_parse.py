@@ -13,9 +13,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...errors import BadValue, InvalidRecord
-from ...products import Product
+from ...products import (
+    MAX_ATTRIBUTES,
+    MAX_DESCRIPTION_CHARS,
+    MAX_IMAGES,
+    MAX_PATHS,
+    MAX_TITLE_CHARS,
+    Product,
+)
 from ...values import ValueSpec, clean_values
-from ..report import IngestReport
+from ..report import ID_RESPELLED, IngestReport
 
 
 def parse_json(text: str) -> Any:
@@ -85,6 +92,8 @@ def build(
     except MemoryError:
         report.reject(location, "too_large", "record does not fit in memory")
         return None
+    if isinstance(record, Mapping):
+        _note_cuts(record, product, report)
     for name, bad in refused:  # only for a product that is kept
         note = f"dropped value {name} ({bad.reason})" if specs and name in specs else f"dropped value ({bad.reason})"
         if note not in report.notes:
@@ -92,3 +101,26 @@ def build(
                            f"the product is kept, further ones are counted in notes[{note!r}]")
         report.note(note)
     return product
+
+
+def _note_cuts(record: Mapping[str, Any], product: Product, report: IngestReport) -> None:
+    """Count in ``report.notes`` what ``Product.from_mapping`` changed without rejecting: an id
+    it trimmed or NFC-normalised (remembered, so a merge it causes is noted by the pipeline),
+    and each field it cut to its limit."""
+    raw_id = record.get("id")
+    if isinstance(raw_id, str) and raw_id != product.id:
+        report.note(ID_RESPELLED)
+        report.respelled_ids.add(product.id)
+    for key, limit, kept in (("title", MAX_TITLE_CHARS, product.title),
+                             ("description", MAX_DESCRIPTION_CHARS, product.description)):
+        raw = record.get(key)
+        # cut iff the cleaned text (runs of whitespace collapsed) is longer than the limit
+        if isinstance(raw, str) and len(kept) == limit and len(raw) > limit and len(" ".join(raw.split())) > limit:
+            report.note(f"{key} cut to {limit:,} characters")
+    for key, limit in (("attributes", MAX_ATTRIBUTES), ("images", MAX_IMAGES)):
+        raw = record.get(key)
+        if isinstance(raw, (Mapping, list, tuple)) and len(raw) > limit:
+            report.note(f"{key} cut to the first {limit:,}")
+    cats = record.get("categories")
+    if isinstance(cats, (list, tuple)) and len(cats) > MAX_PATHS and not all(isinstance(c, str) for c in cats):
+        report.note(f"categories cut to the first {MAX_PATHS:,} paths")
