@@ -210,3 +210,26 @@ def test_a_group_without_queries_has_no_figure_and_the_record_stays_json() -> No
     figures = query_figures(piece, run, seen=set(piece.nodes.values()))  # every category seen
     assert figures["unseen"] == {"queries": 0} and figures["seen"]["precision@10"] > 0
     json.dumps(figures, allow_nan=False)  # what the job record's metadata needs
+
+
+def test_held_out_slices_without_categories_are_refused_before_training(
+        tmp_path: Path, tiny_text_model_dir: Path) -> None:
+    """Uncategorised products that all fall in the comparison's slices: one clear line, and no
+    minutes of training first (the benchmark's evaluation split once coincided with them)."""
+    from ctir_es.calibrate import slice_spec
+    from ctir_es.errors import StoreError
+    from ctir_es.evaluation.protocol import split_of
+    from ctir_es.ingest.images import ImageLoader
+    from ctir_es.products import Product
+    from ctir_es.store.embedded import EmbeddedStore
+
+    products = list(read_jsonl(sample_path(), IngestReport()))
+    spec = slice_spec(len(products), QUICK.calibration())
+    stripped = [Product.from_mapping({**p.to_json(), "categories": []}) if split_of(p.id, spec) != "train" else p
+                for p in products]
+    text, _ = encoders(tiny_text_model_dir, None)
+    with Search(EmbeddedStore(tmp_path / "s.db"), text, None, ImageLoader()) as search:
+        search.index(stripped)
+        with pytest.raises(StoreError, match="held-out slices of seed 13 hold 0 tuning and 0 reporting"):
+            learn(search, Settings(store=tmp_path / "s.db", cache_dir=tmp_path / "cache"), QUICK)
+        assert not (tmp_path / "cache" / "learn-runs").exists()  # refused before any training

@@ -183,6 +183,13 @@ class CalibrationReport:
 # ---------------------------------------------------------------- slices and queries
 
 
+def slice_spec(products: int, config: CalibrationConfig) -> SplitSpec:
+    """The hash split of an index of ``products``: ``val`` is the tuning slice, ``test`` the
+    reporting slice, ``train`` the rest (what ``learn`` trains on)."""
+    fraction = min(config.held_out, config.max_products / max(products, 1))
+    return SplitSpec(seed=config.seed, train=1 - fraction, val=fraction / 2, test=fraction / 2)
+
+
 def held_out_slices(store: Store, config: CalibrationConfig) -> tuple[list[Product], list[Product], int]:
     """The tuning and reporting slices (disjoint, by a hash of ``seed:id``) and the index size."""
     if not isinstance(store, IdLister):
@@ -190,8 +197,7 @@ def held_out_slices(store: Store, config: CalibrationConfig) -> tuple[list[Produ
     ids = store.ids()
     if not ids:
         raise StoreError("the index is empty: ingest a catalogue before calibrating it")
-    fraction = min(config.held_out, config.max_products / len(ids))
-    spec = SplitSpec(seed=config.seed, train=1 - fraction, val=fraction / 2, test=fraction / 2)
+    spec = slice_spec(len(ids), config)
     picked = {"val": [], "test": []}  # type: dict[str, list[str]]
     for pid in ids:
         part = split_of(pid, spec)
@@ -407,9 +413,11 @@ def measure(search: Search, config: CalibrationConfig | None = None,
     tune = category_queries("tune", tune_products, config.max_level)
     report = category_queries("report", report_products, config.max_level)
     if not tune.nodes or not report.nodes:
+        held = [sum(1 for p in ps if p.categories) for ps in (tune_products, report_products)]
         raise StoreError(
-            f"too few categorised products to calibrate ({len(tune_products)} tuning and {len(report_products)} "
-            "reporting products hold no category): ingest a catalogue with categories, or raise --held-out"
+            f"too few categorised products to calibrate: of the held-out slices' {len(tune_products)} tuning and "
+            f"{len(report_products)} reporting products, {held[0]} and {held[1]} have a category (ingest a "
+            "catalogue with categories, raise --held-out, or try another --seed)"
         )
     say(f"ranking {len(tune.nodes)} tuning and {len(report.nodes)} reporting category queries")
     sources, defaults = collect_runs(search, store, tune)

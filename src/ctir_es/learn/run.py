@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..calibrate import CalibrationConfig, choose, measure, served_pick
+from ..calibrate import CalibrationConfig, choose, measure, served_pick, slice_spec
 from ..config import Settings
 from ..errors import StoreError
 from ..learned import LEARNED_KEY, SEEN_FILE
@@ -131,6 +131,23 @@ def _check(search: Search) -> None:
         raise StoreError("`learn` needs an index with title vectors (ingest with a text model, the default)")
 
 
+def _check_slices(products: Sequence[Product], config: LearnConfig) -> None:
+    """The comparison needs categorised products in both held-out slices (``calibrate``'s hash
+    split); a catalogue whose uncategorised products fall there is told so before training."""
+    from ..evaluation.protocol import split_of
+
+    spec = slice_spec(len(products), config.calibration())
+    held = {"val": 0, "test": 0}
+    for p in products:
+        part = split_of(p.id, spec)
+        if p.categories and part in held:
+            held[part] += 1
+    if not held["val"] or not held["test"]:
+        raise StoreError(f"the held-out slices of seed {config.seed} hold {held['val']} tuning and {held['test']} "
+                         "reporting products with a category, too few to compare on: try another --seed "
+                         "(or ingest the missing categories)")
+
+
 def _model_name(settings: Settings) -> str:
     from ..encoders.models import safe_name
 
@@ -160,6 +177,7 @@ def learn(search: Search, settings: Settings, config: LearnConfig | None = None,
     if labelled < MIN_LABELLED:
         raise StoreError(f"only {labelled} products of the index have a category; `learn` needs at least "
                          f"{MIN_LABELLED} (ingest a catalogue with categories)")
+    _check_slices(products, config)  # before the minutes of training, not after
     modalities = _modalities(search, config)
     assert search.text_encoder is not None
     feats = product_features(store, products, modalities, text_encoder=search.text_encoder,
