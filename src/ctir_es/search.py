@@ -28,7 +28,7 @@ from .ranking.fusion import FusedHit, fuse
 from .ranking.plan import Plan, detect_mode, plan_query
 from .ranking.weights import weights_in_force
 from .results import SearchResponse, SearchResult, ranking_notices
-from .shop.cursor import PIN_DEPTH, MemoryPins, Pins, query_digests
+from .shop.cursor import PIN_DEPTH, MemoryPins, PinnedHit, Pins, query_digests
 from .store.base import (
     DEFAULT_FIELD_WEIGHTS,
     CategoryCounter,
@@ -174,9 +174,9 @@ class Search:
         ``price_asc``, ``rating``, ``newest``, ``NAME_asc|desc``) within the top relevant ones;
         ``collapse`` (``auto`` or a keyword value's name) folds variants under one result.
 
-        Stable pages (``ctir_es.shop.cursor``): ``pin=True`` keeps the fused ranking (1000 deep)
-        and returns its first ``k`` with ``next_cursor``; ``cursor=`` returns the next ``k`` of
-        that same list (query arguments may be omitted; any given must match the pinned query).
+        Stable pages (``ctir_es.shop.cursor``): ``pin=True`` keeps the ranking (fused 1000 deep,
+        then arranged by the shop options) and returns its first ``k`` with ``next_cursor``;
+        ``cursor=`` returns the next ``k`` of that same list (query arguments may be omitted; any given must match the pinned query).
         ``pins``: where pins are kept (default: this search's own, in memory)."""
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}")
@@ -185,11 +185,12 @@ class Search:
 
         shop = ShopRequest.of(facets, facet_size, sort, collapse).checked(self.schema)  # before store work
         paged = pin or cursor is not None  # stable pages (ctir_es.shop.cursor)
-        if paged and (diverse is not False or shop.active):
-            raise QueryError("a cursor pages the relevance ranking: it cannot be combined with diverse, "
-                             "facets, sort or collapse yet (page those with offset)")
+        if paged and diverse is not False:
+            raise QueryError("a cursor pages a pinned ranking: it cannot be combined with diverse "
+                             "(a showcase of one page)")
         query = query_digests(text=text, image=image, mode=mode, filters=filters, fusion=fusion,
-                              weights=weights, field_weights=field_weights) if paged else {}
+                              weights=weights, field_weights=field_weights,
+                              arrangement=shop if shop.active else None) if paged else {}
         if cursor is not None:  # a later page: a slice of the pinned list, no search at all
             return self.pins_for(pins).next_page(cursor, k, query, self._page_results)
         if shop.active and diverse is not False:
@@ -226,7 +227,7 @@ class Search:
             fused = fuse(fusion, runs, used, limit=None if shop.active else depth)
         else:
             fused = self._fused_by_server(plan, depth, candidates, filters, fusion, used)
-        if pin:  # the hook: pin the final ordered list (an arrangement would come before it)
+        if pin and not shop.active:  # pin the final ordered list (arranged ones: below)
             header = SearchResponse(text or "", mode, fusion, plan.sources, [], used, source_hits,
                                     ranking_notices(plan.sources, source_hits), group)
             return self.pins_for(pins).first_page(header, fused, k, query, self._page_results)
@@ -238,6 +239,13 @@ class Search:
 
             base = SearchResponse(text or "", mode, fusion, plan.sources, [], used, source_hits,
                                   ranking_notices(plan.sources, source_hits), group)
+            if pin:  # arranged to the cutoff, then pinned: later pages are slices of the arrangement
+                from .shop.request import CANDIDATE_CUTOFF
+
+                whole = arrange(self, shop, base, fused, CANDIDATE_CUTOFF, filters, retrieve)
+                hits = [PinnedHit(r.id, r.score, r.sources, r.collapsed) for r in whole.results]
+                return self.pins_for(pins).first_page(replace(whole, results=[]), hits, k, query,
+                                                      self._page_results)
             return arrange(self, shop, base, fused, k, filters, retrieve)
         return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused), used,
                               source_hits, ranking_notices(plan.sources, source_hits), group)
@@ -356,7 +364,9 @@ class Search:
     def _page_results(self, hits: Sequence[FusedHit], first_rank: int) -> list[SearchResult]:
         """A page of a pinned ranking as results, products read from the store now (a product
         deleted since the pin is dropped from the page)."""
-        return self._results(hits, start=first_rank)
+        results = self._results(hits, start=first_rank)
+        folded = {h.id: h.collapsed for h in hits if isinstance(h, PinnedHit)}
+        return [replace(r, collapsed=folded[r.id]) if folded.get(r.id) is not None else r for r in results]
 
     # -- product-level API: what the HTTP service exposes --------------------------------
 

@@ -33,13 +33,13 @@ query was given (compared as digests of the typed values), else ``BadCursor`` sa
 differs. So a "more" button can resend the first page's URL with ``&cursor=`` added, and a
 cursor pasted into another query is refused instead of silently paging the wrong list.
 
-**Contract with sort and collapse** (``shop.sort``, ``shop.collapse``): the search pipeline
-calls ``first_page`` with the FINAL ordered list, after any arrangement; later pages are slices
-of exactly that list, re-rendered by the pipeline's own ``render(hits, first_rank)``. An
-arrangement that carries data per hit (a collapsed group's size) passes hits of a ``FusedHit``
-subclass: ``MemoryPins`` keeps the objects as they are; ``DirectoryPins`` (the CLI) keeps
-``id``, ``score`` and ``sources``, and ``extra(hit)`` / ``with_extra`` let a subclass
-round-trip a small JSON dict.
+**Contract with facets, sort and collapse** (``shop.arrange``): the search pipeline calls
+``first_page`` with the FINAL ordered list, after any arrangement; later pages are slices of
+exactly that list, re-rendered by the pipeline's own ``render(hits, first_rank)``. A collapsed
+list passes ``PinnedHit``s, which carry how many products each one folds ("+5 colours"). The
+header pinned with the list holds the facets and what was arranged, so every page of one pin
+shows the same facet counts: those of the list being paged. The shop options are part of the
+query a cursor must match.
 
 **What it guarantees.** Within one pin, the pages are consecutive slices of one list: no
 product repeats and none is skipped, whatever is written meanwhile. A product deleted after the
@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -106,7 +105,7 @@ MAX_PINNED_HITS = 100_000  # hits over all of them (~630 bytes each: ~63 MB)
 IDLE_TTL = 600.0  # seconds a pin lives after its last page
 MAX_AGE = 3600.0  # seconds a pin lives at most, however busy: a ranking should not get that stale
 MAX_DISK_PINS = 64  # the CLI's pin files
-MAX_CURSOR_CHARS = 100  # an issued cursor is 54 characters; longer text is refused unread
+MAX_CURSOR_CHARS = 100  # an issued cursor is 50 characters; longer text is refused unread
 
 _VERSION = 1
 _PAYLOAD = struct.Struct(">B16sI")  # version, pin id, position
@@ -139,6 +138,13 @@ class PinnedPage:
 
 
 @dataclass(frozen=True, slots=True)
+class PinnedHit(FusedHit):
+    """A hit of an arranged list (``shop.arrange``): what collapse folded under it."""
+
+    collapsed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Pin:
     header: SearchResponse  # the first page's response without results
     hits: tuple[FusedHit, ...]
@@ -154,6 +160,7 @@ def query_digests(
     fusion: str | None = None,
     weights: Mapping[str, float] | None = None,
     field_weights: Mapping[str, float] | None = None,
+    arrangement: object = None,
 ) -> dict[str, str]:
     """A digest per query argument given (None / empty: omitted), to compare a cursor's request
     with the pinned one without keeping image bytes around. Filters are compared typed
@@ -163,6 +170,7 @@ def query_digests(
         "filters": tuple(filters) or None,
         "weights": tuple(sorted(weights.items())) if weights else None,
         "field_weights": tuple(sorted(field_weights.items())) if field_weights else None,
+        "shop": arrangement,  # facets, sort, collapse (a ShopRequest, or None)
     }
     out = {name: _digest(repr(value).encode()) for name, value in given.items() if value is not None}
     if isinstance(image, bytes):
@@ -407,34 +415,14 @@ def _header_from_json(data: Mapping[str, Any]) -> SearchResponse:
     return SearchResponse(**{name: data[name] for name in _HEADER_FIELDS})
 
 
-def extra(hit: FusedHit) -> dict[str, Any]:
-    """The JSON-able fields a ``FusedHit`` subclass adds (an arrangement's per-hit data)."""
-    if type(hit) is FusedHit:
-        return {}
-    return {f.name: getattr(hit, f.name) for f in dataclasses.fields(hit)
-            if f.name not in ("id", "score", "sources")} | {"type": type(hit).__qualname__}
-
-
 def _hit_json(hit: FusedHit) -> list[Any]:
     sources = [[name, s.rank, s.score, s.normalised] for name, s in hit.sources.items()]
-    return [hit.id, hit.score, sources, extra(hit)]
+    return [hit.id, hit.score, sources, getattr(hit, "collapsed", None)]
 
 
 def _hit_from_json(row: Sequence[Any]) -> FusedHit:
-    pid, score, sources = row[0], row[1], row[2]
-    hit = FusedHit(pid, float(score), {name: SourceScore(int(rank), float(raw), norm)
-                                      for name, rank, raw, norm in sources})
-    return with_extra(hit, row[3]) if len(row) > 3 and row[3] else hit
-
-
-# Subclasses of FusedHit the CLI's pins rebuild (an arrangement registers its own).
-HIT_TYPES: dict[str, type[FusedHit]] = {}
-
-
-def with_extra(hit: FusedHit, fields: Mapping[str, Any]) -> FusedHit:
-    """``hit`` as the registered subclass named in ``fields`` (``extra``'s output), or as is."""
-    kind = HIT_TYPES.get(str(fields.get("type")))
-    if kind is None:
-        return hit
-    rest = {name: value for name, value in fields.items() if name != "type"}
-    return kind(hit.id, hit.score, hit.sources, **rest)
+    pid, score, sources, collapsed = row
+    scored = {name: SourceScore(int(rank), float(raw), norm) for name, rank, raw, norm in sources}
+    if collapsed is None:
+        return FusedHit(pid, float(score), scored)
+    return PinnedHit(pid, float(score), scored, int(collapsed))

@@ -71,7 +71,7 @@ def router(params: Params) -> APIRouter:
                                            pins=service.pins, **options.kwargs(), **shop.kwargs())
             except CursorExpired as exc:
                 raise ApiError(410, "cursor_expired", str(exc)) from None
-            return pinned_page_json(pinned, k)
+            return with_shop(pinned_page_json(pinned, k), pinned, 0, k)
         response = await service.use(Search.search, q, mode=mode, k=params.depth(offset, k),
                                      **options.kwargs(), **shop.kwargs())
         return with_shop(page_json(response, offset, k), response, offset, k)
