@@ -176,8 +176,9 @@ class Search:
 
         Stable pages (``ctir_es.shop.cursor``): ``pin=True`` keeps the ranking (fused 1000 deep,
         then arranged by the shop options) and returns its first ``k`` with ``next_cursor``;
-        ``cursor=`` returns the next ``k`` of that same list (query arguments may be omitted; any given must match the pinned query).
-        ``pins``: where pins are kept (default: this search's own, in memory)."""
+        ``cursor=`` returns the next ``k`` of that same list (query arguments may be omitted;
+        any given must match the pinned query). ``pins``: where pins are kept (default: this
+        search's own, in memory)."""
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}")
         filters = self.checked(filters)
