@@ -20,6 +20,7 @@ Config file: ``$CTIR_ES_CONFIG`` or ``<user config dir>/ctir-es/config.toml``, e
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -222,11 +223,36 @@ def config_path(env: Mapping[str, str]) -> Path:
     return Path(env.get("CTIR_ES_CONFIG") or Path(user_config_dir(APP)) / "config.toml")
 
 
-def _file_values(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
+def _read_config(path: Path) -> str | None:
+    """The config file's text (None when there is none). What is not a regular file (a FIFO, a
+    device, a directory) is refused by its ``stat``, and the file is opened without blocking,
+    so no command can hang on it."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"config file {path} is not a regular file (a FIFO, a device or a directory): "
+                          "point CTIR_ES_CONFIG at a TOML file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the stat
+            raise ConfigError(f"config file {path} is not a regular file: point CTIR_ES_CONFIG at a TOML file")
+        raw = fh.read()
+    return raw.decode("utf-8")
+
+
+def _file_values(path: Path) -> dict[str, Any]:
+    try:
+        text = _read_config(path)
+        if text is None:
+            return {}
+        data = tomllib.loads(text)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid UTF-8 (byte {exc.start}): save it as UTF-8") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:

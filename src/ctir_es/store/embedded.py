@@ -16,8 +16,15 @@ Failure handling (docs/reliability.md):
   by a query is the same ``StoreError`` with the same way to rebuild;
 - disk full, I/O errors and read-only writes roll the batch back and say so; every batch
   committed before is kept, and re-running the ingest resumes after it;
-- the writer lock is per real file (symlinks resolved), opened without following a symlink,
-  and never truncates a file that is not a lock file of its own.
+- the writer lock is per file, not per name: an advisory ``flock`` on the database file itself
+  (its inode), so two names of one file (a hard link, a bind mount, a symlink) are one store;
+  the pid of the holder goes to ``<real path>.lock``, opened without following a symlink and
+  never truncated when it is not a lock file of its own;
+- what is not a regular file (a FIFO, a device, a directory) is refused as the store before
+  anything opens it, and nothing is created beside it;
+- the WAL is folded into the file within seconds of a commit (store/wal_checkpoint.py) and
+  completely when the writer closes; a ``-wal`` file deleted or replaced under a running
+  process is detected (its identity, checked on every call) and reported, never dropped silently.
 """
 
 from __future__ import annotations
@@ -131,6 +138,18 @@ def _describe(path: Path, exc: BaseException) -> StoreError:
     return StoreError(f"store {path}: {text}")
 
 
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
 def _guarded(empty: Callable[[], Any] | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """SQLite / OS errors of a store method become ``StoreError``s that name the cause; with
     ``empty``, a store that does not exist reads as ``empty()`` instead of ``NoStore``."""
@@ -139,6 +158,7 @@ def _guarded(empty: Callable[[], Any] | None = None) -> Callable[[Callable[..., 
         @functools.wraps(fn)
         def wrapper(self: EmbeddedStore, *args: Any, **kwargs: Any) -> T:
             try:
+                self._watch_wal()
                 return fn(self, *args, **kwargs)
             except NoStore:
                 if empty is None:
@@ -364,6 +384,15 @@ class EmbeddedStore:
         self._schema: IndexSchema | None = None
         self._values = True  # the open file has the product_values table (a format-2 store read as is has not)
         self._allowed: dict[tuple[Any, ...], np.ndarray] = {}  # value-filtered rowids, for tantivy (dropped on change)
+        self._read_mode = ""  # how a reading connection opened the file (mode=rw, mode=ro, immutable)
+        # The database file itself, opened once while the store is open (closing a descriptor of
+        # the file would drop SQLite's own POSIX locks on it): the header check and the writer's
+        # flock, which is on the file (its inode), not on one of its names.
+        self._fd: int | None = None
+        self._writer_held = 0  # exclusive_writer depth: the descriptor stays open while held
+        self._wal_id: tuple[int, int] | None = None  # the -wal file our connection uses
+        self._wal_watch = False  # the connection uses a -wal file (not an immutable read)
+        self._wal_lost: StoreError | None = None  # once lost, every call says so until close()
 
     def __repr__(self) -> str:
         extra = f", vector_index={self.vector_index!r}" if self.vector_index != "exact" else ""
@@ -376,6 +405,8 @@ class EmbeddedStore:
         """The open connection; the first use opens the file for reading (never creating it)."""
         if self._conn is None:
             self._conn, self._writable = self._open(create=False), False
+            if self._wal_watch and self._checkpointer is None:  # folds in what other processes commit
+                self._checkpointer = wal_checkpoint.Checkpointer(self.path, writer=False)
         return self._conn
 
     @property
@@ -389,13 +420,80 @@ class EmbeddedStore:
             if self._lex is not None:
                 self._lex.close()
                 self._lex = None
+            if self._checkpointer is not None:  # a reader's
+                self._checkpointer.close()
+                self._checkpointer = None
             self._conn, self._writable = self._open(create=True), True
             self._conn.execute(f"PRAGMA wal_autocheckpoint={wal_checkpoint.writer_limit_pages(self._conn)}")
             self._checkpointer = wal_checkpoint.Checkpointer(self.path)
         return self._conn
 
+    def _exists(self) -> bool:
+        """Whether the store file exists; what is not a regular file (a FIFO, a device, a
+        directory) is refused here, by its ``stat``, before anything opens it or creates a
+        file beside it."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _describe(self.path, exc) from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(f"{self.path} is {_file_kind(st.st_mode)}, not a store file: check --store "
+                             "(a store is a regular file, created by `ctir-es ingest`)")
+        return True
+
+    def _file(self) -> int:
+        """The descriptor of the store file (opened once; it must exist)."""
+        if self._fd is None:
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as exc:
+                raise _describe(self.path, exc) from exc
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # replaced since the stat
+                os.close(fd)
+                raise StoreError(f"{self.path} is {_file_kind(st.st_mode)}, not a store file: check --store")
+            self._fd = fd
+        return self._fd
+
+    def _close_file(self) -> None:
+        if self._fd is not None and not self._writer_held and self._conn is None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _watch_wal(self) -> None:
+        """Raise the ``StoreError`` of a ``-wal`` file deleted or replaced while this store
+        has it open (one ``stat`` per call)."""
+        if self._wal_lost is not None:
+            raise self._wal_lost
+        if self._conn is None or not self._wal_watch:
+            return
+        now = wal_checkpoint.identity(wal_checkpoint.wal_path(self.path))
+        lost = self._checkpointer is not None and self._checkpointer.lost
+        if self._wal_id is None:
+            self._wal_id = now
+        elif now != self._wal_id or lost:
+            with self._lock:
+                self._wal_lost = self._lost_wal(missing=now is None)
+            raise self._wal_lost
+
+    def _lost_wal(self, *, missing: bool) -> StoreError:
+        """Fold what the old ``-wal`` file held (this connection still reads it) into the store
+        file, and say what happened."""
+        rescued = self._checkpointer is not None and self._checkpointer.rescued
+        if self._conn is not None and not rescued:
+            rescued = wal_checkpoint.truncate(self._conn)
+        wal = wal_checkpoint.wal_path(self.path)
+        outcome = ("the changes it held were copied into the store file first" if rescued
+                   else "changes committed since the last checkpoint may be lost")
+        return StoreError(f"the write-ahead log {wal} of store {self.path} was "
+                          f"{'deleted' if missing else 'replaced by another file'} while this process had the "
+                          f"store open: {outcome}; stop every process using the store, then run "
+                          f"`ctir-es stats --check --store {self.path}` (re-run the ingest to restore what is missing)")
+
     def _open(self, *, create: bool) -> sqlite3.Connection:
-        exists = self.path.exists()
+        exists = self._exists()
         if not exists and not create:
             raise NoStore(f"no store at {self.path}: check --store, or run `ctir-es ingest ...` first to create one "
                           "(reading never creates a store)")
@@ -425,8 +523,11 @@ class EmbeddedStore:
                 self._upgrade(conn, version)
             self._values = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'product_values'").fetchone() is not None
             self._open_lexical(conn, writable=create)
+            self._file()  # (a new store: the file SQLite has just created)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise _describe(self.path, exc) from exc
+        self._wal_watch = create or self._read_mode == "mode=rw"
+        self._wal_id = wal_checkpoint.identity(wal_checkpoint.wal_path(self.path)) if self._wal_watch else None
         return conn
 
     def _create_lexical(self, conn: sqlite3.Connection) -> None:
@@ -490,6 +591,7 @@ class EmbeddedStore:
                                    isolation_level=None)
             try:
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                self._read_mode = mode
                 return conn
             except sqlite3.OperationalError as exc:  # cannot open / lock / create -shm: try the next mode
                 conn.close()
@@ -502,9 +604,9 @@ class EmbeddedStore:
     def _check_file(self) -> None:
         """The cheap corruption check on open: the header, the page size, whole pages."""
         try:
-            with open(self.path, "rb") as fh:
-                header = fh.read(100)
-                size = os.fstat(fh.fileno()).st_size
+            fd = self._file()
+            header = os.pread(fd, 100, 0)
+            size = os.fstat(fd).st_size
         except OSError as exc:
             raise _describe(self.path, exc) from exc
         if size == 0:
@@ -610,22 +712,117 @@ class EmbeddedStore:
                 return problems
             if self._lex is not None:
                 self._lex.check()
-        return []
+            return self._count_gaps()
+
+    def _count_gaps(self) -> list[str]:
+        """The tables that must agree with ``products``, each gap named: the lexical index
+        (FTS5's documents, or tantivy's once it has applied the whole log), and the rows of
+        vectors, typed values and category postings that name no product."""
+        conn = self.conn
+        conn.execute("BEGIN")  # one snapshot
+        try:
+            (products,) = conn.execute("SELECT count(*) FROM products").fetchone()
+            gaps: list[str] = []
+            if self.lexical_engine == "fts5":
+                (docs,) = conn.execute("SELECT count(*) FROM products_fts_docsize").fetchone()
+                if docs != products:
+                    gaps.append(f"the FTS5 text index holds {docs} documents, the products table {products} rows")
+                else:
+                    try:  # every indexed term against the products' text (reads the whole index)
+                        conn.execute("INSERT INTO products_fts(products_fts, rank) VALUES ('integrity-check', 1)")
+                    except sqlite3.DatabaseError as exc:
+                        gaps.append(f"the FTS5 text index does not match the products table ({exc})")
+            elif self._lex is not None:
+                _, last = lexical_tantivy.log_bounds(conn)
+                docs = self._lex.num_docs()
+                if not self._lex.complete:
+                    gaps.append(f"the tantivy index {self._lex.dir} is incomplete ({docs} documents, "
+                                f"{products} products) and another process holds its writer")
+                elif self._lex.applied == last and docs != products:
+                    gaps.append(f"the tantivy index {self._lex.dir} holds {docs} documents, "
+                                f"the products table {products} rows")
+            orphans = {
+                "vectors": "SELECT count(*) FROM vectors WHERE product NOT IN (SELECT rowid FROM products)",
+                "category postings": "SELECT count(*) FROM category_postings c, json_each(c.products) j "
+                                     "WHERE j.value NOT IN (SELECT rowid FROM products)",
+            }
+            if self._values:
+                orphans["typed values"] = ("SELECT count(*) FROM product_values "
+                                           "WHERE product NOT IN (SELECT rowid FROM products)")
+            for what, sql in orphans.items():
+                (n,) = conn.execute(sql).fetchone()
+                if n:
+                    gaps.append(f"{n} rows of {what} name no product")
+            for field, n in conn.execute("SELECT field, count(*) FROM vectors GROUP BY field"):
+                if n > products:
+                    gaps.append(f"vector field {field} holds {n} vectors for {products} products")
+        finally:
+            conn.execute("COMMIT")
+        return gaps
 
     @contextlib.contextmanager
     def exclusive_writer(self) -> Iterator[None]:
         """Refuse a second concurrent ingest into this file (readers are never blocked).
 
-        An advisory ``flock`` on ``<real store path>.lock``: the kernel releases it when the
-        holder dies, so a killed ingest never leaves a stale lock behind. The path is resolved
-        first, so two paths to one store (a symlink) share one lock. The lock file is opened
-        without following a symlink, and a file that is not a plain file of its own (a hard
-        link, a device, a fifo) is refused rather than written to.
+        An advisory ``flock`` on the store file itself: the lock belongs to the file (its
+        inode), not to a name, so two names of one file (a hard link, a bind mount, a symlink)
+        are one store. The kernel releases it when the holder dies, so a killed ingest never
+        leaves a stale lock behind. What is not a regular file is refused before anything is
+        opened or created. The holder's pid is written to ``<real store path>.lock`` for the
+        message (and an older ctir-es, which locked that file alone, is refused too); that file
+        is opened without following a symlink, and one that is not a plain file of its own (a
+        hard link, a device, a fifo) is refused rather than written to.
         """
+        with self._lock:
+            if not self._exists():
+                self._wconn  # noqa: B018 - creates the store: a new file has one name, SQLite's locks cover it
+            fd = self._file()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who, via = self._holder(fd)
+            raise StoreLocked(
+                f"another ingest ({who}) is writing to {self.path}{via}; wait for it to finish "
+                "(queries keep working meanwhile)"
+            ) from None
+        except OSError as exc:
+            raise _describe(self.path, exc) from None
+        self._writer_held += 1
+        try:
+            with self._pid_file():
+                yield
+        finally:
+            self._writer_held -= 1
+            if not self._writer_held:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            with self._lock:
+                self._close_file()
+
+    def _holder(self, fd: int) -> tuple[str, str]:
+        """Who holds the flock on the store file: its pid from /proc/locks (Linux), and which
+        name it writes through when that is not ours."""
+        st = os.fstat(fd)
+        key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        pid = None
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/locks").read_text().splitlines():
+                fields = line.split()
+                if "FLOCK" in fields and "WRITE" in fields and key in fields and "->" not in fields:
+                    pid = fields[fields.index(key) - 1]
+                    break
+        real = self.path.resolve()
+        ours = real.with_name(real.name + ".lock")
+        written = None
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            written = ours.read_text().strip()
+        via = " through another name of this file (a hard link or a bind mount)" if pid and written != pid else ""
+        return (f"pid {pid}" if pid else "another process"), via
+
+    @contextlib.contextmanager
+    def _pid_file(self) -> Iterator[None]:
         real = self.path.resolve()
         lock_path = real.with_name(real.name + ".lock")
         try:
-            real.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
@@ -639,7 +836,7 @@ class EmbeddedStore:
                                  "special file): refusing to write to it (remove it; ctir-es creates its own)")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except BlockingIOError:  # an older ctir-es, which locks this file only
                 holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
                 raise StoreLocked(
                     f"another ingest (pid {holder}) is writing to {self.path}; wait for it to finish "
@@ -656,9 +853,9 @@ class EmbeddedStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._wrote and self._conn is not None:
+            if self._wrote and self._conn is not None and self._wal_lost is None:
                 self._wrote = False
-                with contextlib.suppress(MissingExtraError):  # without faiss, readers use exact kNN
+                with contextlib.suppress(MissingExtraError, StoreError):  # (a -wal lost meanwhile)  # without faiss, readers use exact kNN
                     self._refresh_vector_indexes()
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
@@ -670,8 +867,15 @@ class EmbeddedStore:
                 self._checkpointer.close()  # before the writer's connection: its close folds the rest in
                 self._checkpointer = None
             if self._conn is not None:
+                if self._writable and self._wal_lost is None:
+                    # nothing this writer committed stays in the -wal file alone after it closes,
+                    # even while another process (serve) keeps the store open
+                    wal_checkpoint.truncate(self._conn)
                 self._conn.close()
                 self._conn = None
+            self._wal_lost = None
+            self._wal_id = None
+            self._close_file()
             self._forget_data()
 
     def _changed_elsewhere(self) -> bool:

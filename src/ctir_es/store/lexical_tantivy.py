@@ -302,15 +302,23 @@ class TantivyLexical:
 
     def catch_up(self, conn: sqlite3.Connection, *, attempts: int = 1) -> int:
         """Apply ``lexical_log`` entries after ``applied``; returns how many were applied
-        (0 when up to date or when another process holds the writer lock)."""
-        (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
-        if last <= self.applied and self.complete:
+        (0 when up to date or when another process holds the writer lock).
+
+        The log can prove the index complete only when it still holds every entry after
+        ``applied`` (the writer prunes the entries its index has applied). An index restored
+        from an older copy, or one that another name of the file left behind, is past that
+        point: it is rebuilt from SQLite instead of being marked complete with a gap."""
+        first, last = log_bounds(conn)
+        if last == self.applied and self.complete:
             return 0
         if not self._acquire_writer(attempts):
             return 0
         state = self._state()  # another process may have moved it
         self.applied = int(state.get("applied", self.applied))
         self.complete = bool(state.get("complete", self.complete))
+        first, last = log_bounds(conn)
+        if self.applied > last or self.applied < first - 1:  # ahead of the store, or entries pruned
+            self.complete = False
         if not self.complete:
             return self._rebuild(conn)
         applied, max_rowid, total = self.applied, self.max_rowid, 0
@@ -342,7 +350,7 @@ class TantivyLexical:
         total, max_rowid = 0, 0
         conn.execute("BEGIN")
         try:
-            (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM lexical_log").fetchone()
+            _, last = log_bounds(conn)
             while True:
                 rows = _indexed_rows(conn, "rowid > ? ORDER BY rowid LIMIT ?", [max_rowid, CATCH_UP_CHUNK])
                 if not rows:
@@ -561,6 +569,16 @@ class TantivyLexical:
         if self._private_copy is not None:
             shutil.rmtree(self._private_copy, ignore_errors=True)
             self._private_copy = None
+
+
+def log_bounds(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(first, last) position of ``lexical_log``: the first entry it still holds (last + 1 when
+    it holds none) and the last one ever written (AUTOINCREMENT's high-water mark, which pruning
+    does not lower)."""
+    first, top = conn.execute("SELECT min(seq), coalesce(max(seq), 0) FROM lexical_log").fetchone()
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'lexical_log'").fetchone()
+    last = max(int(top), int(row[0]) if row is not None else 0)
+    return (int(first) if first is not None else last + 1), last
 
 
 def new_store_uuid() -> str:
