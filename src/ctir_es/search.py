@@ -128,7 +128,8 @@ class Search:
             raise
         from .ingest.images import ImageLoader
 
-        loader = ImageLoader(cache_dir=settings.image_cache, timeout=settings.image_timeout)
+        loader = ImageLoader(cache_dir=settings.image_cache, timeout=settings.image_timeout,
+                             allow_private=settings.allow_private_images)
         return cls(store, text, image, loader, category, settings.fusion_location)
 
     def __enter__(self) -> Self:
