@@ -270,7 +270,7 @@ def test_disk_full_mid_ingest_names_the_cause_and_keeps_committed_batches(tmp_pa
     catalogue = write_jsonl(tmp_path / "big.jsonl", records)
     script = f"""
 set -u
-mount -t tmpfs -o size=1500k tmpfs {disk}
+mount -t tmpfs -o size=2500k tmpfs {disk}  # format 3's tables: ~1 MB of 32 KB pages before a batch fits
 "$CLI" ingest jsonl {catalogue} --store {disk}/s.db --text-model none --no-images --batch-size 20 \
     > /dev/null 2> {tmp_path}/full.err
 echo "full=$?"
