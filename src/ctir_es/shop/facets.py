@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..products import CategoryPath, format_category_path, path_prefixes
+from ..products import CategoryPath, format_category_path
 from ..values import Value, ValueSpec
 
 CATEGORY_FACET = "category"
@@ -132,8 +132,8 @@ def _count(ordered: Sequence[float], a: float, b: float) -> int:
 def category_facet(categories: Sequence[Sequence[CategoryPath]], size: int,
                    depth: int = CATEGORY_DEPTH) -> dict[str, Any]:
     counts: Counter[CategoryPath] = Counter()
-    for paths in categories:
-        counts.update({p for path in paths for p in path_prefixes(tuple(path)) if len(p) <= depth})
+    for paths in categories:  # a set per product: it counts once per node
+        counts.update({tuple(path[:n]) for path in paths for n in range(1, min(depth, len(path)) + 1)})
     levels: dict[str, list[dict[str, Any]]] = {}
     for level in range(1, depth + 1):
         nodes = sorted((p for p in counts if len(p) == level), key=lambda p: (-counts[p], p))[:size]
