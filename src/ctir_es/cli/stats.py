@@ -21,7 +21,9 @@ from .main import cli, settings_from, store_options
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--check", is_flag=True,
-              help="Also run the embedded store's full integrity check (reads every page); exit 1 if damaged.")
+              help="Also run the embedded store's full integrity check (reads every page) and compare the counts "
+                   "of products, the lexical index (FTS5 or tantivy), vectors, typed values and category "
+                   "postings; exit 1 naming any damage or gap.")
 @store_options
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool, check: bool, store: Path | None, es_url: str | None) -> None:

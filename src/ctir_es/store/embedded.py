@@ -434,7 +434,7 @@ class EmbeddedStore:
         file beside it."""
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return False
         except OSError as exc:
             raise _describe(self.path, exc) from exc
@@ -740,7 +740,8 @@ class EmbeddedStore:
                                 f"{products} products) and another process holds its writer")
                 elif self._lex.applied == last and docs != products:
                     gaps.append(f"the tantivy index {self._lex.dir} holds {docs} documents, "
-                                f"the products table {products} rows")
+                                f"the products table {products} rows (remove the folder: the next writable "
+                                "open rebuilds it from the store)")
             orphans = {
                 "vectors": "SELECT count(*) FROM vectors WHERE product NOT IN (SELECT rowid FROM products)",
                 "category postings": "SELECT count(*) FROM category_postings c, json_each(c.products) j "
