@@ -50,12 +50,15 @@ def calibrated_sample_store(tmp_dir: Path, text_dir: Path) -> Path:
 
 
 def page_search_url(q: str, mode: str = "category", k: int = PAGE_K, offset: int = 0, fusion: str = "") -> str:
-    """``GET /search`` exactly as app.js's ``params()`` builds it for a query typed (or picked in the
-    tree): k and offset, the fusion only when one is chosen, then q and mode."""
+    """``GET /search`` as app.js's ``shopParams()`` builds it for a query typed (or picked in the
+    tree) on an index without typed values: k, the fusion only when one is chosen, q and mode, the
+    category facet, and ``pin`` (page 1 of a pinned ranking, for "More results"; ``offset`` > 0
+    pages the old way, as the page does for image and "similar" results)."""
     from urllib.parse import urlencode
 
-    items = [("k", str(k)), ("offset", str(offset))] + ([("fusion", fusion)] if fusion else [])
-    return "/search?" + urlencode([*items, ("q", q), ("mode", mode)])
+    items = [("k", str(k))] + ([("offset", str(offset))] if offset else []) + ([("fusion", fusion)] if fusion else [])
+    tail = [("facet", "category"), ("pin", "true")] if not offset else []
+    return "/search?" + urlencode([*items, ("q", q), ("mode", mode), *tail])
 
 
 def page_sends_no_default_fusion() -> bool:

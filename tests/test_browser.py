@@ -121,10 +121,10 @@ def test_category_query_shows_an_image_grid(browser_page, tmp_path: Path, tiny_t
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "category-query.png"), full_page=False)
 
-        # pagination: the next page starts at rank 25
-        page.click("#next")
+        # "More results": the next page of the pinned ranking, appended from rank 25
+        page.click("#more-results")
         page.wait_for_selector("#results .card .rank:has-text('#25 ')")
-        assert "results 25–48" in page.inner_text("#status")
+        assert "results 1–48" in page.inner_text("#status")
 
         # image upload: search by image, then categorize
         image = sample_image()
@@ -153,6 +153,7 @@ def test_text_only_legend_pager_and_the_no_word_notice(browser_page, text_only_s
 
     # before any query: no legend, no pager, nothing to click
     assert not shown(page, "#legend") and not shown(page, "#pager") and not shown(page, "#notices")
+    assert not shown(page, "#more-bar")
     assert page.is_disabled("#prev") and page.is_disabled("#next")
 
     # a category query on a text-only index: bm25 and text bars, and no image entry anywhere
@@ -164,21 +165,23 @@ def test_text_only_legend_pager_and_the_no_word_notice(browser_page, text_only_s
     assert "image" not in page.inner_text("#legend")
     assert page.locator("#results .card .fill.image").count() == 0
     assert not shown(page, "#notices")
-    # first page: Previous leads nowhere, Next does
-    assert shown(page, "#pager") and page.is_disabled("#prev") and page.is_enabled("#next")
+    # a text or category query pages by "More results" (a pinned ranking), not Previous/Next
+    assert shown(page, "#more-bar") and not shown(page, "#pager")
 
-    # page to the end: Next turns off on the last page, Previous stays on
+    # page to the end: "More results" goes on the last page, every product shown once
     page.select_option("#k", "48")
     page.wait_for_selector("#status:has-text('results 1–48')")
     for _ in range(10):
-        if page.is_disabled("#next"):
+        if not shown(page, "#more-bar"):
             break
         before = page.inner_text("#status")
-        page.click("#next")
+        page.click("#more-results")
         page.wait_for_function("(s) => { const t = document.querySelector('#status').textContent; "
                                "return t !== s && !t.startsWith('Searching'); }", arg=before)
     status = page.inner_text("#status")
-    assert "(end)" in status and page.is_disabled("#next") and page.is_enabled("#prev"), status
+    assert "(end)" in status and not shown(page, "#more-bar"), status
+    shown_ids = page.locator("#results .card").evaluate_all("els => els.map(e => e.dataset.id)")
+    assert len(shown_ids) == len(set(shown_ids)) > 48
 
     # nonsense words: the results come from vectors only, and the page says so
     page.fill("#q", "xqzvbnm plorf")
@@ -276,7 +279,8 @@ def test_product_view_suggests_categories_and_audit_lists_suspects(browser_page,
 
 def test_the_page_ranks_a_category_like_the_cli(browser_page, tmp_path: Path, tiny_text_model_dir: Path) -> None:
     """No fusion of its own: a category picked in the tree is served with the index's calibration,
-    the same ids in the same order as `ctir-es query` prints; the fusion select overrides it."""
+    the same ids in the same order as `ctir-es query --pin` prints (the page pins its first page,
+    for "More results"); the fusion select overrides it."""
     import json
 
     from calibrated_support import PAGE_K, calibrated_sample_store, run_cli
@@ -287,7 +291,7 @@ def test_the_page_ranks_a_category_like_the_cli(browser_page, tmp_path: Path, ti
 
     def cli_ids(*extra: str) -> list[str]:
         out = run_cli(tmp_path, "query", category, "--store", str(store), "--json", "--mode", "category",
-                      "--k", str(PAGE_K), *extra)
+                      "--k", str(PAGE_K), "--pin", *extra)
         return [r["id"] for r in json.loads(out.stdout)["results"]]
 
     def shown_ids() -> list[str]:

@@ -43,7 +43,7 @@ def test_the_page_and_the_cli_rank_a_category_query_alike(calibrated: Path, tmp_
         for category in CATEGORIES:
             # --mode category: the page sends mode=category (a one-level path has no '>' to detect)
             cli = json.loads(run_cli(tmp_path, "query", category, "--store", str(calibrated), "--json",
-                                     "--mode", "category", "--k", str(PAGE_K)).stdout)
+                                     "--mode", "category", "--k", str(PAGE_K), "--pin").stdout)
             r = client.get(page_search_url(category))
             assert r.status_code == 200, r.text
             page = r.json()
@@ -56,7 +56,7 @@ def test_the_page_and_the_cli_rank_a_category_query_alike(calibrated: Path, tmp_
             for fusion in ("rrf", "linear"):
                 chosen = client.get(page_search_url(category, fusion=fusion)).json()
                 forced = json.loads(run_cli(tmp_path, "query", category, "--store", str(calibrated), "--json",
-                                            "--mode", "category", "--k", str(PAGE_K), "--fusion", fusion).stdout)
+                                            "--mode", "category", "--k", str(PAGE_K), "--pin", "--fusion", fusion).stdout)
                 assert chosen["fusion"] == fusion
                 assert [x["id"] for x in chosen["results"]] == [x["id"] for x in forced["results"]]
                 if fusion == "rrf":

@@ -17,6 +17,18 @@ const $ = (id) => document.getElementById(id);
 // fusion "": none sent, so the server uses the index's calibration (as `ctir-es query` does).
 const state = { kind: "search", q: "", mode: "", fusion: "", k: 24, offset: 0, file: null, productId: null,
                 back: null };
+// Shop search (docs/shop-search.md): the active filters as their text (`brand:Sony|Bose`,
+// `price:500..2000`, `category:A > B`), the sort, variant grouping; the cursor of the next page of
+// the pinned ranking, how many results the grid shows and the score scale of its first page.
+const shop = { filters: [], sort: "", collapse: false, cursor: null, shown: 0, scale: 1, last: null };
+// The index's typed values ({name: {kind, unit}}, from GET /health).
+let valueSpecs = {};
+const MAX_KEYWORD_FACETS = 6; // keyword facets asked for (the rail shows the best covered)
+const SHOWN_KEYWORD_FACETS = 3;
+const SORTS = [ // [sort, label, the number value it needs]
+  ["price_asc", "price: low to high", "price"], ["price_desc", "price: high to low", "price"],
+  ["rating", "rating", "rating"], ["newest", "newest", "added"],
+];
 
 function el(tag, props = {}, children = []) {
   const node = document.createElement(tag);
@@ -40,7 +52,9 @@ async function api(url, options) {
   }
   if (!response.ok) {
     const detail = body && body.error ? `${body.error.message} (${body.error.code})` : response.statusText;
-    throw new Error(`HTTP ${response.status}: ${detail}`);
+    const err = new Error(`HTTP ${response.status}: ${detail}`);
+    err.status = response.status;
+    throw err;
   }
   return body;
 }
@@ -88,7 +102,8 @@ function params(extra) {
 
 // -- results ----------------------------------------------------------------------------
 
-async function run() {
+async function run(restarted = false) {
+  if (state.kind === "search") return runShop(restarted);
   showView("results-view");
   setStatus("Searching…");
   setNotices([]);
@@ -130,8 +145,18 @@ function usedSources(page) {
 }
 
 function render(page) {
+  $("shop-bar").hidden = true;
+  $("facets-panel").hidden = true;
+  $("more-bar").hidden = true;
   setStatus(describe(page));
   setNotices(page.notices || []);
+  setLegend(page);
+  const scale = page.max_score || 1;
+  $("results").replaceChildren(...page.results.map((r) => card(r, page.sources, scale)));
+  setPager(page);
+}
+
+function setLegend(page) {
   const used = usedSources(page);
   $("legend").replaceChildren(
     ...used.map((name) => el("span", { "data-source": name }, [
@@ -140,9 +165,6 @@ function render(page) {
     el("span", { class: "muted small", text: "bar = the source's share of the fused score (scaled to rank 1)" }),
   );
   $("legend").hidden = !used.length;
-  const scale = page.max_score || 1;
-  $("results").replaceChildren(...page.results.map((r) => card(r, page.sources, scale)));
-  setPager(page);
 }
 
 // Previous/Next: shown only when there is another page; each enabled only when it leads somewhere.
@@ -180,11 +202,25 @@ function card(result, sources, scale) {
   const details = el("button", {
     class: "more details", type: "button", text: "Details", onclick: () => showProduct(result.id),
   });
+  const values = result.values || {};
+  const price = priceName();
+  const facts = [];
+  if (price && typeof values[price] === "number") {
+    facts.push(el("div", { class: "price", "data-price": String(values[price]),
+                           text: money(values[price], valueSpecs[price].unit) }));
+  }
+  const brand = brandName();
+  if (brand && values[brand] !== undefined) facts.push(el("div", { class: "brand", text: String(values[brand]) }));
+  if (result.collapsed) {
+    facts.push(el("span", { class: "badge", title: "Variants of this product folded under it",
+                            text: `+${result.collapsed} more` }));
+  }
   return el("article", { class: "card", "data-id": result.id }, [
     image,
     el("div", { class: "rank", text: `#${result.rank} · score ${result.score.toFixed(4)}` }),
     el("button", { class: "title", type: "button", title: result.title, text: result.title,
                    onclick: () => showProduct(result.id) }),
+    ...facts,
     el("div", { class: "path", text: path }),
     bars,
     el("div", { class: "row" }, [details, more]),
@@ -195,6 +231,7 @@ function searchCategory(label) {
   $("q").value = label;
   $("mode").value = "category";
   Object.assign(state, { kind: "search", q: label, mode: "category", offset: 0 });
+  shop.filters = []; // a new query: the last one's filters may match nothing here
   for (const node of document.querySelectorAll(".tree .node.active")) node.classList.remove("active");
   run();
 }
@@ -202,6 +239,321 @@ function searchCategory(label) {
 const categoryButton = (label, text) => el("button", {
   class: "link", type: "button", text: text || label, title: `Search ${label}`, onclick: () => searchCategory(label),
 });
+
+// -- shop search: filters, facets, sort, grouping, "more results" ----------------------------
+// A text or category query is pinned on its first page (`pin=true`): "More results" asks for
+// the next page of that same ranking with `cursor=next_cursor`, so no product repeats or is
+// skipped. The URL keeps the query, filters, sort and grouping (a reload shows the same).
+
+const numberValues = () => Object.keys(valueSpecs).filter((n) => valueSpecs[n].kind === "number");
+
+// The number value shown and filtered as the price: `price`, else the first in a currency.
+function priceName() {
+  const numbers = numberValues();
+  if (numbers.includes("price")) return "price";
+  return numbers.find((n) => /^[A-Z]{3}$/.test(valueSpecs[n].unit || "")) || null;
+}
+
+function brandName() {
+  if (valueSpecs.brand && valueSpecs.brand.kind === "keyword") return "brand";
+  return null;
+}
+
+const CURRENCY_SIGNS = { INR: "₹", USD: "$", EUR: "€", GBP: "£", JPY: "¥", CNY: "¥" };
+
+function money(amount, unit) {
+  if (unit && /^[A-Z]{3}$/.test(unit)) {
+    try {
+      return new Intl.NumberFormat("en", { style: "currency", currency: unit, currencyDisplay: "narrowSymbol",
+                                           minimumFractionDigits: 0, maximumFractionDigits: 2 }).format(amount);
+    } catch (e) {
+      // an ISO code this browser does not know: the sign table, else the code
+    }
+    const sign = CURRENCY_SIGNS[unit];
+    const number = amount.toLocaleString("en", { maximumFractionDigits: 2 });
+    return sign ? `${sign}${number}` : `${number} ${unit}`;
+  }
+  const number = amount.toLocaleString("en", { maximumFractionDigits: 2 });
+  return unit ? `${number} ${unit}` : number;
+}
+
+// A filter's name (`brand` of `brand:Sony|Bose`, `-brand:Sony`; `has` filters are their own).
+const filterName = (text) => text.replace(/^-/, "").split(":", 1)[0];
+// The values of an `in` filter, as written in the filter (`\|` stays escaped).
+const filterTokens = (text) => text.slice(text.indexOf(":") + 1).split(/(?<!\\)\|/);
+const unescapeToken = (token) => token.replace(/\\\|/g, "|");
+const inFilter = (name) => shop.filters.find((f) => !f.startsWith("-") && filterName(f) === name) || null;
+
+// The facets asked for: the category tree, the keyword values (brand first, at most a handful,
+// plus any keyword a filter uses, so its checkboxes stay) and the price.
+function facetNames() {
+  const keywords = Object.keys(valueSpecs).filter((n) => valueSpecs[n].kind === "keyword")
+    .sort((a, b) => (b === "brand") - (a === "brand") || a.localeCompare(b));
+  const wanted = keywords.slice(0, MAX_KEYWORD_FACETS);
+  for (const text of shop.filters) {
+    const name = filterName(text);
+    if (keywords.includes(name) && !wanted.includes(name)) wanted.push(name);
+  }
+  const price = priceName();
+  return ["category", ...wanted, ...(price ? [price] : [])].slice(0, 10);
+}
+
+function shopParams(extra) {
+  const p = new URLSearchParams({ k: String(state.k) });
+  if (state.fusion) p.set("fusion", state.fusion);
+  p.set("q", state.q);
+  if (state.mode) p.set("mode", state.mode);
+  for (const text of shop.filters) p.append("filter", text);
+  if (shop.sort) p.set("sort", shop.sort);
+  if (shop.collapse) p.set("collapse", "auto");
+  for (const name of facetNames()) p.append("facet", name);
+  p.set("pin", "true");
+  for (const [key, value] of Object.entries(extra || {})) p.set(key, value);
+  return p;
+}
+
+// The page's own URL: what a reload or a shared link needs to show the same results.
+function pageUrl() {
+  const p = new URLSearchParams({ q: state.q });
+  if (state.mode) p.set("mode", state.mode);
+  if (state.fusion) p.set("fusion", state.fusion);
+  if (state.k !== 24) p.set("k", String(state.k));
+  for (const text of shop.filters) p.append("filter", text);
+  if (shop.sort) p.set("sort", shop.sort);
+  if (shop.collapse) p.set("collapse", "auto");
+  return `?${p}`;
+}
+
+function remember() {
+  const url = pageUrl();
+  if (url !== window.location.search) window.history.pushState(null, "", url);
+}
+
+async function runShop(restarted) {
+  showView("results-view");
+  remember();
+  setStatus("Searching…");
+  setNotices([]);
+  setPager(null);
+  $("more-bar").hidden = true;
+  renderChips();
+  try {
+    const page = await api(`/search?${shopParams()}`);
+    shop.scale = page.max_score || 1;
+    shop.shown = 0;
+    $("results").replaceChildren();
+    renderShop(page, restarted);
+    window.scrollTo(0, 0);
+  } catch (err) {
+    $("results").replaceChildren();
+    $("legend").hidden = true;
+    $("facets-panel").hidden = true;
+    shop.cursor = null;
+    setStatus(err.message, true);
+  }
+}
+
+async function loadMore() {
+  if (!shop.cursor) return;
+  const button = $("more-results");
+  button.disabled = true;
+  button.textContent = "Loading…";
+  try {
+    const page = await api(`/search?${shopParams({ cursor: shop.cursor })}`);
+    renderShop(page, false);
+  } catch (err) {
+    if (err.status === 410) { // the pinned ranking expired: page 1 again, and say why
+      shop.cursor = null;
+      runShop(true);
+      return;
+    }
+    setStatus(err.message, true);
+  } finally {
+    button.disabled = false;
+    button.textContent = "More results";
+  }
+}
+
+function shopDescribe(page) {
+  const what = `${page.mode} query “${page.query}”`;
+  if (!shop.shown) return `No results for ${what}${shop.filters.length ? " with these filters" : ""}.`;
+  return `${what}: results 1–${shop.shown}${page.next_cursor ? "" : " (end)"} · fusion ${page.fusion} over `
+    + page.sources.join(", ");
+}
+
+function renderShop(page, restarted) {
+  $("shop-bar").hidden = false;
+  $("results").append(...page.results.map((r) => card(r, page.sources, shop.scale)));
+  shop.shown += page.results.length;
+  shop.cursor = page.next_cursor || null;
+  $("more-bar").hidden = !shop.cursor;
+  setStatus(shopDescribe(page));
+  const notices = [...(page.notices || [])];
+  if (restarted) notices.unshift("The results changed: started again from the first page.");
+  setNotices(notices);
+  setLegend(page);
+  if (page.facets) {
+    shop.last = page.facets;
+    renderFacets(page.facets);
+  }
+  renderChips();
+}
+
+function setFilter(name, text) {
+  shop.filters = shop.filters.filter((f) => f.startsWith("-") || filterName(f) !== name);
+  if (text) shop.filters.push(text);
+  runShop(false);
+}
+
+function keywordFacet(name, facet) {
+  const active = inFilter(name);
+  const chosen = active ? filterTokens(active) : [];
+  const isChosen = (token) => chosen.some((c) => c.toLowerCase() === token.toLowerCase());
+  const items = facet.values.map((v) => ({ token: v.filter.slice(name.length + 1), label: v.value, count: v.count }));
+  for (const token of chosen) { // chosen but outside the top values: still shown, to uncheck
+    if (!items.some((item) => item.token.toLowerCase() === token.toLowerCase())) {
+      items.push({ token, label: unescapeToken(token), count: null });
+    }
+  }
+  const list = el("ul", { class: "facet-values" });
+  for (const item of items) {
+    const box = el("input", { type: "checkbox", "data-facet": name, "data-value": item.label });
+    box.checked = isChosen(item.token);
+    box.addEventListener("change", () => {
+      const next = box.checked ? [...chosen, item.token] : chosen.filter((c) => c.toLowerCase() !== item.token.toLowerCase());
+      setFilter(name, next.length ? `${name}:${next.join("|")}` : null);
+    });
+    list.append(el("li", {}, [el("label", {}, [
+      box, item.label, ...(item.count === null ? [] : [el("span", { class: "count", text: String(item.count) })]),
+    ])]));
+  }
+  return el("fieldset", { "data-facet": name }, [el("legend", { text: name.replace(/_/g, " ") }), list]);
+}
+
+function categoryFacet(facet) {
+  const active = inFilter("category");
+  const path = active ? active.slice("category:".length).split(" > ") : [];
+  const level = String(path.length + 1);
+  const under = (node) => path.every((part, i) => node.path[i] === part);
+  const nodes = ((facet.levels || {})[level] || []).filter(under);
+  if (!nodes.length) return null;
+  const list = el("ul", { class: "facet-values" }, nodes.map((node) => el("li", {}, [
+    el("button", { class: "link", type: "button", "data-category": node.label, text: node.path[node.path.length - 1],
+                   title: `Only ${node.label}`, onclick: () => setFilter("category", node.filter) }),
+    el("span", { class: "count", text: String(node.count) }),
+  ])));
+  return el("fieldset", { "data-facet": "category" }, [el("legend", { text: "category" }), list]);
+}
+
+function renderFacets(facets) {
+  const blocks = [];
+  const category = facets.category ? categoryFacet(facets.category) : null;
+  if (category) blocks.push(category);
+  // keyword facets by how many results carry the value; a filtered one always shows
+  const keywords = Object.entries(facets).filter(([, f]) => f.kind === "keyword" && f.values)
+    .map(([name, f]) => ({ name, facet: f, covered: f.candidates - f.missing }))
+    .filter((x) => x.covered > 0 || inFilter(x.name))
+    .sort((a, b) => b.covered - a.covered || a.name.localeCompare(b.name));
+  keywords.forEach((x, i) => {
+    if (i < SHOWN_KEYWORD_FACETS || inFilter(x.name)) blocks.push(keywordFacet(x.name, x.facet));
+  });
+  $("facets").replaceChildren(...blocks);
+  const price = priceName();
+  const priceFacet = price ? facets[price] : null;
+  const hasPrice = Boolean(priceFacet && (priceFacet.count || inFilter(price)));
+  $("price-form").hidden = !hasPrice;
+  if (hasPrice) renderPrice(price, priceFacet);
+  $("facets-panel").hidden = !blocks.length && !hasPrice;
+}
+
+function renderPrice(name, facet) {
+  const unit = valueSpecs[name].unit;
+  $("price-legend").textContent = `${name.replace(/_/g, " ")}${unit ? ` (${money(0, unit).replace(/[\d.,\s]/g, "") || unit})` : ""}`;
+  const active = inFilter(name);
+  const [low, high] = active ? active.slice(name.length + 1).split("..") : ["", ""];
+  $("price-min").value = low || "";
+  $("price-max").value = high || "";
+  if (facet.min !== null && facet.min !== undefined) {
+    $("price-min").placeholder = String(Math.floor(facet.min));
+    $("price-max").placeholder = String(Math.ceil(facet.max));
+  }
+  $("price-bands").replaceChildren(...(facet.bands || []).map((band) => el("li", {}, [
+    el("button", {
+      class: "link", type: "button", "data-from": String(band.from),
+      text: band.to === null ? `${money(band.from, unit)} and up` : `${money(band.from, unit)} – ${money(band.to, unit)}`,
+      onclick: () => setFilter(name, `${name}:${band.from}..${band.to === null ? "" : band.to}`),
+    }),
+    el("span", { class: "count", text: String(band.count) }),
+  ])));
+}
+
+function applyPrice(e) {
+  e.preventDefault();
+  const name = priceName();
+  if (!name) return;
+  const low = $("price-min").value.trim();
+  const high = $("price-max").value.trim();
+  setFilter(name, low || high ? `${name}:${low}..${high}` : null);
+}
+
+function chipText(text) {
+  const negated = text.startsWith("-");
+  const name = filterName(text);
+  const rest = text.slice(text.indexOf(":") + 1);
+  if (name === "has") return `${negated ? "without" : "with"} ${rest}`;
+  const spec = valueSpecs[name];
+  if (spec && spec.kind === "number" && rest.includes("..")) {
+    const [low, high] = rest.split("..");
+    const show = (x) => money(Number(x), spec.unit);
+    if (low && high) return `${name}: ${show(low)} – ${show(high)}`;
+    return low ? `${name}: from ${show(low)}` : `${name}: up to ${show(high)}`;
+  }
+  const values = filterTokens(text).map(unescapeToken).join(" or ");
+  return `${negated ? "not " : ""}${name}: ${values}`;
+}
+
+function renderChips() {
+  const chips = shop.filters.map((text) => el("li", { class: "chip", "data-filter": text }, [
+    chipText(text),
+    el("button", { type: "button", "aria-label": `Remove filter ${chipText(text)}`, title: "Remove", text: "×",
+                   onclick: () => { shop.filters = shop.filters.filter((f) => f !== text); runShop(false); } }),
+  ]));
+  if (shop.filters.length > 1) {
+    chips.push(el("li", {}, [el("button", { class: "link", type: "button", text: "clear all",
+                                            onclick: () => { shop.filters = []; runShop(false); } })]));
+  }
+  $("chips").replaceChildren(...chips);
+}
+
+function fillSorts() {
+  const numbers = numberValues();
+  const options = [el("option", { value: "", text: "relevance" })];
+  for (const [value, label, needs] of SORTS) {
+    if (numbers.includes(needs)) options.push(el("option", { value, text: label }));
+  }
+  $("sort").replaceChildren(...options);
+  $("sort").value = shop.sort;
+}
+
+// The state a URL holds (a reload, a shared link, Back and Forward).
+function fromUrl(url) {
+  $("q").value = url.get("q");
+  $("mode").value = url.get("mode") === "text" || url.get("mode") === "category" ? url.get("mode") : "";
+  const fusion = url.get("fusion");
+  $("fusion").value = [...$("fusion").options].some((o) => o.value === fusion) ? fusion : "";
+  const k = url.get("k");
+  $("k").value = [...$("k").options].some((o) => o.value === k) ? k : "24";
+  Object.assign(state, { kind: "search", q: url.get("q"), mode: $("mode").value, fusion: $("fusion").value,
+                         k: Number($("k").value), offset: 0 });
+  shop.filters = url.getAll("filter").filter((f) => f.includes(":")).slice(0, 20);
+  shop.sort = url.get("sort") || "";
+  shop.collapse = url.get("collapse") === "auto";
+  $("collapse").checked = shop.collapse;
+  if (![...$("sort").options].some((o) => o.value === shop.sort)) {
+    $("sort").append(el("option", { value: shop.sort, text: shop.sort })); // as the link asks; the server judges
+  }
+  $("sort").value = shop.sort;
+}
 
 // -- a product and its suggested categories ---------------------------------------------
 
@@ -331,6 +683,8 @@ async function loadTree() {
 async function loadHealth() {
   try {
     const health = await api("/health");
+    valueSpecs = health.values || {};
+    fillSorts();
     $("health").textContent = `${health.products} products · ${health.vector_fields.join(", ") || "BM25 only"}`;
     const ok = health.image_search;
     $("image").disabled = !ok;
@@ -371,7 +725,23 @@ function init() {
       kind: "search", q, mode: $("mode").value, fusion: $("fusion").value,
       k: Number($("k").value), offset: 0,
     });
+    shop.filters = [];
     run();
+  });
+  $("sort").addEventListener("change", () => {
+    shop.sort = $("sort").value;
+    if (state.kind === "search" && state.q) runShop(false);
+  });
+  $("collapse").addEventListener("change", () => {
+    shop.collapse = $("collapse").checked;
+    if (state.kind === "search" && state.q) runShop(false);
+  });
+  $("price-form").addEventListener("submit", applyPrice);
+  $("price-clear").addEventListener("click", () => { if (priceName()) setFilter(priceName(), null); });
+  $("more-results").addEventListener("click", loadMore);
+  window.addEventListener("popstate", () => {
+    const url = new URLSearchParams(window.location.search);
+    if (url.get("q")) { fromUrl(url); runShop(false); }
   });
   for (const id of ["fusion", "k"]) {
     $(id).addEventListener("change", () => {
@@ -390,15 +760,13 @@ function init() {
   $("audit-form").addEventListener("submit", (e) => { e.preventDefault(); showAudit(); });
   $("product-back").addEventListener("click", () => showView(state.back || "results-view"));
   $("audit-back").addEventListener("click", () => showView("results-view"));
-  loadHealth();
+  const health = loadHealth();
   loadTree();
   // Deep links: /?q=Kitchen+%26+Dining+%3E+Cookware&mode=category, /?product=ID, /?view=audit
   const url = new URLSearchParams(window.location.search);
   if (url.get("q")) {
-    $("q").value = url.get("q");
-    $("mode").value = url.get("mode") === "text" || url.get("mode") === "category" ? url.get("mode") : "";
-    Object.assign(state, { kind: "search", q: url.get("q"), mode: $("mode").value, offset: 0 });
-    run();
+    // the facets and sorts depend on the index's values: wait for /health first
+    health.then(() => { fromUrl(url); run(); });
   } else if (url.get("product")) {
     showProduct(url.get("product"));
   } else if (url.get("view") === "audit") {
