@@ -47,6 +47,7 @@ from ctir_es.kibana.client import (
     import_saved_objects,
 )
 from ctir_es.kibana.saved_objects import (
+    BRANDS_LENS_ID,
     DASHBOARD_ID,
     DATA_VIEW_ID,
     DEFAULT_VECTOR_FIELDS,
@@ -54,15 +55,24 @@ from ctir_es.kibana.saved_objects import (
     LENS_ID,
     MIGRATION_VERSION,
     MIN_KIBANA_VERSION,
+    PRICE_LENS_ID,
     SEARCH_ID,
+    SHOP_DASHBOARD_ID,
+    SHOP_IDS,
+    SHOP_SEARCH_ID,
     parse_ndjson,
     raw_ndjson,
     saved_objects,
     to_ndjson,
 )
 from ctir_es.store.elasticsearch.bodies import index as mapping
+from ctir_es.values import ValueSpec
 
-TYPES = ["index-pattern", "lens", "search", "dashboard"]
+TYPES = ["index-pattern", "lens", "search", "dashboard", "lens", "lens", "search", "dashboard"]
+ALL_IDS = [DATA_VIEW_ID, LENS_ID, SEARCH_ID, DASHBOARD_ID, *SHOP_IDS]
+# each dashboard's panels: the objects they show
+DASHBOARD_PANELS = {DASHBOARD_ID: {LENS_ID, SEARCH_ID},
+                    SHOP_DASHBOARD_ID: {BRANDS_LENS_ID, PRICE_LENS_ID, SHOP_SEARCH_ID}}
 # attribute keys Kibana's create schemas allow (unknown keys are refused on create)
 SEARCH_ATTRIBUTES = {  # saved_search search.ts, schemas['8.8.0']
     "title", "description", "columns", "sort", "grid", "rowHeight", "rowsPerPage", "hideChart",
@@ -106,10 +116,12 @@ def refused_by(obj: dict[str, Any], kibana: str, latest_type_version: str) -> st
 
 
 def schema() -> Any:
-    return mapping.IndexSchema({
-        "title_vector": mapping.VectorField(384),
-        "image_vector": mapping.VectorField(512),
-    })
+    return mapping.IndexSchema(
+        {"title_vector": mapping.VectorField(384), "image_vector": mapping.VectorField(512)},
+        # the typed values the Flipkart reader declares (mapping v4: values.<name>)
+        {"brand": ValueSpec("keyword"), "price": ValueSpec("number", "INR"), "rating": ValueSpec("number"),
+         "fk_advantage": ValueSpec("boolean")},
+    )
 
 
 def field_types(properties: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -136,8 +148,25 @@ def objects() -> list[dict[str, Any]]:
 
 
 def by_type(objects: list[dict[str, Any]], type_: str) -> dict[str, Any]:
-    (obj,) = [o for o in objects if o["type"] == type_]
+    """The one object of a type that is not a shop object (the catalogue's)."""
+    (obj,) = [o for o in objects if o["type"] == type_ and o["id"] not in SHOP_IDS]
     return obj
+
+
+def all_of(objects: list[dict[str, Any]], type_: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["type"] == type_]
+
+
+def by_id(objects: list[dict[str, Any]], id_: str) -> dict[str, Any]:
+    (obj,) = [o for o in objects if o["id"] == id_]
+    return obj
+
+
+def filter_refs(obj: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each filter of a saved search with the reference its ``meta.indexRefName`` names."""
+    source = json.loads(obj["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    refs = {r["name"]: r for r in obj["references"]}
+    return [(f, refs[f["meta"]["indexRefName"]]) for f in source["filter"]]
 
 
 # ------------------------------------------------------------------------- the file as data
@@ -163,15 +192,17 @@ def test_every_line_is_a_saved_object_in_8x_export_shape() -> None:
         meta = obj["attributes"].get("kibanaSavedObjectMeta")
         if meta:
             source = json.loads(meta["searchSourceJSON"])
-            assert source["query"] == {"query": "", "language": "kuery"} and source["filter"] == []
+            assert source["query"] == {"query": "", "language": "kuery"}
+            assert source["filter"] == [] or obj["id"] == SHOP_SEARCH_ID  # the one with a value filter
             assert "index" not in source  # by reference only
+            assert all("index" not in f["meta"] for f in source["filter"])
 
 
 def test_ids_are_unique(objects: list[dict[str, Any]]) -> None:
     keys = [(o["type"], o["id"]) for o in objects]
     ids = [o["id"] for o in objects]
     assert len(set(keys)) == len(keys) and len(set(ids)) == len(ids)
-    assert set(ids) == {DATA_VIEW_ID, LENS_ID, SEARCH_ID, DASHBOARD_ID}
+    assert ids == ALL_IDS
 
 
 def test_every_reference_resolves(objects: list[dict[str, Any]]) -> None:
@@ -191,11 +222,12 @@ def test_every_reference_resolves(objects: list[dict[str, Any]]) -> None:
             assert (ref["type"], ref["id"]) == ("index-pattern", DATA_VIEW_ID)
 
 
-def test_every_dashboard_panel_has_its_reference(objects: list[dict[str, Any]]) -> None:
-    dashboard = by_type(objects, "dashboard")
+@pytest.mark.parametrize("dashboard_id", sorted(DASHBOARD_PANELS))
+def test_every_dashboard_panel_has_its_reference(objects: list[dict[str, Any]], dashboard_id: str) -> None:
+    dashboard = by_id(objects, dashboard_id)
     panels = json.loads(dashboard["attributes"]["panelsJSON"])
     refs = {r["name"]: r for r in dashboard["references"]}
-    assert len(panels) == 2
+    assert len(panels) == len(DASHBOARD_PANELS[dashboard_id])
     indexes = [p["panelIndex"] for p in panels]
     assert len(set(indexes)) == len(indexes)
     used = set()
@@ -209,7 +241,7 @@ def test_every_dashboard_panel_has_its_reference(objects: list[dict[str, Any]]) 
         assert "id" not in panel and "savedObjectId" not in panel.get("embeddableConfig", {})
         used.add(ref["name"])
     assert used == set(refs)
-    assert {r["id"] for r in dashboard["references"]} == {LENS_ID, SEARCH_ID}
+    assert {r["id"] for r in dashboard["references"]} == DASHBOARD_PANELS[dashboard_id]
     assert set(dashboard["attributes"]) <= DASHBOARD_ATTRIBUTES
     assert dashboard["attributes"]["timeRestore"] is False
 
@@ -235,8 +267,10 @@ def test_the_version_rule_refuses_what_kibana_refuses(objects: list[dict[str, An
                       "8.0.0")  # 8.0-8.7 do not read typeMigrationVersion
 
 
-def test_lens_references_the_data_view_by_name(objects: list[dict[str, Any]], fields: dict[str, str]) -> None:
-    lens = by_type(objects, "lens")
+@pytest.mark.parametrize("lens_id", [LENS_ID, BRANDS_LENS_ID, PRICE_LENS_ID])
+def test_lens_references_the_data_view_by_name(objects: list[dict[str, Any]], fields: dict[str, str],
+                                               lens_id: str) -> None:
+    lens = by_id(objects, lens_id)
     state = lens["attributes"]["state"]
     assert lens["attributes"]["visualizationType"] == "lnsXY"
     assert "indexPatternId" not in json.dumps(state) and "currentIndexPatternId" not in json.dumps(state)
@@ -255,9 +289,14 @@ def test_lens_references_the_data_view_by_name(objects: list[dict[str, Any]], fi
         for column in layer["columns"].values():
             if column["operationType"] == "count":
                 assert column["sourceField"] == LENS_RECORDS_FIELD
-            else:
+            elif column["operationType"] == "terms":
                 assert fields[column["sourceField"]] == "keyword"  # aggregatable
-                assert column["sourceField"] == mapping.CATEGORY_TOP_FIELD
+                assert column["sourceField"] in (mapping.CATEGORY_TOP_FIELD, "values.brand")
+                assert column["dataType"] == "string"
+            else:  # a histogram of a number value
+                assert column["operationType"] == "range" and column["params"]["type"] == "histogram"
+                assert fields[column["sourceField"]] == "double" and column["sourceField"] == "values.price"
+                assert column["dataType"] == "number" and column["scale"] == "interval"
             order = (column.get("params") or {}).get("orderBy")
             if order and order["type"] == "column":
                 assert order["columnId"] in layer["columns"]
@@ -282,14 +321,57 @@ def test_data_view_fields_exist_in_the_mapping(objects: list[dict[str, Any]], fi
     assert json.loads(attributes["fields"]) == [] and json.loads(attributes["runtimeFieldMap"]) == {}
 
 
-def test_saved_search_fields_exist_in_the_mapping(objects: list[dict[str, Any]], fields: dict[str, str]) -> None:
-    search = by_type(objects, "search")
+@pytest.mark.parametrize("search_id", [SEARCH_ID, SHOP_SEARCH_ID])
+def test_saved_search_fields_exist_in_the_mapping(objects: list[dict[str, Any]], fields: dict[str, str],
+                                                  search_id: str) -> None:
+    search = by_id(objects, search_id)
     attributes = search["attributes"]
     assert set(attributes) <= SEARCH_ATTRIBUTES
     assert set(attributes["columns"]) <= set(fields) and attributes["columns"][0] == mapping.IMAGE_FIELD
     for field, direction in attributes["sort"]:
-        assert fields[field] in {"date", "keyword"} and direction in {"asc", "desc"}
-    assert attributes["sort"][0][0] == mapping.INGESTED_AT_FIELD
+        assert fields[field] in {"date", "keyword", "double"} and direction in {"asc", "desc"}
+    assert attributes["sort"][0][0] == (mapping.INGESTED_AT_FIELD if search_id == SEARCH_ID else "values.price")
+
+
+def test_shop_search_filters_on_a_typed_value(objects: list[dict[str, Any]], fields: dict[str, str]) -> None:
+    """The shop's saved search keeps the products with a price: an ``exists`` filter as Kibana
+    exports one (its data view by the reference ``...filter[0].meta.index``)."""
+    search = by_id(objects, SHOP_SEARCH_ID)
+    ((flt, ref),) = filter_refs(search)
+    assert ref["name"] == "kibanaSavedObjectMeta.searchSourceJSON.filter[0].meta.index"
+    assert (ref["type"], ref["id"]) == ("index-pattern", DATA_VIEW_ID)
+    meta = flt["meta"]
+    assert meta["type"] == "exists" and meta["negate"] is False and meta["disabled"] is False
+    assert flt["query"] == {"exists": {"field": meta["key"]}} and fields[meta["key"]] == "double"
+    assert {"values.brand", "values.price"} <= set(search["attributes"]["columns"])
+    assert by_type(objects, "search")["attributes"]["columns"] == ["image", "title", "categories", "market"]
+
+
+def test_the_data_view_labels_and_formats_the_values(objects: list[dict[str, Any]], fields: dict[str, str]) -> None:
+    attributes = by_type(objects, "index-pattern")["attributes"]
+    labels = json.loads(attributes["fieldAttrs"])
+    assert labels["values.brand"] == {"customLabel": "Brand"} and labels["values.price"] == {"customLabel": "Price"}
+    price = json.loads(attributes["fieldFormatMap"])["values.price"]
+    assert price == {"id": "number", "params": {"pattern": "0,0.[00]"}} and fields["values.price"] == "double"
+    # value fields in the mapping are typed by kind: the charts can aggregate them
+    assert fields["values.brand"] == "keyword" and fields["values.fk_advantage"] == "boolean"
+
+
+def test_shop_objects_follow_the_index_value_names() -> None:
+    objects = saved_objects(keyword_value="manufacturer", number_value="retail_price")
+    text = to_ndjson(objects)
+    assert "values.brand" not in text and "values.price\"" not in text and 'values.price"' not in text
+    assert by_id(objects, BRANDS_LENS_ID)["attributes"]["state"]["datasourceStates"]["indexpattern"]["layers"][
+        "ctir-brands"]["columns"]["ctir-brand"]["sourceField"] == "values.manufacturer"
+    ((flt, _),) = filter_refs(by_id(objects, SHOP_SEARCH_ID))
+    assert flt["query"] == {"exists": {"field": "values.retail_price"}}
+    labels = json.loads(by_id(objects, DATA_VIEW_ID)["attributes"]["fieldAttrs"])
+    assert "values.manufacturer" in labels and "values.retail_price" in labels
+    # the default names leave the shipped file as it is; a name that is not a value name is refused
+    assert to_ndjson(saved_objects(keyword_value="brand", number_value="price")) == to_ndjson(saved_objects())
+    for bad in ("Brand", "a.b", 'x"y', "", "a__b", "price"):
+        with pytest.raises(ConfigError):
+            saved_objects(keyword_value=bad)
 
 
 # ------------------------------------------------------------------- rewriting for the alias
@@ -462,8 +544,7 @@ def test_real_kibana_import() -> None:
     conn = KibanaConnection.from_env(url=os.environ["KIBANA_URL"])
     result = import_saved_objects(conn, to_ndjson(saved_objects()))
     assert result["success"] is True and result["successCount"] == len(TYPES)
-    for type_, id_ in [("index-pattern", DATA_VIEW_ID), ("lens", LENS_ID), ("search", SEARCH_ID),
-                       ("dashboard", DASHBOARD_ID)]:
+    for type_, id_ in zip(TYPES, ALL_IDS, strict=True):
         response = requests.get(f"{conn.url.rstrip('/')}/api/saved_objects/{type_}/{id_}",
                                 headers=conn.headers(), timeout=conn.timeout,
                                 verify=conn.ca_certs or conn.verify_certs)

@@ -17,6 +17,23 @@ The file is in the shape Kibana 8.x exports (one object a line, each with ``refe
 - ``dashboard`` ``ctir-es-catalogue``: the two panels side by side; each panel's
   ``panelRefName`` ``panel_<panelIndex>`` has the reference ``<panelIndex>:panel_<panelIndex>``.
 
+Shop search (docs/shop-search.md) over the typed values, ``values.<name>`` of mapping v4 (a
+``keyword`` with the ``lowercase`` normalizer, a ``double``, a ``boolean``): the data view labels
+``values.brand`` and ``values.price`` and formats the price as a number (``0,0.[00]``);
+
+- ``lens`` ``ctir-es-shop-brands``: products per brand (``terms`` on ``values.brand``, top 20);
+- ``lens`` ``ctir-es-shop-price-histogram``: products per price interval (Lens's ``range``
+  operation in ``histogram`` mode on ``values.price``, ``maxBars: auto``);
+- ``search`` ``ctir-es-shop-priced``: products with a price (an ``exists`` filter on
+  ``values.price``, whose data view is the reference
+  ``kibanaSavedObjectMeta.searchSourceJSON.filter[0].meta.index``, as Kibana exports a filter),
+  with brand and price columns, cheapest first;
+- ``dashboard`` ``ctir-es-shop``: the two charts above the saved search.
+
+``brand`` and ``price`` are the names the Flipkart and XMarket readers give those values; for an
+index that names them otherwise, ``saved_objects(keyword_value=..., number_value=...)`` points
+the shop objects at its own keyword and number values.
+
 Which Kibana imports them (rules read in Kibana's source, saved-objects migration server):
 
 - ``coreMigrationVersion`` must not be newer than the Kibana that imports
@@ -46,6 +63,7 @@ url field format params: Kibana ``field_formats/common/converters/url.ts``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from importlib.resources import files
 from typing import Any
@@ -57,6 +75,18 @@ DATA_VIEW_ID = "ctir-es-products"
 LENS_ID = "ctir-es-products-per-top-category"
 SEARCH_ID = "ctir-es-products-search"
 DASHBOARD_ID = "ctir-es-catalogue"
+# shop search over the typed values (mapping v4)
+BRANDS_LENS_ID = "ctir-es-shop-brands"
+PRICE_LENS_ID = "ctir-es-shop-price-histogram"
+SHOP_SEARCH_ID = "ctir-es-shop-priced"
+SHOP_DASHBOARD_ID = "ctir-es-shop"
+SHOP_IDS: tuple[str, ...] = (BRANDS_LENS_ID, PRICE_LENS_ID, SHOP_SEARCH_ID, SHOP_DASHBOARD_ID)
+# the typed values the shipped objects name (the Flipkart and XMarket readers' names)
+KEYWORD_VALUE = "brand"
+NUMBER_VALUE = "price"
+VALUES_PREFIX = "values."
+# a value name as ``ctir_es.values`` normalises it: letters, digits, marks and single ``_``
+_VALUE_NAME = re.compile(r"^[^\W_](?:_?[^\W_])*$")
 # typeMigrationVersion / coreMigrationVersion / migrationVersion of every shipped object.
 MIGRATION_VERSION = "8.0.0"
 # The Kibana versions that import MIGRATION_VERSION objects (see the module docstring).
@@ -102,13 +132,28 @@ def saved_objects(
     index: str = "products",
     image_url_template: str | None = None,
     vector_fields: Iterable[str] | None = None,
+    keyword_value: str = KEYWORD_VALUE,
+    number_value: str = NUMBER_VALUE,
 ) -> list[dict[str, Any]]:
     """The saved objects with the data view pointed at ``index`` (the alias) and, when given,
     the image URL template (e.g. ``https://cdn.example.com/{{rawValue}}``) and the vector
-    fields to hide (default ``title_vector``, ``image_vector``)."""
+    fields to hide (default ``title_vector``, ``image_vector``). The shop objects chart the
+    keyword value ``keyword_value`` (default ``brand``) and the number value ``number_value``
+    (default ``price``): the index's own names of them (``ctir-es stats`` lists its values)."""
     if not index or not index.strip():
         raise ConfigError("the Kibana data view needs an index or alias name")
-    objects = parse_ndjson(raw_ndjson())
+    for name in (keyword_value, number_value):
+        if not _VALUE_NAME.match(name) or name != name.casefold():
+            raise ConfigError(f"{name!r} is not a value name (lower case letters and digits joined by single '_')")
+    if keyword_value == number_value:
+        raise ConfigError("the keyword and the number value must differ")
+    text = raw_ndjson()
+    renames = {KEYWORD_VALUE: keyword_value, NUMBER_VALUE: number_value}
+    if renames != {KEYWORD_VALUE: KEYWORD_VALUE, NUMBER_VALUE: NUMBER_VALUE}:
+        # every mention of the two fields, in attributes and in JSON held as strings alike
+        pattern = re.compile(re.escape(VALUES_PREFIX) + r"(" + "|".join(map(re.escape, renames)) + r")\b")
+        text = pattern.sub(lambda m: VALUES_PREFIX + renames[m.group(1)], text)
+    objects = parse_ndjson(text)
     for obj in objects:
         if obj["type"] == "index-pattern" and obj["id"] == DATA_VIEW_ID:
             attributes = obj["attributes"]
