@@ -225,6 +225,7 @@ def test_group_variants_and_paging_to_the_end(page: Any, server: ServeProcess) -
     search_done(page)
     assert page.is_checked("#collapse") and page.input_value("#k") == "48"
     folded = {r["id"]: r["collapsed"] for r in body["results"] if r["collapsed"]}
+    assert folded and body["shop"]["collapse"]["folded"] >= sum(folded.values())  # the sample has variants
     badges = dict(page.locator("#results .card").evaluate_all(
         "els => els.filter(e => e.querySelector('.badge')).map(e => [e.dataset.id, e.querySelector('.badge').textContent])"))
     assert badges == {pid: f"+{n} more" for pid, n in folded.items()}
