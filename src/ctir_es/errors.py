@@ -57,6 +57,11 @@ class StoreLocked(StoreError):
     """Another process is already ingesting into this store."""
 
 
+class StoreCorrupted(StoreError):
+    """The store file is damaged (SQLite says malformed / not a database, or the header or page
+    layout is wrong): nothing a retry fixes; the message says how to rebuild it."""
+
+
 class SchemaMismatch(StoreError):
     """The index was built with other encoders / dims than the ones in use now."""
 

@@ -78,7 +78,7 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
                         max_pending=max_pending)
         connections = ConnectionLimits(header_timeout=header_timeout, keep_alive=keep_alive,
                                        max_connections=min(max_connections, _usable_descriptors()))
-        app = create_app(search, roots, limits)
+        app = create_app(search, roots, limits, check_store=True)
         service = app.state.service
         where = settings.es_url and "Elasticsearch" or str(settings.store)
         click.echo(f"ctir-es: {search.store.count()} products from {where}", err=True)

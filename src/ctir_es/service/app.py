@@ -14,6 +14,7 @@ from .errors import install_error_handlers
 from .files import normalise_roots
 from .guards import BodyGuard, LoadShedder, ProductPath
 from .headers import SecurityHeaders
+from .integrity import IntegrityCheck
 from .limits import Limits
 from .params import Params
 from .routes import categories, health, page, products
@@ -25,11 +26,15 @@ def create_app(
     search: Search,
     image_roots: Sequence[str | Path] = (),
     limits: Limits | None = None,
+    *,
+    check_store: bool = False,
 ) -> FastAPI:
     """The HTTP API and web page over ``search``.
 
     ``image_roots``: the only directories local catalogue images are served from (see
     ``ctir_es.service.files``); an empty list serves no local files at all.
+    ``check_store``: read every page of an embedded store once in the background
+    (``service.integrity``), so ``/health`` reports damage no request has reached yet.
     """
     limits = limits or Limits()
     app = FastAPI(
@@ -43,7 +48,10 @@ def create_app(
         docs_url=None,  # the Swagger/ReDoc pages load from a CDN; the schema is at /openapi.json
         redoc_url=None,
     )
-    app.state.service = Service(search, limits, normalise_roots(image_roots))
+    service = Service(search, limits, normalise_roots(image_roots))
+    app.state.service = service
+    if check_store:
+        service.integrity = IntegrityCheck(search.store, service.found_corrupted).start()
     install_error_handlers(app)
 
     params = Params(limits)

@@ -207,6 +207,11 @@ class HealthOut(BaseModel):
                     "not kept | unreadable; the model, when, P@10 before and after, products written "
                     "since, category nodes it never saw, `hint` when stale; `problem` when the index's "
                     "CLIP-ITA model folder is missing (category queries are served without it).")
+    integrity: str | None = Field(
+        default=None,
+        description="`serve` only (else absent): its background read of every page of an embedded store, "
+                    "`checking` | `ok` | `skipped` (not an embedded store); damage found makes /health 503 "
+                    "`store_corrupted`.")
     learning: dict[str, Any] | None = Field(
         default=None,
         description="`serve --learn` only (else absent): `state` running | kept | not-kept | failed | "

@@ -25,7 +25,7 @@ import anyio.to_thread
 from fastapi import Depends, Request, UploadFile
 from PIL import Image
 
-from ..errors import StoreError, Unsupported
+from ..errors import StoreCorrupted, Unsupported
 from ..ingest.images import ImageLoader
 from ..search import Search
 from ..shop.cursor import MemoryPins
@@ -35,6 +35,7 @@ from .limits import Limits
 from .uploads import decode_upload
 
 if TYPE_CHECKING:
+    from .integrity import IntegrityCheck
     from .learning import BackgroundLearn
 
 T = TypeVar("T")
@@ -81,7 +82,8 @@ class Service:
         self._closed = False
         self.limits = limits
         self.image_roots = image_roots
-        self.store_error: str | None = None  # set once a request found the store corrupted
+        self.store_error: str | None = None  # set once a request (or the integrity check) found the store corrupted
+        self.integrity: IntegrityCheck | None = None  # ``serve``: every page read once in the background
         self.learning: BackgroundLearn | None = None  # ``serve --learn``: training in the background
         self._limiter: anyio.CapacityLimiter | None = None  # made inside the event loop
         # Pinned rankings behind ``/search?cursor=`` (bounded, ctir_es.shop.cursor): kept here, not
@@ -167,10 +169,13 @@ class Service:
         except TimeoutError:
             raise ApiError(503, "timeout", f"the request took longer than {self.limits.timeout:g} s",
                            {"Retry-After": "5"}) from None
-        except StoreError as exc:
-            if "corrupted" in str(exc):  # /health reports it from now on
-                self.store_error = str(exc)
+        except StoreCorrupted as exc:  # /health reports it from now on
+            self.found_corrupted(exc)
             raise
+
+    def found_corrupted(self, exc: StoreCorrupted) -> None:
+        """The store is damaged: ``/health`` answers 503 ``store_corrupted`` from now on."""
+        self.store_error = str(exc)
 
     async def read_upload(self, file: UploadFile) -> bytes:
         """The uploaded image's bytes (409 on an index without image vectors, 413 over the cap)."""

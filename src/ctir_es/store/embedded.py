@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..config import LEXICAL_ENGINES, env_name, env_value
-from ..errors import MissingExtraError, SchemaMismatch, StoreError, StoreLocked
+from ..errors import MissingExtraError, SchemaMismatch, StoreCorrupted, StoreError, StoreLocked
 from ..filters import Filter
 from ..products import Product
 from . import ann, batch_write, lexical_tantivy, scan, wal_checkpoint
@@ -124,7 +124,7 @@ def _describe(path: Path, exc: BaseException) -> StoreError:
     low = text.lower()
     err = getattr(exc, "errno", None)
     if any(word in low for word in ("malformed", "not a database", "corrupt", "vtable constructor failed")):
-        return StoreError(f"store {path} is corrupted ({text}); {REBUILD_HINT}")
+        return StoreCorrupted(f"store {path} is corrupted ({text}); {REBUILD_HINT}")
     if "full" in low or err == errno.ENOSPC:
         return StoreError(f"the disk holding store {path} is full ({text}): the batch being written was rolled "
                           "back and every batch committed before is kept; free some space and re-run the same "
@@ -621,7 +621,7 @@ class EmbeddedStore:
         wal = Path(f"{self.path}-wal")
         part_page_ok = wal.exists() and wal.stat().st_size > 0
         if len(header) < 100 or page < 512 or page & (page - 1) or (size % page and not part_page_ok):
-            raise StoreError(f"store {self.path} is corrupted (truncated or damaged header: {size:,} bytes, "
+            raise StoreCorrupted(f"store {self.path} is corrupted (truncated or damaged header: {size:,} bytes, "
                              f"page size {page}); {REBUILD_HINT}")
 
     def _check_format(self, conn: sqlite3.Connection) -> int:

@@ -4,6 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from ...errors import StoreCorrupted
 from ...learned import CACHE_SECONDS, learned_summary
 from ...ranking.calibration import calibration_summary
 from ...search import Search
@@ -33,11 +34,17 @@ async def health(service: ServiceDep) -> dict[str, Any]:
     """Liveness and what this index can do, with the fusion category queries are served with
     (``calibration``) and the model ``ctir-es learn`` trained (``learned``), as ``ctir-es stats``
     shows them, and under ``serve --learn`` the training under way or its outcome
-    (``learning``); 503 once a request found the store corrupted."""
+    (``learning``); 503 ``store_corrupted`` once a request or ``serve``'s background read of
+    every page (``integrity``: checking | ok) found the store damaged."""
     if service.store_error is not None:
         raise ApiError(503, "store_corrupted", service.store_error)
-    facts = await service.use(_facts)
+    try:
+        facts = await service.use(_facts)
+    except StoreCorrupted as exc:  # found by this very request (``run`` recorded it)
+        raise ApiError(503, "store_corrupted", str(exc)) from None
     out = {"status": "ok", **facts, "image_search": service.image_search, "image_roots": len(service.image_roots)}
+    if service.integrity is not None:
+        out["integrity"] = service.integrity.state
     if service.learning is not None:
         out["learning"] = service.learning.status()
     return out

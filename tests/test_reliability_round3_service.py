@@ -1,0 +1,134 @@
+"""Issue 24, service hygiene and bounded work (items 3, 6 and the service part of 7): the real
+``ctir-es serve`` in a subprocess on 127.0.0.1, or the app under ``TestClient``, over stores
+made by the real ``ctir-es ingest``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Self
+
+from service_support import free_port
+from test_reliability_ingest import run_cli
+
+CLI = Path(sys.executable).parent / "ctir-es"
+
+
+def catalogue(tmp: Path, n: int, name: str = "c.jsonl") -> Path:
+    path = tmp / name
+    path.write_text("".join(json.dumps({"id": f"p{i}", "title": f"steel pan number {i} with lid",
+                                        "description": "a fine pan " * 30,
+                                        "categories": [["Kitchen", f"Pans {i % 7}"]]}) + "\n"
+                            for i in range(n)), encoding="utf-8")
+    return path
+
+
+def ingest(tmp: Path, n: int, store: Path, *extra: str) -> Path:
+    out = run_cli(tmp, "ingest", "jsonl", str(catalogue(tmp, n)), "--store", str(store), "--no-images",
+                  "--text-model", "none", "--json", *extra)
+    assert out.returncode == 0, out.stderr
+    return store
+
+
+def corrupt_middle_page(src: Path, dst: Path) -> None:
+    """A copy of ``src`` with the page in the middle of the file overwritten: the header, the
+    schema and the first pages still read, so the store opens and counts its products."""
+    dst.write_bytes(src.read_bytes())
+    with sqlite3.connect(dst) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page, pages = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count"))
+    conn.close()
+    assert pages >= 8, pages
+    with open(dst, "r+b") as fh:
+        fh.seek((pages // 2) * page)
+        fh.write(b"\xa5" * page)
+
+
+def get(url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        return exc.code, json.loads(body) if body.startswith(b"{") else body
+
+
+class Serve:
+    """``ctir-es serve`` in a subprocess, answered at all (whatever /health says), stopped by pid."""
+
+    def __init__(self, tmp: Path, store: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"serve-{self.port}.log"
+        full_env = {**os.environ, "CTIR_ES_CONFIG": str(tmp / "absent.toml"), "CTIR_ES_CACHE_DIR": str(tmp / "cache")}
+        for var in ("CTIR_ES_URL", "CTIR_ES_STORE", "CTIR_ES_ALLOWED_HOSTS", "CTIR_ES_SERVICE_API_KEY"):
+            full_env.pop(var, None)
+        full_env.update(env or {})
+        self.cmd = [str(CLI), "serve", "--store", str(store), "--port", str(self.port), *extra]
+        self.env = full_env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.fh = open(self.log, "wb")
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=self.fh, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited with {self.proc.returncode}: {self.output()}")
+            try:
+                get(f"{self.url}/openapi.json", timeout=2)
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"serve did not answer: {self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.fh.close()
+
+
+def health_settled(url: str, timeout: float = 30) -> tuple[int, Any]:
+    """/health once the background integrity check is no longer ``checking``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = get(f"{url}/health")
+        if status != 200 or body.get("integrity") != "checking" or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.2)
+
+
+# -- 1. /health reports a damaged store ------------------------------------------------------------
+
+def test_health_reports_a_store_damaged_in_the_middle_before_any_query(tmp_path: Path) -> None:
+    sound = ingest(tmp_path, 400, tmp_path / "s.db")
+    broken = tmp_path / "broken.db"
+    corrupt_middle_page(sound, broken)
+    with Serve(tmp_path, broken) as server:
+        status, body = health_settled(server.url)
+        assert status == 503, body
+        assert body["error"]["code"] == "store_corrupted"
+        assert "is corrupted" in body["error"]["message"] and "ctir-es ingest" in body["error"]["message"]
+        assert get(f"{server.url}/health")[0] == 503  # and it stays so
+        assert "Traceback" not in server.output()
+    with Serve(tmp_path, sound) as server:
+        status, body = health_settled(server.url)
+        assert status == 200 and body["status"] == "ok" and body["integrity"] == "ok", body
+        assert body["products"] == 400
