@@ -15,8 +15,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
+import pytest
+from fastapi.testclient import TestClient
 from service_support import free_port
 from test_reliability_ingest import run_cli
+
+from ctir_es import search as search_module
+from ctir_es.config import load_settings
+from ctir_es.errors import Unsupported
+from ctir_es.filters import Filter
+from ctir_es.search import Search
+from ctir_es.service import Limits, create_app
 
 CLI = Path(sys.executable).parent / "ctir-es"
 
@@ -132,3 +141,74 @@ def test_health_reports_a_store_damaged_in_the_middle_before_any_query(tmp_path:
         status, body = health_settled(server.url)
         assert status == 200 and body["status"] == "ok" and body["integrity"] == "ok", body
         assert body["products"] == 400
+
+
+# -- 2. bounded /audit ---------------------------------------------------------------------------
+
+AUDIT_CAP = 60  # below the 400 products of the store, above one category's 57 or 58
+
+
+@pytest.fixture(scope="module")
+def vector_store(tmp_path_factory: pytest.TempPathFactory, tiny_text_model_dir: Path) -> Path:
+    """400 products in 7 categories of 57 or 58, with title vectors (the tiny text model)."""
+    tmp = tmp_path_factory.mktemp("audit")
+    return ingest(tmp, 400, tmp / "v.db", "--text-model", str(tiny_text_model_dir))
+
+
+def open_search(store: Path, tmp: Path) -> Search:
+    return Search.open(load_settings(env={"CTIR_ES_STORE": str(store), "CTIR_ES_CONFIG": str(tmp / "absent.toml"),
+                                          "CTIR_ES_CACHE_DIR": str(tmp / "cache")}))
+
+
+def test_audit_over_the_limit_is_refused_at_once_and_within_or_offset_bound_it(vector_store: Path,
+                                                                               tmp_path: Path) -> None:
+    search = open_search(vector_store, tmp_path)
+    with TestClient(create_app(search, limits=Limits(max_audit=AUDIT_CAP))) as client:
+        started = time.monotonic()
+        resp = client.get("/audit")
+        assert time.monotonic() - started < 5
+        assert resp.status_code == 422, resp.text
+        error = resp.json()["error"]
+        assert error["code"] == "too_many_products"
+        assert "400 products" in error["message"] and f"at most {AUDIT_CAP}" in error["message"]
+        assert "within=" in error["message"] and "offset=" in error["message"]
+
+        resp = client.get("/audit", params={"within": "Kitchen > Pans 3", "k": 200})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["total"] == 57 and body["audited"] == 57 and body["next_offset"] is None
+        assert {e["id"] for e in body["entries"]} <= {f"p{i}" for i in range(400) if i % 7 == 3}
+
+        seen, offset, pages = 0, 0, 0
+        while offset is not None:
+            page = client.get("/audit", params={"offset": offset}).json()
+            assert page["total"] == 400 and page["offset"] == offset and page["audited"] <= AUDIT_CAP
+            seen, offset, pages = seen + page["audited"], page["next_offset"], pages + 1
+        assert (seen, pages) == (400, 7)
+        assert "offset" in client.get("/openapi.json").json()["paths"]["/audit"]["get"]["description"]
+
+
+def test_filtered_audit_on_an_index_larger_than_max_audit_lists_only_the_matches(
+        vector_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``audit --within`` used to be refused on any index over MAX_AUDIT products (the count
+    ignored the filter); here MAX_AUDIT is 100 and the index holds 400."""
+    monkeypatch.setattr(search_module, "MAX_AUDIT", 100)
+    search = open_search(vector_store, tmp_path)
+    try:
+        report = search.audit(k=100, filters=[Filter("category", "subtree", "Kitchen > Pans 3")])
+        assert report.audited == 57
+        assert search.audit_selection([Filter("category", "subtree", "Kitchen > Pans 3")]) == \
+            sorted(f"p{i}" for i in range(400) if i % 7 == 3)
+        with pytest.raises(Unsupported, match="100 or more of the index's 400 products match the filter"):
+            search.audit(filters=[Filter("category", "subtree", "Kitchen")])
+    finally:
+        search.close()
+
+
+def test_serve_max_audit_flag_bounds_audit(vector_store: Path, tmp_path: Path) -> None:
+    with Serve(tmp_path, vector_store, "--max-audit", "100") as server:
+        status, body = get(f"{server.url}/audit")
+        assert status == 422 and body["error"]["code"] == "too_many_products", body
+        assert "at most 100" in body["error"]["message"]
+        status, body = get(f"{server.url}/audit?offset=300")
+        assert status == 200 and body["audited"] == 100 and body["next_offset"] is None, body

@@ -516,9 +516,15 @@ class Search:
         entries.sort(key=lambda e: (-e.suspicion, -e.gap, e.id))
         return AuditReport(entries[:k], len(entries), depth)
 
+    def audit_selection(self, filters: Sequence[Filter] = ()) -> list[str]:
+        """The ids ``audit`` judges when given none: every product matching ``filters``, in id
+        order (a service pages through it, bounding the work of one request)."""
+        return self._all_ids(filters)
+
     def _all_ids(self, filters: Sequence[Filter] = ()) -> list[str]:
-        """Every product id (matching ``filters``): the store lists them where it can; filtered,
-        a kNN query as deep as the index does."""
+        """Every product id (matching ``filters``), sorted: the store lists them where it can;
+        filtered, a kNN query over the matching products only, at most ``MAX_AUDIT`` deep
+        (Elasticsearch's k limit), so a narrow filter works on an index of any size."""
         if not filters and isinstance(self.store, IdLister):
             return self.store.ids()
         field_name = next((f for f in (TITLE_VECTOR, IMAGE_VECTOR) if f in self.schema.vectors), None)
@@ -526,13 +532,15 @@ class Search:
             raise Unsupported("auditing a whole index needs title or image vectors to list its products "
                               "(pass ids, or ingest with a text model)")
         total = self.store.count()
-        if total > MAX_AUDIT:
-            raise Unsupported(f"the index holds {total:,} products; audit at most {MAX_AUDIT:,} at once "
-                              "(pass ids or narrow it with a category filter)")
         dims = self.schema.vectors[field_name].dims
         probe = np.full(dims, 1.0 / np.sqrt(dims), dtype=np.float32)
-        hits = self.store.search(None, [VectorQuery(field_name, probe, "all")], max(total, 1), filters)
-        return [h.id for h in hits.get("all", [])]
+        hits = self.store.search(None, [VectorQuery(field_name, probe, "all")], min(max(total, 1), MAX_AUDIT), filters)
+        found = sorted(h.id for h in hits.get("all", []))
+        if len(found) >= MAX_AUDIT and total > MAX_AUDIT:  # the listing may have been cut
+            which = "match the filter" if filters else "are in the index"
+            raise Unsupported(f"{MAX_AUDIT:,} or more of the index's {total:,} products {which}; audit at most "
+                              f"{MAX_AUDIT:,} at once (pass ids or narrow it with a category filter)")
+        return found
 
     def categorizer(self) -> Categorizer:
         """The signals over this index (label space: every category node of the index)."""

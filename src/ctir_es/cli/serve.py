@@ -22,6 +22,8 @@ LIMITS: tuple[tuple[str, click.ParamType, float, str], ...] = (
      "Open connections; more are answered 503 with Retry-After (capped by the open-file limit)."),
     ("--max-pending", click.IntRange(1, 10_000), 64,
      "Requests processed at once; more are answered 503 with Retry-After at once."),
+    ("--max-audit", click.IntRange(1, 100_000), 500,
+     "Products one GET /audit request judges; a larger selection must be narrowed (within) or paged (offset)."),
 )
 limit_options = with_options([click.option(flag, type=kind, default=default, show_default=True, help=text)
                               for flag, kind, default, text in LIMITS])
@@ -45,7 +47,8 @@ limit_options = with_options([click.option(flag, type=kind, default=default, sho
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...], learn_too: bool,
           learn_epochs: int, learn_force: bool, timeout: float, max_upload_mb: float, header_timeout: float,
-          body_timeout: float, keep_alive: float, max_connections: int, max_pending: int, store: Path | None,
+          body_timeout: float, keep_alive: float, max_connections: int, max_pending: int, max_audit: int,
+          store: Path | None,
           es_url: str | None) -> None:
     """Serve the HTTP API (/search, /products, /categories, /categorize, ...) and a web page.
 
@@ -75,7 +78,7 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
     try:
         roots = normalise_roots(image_roots) if image_roots else derive_image_roots(search.store)
         limits = Limits(timeout=timeout, max_upload_bytes=int(max_upload_mb * 1_000_000), body_timeout=body_timeout,
-                        max_pending=max_pending)
+                        max_pending=max_pending, max_audit=max_audit)
         connections = ConnectionLimits(header_timeout=header_timeout, keep_alive=keep_alive,
                                        max_connections=min(max_connections, _usable_descriptors()))
         app = create_app(search, roots, limits, check_store=True)

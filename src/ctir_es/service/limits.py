@@ -14,7 +14,7 @@ class Limits:
     """Request limits. Anything over a size limit gets 413, over a count limit 422, a request
     that takes longer than ``timeout`` seconds gets 503 (code ``timeout``), a body slower than
     ``body_timeout`` 408, and a request beyond ``max_pending`` in progress 503 ``overloaded``
-    with ``Retry-After``."""
+    with ``Retry-After``. ``GET /audit`` judges at most ``max_audit`` products per request."""
 
     max_query_chars: int = MAX_QUERY_CHARS  # q, within
     max_k: int = 100  # results per page
@@ -27,6 +27,9 @@ class Limits:
     max_image_file_bytes: int = 20_000_000  # a catalogue image file served by /products/{id}/image
     body_timeout: float = 30.0  # seconds for a whole request body to arrive (408 after)
     max_pending: int = 64  # requests processed at once (queueing on the workers included); more get 503
+    # products one GET /audit judges (about 26 ms each with MiniLM + CLIP on 2 cores: 500 is ~13 s,
+    # under ``timeout``); a larger selection is 422 unless the request pages with ``offset``
+    max_audit: int = 500
 
     @property
     def max_body_bytes(self) -> int:

@@ -185,6 +185,9 @@ class AuditOut(BaseModel):
     audited: int
     depth: int
     entries: list[AuditEntryOut]
+    total: int = Field(description="Products in the selection (the index, or `within`).")
+    offset: int = Field(description="Where in the selection (id order) this page starts.")
+    next_offset: int | None = Field(description="The `offset` of the next page; null on the last one.")
 
 
 class HealthOut(BaseModel):

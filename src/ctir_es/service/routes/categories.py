@@ -57,15 +57,39 @@ def router(params: Params) -> APIRouter:
         body = categorize_input(await request.body(), limits.max_id_chars, limits.max_query_chars)
         return (await service.use(Search.categorize, **body, **options)).to_json()
 
-    @routes.get("/audit", response_model=AuditOut, responses=documented(400, 409))
+    @routes.get("/audit", response_model=AuditOut, responses=documented(400, 409), description=(
+        "Products whose stored category disagrees most with what the other products say, most suspicious "
+        f"first, each with the suggested category and the confidence gap. One request judges at most "
+        f"{limits.max_audit:,} products: narrow a larger selection with `within` (a category), or page "
+        "through it with `offset` (each page ranks its own products); otherwise it is refused with 422 "
+        "`too_many_products` before any work."))
     async def audit(
         service: ServiceDep,
         k: Annotated[int, Query(ge=1, le=200, description="Most suspicious products to return.")] = 20,
         depth: Annotated[int, Query(ge=1, le=32, description="Levels of the stored path compared.")] = 3,
         within: Annotated[str | None, params.within] = None,
+        offset: Annotated[int | None, Query(ge=0, le=10_000_000, description=(
+            f"Page through a selection of more than {limits.max_audit:,} products: audit the "
+            f"{limits.max_audit:,} from this position (in id order); `next_offset` names the next page. "
+            "Without it such a selection is refused (422)."))] = None,
     ) -> dict[str, Any]:
-        """Products whose stored category disagrees most with what the other products say, most
-        suspicious first, each with the suggested category and the confidence gap."""
-        return (await service.use(Search.audit, k=k, depth=depth, filters=category_filters(within))).to_json()
+        """Products that look filed in the wrong category, within a bounded amount of work."""
+        cap = limits.max_audit
+        filters = category_filters(within)
+
+        def bounded(search: Search) -> dict[str, Any]:
+            selection = search.audit_selection(filters)
+            total = len(selection)
+            if offset is None and total > cap:
+                raise ApiError(422, "too_many_products", (
+                    f"this audit would judge {total:,} products; one request judges at most {cap:,}: narrow it "
+                    f"with within=CATEGORY, or page through it with offset=0, {cap}, {2 * cap}, ..."))
+            start = offset or 0
+            page = selection[start : start + cap]
+            report = search.audit(page, k=k, depth=depth).to_json()
+            following = start + cap if start + cap < total else None
+            return {**report, "total": total, "offset": start, "next_offset": following}
+
+        return await service.use(bounded)
 
     return routes
