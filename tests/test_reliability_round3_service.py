@@ -26,6 +26,7 @@ from ctir_es.errors import Unsupported
 from ctir_es.filters import Filter
 from ctir_es.search import Search
 from ctir_es.service import Limits, create_app
+from ctir_es.service.hosts import allowed_hosts_for
 
 CLI = Path(sys.executable).parent / "ctir-es"
 
@@ -212,3 +213,40 @@ def test_serve_max_audit_flag_bounds_audit(vector_store: Path, tmp_path: Path) -
         assert "at most 100" in body["error"]["message"]
         status, body = get(f"{server.url}/audit?offset=300")
         assert status == 200 and body["audited"] == 100 and body["next_offset"] is None, body
+
+
+# -- 3. allowed hosts (DNS rebinding) ------------------------------------------------------------
+
+def test_a_wrong_host_header_is_400_and_the_local_names_are_answered(vector_store: Path, tmp_path: Path) -> None:
+    search = open_search(vector_store, tmp_path)
+    app = create_app(search, allowed_hosts=allowed_hosts_for("127.0.0.1", None))
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        for host in ("127.0.0.1:8000", "localhost", "LOCALHOST:1", "[::1]:8000"):
+            assert client.get("/health", headers={"host": host}).status_code == 200, host
+        for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example", "", "a b"):
+            resp = client.post("/categorize", headers={"host": host}, json={"text": "steel pan"})
+            assert resp.status_code == 400, (host, resp.text)
+            assert resp.json()["error"]["code"] == "bad_host"
+            assert resp.headers["x-content-type-options"] == "nosniff"  # the security headers still apply
+
+
+def test_allowed_hosts_rules() -> None:
+    assert allowed_hosts_for("127.0.0.1", None) == ["127.0.0.1", "localhost", "[::1]"]
+    assert allowed_hosts_for("::1", None) == ["127.0.0.1", "localhost", "[::1]"]
+    assert allowed_hosts_for("192.168.1.5", None) == ["127.0.0.1", "localhost", "[::1]", "192.168.1.5"]
+    assert allowed_hosts_for("0.0.0.0", None) is None  # a wildcard bind: serve says "any" at start
+    assert allowed_hosts_for("127.0.0.1", "Shop.Example, *.intra.example,fe80::1") == \
+        ["shop.example", "*.intra.example", "[fe80::1]"]
+
+
+def test_serve_refuses_a_rebound_host_and_takes_the_setting(vector_store: Path, tmp_path: Path) -> None:
+    def status_for(server: Serve, host: str) -> int:
+        return get(f"{server.url}/health", headers={"Host": host})[0]
+
+    with Serve(tmp_path, vector_store) as server:
+        assert status_for(server, "rebind.attacker.example") == 400
+        assert status_for(server, f"localhost:{server.port}") == 200
+        assert "answers the Host names: 127.0.0.1, localhost, [::1]" in server.output()
+    with Serve(tmp_path, vector_store, env={"CTIR_ES_ALLOWED_HOSTS": "shop.example"}) as server:
+        assert status_for(server, "shop.example") == 200
+        assert status_for(server, "localhost") == 400

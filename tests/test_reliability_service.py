@@ -105,7 +105,7 @@ def test_idle_and_slow_clients_are_cut_and_others_served(tmp_path: Path, awkward
         idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(300)]
         half = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(50)]
         for s in half:
-            s.sendall(b"GET /search?q=pan HTTP/1.1\r\nHost: x\r\n")
+            s.sendall(b"GET /search?q=pan HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         for _ in range(20):  # others are served while 350 sockets sit there
             assert request(port, "/search?q=steel+pan")[0] == 200
         data, after = read_all(idle[0], 10)
@@ -116,7 +116,7 @@ def test_idle_and_slow_clients_are_cut_and_others_served(tmp_path: Path, awkward
             s.close()
 
         slow = socket.create_connection(("127.0.0.1", port), timeout=5)
-        slow.sendall(b"POST /search/image HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        slow.sendall(b"POST /search/image HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
                      b"Content-Length: 1000\r\n\r\n")
         start = time.monotonic()
         answer = b""
@@ -136,7 +136,7 @@ def test_idle_and_slow_clients_are_cut_and_others_served(tmp_path: Path, awkward
         assert_json_error(answer + read_all(slow, 5)[0], 408, "request_timeout")
         slow.close()
 
-        for head in (b"GET /search?q=x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000,  # over 16 KiB, unfinished
+        for head in (b"GET /search?q=x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 40_000,  # over 16 KiB, unfinished
                      b"NOT AN HTTP REQUEST\r\n\r\n"):
             bad = socket.create_connection(("127.0.0.1", port), timeout=5)
             bad.sendall(head)

@@ -73,6 +73,7 @@ class Settings:
     vector_index: str = "exact"
     lexical_engine: str | None = None  # None: the store's own (fts5 for new embedded stores)
     fusion_location: str = "client"
+    allowed_hosts: str | None = None  # serve: Host names answered, comma-separated (None: local + bind host)
     es_options: Mapping[str, Any] = field(default_factory=dict)  # [elasticsearch] table of the file
     value_types: Mapping[str, ValueSpec] = field(default_factory=dict)  # [values] table: ingest's type overrides
 
@@ -161,6 +162,10 @@ SETTINGS: tuple[Knob, ...] = (
          choices=LEXICAL_ENGINES, optional=True),
     Knob("fusion_location", "CTIR_ES_FUSION_LOCATION", "str", "client (every store, per-source breakdown), "
          "server (an Elasticsearch retriever) or auto", choices=FUSION_LOCATIONS),
+    Knob("allowed_hosts", "CTIR_ES_ALLOWED_HOSTS", "str", "serve: the Host header names it answers, "
+         "comma-separated (*.example.com, or * for any: behind a proxy that checks it); others get 400 "
+         "(DNS rebinding). Unset: 127.0.0.1, localhost, [::1] and the --host it binds (any for 0.0.0.0)",
+         optional=True),
 )
 KNOBS: Mapping[str, Knob] = {k.name: k for k in SETTINGS}
 # env var -> setting name (secrets for Elasticsearch are read by EsConnection.from_env)

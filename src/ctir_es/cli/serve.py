@@ -64,6 +64,7 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
 
         from ..service import Limits, create_app
         from ..service.files import derive_image_roots, normalise_roots
+        from ..service.hosts import allowed_hosts_for
         from ..service.learning import STOP_GRACE, BackgroundLearn
         from ..service.protocol import ConnectionLimits, protocol_class
     except ImportError as exc:  # pragma: no cover - runtime dependencies
@@ -81,13 +82,17 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
                         max_pending=max_pending, max_audit=max_audit)
         connections = ConnectionLimits(header_timeout=header_timeout, keep_alive=keep_alive,
                                        max_connections=min(max_connections, _usable_descriptors()))
-        app = create_app(search, roots, limits, check_store=True)
+        hosts = allowed_hosts_for(host, settings.allowed_hosts)
+        app = create_app(search, roots, limits, check_store=True, allowed_hosts=hosts)
         service = app.state.service
         where = settings.es_url and "Elasticsearch" or str(settings.store)
         click.echo(f"ctir-es: {search.store.count()} products from {where}", err=True)
         click.echo("ctir-es: local images served only from: "
                    + (", ".join(str(r) for r in roots) or "(none: pass --image-root DIR)"), err=True)
         click.echo(f"ctir-es: open http://{host}:{port}/  (API schema: /openapi.json)", err=True)
+        click.echo("ctir-es: answers the Host names: " + (", ".join(hosts) if hosts else
+                   "any (a wildcard bind: set allowed_hosts / CTIR_ES_ALLOWED_HOSTS to the names clients use)"),
+                   err=True)
         if learn_too:
             from ..learn import LearnConfig
 

@@ -14,6 +14,7 @@ from .errors import install_error_handlers
 from .files import normalise_roots
 from .guards import BodyGuard, LoadShedder, ProductPath
 from .headers import SecurityHeaders
+from .hosts import AllowedHosts
 from .integrity import IntegrityCheck
 from .limits import Limits
 from .params import Params
@@ -28,6 +29,7 @@ def create_app(
     limits: Limits | None = None,
     *,
     check_store: bool = False,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """The HTTP API and web page over ``search``.
 
@@ -35,6 +37,7 @@ def create_app(
     ``ctir_es.service.files``); an empty list serves no local files at all.
     ``check_store``: read every page of an embedded store once in the background
     (``service.integrity``), so ``/health`` reports damage no request has reached yet.
+    ``allowed_hosts``: the ``Host`` names answered (others get 400 ``bad_host``); None: any.
     """
     limits = limits or Limits()
     app = FastAPI(
@@ -67,5 +70,7 @@ def create_app(
     app.add_middleware(ProductPath)
     app.add_middleware(LoadShedder, max_pending=limits.max_pending)
     app.add_middleware(BodyGuard, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout)
+    if allowed_hosts is not None:  # before the body is read; the refusal still gets the headers
+        app.add_middleware(AllowedHosts, allowed_hosts=allowed_hosts)
     app.add_middleware(SecurityHeaders)
     return app
