@@ -17,7 +17,7 @@ from typing import Any, Self
 
 import pytest
 from fastapi.testclient import TestClient
-from service_support import free_port
+from service_support import SAMPLE_IMAGES, free_port
 from test_reliability_ingest import run_cli
 
 from ctir_es import search as search_module
@@ -250,3 +250,34 @@ def test_serve_refuses_a_rebound_host_and_takes_the_setting(vector_store: Path, 
     with Serve(tmp_path, vector_store, env={"CTIR_ES_ALLOWED_HOSTS": "shop.example"}) as server:
         assert status_for(server, "shop.example") == 200
         assert status_for(server, "localhost") == 400
+
+
+# -- 4. serve starts despite one bad image path --------------------------------------------------
+
+def test_serve_starts_despite_one_image_path_with_a_flipped_byte_and_reports_it(tmp_path: Path) -> None:
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for src in sorted(SAMPLE_IMAGES.glob("*.jpg"))[:3]:
+        (images / src.name).write_bytes(src.read_bytes())
+    source = tmp_path / "c.jsonl"
+    source.write_text("".join(json.dumps({"id": f"p{i}", "title": f"pan {i}", "categories": [["Kitchen", "Pans"]],
+                                          "images": [str(p)]}) + "\n"
+                              for i, p in enumerate(sorted(images.iterdir()))), encoding="utf-8")
+    store = tmp_path / "s.db"
+    out = run_cli(tmp_path, "ingest", "jsonl", str(source), "--store", str(store), "--text-model", "none",
+                  "--clip-weights", "none", "--json")
+    assert out.returncode == 0, out.stderr
+    with sqlite3.connect(store) as conn:  # one byte of one stored path flipped: no longer UTF-8
+        path = bytearray(conn.execute("SELECT image FROM products WHERE id = 'p1'").fetchone()[0].encode())
+        path[len(path) // 2] ^= 0x80
+        conn.execute("UPDATE products SET image = CAST(? AS TEXT) WHERE id = 'p1'", (bytes(path),))
+    conn.close()
+    with Serve(tmp_path, store) as server:
+        status, body = health_settled(server.url)
+        assert status == 200 and body["products"] == 3 and body["integrity"] == "ok", body
+        log = server.output()
+        assert "the image directories could not be listed from the store" in log
+        assert "serving no local images: pass --image-root DIR" in log and "Traceback" not in log
+    with Serve(tmp_path, store, "--image-root", str(images)) as server:  # the fix it names works
+        status, body = get(f"{server.url}/products/p0")
+        assert status == 200 and body["image_url"], body

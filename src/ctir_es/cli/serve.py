@@ -77,7 +77,8 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
     service = None
     learning = None
     try:
-        roots = normalise_roots(image_roots) if image_roots else derive_image_roots(search.store)
+        root_problems: list[str] = []
+        roots = normalise_roots(image_roots) if image_roots else derive_image_roots(search.store, root_problems)
         limits = Limits(timeout=timeout, max_upload_bytes=int(max_upload_mb * 1_000_000), body_timeout=body_timeout,
                         max_pending=max_pending, max_audit=max_audit)
         connections = ConnectionLimits(header_timeout=header_timeout, keep_alive=keep_alive,
@@ -87,6 +88,8 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
         service = app.state.service
         where = settings.es_url and "Elasticsearch" or str(settings.store)
         click.echo(f"ctir-es: {search.store.count()} products from {where}", err=True)
+        for problem in root_problems:
+            click.echo(f"ctir-es: {problem}; serving no local images: pass --image-root DIR", err=True)
         click.echo("ctir-es: local images served only from: "
                    + (", ".join(str(r) for r in roots) or "(none: pass --image-root DIR)"), err=True)
         click.echo(f"ctir-es: open http://{host}:{port}/  (API schema: /openapi.json)", err=True)

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
+from ..errors import StoreError, one_line
 from ..ingest.images import ALLOWED_FORMATS
 
 log = logging.getLogger("ctir_es.service")
@@ -73,13 +74,26 @@ def normalise_roots(roots: Iterable[str | Path]) -> list[Path]:
     return kept
 
 
-def derive_image_roots(store: object) -> list[Path]:
+def derive_image_roots(store: object, problems: list[str] | None = None) -> list[Path]:
     """Roots from the directories of the products' stored image files (stores that can list
-    them: ``EmbeddedStore.image_dirs``); other stores give none (pass ``--image-root``)."""
+    them: ``EmbeddedStore.image_dirs``); other stores give none (pass ``--image-root``).
+
+    A listing that fails (one stored path with a flipped byte is not UTF-8, and SQLite refuses
+    the whole column) gives no roots instead of keeping the server down: the reason goes to
+    ``problems`` (``serve`` prints it with the fix) and the log."""
     dirs = getattr(store, "image_dirs", None)
     if dirs is None:
         return []
-    return normalise_roots(dirs())
+    try:
+        listed = dirs()
+    except StoreError as exc:  # a damaged file too: serve starts, and /health reports the damage
+        reason = f"the image directories could not be listed from the store ({one_line(exc, 200)})"
+        if problems is None:
+            log.warning("%s", reason)
+        else:
+            problems.append(reason)
+        return []
+    return normalise_roots(listed)
 
 
 def sniff(data: bytes) -> str | None:
