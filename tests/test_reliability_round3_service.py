@@ -281,3 +281,42 @@ def test_serve_starts_despite_one_image_path_with_a_flipped_byte_and_reports_it(
     with Serve(tmp_path, store, "--image-root", str(images)) as server:  # the fix it names works
         status, body = get(f"{server.url}/products/p0")
         assert status == 200 and body["image_url"], body
+
+
+# -- 5. an optional API key for the expensive routes ---------------------------------------------
+
+KEY = "k3y-Only-The-Operator-Knows"
+
+
+def test_audit_needs_the_api_key_when_one_is_set(vector_store: Path, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    search = open_search(vector_store, tmp_path)
+    with TestClient(create_app(search, api_key=KEY)) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"},
+                        {"Authorization": f"Bearer {KEY}x"}, {"Authorization": "Bearer"}):
+            resp = client.get("/audit", params={"within": "Kitchen > Pans 1"}, headers=headers)
+            assert resp.status_code == 401, (headers, resp.text)
+            assert resp.json()["error"]["code"] == "unauthorized" and resp.headers["www-authenticate"] == "Bearer"
+            assert KEY not in resp.text
+        resp = client.get("/audit", params={"within": "Kitchen > Pans 1"}, headers={"Authorization": f"Bearer {KEY}"})
+        assert resp.status_code == 200 and resp.json()["total"] == 57, resp.text
+        assert client.get("/search", params={"q": "steel pan"}).status_code == 200  # other routes stay open
+        schema = client.get("/openapi.json").json()
+        scheme = schema["components"]["securitySchemes"]["apiKey"]
+        assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+        assert schema["paths"]["/audit"]["get"]["security"] == [{"apiKey": []}]
+        assert "401" in schema["paths"]["/audit"]["get"]["responses"]
+    assert KEY not in caplog.text
+    with TestClient(create_app(open_search(vector_store, tmp_path))) as client:  # no key: open as before
+        assert client.get("/audit", params={"within": "Kitchen > Pans 1"}).status_code == 200
+
+
+def test_serve_takes_the_api_key_from_the_environment_and_never_prints_it(vector_store: Path,
+                                                                          tmp_path: Path) -> None:
+    with Serve(tmp_path, vector_store, env={"CTIR_ES_SERVICE_API_KEY": KEY}) as server:
+        url = f"{server.url}/audit?within=Kitchen%20%3E%20Pans%202"
+        assert get(url)[0] == 401
+        status, body = get(url, headers={"Authorization": f"Bearer {KEY}"})
+        assert status == 200 and body["total"] == 57, body
+        assert "GET /audit needs the API key (CTIR_ES_SERVICE_API_KEY)" in server.output()
+        assert KEY not in server.output()

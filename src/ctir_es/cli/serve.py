@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -63,6 +64,7 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
         import uvicorn
 
         from ..service import Limits, create_app
+        from ..service.auth import API_KEY_ENV
         from ..service.files import derive_image_roots, normalise_roots
         from ..service.hosts import allowed_hosts_for
         from ..service.learning import STOP_GRACE, BackgroundLearn
@@ -84,7 +86,8 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
         connections = ConnectionLimits(header_timeout=header_timeout, keep_alive=keep_alive,
                                        max_connections=min(max_connections, _usable_descriptors()))
         hosts = allowed_hosts_for(host, settings.allowed_hosts)
-        app = create_app(search, roots, limits, check_store=True, allowed_hosts=hosts)
+        api_key = os.environ.get(API_KEY_ENV, "").strip() or None  # environment only; never echoed
+        app = create_app(search, roots, limits, check_store=True, allowed_hosts=hosts, api_key=api_key)
         service = app.state.service
         where = settings.es_url and "Elasticsearch" or str(settings.store)
         click.echo(f"ctir-es: {search.store.count()} products from {where}", err=True)
@@ -93,6 +96,8 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
         click.echo("ctir-es: local images served only from: "
                    + (", ".join(str(r) for r in roots) or "(none: pass --image-root DIR)"), err=True)
         click.echo(f"ctir-es: open http://{host}:{port}/  (API schema: /openapi.json)", err=True)
+        click.echo("ctir-es: GET /audit " + (f"needs the API key ({API_KEY_ENV})" if api_key else
+                   f"is open (set {API_KEY_ENV} to require a key)"), err=True)
         click.echo("ctir-es: answers the Host names: " + (", ".join(hosts) if hosts else
                    "any (a wildcard bind: set allowed_hosts / CTIR_ES_ALLOWED_HOSTS to the names clients use)"),
                    err=True)

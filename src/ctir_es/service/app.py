@@ -30,6 +30,7 @@ def create_app(
     *,
     check_store: bool = False,
     allowed_hosts: Sequence[str] | None = None,
+    api_key: str | None = None,
 ) -> FastAPI:
     """The HTTP API and web page over ``search``.
 
@@ -38,6 +39,7 @@ def create_app(
     ``check_store``: read every page of an embedded store once in the background
     (``service.integrity``), so ``/health`` reports damage no request has reached yet.
     ``allowed_hosts``: the ``Host`` names answered (others get 400 ``bad_host``); None: any.
+    ``api_key``: needed as a bearer token by the expensive routes (``service.auth``); None: open.
     """
     limits = limits or Limits()
     app = FastAPI(
@@ -53,6 +55,7 @@ def create_app(
     )
     service = Service(search, limits, normalise_roots(image_roots))
     app.state.service = service
+    service.api_key = api_key or None
     if check_store:
         service.integrity = IntegrityCheck(search.store, service.found_corrupted).start()
     install_error_handlers(app)

@@ -43,6 +43,7 @@ IMAGE_STATUS: dict[str, tuple[int, str]] = {
 }
 HTTP_CODES: dict[int, str] = {
     400: "bad_request",
+    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
@@ -57,6 +58,7 @@ NOT_BLANK = r"\S"  # the pattern of text parameters that must hold more than whi
 # What each status means in the OpenAPI schema (``documented``).
 STATUS_DOCS: dict[int, str] = {
     400: "The query cannot be planned (bad weights, filters, ...).",
+    401: "The server's API key is needed (`Authorization: Bearer <key>`).",
     404: "No such product.",
     409: "The index has no image vectors (ingest with CLIP weights).",
     413: "The upload is too large (bytes or pixels).",

@@ -83,6 +83,7 @@ class Service:
         self.limits = limits
         self.image_roots = image_roots
         self.store_error: str | None = None  # set once a request (or the integrity check) found the store corrupted
+        self.api_key: str | None = None  # service.auth: needed by the expensive routes when set (never logged)
         self.integrity: IntegrityCheck | None = None  # ``serve``: every page read once in the background
         self.learning: BackgroundLearn | None = None  # ``serve --learn``: training in the background
         self._limiter: anyio.CapacityLimiter | None = None  # made inside the event loop

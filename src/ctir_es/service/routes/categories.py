@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 
 from ...categories import CategoryNode
 from ...search import Search
+from ..auth import ApiKeyDep
 from ..categorize import CategorizeIn, categorize_input
 from ..errors import ApiError, documented
 from ..models import AuditOut, CategorizeOut, CategoryTreeOut
@@ -57,12 +58,13 @@ def router(params: Params) -> APIRouter:
         body = categorize_input(await request.body(), limits.max_id_chars, limits.max_query_chars)
         return (await service.use(Search.categorize, **body, **options)).to_json()
 
-    @routes.get("/audit", response_model=AuditOut, responses=documented(400, 409), description=(
+    @routes.get("/audit", response_model=AuditOut, responses=documented(400, 401, 409), dependencies=[ApiKeyDep],
+                description=(
         "Products whose stored category disagrees most with what the other products say, most suspicious "
         f"first, each with the suggested category and the confidence gap. One request judges at most "
         f"{limits.max_audit:,} products: narrow a larger selection with `within` (a category), or page "
         "through it with `offset` (each page ranks its own products); otherwise it is refused with 422 "
-        "`too_many_products` before any work."))
+        "`too_many_products` before any work. Needs the server's API key when it has one."))
     async def audit(
         service: ServiceDep,
         k: Annotated[int, Query(ge=1, le=200, description="Most suspicious products to return.")] = 20,
