@@ -28,29 +28,38 @@ log = logging.getLogger("ctir_es.service")
 MAX_PROBLEMS = 5  # lines of quick_check output kept in the message
 
 
-def quick_check(path: Path) -> StoreCorrupted | None:
+def quick_check(path: Path) -> StoreCorrupted | bool:
     """``PRAGMA quick_check`` of the store file at ``path`` on a read-only connection of its own:
-    None when every page reads, else the ``StoreCorrupted`` a query on the damage would raise."""
+    True when every page reads, False when the check could not run (the file cannot be opened
+    a second time, e.g. read-only media without its ``-shm``), else the ``StoreCorrupted`` a
+    query on the damage would raise."""
     uri = path.resolve().as_uri()
     try:
         conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, check_same_thread=False)
-    except sqlite3.Error as exc:  # opened once already by serve: this is unusual, not damage
-        log.warning("store integrity check could not open %s: %s", path, one_line(exc))
-        return None
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:  # cannot open / lock: not damage (that is a DatabaseError)
+        log.warning("store integrity check could not run on %s: %s", path, one_line(exc))
+        return False
+    except sqlite3.DatabaseError as exc:
+        return StoreCorrupted(f"store {path} is corrupted ({one_line(exc)}); {REBUILD_HINT}")
     try:
         rows = [str(r[0]) for r in conn.execute(f"PRAGMA quick_check({MAX_PROBLEMS})").fetchall()]
+    except sqlite3.OperationalError as exc:
+        log.warning("store integrity check could not run on %s: %s", path, one_line(exc))
+        return False
     except sqlite3.DatabaseError as exc:  # a page so damaged the check itself stops
         rows = [one_line(exc)]
     finally:
         conn.close()
     if rows == ["ok"]:
-        return None
+        return True
     return StoreCorrupted(f"store {path} is corrupted ({'; '.join(rows)}); {REBUILD_HINT}")
 
 
 class IntegrityCheck:
     """One background ``quick_check`` of an embedded store; ``state`` is ``checking``, ``ok``,
-    ``corrupted`` or ``skipped`` (not an embedded store). ``on_corrupted`` gets the error."""
+    ``corrupted`` or ``skipped`` (not an embedded store, or the check could not open the file).
+    ``on_corrupted`` gets the error."""
 
     def __init__(self, store: object, on_corrupted: Callable[[StoreCorrupted], None]) -> None:
         self.path = store.path if isinstance(store, EmbeddedStore) else None
@@ -71,8 +80,8 @@ class IntegrityCheck:
     def _run(self) -> None:
         assert self.path is not None
         found = quick_check(self.path)
-        if found is None:
-            self.state = "ok"
+        if not isinstance(found, StoreCorrupted):
+            self.state = "ok" if found else "skipped"
             return
         self.state = "corrupted"
         log.error("%s", found)

@@ -213,7 +213,7 @@ class HealthOut(BaseModel):
     integrity: str | None = Field(
         default=None,
         description="`serve` only (else absent): its background read of every page of an embedded store, "
-                    "`checking` | `ok` | `skipped` (not an embedded store); damage found makes /health 503 "
+                    "`checking` | `ok` | `skipped` (not an embedded store, or it could not be opened twice); damage found makes /health 503 "
                     "`store_corrupted`.")
     learning: dict[str, Any] | None = Field(
         default=None,
