@@ -625,7 +625,9 @@ async function showAudit() {
   setStatus("Auditing the catalogue…");
   const body = $("audit").tBodies[0];
   body.replaceChildren();
-  const p = new URLSearchParams({ k: $("audit-k").value });
+  // offset: one bounded page of products (in id order), so a large index is audited in part
+  // rather than refused; the status says which part
+  const p = new URLSearchParams({ k: $("audit-k").value, offset: "0" });
   const within = $("audit-within").value.trim();
   if (within) p.set("within", within);
   try {
@@ -637,9 +639,12 @@ async function showAudit() {
       el("td", { class: "num", text: e.gap.toFixed(2) }),
       el("td", { class: "num", text: e.suspicion.toFixed(2) }),
     ])));
-    setStatus(report.entries.length
+    const part = report.next_offset != null
+      ? ` - the first ${report.audited} of ${report.total} by id; narrow it with a category to audit the rest`
+      : "";
+    setStatus((report.entries.length
       ? `${report.entries.length} most suspicious of ${report.audited} products audited (${report.depth} levels)`
-      : `No product looks misfiled among ${report.audited} audited.`);
+      : `No product looks misfiled among ${report.audited} audited.`) + part);
   } catch (err) {
     setStatus(err.message, true);
   }
