@@ -11,7 +11,7 @@ from .main import cli, settings_from
 
 @cli.group()
 def kibana() -> None:
-    """Kibana saved objects for the product index (data view, Lens chart, saved search, dashboard)."""
+    """Kibana saved objects: the product index and shop search (data view, charts, searches, dashboards)."""
 
 
 @kibana.command("setup")

@@ -161,7 +161,7 @@ COMMANDS: dict[str, str] = {
     "index": "The embedded store's approximate kNN index: build and save it now.",
     "ingest": "Read a catalogue, encode it and index it (re-running resumes or updates, never duplicates).",
     "learn": "Train CLIP-ITA on the index's own categories, keep it only if it wins, and serve with it.",
-    "kibana": "Kibana saved objects for the product index (data view, Lens chart, saved search, dashboard).",
+    "kibana": "Kibana saved objects: the product index and shop search (data view, charts, searches, dashboards).",
     "models": "Export encoders to ONNX (no PyTorch needed to ingest and query), list and verify them.",
     "query": 'Search the index: a category path ("Kitchen > Blenders"), free text, or an image.',
     "serve": "Serve the HTTP API (/search, /products, /categories, /categorize, ...) and a web page.",
