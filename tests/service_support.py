@@ -141,3 +141,21 @@ def sample_store_file(tmp_dir: Path, text_dir: Path, clip: Any | None) -> Path:
     search, _ = sample_search(tmp_dir, text_dir, clip)
     search.close()
     return tmp_dir / "store.db"
+
+
+def sample_store_with_values(root: Path, text_dir: Path, values_of: Any) -> Path:
+    """The sample indexed into ``root/store.db`` with the tiny text model, product ``i`` (its line)
+    given the typed values ``values_of(i)`` (the shop-search tests' catalogue)."""
+    import json
+
+    catalogue = root / "products.jsonl"
+    with open(sample_path(), encoding="utf-8") as src, open(catalogue, "w", encoding="utf-8") as out:
+        for i, line in enumerate(src):
+            record = json.loads(line)
+            record["values"] = values_of(i)
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    text, _ = encoders(text_dir, None)
+    path = root / "store.db"
+    with Search(EmbeddedStore(path), text, None, ImageLoader()) as search:
+        search.index(read_jsonl(catalogue, IngestReport()))
+    return path

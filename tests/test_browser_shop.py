@@ -16,13 +16,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from service_support import ServeProcess, encoders
+from service_support import ServeProcess, encoders, sample_store_with_values
 from test_browser import CHROMIUM, SCREENSHOTS, watch
 
 from ctir_es.filters import parse_filter_text
 from ctir_es.ingest.images import ImageLoader
-from ctir_es.ingest.readers import read_jsonl
-from ctir_es.ingest.report import IngestReport
 from ctir_es.sample import sample_path
 from ctir_es.search import Search
 from ctir_es.store.embedded import EmbeddedStore
@@ -46,17 +44,7 @@ def _values(i: int) -> dict[str, Any]:
 def shop_store(tmp_path_factory: pytest.TempPathFactory, tiny_text_model_dir: Path) -> Path:
     root = tmp_path_factory.mktemp("shop-page")
     (root / "images").symlink_to(sample_path().parent / "images")  # the records' relative image paths
-    catalogue = root / "products.jsonl"
-    with open(sample_path(), encoding="utf-8") as src, open(catalogue, "w", encoding="utf-8") as out:
-        for i, line in enumerate(src):
-            record = json.loads(line)
-            record["values"] = _values(i)
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    text, _ = encoders(tiny_text_model_dir, None)
-    path = root / "store.db"
-    with Search(EmbeddedStore(path), text, None, ImageLoader()) as search:
-        search.index(read_jsonl(catalogue, IngestReport()))
-    return path
+    return sample_store_with_values(root, tiny_text_model_dir, _values)
 
 
 @pytest.fixture(scope="module")

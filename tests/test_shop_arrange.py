@@ -16,18 +16,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
-from service_support import encoders
+from service_support import encoders, sample_store_with_values
 
 from ctir_es.cli.main import cli
 from ctir_es.errors import QueryError
 from ctir_es.filters import Filter, parse_filter_text
 from ctir_es.ingest.images import ImageLoader
-from ctir_es.ingest.readers import read_jsonl
-from ctir_es.ingest.report import IngestReport
 from ctir_es.products import path_prefixes
 from ctir_es.ranking.fusion import FusedHit, fuse
 from ctir_es.ranking.weights import weights_in_force
-from ctir_es.sample import sample_path
 from ctir_es.search import Search
 from ctir_es.service import create_app
 from ctir_es.shop.collapse import title_key
@@ -51,17 +48,7 @@ def _values(i: int) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def store_file(tmp_path_factory: pytest.TempPathFactory, tiny_text_model_dir: Path) -> Path:
     root = tmp_path_factory.mktemp("shop-arrange")
-    catalogue = root / "products.jsonl"
-    with open(sample_path(), encoding="utf-8") as src, open(catalogue, "w", encoding="utf-8") as out:
-        for i, line in enumerate(src):
-            record = json.loads(line)
-            record["values"] = _values(i)
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    text, _ = encoders(tiny_text_model_dir, None)
-    path = root / "store.db"
-    with Search(EmbeddedStore(path), text, None, ImageLoader()) as search:
-        search.index(read_jsonl(catalogue, IngestReport()))
-    return path
+    return sample_store_with_values(root, tiny_text_model_dir, _values)
 
 
 @pytest.fixture
