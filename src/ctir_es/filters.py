@@ -240,9 +240,7 @@ def parse_filter_text(text: str, schema: IndexSchema | None = None) -> Filter:
         op = "not_in" if negated else "in"
         if op not in SUPPORTED[field]:
             raise FilterError(f"{field} filters cannot be negated")
-        values = _alternatives(rest)
-        return Filter(field, "in" if field == "market" and not negated else op,
-                      values if field != "market" else tuple(values))
+        return Filter(field, op, tuple(_alternatives(rest)))
     if schema is None:
         return Filter(_name(field), DEFERRED, raw)
     spec = schema.values.get(_name(field))
