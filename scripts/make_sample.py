@@ -7,7 +7,7 @@ showcase subtree), then fill up to ``--per-category`` round-robin over second-le
 categories (diversity), ordering products inside a category by a hash of their id.
 Images become thumbnails (max 160 px, JPEG quality 80).
 
-    python scripts/make_sample.py /work/shared/datasets/flipkart-1050
+    python scripts/make_sample.py ../shared/datasets/flipkart-1050   # from the repository root
 """
 
 from __future__ import annotations
