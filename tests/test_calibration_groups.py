@@ -41,14 +41,16 @@ ENCODERS = {"clip_ita": "model@1", "title_vector": "enc@1"}
 SEEN = {("Seen",), *{("Seen", f"S{i}") for i in range(40)}}
 
 
-def _slice(name: str, seen_queries: int, unseen_queries: int, *, tie: bool = False) -> QuerySlice:
+def _slice(name: str, seen_queries: int, unseen_queries: int, *, tie: bool = False,
+           groups: tuple[tuple[str, int, str], ...] | None = None) -> QuerySlice:
     """Seen queries: only clip_ita finds their 5 products (first, then 30 wrong ones; bm25 and text
     list the wrong ones only, so any weight on them lifts the wrong ones). Unseen queries: only
-    bm25 does. ``tie``: every source ranks alike (any weights tie)."""
+    bm25 does. ``tie``: every source ranks alike (any weights tie). ``groups``: other
+    ``(query prefix, count, the source that finds them)`` instead."""
     nodes: dict[str, tuple[str, ...]] = {}
     qrels: dict[str, dict[str, int]] = {}
     runs: dict[str, dict[str, list[Hit]]] = {}
-    for group, count, good in (("Seen > S", seen_queries, "clip_ita"), ("New > U", unseen_queries, "bm25")):
+    for group, count, good in groups or (("Seen > S", seen_queries, "clip_ita"), ("New > U", unseen_queries, "bm25")):
         for i in range(count):
             qid = f"{group}{i}"
             nodes[qid] = tuple(qid.split(" > "))
@@ -64,11 +66,11 @@ def _slice(name: str, seen_queries: int, unseen_queries: int, *, tie: bool = Fal
 
 
 def _measured(seen_queries: int, unseen_queries: int, *, tie: bool = False,
-              sources: list[str] | None = None) -> Measured:
+              sources: list[str] | None = None, groups: tuple[tuple[str, int, str], ...] | None = None) -> Measured:
     names = sources or SOURCES
     pieces = []
     for name in ("tune", "report"):
-        piece = _slice(name, seen_queries, unseen_queries, tie=tie)
+        piece = _slice(name, seen_queries, unseen_queries, tie=tie, groups=groups)
         piece.runs = {q: {s: r[s] for s in names} for q, r in piece.runs.items()}
         pieces.append(piece)
     return Measured(CalibrationConfig(), pieces[0], pieces[1], list(names), {s: DEFAULTS[s] for s in names}, 100)
@@ -81,7 +83,33 @@ def test_query_group_is_distance_to_the_seen_categories() -> None:
     assert query_group(("Seen", "S3"), SEEN) == "seen"
     assert query_group(("Seen", "S3", "Leaf"), SEEN) == "unseen"  # a new leaf under a seen node
     assert query_group(("New",), SEEN) == "unseen"
+    assert query_group(("Seen",), SEEN) == "seen_root"  # a seen root: the broadest queries
     assert query_group(("Seen",), None) is None  # no seen list: no group
+
+
+# roots R0..R5 (seen) that only clip_ita finds, below them 12 seen nodes that only bm25 finds
+ROOTS_SEEN = {*SEEN, *{(f"R{i}",) for i in range(6)}, *{("Seen", f"B{i}") for i in range(12)}}
+
+
+def test_seen_roots_get_their_own_weights_only_when_they_clearly_win() -> None:
+    roots_differ = (("Seen > B", 12, "bm25"), ("R", 6, "clip_ita"))
+    cal = choose(_measured(0, 0, groups=roots_differ), ENCODERS, seen=ROOTS_SEEN).calibration
+    assert cal.settings["groups"]["tuning_queries"] == {"seen": 12, "seen_root": 6}
+    seen, roots = cal.groups["seen"], cal.groups["seen_root"]
+    assert seen["weights"]["bm25"] == 1.0 > seen["weights"]["clip_ita"]
+    assert roots["weights"]["clip_ita"] == 1.0 > roots["weights"]["bm25"]  # 6 queries, under MIN_GROUP_QUERIES
+    assert "clearly better" in roots["admitted"] and roots["tuning_queries"] == 6 < MIN_GROUP_QUERIES
+    assert cal.fusion_for(SOURCES, "seen_root") == (roots["method"], roots["weights"], "seen_root")
+    assert served_pick(cal, SOURCES, DEFAULTS, ROOTS_SEEN)(("R1",)) == (roots["method"], roots["weights"])
+
+    # roots that every source ranks alike: no clear win, so they are served the seen weights
+    roots_tie = (("Seen > B", 12, "bm25"), ("R", 6, "bm25"))
+    same = choose(_measured(0, 0, groups=roots_tie), ENCODERS, seen=ROOTS_SEEN).calibration
+    assert set(same.groups) == {"seen"} and same.settings["groups"]["tuning_queries"]["seen_root"] == 6
+    assert same.fusion_for(SOURCES, "seen_root") == (same.groups["seen"]["method"], same.groups["seen"]["weights"],
+                                                     "seen")
+    assert served_pick(same, SOURCES, DEFAULTS, ROOTS_SEEN)(("R1",)) == (
+        same.groups["seen"]["method"], same.groups["seen"]["weights"])
 
 
 def test_each_group_gets_the_weights_that_find_its_products() -> None:
@@ -174,7 +202,9 @@ def test_served_queries_use_their_groups_weights_after_learn(sample: tuple[Searc
     stored = search.store.get_metadata(CALIBRATION_KEY)  # type: ignore[attr-defined]
     counts = stored["settings"]["groups"]["tuning_queries"]
     assert sum(counts.values()) == stored["sizes"]["tune_queries"]
-    assert set(stored.get("groups", {})) == {g for g, n in counts.items() if n >= MIN_GROUP_QUERIES}
+    big = {g for g, n in counts.items() if n >= MIN_GROUP_QUERIES}
+    assert big <= set(stored.get("groups", {}))  # a smaller group is only there when it clearly won
+    assert all("admitted" in stored["groups"][g] for g in set(stored.get("groups", {})) - big)
     seen_file = json.loads((Path(report.path) / "seen_categories.json").read_text(encoding="utf-8"))
     seen_query, unseen_query = next(q for q in seen_file if " > " in q), "Never Trained > On This"
 

@@ -32,8 +32,9 @@ The protocol (the evaluation's, over a held-out slice of the index itself):
   catalogue where some products lack categories). The reporting slices are never tuned on.
 - **Groups** (an index with a trained CLIP-ITA source and the model's seen categories, ``seen``
   of ``choose``): the same search again on the tuning queries of each group
-  (``ranking.calibration.GROUPS``: nodes the model trained on, and the rest), when the group has
-  at least ``MIN_GROUP_QUERIES`` of them. Unseen-group ties go to the larger BM25 share of the
+  (``ranking.calibration.GROUPS``: nodes the model trained on, the rest, and the seen roots), when
+  the group has at least ``MIN_GROUP_QUERIES`` of them or, with fewer, when its own weights beat
+  the ones it would be served otherwise by a sign-test margin. Unseen-group ties go to the larger BM25 share of the
   weights (the guard: the trained head is unreliable there, so a tie never moves weight away
   from BM25). The calibration's figures (``calibrated``) are then the grouped fusion, as served;
   ``calibrated_single`` the single weights.
@@ -59,6 +60,7 @@ from .filters import Filter
 from .products import CategoryPath, Product, format_category_path, path_prefixes
 from .ranking.calibration import (
     ALL_QUERIES,
+    FALLBACK,
     GROUPS,
     MIN_GROUP_QUERIES,
     Calibration,
@@ -430,32 +432,73 @@ def measure(search: Search, config: CalibrationConfig | None = None,
 
 
 def group_fusions(tuning: Sequence[QuerySlice], sources: Sequence[str], default: Candidate, seen: Seen,
+                  single: Candidate | None = None,
                   ) -> tuple[dict[str, Candidate], dict[str, dict[str, Any]], dict[str, int]]:
-    """Per query group (``GROUPS``) with at least ``MIN_GROUP_QUERIES`` tuning queries, the best
-    candidate on that group's share of the tuning slice(s); unseen ties go to the larger BM25
-    share. Returns the candidates, their record entries and every group's tuning query count."""
+    """Per query group (``GROUPS``), the best candidate on that group's share of the tuning
+    slice(s); unseen ties go to the larger BM25 share. A group needs ``MIN_GROUP_QUERIES`` tuning
+    queries; a refinement of another group (``FALLBACK``: the seen roots) with fewer gets its
+    own weights only when they beat that group's clearly: a sign test over the relevant top-10
+    results (``clearly_better_results``). Returns the candidates, their record entries and the
+    tuning query count of every group that has queries."""
     chosen: dict[str, Candidate] = {}
     entries: dict[str, dict[str, Any]] = {}
     counts: dict[str, int] = {}
     for group in GROUPS:
         qids = {q for q, node in tuning[0].nodes.items() if query_group(node, seen) == group}
+        if not qids:
+            continue
         counts[group] = len(qids)
-        if len(qids) < MIN_GROUP_QUERIES:
+        if len(qids) < MIN_GROUP_QUERIES and group not in FALLBACK:
             continue  # too few to tune on: the single weights serve this group
-        best, tried, _ = search_fusion([piece.only(qids) for piece in tuning], sources, default,
-                                       prefer=bm25_share if group == "unseen" else None)
+        pieces = [piece.only(qids) for piece in tuning]
+        best, tried, _ = search_fusion(pieces, sources, default, prefer=bm25_share if group == "unseen" else None)
+        entry: dict[str, Any] = {}
+        if len(qids) < MIN_GROUP_QUERIES:
+            fallback = chosen.get(FALLBACK[group], single)
+            wins, losses = result_signs(pieces, best, fallback) if fallback is not None else (0, 0)
+            if fallback is None or not clearly_better_results(wins, losses):
+                continue  # too few to tune on unless the win is clear: the fallback serves this group
+            entry["admitted"] = (f"{len(qids)} tuning queries, under {MIN_GROUP_QUERIES}: clearly better than "
+                                 f"{fallback.label()} ({wins} relevant top-10 results gained, {losses} lost)")
         tuned = next(f for c, f in tried if c == best)
         chosen[group] = best
         entries[group] = {"method": best.method, "weights": best.weight_map, "tuning_queries": len(qids),
                           "tuning_" + SELECT_BY: tuned[SELECT_BY],
-                          "ties": "larger BM25 share" if group == "unseen" else "mAP@10, then the default"}
+                          "ties": "larger BM25 share" if group == "unseen" else "mAP@10, then the default", **entry}
     return chosen, entries, counts
+
+
+def result_signs(pieces: Sequence[QuerySlice], challenger: Candidate, incumbent: Candidate,
+                 depth: int = 10) -> tuple[int, int]:
+    """Relevant top-``depth`` results ``challenger`` gains over ``incumbent`` and loses, summed per
+    query over ``pieces`` (a query with 2 more relevant results counts 2 gained)."""
+    gained = lost = 0
+    for piece in pieces:
+        runs = [fused_run(piece, c.method, c.weight_map) for c in (challenger, incumbent)]
+        for qid, rel in piece.qrels.items():
+            a, b = (_relevant_on_top(run.get(qid, {}), rel, depth) for run in runs)
+            gained += max(a - b, 0)
+            lost += max(b - a, 0)
+    return gained, lost
+
+
+def _relevant_on_top(scores: Mapping[str, float], rel: Mapping[str, int], depth: int) -> int:
+    top = sorted(scores, key=lambda pid: -scores[pid])[:depth]
+    return sum(1 for pid in top if rel.get(pid, 0) > 0)
+
+
+def clearly_better_results(gained: int, lost: int) -> bool:
+    """A sign test at one standard deviation: gains minus losses at least the square root of
+    their sum (and at least one), as ``learn.compare.clearly_better`` decides per product."""
+    return gained - lost >= max(1.0, (gained + lost) ** 0.5)
 
 
 def group_pick(single: Candidate, groups: Mapping[str, Candidate], seen: Seen | None) -> Pick:
     """A query's group's candidate, else the single one (what ``Search`` serves)."""
     def pick(node: CategoryPath) -> tuple[str, Mapping[str, float]]:
         group = query_group(node, seen)
+        if group is not None and group not in groups:
+            group = FALLBACK.get(group)
         c = groups.get(group, single) if group is not None else single
         return c.method, c.weight_map
 
@@ -483,9 +526,10 @@ def choose(measured: Measured, encoders: Mapping[str, str], started: float | Non
     counts: dict[str, int] = {}
     if seen is not None and CLIP_ITA_SOURCE in sources:  # only a trained model knows seen from unseen
         say("searching fusion per query group (seen / unseen categories)")
-        grouped, entries, counts = group_fusions(tuning, sources, default, seen)
+        grouped, entries, counts = group_fusions(tuning, sources, default, seen, best)
         how += (f"; then per group of queries ({', '.join(GROUPS)}: the served model's training categories or "
-                f"not) with >= {MIN_GROUP_QUERIES} tuning queries, unseen ties to the larger BM25 share")
+                f"not, and the seen roots) with >= {MIN_GROUP_QUERIES} tuning queries or a clear win over "
+                "the weights they would get otherwise, unseen ties to the larger BM25 share")
     pick = group_pick(best, grouped, seen)
 
     systems = {s: source_run(report, s) for s in sources}

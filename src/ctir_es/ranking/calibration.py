@@ -18,6 +18,14 @@ tuning slice's queries of that group. A group with fewer than ``MIN_GROUP_QUERIE
 queries has no entry and is served the single (all-query) weights, as is every query when the
 model's seen list cannot be read. Records written before groups existed load unchanged (no
 ``groups``: the single weights for every query).
+
+Within ``seen``, the catalogue's **roots** (``seen_root``) may have weights of their own: they
+are the broadest queries, and a root's name shares words with deeper categories of other
+branches ("Kitchen & Dining" and "Kitchen Linen Sets" under Home Furnishing), so BM25 misleads
+most there. A catalogue has few roots, so this group rarely reaches ``MIN_GROUP_QUERIES``; it
+gets its own weights only when they beat the ``seen`` ones clearly on its tuning queries (a sign
+test over the relevant top-10 results, ``ctir_es.calibrate``), and is served the ``seen``
+weights (``FALLBACK``) otherwise.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_KEY = "serving-calibration.category"
 FORMAT_VERSION = 1  # groups are an optional key: older readers ignore them, older records have none
-GROUPS = ("seen", "unseen")
+GROUPS = ("seen", "unseen", "seen_root")  # in tuning order: a group is tuned after its fallback
+FALLBACK = {"seen_root": "seen"}  # a group without weights of its own is served these, else the single ones
 ALL_QUERIES = "all"  # the group name a response reports when the single weights were served
 # Tuning queries a group needs for its own weights: on flipkart-1050 a group of 10 category
 # queries is ~3% of the tuning slice; below that one P@10 tie decides the pick, so the single
@@ -56,10 +65,13 @@ def seen_distance(node: CategoryPath, seen: set[CategoryPath] | frozenset[Catego
 
 
 def query_group(node: CategoryPath, seen: set[CategoryPath] | frozenset[CategoryPath] | None) -> str | None:
-    """``seen`` or ``unseen`` for a category query's node; None when the seen set is unknown."""
+    """``seen``, ``seen_root`` (a seen level-1 node) or ``unseen`` for a category query's node;
+    None when the seen set is unknown."""
     if seen is None:
         return None
-    return "seen" if seen_distance(tuple(node), seen) == 0 else "unseen"
+    if seen_distance(tuple(node), seen) != 0:
+        return "unseen"
+    return "seen_root" if len(node) == 1 else "seen"
 
 
 def encoder_ids(schema: IndexSchema) -> dict[str, str]:
@@ -108,6 +120,9 @@ class Calibration:
         if sorted(sources) != self.sources:
             return None
         entry = self.groups.get(group) if group is not None else None
+        if entry is None and group in FALLBACK:
+            group = FALLBACK[group]
+            entry = self.groups.get(group)
         if entry is None:
             return self.method, {name: float(self.weights[name]) for name in sources}, ALL_QUERIES
         return str(entry["method"]), {name: float(entry["weights"][name]) for name in sources}, str(group)
