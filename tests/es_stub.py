@@ -67,6 +67,7 @@ class EsState:
     accepted: Counter[str] = field(default_factory=Counter)  # successful index ops per _id
     requests: list[Request] = field(default_factory=list)
     search_hits: list[dict[str, Any]] = field(default_factory=list)
+    search_error: tuple[int, dict[str, Any]] | None = None  # (status, body) every _search answers
     # path segments answered with 403 (a user without that privilege): "" for GET /,
     # "_nodes", "_mapping", "_license", ...
     forbidden: set[str] = field(default_factory=set)
@@ -215,6 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
         if op == "_search":
             if not st.resolve(name):
                 return self._not_found(name)
+            if st.search_error is not None:
+                return self._reply(*st.search_error)
             return self._reply(200, self._hits())
         if op == "_mget":
             docs = st.docs(name)

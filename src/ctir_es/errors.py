@@ -62,6 +62,22 @@ class StoreCorrupted(StoreError):
     layout is wrong): nothing a retry fixes; the message says how to rebuild it."""
 
 
+class AccessDenied(StoreError):
+    """The store refused this user a privilege (Elasticsearch 403 ``security_exception``):
+    callers that can do without (e.g. reading the mapping) carry on with a notice."""
+
+
+class LicenceRequired(StoreError):
+    """The cluster's licence does not cover the feature asked for (Elasticsearch 403 with a
+    ``license.expired.feature`` field, e.g. the rrf retriever on a basic licence): callers fall
+    back to what the licence allows."""
+
+
+class Unreachable(StoreError):
+    """The store cannot be reached (connection refused or lost, time-out, TLS): nothing is
+    wrong with the request; a retry once the service is back may succeed."""
+
+
 class SchemaMismatch(StoreError):
     """The index was built with other encoders / dims than the ones in use now."""
 

@@ -36,7 +36,7 @@ from typing import Any
 import elastic_transport
 import elasticsearch
 
-from ...errors import ConfigError, StoreError, described
+from ...errors import ConfigError, StoreError, Unreachable, described
 from .bodies.responses import error_text
 
 log = logging.getLogger(__name__)
@@ -114,12 +114,25 @@ class BulkAborted(StoreError):
         self.pending = pending
 
 
+class BulkUnreachable(BulkAborted, Unreachable):
+    """Retries ran out because the cluster could not be reached (connection lost or refused,
+    time-out): the request itself was fine."""
+
+
 class RetryableError(Exception):
     """A whole request failed in a way worth retrying (``reason`` says how)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+_CONNECTION_ERRORS = (
+    elastic_transport.ConnectionError,
+    elastic_transport.ConnectionTimeout,
+    elasticsearch.ConnectionError,
+    elasticsearch.ConnectionTimeout,
+)
 
 
 def retry_reason(exc: BaseException) -> str | None:
@@ -131,15 +144,7 @@ def retry_reason(exc: BaseException) -> str | None:
         if status in RETRY_STATUSES:
             return f"HTTP {status} {error_text(exc.body)}"[:200]
         return None
-    if isinstance(
-        exc,
-        (
-            elastic_transport.ConnectionError,
-            elastic_transport.ConnectionTimeout,
-            elasticsearch.ConnectionError,
-            elasticsearch.ConnectionTimeout,
-        ),
-    ):
+    if isinstance(exc, _CONNECTION_ERRORS):
         return described(exc, 150)
     return None
 
@@ -221,7 +226,7 @@ class BulkWriter:
                 total.merge(self.write_chunk(chunk))
             except BulkAborted as exc:
                 total.merge(exc.result)
-                raise BulkAborted(str(exc), total, exc.pending) from None
+                raise type(exc)(str(exc), total, exc.pending) from None
             if on_chunk is not None:
                 on_chunk(chunk, total)
         return total
@@ -238,7 +243,14 @@ class BulkWriter:
                 reason = retry_reason(exc)
                 if reason is None:
                     raise
-                self._retry_or_abort(attempt, self.scrub(reason), pending, result, whole=True)
+                self._retry_or_abort(
+                    attempt,
+                    self.scrub(reason),
+                    pending,
+                    result,
+                    whole=True,
+                    unreachable=isinstance(exc, _CONNECTION_ERRORS),
+                )
                 attempt += 1
                 continue
             items = list(response.get("items") or [])
@@ -277,11 +289,12 @@ class BulkWriter:
         result: BulkResult,
         *,
         whole: bool,
+        unreachable: bool = False,
     ) -> None:
         if attempt >= self.options.max_retries:
             ids = [line.id for line in pending]
             shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-            raise BulkAborted(
+            raise (BulkUnreachable if unreachable else BulkAborted)(
                 f"bulk write gave up after {attempt + 1} attempts ({reason}); "
                 f"{len(ids)} document(s) not written: {shown}",
                 result,

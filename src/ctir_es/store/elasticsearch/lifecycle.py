@@ -39,6 +39,7 @@ from ...errors import ConfigError, SchemaMismatch, StoreError
 from ..base import IndexSchema, VectorField
 from .bodies import aliases as bodies
 from .bodies import index as mapping
+from .bodies.responses import error_type
 from .session import EsSession, response_body
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ def create_index(
         try:
             session.client.indices.create(index=name, **body)
         except elasticsearch.BadRequestError as exc:
-            if "resource_already_exists_exception" in str(exc.error):
+            if error_type(exc.body) == "resource_already_exists_exception":
                 return False
             raise
         return True

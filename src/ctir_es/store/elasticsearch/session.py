@@ -16,8 +16,8 @@ import elastic_transport
 import elasticsearch
 from elasticsearch import Elasticsearch
 
-from ...errors import CtirError, StoreError
-from .bodies.responses import error_text
+from ...errors import AccessDenied, CtirError, LicenceRequired, StoreError, Unreachable
+from .bodies.responses import error_class, error_text, refused_feature
 from .cluster import ClusterInfo, data_nodes_from_nodes, modules_from_nodes
 from .connection import EsConnection, build_client
 
@@ -58,26 +58,37 @@ class EsSession:
                 f"{what}: Elasticsearch at {conn.redacted_url} rejected the credentials (401); "
                 "set CTIR_ES_API_KEY, CTIR_ES_USERNAME and CTIR_ES_PASSWORD, or CTIR_ES_BEARER_TOKEN"
             ) from None
-        except elasticsearch.AuthorizationException as exc:
-            raise StoreError(
-                f"{what}: the Elasticsearch user lacks a privilege on {conn.index!r} (403): "
-                f"{conn.scrub(error_text(exc.body))}. Searching needs `read` and "
-                "`view_index_metadata` on the index and its versions; ingesting also `write`, "
-                "`create_index` and `manage` (README: Elasticsearch privileges)"
-            ) from None
         except elasticsearch.ApiError as exc:
-            raise StoreError(
-                f"{what} failed ({exc.meta.status}): {conn.scrub(error_text(exc.body))}"
-            ) from None
+            raise self.api_error(what, exc.meta.status, exc.body) from None
         except (elastic_transport.TransportError, elasticsearch.TransportError) as exc:
             hint = ""
             if isinstance(exc, elastic_transport.TlsError):
                 hint = " (TLS: set CTIR_ES_CA_CERTS or CTIR_ES_SSL_FINGERPRINT)"
-            raise StoreError(
+            raise Unreachable(
                 f"{what}: cannot reach Elasticsearch at {conn.redacted_url}: "
                 f"{conn.scrub(type(exc).__name__ + ': ' + str(exc))[:300]}{hint}; is it running? "
                 "(scripts/elasticsearch-local up, or set CTIR_ES_URL)"
             ) from None
+
+    def api_error(self, what: str, status: int, body: Any) -> StoreError:
+        """The typed error for an error response (its class from ``error_class``), secrets
+        scrubbed from the message."""
+        conn = self.connection
+        kind = error_class(status, body)
+        detail = conn.scrub(error_text(body))
+        if kind is LicenceRequired:
+            return LicenceRequired(
+                f"{what}: the cluster's licence does not cover {refused_feature(body)!r} "
+                f"({status}): {detail}"
+            )
+        if kind is AccessDenied:
+            return AccessDenied(
+                f"{what}: the Elasticsearch user lacks a privilege on {conn.index!r} ({status}): "
+                f"{detail}. Searching needs `read` and "
+                "`view_index_metadata` on the index and its versions; ingesting also `write`, "
+                "`create_index` and `manage` (README: Elasticsearch privileges)"
+            )
+        return kind(f"{what} failed ({status}): {detail}")
 
     def body(self, what: str, fn: Callable[[], Any]) -> Any:
         """``call`` returning the JSON body of the response."""

@@ -26,7 +26,15 @@ import elasticsearch
 import numpy as np
 from elasticsearch import Elasticsearch, helpers
 
-from ...errors import ConfigError, QueryError, SchemaMismatch, StoreError, Unsupported
+from ...errors import (
+    AccessDenied,
+    ConfigError,
+    LicenceRequired,
+    QueryError,
+    SchemaMismatch,
+    StoreError,
+    Unsupported,
+)
 from ...filters import Filter, check_filters
 from ...schema import (
     LEXICAL_FIELDS,
@@ -46,7 +54,7 @@ from .bodies import documents, responses
 from .bodies import index as mapping
 from .bodies import search as search_bodies
 from .bodies import stats as stats_bodies
-from .bulk import BulkAborted, BulkLine, BulkOptions, BulkResult, BulkWriter
+from .bulk import BulkAborted, BulkLine, BulkOptions, BulkResult, BulkUnreachable, BulkWriter
 from .cluster import QUANTIZED_INDEX_OPTIONS, ClusterInfo
 from .connection import EsConnection
 from .lifecycle import IndexPlan
@@ -187,9 +195,7 @@ class ElasticsearchStore:
         similarity ctir-es indices use), with a notice."""
         try:
             return self._schema()
-        except StoreError as exc:
-            if "(403)" not in str(exc):
-                raise
+        except AccessDenied:
             self.session.notice(
                 "cannot read the index mapping (403: the user lacks view_index_metadata): "
                 "queries are not checked against the index and kNN scores are taken as cosine"
@@ -291,10 +297,8 @@ class ElasticsearchStore:
         (redacted) cluster URL."""
         try:
             return self.session.call(what, lambda: self._writer().write(lines))
-        except BulkAborted as exc:
-            if "Connection" not in str(exc) and "Timeout" not in str(exc):
-                raise
-            raise BulkAborted(
+        except BulkUnreachable as exc:
+            raise BulkUnreachable(
                 f"cannot reach Elasticsearch at {self.connection.redacted_url}: {exc}",
                 exc.result,
                 exc.pending,
@@ -381,7 +385,7 @@ class ElasticsearchStore:
                 if checkpoint_key
                 else "no checkpoint key was given: a new run starts from the beginning"
             )
-            raise BulkAborted(
+            raise type(exc)(
                 f"{exc} - {exc.result.written} written in this run; {where}",
                 exc.result,
                 exc.pending,
@@ -414,7 +418,7 @@ class ElasticsearchStore:
                     self.client.indices.create(index=name, **mapping.meta_index_body())
                     return
                 except elasticsearch.BadRequestError as exc:
-                    if "resource_already_exists_exception" not in str(exc.error):
+                    if responses.error_type(exc.body) != "resource_already_exists_exception":
                         raise
             # made by an older ctir-es: add the fields it lacks (idempotent)
             self.client.indices.put_mapping(index=name, properties=mapping.meta_index_properties())
@@ -870,9 +874,7 @@ class ElasticsearchStore:
                     except TypeError:
                         # a client older than 8.14 has no ``retriever`` argument
                         why = "the installed elasticsearch client is older than 8.14"
-                    except StoreError as exc:
-                        if "license" not in str(exc).lower():
-                            raise
+                    except LicenceRequired as exc:
                         self.session.forget_cluster()  # licence changed: read it again next time
                         why = str(exc)
                     else:

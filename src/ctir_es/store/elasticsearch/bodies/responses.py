@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ctir_es.errors import StoreError
+from ctir_es.errors import AccessDenied, LicenceRequired, StoreError
 from ctir_es.schema import Hit, IndexSchema, VectorQuery
 
 
@@ -51,6 +51,37 @@ def error_text(error: Any) -> str:
     return str(error)[:500]
 
 
+LICENCE_FIELD = "license.expired.feature"
+"""Set on an error the licence refuses (``LicenseUtils.newComplianceException``: a 403
+``security_exception`` carrying the feature), whatever its wording."""
+
+
+def error_type(body: Any) -> str | None:
+    """The ``type`` of an error response (``{"error": {"type": ...}}``), or None."""
+    error = body.get("error") if isinstance(body, Mapping) else None
+    return str(error["type"]) if isinstance(error, Mapping) and "type" in error else None
+
+
+def refused_feature(body: Any) -> str | None:
+    """The feature the cluster's licence does not cover, when ``body`` is a licence refusal."""
+    error = body.get("error") if isinstance(body, Mapping) else None
+    if not isinstance(error, Mapping):
+        return None
+    causes = [error, *[c for c in error.get("root_cause") or [] if isinstance(c, Mapping)]]
+    return next((str(c[LICENCE_FIELD]) for c in causes if LICENCE_FIELD in c), None)
+
+
+def error_class(status: int | None, body: Any) -> type[StoreError]:
+    """Which ``StoreError`` an error response is, from its status and body (never its text):
+    a licence refusal is ``LicenceRequired``, any other 403 ``AccessDenied``, the rest a plain
+    ``StoreError``."""
+    if refused_feature(body) is not None:
+        return LicenceRequired
+    if status == 403:
+        return AccessDenied
+    return StoreError
+
+
 class PartialResults(StoreError):
     """Some shards did not answer (e.g. a node left and no copy took over yet): the hits
     would be incomplete. Raised instead of returning them; a retry usually succeeds."""
@@ -74,6 +105,8 @@ def shard_failures(item: Mapping[str, Any]) -> str | None:
 def parse_msearch(
     names: Sequence[str],
     response: Mapping[str, Any],
+
+
     converters: Mapping[str, Callable[[float], float] | None] | None = None,
 ) -> dict[str, list[Hit]]:
     """Map ``_msearch`` responses back to result names; a failed or partial sub-search raises
@@ -105,5 +138,3 @@ def vector_score_converters(
         for vq in vectors
         if vq.field in schema.vectors
     }
-
-
