@@ -78,3 +78,24 @@ def test_categorize_task_reports_every_signal(products: list, tmp_path: Path, ti
     assert "| fused (tuned on val) |" in text and "Seen / unseen categories" in text
     assert set(data["results"]) == set(result["results"])
     assert categorize.markdown(data, "cmd") == text  # the JSON (string level keys) renders the same
+
+
+def test_every_task_is_built_from_the_table_with_its_options() -> None:
+    from ctir_es.cli.eval_tasks import TASKS as CHOICES
+    from ctir_es.errors import ConfigError
+    from ctir_es.evaluation.tasks import TASKS, TaskOptions, make_task
+
+    assert set(CHOICES) == {"retrieval", *TASKS}  # the --task choices and the table never drift
+    options = TaskOptions(split=SplitSpec(seed=5), seed=5, text_model="m", label_space="taxonomy", noise=0.2,
+                          limit=7, rebuild=True)
+    for name in TASKS:
+        task = make_task(name, options)
+        assert task.name == name
+        assert all(callable(getattr(task, m)) for m in ("evaluate", "markdown", "write"))
+    assert make_task("audit", options).config == audit.AuditEvalConfig(  # type: ignore[attr-defined]
+        noise=0.2, seed=5, text_model="m", rebuild=True)
+    built = make_task("categorize", options).config  # type: ignore[attr-defined]
+    assert (built.label_space, built.limit, built.split.seed) == ("taxonomy", 7, 5)
+    assert make_task("i2t", options).config.directions == ("i2t",)  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="supported: categorize, audit, diverse, t2i, i2t"):
+        make_task("nope")

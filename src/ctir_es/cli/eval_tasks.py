@@ -42,6 +42,7 @@ def task_options() -> list[Callable[[Any], Any]]:
 def run_task(ctx: click.Context, kind: str, source: Path | None, *, market: str | None = None,
              category: str | None = None, **opts: Any) -> None:
     from ..evaluation.runner import load_products
+    from ..evaluation.tasks import NEEDS_CLIP, TaskOptions, make_task
     from .evaluate import _split
 
     started = time.perf_counter()
@@ -49,7 +50,7 @@ def run_task(ctx: click.Context, kind: str, source: Path | None, *, market: str 
                              clip_weights=opts["clip_weights"])
     err = Console(stderr=True)
     clip = None
-    if opts["task"] in ("t2i", "i2t"):  # fail before reading the catalogue when CLIP is absent
+    if opts["task"] in NEEDS_CLIP:  # fail before reading the catalogue when CLIP is absent
         from ..evaluation.text_image import load_clip
 
         clip = load_clip(settings, opts["task"])
@@ -69,42 +70,13 @@ def run_task(ctx: click.Context, kind: str, source: Path | None, *, market: str 
         if total and (done == total):
             err.print(f"  {stage}: {done}/{total}", highlight=False)
 
-    if task == "categorize":
-        from ..evaluation import categorize as module
-
-        config = module.CategorizeConfig(
-            split=split, label_space=opts["label_space"], trained=tuple(opts["trained"]),
-            text_model=(opts["text_models"] or (None,))[0], limit=opts["limit"], work_dir=opts["work_dir"],
-            rebuild=opts["rebuild"])
-        result = module.evaluate_categorize(products, settings, config, dataset_meta=meta, progress=progress)
-        files = module.write(result, out_dir, command)
-        text = module.markdown(result, command)
-    elif task == "audit":
-        from ..evaluation import audit as audit_eval
-
-        audit_config = audit_eval.AuditEvalConfig(
-            noise=opts["noise"], seed=opts["seed"], text_model=(opts["text_models"] or (None,))[0],
-            work_dir=opts["work_dir"], rebuild=opts["rebuild"])
-        result = audit_eval.evaluate_audit(products, settings, audit_config, dataset_meta=meta, progress=progress)
-        files = audit_eval.write(result, out_dir, command)
-        text = audit_eval.markdown(result, command)
-    elif task in ("t2i", "i2t"):
-        from ..evaluation import text_image
-
-        ti_config = text_image.TextImageConfig(directions=(task,), split=split, work_dir=opts["work_dir"],
-                                               rebuild=opts["rebuild"])
-        result = text_image.evaluate_text_image(products, settings, ti_config, image_encoder=clip,
-                                                dataset_meta=meta, progress=progress)
-        files = text_image.write(result, out_dir, command)
-        text = text_image.markdown(result, command)
-    else:
-        from ..evaluation import diverse as diverse_eval
-
-        div_config = diverse_eval.DiverseEvalConfig(text_model=(opts["text_models"] or (None,))[0],
-                                                    work_dir=opts["work_dir"], rebuild=opts["rebuild"])
-        result = diverse_eval.evaluate_diverse(products, settings, div_config, dataset_meta=meta, progress=progress)
-        files = diverse_eval.write(result, out_dir, command)
-        text = diverse_eval.markdown(result, command)
+    runner = make_task(task, TaskOptions(
+        split=split, seed=opts["seed"], text_model=(opts["text_models"] or (None,))[0],
+        label_space=opts["label_space"], trained=tuple(opts["trained"]), noise=opts["noise"], limit=opts["limit"],
+        work_dir=opts["work_dir"], rebuild=opts["rebuild"], image_encoder=clip))
+    result = runner.evaluate(products, settings, dataset_meta=meta, progress=progress)
+    files = runner.write(result, out_dir, command)
+    text = runner.markdown(result, command)
     if opts["as_json"]:
         click.echo(json.dumps(result, default=str))
         return
