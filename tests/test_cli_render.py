@@ -49,3 +49,22 @@ def test_footer_promises_only_what_is_shown() -> None:
     assert "raw score" in search_footer(_response(), 160)
     narrow = search_footer(_response(), 80)
     assert "--json for raw scores" in narrow and len(narrow) <= 80
+
+
+def test_every_width_from_80_to_200_keeps_the_rank_and_whole_sources() -> None:
+    """Between the narrow and the wide layout (120-130 columns) rich used to squeeze the rank
+    column away and cut the sources: now the text columns give way and the rest stays whole."""
+    for width in range(80, 201):
+        lines = _render(width)
+        assert all(len(line) <= width for line in lines), width
+        header = next(line for line in lines if "title" in line)
+        assert "┃  # ┃" in header and "score" in header and "sources" in header, width
+        raw = "sources (name#rank:score)" in header
+        for i in range(1, 4):
+            row = next(line for line in lines if f"bm25#{i}" in line)
+            assert row.startswith(f"│  {i} │"), (width, row)
+            whole = f"bm25#{i}:10.5 text#{40 + i}:0.41" if raw else f"bm25#{i} text#{40 + i}"
+            assert whole in row, (width, row)
+        assert (search_footer(_response(), width).startswith("score: the fused score")) == raw
+    assert "sources (name#rank:score)" in "".join(_render(120))  # raw scores from 120 columns on
+    assert "id-1" in "".join(_render(130)) and "id-1" not in "".join(_render(120))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -41,44 +42,76 @@ def search_title(response: SearchResponse) -> str:
     return f"{response.mode} query {response.query!r} · {response.fusion} · {weights}{whose}"
 
 
+TEXT_WANTED = 30  # title and category each get at least this before ids or raw scores are shown
+TEXT_MAX = 40  # ... and at most this
+NARROW_SOURCES = 18  # the rank-only sources column is cut beyond this
+_EXTRA_COLUMNS = {"id": 10, "image": 12}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What fits in ``width`` columns: each column's width and what the wide columns show."""
+
+    raw_scores: bool  # sources show each list's raw score, the category one line (its last levels)
+    extra: tuple[str, ...]  # of "id", "image"
+    rank: int
+    title: int
+    category: int
+    sources: int
+    source_cells: tuple[str, ...]
+
+
+def _layout(response: SearchResponse, width: int) -> _Layout:
+    """The widest layout whose title and category keep ``TEXT_WANTED`` columns each: raw scores
+    with id and image, then without image, then without id; else ranks only, the category as
+    leaf and root on two lines. Fixed columns are never squeezed, so the rank and the sources
+    stay whole at every width (the text columns give way)."""
+    rank = max(2, *(len(str(r.rank)) for r in response.results)) if response.results else 2
+    score = 6
+    for raw, extra in ((True, ("id", "image")), (True, ("id",)), (True, ()), (False, ())):
+        cells = tuple(_sources_text(r.sources, scores=raw) for r in response.results)
+        header = "sources (name#rank:score)" if raw else "sources"
+        sources = max(len(header), *map(len, cells)) if raw else min(max(len(header), *map(len, cells)), NARROW_SOURCES)
+        columns = 5 + len(extra)
+        fixed = 3 * columns + 1 + rank + score + sources + sum(_EXTRA_COLUMNS[c] for c in extra)
+        free = width - fixed
+        if raw and free < 2 * TEXT_WANTED:
+            continue
+        free = max(free, 20)
+        title = min(free * 9 // 20, TEXT_MAX)
+        return _Layout(raw, extra, rank, title, min(free - free * 9 // 20, TEXT_MAX), sources, cells)
+    raise AssertionError("unreachable: the rank-only layout always fits")
+
+
 def search_table(response: SearchResponse, width: int = 160) -> Table:
-    """One line per result. Wide terminals show ids, image names and each source's raw score;
-    narrow ones (80 columns) keep rank, title, the leaf and (below it) the root category, the
-    fused score and each source's rank."""
-    wide = width >= 120
+    """One line per result. Wide terminals show each source's raw score, then ids and image
+    names as room allows; narrow ones (80 columns) keep rank, title, the leaf and (below it) the
+    root category, the fused score and each source's rank. The rank and the sources are never
+    cut (tested at every width from 80 to 200)."""
+    layout = _layout(response, width)
     table = Table(title=search_title(response), title_justify="left")
-    sources = [_sources_text(r.sources, scores=wide) for r in response.results]
-    if wide:
-        text_widths = {"title": {"max_width": 40}, "category": {"max_width": 40}}
-    else:  # share what the fixed columns and the borders (3 per column + 1) leave
-        source_width = min(max([len("sources"), *map(len, sources)]), 18)
-        free = max(width - (5 * 3 + 1) - 2 - 6 - source_width, 20)
-        text_widths = {"title": {"width": free * 9 // 20}, "category": {"width": free - free * 9 // 20}}
     columns: list[tuple[str, dict[str, Any]]] = [
-        ("#", {"justify": "right", "min_width": 2}),
-        ("title", text_widths["title"]),
-        ("category", text_widths["category"]),
+        ("#", {"justify": "right", "width": layout.rank}),
+        ("title", {"width": layout.title}),
+        ("category", {"width": layout.category}),
     ]
-    if wide:
-        columns += [("id", {"max_width": 10}), ("image", {"max_width": 12})]
-    columns += [("score", {"justify": "right", "min_width": 6}),
-                ("sources (name#rank:score)" if wide else "sources", {"min_width": 7})]
+    columns += [(c, {"width": _EXTRA_COLUMNS[c]}) for c in layout.extra]
+    columns += [("score", {"justify": "right", "width": 6}),
+                ("sources (name#rank:score)" if layout.raw_scores else "sources", {"width": layout.sources})]
     for col, kw in columns:
         table.add_column(col, no_wrap=True, overflow="ellipsis", **kw)
-    for r, source_cell in zip(response.results, sources, strict=True):
-        category: str | Text = ("-" if not r.categories else _short_path(r.categories[0]) if wide
+    for r, source_cell in zip(response.results, layout.source_cells, strict=True):
+        category: str | Text = ("-" if not r.categories else _short_path(r.categories[0]) if layout.raw_scores
                                 else _leaf_and_root(r.categories[0]))
-        cells = [str(r.rank), r.title, category]
-        if wide:
-            cells += [r.id, (r.image or "-").rsplit("/", 1)[-1]]
-        cells += [f"{r.score:.4f}", source_cell]
+        extra = {"id": r.id, "image": (r.image or "-").rsplit("/", 1)[-1]}
+        cells = [str(r.rank), r.title, category, *(extra[c] for c in layout.extra), f"{r.score:.4f}", source_cell]
         table.add_row(*cells)
     return table
 
 
 def search_footer(response: SearchResponse, width: int) -> str:
     """What the columns mean, in the words of what is shown."""
-    if width >= 120:
+    if _layout(response, width).raw_scores:
         return ("score: the fused score; sources: each list's rank and raw score (bm25; cosine for vectors); "
                 "--json for full ids and paths")
     return "score: fused · sources: rank in each list · --json for raw scores and ids"
