@@ -43,9 +43,11 @@ def run_task(ctx: click.Context, kind: str, source: Path | None, *, market: str 
              category: str | None = None, **opts: Any) -> None:
     from ..evaluation.runner import load_products
     from ..evaluation.tasks import NEEDS_CLIP, TaskOptions, make_task
+    from ..ingest.run import check_source
     from .evaluate import _split
 
     started = time.perf_counter()
+    check_source(kind, source, market=market, category=category)  # before CLIP loads
     settings = settings_from(ctx, es_url=opts["es_url"], clip_architecture=opts["clip_model"],
                              clip_weights=opts["clip_weights"])
     err = Console(stderr=True)

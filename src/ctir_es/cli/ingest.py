@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from ..ingest.pipeline import IngestOptions
 from ..ingest.report import IngestReport
-from ..ingest.run import ingest_catalogue, load_encoders
+from ..ingest.run import check_source, ingest_catalogue, load_encoders
 from ..learn.hint import learn_hint
 from ..store.open import open_store
 from .main import cli, settings_from, store_options, with_options
@@ -50,6 +50,7 @@ def ingest() -> None:
 
 def _run(ctx: click.Context, kind: str, source: Path | None, *, market: str | None = None,
          category: str | None = None, **opts: Any) -> None:
+    check_source(kind, source, market=market, category=category)  # before the models load
     settings = settings_from(
         ctx, store=opts["store"], es_url=opts["es_url"], text_model=opts["text_model"],
         clip_architecture=opts["clip_model"], clip_weights=opts["clip_weights"], batch_size=opts["batch_size"],

@@ -23,6 +23,17 @@ from .value_types import ValueTyper
 KINDS = ("jsonl", "flipkart", "xmarket", "sample")
 
 
+def check_source(
+    kind: str, source: str | Path | None, *, market: str | None = None, category: str | None = None
+) -> None:
+    """Raise ``SourceError`` when the options cannot name a catalogue: called before any model is
+    loaded, so a missing option costs no wait."""
+    if kind == "xmarket" and source is None and not (market and category):
+        raise SourceError("xmarket needs --market and --category (to download) or --source FILE_OR_DIR")
+    if kind not in ("sample", "xmarket") and source is None:
+        raise SourceError(f"{kind} needs a source file or directory")
+
+
 def open_source(
     kind: str,
     source: str | Path | None,
@@ -33,13 +44,12 @@ def open_source(
     category: str | None = None,
 ) -> tuple[Iterable[Product], str]:
     """The product stream for a catalogue and the checkpoint key of that exact source."""
+    check_source(kind, source, market=market, category=category)
     if kind == "sample":
         from ..sample import sample_path
 
         kind, source = "jsonl", sample_path()
-    if kind == "xmarket" and source is None:
-        if not (market and category):
-            raise SourceError("xmarket needs --market and --category (to download) or --source FILE_OR_DIR")
+    if kind == "xmarket" and source is None and market and category:
         from .download import download, xmarket_url
 
         source = download(xmarket_url(market, category), settings.download_cache)
