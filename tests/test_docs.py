@@ -130,3 +130,32 @@ def test_no_docs_page_repeats_the_readme(page: Path) -> None:
     assert not repeated, (
         f"{page.name} repeats {len(repeated)} README line(s), say it once: {repeated[:3]}"
     )
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings (lower case, punctuation dropped, spaces to '-')."""
+    anchors, fenced = set(), False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#+ ", line):
+            title = re.sub(r"^#+ ", "", line).strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+@pytest.mark.parametrize("page", [README, CHANGELOG, *DOCS], ids=lambda p: p.name)
+def test_relative_links_resolve(page: Path) -> None:
+    """A moved section leaves no dangling link: every relative link names a file that exists,
+    and a heading of it when it names one."""
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists() or (
+            anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked)
+        ):
+            broken.append(target)
+    assert not broken, f"{page.name} links to what does not exist: {broken}"

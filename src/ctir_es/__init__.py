@@ -1,17 +1,11 @@
 """ctir-es: multimodal hybrid category-to-image search for e-commerce catalogues.
 
-Top-level layout (one concept per subpackage):
-
-- ``products``     the validated ``Product`` record every reader yields
-- ``ingest``       catalogue readers, image fetching, the ingest pipeline and its report
-- ``encoders``     text / image encoders (sentence-transformers, open_clip)
-- ``schema``       the values crossing the Store boundary (index schema, documents, queries, hits)
-- ``store``        the ``Store`` protocol with an embedded (SQLite) backend and the
-                   Elasticsearch backend (``store.elasticsearch``: one package, bodies as data)
-- ``kibana``       Kibana saved objects for the products index (data) and their import
-- ``ranking``      query planning and fusion (RRF, linear)
-- ``cli``          thin click commands over the library
-- ``service``      the HTTP API and web page (FastAPI) over ``Search``
+The package map (every module and subpackage, one line each) and the architecture are in
+``docs/index.md``; ``tests/test_docs.py`` keeps that map complete, so it is not repeated here.
+In short: readers (``ingest``) yield ``Product`` records, encoders (``encoders``, ONNX)
+turn them into vectors, a ``Store`` (``store``: embedded SQLite or Elasticsearch) indexes
+them, and ``ranking`` plans a query and fuses the BM25 and kNN lists; ``cli`` and
+``service`` are thin layers over ``Search``.
 
 The Python entry point is ``ctir_es.Search`` (imported lazily, so ``import ctir_es`` stays
 light)::
