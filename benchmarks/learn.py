@@ -22,6 +22,11 @@
   filter), scored with ``evaluation.metrics``. Target: served P@10 within 1 point of the best.
 - **C. Categorize per level** from each learn report of this run (``top1_per_level``): "after"
   against every "<signal> alone"; target: after >= the best single signal at every level.
+- **E. Categorize per level over seeds** (not in the default parts: ``--part E``). One
+  held-out slice of ~200 products decides a level by a product or two, so C's check is noisy:
+  flipkart-1050 as is, ingested once, then ``learn`` with each of ``--e-seeds`` (other tuning,
+  reporting and training slices) on a copy; per level the mean over seeds of "after", of every
+  "<signal> alone", and the seeds where "after" reaches the best single signal of that seed.
 - **D. Time on ~12k products.** flipkart-1050 replicated (distinct ids, a variant word appended
   to the title of each copy), ingested without images, then ``learn`` timed per stage
   (``report.seconds``) with a cold feature cache; the in-place write rate is
@@ -69,7 +74,8 @@ from ctir_es.search import Search
 from ctir_es.vocabulary import LEXICAL_SOURCE
 
 FLIPKART = Path(os.environ.get("CTIR_ES_FLIPKART_DIR", Path(__file__).resolve().parents[2] / "shared/datasets/flipkart-1050"))
-PARTS = ("A", "B", "C", "D")
+PARTS = ("A", "B", "C", "D", "E")
+DEFAULT_PARTS = "A,B,C,D"
 K = 100
 TEXT_MODEL = "all-MiniLM-L6-v2"
 VARIANTS = ("", "Pack of 2", "New", "Combo", "Classic", "Premium", "Edition II", "Value Pack", "Set", "Plus",
@@ -512,6 +518,52 @@ def part_c(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> dict[st
     return result
 
 
+# ---------------------------------------------------------------- E
+
+
+def part_e(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> dict[str, Any]:
+    from ctir_es.learn import LearnConfig
+
+    base = settings_for(work / "E" / "store.db")
+    ing = ingest(FLIPKART, base)
+    say(f"E: ingested flipkart-1050 ({ing['indexed']} products) in {ing['seconds']} s")
+    seeds = [int(x) for x in args.e_seeds.split(",") if x.strip()]
+    runs: dict[int, dict[str, dict[str, float]]] = {}
+    for seed in seeds:
+        copy = work / "E" / f"seed-{seed}.db"
+        copy_store(work / "E" / "store.db", copy)
+        try:
+            report = run_learn(settings_for(copy), f"E seed {seed}", LearnConfig(seed=seed))
+        except Exception as exc:  # noqa: BLE001 - a seed whose slices cannot be learned is reported, not fatal
+            say(f"E: seed {seed} failed: {type(exc).__name__}: {exc}")
+            continue
+        per = (report.to_json().get("categorize") or {}).get("top1_per_level") or {}
+        if "after" in per:
+            runs[seed] = per
+    if not runs:
+        return {"seeds": seeds, "error": "no seed gave a categorize comparison"}
+    levels = sorted({lv for per in runs.values() for lv in per["after"]}, key=int)
+    systems = sorted({name for per in runs.values() for name in per if name == "after" or name.endswith(" alone")})
+    means = {name: {lv: statistics.mean(per[name][lv] for per in runs.values() if lv in per.get(name, {}))
+                    for lv in levels} for name in systems}
+    reached = {lv: sum(1 for per in runs.values()
+                       if per["after"].get(lv, 0.0) >= max(per[n].get(lv, 0.0) for n in per if n.endswith(" alone")) - 1e-12)
+               for lv in levels}
+    say(f"\n### E. Categorize top-1 per level, mean over {len(runs)} seeds ({', '.join(map(str, runs))})\n")
+    say("| system | " + " | ".join(f"level {lv}" for lv in levels) + " |")
+    say("|---|" + "---:|" * len(levels))
+    for name in systems:
+        say(f"| {name} | " + " | ".join(pct(means[name][lv]) for lv in levels) + " |")
+    best_fixed = {lv: max((n for n in systems if n != "after"), key=lambda n, lv=lv: means[n][lv]) for lv in levels}
+    say("| after >= the best single signal's mean? | " + " | ".join(
+        f"{'yes' if means['after'][lv] >= means[best_fixed[lv]][lv] - 1e-12 else 'NO'} "
+        f"({best_fixed[lv].removesuffix(' alone')})" for lv in levels) + " |")
+    say("| seeds where after >= that seed's best single | " + " | ".join(
+        f"{reached[lv]} of {len(runs)}" for lv in levels) + " |\n")
+    return {"seeds": list(runs), "per_seed": {str(k): v for k, v in runs.items()}, "means": means,
+            "best_single_by_mean": best_fixed, "seeds_reaching_best_single": reached, "ingest": ing}
+
+
 # ---------------------------------------------------------------- D
 
 
@@ -587,7 +639,7 @@ def time_write(settings: Settings, chunk: int = 2000) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", default="A,B,C,D", help="comma-separated parts to run (A,B,C,D)")
+    p.add_argument("--part", default=DEFAULT_PARTS, help="comma-separated parts to run (A,B,C,D,E)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder [a new temporary folder]")
     p.add_argument("--json", type=Path, default=None, help="write every figure here")
     p.add_argument("--seed", type=int, default=13, help="seed of the hash choosing the products that lose a category")
@@ -598,6 +650,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--b-learn-seed", type=int, default=14,
                    help="B: learn's seed if the default (13) fails (its held-out slice is then the test split)")
     p.add_argument("--d-products", type=int, default=12_000, help="D: products in the replicated catalogue")
+    p.add_argument("--e-seeds", default="13,15,17,19,21", help="E: learn's seeds (held-out and training slices)")
     p.add_argument("--check-args", action="store_true", help=argparse.SUPPRESS)  # tests: parse and exit
     args = p.parse_args(argv)
     parts = [x.strip().upper() for x in args.part.split(",") if x.strip()]
@@ -618,7 +671,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out: dict[str, Any] = {"machine": m, "command": " ".join([sys.executable, *sys.argv]), "parts": parts,
                            "work": str(work), "timings_s": {}}
     runners: dict[str, Callable[[argparse.Namespace, Path, dict[str, Any]], dict[str, Any]]] = {
-        "A": part_a, "B": part_b, "C": part_c, "D": part_d}
+        "A": part_a, "B": part_b, "C": part_c, "D": part_d, "E": part_e}
     started = time.perf_counter()
     for part in PARTS:
         if part not in parts:

@@ -42,13 +42,13 @@ def test_run_smoke_writes_every_section(tmp_path: Path) -> None:
 
 
 def test_learn_benchmark_parses_its_parts() -> None:
-    """benchmarks/learn.py (issue 22's figures) takes --part A,B,C,D and refuses an unknown part;
+    """benchmarks/learn.py (issue 22's figures) takes --part A,B,C,D,E and refuses an unknown part;
     the parts themselves train models and run for minutes, so they are run by hand."""
     script = str(ROOT / "benchmarks" / "learn.py")
     ok = subprocess.run([sys.executable, script, "--check-args", "--part", "a, D"], cwd=ROOT, capture_output=True,
                         text=True, timeout=60, check=False)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert json.loads(ok.stdout.strip().splitlines()[-1]) == {"parts": ["A", "D"]}
-    bad = subprocess.run([sys.executable, script, "--check-args", "--part", "A,E"], cwd=ROOT, capture_output=True,
+    bad = subprocess.run([sys.executable, script, "--check-args", "--part", "A,F"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, check=False)
     assert bad.returncode == 2 and "unknown part" in bad.stderr
