@@ -3,6 +3,7 @@ or beside the code it concerns (the table widths: tests/test_cli_render.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,4 +36,27 @@ def test_xmarket_without_its_options_fails_before_loading_models(
     assert (
         "xmarket needs --market and --category (to download) or --source FILE_OR_DIR"
         in result.output
+    )
+
+
+def test_evaluate_names_the_mpnet_install_command_in_full(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """MPNet absent (a fresh clone, downloads off): the skip line says how to install it, whole."""
+    from ctir_es.config import Settings
+    from ctir_es.encoders import sentence
+    from ctir_es.evaluation.providers import text_provider
+    from ctir_es.evaluation.systems import ProviderContext, Skipped
+
+    monkeypatch.setattr(sentence, "mpnet_zip_parts", lambda: None)  # the part packages are absent
+    monkeypatch.setattr(sentence, "_hub_cached_folder", lambda hub_id: None)
+    monkeypatch.delenv("CTIR_ES_ALLOW_DOWNLOADS", raising=False)
+    ctx = ProviderContext(
+        builder=None, settings=Settings(cache_dir=tmp_path), text_models=("all-mpnet-base-v2",)
+    )  # type: ignore[arg-type]
+    [skipped] = text_provider(ctx)
+    assert isinstance(skipped, Skipped)
+    assert "run `ctir-es models install mpnet`" in skipped.reason
+    assert skipped.reason.endswith(
+        "set CTIR_ES_ALLOW_DOWNLOADS=1 to fetch sentence-transformers/all-mpnet-base-v2)"
     )

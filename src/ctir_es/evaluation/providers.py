@@ -39,7 +39,7 @@ def text_provider(ctx: ProviderContext) -> list[DenseSystem | Skipped]:
         try:
             encoder = load_text_encoder(EncoderConfig.from_settings(ctx.settings, text_model=model))
         except (CtirError, ImportError) as exc:
-            out.append(Skipped(name, label, f"skipped: text model {model!r} unavailable ({one_line(exc)})"))
+            out.append(Skipped(name, label, f"skipped: text model {model!r} unavailable ({one_line(exc, limit=1000)})"))
             continue
         ctx.builder.with_encoders(name, text_encoder=encoder)
         out.append(DenseSystem(name, label, name, TITLE_VECTOR, encoder.encode_queries, encoder.manifest, "title"))
