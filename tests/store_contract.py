@@ -3,7 +3,7 @@ haystack's ``testing/document_store.py``).
 
 An implementation's test module subclasses ``StoreContract`` (every mixin below) and supplies a
 ``store`` fixture: a fresh, empty store. The embedded store runs it in ``test_store_embedded*``,
-Elasticsearch in ``test_store_elasticsearch`` (a real node: ``CTIR_ES_TEST_URL``).
+Elasticsearch in ``test_es_store`` (a real node: ``CTIR_ES_TEST_URL``).
 
 - What ``store.base.Store`` requires, always run (``store_contract_core``): ``CoreContract``,
   ``LexicalContract``, ``KnnContract``, ``FilterContract``, ``ValueFilterContract``.

@@ -5,7 +5,7 @@ conflicts refused, and the migration of an index of mapping v3 (built from the v
 kept as data in tests/golden/index_body_v3.json) by reindex + alias swap.
 
 Runs against ``CTIR_ES_TEST_URL`` (``scripts/elasticsearch-local up``), like
-test_store_elasticsearch.py.
+test_es_store.py.
 """
 
 from __future__ import annotations
