@@ -1,7 +1,7 @@
 """``ctir-es learn`` against issue 22's targets, on flipkart-1050 (offline, no images, MiniLM ONNX).
 
     python benchmarks/learn.py                          # all parts (20-40 min on 2 busy cores)
-    python benchmarks/learn.py --part A,C --json out.json --work /tmp/learn-bench
+    python benchmarks/learn.py --part A,C --json out.json --work artifacts/learn-bench
     python benchmarks/learn.py --part D --d-products 12000
 
 - **A. Categories removed.** A copy of the catalogue in which 10% of the products (a seeded hash

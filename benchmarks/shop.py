@@ -1,7 +1,7 @@
 """Facets, sort and collapse (``ctir_es.shop``): what they cost and what collapse does.
 
-    ctir-es ingest flipkart ../shared/datasets/flipkart-1050 --no-images --clip-weights none --store /tmp/fk.db
-    python benchmarks/shop.py --store /tmp/fk.db [--synthetic 100000] [--repeats 3]
+    ctir-es ingest flipkart ../shared/datasets/flipkart-1050 --no-images --clip-weights none --store artifacts/fk.db
+    python benchmarks/shop.py --store artifacts/fk.db [--synthetic 100000] [--repeats 3]
 
 1. flipkart-1050, collapse: the near-duplicate rate of the top 10 (a result whose normalised
    title equals, or whose title vector has cosine >= 0.95 with, a result above it: the measure of

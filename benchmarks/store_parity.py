@@ -2,9 +2,9 @@
 
 Both indices must hold the same catalogue built with the same encoders, e.g.:
 
-    ctir-es ingest flipkart ../shared/datasets/flipkart-1050 --store /tmp/fk.db
+    ctir-es ingest flipkart ../shared/datasets/flipkart-1050 --store artifacts/fk.db
     ctir-es ingest flipkart ../shared/datasets/flipkart-1050 --es-url http://127.0.0.1:9200
-    python benchmarks/store_parity.py --store /tmp/fk.db --es-url http://127.0.0.1:9200
+    python benchmarks/store_parity.py --store artifacts/fk.db --es-url http://127.0.0.1:9200
 
 Queries: every category node of levels 1-2 (category mode, as ``ctir-es query "A > B"``) and
 the first words of a sample of titles (text mode). For each mode it prints how many top-10
