@@ -122,14 +122,26 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 # Real data: the flipkart-1050 catalogue (shared with the project, not copied into it).
 # =====================================================================================
 
+# Where the shared datasets lie: beside the repository (CI clones it next to ``shared/``).
+FLIPKART_BESIDE = Path("../shared/datasets/flipkart-1050")  # relative to the repository root
+FLIPKART_MISSING = (f"flipkart-1050 not found at {FLIPKART_BESIDE} (relative to the repository root): put it "
+                    "there, or set CTIR_ES_FLIPKART_DIR to the dataset folder")
+
+
 def _find_flipkart() -> Path | None:
+    """``$CTIR_ES_FLIPKART_DIR`` when set (a folder without products.csv then fails the tests
+    that read it: a named dataset is never skipped), else ``FLIPKART_BESIDE``. The repository
+    root is taken as reached (a symlinked clone) and resolved."""
     import os
 
-    candidates = [os.environ.get("CTIR_ES_FLIPKART_DIR"),
-                  Path(__file__).resolve().parents[2] / "shared/datasets/flipkart-1050"]
-    for c in candidates:
-        if c and (Path(c) / "products.csv").is_file():
-            return Path(c)
+    named = os.environ.get("CTIR_ES_FLIPKART_DIR")
+    if named:
+        return Path(named)
+    here = Path(__file__)
+    for root in (here.absolute().parents[1], here.resolve().parents[1]):
+        found = Path(os.path.normpath(root / FLIPKART_BESIDE))  # ".." of the path as reached
+        if (found / "products.csv").is_file():
+            return found.resolve()
     return None
 
 
@@ -139,7 +151,9 @@ FLIPKART_DIR = _find_flipkart()
 @pytest.fixture(scope="session")
 def flipkart_dir() -> Path:
     if FLIPKART_DIR is None:
-        pytest.skip("flipkart-1050 not found: set CTIR_ES_FLIPKART_DIR to the dataset folder")
+        pytest.skip(FLIPKART_MISSING)
+    if not (FLIPKART_DIR / "products.csv").is_file():
+        pytest.fail(f"CTIR_ES_FLIPKART_DIR={FLIPKART_DIR} holds no products.csv")
     return FLIPKART_DIR
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import FLIPKART_DIR
+from conftest import FLIPKART_BESIDE, FLIPKART_DIR, FLIPKART_MISSING
 
 from ctir_es.errors import SourceError
 from ctir_es.ingest.readers import read_flipkart
@@ -20,10 +20,9 @@ from ctir_es.ingest.readers.flipkart import (
 )
 from ctir_es.ingest.report import IngestReport
 
-# found beside the repository (../shared/datasets/flipkart-1050) or at $CTIR_ES_FLIPKART_DIR
-DATASET = FLIPKART_DIR or Path("../shared/datasets/flipkart-1050")
-needs_dataset = pytest.mark.skipif(FLIPKART_DIR is None, reason=f"flipkart-1050 not found: set CTIR_ES_FLIPKART_DIR "
-                                                                  f"or put it at {DATASET}")
+# found beside the repository (conftest.FLIPKART_BESIDE) or at $CTIR_ES_FLIPKART_DIR
+DATASET = FLIPKART_DIR or FLIPKART_BESIDE
+needs_dataset = pytest.mark.skipif(FLIPKART_DIR is None, reason=FLIPKART_MISSING)
 
 COLUMNS = [
     "uniq_id",
@@ -180,3 +179,29 @@ def test_fields_over_the_csv_default_limit_are_read(tmp_path: Path) -> None:
     report = IngestReport()
     (product,) = read_flipkart(path, report)
     assert report.rejected_total == 0 and product.description.startswith("word word")
+
+
+def test_the_dataset_is_found_beside_the_repository_never_by_an_absolute_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """conftest finds ../shared/datasets/flipkart-1050 relative to the repository root (as CI
+    lays it out), through a symlinked clone either way; $CTIR_ES_FLIPKART_DIR wins when set."""
+    import conftest
+
+    monkeypatch.delenv("CTIR_ES_FLIPKART_DIR", raising=False)
+    data = tmp_path / "ci" / "shared" / "datasets" / "flipkart-1050"
+    data.mkdir(parents=True)
+    (data / "products.csv").write_text("uniq_id\n", encoding="utf-8")
+    clone = tmp_path / "ci" / "ctir-es"  # beside shared/
+    (clone / "tests").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "ctir-es").symlink_to(clone)  # reached through a link elsewhere: resolved
+    away = tmp_path / "away" / "ctir-es"  # lying elsewhere, reached through a link beside shared/
+    (away / "tests").mkdir(parents=True)
+    (tmp_path / "ci" / "linked").symlink_to(away)
+    for root in (clone, tmp_path / "elsewhere" / "ctir-es", tmp_path / "ci" / "linked"):
+        monkeypatch.setattr(conftest, "__file__", str(root / "tests" / "conftest.py"))
+        assert conftest._find_flipkart() == data.resolve(), root
+    monkeypatch.setattr(conftest, "__file__", str(tmp_path / "alone" / "tests" / "conftest.py"))
+    assert conftest._find_flipkart() is None
+    monkeypatch.setenv("CTIR_ES_FLIPKART_DIR", str(tmp_path / "named"))
+    assert conftest._find_flipkart() == tmp_path / "named"  # named: used as given (a wrong one fails)
