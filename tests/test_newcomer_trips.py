@@ -60,3 +60,87 @@ def test_evaluate_names_the_mpnet_install_command_in_full(
     assert skipped.reason.endswith(
         "set CTIR_ES_ALLOW_DOWNLOADS=1 to fetch sentence-transformers/all-mpnet-base-v2)"
     )
+
+
+# ---------------------------------------------------------------- categories the index lacks
+
+KNOWN = {
+    ("Kitchen & Dining",): 5,
+    ("Kitchen & Dining", "Cookware"): 3,
+    ("Kitchen & Dining", "Cookware", "Pots & Pans"): 2,
+    ("Kitchen & Dining", "Coffee Mugs"): 2,
+    ("Watches",): 4,
+    ("Watches", "Wrist Watches"): 4,
+}
+
+
+def test_closest_categories_share_words_then_text() -> None:
+    from ctir_es.categories import closest_paths
+
+    assert closest_paths(("Kitchen", "Blenders"), KNOWN)[0] == ("Kitchen & Dining",)
+    assert closest_paths(("Kitchen & Dining", "Cokware"), KNOWN)[0] == (
+        "Kitchen & Dining",
+        "Cookware",
+    )
+    assert closest_paths(("Mugs",), KNOWN) == [("Kitchen & Dining", "Coffee Mugs")]
+    assert closest_paths(("Nope",), KNOWN) == []
+
+
+def test_unknown_category_notice_names_the_closest_or_the_roots() -> None:
+    from ctir_es.categories import unknown_category_notice
+
+    assert unknown_category_notice(("Watches",), KNOWN, "x") is None
+    assert unknown_category_notice(("watches",), KNOWN, "x", exact=False) is None  # a query's words
+    assert unknown_category_notice(("watches",), KNOWN, "x") is not None  # a filter is exact
+    notice = unknown_category_notice(("Kitchen", "Blenders"), KNOWN, "the results match its words")
+    assert notice is not None
+    assert notice.startswith(
+        "no category 'Kitchen > Blenders' in this index: the results match its words; "
+    )
+    assert "closest: 'Kitchen & Dining'" in notice
+    nope = unknown_category_notice(("Nope",), KNOWN, "the category filter matches no product")
+    assert nope is not None and nope.endswith("its top categories: Kitchen & Dining, Watches")
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory, tiny_text_model_dir: Path) -> Any:
+    from service_support import sample_search
+
+    search, _ = sample_search(tmp_path_factory.mktemp("trips"), tiny_text_model_dir, None)
+    yield search
+    search.close()
+
+
+def test_search_says_when_the_category_or_the_filter_is_not_in_the_index(sample: Any) -> None:
+    from ctir_es.filters import Filter
+
+    missing = sample.search("Kitchen > Blenders")
+    assert len(missing.results) == 10  # still ranked by its words ...
+    assert missing.notices and missing.notices[0].startswith(
+        "no category 'Kitchen > Blenders' in this index"
+    )
+    assert "closest: 'Kitchen & Dining'" in missing.notices[0]
+    present = sample.search("Kitchen & Dining > Cookware")
+    assert not any("no category" in n for n in present.notices)
+    lower = sample.search("kitchen & dining > cookware")  # a query's words match in any case
+    assert not any("no category" in n for n in lower.notices)
+    nope = sample.search("mug", filters=[Filter("category", "subtree", "Nope")])
+    assert nope.results == [] and nope.notices[0].startswith(
+        "no category 'Nope' in this index: the category filter matches no product; its top categories: "
+    )
+    fine = sample.search("mug", filters=[Filter("category", "subtree", "Kitchen & Dining")])
+    assert fine.results and not any("no category" in n for n in fine.notices)
+
+
+def test_http_search_carries_the_notice(sample: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from ctir_es.service import create_app
+
+    client = TestClient(create_app(sample, []), raise_server_exceptions=False)
+    body = client.get("/search", params={"q": "mug", "within": "Nope"}).json()
+    assert body["results"] == [] and body["notices"][0].startswith(
+        "no category 'Nope' in this index"
+    )
+    body = client.get("/search", params={"q": "Kitchen > Blenders"}).json()
+    assert len(body["results"]) == 10 and "closest: 'Kitchen & Dining'" in body["notices"][0]

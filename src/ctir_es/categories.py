@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from typing import Any
 
 from .errors import QueryError
@@ -65,6 +66,53 @@ def build_tree(counts: Mapping[CategoryPath, int]) -> list[CategoryNode]:
         return CategoryNode(path[-1], path, int(count), kids)
 
     return [make(children[()][name]) for name in sorted(children[()], key=str.casefold)]
+
+
+def _words(path: CategoryPath) -> list[str]:
+    return [w for w in " ".join(path).casefold().replace(",", " ").split() if w.isalnum()]
+
+
+def _word_match(word: str, words: Sequence[str]) -> float:
+    """1 for the same word, its similarity when close (a typo, a plural), else 0."""
+    best = max((SequenceMatcher(None, word, w).ratio() for w in words), default=0.0)
+    return 1.0 if word in words else best if best >= 0.8 else 0.0
+
+
+def closest_paths(path: CategoryPath, known: Iterable[CategoryPath], n: int = 3) -> list[CategoryPath]:
+    """The known paths nearest to ``path``: the most of its words (exact, or within a typo), then
+    the most similar text, then the shortest; none when no word matches (``"Nope"``)."""
+    wanted = _words(path)
+    text = format_category_path(path).casefold()
+    scored = []
+    for candidate in known:
+        words = _words(candidate)
+        matched = sum(_word_match(w, words) for w in wanted) / max(len(wanted), 1)
+        if matched > 0:
+            similar = SequenceMatcher(None, text, format_category_path(candidate).casefold()).ratio()
+            scored.append((-matched, -similar, len(candidate), candidate))
+    return [c for *_, c in sorted(scored)[:n]]
+
+
+def unknown_category_notice(
+    path: CategoryPath, known: Mapping[CategoryPath, int], what: str, *, exact: bool = True
+) -> str | None:
+    """A notice when ``path`` is not a category of the index (``known``: every node, as
+    ``category_counts`` returns it), naming the closest ones or else the roots; None when it is.
+
+    ``what`` says what the unknown path does to the results (a query still matches its words;
+    a filter on it matches nothing). ``exact=False`` accepts another letter case (a query's
+    words match regardless; a filter does not)."""
+    if not path or tuple(path) in known:
+        return None
+    if not exact and tuple(p.casefold() for p in path) in {tuple(k.casefold() for k in c) for c in known}:
+        return None
+    close = closest_paths(path, known)
+    if close:
+        hint = "closest: " + ", ".join(repr(format_category_path(c)) for c in close)
+    else:
+        roots = sorted((p[0] for p in known if len(p) == 1), key=str.casefold)
+        hint = "its top categories: " + (", ".join(roots[:8]) + (", ..." if len(roots) > 8 else "") or "none")
+    return f"no category {format_category_path(path)!r} in this index: {what}; {hint}"
 
 
 @dataclass(frozen=True, slots=True)

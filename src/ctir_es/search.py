@@ -11,6 +11,7 @@ loads with other weights or dims is an error that says what differs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Self
@@ -61,10 +62,11 @@ if TYPE_CHECKING:
     from .categorize.core import SignalWeights
     from .ingest.pipeline import IngestOptions
     from .ingest.report import IngestReport
-    from .products import Product
+    from .products import CategoryPath, Product
 
 __all__ = ["MAX_K", "NotFound", "Search", "SearchResponse", "SearchResult", "Unsupported", "open_store"]
 
+CATEGORY_REREAD = 5.0  # seconds: a category missing from the cached tree re-reads it at most this often
 MAX_AUDIT = 10_000  # products one audit call lists by kNN (Elasticsearch's k limit)
 # "More like this": the product's own vectors, queried against the same fields.
 SIMILAR_SOURCES: Mapping[str, str] = {IMAGE_VECTOR: IMAGE_SOURCE, TITLE_VECTOR: TEXT_SOURCE}
@@ -95,6 +97,7 @@ class Search:
         self._schema: IndexSchema | None = None
         self._categorizer: Categorizer | None = None
         self._seen: tuple[set[tuple[str, ...]] | None] | None = None  # (the model's seen nodes,) once read
+        self._categories_read: tuple[float, dict[CategoryPath, int]] | None = None  # (when, counts)
         self._category_weights: SignalWeights | None = None
         self.pins: Pins | None = None  # pinned rankings for cursors (a MemoryPins on first use)
 
@@ -211,6 +214,7 @@ class Search:
         depth = PIN_DEPTH if pin else k  # a pin keeps the whole list a cursor may page through
         candidates = max(CANDIDATE_DEPTH, 2 * depth)
         plan = self.plan(text, mode=mode, image_vector=image_vector, field_weights=field_weights)
+        about = self.category_notices(plan.category, filters)  # paths the index does not hold
         group = None
         if plan.mode == "category" and fusion is None and weights is None and field_weights is None:
             # nothing chosen by the caller: the fusion `ctir-es calibrate` / `learn` measured on this
@@ -223,6 +227,10 @@ class Search:
         fusion = fusion or DEFAULT_FUSION
         used = weights_in_force(plan.sources, plan.weights, weights)  # checked before any store work
         source_hits: dict[str, int | None] = dict.fromkeys(plan.sources)
+
+        def notes() -> list[str]:
+            return [*about, *ranking_notices(plan.sources, source_hits)]
+
         if self.fusion_location == "client" or shop.active:  # a shop request needs the whole fused list
             runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
             source_hits.update({name: len(hits) for name, hits in runs.items()})
@@ -231,7 +239,7 @@ class Search:
             fused = self._fused_by_server(plan, depth, candidates, filters, fusion, used)
         if pin and not shop.active:  # pin the final ordered list (arranged ones: below)
             header = SearchResponse(text or "", mode, fusion, plan.sources, [], used, source_hits,
-                                    ranking_notices(plan.sources, source_hits), group)
+                                    notes(), group)
             return self.pins_for(pins).first_page(header, fused, k, query, self._page_results)
         if shop.active:
             from .shop.arrange import arrange
@@ -240,7 +248,7 @@ class Search:
                 return fuse(fusion, self.store.search(plan.lexical, plan.vectors, candidates, without), used)
 
             base = SearchResponse(text or "", mode, fusion, plan.sources, [], used, source_hits,
-                                  ranking_notices(plan.sources, source_hits), group)
+                                  notes(), group)
             if pin:  # arranged to the cutoff, then pinned: later pages are slices of the arrangement
                 from .shop.request import CANDIDATE_CUTOFF
 
@@ -250,7 +258,7 @@ class Search:
                                                       self._page_results)
             return arrange(self, shop, base, fused, k, filters, retrieve)
         return SearchResponse(text or "", mode, fusion, plan.sources, self._results(fused), used,
-                              source_hits, ranking_notices(plan.sources, source_hits), group)
+                              source_hits, notes(), group)
 
     def checked(self, filters: Sequence[Filter]) -> list[Filter]:
         """``filters`` checked against this index's typed values, their values typed
@@ -583,6 +591,40 @@ class Search:
             blank = type(p).from_mapping({**p.to_json(), "categories": []})
             vectors[CLIP_ITA_VECTOR] = self.category_encoder.encode_products([blank], [None])[0]
         return Evidence(p.title, p.title, p, vectors, (p.id,))
+
+    def category_notices(self, category: CategoryPath | None, filters: Sequence[Filter]) -> list[str]:
+        """Notices for category paths the index does not hold: the category a query names
+        (its results then match its words only) and each category filter (it matches nothing),
+        each with the closest categories. Empty for a store that cannot count categories.
+
+        The index's categories are read once and again only when a path is missing (an ingest
+        elsewhere may have added it), at most every ``CATEGORY_REREAD`` seconds."""
+        from .categories import unknown_category_notice
+
+        asked = [(p, False) for p in [category] if p]
+        asked += [(f.path, True) for f in filters if f.field == "category" and f.op == "subtree"]
+        if not asked or not isinstance(self.store, CategoryCounter):
+            return []
+        known = self._known_categories()
+        if any(tuple(p) not in known for p, _ in asked):
+            known = self._known_categories(stale_after=CATEGORY_REREAD)
+        out = []
+        for path, is_filter in asked:
+            what = ("the category filter matches no product" if is_filter
+                    else "the results match its words, not a category")
+            notice = unknown_category_notice(path, known, what, exact=is_filter)
+            if notice is not None:
+                out.append(notice)
+        return out
+
+    def _known_categories(self, stale_after: float | None = None) -> Mapping[CategoryPath, int]:
+        """Products per category node, cached; re-read when older than ``stale_after`` seconds."""
+        now = time.monotonic()
+        cached = self._categories_read
+        if cached is None or (stale_after is not None and now - cached[0] >= stale_after):
+            counts = self.store.category_counts() if isinstance(self.store, CategoryCounter) else {}
+            cached = self._categories_read = (now, dict(counts))
+        return cached[1]
 
     def categories(self) -> list[CategoryNode]:
         """The category tree (roots, children sorted by name) with product counts per node."""
