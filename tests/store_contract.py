@@ -7,7 +7,9 @@ Elasticsearch in ``test_es_store`` (a real node: ``CTIR_ES_TEST_URL``).
 
 - What ``store.base.Store`` requires, always run (``store_contract_core``): ``CoreContract``,
   ``LexicalContract``, ``KnnContract``, ``FilterContract``, ``ValueFilterContract``.
-- Stable pages through ``Search`` over the store (``store_contract_cursors``): ``CursorContract``.
+- Through ``Search`` over the store, what a shop asks (issue 23): ``CursorContract`` (stable
+  pages, ``store_contract_cursors``), ``FacetContract``, ``SortContract``, ``CollapseContract``
+  (``store_contract_shop``).
 - The optional capabilities of ``store.base.CAPABILITIES``, one mixin each
   (``store_contract_capabilities``). They run on a store that declares the capability; a store
   that does not lists it in its class's ``lacks`` (capability -> why), and those cases skip with
@@ -55,6 +57,7 @@ from store_contract_data import (
     unit,
     valued_product,
 )
+from store_contract_shop import CollapseContract, FacetContract, SortContract
 
 from ctir_es.store.base import CAPABILITIES, Store
 
@@ -68,10 +71,12 @@ __all__ = [
     "VALUES_PENDING",
     "VALUES_SCHEMA",
     "CategoryCounterContract",
+    "CollapseContract",
     "ContractBase",
     "CoreContract",
     "CursorContract",
     "DeleterContract",
+    "FacetContract",
     "FilterContract",
     "IdListerContract",
     "ImageRootsContract",
@@ -79,6 +84,7 @@ __all__ = [
     "KnnContract",
     "LexicalContract",
     "RequiredContract",
+    "SortContract",
     "StoreContract",
     "ValueFilterContract",
     "VectorReaderContract",
@@ -109,9 +115,18 @@ CAPABILITY_CONTRACTS: dict[type, type] = {
 
 
 class RequiredContract(
-    CoreContract, LexicalContract, KnnContract, FilterContract, ValueFilterContract, CursorContract
+    CoreContract,
+    LexicalContract,
+    KnnContract,
+    FilterContract,
+    ValueFilterContract,
+    CursorContract,
+    FacetContract,
+    SortContract,
+    CollapseContract,
 ):
-    """What every Store meets: the protocol's methods, and stable pages over them."""
+    """What every Store meets: the protocol's methods, and over them (through ``Search``) stable
+    pages, facets, sort and collapse."""
 
     def test_says_which_optional_capabilities_it_lacks(self, store: Store) -> None:
         """Each optional capability is declared, or listed in ``lacks`` with a reason (whose
