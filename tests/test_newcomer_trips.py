@@ -144,3 +144,29 @@ def test_http_search_carries_the_notice(sample: Any) -> None:
     )
     body = client.get("/search", params={"q": "Kitchen > Blenders"}).json()
     assert len(body["results"]) == 10 and "closest: 'Kitchen & Dining'" in body["notices"][0]
+
+
+def test_serve_on_a_taken_port_says_so_before_pointing_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from ctir_es.search import Search
+
+    def no_store(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the store was opened before the port was checked")
+
+    monkeypatch.setattr(Search, "open", no_store)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = CliRunner().invoke(
+            cli, ["serve", "--store", str(tmp_path / "x.db"), "--port", str(port)]
+        )
+    assert result.exit_code == 1
+    assert (
+        f"cannot listen on 127.0.0.1:{port}: another program is using this port; stop it or pass --port N"
+        in (result.output)
+    )
+    assert "open http" not in result.output

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from pathlib import Path
 
 import click
@@ -72,6 +74,8 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
     except ImportError as exc:  # pragma: no cover - runtime dependencies
         raise MissingExtraError(f"the service needs {exc.name}: pip install fastapi uvicorn python-multipart") from None
 
+    listener = _listen(host, port)  # before anything is printed or loaded: a taken port fails at once
+    port = listener.getsockname()[1]  # --port 0: the one the system chose
     settings = settings_from(ctx, store=store, es_url=es_url)
     # a missing CLIP-ITA model folder does not keep the server down: it serves without it, says
     # so in one warning line, and /health reports it with the fix
@@ -113,8 +117,9 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
         config = uvicorn.Config(app, host=host, port=port, log_level="info", http=protocol_class(connections),
                                 timeout_keep_alive=int(max(1, keep_alive)), server_header=False, lifespan="off",
                                 backlog=2048)
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=[listener])
     finally:
+        listener.close()
         if learning is not None and learning.running and not learning.stop():
             # a daemon thread: it ends with the process; a write cut short resumes at the next `learn`
             click.echo(f"ctir-es: learning did not stop within {STOP_GRACE:g} s; leaving it (nothing is lost)",
@@ -123,6 +128,28 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
             service.close()  # the serving Search: the one opened here, or the one a kept model swapped in
         else:
             search.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (uvicorn listens on it): binding first means a port another
+    program holds is reported before the "open http://..." line that would point at that program."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror} (--host)") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart over TIME_WAIT
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        taken = exc.errno == errno.EADDRINUSE
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: "
+            + ("another program is using this port; stop it or pass --port N" if taken else str(exc.strerror or exc))
+        ) from None
+    return sock
 
 
 def _usable_descriptors() -> int:
