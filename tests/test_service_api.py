@@ -314,7 +314,7 @@ def test_unexpected_failure_is_a_bare_500(search: Search, monkeypatch: pytest.Mo
 
 def test_slow_request_times_out_with_503(search: Search, monkeypatch: pytest.MonkeyPatch) -> None:
     app = create_app(search, [SAMPLE_IMAGES], Limits(timeout=0.2))
-    monkeypatch.setattr(search, "categories", lambda: time.sleep(1.0) or [])
+    monkeypatch.setattr(search.store, "category_counts", lambda: time.sleep(1.0) or {})
     start = time.monotonic()
     r = TestClient(app, raise_server_exceptions=False).get("/categories")
     assert time.monotonic() - start < 0.9

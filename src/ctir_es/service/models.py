@@ -131,12 +131,23 @@ class CategoryNodeOut(BaseModel):
     path: list[str]
     label: str
     count: int
+    children_total: int = Field(description=(
+        "Children this node has. More than `children` lists when `depth` or `limit` cut them: ask "
+        "`under=<label>` (then `offset`) for them."))
     children: list[CategoryNodeOut]
 
 
 class CategoryTreeOut(BaseModel):
     products: int
-    nodes: int
+    nodes: int = Field(description="Nodes of the whole tree.")
+    under: list[str] = Field(description="The node whose subtree is listed (`[]`: the whole tree).")
+    returned: int = Field(description="Nodes in this answer (at most `limit`).")
+    truncated: bool = Field(description=(
+        "The node limit left nodes out: a node whose `children_total` exceeds its `children`, or more "
+        "nodes of the listed level (`next_offset`)."))
+    offset: int
+    next_offset: int | None = Field(description=(
+        "The `offset` of the next page of the listed level; null when this answer lists its last node."))
     tree: list[CategoryNodeOut]
 
 

@@ -6,32 +6,64 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
 
-from ...categories import CategoryNode
+from ...errors import Unsupported
+from ...products import format_category_path, parse_category_path
 from ...search import Search
+from ...store.base import CategoryCounter
 from ..auth import ApiKeyDep
 from ..categorize import CategorizeIn, categorize_input
+from ..category_tree import DEFAULT_NODES, CategoryIndex, TreeCache, normalise_path
 from ..errors import ApiError, documented
-from ..models import AuditOut, CategorizeOut, CategoryTreeOut
+from ..models import AuditOut, CategorizeOut, CategoryTreeOut, ErrorResponse
 from ..params import Params, category_filters
 from ..runtime import ServiceDep
-
-
-def tree_size(nodes: list[CategoryNode]) -> int:
-    return sum(1 + tree_size(n.children) for n in nodes)
 
 
 def router(params: Params) -> APIRouter:
     routes = APIRouter(tags=["categories"])
     limits = params.limits
 
-    @routes.get("/categories", response_model=CategoryTreeOut, responses=documented(409))
+    trees = TreeCache()
+    default_nodes = min(DEFAULT_NODES, limits.max_category_nodes)
+
+    @routes.get("/categories", response_model=CategoryTreeOut, responses={
+        **documented(409), 404: {"model": ErrorResponse, "description": "No category at `under`."}})
     async def categories(
         service: ServiceDep,
-        depth: Annotated[int, Query(ge=0, le=32, description="Levels to return; 0: the whole tree.")] = 0,
+        depth: Annotated[int, Query(ge=0, le=32, description="Levels to return below the listed level "
+                                                                "(1: the listed level only); 0: all.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=limits.max_category_nodes, description=(
+            f"Nodes in the answer at most (default {default_nodes:,}), filled breadth-first: the listed "
+            "level first, then each next level. `truncated` says the limit cut the answer."))] = default_nodes,
+        under: Annotated[str | None, Query(max_length=limits.max_query_chars, description=(
+            "List this node's subtree (a `label` such as 'Kitchen > Pans'), not the whole tree: how to "
+            "get the children of a node whose `children_total` is more than it lists."))] = None,
+        offset: Annotated[int, Query(ge=0, le=10_000_000, description=(
+            "Skip this many nodes of the listed level (the roots, or the children of `under`): the "
+            "previous answer's `next_offset` pages through a wide level."))] = 0,
     ) -> dict[str, Any]:
-        """The category tree with product counts per node (children sorted by name)."""
-        tree, count = await service.use(lambda search: (search.categories(), search.store.count()))
-        return {"products": count, "nodes": tree_size(tree), "tree": [n.to_json(depth or None) for n in tree]}
+        """The category tree with product counts per node (children sorted by name), at most `limit`
+        nodes per answer: each node's `children_total` says how many children it has; page with
+        `under` and `offset`. Counts may lag writes by up to ten seconds (the tree is shared by the
+        requests of that time)."""
+        path = normalise_path(parse_category_path(under or ""))
+
+        def make(search: Search) -> CategoryIndex:
+            if not isinstance(search.store, CategoryCounter):
+                raise Unsupported(f"{type(search.store).__name__} cannot list categories yet")
+            return CategoryIndex.build(search.store.category_counts(), search.store.count())
+
+        owner = service.search
+        try:
+            index = await trees.get(owner, lambda work: service.use(lambda _search: work()),
+                                    lambda: make(owner), limits.timeout)
+        except TimeoutError:
+            raise ApiError(503, "timeout", f"the request took longer than {limits.timeout:g} s",
+                           {"Retry-After": "5"}) from None
+        if not index.has(path):
+            raise ApiError(404, "not_found", f"no category {format_category_path(path)!r} in this index "
+                                             "(`under` takes a node's `label`)")
+        return index.page(path, offset=offset, limit=limit, depth=depth)
 
     @routes.post("/categorize", response_model=CategorizeOut, responses=documented(400, 404, 409, 413, 415),
                  openapi_extra={"requestBody": {"content": {"application/json": {

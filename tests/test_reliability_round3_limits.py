@@ -1,0 +1,128 @@
+"""Issue 24, the remaining weak spots: ``/categories`` has size limits (the real HTTP app over a
+store made by the real ``ctir-es ingest``), ``calibrate`` during an ingest or on read-only
+media (the real CLI), and response headers dripped by an image server are bounded by the
+per-image deadline (the image loader against a server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from test_reliability_ingest import run_cli
+
+from ctir_es.config import load_settings
+from ctir_es.search import Search
+from ctir_es.service import Limits, create_app
+from ctir_es.service.category_tree import DEFAULT_NODES
+
+# -- 1. /categories has size limits ----------------------------------------------------------------
+
+WIDE = 3_000  # roots side by side: three times the default answer
+
+
+@pytest.fixture(scope="module")
+def wide_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3,000 root categories side by side, each with two children, one product per leaf."""
+    tmp = tmp_path_factory.mktemp("wide")
+    source = tmp / "wide.jsonl"
+    source.write_text("".join(json.dumps({"id": f"p{i}", "title": f"thing {i}",
+                                          "categories": [[f"Wide {i // 2:05d}", f"Leaf {i % 2}"]]}) + "\n"
+                              for i in range(2 * WIDE)), encoding="utf-8")
+    store = tmp / "wide.db"
+    out = run_cli(tmp, "ingest", "jsonl", str(source), "--store", str(store), "--no-images",
+                  "--text-model", "none", "--json")
+    assert out.returncode == 0, out.stderr
+    return store
+
+
+def open_search(store: Path, tmp: Path) -> Search:
+    return Search.open(load_settings(env={"CTIR_ES_STORE": str(store), "CTIR_ES_CONFIG": str(tmp / "absent.toml"),
+                                          "CTIR_ES_CACHE_DIR": str(tmp / "cache")}))
+
+
+def test_categories_of_a_wide_tree_are_bounded_and_paged(wide_store: Path, tmp_path: Path) -> None:
+    limits = Limits(max_category_nodes=2_000)
+    with TestClient(create_app(open_search(wide_store, tmp_path), limits=limits)) as client:
+        resp = client.get("/categories")
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        # the default answer: the first 1,000 roots (breadth-first, so no child fits), flagged
+        assert body["nodes"] == 3 * WIDE and body["products"] == 2 * WIDE
+        assert body["returned"] == DEFAULT_NODES == len(body["tree"]) and body["truncated"] is True
+        assert body["next_offset"] == DEFAULT_NODES and body["under"] == []
+        assert [n["name"] for n in body["tree"][:2]] == ["Wide 00000", "Wide 00001"]
+        assert all(n["children"] == [] and n["children_total"] == 2 and n["count"] == 2 for n in body["tree"])
+        assert len(resp.content) < 200_000, len(resp.content)  # the whole tree was about 1 MB here
+
+        # the rest of the level, page by page, each root once and in order
+        names, offset, pages = [], 0, 0
+        while offset is not None:
+            page = client.get("/categories", params={"offset": offset, "limit": 2_000, "depth": 1}).json()
+            assert page["returned"] == len(page["tree"]) <= 2_000
+            names += [n["name"] for n in page["tree"]]
+            offset, pages = page["next_offset"], pages + 1
+        assert names == [f"Wide {i:05d}" for i in range(WIDE)] and pages == 2
+        assert page["truncated"] is False  # depth=1: nothing below was asked for
+
+        # a node's children: under=<label>
+        sub = client.get("/categories", params={"under": "Wide 00042"}).json()
+        assert sub["under"] == ["Wide 00042"] and sub["truncated"] is False and sub["next_offset"] is None
+        assert [(n["label"], n["count"], n["children_total"]) for n in sub["tree"]] == [
+            ("Wide 00042 > Leaf 0", 1, 0), ("Wide 00042 > Leaf 1", 1, 0)]
+        assert client.get("/categories", params={"under": "Wide 00042", "offset": 1}).json()["tree"][0]["name"] == \
+            "Leaf 1"
+
+        # a small limit fills breadth-first: 3 roots, then the first of their children
+        small = client.get("/categories", params={"limit": 4}).json()
+        assert [n["name"] for n in small["tree"]] == ["Wide 00000", "Wide 00001", "Wide 00002", "Wide 00003"]
+        two_levels = client.get("/categories", params={"limit": 5, "under": "Wide 00001"}).json()
+        assert two_levels["returned"] == 2 and not two_levels["truncated"]
+
+        missing = client.get("/categories", params={"under": "Nope > Nothing"})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        assert "Nope > Nothing" in missing.json()["error"]["message"]
+        over = client.get("/categories", params={"limit": 2_001})
+        assert over.status_code == 422, over.text
+
+        spec = client.get("/openapi.json").json()
+        params = {p["name"]: p for p in spec["paths"]["/categories"]["get"]["parameters"]}
+        assert params["limit"]["schema"]["maximum"] == 2_000 and params["limit"]["schema"]["default"] == DEFAULT_NODES
+        assert {"under", "offset", "depth"} <= set(params)
+        tree_schema = spec["components"]["schemas"]["CategoryTreeOut"]["properties"]
+        assert {"truncated", "next_offset", "returned"} <= set(tree_schema)
+        assert "children_total" in spec["components"]["schemas"]["CategoryNodeOut"]["properties"]
+
+
+def test_twenty_category_requests_at_once_cost_one_store_call(wide_store: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    search = open_search(wide_store, tmp_path)
+    calls = []
+    real = search.store.category_counts
+
+    def slow_counts() -> dict[tuple[str, ...], int]:
+        calls.append(threading.get_ident())
+        time.sleep(0.5)  # a store that takes a while to count: the others must wait for this one
+        return real()
+
+    monkeypatch.setattr(search.store, "category_counts", slow_counts)
+    with TestClient(create_app(search)) as client:
+        statuses: list[int] = []
+
+        def one() -> None:
+            statuses.append(client.get("/categories", params={"limit": 10}).status_code)
+
+        threads = [threading.Thread(target=one) for _ in range(20)]
+        for t in threads:
+            t.start()
+        time.sleep(0.1)
+        started = time.monotonic()
+        health = client.get("/health")  # a worker is still free for other requests
+        assert health.status_code == 200 and time.monotonic() - started < 0.45
+        for t in threads:
+            t.join(timeout=30)
+        assert statuses == [200] * 20
+        assert len(calls) == 1
