@@ -36,7 +36,7 @@ from ctir_es.products import format_category_path
 from ctir_es.schema import DEFAULT_FIELD_WEIGHTS, LEXICAL_FIELDS
 from ctir_es.store.base import IndexSchema, LexicalQuery, VectorField
 from ctir_es.store.embedded import EmbeddedStore
-from ctir_es.store.lexical_tantivy import analyzer
+from ctir_es.store.embedded.lexical_tantivy import analyzer
 
 K = 100
 DIMS = 8

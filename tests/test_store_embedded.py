@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from store_contract import CATALOGUE, SCHEMA, StoreContract, unit
 
-from ctir_es.store import embedded, scan
+from ctir_es.store import scan
 from ctir_es.store.base import LexicalQuery, VectorQuery
-from ctir_es.store.embedded import EmbeddedStore, fts_query
+from ctir_es.store.embedded import EmbeddedStore, fts_query, knn
 
 
 class TestEmbeddedStore(StoreContract):
@@ -30,7 +30,7 @@ class TestEmbeddedStoreSourcesInParallel(StoreContract):
 
     @pytest.fixture
     def store(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-        monkeypatch.setattr(embedded, "PARALLEL_MIN_ROWS", 0)
+        monkeypatch.setattr(knn, "PARALLEL_MIN_ROWS", 0)
         monkeypatch.setattr(scan, "CHUNK_ROWS", 2)
         s = EmbeddedStore(tmp_path / "store.db")
         yield s
@@ -43,7 +43,7 @@ def test_parallel_hybrid_equals_sequential(tmp_path: Path, monkeypatch: pytest.M
     store.upsert(CATALOGUE)
     query = (LexicalQuery("steel cooker watch"), [VectorQuery("title_vector", unit(0, 5))], 5)
     sequential = store.search(*query)
-    monkeypatch.setattr(embedded, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(knn, "PARALLEL_MIN_ROWS", 0)
     assert store.search(*query) == sequential
     assert store._pool is not None  # it did run in the side thread
     store.close()

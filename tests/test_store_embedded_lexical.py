@@ -19,7 +19,7 @@ from ctir_es.filters import Filter
 from ctir_es.products import Product
 from ctir_es.store.base import LEXICAL_SOURCE, Document, LexicalQuery
 from ctir_es.store.embedded import EmbeddedStore
-from ctir_es.store.lexical_tantivy import index_dir
+from ctir_es.store.embedded.lexical_tantivy import index_dir
 
 pytest.importorskip("tantivy", reason="the tantivy engine needs the [lexical] extra")
 
@@ -196,7 +196,7 @@ def test_a_batch_is_indexed_from_its_own_rows_and_from_sqlite_when_the_log_holds
     """Right after a batch the writer indexes the rows it has just written (no read-back from
     SQLite); when the log also holds changes the index has not seen (here one written by plain
     SQL, as a crashed writer leaves them), it catches up from the log and SQLite instead."""
-    from ctir_es.store import lexical_tantivy
+    from ctir_es.store.embedded import lexical_tantivy
 
     reads: list[int] = []
     real_rows = lexical_tantivy.TantivyLexical._rows

@@ -25,7 +25,7 @@ from test_reliability_ingest import CLI
 from ctir_es.errors import StoreError
 from ctir_es.filters import Filter
 from ctir_es.products import Product, format_category_path
-from ctir_es.store import batch_write, lexical_tantivy
+from ctir_es.store import batch_write
 from ctir_es.store.base import (
     LEXICAL_SOURCE,
     Document,
@@ -34,7 +34,13 @@ from ctir_es.store.base import (
     VectorField,
     VectorQuery,
 )
-from ctir_es.store.embedded import _FTS_DDL, NODE_SEP, SCHEMA_VERSION, EmbeddedStore
+from ctir_es.store.embedded import (
+    _FTS_DDL,
+    NODE_SEP,
+    SCHEMA_VERSION,
+    EmbeddedStore,
+    lexical_tantivy,
+)
 
 DIMS = 8
 SCHEMA = IndexSchema({"t": VectorField(DIMS, "cosine", {"id": "x"})})

@@ -11,9 +11,9 @@ import pytest
 
 from ctir_es.filters import Filter
 from ctir_es.products import Product
-from ctir_es.store import ann, embedded
+from ctir_es.store import ann
 from ctir_es.store.base import Document, IndexSchema, VectorField, VectorQuery
-from ctir_es.store.embedded import EmbeddedStore
+from ctir_es.store.embedded import EmbeddedStore, approximate
 
 pytest.importorskip("faiss", reason="approximate indexes need the [ann] extra (faiss-cpu)")
 
@@ -53,7 +53,7 @@ def test_filtered_knn_on_approximate_indexes(built: tuple[Path, np.ndarray], kin
             assert [h.id for h in got] == [h.id for h in want] and len(got) == 10
         # many pass: searched inside the index (FILTER_EXACT_ROWS scaled to this small catalogue:
         # 1000 of 3000), k results each; the calls of the index with a mask are counted
-        monkeypatch.setattr(embedded, "FILTER_EXACT_ROWS", 1000)
+        monkeypatch.setattr(approximate, "FILTER_EXACT_ROWS", 1000)
         inside = []
         search = ann.AnnIndex.search
 

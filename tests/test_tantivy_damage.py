@@ -16,8 +16,7 @@ import pytest
 from test_reliability_ingest import last_line, run_cli
 
 from ctir_es.errors import MissingExtraError, StoreError
-from ctir_es.store import lexical_tantivy
-from ctir_es.store.embedded import EmbeddedStore
+from ctir_es.store.embedded import EmbeddedStore, lexical_tantivy
 
 ENGINE_ENV = "CTIR_ES_LEXICAL_ENGINE"
 

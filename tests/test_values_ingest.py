@@ -226,7 +226,7 @@ def test_tantivy_reads_deeper_for_a_broad_value_filter(tmp_path: Path, monkeypat
     """Above TERM_SET_MAX passing products, tantivy's best matches are read deeper and the
     others dropped: the same BM25 hits as the term set on rowid gives below it."""
     pytest.importorskip("tantivy")
-    from ctir_es.store import lexical_tantivy
+    from ctir_es.store.embedded import lexical_tantivy
 
     store = EmbeddedStore(tmp_path / "t.db", lexical="tantivy")
     store.setup(SCHEMA)

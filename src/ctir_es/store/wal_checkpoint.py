@@ -29,6 +29,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from ..errors import StoreError
+
 WRITER_LIMIT_BYTES = 256 * 2**20  # the writer checkpoints itself beyond this much WAL
 # A checkpoint at once when this many products were written since the last one: every bulk
 # batch, but not every one-product write of a service (each checkpoint syncs the WAL and the file).
@@ -146,3 +148,20 @@ def truncate(conn: sqlite3.Connection) -> bool:
     except sqlite3.Error:
         return False
     return bool(busy == 0 and log == done)
+
+
+def lost_error(path: Path, conn: sqlite3.Connection | None, checkpointer: Checkpointer | None, *,
+               missing: bool) -> StoreError:
+    """The ``-wal`` file of ``path`` was deleted (``missing``) or replaced while ``conn`` had it
+    open: fold what the old file held (the connection still reads it) into the store file,
+    unless the checkpointer did, and say what happened."""
+    rescued = checkpointer is not None and checkpointer.rescued
+    if conn is not None and not rescued:
+        rescued = truncate(conn)
+    wal = wal_path(path)
+    outcome = ("the changes it held were copied into the store file first" if rescued
+               else "changes committed since the last checkpoint may be lost")
+    return StoreError(f"the write-ahead log {wal} of store {path} was "
+                      f"{'deleted' if missing else 'replaced by another file'} while this process had the "
+                      f"store open: {outcome}; stop every process using the store, then run "
+                      f"`ctir-es stats --check --store {path}` (re-run the ingest to restore what is missing)")

@@ -1,0 +1,124 @@
+"""The FTS5 lexical engine (the default): BM25 inside the SQLite file.
+
+An external-content FTS5 table over ``products``, kept in step by triggers (the pattern from the
+FTS5 docs), so a batch and its text index commit together and there is nothing to catch up.
+FTS5 scores the row as one document with per-column weights (``bm25()``).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ...filters import Filter
+from ..base import LEXICAL_FIELDS, Hit, LexicalQuery
+from ..batch_write import PreparedBatch
+from .sql_filters import filter_sql
+
+MAX_QUERY_TERMS = 64
+
+FTS_DDL = """
+CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
+    title, categories, attributes, description,
+    content='products', content_rowid='rowid',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+-- Keep the external-content FTS index in step with products (the pattern from the FTS5 docs).
+CREATE TRIGGER IF NOT EXISTS products_ai AFTER INSERT ON products BEGIN
+    INSERT INTO products_fts(rowid, title, categories, attributes, description)
+    VALUES (new.rowid, new.title, new.categories, new.attributes, new.description);
+END;
+CREATE TRIGGER IF NOT EXISTS products_ad AFTER DELETE ON products BEGIN
+    INSERT INTO products_fts(products_fts, rowid, title, categories, attributes, description)
+    VALUES ('delete', old.rowid, old.title, old.categories, old.attributes, old.description);
+END;
+CREATE TRIGGER IF NOT EXISTS products_au AFTER UPDATE ON products BEGIN
+    INSERT INTO products_fts(products_fts, rowid, title, categories, attributes, description)
+    VALUES ('delete', old.rowid, old.title, old.categories, old.attributes, old.description);
+    INSERT INTO products_fts(rowid, title, categories, attributes, description)
+    VALUES (new.rowid, new.title, new.categories, new.attributes, new.description);
+END;
+"""
+
+
+def fts_query(text: str, fields: Iterable[str]) -> str | None:
+    """Free text -> an FTS5 expression: any of the words, restricted to ``fields``.
+
+    Words are quoted, so FTS5 operators typed by a user (AND, NEAR, *, :) are plain words.
+    """
+    terms = list(dict.fromkeys(t.lower() for t in re.findall(r"\w+", text)))[:MAX_QUERY_TERMS]
+    if not terms:
+        return None
+    cols = " ".join(fields)
+    return "{" + cols + "} : (" + " OR ".join(f'"{t}"' for t in terms) + ")"
+
+
+class _NoWrite:
+    """FTS5's part of a write is done by its triggers, inside the same transaction."""
+
+    def add(self, conn: sqlite3.Connection, batch: PreparedBatch, rowids: Any) -> None:
+        pass
+
+    def finish(self, conn: sqlite3.Connection, *, committed: bool) -> None:
+        pass
+
+
+class Fts5Lexical:
+    """BM25 by SQLite's FTS5 over the store's own connection."""
+
+    name = "fts5"
+    beside_exact_scan = True
+
+    @classmethod
+    def open(cls, path: Path, conn: sqlite3.Connection, writable: bool) -> Fts5Lexical:
+        return cls()
+
+    def bm25(self, conn: sqlite3.Connection, query: LexicalQuery, k: int, filters: Sequence[Filter],
+             snapshot: Any) -> list[Hit]:
+        fields = [f for f in LEXICAL_FIELDS if query.weights.get(f, 0) > 0]
+        expr = fts_query(query.text, fields) if fields else None
+        if expr is None:
+            return []
+        weights = [float(query.weights.get(f, 0.0)) for f in LEXICAL_FIELDS]
+        where, params = filter_sql(filters, values=snapshot.values)
+        if filters:
+            sql = (
+                "SELECT p.id, bm25(products_fts, ?, ?, ?, ?) AS s FROM products_fts "
+                "JOIN products p ON p.rowid = products_fts.rowid "
+                f"WHERE products_fts MATCH ? AND {where} ORDER BY s LIMIT ?"
+            )
+        else:  # rank first, then look up the ids of the k best only (not of every match)
+            sql = (
+                "SELECT p.id, f.s FROM (SELECT rowid, bm25(products_fts, ?, ?, ?, ?) AS s FROM products_fts "
+                "WHERE products_fts MATCH ? ORDER BY s LIMIT ?) f JOIN products p ON p.rowid = f.rowid ORDER BY f.s"
+            )
+        rows = conn.execute(sql, [*weights, expr, *params, k]).fetchall()
+        return [Hit(pid, -float(score)) for pid, score in rows]  # FTS5 bm25 is negated
+
+    def begin_write(self, conn: sqlite3.Connection) -> _NoWrite:
+        return _NoWrite()
+
+    def after_commit(self, conn: sqlite3.Connection) -> None:
+        pass
+
+    def follow(self, conn: sqlite3.Connection) -> None:
+        pass
+
+    def check(self) -> None:
+        pass  # inside the file: SQLite's integrity check and ``gaps`` read it
+
+    def gaps(self, conn: sqlite3.Connection, products: int) -> list[str]:
+        (docs,) = conn.execute("SELECT count(*) FROM products_fts_docsize").fetchone()
+        if docs != products:
+            return [f"the FTS5 text index holds {docs} documents, the products table {products} rows"]
+        try:  # every indexed term against the products' text (reads the whole index)
+            conn.execute("INSERT INTO products_fts(products_fts, rank) VALUES ('integrity-check', 1)")
+        except sqlite3.DatabaseError as exc:
+            return [f"the FTS5 text index does not match the products table ({exc})"]
+        return []
+
+    def close(self) -> None:
+        pass
