@@ -321,3 +321,59 @@ def test_the_page_ranks_a_category_like_the_cli(browser_page, tmp_path: Path, ti
 
     assert not errors, errors
     assert not outside, f"the page tried to reach other hosts: {outside}"
+
+
+def test_address_bar_follows_the_view_and_back_restores_it(browser_page, text_only_server) -> None:
+    """Each view puts its state in the address (Back, reload and bookmarks work), the page has an
+    icon (no 404 on load), "More like this" names the product by its title, and a category the
+    index lacks gets a notice."""
+    page, server = browser_page, text_only_server
+    errors, outside = watch(page, server.url)
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#health:has-text('280 products')")
+    icon = page.get_attribute("link[rel=icon]", "href")
+    assert icon and page.evaluate("(u) => fetch(u).then(r => r.status)", icon) == 200
+    assert page.request.get(server.url + icon).headers["content-type"] == "image/svg+xml"
+
+    page.fill("#q", "Kitchen & Dining > Cookware")
+    page.click("#go")
+    page.wait_for_selector("#status:has-text('results 1–24')")
+    assert "?q=Kitchen+%26+Dining+%3E+Cookware" in page.url
+    first = page.locator("#results .card").first
+    product_id, title = first.get_attribute("data-id"), first.locator(".title").inner_text()
+    first.locator("button.more:not(.details)").click()
+    page.wait_for_selector(f"#status:has-text('products similar to “{title}”')")
+    assert f"?similar={quote(product_id, safe='')}" in page.url
+
+    page.go_back()  # the category results again, from the address
+    page.wait_for_selector("#status:has-text('category query “Kitchen & Dining > Cookware”')")
+    assert "?q=" in page.url and page.input_value("#q") == "Kitchen & Dining > Cookware"
+    page.go_forward()  # similar again: the title read back for the id in the address
+    page.wait_for_selector(f"#status:has-text('products similar to “{title}”')")
+    page.reload()  # a bookmark of the similar view
+    page.wait_for_selector(f"#status:has-text('products similar to “{title}”')")
+
+    # a product's details have their own address; the page's Back button returns at once
+    page.locator("#results .card button.details").first.click()
+    page.wait_for_selector("#product-view:not([hidden]) #product-title")
+    assert "?product=" in page.url
+    page.click("#product-back")
+    assert shown(page, "#results-view") and not shown(page, "#product-view")
+    page.wait_for_function("() => location.search.startsWith('?similar=')")
+    page.goto(server.url + "/?view=audit")
+    page.wait_for_selector("#audit-view:not([hidden]) #audit tbody tr")
+    page.go_back()  # the similar view, from the address
+    page.wait_for_selector(f"#status:has-text('products similar to “{title}”')")
+
+    # a category the index does not hold: the results match its words, and a notice says so
+    page.fill("#q", "Kitchen > Blenders")
+    page.click("#go")
+    page.wait_for_selector("#notices li")
+    assert "no category 'Kitchen > Blenders' in this index" in page.inner_text("#notices")
+    assert "closest: 'Kitchen & Dining'" in page.inner_text("#notices")
+
+    assert not failed, failed  # no 404 for an icon or anything else
+    assert not errors, errors
+    assert not outside, f"the page tried to reach other hosts: {outside}"

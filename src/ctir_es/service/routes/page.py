@@ -1,4 +1,5 @@
-"""The web page: ``/`` and its three static files, read once from the package (no path from a
+"""The web page: ``/`` and its static files (script, style sheet and the icon the page links,
+so browsers never ask for a missing /favicon.ico), read once from the package (no path from a
 request ever reaches the filesystem)."""
 
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ STATIC_FILES: Mapping[str, str] = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 STATIC: Mapping[str, bytes] = {
     name: resources.files("ctir_es.service").joinpath("static", name).read_bytes() for name in STATIC_FILES

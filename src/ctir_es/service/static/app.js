@@ -16,7 +16,7 @@ const $ = (id) => document.getElementById(id);
 // What the grid shows now: a text/category search, an image upload, or "similar to".
 // fusion "": none sent, so the server uses the index's calibration (as `ctir-es query` does).
 const state = { kind: "search", q: "", mode: "", fusion: "", k: 24, offset: 0, file: null, productId: null,
-                back: null };
+                productTitle: "", back: null };
 // Shop search (docs/shop-search.md): the active filters as their text (`brand:Sony|Bose`,
 // `price:500..2000`, `category:A > B`), the sort, variant grouping; the cursor of the next page of
 // the pinned ranking, how many results the grid shows and the score scale of its first page.
@@ -104,6 +104,7 @@ function params(extra) {
 
 async function run(restarted = false) {
   if (state.kind === "search") return runShop(restarted);
+  remember(state.kind === "similar" ? similarUrl() : "", "results-view"); // an upload cannot be linked to
   showView("results-view");
   setStatus("Searching…");
   setNotices([]);
@@ -118,6 +119,9 @@ async function run(restarted = false) {
       page = await api(`/search/image?${params()}`, { method: "POST", body: form });
     } else if (state.kind === "similar") {
       page = await api(`/products/${encodeURIComponent(state.productId)}/similar?${params()}`);
+      if (!state.productTitle) { // a link to ?similar=ID: the title is the product's, fetched once
+        state.productTitle = (await api(`/products/${encodeURIComponent(state.productId)}`).catch(() => ({}))).title || "";
+      }
     } else {
       page = await api(`/search?${params({ q: state.q, mode: state.mode })}`);
     }
@@ -134,7 +138,8 @@ async function run(restarted = false) {
 function describe(page) {
   const first = page.offset + 1;
   const last = page.offset + page.results.length;
-  const what = page.mode === "similar" ? `products similar to ${page.query}` : `${page.mode} query “${page.query}”`;
+  const what = page.mode === "similar" ? `products similar to “${state.productTitle || page.query}”`
+    : `${page.mode} query “${page.query}”`;
   if (!page.results.length) return `No results for ${what}.`;
   return `${what}: results ${first}–${last}${page.has_more ? "" : " (end)"} · fusion ${page.fusion} over ${page.sources.join(", ")}`;
 }
@@ -197,7 +202,7 @@ function card(result, sources, scale) {
   }
   const more = el("button", {
     class: "more", type: "button", text: "More like this",
-    onclick: () => { Object.assign(state, { kind: "similar", productId: result.id, offset: 0 }); run(); },
+    onclick: () => { Object.assign(state, { kind: "similar", productId: result.id, productTitle: result.title, offset: 0 }); run(); },
   });
   const details = el("button", {
     class: "more details", type: "button", text: "Details", onclick: () => showProduct(result.id),
@@ -324,14 +329,72 @@ function pageUrl() {
   return `?${p}`;
 }
 
-function remember() {
-  const url = pageUrl();
-  if (url !== window.location.search) window.history.pushState(null, "", url);
+// Each view puts what it shows in the address bar, so Back, reload and bookmarks work: a
+// search (pageUrl), ?similar=ID, ?product=ID, ?view=audit; an image upload: "/" (no link to it).
+let restoring = false; // showing what the address bar says: replace the entry, never add one
+let ignoreNextPop = false; // a Back button showed the view already; the browser's Back follows
+const shownAt = {}; // view id -> the address it last showed (Back to it shows it again as it was)
+
+function remember(url, view) {
+  shownAt[view] = url;
+  if (url === window.location.search) return;
+  const target = url || window.location.pathname;
+  // {ctir: true} marks an entry this page added: the one before it is this page too
+  if (restoring) window.history.replaceState(window.history.state, "", target);
+  else window.history.pushState({ ctir: true }, "", target);
+}
+
+function similarUrl() {
+  const p = new URLSearchParams({ similar: state.productId });
+  if (state.offset) p.set("offset", String(state.offset));
+  return `?${p}`;
+}
+
+// Show what ``url`` (the address bar's query) names: a search, similar products, a product, the audit.
+function restore(url) {
+  restoring = true;
+  try {
+    if (url.get("q")) {
+      fromUrl(url);
+      run();
+    } else if (url.get("similar")) {
+      const offset = Math.max(0, Number(url.get("offset")) || 0);
+      Object.assign(state, { kind: "similar", productId: url.get("similar"), productTitle: "", offset });
+      run();
+    } else if (url.get("product")) {
+      showProduct(url.get("product"));
+    } else if (url.get("view") === "audit") {
+      showAudit();
+    } else { // "/": the page as it opens
+      Object.assign(state, { kind: "search", q: "", offset: 0 });
+      $("q").value = "";
+      showView("results-view");
+      $("results").replaceChildren();
+      for (const id of ["legend", "more-bar", "shop-bar", "facets-panel"]) $(id).hidden = true;
+      setNotices([]);
+      setPager(null);
+      setStatus(WELCOME);
+    }
+  } finally {
+    restoring = false;
+  }
+}
+
+// The Back buttons of the product and audit views: the view before, at once; the address bar
+// follows (the browser's Back when this page added the entry, else the view's own address).
+function goBack(view) {
+  showView(view);
+  if (window.history.state && window.history.state.ctir) {
+    ignoreNextPop = true;
+    window.history.back();
+  } else if (shownAt[view] !== undefined) {
+    window.history.replaceState(window.history.state, "", shownAt[view] || window.location.pathname);
+  }
 }
 
 async function runShop(restarted) {
   showView("results-view");
-  remember();
+  remember(pageUrl(), "results-view");
   setStatus("Searching…");
   setNotices([]);
   setPager(null);
@@ -559,13 +622,19 @@ function fromUrl(url) {
 
 async function showProduct(id) {
   openView("product-view");
+  remember(`?${new URLSearchParams({ product: id })}`, "product-view");
   setStatus("Loading the product…");
-  $("product-similar").onclick = () => { Object.assign(state, { kind: "similar", productId: id, offset: 0 }); run(); };
+  let title = "";
+  $("product-similar").onclick = () => {
+    Object.assign(state, { kind: "similar", productId: id, productTitle: title, offset: 0 });
+    run();
+  };
   const body = $("suggested").tBodies[0];
   body.replaceChildren(el("tr", {}, [el("td", { class: "muted", colspan: "3", text: "Categorizing…" })]));
   $("suggested-path").textContent = "";
   try {
     const product = await api(`/products/${encodeURIComponent(id)}`);
+    title = product.title;
     renderProduct(product);
     setStatus(`Product ${product.title}`);
   } catch (err) {
@@ -622,6 +691,7 @@ function renderSuggestion(suggestion) {
 
 async function showAudit() {
   openView("audit-view");
+  remember("?view=audit", "audit-view");
   setStatus("Auditing the catalogue…");
   const body = $("audit").tBodies[0];
   body.replaceChildren();
@@ -745,8 +815,11 @@ function init() {
   $("price-clear").addEventListener("click", () => { if (priceName()) setFilter(priceName(), null); });
   $("more-results").addEventListener("click", loadMore);
   window.addEventListener("popstate", () => {
-    const url = new URLSearchParams(window.location.search);
-    if (url.get("q")) { fromUrl(url); runShop(false); }
+    if (ignoreNextPop) { ignoreNextPop = false; return; }
+    const here = window.location.search;
+    const kept = VIEWS.find((id) => id !== currentView() && shownAt[id] === here);
+    if (kept) showView(kept); // the view still shows that address: as it was, no request
+    else restore(new URLSearchParams(here));
   });
   for (const id of ["fusion", "k"]) {
     $(id).addEventListener("change", () => {
@@ -763,20 +836,15 @@ function init() {
   $("categorize").addEventListener("click", categorize);
   $("audit-open").addEventListener("click", showAudit);
   $("audit-form").addEventListener("submit", (e) => { e.preventDefault(); showAudit(); });
-  $("product-back").addEventListener("click", () => showView(state.back || "results-view"));
-  $("audit-back").addEventListener("click", () => showView("results-view"));
+  $("product-back").addEventListener("click", () => goBack(state.back || "results-view"));
+  $("audit-back").addEventListener("click", () => goBack("results-view"));
   const health = loadHealth();
   loadTree();
-  // Deep links: /?q=Kitchen+%26+Dining+%3E+Cookware&mode=category, /?product=ID, /?view=audit
+  // Deep links: /?q=Kitchen+%26+Dining+%3E+Cookware&mode=category, /?similar=ID, /?product=ID,
+  // /?view=audit; a search waits for /health (its facets and sorts depend on the index's values)
   const url = new URLSearchParams(window.location.search);
-  if (url.get("q")) {
-    // the facets and sorts depend on the index's values: wait for /health first
-    health.then(() => { fromUrl(url); run(); });
-  } else if (url.get("product")) {
-    showProduct(url.get("product"));
-  } else if (url.get("view") === "audit") {
-    showAudit();
-  }
+  if (url.get("q")) health.then(() => restore(url));
+  else if ([...url.keys()].length) restore(url);
 }
 
 document.addEventListener("DOMContentLoaded", init);
