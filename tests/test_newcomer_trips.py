@@ -170,3 +170,16 @@ def test_serve_on_a_taken_port_says_so_before_pointing_anywhere(
         in (result.output)
     )
     assert "open http" not in result.output
+
+
+def test_pyproject_names_the_real_default_lexical_engine() -> None:
+    from ctir_es.store.embedded import DEFAULT_LEXICAL_ENGINE
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    said = [
+        line
+        for line in text.splitlines()
+        if "default" in line and ("tantivy" in line or "FTS5" in line)
+    ]
+    name = {"fts5": "FTS5", "tantivy": "tantivy"}[DEFAULT_LEXICAL_ENGINE]
+    assert said and all(f"{name} is the default" in line for line in said), said
