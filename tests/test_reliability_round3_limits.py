@@ -6,13 +6,16 @@ per-image deadline (the image loader against a server on 127.0.0.1)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from test_reliability_ingest import run_cli
+from test_reliability_cli import in_namespace
+from test_reliability_ingest import CLI, last_line, run_cli
 
 from ctir_es.config import load_settings
 from ctir_es.search import Search
@@ -126,3 +129,114 @@ def test_twenty_category_requests_at_once_cost_one_store_call(wide_store: Path, 
             t.join(timeout=30)
         assert statuses == [200] * 20
         assert len(calls) == 1
+
+
+# -- 2. calibrate during an ingest, and on read-only media -----------------------------------------
+
+def calibrated(tmp: Path, store: Path) -> str:
+    out = run_cli(tmp, "stats", "--store", str(store), "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout).get("calibration", {}).get("status", "none")
+
+
+def test_calibrate_refuses_while_an_ingest_writes_the_store(tmp_path: Path) -> None:
+    """The real ingest, fed through a FIFO we keep open, so it is mid-catalogue for as long as
+    the test needs; then the real calibrate."""
+    store, fifo = tmp_path / "s.db", tmp_path / "catalogue.fifo"
+    os.mkfifo(fifo)
+    env = {**os.environ, "CTIR_ES_CONFIG": str(tmp_path / "absent.toml"), "CTIR_ES_CACHE_DIR": str(tmp_path / "c")}
+    ingest = subprocess.Popen([*CLI, "ingest", "jsonl", str(fifo), "--store", str(store), "--no-images",
+                               "--text-model", "none", "--batch-size", "10", "--json"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with open(fifo, "w", encoding="utf-8") as feed:
+            feed.write(lines(0, 40))
+            feed.flush()
+            holder = store.with_name("s.db.lock")  # written once the ingest holds the store's lock
+            deadline = time.monotonic() + 60
+            while not (holder.exists() and holder.read_text().strip() == str(ingest.pid)):
+                assert time.monotonic() < deadline and ingest.poll() is None, ingest.stderr
+                time.sleep(0.1)
+            for extra in ([], ["--dry-run"]):
+                out = run_cli(tmp_path, "calibrate", "--store", str(store), *extra)
+                assert out.returncode == 1, out.stdout + out.stderr
+                assert last_line(out) == (
+                    f"Error: an ingest (pid {ingest.pid}) is writing to {store}: calibrate now would measure a "
+                    "partial catalogue; wait for the ingest to finish, then run `ctir-es calibrate` again")
+            feed.write(lines(40, 80))
+        _, err = ingest.communicate(timeout=120)
+        assert ingest.returncode == 0, err
+    finally:
+        if ingest.poll() is None:
+            ingest.kill()
+            ingest.wait()
+    assert calibrated(tmp_path, store) == "none"
+    out = run_cli(tmp_path, "calibrate", "--store", str(store))  # once the ingest is done
+    assert out.returncode == 0, out.stderr
+    assert calibrated(tmp_path, store) == "in force"
+
+
+def lines(start: int, stop: int) -> str:
+    return "".join(json.dumps({"id": f"p{i}", "title": f"steel pan {i} with lid",
+                               "categories": [["Kitchen", f"Pans {i % 4}"]]}) + "\n" for i in range(start, stop))
+
+
+def test_calibrate_does_not_store_what_it_measured_while_the_catalogue_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ingest that starts after calibrate did: the real command (in this process, so that an
+    ingest can run in the middle of it) sees the count move and stores nothing."""
+    from click.testing import CliRunner
+
+    from ctir_es.cli import calibrate as command
+    from ctir_es.cli.main import cli
+
+    store = tmp_path / "s.db"
+    source = tmp_path / "c.jsonl"
+    source.write_text(lines(0, 80), encoding="utf-8")
+    assert run_cli(tmp_path, "ingest", "jsonl", str(source), "--store", str(store), "--no-images",
+                   "--text-model", "none").returncode == 0
+    more = tmp_path / "more.jsonl"
+    more.write_text(lines(80, 90), encoding="utf-8")
+    real = command.calibrate
+
+    def calibrate_while_an_ingest_runs(*args: object, **kwargs: object) -> object:
+        report = real(*args, **kwargs)  # type: ignore[arg-type]
+        out = run_cli(tmp_path, "ingest", "jsonl", str(more), "--store", str(store), "--no-images",
+                      "--text-model", "none")
+        assert out.returncode == 0, out.stderr
+        return report
+
+    monkeypatch.setattr(command, "calibrate", calibrate_while_an_ingest_runs)
+    monkeypatch.setenv("CTIR_ES_CONFIG", str(tmp_path / "absent.toml"))
+    result = CliRunner().invoke(cli, ["calibrate", "--store", str(store)])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: the catalogue changed while calibrating (80 products at the start, 90 now): the calibration "
+        "was not stored; run `ctir-es calibrate` again once the ingest is done")
+    assert calibrated(tmp_path, store) == "none"
+
+
+def test_calibrate_on_read_only_media_names_the_cause(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    script = f"""
+set -u
+mount -t tmpfs -o size=20m tmpfs {media}
+"$CLI" ingest sample --store {media}/s.db --text-model none --no-images --json > /dev/null || exit 90
+mount -o remount,ro {media}
+"$CLI" calibrate --store {media}/s.db > /dev/null 2> {tmp_path}/calibrate.err
+echo "calibrate=$?"
+"$CLI" calibrate --store {media}/s.db --dry-run --json > {tmp_path}/dry.json 2> {tmp_path}/dry.err
+echo "dry=$?"
+"""
+    started = time.monotonic()
+    out = in_namespace(script, tmp_path)
+    assert "calibrate=1" in out.stdout and "dry=0" in out.stdout, out.stdout + out.stderr
+    err = (tmp_path / "calibrate.err").read_text()
+    assert "Traceback" not in err and "unable to open database file" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"Error: store {media}/s.db is on a read-only file system: `ctir-es calibrate` stores its result in the "
+        "store; copy the store to writable media and pass that copy to --store, or add --dry-run to measure "
+        "without storing")
+    assert json.loads((tmp_path / "dry.json").read_text())["stored"] is False
+    assert time.monotonic() - started < 120

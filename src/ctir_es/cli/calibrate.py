@@ -22,6 +22,7 @@ from ..calibrate import (
 )
 from ..ranking.calibration import CALIBRATION_KEY, Calibration, save_calibration
 from ..search import Search
+from ..store.writer_probe import active_writer, check_quiet_store
 from .main import cli, settings_from, store_options
 
 
@@ -54,8 +55,19 @@ def calibrate_command(ctx: click.Context, seed: int, held_out: float, max_produc
     config = CalibrationConfig(seed=seed, held_out=held_out, max_products=max_products, max_level=max_level,
                                hide_categories=hide_categories, tune_for=tune_for)
     console = Console(stderr=True)
+    embedded = None if settings.es_url else settings.store
+    if embedded is not None:  # not during an ingest, nor on a store it cannot write (before opening it)
+        check_quiet_store(embedded, command="calibrate", will_write=not dry_run)
     with Search.open(settings) as search:
+        products = search.store.count()
         report = calibrate(search, config, progress=None if as_json else lambda m: console.print(m, style="dim"))
+        writer = active_writer(embedded, store_open=True) if embedded is not None else None
+        now = search.store.count()
+        if now != products or writer is not None:
+            raise click.ClickException(
+                f"the catalogue changed while calibrating ({products:,} products at the start, {now:,} now"
+                + (f"; an ingest ({writer}) is writing" if writer else "") + "): the calibration was not stored; "
+                "run `ctir-es calibrate` again once the ingest is done")
         if not dry_run:
             save_calibration(search.store, report.calibration)
             report.stored = True
