@@ -183,3 +183,56 @@ def test_pyproject_names_the_real_default_lexical_engine() -> None:
     ]
     name = {"fts5": "FTS5", "tantivy": "tantivy"}[DEFAULT_LEXICAL_ENGINE]
     assert said and all(f"{name} is the default" in line for line in said), said
+
+
+def test_audit_reports_progress_to_its_caller(sample: Any) -> None:
+    calls: list[tuple[int, int]] = []
+    report = sample.audit(k=5, progress=lambda done, total: calls.append((done, total)))
+    total = calls[-1][1]
+    assert len(calls) > 50 and calls[-1] == (total, total) and report.audited <= total
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)  # never backwards
+
+
+def _in_a_terminal(args: list[str], tmp_path: Path) -> tuple[str, str]:
+    """Run ``ctir-es ARGS`` with stderr on a pseudo-terminal (stdout a pipe): (stdout, stderr)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    main, tty = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctir_es.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=tty,
+        env=env,
+        cwd=tmp_path,
+    )
+    os.close(tty)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:  # the other end closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out, _ = proc.communicate(timeout=120)
+    os.close(main)
+    assert proc.returncode == 0, b"".join(chunks).decode(errors="replace")
+    return out.decode(), b"".join(chunks).decode(errors="replace")
+
+
+def test_audit_shows_a_progress_bar_on_a_terminal_only(
+    tmp_path: Path, tiny_text_model_dir: Path
+) -> None:
+    from service_support import sample_store_file
+
+    store = sample_store_file(tmp_path / "sample", tiny_text_model_dir, None)
+    out, err = _in_a_terminal(["audit", "--store", str(store), "--k", "3"], tmp_path)
+    assert "auditing" in err and "/280" in err  # the bar, with products judged of all
+    assert "most suspicious of" in out
+    piped = CliRunner().invoke(cli, ["audit", "--store", str(store), "--k", "3"])
+    assert piped.exit_code == 0 and "auditing" not in piped.output  # no bar in pipes and logs

@@ -119,7 +119,7 @@ def audit_products(
         signals = categorizer.signals(evidence, neighbours=neighbours, voters=voters)
         fused = core.fuse({s: r.scores for s, r in signals.items()}, used)
         out.append(judge(p.id, p.title, tuple(p.categories[0]), fused, depth))
-        if progress is not None and (n % 50 == 0 or n == len(todo)):
+        if progress is not None:  # every product: one may take a network round trip per signal
             progress(n, len(todo))
     out.sort(key=lambda e: (-e.suspicion, -e.gap, e.id))
     return out

@@ -12,7 +12,7 @@ loads with other weights or dims is an error that says what differs.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Self
 
@@ -492,10 +492,13 @@ class Search:
         neighbours: int | None = None,
         weights: Mapping[str, float] | None = None,
         filters: Sequence[Filter] = (),
+        progress: Callable[[int, int], None] | None = None,
     ) -> AuditReport:
         """Products whose stored category disagrees most with what the other products say
         (``ctir_es.audit``), most suspicious first, with the suggested category and the gap.
-        ``ids``: audit these (default: every product; ``filters`` narrow that, e.g. a subtree)."""
+        ``ids``: audit these (default: every product; ``filters`` narrow that, e.g. a subtree).
+        ``progress(done, total)``: called as products are judged (each one asks the store for
+        its neighbours: minutes on a large Elasticsearch index)."""
         from .audit import AuditReport, audit_products
         from .categorize.engine import DEFAULT_NEIGHBOURS
 
@@ -504,6 +507,7 @@ class Search:
         if not 1 <= depth <= 32:
             raise QueryError("depth must be between 1 and 32")
         filters = self.checked(filters)
+        tell = progress or (lambda done, total: None)
         wanted = list(dict.fromkeys(ids)) if ids is not None else self._all_ids(filters)
         vector_fields = [f for f in (TITLE_VECTOR, IMAGE_VECTOR, CLIP_ITA_VECTOR) if f in self.schema.vectors]
         entries = []
@@ -518,9 +522,14 @@ class Search:
                 for field_name in vector_fields:
                     for pid, vec in self.store.vectors(list(stored), field_name).items():
                         vectors[pid][field_name] = vec
+            def judged(n: int, _of: int, before: int = start) -> None:
+                tell(before + n, len(wanted))
+
             entries.extend(audit_products(
                 self.categorizer(), [d.product for d in stored.values()], vectors, depth=depth,
-                neighbours=neighbours or DEFAULT_NEIGHBOURS, weights=weights or self.category_weights()))
+                neighbours=neighbours or DEFAULT_NEIGHBOURS, weights=weights or self.category_weights(),
+                progress=judged))
+            tell(start + len(chunk), len(wanted))  # products without a category are not judged: counted here
         entries.sort(key=lambda e: (-e.suspicion, -e.gap, e.id))
         return AuditReport(entries[:k], len(entries), depth)
 

@@ -8,6 +8,14 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ..audit import AuditEntry
@@ -34,8 +42,16 @@ def audit(ctx: click.Context, ids: tuple[str, ...], within: str | None, k: int, 
     """Rank products that look filed in the wrong category, with the suggested one and the gap."""
     settings = settings_from(ctx, store=store, es_url=es_url)
     filters = [Filter("category", "subtree", within)] if within else []
-    with Search.open(settings) as search:
-        report = search.audit(list(ids) or None, k=k, depth=depth, neighbours=neighbours, filters=filters)
+    err = Console(stderr=True)
+    # a bar on a terminal only (each product asks the store for its neighbours: a minute for the
+    # sample on Elasticsearch); none in pipes, logs or --json captures
+    bar = Progress(TextColumn("[bold]auditing"), BarColumn(bar_width=None), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+                   disable=not err.is_terminal)
+    with Search.open(settings) as search, bar:
+        task = bar.add_task("audit", total=None)
+        report = search.audit(list(ids) or None, k=k, depth=depth, neighbours=neighbours, filters=filters,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
     if csv_file is not None:
         with csv_file.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(AuditEntry.CSV_FIELDS), extrasaction="ignore")
