@@ -236,3 +236,27 @@ def test_audit_shows_a_progress_bar_on_a_terminal_only(
     assert "most suspicious of" in out
     piped = CliRunner().invoke(cli, ["audit", "--store", str(store), "--k", "3"])
     assert piped.exit_code == 0 and "auditing" not in piped.output  # no bar in pipes and logs
+
+
+def test_a_body_the_framework_cannot_parse_is_told_by_its_cause_not_its_text() -> None:
+    from unittest.mock import MagicMock
+
+    from fastapi import HTTPException
+    from fastapi.testclient import TestClient
+
+    from ctir_es.service import create_app
+
+    app = create_app(MagicMock())
+
+    @app.get("/_test/parse")
+    def parse() -> None:
+        raise HTTPException(400, "whatever FastAPI says this year") from ValueError("bad multipart")
+
+    @app.get("/_test/plain")
+    def plain() -> None:
+        raise HTTPException(400, "Missing boundary in multipart.")
+
+    client = TestClient(app, raise_server_exceptions=False)
+    parsed = client.get("/_test/parse").json()["error"]["message"]
+    assert parsed.startswith("the request body could not be parsed")
+    assert client.get("/_test/plain").json()["error"]["message"] == "Missing boundary in multipart."

@@ -139,7 +139,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        if exc.status_code == 400 and "parsing the body" in message:
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI's "error parsing the body",
+            # raised from the parser's own exception (its wording is FastAPI's, not branched on)
             message = "the request body could not be parsed (send multipart/form-data with a `file` field)"
         return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
 
