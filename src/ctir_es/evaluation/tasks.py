@@ -24,7 +24,8 @@ from .protocol import SplitSpec
 
 class Task(Protocol):
     """One evaluation task: ``evaluate`` returns the report (plain JSON-able data), which
-    ``markdown`` renders and ``write`` saves as ``<name>.json`` and ``<name>.md``."""
+    ``markdown`` renders and ``write`` saves (a JSON and a Markdown file; it returns their paths
+    under ``json`` and ``markdown``)."""
 
     @property
     def name(self) -> str:
@@ -67,12 +68,27 @@ class TaskOptions:
     image_encoder: ImageEncoder | None = None  # t2i / i2t: the CLIP encoder, loaded by the caller
 
 
-@dataclass(frozen=True)
-class CategorizeTask:
-    """Infer hidden categories of test products (top-1/top-5 per level, hF, seen/unseen)."""
+class TaskModule(Protocol):
+    """What each task module (``evaluation.audit``, ``.categorize``, ``.diverse``,
+    ``.text_image``) provides beside its ``evaluate_*`` function."""
 
-    config: categorize.CategorizeConfig
-    name: str = "categorize"
+    def markdown(self, report: Mapping[str, Any], command: str = "") -> str: ...
+
+    def write(
+        self, report: Mapping[str, Any], out_dir: Path, command: str = ""
+    ) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class ModuleTask:
+    """A task implemented by one module: its ``evaluate_*`` function run with ``config`` (and
+    ``extra`` keywords, e.g. the CLIP encoder), its ``markdown`` and ``write``."""
+
+    name: str
+    module: TaskModule
+    run: Callable[..., dict[str, Any]]
+    config: Any
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def evaluate(
         self,
@@ -82,139 +98,66 @@ class CategorizeTask:
         dataset_meta: Mapping[str, Any] | None = None,
         progress: Progress = _quiet,
     ) -> dict[str, Any]:
-        return categorize.evaluate_categorize(
-            products, settings, self.config, dataset_meta=dataset_meta, progress=progress
-        )
-
-    def markdown(self, report: Mapping[str, Any], command: str = "") -> str:
-        return categorize.markdown(report, command)
-
-    def write(self, report: Mapping[str, Any], out_dir: Path, command: str = "") -> dict[str, str]:
-        return categorize.write(report, out_dir, command)
-
-
-@dataclass(frozen=True)
-class AuditTask:
-    """Find products moved to a wrong category by seeded synthetic noise."""
-
-    config: audit.AuditEvalConfig
-    name: str = "audit"
-
-    def evaluate(
-        self,
-        products: Sequence[Product],
-        settings: Settings,
-        *,
-        dataset_meta: Mapping[str, Any] | None = None,
-        progress: Progress = _quiet,
-    ) -> dict[str, Any]:
-        return audit.evaluate_audit(
-            products, settings, self.config, dataset_meta=dataset_meta, progress=progress
-        )
-
-    def markdown(self, report: Mapping[str, Any], command: str = "") -> str:
-        return audit.markdown(report, command)
-
-    def write(self, report: Mapping[str, Any], out_dir: Path, command: str = "") -> dict[str, str]:
-        return audit.write(report, out_dir, command)
-
-
-@dataclass(frozen=True)
-class DiverseTask:
-    """Near-duplicates in the top 10 of category queries with and without MMR."""
-
-    config: diverse.DiverseEvalConfig
-    name: str = "diverse"
-
-    def evaluate(
-        self,
-        products: Sequence[Product],
-        settings: Settings,
-        *,
-        dataset_meta: Mapping[str, Any] | None = None,
-        progress: Progress = _quiet,
-    ) -> dict[str, Any]:
-        return diverse.evaluate_diverse(
-            products, settings, self.config, dataset_meta=dataset_meta, progress=progress
-        )
-
-    def markdown(self, report: Mapping[str, Any], command: str = "") -> str:
-        return diverse.markdown(report, command)
-
-    def write(self, report: Mapping[str, Any], out_dir: Path, command: str = "") -> dict[str, str]:
-        return diverse.write(report, out_dir, command)
-
-
-@dataclass(frozen=True)
-class TextImageTask:
-    """Text-to-image or image-to-text retrieval between held-out titles and images."""
-
-    config: text_image.TextImageConfig
-    image_encoder: ImageEncoder | None = None
-    name: str = "text_image"
-
-    def evaluate(
-        self,
-        products: Sequence[Product],
-        settings: Settings,
-        *,
-        dataset_meta: Mapping[str, Any] | None = None,
-        progress: Progress = _quiet,
-    ) -> dict[str, Any]:
-        return text_image.evaluate_text_image(
+        return self.run(
             products,
             settings,
             self.config,
-            image_encoder=self.image_encoder,
             dataset_meta=dataset_meta,
             progress=progress,
+            **self.extra,
         )
 
     def markdown(self, report: Mapping[str, Any], command: str = "") -> str:
-        return text_image.markdown(report, command)
+        return self.module.markdown(report, command)
 
     def write(self, report: Mapping[str, Any], out_dir: Path, command: str = "") -> dict[str, str]:
-        return text_image.write(report, out_dir, command)
+        return self.module.write(report, out_dir, command)
 
 
 def _categorize(o: TaskOptions) -> Task:
-    return CategorizeTask(
-        categorize.CategorizeConfig(
-            split=o.split,
-            label_space=o.label_space,
-            trained=o.trained,
-            text_model=o.text_model,
-            limit=o.limit,
-            work_dir=o.work_dir,
-            rebuild=o.rebuild,
-        )
+    """Infer hidden categories of test products (top-1/top-5 per level, hF, seen/unseen)."""
+    config = categorize.CategorizeConfig(
+        split=o.split,
+        label_space=o.label_space,
+        trained=o.trained,
+        text_model=o.text_model,
+        limit=o.limit,
+        work_dir=o.work_dir,
+        rebuild=o.rebuild,
     )
+    return ModuleTask("categorize", categorize, categorize.evaluate_categorize, config)
 
 
 def _audit(o: TaskOptions) -> Task:
-    return AuditTask(
-        audit.AuditEvalConfig(
-            noise=o.noise,
-            seed=o.seed,
-            text_model=o.text_model,
-            work_dir=o.work_dir,
-            rebuild=o.rebuild,
-        )
+    """Find products moved to a wrong category by seeded synthetic noise."""
+    config = audit.AuditEvalConfig(
+        noise=o.noise, seed=o.seed, text_model=o.text_model, work_dir=o.work_dir, rebuild=o.rebuild
     )
+    return ModuleTask("audit", audit, audit.evaluate_audit, config)
 
 
 def _diverse(o: TaskOptions) -> Task:
-    return DiverseTask(
-        diverse.DiverseEvalConfig(text_model=o.text_model, work_dir=o.work_dir, rebuild=o.rebuild)
+    """Near-duplicates in the top 10 of category queries with and without MMR."""
+    config = diverse.DiverseEvalConfig(
+        text_model=o.text_model, work_dir=o.work_dir, rebuild=o.rebuild
     )
+    return ModuleTask("diverse", diverse, diverse.evaluate_diverse, config)
 
 
 def _text_image(direction: str) -> Callable[[TaskOptions], Task]:
+    """Text-to-image or image-to-text retrieval between held-out titles and images."""
+
     def make(o: TaskOptions) -> Task:
         config = text_image.TextImageConfig(
             directions=(direction,), split=o.split, work_dir=o.work_dir, rebuild=o.rebuild
         )
-        return TextImageTask(config, o.image_encoder, name=direction)
+        return ModuleTask(
+            direction,
+            text_image,
+            text_image.evaluate_text_image,
+            config,
+            {"image_encoder": o.image_encoder},
+        )
 
     return make
 
