@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ from test_reliability_cli import in_namespace
 from test_reliability_ingest import CLI, last_line, run_cli
 
 from ctir_es.config import load_settings
+from ctir_es.errors import ImageError
+from ctir_es.ingest.images import ImageLoader
 from ctir_es.search import Search
 from ctir_es.service import Limits, create_app
 from ctir_es.service.category_tree import DEFAULT_NODES
@@ -240,3 +244,78 @@ echo "dry=$?"
         "without storing")
     assert json.loads((tmp_path / "dry.json").read_text())["stored"] is False
     assert time.monotonic() - started < 120
+
+
+# -- 3. response headers dripped by an image server ------------------------------------------------
+
+@pytest.fixture
+def header_drip() -> Iterator[str]:
+    """127.0.0.1: `/drip/...` answers a status line, then one header line every 0.3 s for 30 s;
+    `/hop/...` redirects to `/drip/...` after one dripped header (a deadline spans the hops)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    stop = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            try:
+                request = conn.recv(65536).decode("latin-1")
+                conn.sendall(b"HTTP/1.1 " + (b"302 Found" if " /hop/" in request else b"200 OK") + b"\r\n")
+                if " /hop/" in request:
+                    time.sleep(0.3)
+                    conn.sendall(b"Location: /drip/next.jpg\r\nContent-Length: 0\r\n\r\n")
+                    return
+                for i in range(100):
+                    if stop.wait(0.3):
+                        return
+                    conn.sendall(b"X-Drip-%d: x\r\n" % i)
+                conn.sendall(b"Content-Length: 0\r\n\r\n")
+            except OSError:
+                pass
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    srv.close()
+
+
+@pytest.mark.parametrize("path", ["/drip/a.jpg", "/hop/a.jpg"])
+def test_dripped_headers_end_at_the_image_deadline(header_drip: str, path: str) -> None:
+    loader = ImageLoader(timeout=1.0, deadline=2.0, retries=2, allow_private=True)  # 127.0.0.1
+    started = time.monotonic()
+    with pytest.raises(ImageError) as caught:
+        loader.fetch(header_drip + path)
+    elapsed = time.monotonic() - started
+    assert caught.value.reason == "too_slow", caught.value
+    assert "within 2 s" in str(caught.value)
+    assert 1.9 <= elapsed < 3.0, elapsed  # was 30 s: the drip's whole length
+
+
+def test_ingest_with_header_dripping_images_keeps_to_the_deadline(tmp_path: Path, header_drip: str) -> None:
+    """The real ingest, image_timeout 2 s (so 6 s per image, as in the issue): 4 products whose
+    images drip their headers; each is indexed without its image, reason too_slow."""
+    records = [json.dumps({"id": f"h{i}", "title": f"dripping headers {i}",
+                           "images": [f"{header_drip}/drip/{i}.jpg"]}) for i in range(4)]
+    source = tmp_path / "c.jsonl"
+    source.write_text("\n".join(records) + "\n", encoding="utf-8")
+    config = tmp_path / "config.toml"
+    config.write_text("image_timeout = 2.0\n", encoding="utf-8")
+    started = time.monotonic()
+    out = run_cli(tmp_path, "ingest", "jsonl", str(source), "--store", str(tmp_path / "s.db"), "--text-model",
+                  "none", "--clip-weights", "none", "--allow-private-images", "--json",
+                  env={"CTIR_ES_CONFIG": str(config)})
+    elapsed = time.monotonic() - started
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["indexed"] == 4 and report["images_missing"] == {"too_slow": 4}, report
+    assert elapsed < 25, elapsed  # 4 images on 4 workers: one deadline (6 s) plus start-up; was 30 s each

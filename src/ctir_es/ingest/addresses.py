@@ -25,6 +25,8 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from .watchdog import POOL_CLASSES
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (address, port) -> why it is refused, or None when allowed
 AddressPolicy = Callable[[IPAddress, int], "str | None"]
@@ -159,6 +161,11 @@ class GuardedAdapter(HTTPAdapter):
         self.policy = policy
         self.resolver = resolver
         super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        # connections that hand their socket to the thread's deadline (ingest/watchdog.py)
+        self.poolmanager.pool_classes_by_scheme = dict(POOL_CLASSES)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         url = request.url or ""

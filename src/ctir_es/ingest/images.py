@@ -14,8 +14,9 @@ URL's host, or a redirect's, is a loopback, private, link-local, multicast, rese
 unspecified address: see ``addresses.py``; ``allow_private=True`` lifts this for intranet
 catalogues).
 
-Bounds: each download gets ``deadline`` seconds in all, however the server drips its bytes
-(the socket timeout only bounds one read), and ``max_bytes``; one loader (one ingest) downloads
+Bounds: each download gets ``deadline`` seconds in all (connect, headers, redirects and body),
+however the server drips its bytes (the socket timeout only bounds one read; ``watchdog.py``
+cuts the socket at the deadline), and ``max_bytes``; one loader (one ingest) downloads
 at most ``max_total_bytes``, and after ``host_failure_limit`` consecutive failed downloads
 from one host it stops asking that host.
 """
@@ -53,6 +54,8 @@ from .addresses import (
     guarded_session,
     resolve,
 )
+from .watchdog import Deadline
+from .watchdog import deadline as watch_deadline
 
 # Raster formats product photos come in; anything else is "not_an_image".
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO
@@ -219,7 +222,12 @@ class ImageLoader:
 
     def _download_with_retries(self, url: str, deadline: float) -> bytes:
         """GET with retries (short backoff) on connection errors and 429/5xx only, all before
-        ``deadline`` (a ``time.monotonic()`` value)."""
+        ``deadline`` (a ``time.monotonic()`` value): the whole exchange, headers and redirects
+        included (``watchdog.deadline`` cuts the socket when it passes)."""
+        with watch_deadline(deadline) as watch:
+            return self._download_attempts(url, deadline, watch)
+
+    def _download_attempts(self, url: str, deadline: float, watch: Deadline) -> bytes:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             left = deadline - time.monotonic()
@@ -228,6 +236,9 @@ class ImageLoader:
             timeout = (min(self.timeout, 5.0, left), min(self.timeout, left))
             try:
                 with self._session().get(url, stream=True, timeout=timeout) as resp:
+                    if watch.expired:  # the headers were cut short at the deadline
+                        raise ImageError("too_slow", f"no complete answer within {self.deadline:g} s: "
+                                                     f"{url[:200]}")
                     if resp.status_code in _RETRY_STATUS and not last:
                         _backoff(attempt)
                         continue
@@ -237,7 +248,10 @@ class ImageLoader:
             except AddressRefused as exc:  # never retried, never counted against the host
                 raise ImageError("refused", f"{exc.reason} for {url[:200]}") from None
             except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
-                if last or time.monotonic() >= deadline:
+                if time.monotonic() >= deadline:  # cut by the watchdog, or the last read ran out
+                    raise ImageError("too_slow", f"no complete answer within {self.deadline:g} s: "
+                                                 f"{url[:200]}") from None
+                if last:
                     raise ImageError("unreachable", f"{url[:200]}: {str(exc)[:200]}") from None
                 _backoff(attempt)
             except requests.RequestException as exc:  # bad URL, redirect loop, ...
