@@ -18,8 +18,16 @@ import numpy as np
 import pytest
 from es_stub import EsState, EsStub, es_error, start
 
-from ctir_es.errors import AccessDenied, LicenceRequired, StoreError, Unreachable
+from ctir_es.errors import (
+    AccessDenied,
+    LicenceRequired,
+    ServerFusionUnavailable,
+    StoreError,
+    Unreachable,
+)
 from ctir_es.products import Product
+from ctir_es.ranking.plan import Plan
+from ctir_es.search import Search
 from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
 from ctir_es.store.elasticsearch.bodies.responses import error_class, error_type, refused_feature
@@ -155,14 +163,18 @@ def _loaded(stub: EsStub) -> ElasticsearchStore:
 
 def test_a_licence_refusal_falls_back_to_client_side_fusion(stub: EsStub) -> None:
     """The licence said enterprise when read, but the cluster refuses the retriever (the licence
-    changed since): the store fuses client-side and says why, reworded refusal or not."""
+    changed since): the store says why it cannot, reworded refusal or not, and ``Search`` fuses
+    client-side."""
     stub.state.licence = "enterprise"
     store = _loaded(stub)
     stub.state.search_error = (403, REWORDED_LICENCE)
-    fused = store.search_fused(
-        LexicalQuery("pan"), [VectorQuery("v", np.ones(4, np.float32) / 2)], 2
-    )
-    assert not fused.server_side and "licence does not cover 'rrf'" in (fused.notice or "")
+    stub.state.search_hits = [{"_id": "p1", "_score": 0.9}, {"_id": "p0", "_score": 0.5}]
+    lexical, vectors = LexicalQuery("pan"), [VectorQuery("v", np.ones(4, np.float32) / 2)]
+    with pytest.raises(ServerFusionUnavailable, match="licence does not cover 'rrf'"):
+        store.search_fused(lexical, vectors, 2)
+    fused = Search(store, fusion_location="auto").fused_by_server(
+        Plan("text", "pan", lexical, vectors), 2, 100, (), "rrf", {})
+    assert [h.id for h in fused] == ["p1", "p0"] and all(h.sources for h in fused)  # fused client-side
     store.close()
 
 

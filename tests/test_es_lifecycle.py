@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 from es_stub import EsState, EsStub, start
 
-from ctir_es.errors import ConfigError, SchemaMismatch, StoreError
+from ctir_es.errors import ConfigError, SchemaMismatch, ServerFusionUnavailable, StoreError
 from ctir_es.products import Product
+from ctir_es.ranking.fusion import FusedHit
+from ctir_es.ranking.plan import Plan
+from ctir_es.search import Search
 from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
 from ctir_es.store.elasticsearch.bodies import aliases as bodies
@@ -281,13 +284,20 @@ LEX = LexicalQuery("pan")
 VEC = [VectorQuery("v", np.array([1, 0, 0, 0], np.float32))]
 
 
+def fused_by_search(store: ElasticsearchStore, lexical: LexicalQuery | None, vectors: list[VectorQuery],
+                    k: int, *, method: str = "rrf", weights: dict[str, float] | None = None) -> list[FusedHit]:
+    """What ``Search`` (fusion_location auto) answers over ``store``: the server's fused list, or
+    the client-side fusion of ``store.search`` when the store says the server cannot."""
+    plan = Plan("text", "pan", lexical, vectors)
+    return Search(store, fusion_location="auto").fused_by_server(plan, k, 100, (), method, weights or {})
+
+
 def test_server_side_rrf_is_one_search_when_the_licence_allows(stub: EsStub) -> None:
     stub.state.licence = "enterprise"
     store = _loaded(stub)
     before = len(stub.state.requests)
-    fused = store.search_fused(LEX, VEC, 2)
-    assert fused.server_side and fused.notice is None
-    assert [h.id for h in fused.hits] == ["p2", "p0"]
+    hits = store.search_fused(LEX, VEC, 2)
+    assert [h.id for h in hits] == ["p2", "p0"]
     searches = [r for r in stub.state.requests[before:] if r.path.endswith("/_search")]
     assert len(searches) == 1 and not any(r.path == "/_msearch" for r in stub.state.requests[before:])
     # int8_hnsw (the default) on 8.18+: the kNN child rescores with the float vectors
@@ -295,6 +305,7 @@ def test_server_side_rrf_is_one_search_when_the_licence_allows(stub: EsStub) -> 
     assert searches[0].json() == expected
     assert "rescore_vector" in expected["retriever"]["rrf"]["retrievers"][1]["knn"]
     assert searches[0].path == "/products/_search"
+    assert fused_by_search(store, LEX, VEC, 2) == [FusedHit("p2", 0.9, {}), FusedHit("p0", 0.5, {})]
 
 
 def test_server_side_linear_sends_weights(stub: EsStub) -> None:
@@ -312,29 +323,39 @@ def test_basic_licence_fuses_client_side_with_one_notice(
 ) -> None:
     store = _loaded(stub)  # the stub's default licence is basic
     caplog.set_level(logging.WARNING, "ctir_es")
-    first = store.search_fused(LEX, VEC, 2)
-    second = store.search_fused(LEX, VEC, 2)
-    assert not first.server_side and first.notice is not None
-    assert first.notice.startswith("server-side rrf fusion unavailable (the rrf retriever needs an enterprise")
-    assert "\n" not in first.notice
+    with pytest.raises(ServerFusionUnavailable) as refused:
+        store.search_fused(LEX, VEC, 2)
+    assert str(refused.value).startswith("server-side rrf fusion unavailable (the rrf retriever needs an enterprise")
+    assert "\n" not in str(refused.value) and refused.value.reason
+    first = fused_by_search(store, LEX, VEC, 2)
+    second = fused_by_search(store, LEX, VEC, 2)
     notices = [r for r in caplog.records if "fusion unavailable" in r.getMessage()]
     assert len(notices) == 1  # once per store, not per query
-    assert second.hits == first.hits
-    assert all(h.sources for h in first.hits)  # client-side fusion explains every hit
+    assert notices[0].getMessage().endswith("; fusing client-side")
+    assert second == first and [h.id for h in first] == ["p2", "p0"]
+    assert all(h.sources for h in first)  # client-side fusion explains every hit
     assert sum(r.path == "/_msearch" for r in stub.state.requests) == 2
+    assert not any(r.path.endswith("/_search") for r in stub.state.requests)  # no retriever tried
 
 
 def test_unreadable_licence_and_weighted_rrf_fuse_client_side(stub: EsStub) -> None:
     stub.state.licence = None  # GET /_license answers 403
     store = _loaded(stub)
-    fused = store.search_fused(LEX, VEC, 2)
-    assert not fused.server_side and "licence could not be read" in (fused.notice or "")
+    with pytest.raises(ServerFusionUnavailable, match="licence could not be read"):
+        store.search_fused(LEX, VEC, 2)
+    assert [h.id for h in fused_by_search(store, LEX, VEC, 2)] == ["p2", "p0"]
     stub.state.licence = "enterprise"
     store2 = _loaded(stub)
-    weighted = store2.search_fused(LEX, VEC, 2, weights={"bm25": 2.0})
-    assert not weighted.server_side and "no per-source weights" in (weighted.notice or "")
-    single = store2.search_fused(None, VEC, 2)
-    assert not single.server_side and single.notice is None  # one source: nothing to fuse
+    with pytest.raises(ServerFusionUnavailable, match="no per-source weights"):
+        store2.search_fused(LEX, VEC, 2, weights={"bm25": 2.0})
+    weighted = fused_by_search(store2, LEX, VEC, 2, weights={"bm25": 2.0})
+    assert [h.id for h in weighted] == ["p2", "p0"] and all(h.sources for h in weighted)
+    with pytest.raises(ServerFusionUnavailable) as single:
+        store2.search_fused(None, VEC, 2)
+    assert single.value.reason == ""  # one source: nothing to fuse
+    assert [h.id for h in fused_by_search(store2, None, VEC, 2)] == ["p2", "p0"]
+    strict = Search(store2, fusion_location="server")  # one source is no reason to refuse
+    assert strict.fused_by_server(Plan("text", "pan", None, VEC), 2, 100, (), "rrf", {})
 
 
 def test_num_candidates_is_configurable(stub: EsStub) -> None:
@@ -359,9 +380,9 @@ def test_no_monitor_privilege_falls_back_to_client_side_fusion(stub: EsStub) -> 
     store = store_for(stub)
     info = store.cluster_info()
     assert info.version == "0.0.0" and info.modules is None and info.licence_type is None
-    fused = store.search_fused(LEX, VEC, 2)
-    assert not fused.server_side and "version could not be read" in (fused.notice or "")
-    assert [h.id for h in fused.hits]  # answered all the same
+    with pytest.raises(ServerFusionUnavailable, match="version could not be read"):
+        store.search_fused(LEX, VEC, 2)
+    assert [h.id for h in fused_by_search(store, LEX, VEC, 2)]  # answered all the same
 
 
 def test_search_only_user_without_view_index_metadata(
@@ -406,6 +427,6 @@ def test_a_client_without_retrievers_falls_back_to_client_side_fusion(
         raise AssertionError("only the retriever search is expected here")
 
     monkeypatch.setattr(store.client, "search", old_search)
-    fused = store.search_fused(LEX, VEC, 2)
-    assert not fused.server_side and "older than 8.14" in (fused.notice or "")
-    assert [h.id for h in fused.hits]
+    with pytest.raises(ServerFusionUnavailable, match="older than 8.14"):
+        store.search_fused(LEX, VEC, 2)
+    assert [h.id for h in fused_by_search(store, LEX, VEC, 2)]

@@ -21,9 +21,12 @@ import numpy as np
 import pytest
 from store_contract import CATALOGUE, SCHEMA, StoreContract, unit
 
-from ctir_es.errors import SchemaMismatch
+from ctir_es.errors import SchemaMismatch, ServerFusionUnavailable
 from ctir_es.filters import Filter
 from ctir_es.products import Product
+from ctir_es.ranking.fusion import fuse
+from ctir_es.ranking.plan import Plan
+from ctir_es.search import Search
 from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore
 from ctir_es.store.elasticsearch.bodies.index import INDEX_OPTION_TYPES
@@ -192,18 +195,21 @@ def test_hybrid_query_server_and_client_side(make_store: Callable[..., Elasticse
     store.setup(SCHEMA)
     store.upsert(CATALOGUE)
     lexical, vectors = LexicalQuery("steel"), [VectorQuery("title_vector", unit(0), "text")]
-    client = store.search_fused(lexical, vectors, 3, server_side=False)
-    assert not client.server_side and client.hits[0].id == "p1"
+    client = fuse("rrf", store.search(lexical, vectors, 100), limit=3)  # what Search does client-side
+    assert client[0].id == "p1"
     info = store.cluster_info()
     allowed, why = info.fusion_support("rrf")
-    server = store.search_fused(lexical, vectors, 3)
     if allowed:
-        assert server.server_side and server.notice is None, why
-        assert [h.id for h in server.hits] == [h.id for h in client.hits]
+        assert [h.id for h in store.search_fused(lexical, vectors, 3)] == [h.id for h in client], why
     else:
-        assert not server.server_side and server.notice
-    filtered = store.search_fused(lexical, vectors, 5, [Filter("category", "subtree", ("Watches",))])
-    assert [h.id for h in filtered.hits] == ["p4"]
+        with pytest.raises(ServerFusionUnavailable) as refused:
+            store.search_fused(lexical, vectors, 3)
+        assert refused.value.reason
+    auto = Search(store, fusion_location="auto")  # the server fuses, or Search does
+    plan = Plan("text", "steel", lexical, vectors)
+    assert [h.id for h in auto.fused_by_server(plan, 3, 100, (), "rrf", {})] == [h.id for h in client]
+    filtered = auto.fused_by_server(plan, 5, 100, [Filter("category", "subtree", ("Watches",))], "rrf", {})
+    assert [h.id for h in filtered] == ["p4"]
 
 
 def test_quantised_default_index_scores_are_cosines_within_tolerance(

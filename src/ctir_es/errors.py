@@ -98,6 +98,19 @@ class Unsupported(QueryError):
     """The index or store cannot answer this request (e.g. no image vectors to categorize)."""
 
 
+class ServerFusionUnavailable(CtirError):
+    """The store cannot fuse this hybrid query in one server round trip: ``reason`` says why
+    (the cluster's version, modules or licence, the client, weights the retriever cannot
+    take), or is empty when there is nothing to fuse (one source). Not a failure: the caller
+    fuses the store's ``search`` runs itself, as ``Search`` does."""
+
+    def __init__(self, method: str, reason: str = "") -> None:
+        super().__init__(f"server-side {method} fusion unavailable ({reason})" if reason
+                         else f"server-side {method} fusion: one source, nothing to fuse")
+        self.method = method
+        self.reason = reason
+
+
 def one_line(exc: object, limit: int = 300) -> str:
     """An exception (or any message) as one short line: library errors often span pages.
 

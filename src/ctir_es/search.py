@@ -22,7 +22,7 @@ from PIL import Image
 from .config import FUSION_LOCATIONS, Settings, load_settings
 from .encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from .encoders.loading import category_encoder_for_schema, encoders_for_schema
-from .errors import NotFound, QueryError, StoreError, Unsupported
+from .errors import NotFound, QueryError, ServerFusionUnavailable, StoreError, Unsupported
 from .filters import Filter, check_filters
 from .ranking.calibration import query_group, served_group_fusion
 from .ranking.fusion import FusedHit, fuse
@@ -236,7 +236,7 @@ class Search:
             source_hits.update({name: len(hits) for name, hits in runs.items()})
             fused = fuse(fusion, runs, used, limit=None if shop.active else depth)
         else:
-            fused = self._fused_by_server(plan, depth, candidates, filters, fusion, used)
+            fused = self.fused_by_server(plan, depth, candidates, filters, fusion, used)
         if pin and not shop.active:  # pin the final ordered list (arranged ones: below)
             header = SearchResponse(text or "", mode, fusion, plan.sources, [], used, source_hits,
                                     notes(), group)
@@ -310,7 +310,7 @@ class Search:
                         out[pid][field_name] = vec
         return out
 
-    def _fused_by_server(
+    def fused_by_server(
         self,
         plan: Any,
         k: int,
@@ -320,22 +320,27 @@ class Search:
         weights: Mapping[str, float],
     ) -> list[FusedHit]:
         """``fusion_location`` server / auto: one retriever round trip where the store and the
-        cluster can; ``auto`` falls back to client-side fusion (the store logs one notice),
-        ``server`` says why it cannot."""
+        cluster can; else ``auto`` fuses client-side (the store logs one notice saying why) and
+        ``server`` says why it cannot. The store never fuses: it fuses, or raises
+        ``ServerFusionUnavailable``."""
         if not isinstance(self.store, ServerFusion):
             if self.fusion_location == "server":
                 raise Unsupported(
                     f"fusion_location=server needs Elasticsearch; {type(self.store).__name__} "
                     "fuses client-side (use client or auto)"
                 )
-            runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
-            return fuse(fusion, runs, weights, limit=k)
-        result = self.store.search_fused(
-            plan.lexical, plan.vectors, k, filters, method=fusion, weights=weights, window=candidates
-        )
-        if self.fusion_location == "server" and not result.server_side and result.notice:
-            raise Unsupported(f"{result.notice.split(';')[0]} (fusion_location=server; use auto)")
-        return list(result.hits)
+        else:
+            try:
+                hits = self.store.search_fused(
+                    plan.lexical, plan.vectors, k, filters, method=fusion, weights=weights, window=candidates
+                )
+            except ServerFusionUnavailable as exc:
+                if self.fusion_location == "server" and exc.reason:
+                    raise Unsupported(f"{exc} (fusion_location=server; use auto)") from None
+            else:
+                return [FusedHit(h.id, h.score, {}) for h in hits]
+        runs = self.store.search(plan.lexical, plan.vectors, candidates, filters)
+        return fuse(fusion, runs, weights, limit=k)
 
     def _results(self, fused: Sequence[FusedHit],
                  stored: Mapping[str, StoredProduct] | None = None, start: int = 1) -> list[SearchResult]:

@@ -268,11 +268,12 @@ def metadata_json(key: str, value: Mapping[str, Any]) -> str:
 
 @runtime_checkable
 class ServerFusion(Protocol):
-    """Hybrid fusion in ONE server round trip (Elasticsearch retrievers), where the cluster can;
-    else client-side with a one-line notice. Only ``ElasticsearchStore`` has it."""
+    """Hybrid fusion in ONE server round trip (Elasticsearch retrievers), where the cluster can.
+    Only ``ElasticsearchStore`` has it. The store never fuses client-side: it says it cannot."""
 
     def search_fused(self, lexical: LexicalQuery | None, vectors: Sequence[VectorQuery], k: int,
                      filters: Sequence[Filter] = (), *, method: str = "rrf", weights: Mapping[str, float] | None = None,
-                     window: int | None = None, server_side: bool = True) -> Any:
-        """A result with ``hits`` (fused), ``server_side`` and ``notice`` (why not, or None)."""
+                     window: int | None = None) -> list[Hit]:
+        """The fused top ``k`` (no per-source breakdown), or ``ServerFusionUnavailable`` with the
+        reason: the caller then fuses ``search`` runs itself (``Search`` does)."""
         ...

@@ -12,6 +12,6 @@
 """
 
 from .connection import EsConnection
-from .store import BulkLoadReport, ElasticsearchStore, FusedSearch
+from .store import BulkLoadReport, ElasticsearchStore
 
-__all__ = ["BulkLoadReport", "ElasticsearchStore", "EsConnection", "FusedSearch"]
+__all__ = ["BulkLoadReport", "ElasticsearchStore", "EsConnection"]

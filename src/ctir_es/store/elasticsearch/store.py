@@ -6,11 +6,12 @@ golden-tested), ``session`` (the lazy client, error translation, cluster facts),
 writes with retries), ``connection`` (settings, auth, TLS, redaction) and ``cluster``
 (what the cluster's version, modules and licence allow). Construction does no I/O.
 
-Fusion: ``search`` returns one ranked list per source and ``ctir_es.ranking.fusion`` fuses them
-client-side, exactly as for the embedded store - the default path. ``search_fused`` is an extra
-for this backend: ONE ``_search`` with an ``rrf`` or ``linear`` retriever when the cluster's
-version, modules and licence allow it (``cluster_info``), else the same client-side fusion
-with a one-line notice; ``Search`` uses it when ``fusion_location`` is ``server`` or ``auto``.
+Fusion is not a store concern: ``search`` returns one ranked list per source and
+``ctir_es.ranking.fusion`` fuses them client-side, exactly as for the embedded store - the default
+path. ``search_fused`` is an extra for this backend: ONE ``_search`` with an ``rrf`` or ``linear``
+retriever when the cluster's version, modules and licence allow it (``cluster_info``), else a
+``ServerFusionUnavailable`` saying why (one notice logged); ``Search`` uses it when
+``fusion_location`` is ``server`` or ``auto`` and fuses client-side itself when told it cannot.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ...errors import (
     LicenceRequired,
     QueryError,
     SchemaMismatch,
+    ServerFusionUnavailable,
     StoreError,
     Unsupported,
 )
@@ -83,16 +85,6 @@ class BulkLoadReport:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class FusedSearch:
-    """``search_fused`` result: fused hits, where the fusion ran, and why if not server-side."""
-
-    hits: list[Any]  # ctir_es.ranking.fusion.FusedHit
-    method: str
-    server_side: bool
-    notice: str | None = None
 
 
 class ElasticsearchStore:
@@ -829,66 +821,58 @@ class ElasticsearchStore:
         method: str = "rrf",
         weights: Mapping[str, float] | None = None,
         window: int | None = None,
-        server_side: bool = True,
-    ) -> FusedSearch:
-        """Hybrid search fused in ONE round trip by an ``rrf`` / ``linear`` retriever when the
-        cluster allows it; otherwise ``search`` + ``ranking.fusion.fuse`` with a notice.
+    ) -> list[Hit]:
+        """Hybrid search fused by the cluster in ONE round trip (an ``rrf`` / ``linear``
+        retriever): the top ``k``, without a per-source breakdown.
 
-        ``window`` is each source's depth (default ``max(100, 2k)``, as ``Search``). Server-side
-        hits carry no per-source breakdown (``FusedHit.sources`` is empty); client-side ones do.
-        Server-side ``rrf`` weighs sources equally, so other ``weights`` fuse client-side.
+        Raises ``ServerFusionUnavailable`` (with the reason, logged once per store) when the
+        cluster's version, modules or licence, or the installed client, cannot, when ``rrf`` is
+        given per-source weights (the 8.x retriever weighs sources equally), or when there is
+        one source only: the caller then fuses ``search`` runs itself (``Search`` does) -
+        fusion is not a store concern. ``window`` is each source's depth (default
+        ``max(100, 2k)``, as ``Search``).
         """
-        from ...ranking.fusion import FusedHit, fuse
-
         if method not in search_bodies.RETRIEVER_FUSIONS:
             raise QueryError(
                 f"unknown fusion {method!r}; supported: {', '.join(search_bodies.RETRIEVER_FUSIONS)}"
             )
         depth = window or min(search_bodies.MAX_K, max(MIN_FUSION_WINDOW, 2 * k))
-        notice: str | None = None
-        if server_side:
-            ok, why = self.cluster_info().fusion_support(method)
-            if ok and method == "rrf" and weights and len(set(weights.values()) | {1.0}) > 1:
-                ok, why = False, "the rrf retriever of Elasticsearch 8.x takes no per-source weights"
-            if ok:
-                filters = self._checked_filters(filters)
-                schema = self._query_schema() if vectors else None
-                search_bodies.check_vector_queries(vectors, schema)
-                _names, body = search_bodies.retriever_body(
-                    method,
-                    lexical,
-                    self._with_candidates(vectors),
-                    k,
-                    filters,
-                    window=depth,
-                    weights=weights,
-                    multi_match_type=self.multi_match_type,
-                    rescore=bool(vectors) and self._rescore(),
+        ok, why = self.cluster_info().fusion_support(method)
+        if ok and method == "rrf" and weights and len(set(weights.values()) | {1.0}) > 1:
+            ok, why = False, "the rrf retriever of Elasticsearch 8.x takes no per-source weights"
+        if ok:
+            filters = self._checked_filters(filters)
+            schema = self._query_schema() if vectors else None
+            search_bodies.check_vector_queries(vectors, schema)
+            _names, body = search_bodies.retriever_body(
+                method,
+                lexical,
+                self._with_candidates(vectors),
+                k,
+                filters,
+                window=depth,
+                weights=weights,
+                multi_match_type=self.multi_match_type,
+                rescore=bool(vectors) and self._rescore(),
+            )
+            if body is None:
+                raise ServerFusionUnavailable(method)  # one source: nothing to fuse, no notice
+            try:
+                response = self.session.body(
+                    f"searching {self.index!r} ({method} retriever)",
+                    lambda: self.client.search(index=self.index, **body),
                 )
-                if body is not None:
-                    try:
-                        response = self.session.body(
-                            f"searching {self.index!r} ({method} retriever)",
-                            lambda: self.client.search(index=self.index, **body),
-                        )
-                    except TypeError:
-                        # a client older than 8.14 has no ``retriever`` argument
-                        why = "the installed elasticsearch client is older than 8.14"
-                    except LicenceRequired as exc:
-                        self.session.forget_cluster()  # licence changed: read it again next time
-                        why = str(exc)
-                    else:
-                        hits = responses.parse_hits(response)
-                        return FusedSearch(
-                            [FusedHit(h.id, h.score, {}) for h in hits[:k]], method, True
-                        )
-                else:
-                    why = ""  # one source: nothing to fuse, no notice
-            if why:
-                notice = f"server-side {method} fusion unavailable ({why}); fusing client-side"
-                self.session.notice(notice)
-        runs = self.search(lexical, vectors, depth, filters)
-        return FusedSearch(fuse(method, runs, weights, limit=k), method, False, notice)
+            except TypeError:
+                # a client older than 8.14 has no ``retriever`` argument
+                why = "the installed elasticsearch client is older than 8.14"
+            except LicenceRequired as exc:
+                self.session.forget_cluster()  # licence changed: read it again next time
+                why = str(exc)
+            else:
+                return responses.parse_hits(response)[:k]
+        unavailable = ServerFusionUnavailable(method, why)
+        self.session.notice(f"{unavailable}; fusing client-side")
+        raise unavailable
 
     # -------------------------------------------------------- beyond the protocol: lifecycle
 
