@@ -65,19 +65,35 @@ def test_delete_is_seen_by_the_next_search(on_es: Callable[..., Search]) -> None
     assert es.store.count() == 279
 
 
-def test_fusion_location(on_es: Callable[..., Search], embedded: Search) -> None:
-    client = on_es()
-    expected = ids(client.search(CATEGORY, k=10))
-    auto = Search(client.store, client.text_encoder, None, fusion_location="auto")
-    info = client.store.cluster_info()  # type: ignore[attr-defined]
-    allowed, _why = info.fusion_support("rrf")
-    if allowed:  # a cluster with x-pack rank-rrf and an enterprise/trial licence
-        assert ids(auto.search(CATEGORY, k=10))  # server-side: one _search
-    else:  # the test distribution: client-side, the same ranking, and "server" says why
-        assert ids(auto.search(CATEGORY, k=10)) == expected
-        strict = Search(client.store, client.text_encoder, None, fusion_location="server")
-        with pytest.raises(Unsupported, match="rank-rrf|licence|version"):
-            strict.search(CATEGORY, k=10)
+def test_fusion_location_auto_and_server_without_server_side_rrf(on_es: Callable[..., Search],
+                                                                 embedded: Search) -> None:
+    """Where the node cannot fuse (the basic licence CI runs): auto answers the client-side
+    ranking and ``server`` says why; the embedded store has no server to fuse on."""
     strict_embedded = Search(embedded.store, embedded.text_encoder, None, fusion_location="server")
     with pytest.raises(Unsupported, match="needs Elasticsearch"):
         strict_embedded.search(CATEGORY, k=10)
+    client = on_es()
+    allowed, why = client.store.cluster_info().fusion_support("rrf")  # type: ignore[attr-defined]
+    if allowed:
+        pytest.skip(f"this node fuses server-side ({why}): test_fusion_location_server_fuses_on_the_node covers it")
+    auto = Search(client.store, client.text_encoder, None, fusion_location="auto")
+    assert ids(auto.search(CATEGORY, k=10)) == ids(client.search(CATEGORY, k=10))
+    strict = Search(client.store, client.text_encoder, None, fusion_location="server")
+    with pytest.raises(Unsupported, match="rank-rrf|licence|version"):
+        strict.search(CATEGORY, k=10)
+
+
+def test_fusion_location_server_fuses_on_the_node(on_es: Callable[..., Search]) -> None:
+    """A node with the rrf retriever (x-pack rank-rrf and an enterprise or trial licence): the
+    ranking comes from one retriever round trip (no per-source breakdown) and equals the
+    client-side RRF. Skipped, with the node's reason, elsewhere."""
+    client = on_es()
+    allowed, why = client.store.cluster_info().fusion_support("rrf")  # type: ignore[attr-defined]
+    if not allowed:
+        pytest.skip(f"this node has no server-side rrf fusion: {why}")
+    expected = ids(client.search(CATEGORY, k=10, fusion="rrf"))
+    for location in ("server", "auto"):
+        fused = Search(client.store, client.text_encoder, None, fusion_location=location).search(
+            CATEGORY, k=10, fusion="rrf")
+        assert ids(fused) == expected, (location, why)
+        assert all(count is None for count in fused.source_hits.values())  # the server fused: no per-source runs

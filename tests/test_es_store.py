@@ -26,8 +26,8 @@ from ctir_es.filters import Filter
 from ctir_es.products import Product
 from ctir_es.ranking.fusion import fuse
 from ctir_es.ranking.plan import Plan
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.search import Search
-from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore
 from ctir_es.store.elasticsearch.bodies.index import INDEX_OPTION_TYPES
 from ctir_es.store.elasticsearch.bulk import BulkLine, BulkOptions, BulkWriter
@@ -190,26 +190,55 @@ def test_reindex_swaps_the_alias_without_losing_searches(make_store: Callable[..
     assert store.status()["live"] == f"{store.index}-v1"
 
 
-def test_hybrid_query_server_and_client_side(make_store: Callable[..., ElasticsearchStore]) -> None:
-    store = make_store()
+def hybrid_catalogue(store: ElasticsearchStore) -> tuple[LexicalQuery, list[VectorQuery]]:
     store.setup(SCHEMA)
     store.upsert(CATALOGUE)
-    lexical, vectors = LexicalQuery("steel"), [VectorQuery("title_vector", unit(0), "text")]
+    return LexicalQuery("steel"), [VectorQuery("title_vector", unit(0), "text")]
+
+
+def test_hybrid_query_fused_by_search_on_any_node(make_store: Callable[..., ElasticsearchStore]) -> None:
+    """``fusion_location=auto`` answers the client-side ranking whether the node fuses (rrf
+    matches it, below) or not (``Search`` fuses the runs itself)."""
+    store = make_store()
+    lexical, vectors = hybrid_catalogue(store)
     client = fuse("rrf", store.search(lexical, vectors, 100), limit=3)  # what Search does client-side
     assert client[0].id == "p1"
-    info = store.cluster_info()
-    allowed, why = info.fusion_support("rrf")
-    if allowed:
-        assert [h.id for h in store.search_fused(lexical, vectors, 3)] == [h.id for h in client], why
-    else:
-        with pytest.raises(ServerFusionUnavailable) as refused:
-            store.search_fused(lexical, vectors, 3)
-        assert refused.value.reason
     auto = Search(store, fusion_location="auto")  # the server fuses, or Search does
     plan = Plan("text", "steel", lexical, vectors)
     assert [h.id for h in auto.fused_by_server(plan, 3, 100, (), "rrf", {})] == [h.id for h in client]
     filtered = auto.fused_by_server(plan, 5, 100, [Filter("category", "subtree", ("Watches",))], "rrf", {})
     assert [h.id for h in filtered] == ["p4"]
+
+
+@pytest.mark.parametrize("method", ["rrf", "linear"])
+def test_server_side_fusion_matches_the_client_side_one(make_store: Callable[..., ElasticsearchStore],
+                                                        method: str) -> None:
+    """The node's retriever fuses as ``ranking.fusion`` does (rrf: the same rank constant and
+    window; linear: min-max, weighted). Skipped, with the node's reason, where it cannot."""
+    store = make_store()
+    allowed, why = store.cluster_info().fusion_support(method)
+    if not allowed:
+        pytest.skip(f"this node has no server-side {method} fusion: {why}")
+    lexical, vectors = hybrid_catalogue(store)
+    weights = {"bm25": 1.0, "text": 0.5} if method == "linear" else {}
+    client = fuse(method, store.search(lexical, vectors, 100), weights, limit=3)
+    server = store.search_fused(lexical, vectors, 3, method=method, weights=weights)
+    assert [h.id for h in server] == [h.id for h in client], why
+    filtered = store.search_fused(lexical, vectors, 5, [Filter("category", "subtree", ("Watches",))],
+                                  method=method, weights=weights)
+    assert [h.id for h in filtered] == ["p4"]
+
+
+def test_a_node_without_server_side_rrf_is_refused_with_the_reason(
+        make_store: Callable[..., ElasticsearchStore]) -> None:
+    store = make_store()
+    allowed, why = store.cluster_info().fusion_support("rrf")
+    if allowed:
+        pytest.skip(f"this node fuses server-side ({why}): nothing to refuse")
+    lexical, vectors = hybrid_catalogue(store)
+    with pytest.raises(ServerFusionUnavailable) as refused:
+        store.search_fused(lexical, vectors, 3)
+    assert refused.value.reason == why
 
 
 def test_quantised_default_index_scores_are_cosines_within_tolerance(
