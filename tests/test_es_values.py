@@ -312,7 +312,7 @@ def test_an_index_of_mapping_v3_migrates_by_reindex(make_store: Callable[..., El
     for pid, (path, _) in ROWS.items():
         doc = Document(Product(id=pid, title=f"item {pid} speaker", categories=(path,)),
                        {"title_vector": title_vectors[pid]})
-        source = documents.document_source(doc, documents.ingest_time())
+        source = documents.document_source(doc, documents.ingest_time(), summary=False)  # as a v3 writer sent it
         assert "values" not in source
         store.client.index(index=store.index, id=pid, document=source)
     store.client.indices.refresh(index=store.index)
@@ -370,7 +370,7 @@ def test_vector_dims_of_the_v3_body_are_kept_by_the_migration(make_store: Callab
     store.client.indices.create(index=f"{store.index}-v1", **copy.deepcopy(body))
     vector = random_unit(np.random.default_rng(5), 384)
     doc = Document(Product(id="a", title="item a"), {"title_vector": vector})
-    store.client.index(index=store.index, id="a", document=documents.document_source(doc), refresh=True)
+    store.client.index(index=store.index, id="a", document=documents.document_source(doc, summary=False), refresh=True)
     store.reindex()
     props = live_mapping(store)["properties"]
     for name in ("image_vector", "title_vector"):

@@ -258,14 +258,18 @@ def setup(session: EsSession, name: str, plan: IndexPlan, schema: IndexSchema) -
     added = mapping.added_vector_properties(existing, schema, options)
     new_values = mapping.added_values(existing, current, schema)
     merged = mapping.merged_schema(existing, schema)
-    if added or new_values:
+    summary = not mapping.has_summary(current)  # an index created before the field: add it
+    if added or new_values or summary:
         properties = dict(added)
         if new_values:
             properties.update(mapping.values_put_mapping(merged.values))
+        if summary:
+            properties[mapping.SUMMARY_FIELD] = mapping.summary_mapping()
         meta = mapping.meta(
             merged, options, mapping.text_analyzer_from_mapping(current), mapping_version=version
         )
-        what = [*(f"vector field {n}" for n in added), *(f"value {n}" for n in new_values)]
+        what = [*(f"vector field {n}" for n in added), *(f"value {n}" for n in new_values),
+                *(["the summary field"] if summary else [])]
         session.call(
             f"adding {', '.join(what)} to {where!r}",
             lambda: session.client.indices.put_mapping(index=name, properties=properties, meta=meta),

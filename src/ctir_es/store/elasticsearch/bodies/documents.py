@@ -49,6 +49,8 @@ from .index import (
     INGESTED_AT_FIELD,
     MARKET_FIELD,
     RECORD_FIELD,
+    SUMMARY_FIELD,
+    SUMMARY_MAX_CHARS,
     TITLE_FIELD,
     VALUES_FIELD,
     VECTOR_FIELDS_FIELD,
@@ -155,9 +157,10 @@ def has_image(doc: Document) -> bool:
     return doc.image is not None
 
 
-def document_source(doc: Document, ingested_at: str | None = None) -> dict[str, Any]:
+def document_source(doc: Document, ingested_at: str | None = None, summary: bool = True) -> dict[str, Any]:
     """The ``_source`` of one product: searched (cleaned) text, derived category fields, the
-    exact record and the vectors. ``ingested_at`` (see ``ingest_time``) is left out when None."""
+    exact record and the vectors. ``ingested_at`` (see ``ingest_time``) is left out when None;
+    ``summary`` (``summary_text``) when False (an index without the field) or too long."""
     p = doc.product
     source: dict[str, Any] = {
         ID_FIELD: p.id,
@@ -182,6 +185,9 @@ def document_source(doc: Document, ingested_at: str | None = None) -> dict[str, 
     }
     if p.values:
         source[VALUES_FIELD] = {name: p.values[name] for name in sorted(p.values)}
+    text = summary_text(p) if summary else None
+    if text is not None:
+        source[SUMMARY_FIELD] = text
     if ingested_at is not None:
         source[INGESTED_AT_FIELD] = ingested_at
     for name in sorted(doc.vectors):
@@ -246,6 +252,7 @@ def bulk_lines(
     index: str,
     dumps: Callable[[Any], str] | None = None,
     ingested_at: str | None = None,
+    summary: bool = True,
 ) -> list[tuple[str, str, str]]:
     """``(id, action line, source line)`` per document: the ``_bulk`` NDJSON, pre-serialised so
     chunks can be cut by byte size exactly as they go on the wire."""
@@ -255,10 +262,52 @@ def bulk_lines(
         (
             doc.product.id,
             encode({"index": {"_index": index, "_id": doc.product.id}}),
-            encode(document_source(doc, ingested_at)),
+            encode(document_source(doc, ingested_at, summary)),
         )
         for doc in docs
     ]
+
+
+# ---------------------------------------------------------------- summaries (doc values)
+
+
+def summary_text(p: Product) -> str | None:
+    """``summary`` of a product: its values and exact category paths as compact JSON (None when
+    longer than the field keeps)."""
+    text = json.dumps({"values": {n: p.values[n] for n in sorted(p.values)},
+                       "categories": [list(path) for path in p.categories]},
+                      ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= SUMMARY_MAX_CHARS else None
+
+
+def summaries_body(ids: Sequence[str]) -> dict[str, Any]:
+    """A search for ``ids`` that reads only doc values (``id`` and ``summary``): no ``_source``,
+    no stored fields, not even ``_id``, so no stored block is decompressed."""
+    return {
+        "query": {"ids": {"values": list(ids)}},
+        "size": len(ids),
+        "_source": False,
+        "stored_fields": "_none_",
+        "docvalue_fields": [ID_FIELD, SUMMARY_FIELD],
+        "track_total_hits": False,
+    }
+
+
+def parse_summaries(response: Mapping[str, Any]) -> dict[str, Product]:
+    """``{id: Product}`` (id, values and categories only) of the hits that hold a summary; an id
+    without one (written before the field existed, or too long) is left out."""
+    out: dict[str, Product] = {}
+    for hit in (response.get("hits") or {}).get("hits", []):
+        fields = hit.get("fields") or {}
+        pid, text = (fields.get(ID_FIELD) or [None])[0], (fields.get(SUMMARY_FIELD) or [None])[0]
+        if pid is None or text is None:
+            continue
+        data = json.loads(text)
+        out[str(pid)] = Product(
+            id=str(pid), title="",
+            categories=tuple(tuple(str(level) for level in path) for path in data.get("categories", [])),
+            values=stored_values(data.get("values")))
+    return out
 
 
 def bulk_item_error(item: Mapping[str, Any]) -> tuple[str, str]:
