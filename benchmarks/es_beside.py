@@ -44,7 +44,7 @@ from targets import STORES, store_path
 from ctir_es.errors import StoreError
 from ctir_es.products import Product
 from ctir_es.ranking.fusion import fuse
-from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore
 from ctir_es.store.elasticsearch.connection import EsConnection
 from ctir_es.store.embedded import EmbeddedStore

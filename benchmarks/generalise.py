@@ -50,7 +50,7 @@ from ctir_es.evaluation.protocol import QuerySet, dataset_hash
 from ctir_es.evaluation.runner import SystemRunner, load_products
 from ctir_es.evaluation.systems import LEXICAL_SYSTEMS
 from ctir_es.ranking.fusion import fuse
-from ctir_es.store.base import Hit
+from ctir_es.schema import Hit
 from ctir_es.training.data import TrainingData
 from ctir_es.training.evaluate import evaluate_run, query_set
 from ctir_es.training.features import FeatureCache

@@ -33,8 +33,13 @@ from query import percentiles
 from synthetic import FIELD, Catalogue
 
 from ctir_es.products import format_category_path
-from ctir_es.schema import DEFAULT_FIELD_WEIGHTS, LEXICAL_FIELDS
-from ctir_es.store.base import IndexSchema, LexicalQuery, VectorField
+from ctir_es.schema import (
+    DEFAULT_FIELD_WEIGHTS,
+    LEXICAL_FIELDS,
+    IndexSchema,
+    LexicalQuery,
+    VectorField,
+)
 from ctir_es.store.embedded import EmbeddedStore
 from ctir_es.store.embedded.lexical_tantivy import analyzer
 

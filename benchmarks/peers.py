@@ -91,7 +91,7 @@ class Embedded:
     def build(self, folder: Path, n: int, dims: int) -> float:
         from synthetic import Catalogue
 
-        from ctir_es.store.base import IndexSchema, VectorField
+        from ctir_es.schema import IndexSchema, VectorField
         from ctir_es.store.embedded import EmbeddedStore
 
         store = EmbeddedStore(folder / "store.db", lexical=self.engine)
@@ -110,7 +110,7 @@ class Embedded:
 
     def open(self, folder: Path) -> tuple[Callable[..., Any], ...]:
         from ctir_es.ranking.fusion import fuse
-        from ctir_es.store.base import LexicalQuery, VectorQuery
+        from ctir_es.schema import LexicalQuery, VectorQuery
         from ctir_es.store.embedded import EmbeddedStore
 
         store = EmbeddedStore(folder / "store.db", vector_index=self.index)

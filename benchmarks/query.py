@@ -28,7 +28,7 @@ from memory import file_bytes, rss_bytes
 from synthetic import FIELD, Catalogue, cached_store
 
 from ctir_es.ranking.fusion import fuse
-from ctir_es.store.base import LexicalQuery, VectorQuery
+from ctir_es.schema import LexicalQuery, VectorQuery
 from ctir_es.store.embedded import EmbeddedStore
 
 K = 100  # candidates per source, as Search asks for (MIN_CANDIDATES)
@@ -104,7 +104,7 @@ def bench(n: int, dims: int, *, index: str = "exact", queries: int = 200, rounds
     fns = {"lexical": lex, "knn": knn, "hybrid": hybrid}
     for mode in modes:
         out["modes"][mode] = time_queries(fns[mode], queries, rounds)
-    from ctir_es.store.base import LEXICAL_FIELDS
+    from ctir_es.schema import LEXICAL_FIELDS
     from ctir_es.store.embedded import fts_query
 
     counts = [store.conn.execute("SELECT count(*) FROM products_fts WHERE products_fts MATCH ?",

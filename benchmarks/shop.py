@@ -186,7 +186,7 @@ def synthetic_documents(cat: Any, brands: int, batch: int = 5000) -> Any:
     names, picked Zipf-like; ``slot`` = (i * 7919 mod n) / n spreads the products evenly over [0, 1)."""
     from synthetic import BRANDS, _zipf
 
-    from ctir_es.store.base import Document
+    from ctir_es.schema import Document
 
     names = BRANDS[:brands]
     rng = np.random.default_rng(5)
@@ -216,7 +216,7 @@ def synthetic_documents(cat: Any, brands: int, batch: int = 5000) -> Any:
 def synthetic_store(n: int, dims: int, root: Path, brands: int = 200) -> Path:
     from synthetic import FIELD, Catalogue
 
-    from ctir_es.store.base import IndexSchema, VectorField
+    from ctir_es.schema import IndexSchema, VectorField
     from ctir_es.store.embedded import EmbeddedStore
 
     root.mkdir(parents=True, exist_ok=True)
@@ -244,7 +244,7 @@ def es_store(url: str, n: int, dims: int, brands: int, rebuild: bool = False) ->
     reused when the index already holds ``n`` products."""
     from synthetic import FIELD, Catalogue
 
-    from ctir_es.store.base import IndexSchema, VectorField
+    from ctir_es.schema import IndexSchema, VectorField
     from ctir_es.store.elasticsearch.connection import EsConnection
     from ctir_es.store.elasticsearch.store import ElasticsearchStore
 
@@ -288,7 +288,7 @@ def filtered_recall(exact: Any, stores: dict[str, Any], cat: Any, queries: int, 
     from synthetic import FIELD
 
     from ctir_es.filters import Filter
-    from ctir_es.store.base import VectorQuery
+    from ctir_es.schema import VectorQuery
 
     qv = cat.query_vectors(queries, seed=123)
     out: dict[str, Any] = {}
@@ -386,7 +386,7 @@ def main() -> None:
         if args.recall:
             from synthetic import FIELD
 
-            from ctir_es.store.base import VectorQuery
+            from ctir_es.schema import VectorQuery
 
             exact = EmbeddedStore(path)
             stores: dict[str, Any] = {}

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ctir_es.products import Product
-from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField
 from ctir_es.store.embedded import EmbeddedStore
 
 FIELD = "title_vector"

@@ -47,8 +47,8 @@ from synthetic import FIELD, Catalogue
 
 from ctir_es.products import Product
 from ctir_es.ranking.fusion import fuse
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store import ann
-from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.embedded import EmbeddedStore
 
 ROOT = HERE.parent

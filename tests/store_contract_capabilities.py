@@ -15,18 +15,14 @@ from store_contract_data import CATALOGUE, DIMS, SCHEMA, ContractBase, ids, prod
 
 from ctir_es.errors import SchemaMismatch
 from ctir_es.filters import Filter
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.base import (
     CategoryCounter,
     Deleter,
-    Document,
     IdLister,
     ImageRoots,
     IndexMetadata,
-    IndexSchema,
-    LexicalQuery,
     Store,
-    VectorField,
-    VectorQuery,
     VectorReader,
     VectorWriter,
 )

@@ -32,16 +32,8 @@ from store_contract_data import (
 from ctir_es.errors import SchemaMismatch
 from ctir_es.filters import Filter
 from ctir_es.products import Product
-from ctir_es.store.base import (
-    Deleter,
-    Document,
-    IndexSchema,
-    LexicalQuery,
-    Store,
-    VectorField,
-    VectorQuery,
-    VectorWriter,
-)
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
+from ctir_es.store.base import Deleter, Store, VectorWriter
 
 
 class CoreContract(ContractBase):

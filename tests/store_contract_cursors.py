@@ -19,9 +19,10 @@ import pytest
 from store_contract_data import DIMS, SCHEMA, ContractBase, product, require
 
 from ctir_es.errors import CtirError, QueryError
+from ctir_es.schema import Document
 from ctir_es.search import Search
 from ctir_es.shop.cursor import IDLE_TTL, PIN_DEPTH, BadCursor, CursorExpired, MemoryPins
-from ctir_es.store.base import Deleter, Document, Store
+from ctir_es.store.base import Deleter, Store
 
 QUERY = "cotton towel"
 PAGE = 7

@@ -17,7 +17,8 @@ import pytest
 
 from ctir_es.filters import Filter, check_filters
 from ctir_es.products import Product
-from ctir_es.store.base import Document, IndexSchema, LexicalQuery, Store, VectorField, VectorQuery
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
+from ctir_es.store.base import Store
 from ctir_es.values import ValueSpec
 
 DIMS = 8

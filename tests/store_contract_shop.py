@@ -15,8 +15,9 @@ from store_contract_data import SCHEMA, ContractBase
 
 from ctir_es.filters import Filter
 from ctir_es.products import Product
+from ctir_es.schema import Document, IndexSchema
 from ctir_es.search import Search
-from ctir_es.store.base import Document, IndexSchema, Store
+from ctir_es.store.base import Store
 from ctir_es.values import ValueSpec
 
 KITCHEN = ("Home Furnishing", "Kitchen Linen")

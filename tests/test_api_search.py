@@ -133,7 +133,7 @@ def test_similar_uses_own_vectors_and_never_returns_itself(search: Search) -> No
 
 
 def _vq(field: str, vec: np.ndarray):
-    from ctir_es.store.base import VectorQuery
+    from ctir_es.schema import VectorQuery
 
     return VectorQuery(field, vec)
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from ctir_es.cli.main import cli
 from ctir_es.config import LEXICAL_ENGINES
 from ctir_es.errors import StoreLocked
-from ctir_es.store.base import LexicalQuery, VectorQuery
+from ctir_es.schema import LexicalQuery, VectorQuery
 from ctir_es.store.embedded import EmbeddedStore
 
 

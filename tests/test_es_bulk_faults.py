@@ -24,7 +24,7 @@ from es_stub import EsState, EsStub, start
 
 from ctir_es.errors import StoreError
 from ctir_es.products import Product
-from ctir_es.store.base import Document, IndexSchema, VectorField
+from ctir_es.schema import Document, IndexSchema, VectorField
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
 from ctir_es.store.elasticsearch.bulk import BulkAborted, BulkLine, BulkOptions, BulkWriter, chunks
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from es_stub import EsState, EsStub, start
 
 from ctir_es.cli.main import cli
-from ctir_es.store.base import IndexSchema, VectorField
+from ctir_es.schema import IndexSchema, VectorField
 
 SCHEMA = IndexSchema({"title_vector": VectorField(4, "cosine", {"id": "tiny@1", "dims": 4})})
 

@@ -27,8 +27,8 @@ from ctir_es.errors import (
 )
 from ctir_es.products import Product
 from ctir_es.ranking.plan import Plan
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.search import Search
-from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
 from ctir_es.store.elasticsearch.bodies.responses import error_class, error_type, refused_feature
 from ctir_es.store.elasticsearch.bulk import (

@@ -20,8 +20,8 @@ from ctir_es.errors import ConfigError, SchemaMismatch, ServerFusionUnavailable,
 from ctir_es.products import Product
 from ctir_es.ranking.fusion import FusedHit
 from ctir_es.ranking.plan import Plan
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.search import Search
-from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
 from ctir_es.store.elasticsearch.bodies import aliases as bodies
 from ctir_es.store.elasticsearch.bodies import index as mapping

@@ -70,15 +70,8 @@ import pytest
 from ctir_es.errors import ConfigError, FilterError, QueryError, StoreError
 from ctir_es.filters import Filter, parse_filters
 from ctir_es.products import Product
-from ctir_es.store.base import (
-    Document,
-    Hit,
-    IndexSchema,
-    LexicalQuery,
-    Store,
-    VectorField,
-    VectorQuery,
-)
+from ctir_es.schema import Document, Hit, IndexSchema, LexicalQuery, VectorField, VectorQuery
+from ctir_es.store.base import Store
 from ctir_es.store.elasticsearch import ElasticsearchStore, EsConnection
 from ctir_es.store.elasticsearch.bodies import documents, filters, responses
 from ctir_es.store.elasticsearch.bodies import index as mapping

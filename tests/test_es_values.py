@@ -23,7 +23,7 @@ from store_contract import SCHEMA, unit
 from ctir_es.errors import FilterError, SchemaMismatch, Unsupported
 from ctir_es.filters import Filter
 from ctir_es.products import Product
-from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorQuery
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore
 from ctir_es.store.elasticsearch.bodies import documents
 from ctir_es.store.elasticsearch.bodies import index as mapping

@@ -19,7 +19,7 @@ from ctir_es.evaluation import systems as eval_systems
 from ctir_es.evaluation.runner import EvalConfig, evaluate_products
 from ctir_es.evaluation.trec import read_qrels, read_run
 from ctir_es.products import Product
-from ctir_es.store.base import Document, IndexSchema, VectorField
+from ctir_es.schema import Document, IndexSchema, VectorField
 
 TREE = {
     "Kitchen": {"Cookware": ["Pans", "Pots"], "Appliances": ["Blenders", "Toasters"]},

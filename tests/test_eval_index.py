@@ -15,7 +15,7 @@ from ctir_es.ingest.images import ImageLoader
 from ctir_es.ingest.readers import read_jsonl
 from ctir_es.ingest.report import IngestReport
 from ctir_es.sample import sample_path
-from ctir_es.store.base import Document, IndexSchema
+from ctir_es.schema import Document, IndexSchema
 from ctir_es.store.embedded import DEFAULT_LEXICAL_ENGINE, LEXICAL_ENV
 from ctir_es.vocabulary import CLIP_TITLE_VECTOR, IMAGE_VECTOR
 

@@ -19,7 +19,7 @@ from ctir_es.evaluation.runner import SystemRunner
 from ctir_es.evaluation.systems import LEXICAL_SYSTEMS, DenseSystem
 from ctir_es.products import Product
 from ctir_es.ranking.plan import TITLE_VECTOR
-from ctir_es.store.base import DEFAULT_FIELD_WEIGHTS, LexicalQuery, VectorQuery
+from ctir_es.schema import DEFAULT_FIELD_WEIGHTS, LexicalQuery, VectorQuery
 
 UNIQUE = "Zorblaxian"
 

@@ -25,7 +25,7 @@ from ctir_es.evaluation.systems import (
     selector,
 )
 from ctir_es.products import Product
-from ctir_es.store.base import Hit
+from ctir_es.schema import Hit
 
 
 def prod(pid: str, *paths: tuple[str, ...], title: str = "a thing") -> Product:

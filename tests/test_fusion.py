@@ -6,7 +6,7 @@ import pytest
 
 from ctir_es.errors import QueryError
 from ctir_es.ranking.fusion import FUSIONS, fuse, linear, minmax, rrf
-from ctir_es.store.base import Hit
+from ctir_es.schema import Hit
 
 BM25 = [Hit("a", 12.0), Hit("b", 8.0), Hit("c", 2.0)]
 KNN = [Hit("c", 0.9), Hit("a", 0.5), Hit("d", 0.1)]

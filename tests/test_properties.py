@@ -15,7 +15,7 @@ from ctir_es.errors import InvalidRecord
 from ctir_es.evaluation.metrics import METRICS, evaluate
 from ctir_es.products import Product, format_category_path, parse_category_path, path_prefixes
 from ctir_es.ranking.fusion import linear, rrf
-from ctir_es.store.base import Hit, IndexSchema, LexicalQuery
+from ctir_es.schema import Hit, IndexSchema, LexicalQuery
 from ctir_es.store.embedded import EmbeddedStore
 
 level = st.text(st.characters(blacklist_characters=">", blacklist_categories=("Cs",)), min_size=1, max_size=20).map(

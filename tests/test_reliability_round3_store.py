@@ -20,8 +20,8 @@ from store_contract import SCHEMA
 
 from ctir_es.errors import StoreError
 from ctir_es.products import Product
+from ctir_es.schema import Document
 from ctir_es.store import wal_checkpoint
-from ctir_es.store.base import Document
 from ctir_es.store.embedded import EmbeddedStore, lexical_tantivy
 
 CLI = [str(Path(sys.executable).parent / "ctir-es")]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from ctir_es.schema import VectorQuery
 from ctir_es.store import ann
-from ctir_es.store.base import VectorQuery
 from ctir_es.store.embedded import EmbeddedStore
 
 # (lexical engine, kNN option): every option appears at least once, each engine with an ANN index

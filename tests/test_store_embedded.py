@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from store_contract import CATALOGUE, SCHEMA, StoreContract, unit
 
+from ctir_es.schema import LexicalQuery, VectorQuery
 from ctir_es.store import scan
-from ctir_es.store.base import LexicalQuery, VectorQuery
 from ctir_es.store.embedded import EmbeddedStore, fts_query, knn
 
 

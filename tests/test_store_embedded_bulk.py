@@ -13,16 +13,10 @@ import pytest
 
 from ctir_es.filters import Filter
 from ctir_es.products import Product
-from ctir_es.store.base import (
-    LEXICAL_SOURCE,
-    Document,
-    IndexSchema,
-    LexicalQuery,
-    VectorField,
-    VectorQuery,
-)
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.batch_write import BULK_TRIGGER_MIN
 from ctir_es.store.embedded import EmbeddedStore
+from ctir_es.vocabulary import LEXICAL_SOURCE
 
 DIMS = 16
 SCHEMA = IndexSchema({"t": VectorField(DIMS, "cosine", {"id": "x"}), "i": VectorField(DIMS, "cosine", {"id": "y"})})

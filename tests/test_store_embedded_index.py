@@ -13,7 +13,7 @@ from store_contract import CATALOGUE, SCHEMA, StoreContract, unit
 from ctir_es.errors import StoreError
 from ctir_es.filters import Filter
 from ctir_es.products import Product
-from ctir_es.store.base import Document, IndexSchema, VectorField, VectorQuery
+from ctir_es.schema import Document, IndexSchema, VectorField, VectorQuery
 from ctir_es.store.embedded import EmbeddedStore
 
 pytest.importorskip("faiss", reason="approximate indexes need the [ann] extra (faiss-cpu)")

@@ -17,9 +17,10 @@ from store_contract import CATALOGUE, SCHEMA, StoreContract, unit
 from ctir_es.errors import StoreError
 from ctir_es.filters import Filter
 from ctir_es.products import Product
-from ctir_es.store.base import LEXICAL_SOURCE, Document, LexicalQuery
+from ctir_es.schema import Document, LexicalQuery
 from ctir_es.store.embedded import EmbeddedStore
 from ctir_es.store.embedded.lexical_tantivy import index_dir
+from ctir_es.vocabulary import LEXICAL_SOURCE
 
 pytest.importorskip("tantivy", reason="the tantivy engine needs the [lexical] extra")
 

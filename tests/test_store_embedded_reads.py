@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from ctir_es.config import load_settings
 from ctir_es.products import Product
+from ctir_es.schema import Document, IndexSchema, LexicalQuery
 from ctir_es.search import Search
 from ctir_es.service import create_app
-from ctir_es.store.base import Document, IndexSchema, LexicalQuery
 from ctir_es.store.embedded import EmbeddedStore
 
 

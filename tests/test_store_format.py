@@ -25,15 +25,8 @@ from test_reliability_ingest import CLI
 from ctir_es.errors import StoreError
 from ctir_es.filters import Filter
 from ctir_es.products import Product, format_category_path
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store import batch_write
-from ctir_es.store.base import (
-    LEXICAL_SOURCE,
-    Document,
-    IndexSchema,
-    LexicalQuery,
-    VectorField,
-    VectorQuery,
-)
 from ctir_es.store.embedded import (
     _FTS_DDL,
     NODE_SEP,
@@ -41,6 +34,7 @@ from ctir_es.store.embedded import (
     EmbeddedStore,
     lexical_tantivy,
 )
+from ctir_es.vocabulary import LEXICAL_SOURCE
 
 DIMS = 8
 SCHEMA = IndexSchema({"t": VectorField(DIMS, "cosine", {"id": "x"})})

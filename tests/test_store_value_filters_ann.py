@@ -11,8 +11,8 @@ import pytest
 
 from ctir_es.filters import Filter
 from ctir_es.products import Product
+from ctir_es.schema import Document, IndexSchema, VectorField, VectorQuery
 from ctir_es.store import ann
-from ctir_es.store.base import Document, IndexSchema, VectorField, VectorQuery
 from ctir_es.store.embedded import EmbeddedStore, approximate
 
 pytest.importorskip("faiss", reason="approximate indexes need the [ann] extra (faiss-cpu)")

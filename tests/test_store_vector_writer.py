@@ -17,14 +17,8 @@ from store_contract import CATALOGUE, SCHEMA, unit
 
 from ctir_es.errors import SchemaMismatch, StoreError
 from ctir_es.products import Product
-from ctir_es.store.base import (
-    CAPABILITIES,
-    Document,
-    IndexSchema,
-    VectorField,
-    VectorQuery,
-    VectorWriter,
-)
+from ctir_es.schema import Document, IndexSchema, VectorField, VectorQuery
+from ctir_es.store.base import CAPABILITIES, VectorWriter
 from ctir_es.store.elasticsearch import ElasticsearchStore
 from ctir_es.store.embedded import EmbeddedStore
 

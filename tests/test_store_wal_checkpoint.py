@@ -12,8 +12,8 @@ import numpy as np
 from store_contract import SCHEMA
 
 from ctir_es.products import Product
+from ctir_es.schema import Document
 from ctir_es.store import wal_checkpoint
-from ctir_es.store.base import Document
 from ctir_es.store.embedded import EmbeddedStore
 
 

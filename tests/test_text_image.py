@@ -30,8 +30,9 @@ from ctir_es.ingest.report import IngestReport
 from ctir_es.products import Product
 from ctir_es.ranking.plan import SOURCE_WEIGHTS, plan_query
 from ctir_es.sample import sample_path
+from ctir_es.schema import IndexSchema, VectorField
 from ctir_es.search import Search
-from ctir_es.store.base import IndexSchema, Store, VectorField
+from ctir_es.store.base import Store
 from ctir_es.store.embedded import EmbeddedStore
 from ctir_es.vocabulary import (
     CLIP_TITLE_SOURCE,

@@ -22,8 +22,8 @@ from ctir_es.ingest import value_types
 from ctir_es.ingest.pipeline import IngestOptions
 from ctir_es.ingest.run import ingest_catalogue
 from ctir_es.products import Product
+from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.search import Search
-from ctir_es.store.base import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.embedded import SCHEMA_VERSION, EmbeddedStore, filter_sql
 from ctir_es.values import ValueSpec
 

@@ -29,19 +29,9 @@ from .ranking.fusion import FusedHit, fuse
 from .ranking.plan import Plan, detect_mode, plan_query
 from .ranking.weights import weights_in_force
 from .results import SearchResponse, SearchResult, ranking_notices
+from .schema import DEFAULT_FIELD_WEIGHTS, IndexSchema, LexicalQuery, StoredProduct, VectorQuery
 from .shop.cursor import PIN_DEPTH, MemoryPins, PinnedHit, Pins, query_digests
-from .store.base import (
-    DEFAULT_FIELD_WEIGHTS,
-    CategoryCounter,
-    IdLister,
-    IndexSchema,
-    LexicalQuery,
-    ServerFusion,
-    Store,
-    StoredProduct,
-    VectorQuery,
-    VectorReader,
-)
+from .store.base import CategoryCounter, IdLister, ServerFusion, Store, VectorReader
 from .store.open import open_store
 from .vocabulary import (
     CANDIDATE_DEPTH,

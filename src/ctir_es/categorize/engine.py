@@ -23,7 +23,8 @@ from ..errors import QueryError
 from ..filters import Filter
 from ..products import CategoryPath, Product, format_category_path
 from ..ranking.plan import CLIP_ITA_VECTOR, IMAGE_SOURCE, IMAGE_VECTOR, TEXT_SOURCE, TITLE_VECTOR
-from ..store.base import LexicalQuery, Store, VectorQuery
+from ..schema import LexicalQuery, VectorQuery
+from ..store.base import Store
 from . import core
 
 # The BM25 vote searches other products' titles, attributes and category paths with the

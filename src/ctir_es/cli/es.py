@@ -15,7 +15,7 @@ import click
 
 from ..config import Settings
 from ..errors import ConfigError
-from ..store.base import IndexSchema
+from ..schema import IndexSchema
 from ..store.elasticsearch.bodies.index import (
     DEFAULT_INDEX_OPTIONS,
     INDEX_OPTION_TYPES,

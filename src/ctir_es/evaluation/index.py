@@ -25,7 +25,8 @@ from ..encoders.base import ImageEncoder, TextEncoder
 from ..ingest.pipeline import IngestOptions, Pipeline
 from ..ingest.report import IngestReport
 from ..products import Product
-from ..store.base import Document, IndexSchema, Store
+from ..schema import Document, IndexSchema
+from ..store.base import Store
 from ..store.embedded import DEFAULT_LEXICAL_ENGINE
 from ..store.open import open_store
 from .protocol import dataset_hash

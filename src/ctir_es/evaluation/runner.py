@@ -26,7 +26,8 @@ from ..filters import Filter
 from ..ingest.report import IngestReport
 from ..products import CategoryPath, Product
 from ..ranking.fusion import fuse
-from ..store.base import Hit, LexicalQuery, Store, VectorQuery
+from ..schema import Hit, LexicalQuery, VectorQuery
+from ..store.base import Store
 from ..vocabulary import CANDIDATE_DEPTH
 from . import error_analysis, metrics, significance
 from .index import EvalIndex, IndexBuilder, Progress

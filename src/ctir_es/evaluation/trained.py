@@ -25,7 +25,7 @@ import numpy as np
 from ..encoders.models import CLIP_ITA_KIND, MANIFEST
 from ..errors import CtirError, one_line
 from ..products import Product
-from ..store.base import Document, IndexSchema, VectorField
+from ..schema import Document, IndexSchema, VectorField
 from .protocol import SETTINGS, trained_split
 from .systems import TRAINED_VARIANTS, DenseSystem, ProviderContext, Skipped
 

@@ -29,7 +29,8 @@ from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from ..errors import ImageError, StoreError
 from ..learned import note_written
 from ..products import Product
-from ..store.base import Document, IndexSchema, Store, VectorField
+from ..schema import Document, IndexSchema, VectorField
+from ..store.base import Store
 from ..vocabulary import CLIP_ITA_VECTOR, CLIP_TITLE_VECTOR, IMAGE_VECTOR, TITLE_VECTOR
 from .report import MERGED_AFTER_NORMALISING, IngestReport
 from .value_types import INFER_SAMPLE, ValueTyper

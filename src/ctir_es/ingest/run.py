@@ -11,7 +11,7 @@ from ..encoders.base import CategoryEncoder, ImageEncoder, TextEncoder
 from ..encoders.loading import category_encoder_for_schema
 from ..errors import SourceError
 from ..products import Product
-from ..store.base import IndexSchema
+from ..schema import IndexSchema
 from ..store.open import open_store
 from ..vocabulary import CLIP_ITA_VECTOR
 from .images import ImageLoader

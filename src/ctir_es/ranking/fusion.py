@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import QueryError
-from ..store.base import Hit
+from ..schema import Hit
 from ..vocabulary import RRF_K
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..store.base import Hit
+from ..schema import Hit
 from ..vocabulary import RRF_K
 from .fusion import minmax
 

@@ -29,7 +29,7 @@ from ..products import (
     looks_like_category_path,
     parse_category_path,
 )
-from ..store.base import DEFAULT_FIELD_WEIGHTS, IndexSchema, LexicalQuery, VectorQuery
+from ..schema import DEFAULT_FIELD_WEIGHTS, IndexSchema, LexicalQuery, VectorQuery
 from ..vocabulary import (
     CLIP_ITA_SOURCE,
     CLIP_ITA_VECTOR,

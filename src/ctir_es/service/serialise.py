@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from ..ranking.fusion import contribution
 from ..results import SearchResponse, SearchResult
-from ..store.base import StoredProduct
+from ..schema import StoredProduct
 
 
 def image_url(product_id: str) -> str:

@@ -24,7 +24,8 @@ import numpy as np
 from ..filters import Filter
 from ..ranking.fusion import FusedHit
 from ..results import SearchResponse
-from ..store.base import StoredProduct, VectorReader
+from ..schema import StoredProduct
+from ..store.base import VectorReader
 from ..vocabulary import TITLE_VECTOR
 from .collapse import AUTO, auto_groups, collapse, value_groups
 from .facets import CATEGORY_FACET, facet

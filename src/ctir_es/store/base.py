@@ -3,7 +3,10 @@
 Two implementations share one contract test suite (``tests/store_contract.py``):
 ``EmbeddedStore`` (SQLite FTS5 + NumPy, the default) and ``ElasticsearchStore``.
 Fusion is NOT a store concern: ``search`` returns one ranked list per source and the
-``ranking`` package fuses them, identically for both backends.
+``ranking`` package fuses them, identically for both backends (a store with ``ServerFusion``
+fuses on its server or says it cannot). The boundary types (``Hit``, ``LexicalQuery``,
+``Document``, ``IndexSchema``, ...) live in ``ctir_es.schema``; import them from there: this
+module defines only the protocols (and re-exports nothing, ``tests/test_boundaries.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ import numpy as np
 from ..errors import StoreError
 from ..filters import Filter
 from ..schema import (
-    DEFAULT_FIELD_WEIGHTS,
-    LEXICAL_FIELDS,
     Document,
     Hit,
     IndexSchema,
@@ -29,30 +30,18 @@ from ..schema import (
     VectorQuery,
     WriteResult,
 )
-from ..vocabulary import LEXICAL_SOURCE
 
 __all__ = [
     "CAPABILITIES",
-    "DEFAULT_FIELD_WEIGHTS",
-    "LEXICAL_FIELDS",
-    "LEXICAL_SOURCE",
     "CategoryCounter",
     "Deleter",
-    "Document",
-    "Hit",
     "IdLister",
     "ImageRoots",
     "IndexMetadata",
-    "IndexSchema",
-    "LexicalQuery",
     "ServerFusion",
     "Store",
-    "StoredProduct",
-    "VectorField",
-    "VectorQuery",
     "VectorReader",
     "VectorWriter",
-    "WriteResult",
     "new_vectors",
 ]
 

@@ -36,7 +36,7 @@ import elasticsearch
 from elasticsearch import helpers
 
 from ...errors import ConfigError, SchemaMismatch, StoreError
-from ..base import IndexSchema, VectorField
+from ...schema import IndexSchema, VectorField
 from .bodies import aliases as bodies
 from .bodies import index as mapping
 from .bodies.responses import error_type

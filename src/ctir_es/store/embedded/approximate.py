@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ...filters import Filter
+from ...schema import Hit, VectorQuery
 from .. import ann
-from ..base import Hit, VectorQuery
 from .file_format import meta
 from .knn import VectorCache, query_vector
 from .sql_filters import remembered

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import SchemaMismatch
+from ...schema import Hit, VectorQuery
 from .. import scan
-from ..base import Hit, VectorQuery
 
 PARALLEL_MIN_ROWS = 20_000  # from this many vectors: hybrid sources in two threads (store/scan.py)
 

@@ -19,7 +19,7 @@ import numpy as np
 from ...config import env_name, env_value
 from ...errors import StoreError
 from ...filters import Filter
-from ..base import Hit, LexicalQuery
+from ...schema import Hit, LexicalQuery
 from ..batch_write import PreparedBatch
 from . import lexical_fts5, lexical_tantivy
 

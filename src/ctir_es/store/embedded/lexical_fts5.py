@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ...filters import Filter
-from ..base import LEXICAL_FIELDS, Hit, LexicalQuery
+from ...schema import LEXICAL_FIELDS, Hit, LexicalQuery
 from ..batch_write import PreparedBatch
 from .sql_filters import filter_sql
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from ...errors import MissingExtraError, StoreError
 from ...filters import Filter
-from ..base import LEXICAL_FIELDS, Hit, LexicalQuery
+from ...schema import LEXICAL_FIELDS, Hit, LexicalQuery
 from ..batch_write import NODE_SEP, PreparedBatch, lexical_rows, stored_nodes
 
 MAX_QUERY_TERMS = 64

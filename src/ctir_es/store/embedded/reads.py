@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ...products import Product
-from ..base import StoredProduct
+from ...schema import StoredProduct
 from ..batch_write import NODE_SEP
 
 CHUNK = 500  # ids per statement: under SQLite's parameter limit

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from ..base import LEXICAL_FIELDS, IndexSchema
+from ...schema import LEXICAL_FIELDS, IndexSchema
 from ..batch_write import NODE_SEP
 from .lexical import LexicalEngine
 

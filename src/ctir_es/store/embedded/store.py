@@ -44,9 +44,7 @@ import numpy as np
 from ...config import LEXICAL_ENGINES
 from ...errors import MissingExtraError, SchemaMismatch, StoreError
 from ...filters import Filter
-from .. import ann, batch_write, wal_checkpoint
-from ..base import (
-    LEXICAL_SOURCE,
+from ...schema import (
     Document,
     Hit,
     IndexSchema,
@@ -55,9 +53,10 @@ from ..base import (
     VectorField,
     VectorQuery,
     WriteResult,
-    metadata_json,
-    new_vectors,
 )
+from ...vocabulary import LEXICAL_SOURCE
+from .. import ann, batch_write, wal_checkpoint
+from ..base import metadata_json, new_vectors
 from . import approximate, file_format, files, knn, locking, reads, stats
 from .approximate import bump_generation
 from .failures import NoStore, describe, guarded
