@@ -28,6 +28,7 @@ from store_contract_capabilities import (
     IdListerContract,
     ImageRootsContract,
     IndexMetadataContract,
+    SummaryReaderContract,
     VectorReaderContract,
     VectorWriterContract,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "RequiredContract",
     "SortContract",
     "StoreContract",
+    "SummaryReaderContract",
     "ValueFilterContract",
     "VectorReaderContract",
     "VectorWriterContract",
@@ -110,6 +112,7 @@ CAPABILITY_CONTRACTS: dict[type, type] = {
         IdListerContract,
         IndexMetadataContract,
         VectorWriterContract,
+        SummaryReaderContract,
     )
 }
 
@@ -157,6 +160,7 @@ class StoreContract(
     IdListerContract,
     IndexMetadataContract,
     VectorWriterContract,
+    SummaryReaderContract,
 ):
     """Subclass, provide a ``store`` fixture returning a fresh, empty Store, and list in ``lacks``
     the optional capabilities it does not declare."""

@@ -11,7 +11,18 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from store_contract_data import CATALOGUE, DIMS, SCHEMA, ContractBase, ids, product, require, unit
+from store_contract_data import (
+    CATALOGUE,
+    DIMS,
+    SCHEMA,
+    VALUED,
+    VALUES_SCHEMA,
+    ContractBase,
+    ids,
+    product,
+    require,
+    unit,
+)
 
 from ctir_es.errors import SchemaMismatch
 from ctir_es.filters import Filter
@@ -23,6 +34,7 @@ from ctir_es.store.base import (
     ImageRoots,
     IndexMetadata,
     Store,
+    SummaryReader,
     VectorReader,
     VectorWriter,
 )
@@ -318,3 +330,23 @@ class VectorWriterContract(ContractBase):
         assert ids(
             loaded.search(None, [VectorQuery("title_vector", unit(3))], 1)["title_vector"]
         ) == ["p1"]
+
+
+class SummaryReaderContract(ContractBase):
+    """Values and categories of many products, as ``get`` reads them (a shop request's candidates)."""
+
+    capability: ClassVar[type] = SummaryReader
+
+    def test_summaries_equal_what_get_reads(self, store: Store) -> None:
+        require(self, store, SummaryReader)
+        store.setup(VALUES_SCHEMA)
+        assert store.upsert([*VALUED, *CATALOGUE]).written == len(VALUED) + len(CATALOGUE)
+        wanted = [d.product.id for d in [*VALUED, *CATALOGUE]]
+        got = store.summaries([*wanted, "ghost"])  # type: ignore[attr-defined]
+        full = store.get(wanted)
+        assert set(got) == set(wanted)  # unknown ids are absent
+        for pid in wanted:
+            assert got[pid].id == pid
+            assert (got[pid].values, got[pid].categories) == (full[pid].product.values, full[pid].product.categories)
+        assert got["v1"].values == {"brand": "Sony", "price": 899.0, "in_stock": True, "rating": 4.5}
+        assert store.summaries([]) == {}  # type: ignore[attr-defined]

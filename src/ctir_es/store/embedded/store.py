@@ -44,6 +44,7 @@ import numpy as np
 from ...config import LEXICAL_ENGINES
 from ...errors import MissingExtraError, SchemaMismatch, StoreError
 from ...filters import Filter
+from ...products import Product
 from ...schema import (
     Document,
     Hit,
@@ -656,6 +657,10 @@ class EmbeddedStore:
             return {}
         with self._lock:
             return reads.products(self.conn, ids)
+
+    def summaries(self, ids: Sequence[str]) -> dict[str, Product]:
+        """``SummaryReader``: ``get``'s products (reading local rows costs the same either way)."""
+        return {pid: stored.product for pid, stored in self.get(ids).items()}
 
     @guarded(empty=int)
     def count(self) -> int:
