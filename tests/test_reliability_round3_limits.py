@@ -135,6 +135,42 @@ def test_twenty_category_requests_at_once_cost_one_store_call(wide_store: Path, 
         assert len(calls) == 1
 
 
+def test_two_audits_never_hold_the_workers_searches_use(tmp_path: Path, tiny_text_model_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole-catalogue work runs on workers of its own (``Service.use_apart``): two audits in
+    flight (one running, one waiting for it) and searches are still answered at once."""
+    source = tmp_path / "c.jsonl"
+    source.write_text(lines(0, 80), encoding="utf-8")
+    out = run_cli(tmp_path, "ingest", "jsonl", str(source), "--store", str(tmp_path / "v.db"), "--no-images",
+                  "--text-model", str(tiny_text_model_dir))
+    assert out.returncode == 0, out.stderr
+    search = open_search(tmp_path / "v.db", tmp_path)
+    real = search.audit
+
+    def slow_audit(*args: object, **kwargs: object) -> object:
+        time.sleep(1.5)  # an audit that takes a while
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(search, "audit", slow_audit)
+    with TestClient(create_app(search, limits=Limits(max_audit=10_000))) as client:
+        audits: list[int] = []
+        threads = [threading.Thread(target=lambda: audits.append(
+            client.get("/audit", params={"k": 5}).status_code)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        took = []
+        while all(t.is_alive() for t in threads):
+            started = time.monotonic()
+            resp = client.get("/search", params={"q": "steel pan", "k": 3})
+            assert resp.status_code == 200, resp.text
+            took.append(time.monotonic() - started)
+        for t in threads:
+            t.join(timeout=30)
+        assert audits == [200, 200]
+        assert took and max(took) < 1.0, took  # behind the two audits, each search waited 1.5 s or more
+
+
 # -- 2. calibrate during an ingest, and on read-only media -----------------------------------------
 
 def calibrated(tmp: Path, store: Path) -> str:

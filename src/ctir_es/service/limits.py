@@ -14,8 +14,9 @@ class Limits:
     """Request limits. Anything over a size limit gets 413, over a count limit 422, a request
     that takes longer than ``timeout`` seconds gets 503 (code ``timeout``), a body slower than
     ``body_timeout`` 408, and a request beyond ``max_pending`` in progress 503 ``overloaded``
-    with ``Retry-After``. ``GET /audit`` judges at most ``max_audit`` products per request, and ``GET /categories``
-    returns at most ``max_category_nodes`` nodes."""
+    with ``Retry-After``. ``GET /audit`` judges at most ``max_audit`` products per request, on workers of its own
+    (``max_apart_concurrency`` at once), and ``GET /categories`` returns at most
+    ``max_category_nodes`` nodes."""
 
     max_query_chars: int = MAX_QUERY_CHARS  # q, within
     max_k: int = 100  # results per page
@@ -31,6 +32,9 @@ class Limits:
     # products one GET /audit judges (about 26 ms each with MiniLM + CLIP on 2 cores: 500 is ~13 s,
     # under ``timeout``); a larger selection is 422 unless the request pages with ``offset``
     max_audit: int = 500
+    # whole-catalogue requests (GET /audit) running at once, on workers of their own beside the
+    # max_concurrency ones searches use; more wait for a free one within ``timeout``
+    max_apart_concurrency: int = 1
     # nodes one GET /categories answer holds at most (~120 bytes each); the default is smaller
     max_category_nodes: int = 10_000
 

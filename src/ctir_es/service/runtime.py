@@ -87,6 +87,7 @@ class Service:
         self.integrity: IntegrityCheck | None = None  # ``serve``: every page read once in the background
         self.learning: BackgroundLearn | None = None  # ``serve --learn``: training in the background
         self._limiter: anyio.CapacityLimiter | None = None  # made inside the event loop
+        self._apart_limiter: anyio.CapacityLimiter | None = None  # whole-catalogue work (use_apart)
         # Pinned rankings behind ``/search?cursor=`` (bounded, ctir_es.shop.cursor): kept here, not
         # on the Search, so a swap (``serve --learn``) leaves the pages being read intact.
         self.pins = MemoryPins()
@@ -130,6 +131,15 @@ class Service:
     async def use(self, fn: Callable[Concatenate[Search, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``fn(search, ...)`` in a worker (as ``run``) on the ``Search`` serving now, held until
         ``fn`` returns even when the request's deadline passed first."""
+        return await self._use(False, lambda search: fn(search, *args, **kwargs))
+
+    async def use_apart(self, fn: Callable[Concatenate[Search, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``use`` for whole-catalogue work (``GET /audit``): on workers of its own, at most
+        ``limits.max_apart_concurrency`` at once (the rest wait, under the same deadline), so it
+        never holds the workers searches run on."""
+        return await self._use(True, lambda search: fn(search, *args, **kwargs))
+
+    async def _use(self, apart: bool, fn: Callable[[Search], T]) -> T:
         with self._lock:
             serving = self._serving
             serving.users += 1
@@ -139,12 +149,12 @@ class Service:
             if not hold.enter():  # the request gave up before this worker started
                 raise TimeoutError
             try:
-                return fn(serving.search, *args, **kwargs)
+                return fn(serving.search)
             finally:
                 hold.done(started=True)
 
         try:
-            return await self.run(work)
+            return await self._run(self._apart_lane() if apart else self._lane(), work)
         finally:
             hold.done(started=False)  # a no-op when the worker ran
 
@@ -160,13 +170,22 @@ class Service:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn`` in a worker thread, under the concurrency cap and the request deadline."""
+        return await self._run(self._lane(), functools.partial(fn, *args, **kwargs))
+
+    def _lane(self) -> anyio.CapacityLimiter:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.limits.max_concurrency)
+        return self._limiter
+
+    def _apart_lane(self) -> anyio.CapacityLimiter:
+        if self._apart_limiter is None:
+            self._apart_limiter = anyio.CapacityLimiter(self.limits.max_apart_concurrency)
+        return self._apart_limiter
+
+    async def _run(self, lane: anyio.CapacityLimiter, fn: Callable[[], T]) -> T:
         try:
             with anyio.fail_after(self.limits.timeout):
-                return await anyio.to_thread.run_sync(
-                    functools.partial(fn, *args, **kwargs), limiter=self._limiter, abandon_on_cancel=True
-                )
+                return await anyio.to_thread.run_sync(fn, limiter=lane, abandon_on_cancel=True)
         except TimeoutError:
             raise ApiError(503, "timeout", f"the request took longer than {self.limits.timeout:g} s",
                            {"Retry-After": "5"}) from None

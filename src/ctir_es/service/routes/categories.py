@@ -124,6 +124,6 @@ def router(params: Params) -> APIRouter:
             following = start + cap if start + cap < total else None
             return {**report, "total": total, "offset": start, "next_offset": following}
 
-        return await service.use(bounded)
+        return await service.use_apart(bounded)  # never on the workers searches use
 
     return routes
