@@ -21,7 +21,7 @@ and kNN, aliases, ``_msearch``, aggregations, ingest without processors) plus th
 transport-netty4, x-pack-core (licence API, basic licence) and x-pack-security modules. It
 lacks analysis-common (the ``english`` analyser, ``path_hierarchy``), ingest-common and
 lang-painless (pipeline processors), reindex (``_reindex``) and the rank-rrf retrievers;
-ctir-es detects each and falls back (see README, "Try the Elasticsearch path without Docker").
+ctir-es detects each and falls back (see docs/elasticsearch.md, "The local node and what it lacks").
 
 The ``english`` analyser matters most (category names are plural, titles singular), so this
 tool gives the test distribution one: ``scripts/es-plugin/ctir-analysis`` is a stable-API

@@ -62,7 +62,7 @@ MAX_QUERY_CHARS = 1_000
 # category queries, and the dense sources (which never see categories) rank within and around
 # it: on flipkart-1050, subtree P@10 of RRF with weights bm25 1.0 / text 0.3 was 0.986, 0.929
 # and 0.833 for level 1, 2 and 3 categories, against 0.971, 0.754, 0.716 with equal weights
-# (BM25 alone: 0.986, 0.992, 0.874; see tests/test_cli.py and the README).
+# (BM25 alone: 0.986, 0.992, 0.874; see docs/cli.md, "Query").
 # Image queries: image-to-image leads and image-to-title (CLIP's image tower against its text
 # tower) weighs 0.3, the weight of the secondary dense sources of category queries. A prior, not
 # a measurement (no real CLIP weights offline); measure a catalogue with `evaluate --task i2t`.

@@ -86,7 +86,7 @@ class EsSession:
                 f"{what}: the Elasticsearch user lacks a privilege on {conn.index!r} ({status}): "
                 f"{detail}. Searching needs `read` and "
                 "`view_index_metadata` on the index and its versions; ingesting also `write`, "
-                "`create_index` and `manage` (README: Elasticsearch privileges)"
+                "`create_index` and `manage` (docs/elasticsearch.md, \"Users and privileges\")"
             )
         return kind(f"{what} failed ({status}): {detail}")
 
