@@ -42,13 +42,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from ctir_es import metrics
 from ctir_es.config import Settings
 from ctir_es.encoders.registry import EncoderConfig, load_text_encoder
-from ctir_es.evaluation import metrics
 from ctir_es.evaluation.index import IndexBuilder
-from ctir_es.evaluation.protocol import QuerySet, dataset_hash
 from ctir_es.evaluation.runner import SystemRunner, load_products
 from ctir_es.evaluation.systems import LEXICAL_SYSTEMS
+from ctir_es.protocol import QuerySet, dataset_hash
 from ctir_es.ranking.fusion import fuse
 from ctir_es.schema import Hit
 from ctir_es.training.data import TrainingData

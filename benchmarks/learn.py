@@ -17,9 +17,9 @@
   category-to-image protocol, test split), with the text-only CLIP-TA trained per setting
   (``train_catalogue`` + ``export_clip_ita``, as ``ctir-es train`` does) when ``--b-trained`` names
   settings; the best system's P@10 per setting. Then a copy of the catalogue with the test
-  split's categories removed (``evaluation.protocol.split_of``) is ingested and learned, and the
+  split's categories removed (``ctir_es.protocol.split_of``) is ingested and learned, and the
   same test queries are served through ``Search.search`` restricted to the test products (an id
-  filter), scored with ``evaluation.metrics``: P@10 from a k=10 search (the first page, read at
+  filter), scored with ``ctir_es.metrics``: P@10 from a k=10 search (the first page, read at
   the depth the calibration tunes on), R@100 from a k=100 one. Target: served P@10 within 1
   point of the best.
 - **C. Categorize per level** from each learn report of this run (``top1_per_level``): "after"
@@ -66,8 +66,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from memory import machine, machine_line
 
+from ctir_es import metrics
 from ctir_es.config import Settings, load_settings
-from ctir_es.evaluation import metrics
 from ctir_es.filters import Filter
 from ctir_es.ingest.readers import get_reader
 from ctir_es.ingest.report import IngestReport
@@ -382,9 +382,9 @@ def train_models(settings_names: Sequence[str], work: Path, retrain: bool) -> tu
 
 
 def part_b(args: argparse.Namespace, work: Path, out: dict[str, Any]) -> dict[str, Any]:
-    from ctir_es.evaluation.protocol import SplitSpec, split_of
     from ctir_es.evaluation.runner import EvalConfig, evaluate_catalogue
     from ctir_es.learn import LearnConfig
+    from ctir_es.protocol import SplitSpec, split_of
 
     timings: dict[str, float] = {}
     trained_settings = [s for s in args.b_trained.split(",") if s and s != "none"]

@@ -14,10 +14,10 @@ import pytest
 
 from ctir_es.config import Settings
 from ctir_es.evaluation.index import IndexBuilder
-from ctir_es.evaluation.protocol import build_query_set
 from ctir_es.evaluation.runner import SystemRunner
 from ctir_es.evaluation.systems import LEXICAL_SYSTEMS, DenseSystem
 from ctir_es.products import Product
+from ctir_es.protocol import build_query_set
 from ctir_es.ranking.plan import TITLE_VECTOR
 from ctir_es.schema import DEFAULT_FIELD_WEIGHTS, LexicalQuery, VectorQuery
 

@@ -6,16 +6,6 @@ import pytest
 
 from ctir_es.errors import ConfigError
 from ctir_es.evaluation import error_analysis
-from ctir_es.evaluation.protocol import (
-    SplitSpec,
-    build_query_set,
-    dataset_hash,
-    known_nodes,
-    labels,
-    node_id,
-    split_of,
-    split_products,
-)
 from ctir_es.evaluation.runner import tune_linear
 from ctir_es.evaluation.systems import (
     LEXICAL_SYSTEMS,
@@ -25,6 +15,16 @@ from ctir_es.evaluation.systems import (
     selector,
 )
 from ctir_es.products import Product
+from ctir_es.protocol import (
+    SplitSpec,
+    build_query_set,
+    dataset_hash,
+    known_nodes,
+    labels,
+    node_id,
+    split_of,
+    split_products,
+)
 from ctir_es.schema import Hit
 
 
@@ -60,6 +60,15 @@ def test_split_is_a_function_of_id_and_seed_only() -> None:
 def test_split_fractions_are_checked(bad: tuple[float, float, float]) -> None:
     with pytest.raises(ConfigError, match="sum to 1"):
         SplitSpec(13, *bad)
+
+
+def test_split_text_is_parsed_or_says_what_it_wants() -> None:
+    """``--split TRAIN,VAL,TEST`` (evaluate and its tasks) is parsed by ``SplitSpec.parse``."""
+    assert SplitSpec.parse("0.6,0.2,0.2", 5) == SplitSpec(seed=5, train=0.6, val=0.2, test=0.2)
+    with pytest.raises(ConfigError, match="--split wants three fractions TRAIN,VAL,TEST"):
+        SplitSpec.parse("0.7,0.3", 5)
+    with pytest.raises(ConfigError, match="sum to 1"):
+        SplitSpec.parse("0.7,0.3,0.3", 5)
 
 
 def test_labels_per_setting() -> None:
@@ -162,7 +171,7 @@ def test_system_selection_patterns() -> None:
 
 
 def test_a_recorded_training_split_matches_only_the_same_spec() -> None:
-    from ctir_es.evaluation.protocol import SplitSpec, trained_split
+    from ctir_es.protocol import SplitSpec, trained_split
 
     spec = SplitSpec(seed=7, train=0.6, val=0.2, test=0.2)
     manifest = {"source": {"data": {"split": {"seed": 7, "train": 0.6, "val": 0.2, "test": 0.2, "method": "x"}}}}

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ctir_es.evaluation import metrics as M
+from ctir_es import metrics as M
 from ctir_es.evaluation.significance import compare, significant_pairs
 
 

@@ -12,7 +12,7 @@ from conftest import sample_products
 
 from ctir_es.config import Settings
 from ctir_es.evaluation import audit, categorize, diverse
-from ctir_es.evaluation.protocol import SplitSpec
+from ctir_es.protocol import SplitSpec
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from ctir_es.calibrate import QuerySlice, fused_run
-from ctir_es.evaluation.metrics import evaluate
+from ctir_es.metrics import evaluate
 from ctir_es.ranking.fusion_matrix import RunMatrix
 from ctir_es.schema import Hit
 

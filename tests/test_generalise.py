@@ -9,8 +9,8 @@ import pytest
 from conftest import sample_products
 
 from ctir_es.encoders import OnnxTextEncoder
-from ctir_es.evaluation.protocol import SplitSpec
 from ctir_es.products import path_prefixes
+from ctir_es.protocol import SplitSpec
 from ctir_es.training.backoff import Backoff, product_vector, query_vector, seen_distance, tune
 from ctir_es.training.data import TrainingData
 from ctir_es.training.errors import TrainingError

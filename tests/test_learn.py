@@ -218,9 +218,9 @@ def test_held_out_slices_without_categories_are_refused_before_training(
     minutes of training first (the benchmark's evaluation split once coincided with them)."""
     from ctir_es.calibrate import slice_spec
     from ctir_es.errors import StoreError
-    from ctir_es.evaluation.protocol import split_of
     from ctir_es.ingest.images import ImageLoader
     from ctir_es.products import Product
+    from ctir_es.protocol import split_of
     from ctir_es.store.embedded import EmbeddedStore
 
     products = list(read_jsonl(sample_path(), IngestReport()))

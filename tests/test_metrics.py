@@ -10,8 +10,8 @@ import random
 
 import pytest
 
+from ctir_es import metrics as M
 from ctir_es.errors import ConfigError
-from ctir_es.evaluation import metrics as M
 
 CUTS = (1, 5, 10, 100)
 

@@ -12,7 +12,7 @@ from store_contract import CATALOGUE, SCHEMA
 
 from ctir_es.config import LEXICAL_ENGINES
 from ctir_es.errors import InvalidRecord
-from ctir_es.evaluation.metrics import METRICS, evaluate
+from ctir_es.metrics import METRICS, evaluate
 from ctir_es.products import Product, format_category_path, parse_category_path, path_prefixes
 from ctir_es.ranking.fusion import linear, rrf
 from ctir_es.schema import Hit, IndexSchema, LexicalQuery

@@ -23,11 +23,11 @@ from ctir_es.config import Settings
 from ctir_es.encoders.registry import EncoderConfig, load_image_encoder
 from ctir_es.errors import ConfigError
 from ctir_es.evaluation import text_image as ti
-from ctir_es.evaluation.protocol import SplitSpec, split_products
 from ctir_es.ingest.images import ImageLoader
 from ctir_es.ingest.pipeline import IngestOptions, Pipeline, index_schema
 from ctir_es.ingest.report import IngestReport
 from ctir_es.products import Product
+from ctir_es.protocol import SplitSpec, split_products
 from ctir_es.ranking.plan import SOURCE_WEIGHTS, plan_query
 from ctir_es.sample import sample_path
 from ctir_es.schema import IndexSchema, VectorField

@@ -27,8 +27,8 @@ from ctir_es.encoders.onnx.heads import (
     variant_name,
 )
 from ctir_es.errors import EncoderError
-from ctir_es.evaluation.protocol import SplitSpec, split_of
 from ctir_es.products import Product
+from ctir_es.protocol import SplitSpec, split_of
 from ctir_es.training.data import TrainingData
 from ctir_es.training.errors import TrainingError
 from ctir_es.training.features import FeatureCache, product_feature_matrices

@@ -2,7 +2,7 @@
 
 The protocol (the evaluation's, over a held-out slice of the index itself):
 
-- **Slices.** Every product id goes, by ``evaluation.protocol.split_of`` (a sha256 of
+- **Slices.** Every product id goes, by ``ctir_es.protocol.split_of`` (a sha256 of
   ``seed:id``), to the *tuning* slice, the *reporting* slice or neither (``held_out`` of the
   catalogue, capped at ``max_products``, half each). The two slices never share a product, so
   the weights are picked on one and the figures reported on the other.
@@ -54,10 +54,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, StoreError
-from .evaluation.metrics import evaluate, per_query
-from .evaluation.protocol import SplitSpec, split_of
 from .filters import Filter
+from .metrics import evaluate, per_query
 from .products import CategoryPath, Product, format_category_path, path_prefixes
+from .protocol import SplitSpec, split_of
 from .ranking.calibration import (
     ALL_QUERIES,
     FALLBACK,

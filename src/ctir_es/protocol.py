@@ -30,8 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
-from ..products import CategoryPath, Product, format_category_path, path_prefixes
+from .errors import ConfigError
+from .products import CategoryPath, Product, format_category_path, path_prefixes
 
 SETTINGS: dict[str, str] = {
     "random": "random level",
@@ -68,6 +68,15 @@ class SplitSpec:
         parts = (self.train, self.val, self.test)
         if any(p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-9:
             raise ConfigError(f"split fractions must be >= 0 and sum to 1, got {parts}")
+
+    @classmethod
+    def parse(cls, text: str, seed: int = DEFAULT_SEED) -> SplitSpec:
+        """``"0.7,0.1,0.2"`` (``--split TRAIN,VAL,TEST``) with ``seed``."""
+        try:
+            train, val, test = (float(x) for x in text.split(","))
+        except ValueError:
+            raise ConfigError(f"--split wants three fractions TRAIN,VAL,TEST such as 0.7,0.1,0.2, got {text!r}") from None
+        return cls(seed=seed, train=train, val=val, test=test)
 
     def to_json(self) -> dict[str, Any]:
         return {"seed": self.seed, "train": self.train, "val": self.val, "test": self.test,

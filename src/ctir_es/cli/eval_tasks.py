@@ -44,7 +44,7 @@ def run_task(ctx: click.Context, kind: str, source: Path | None, *, market: str 
     from ..evaluation.runner import load_products
     from ..evaluation.tasks import NEEDS_CLIP, TaskOptions, make_task
     from ..ingest.run import check_source
-    from .evaluate import _split
+    from ..protocol import SplitSpec
 
     started = time.perf_counter()
     check_source(kind, source, market=market, category=category)  # before CLIP loads
@@ -65,7 +65,7 @@ def run_task(ctx: click.Context, kind: str, source: Path | None, *, market: str 
             else category or kind)
     out_dir = opts["out"] or Path("artifacts") / "eval" / name
     command = "ctir-es " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
-    split = _split(opts["split_fractions"], opts["seed"])
+    split = SplitSpec.parse(opts["split_fractions"], opts["seed"])
     task = opts["task"]
 
     def progress(stage: str, done: int, total: int | None) -> None:

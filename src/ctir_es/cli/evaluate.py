@@ -14,11 +14,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..errors import ConfigError
-from ..evaluation.protocol import QUERY_TEXTS, RELEVANCE, SETTINGS, SplitSpec
 from ..evaluation.runner import EvalConfig, EvalResult, evaluate_catalogue
 from ..evaluation.significance import STAT_TESTS
 from ..evaluation.systems import DEFAULT_TEXT_MODELS
+from ..protocol import QUERY_TEXTS, RELEVANCE, SETTINGS, SplitSpec
 from .eval_tasks import run_task, task_options
 from .main import cli, settings_from, with_options
 from .sources import add_source_commands, source_name
@@ -74,14 +73,6 @@ def evaluate() -> None:
     """
 
 
-def _split(text: str, seed: int) -> SplitSpec:
-    try:
-        train, val, test = (float(x) for x in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--split wants three fractions TRAIN,VAL,TEST such as 0.7,0.1,0.2, got {text!r}") from None
-    return SplitSpec(seed=seed, train=train, val=val, test=test)
-
-
 class _Progress:
     """Library progress callbacks -> rich progress bars (one per stage)."""
 
@@ -115,7 +106,7 @@ def _run(ctx: click.Context, kind: str, source: Path | None, *, market: str | No
         settings=chosen,
         query_text=opts["query_text"],
         relevance=opts["relevance"],
-        split=_split(opts["split_fractions"], opts["seed"]),
+        split=SplitSpec.parse(opts["split_fractions"], opts["seed"]),
         systems=tuple(s.strip() for s in opts["systems"].split(",") if s.strip()),
         text_models=tuple(opts["text_models"]) or DEFAULT_TEXT_MODELS,
         trained=tuple(opts["trained"]),

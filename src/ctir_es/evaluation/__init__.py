@@ -1,9 +1,9 @@
 """Evaluation: the paper's category-to-image protocol, every baseline, hybrid fusion, reports.
 
-One concept per module:
+The protocol (splits, settings, query sets, qrels) and the metrics live beside this package, in
+``ctir_es.protocol`` and ``ctir_es.metrics``: training, calibration and ``learn`` use them too,
+and evaluation imports training (trained systems), never the reverse. One concept per module:
 
-- ``protocol``        splits, settings (random level / most general / most specific), query sets, qrels
-- ``metrics``         P@k, mAP@k in both conventions, R-precision, nDCG, recall (pure functions)
 - ``systems``         BM25 / dense / hybrid systems, their names, the ``--systems`` selection
 - ``providers``       where dense systems come from (text, CLIP, trained; pluggable)
 - ``trained``         exported CLIP-ITA models (and their variants) as dense systems
@@ -20,7 +20,7 @@ One concept per module:
 
 from __future__ import annotations
 
-from .protocol import SETTINGS, SplitSpec, split_of
+from ..protocol import SETTINGS, SplitSpec, split_of
 from .runner import EvalConfig, EvalResult, evaluate_catalogue, evaluate_products
 
 

@@ -25,13 +25,13 @@ from ..audit import DEFAULT_DEPTH, AuditEntry, audit_products
 from ..categorize.engine import Categorizer
 from ..config import Settings
 from ..products import CategoryPath, Product
+from ..protocol import known_nodes
 from ..ranking.plan import TITLE_VECTOR
 from ..store.base import VectorReader
 from .categorize import load_text_model
 from .error_analysis import common_depth
 from .index import IndexBuilder, Progress
 from .output import md_table, md_title, write_task
-from .protocol import known_nodes
 
 KINDS: dict[str, str] = {
     "near": "moved to the existing path sharing the longest prefix (a sibling leaf when there is one)",

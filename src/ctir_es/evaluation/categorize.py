@@ -32,11 +32,11 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..filters import Filter
 from ..products import CategoryPath, Product, path_prefixes
+from ..protocol import SplitSpec, known_nodes, split_products, trained_split
 from ..ranking.plan import CLIP_ITA_VECTOR, TITLE_VECTOR
 from ..store.base import VectorReader
 from .index import IndexBuilder, Progress
 from .output import md_table, md_title, write_task
-from .protocol import SplitSpec, known_nodes, split_products, trained_split
 
 LABEL_SPACES: dict[str, str] = {
     "train": "the categories of train products (nothing else is known)",

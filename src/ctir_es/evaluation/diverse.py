@@ -20,11 +20,11 @@ import numpy as np
 from ..config import Settings
 from ..diversify import DUPLICATE_COSINE, near_duplicate_flags
 from ..products import Product, format_category_path, path_prefixes
+from ..protocol import known_nodes
 from ..search import Search
 from .categorize import load_text_model
 from .index import IndexBuilder, Progress
 from .output import md_table, md_title, write_task
-from .protocol import known_nodes
 
 
 @dataclass(frozen=True)

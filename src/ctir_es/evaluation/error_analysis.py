@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..products import CategoryPath, Product
-from .protocol import QuerySet
+from ..protocol import QuerySet
 
 
 def common_depth(a: CategoryPath, b: CategoryPath) -> int:

@@ -25,11 +25,11 @@ from ..encoders.base import ImageEncoder, TextEncoder
 from ..ingest.pipeline import IngestOptions, Pipeline
 from ..ingest.report import IngestReport
 from ..products import Product
+from ..protocol import dataset_hash
 from ..schema import Document, IndexSchema
 from ..store.base import Store
 from ..store.embedded import DEFAULT_LEXICAL_ENGINE
 from ..store.open import open_store
-from .protocol import dataset_hash
 
 MARKER_VERSION = 1
 Progress = Callable[[str, int, int | None], None]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .protocol import SETTINGS
+from ..protocol import SETTINGS
 
 if TYPE_CHECKING:
     from .runner import EvalResult

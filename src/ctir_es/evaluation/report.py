@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .metrics import parse_metric
+from ..metrics import parse_metric
+from ..protocol import QUERY_TEXTS, RELEVANCE, SETTINGS
 from .output import md_table, md_title
 from .plot import plot
-from .protocol import QUERY_TEXTS, RELEVANCE, SETTINGS
 from .runner import EvalResult, SettingResult
 from .significance import significant_pairs
 from .systems import HybridSystem, System

@@ -19,19 +19,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import __version__, metrics
 from ..config import Settings
 from ..errors import ConfigError
 from ..filters import Filter
 from ..ingest.report import IngestReport
 from ..products import CategoryPath, Product
-from ..ranking.fusion import fuse
-from ..schema import Hit, LexicalQuery, VectorQuery
-from ..store.base import Store
-from ..vocabulary import CANDIDATE_DEPTH
-from . import error_analysis, metrics, significance
-from .index import EvalIndex, IndexBuilder, Progress
-from .protocol import (
+from ..protocol import (
     QUERY_TEXTS,
     RELEVANCE,
     SETTINGS,
@@ -42,6 +36,12 @@ from .protocol import (
     known_nodes,
     split_products,
 )
+from ..ranking.fusion import fuse
+from ..schema import Hit, LexicalQuery, VectorQuery
+from ..store.base import Store
+from ..vocabulary import CANDIDATE_DEPTH
+from . import error_analysis, significance
+from .index import EvalIndex, IndexBuilder, Progress
 from .providers import PROVIDERS
 from .systems import (
     DEFAULT_TEXT_MODELS,

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .metrics import Qrels, Run
+from ..metrics import Qrels, Run
 
 STAT_TESTS = ("student", "fisher", "tukey")
 

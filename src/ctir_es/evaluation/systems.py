@@ -27,9 +27,9 @@ import numpy as np
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..protocol import SplitSpec
 from ..vocabulary import RRF_K
 from .index import IndexBuilder, Progress
-from .protocol import SplitSpec
 
 # Fields evaluation may never search: the categories are the answer.
 FORBIDDEN_FIELDS: tuple[str, ...] = ("categories",)

@@ -17,9 +17,9 @@ from ..config import Settings
 from ..encoders.base import ImageEncoder
 from ..errors import ConfigError
 from ..products import Product
+from ..protocol import SplitSpec
 from . import audit, categorize, diverse, text_image
 from .index import Progress
-from .protocol import SplitSpec
 
 
 class Task(Protocol):

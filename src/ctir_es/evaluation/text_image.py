@@ -34,11 +34,11 @@ from ..encoders.base import ImageEncoder
 from ..errors import ConfigError, EncoderError, StoreError
 from ..filters import Filter
 from ..products import Product
+from ..protocol import SplitSpec, dataset_hash, split_products
 from ..schema import VectorQuery
 from ..store.base import Store, VectorReader
 from ..vocabulary import CLIP_TITLE_VECTOR, IMAGE_VECTOR
 from .index import IndexBuilder, Progress
-from .protocol import SplitSpec, dataset_hash, split_products
 
 # direction -> (query vector field, gallery vector field, what it does)
 DIRECTIONS: dict[str, tuple[str, str, str]] = {

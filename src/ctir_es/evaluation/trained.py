@@ -25,8 +25,8 @@ import numpy as np
 from ..encoders.models import CLIP_ITA_KIND, MANIFEST
 from ..errors import CtirError, one_line
 from ..products import Product
+from ..protocol import SETTINGS, trained_split
 from ..schema import Document, IndexSchema, VectorField
-from .protocol import SETTINGS, trained_split
 from .systems import TRAINED_VARIANTS, DenseSystem, ProviderContext, Skipped
 
 FIELD = "clip_ita"

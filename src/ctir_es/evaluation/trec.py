@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .metrics import Qrels, Run, ranking
+from ..metrics import Qrels, Run, ranking
 
 
 def safe_name(name: str) -> str:

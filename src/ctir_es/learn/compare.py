@@ -33,7 +33,7 @@ from ..categorize import core
 from ..categorize.engine import DEFAULT_WEIGHTS, Categorizer, Evidence
 from ..evaluation.categorize import headline, level_truth
 from ..evaluation.categorize import measure as categorize_measure
-from ..evaluation.metrics import per_query
+from ..metrics import per_query
 from ..products import CategoryPath, Product
 from ..schema import Hit
 from ..store.base import VectorReader

@@ -134,7 +134,7 @@ def _check(search: Search) -> None:
 def _check_slices(products: Sequence[Product], config: LearnConfig) -> None:
     """The comparison needs categorised products in both held-out slices (``calibrate``'s hash
     split); a catalogue whose uncategorised products fall there is told so before training."""
-    from ..evaluation.protocol import split_of
+    from ..protocol import split_of
 
     spec = slice_spec(len(products), config.calibration())
     held = {"val": 0, "test": 0}
@@ -282,7 +282,7 @@ def _encode(model: Any, products: Sequence[Product], feats: Mapping[str, np.ndar
 
 def _seen_nodes(products: Sequence[Product], result: Any) -> set[CategoryPath]:
     """Every node a training product is filed under (the protocol's "seen")."""
-    from ..evaluation.protocol import SplitSpec, split_of
+    from ..protocol import SplitSpec, split_of
 
     cfg = result.config
     spec = SplitSpec(cfg.seed, *cfg.split)

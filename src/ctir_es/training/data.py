@@ -2,7 +2,7 @@
 the split by product, and the categories held out of training.
 
 The split and the category labels are the evaluation protocol's own
-(``ctir_es.evaluation.protocol``): a product's split is a hash of ``(seed, id)``, so a model
+(``ctir_es.protocol``): a product's split is a hash of ``(seed, id)``, so a model
 trained here never saw the products ``ctir-es evaluate`` tests on, whatever the catalogue
 order. Settings:
 
@@ -35,7 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..evaluation.protocol import (
+from ..products import CategoryPath, Product, path_prefixes
+from ..protocol import (
     SETTINGS,
     SplitSpec,
     check_choice,
@@ -43,7 +44,6 @@ from ..evaluation.protocol import (
     query_text,
     split_products,
 )
-from ..products import CategoryPath, Product, path_prefixes
 from .errors import TrainingError
 
 

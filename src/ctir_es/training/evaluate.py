@@ -1,7 +1,7 @@
 """Category-to-product retrieval on one split: CLIP-ITA against the zero-shot text baseline.
 
 Queries, relevance and seen/unseen come from the evaluation protocol
-(``build_query_set``); metrics from ``ctir_es.evaluation.metrics`` (``map@k`` divides by R,
+(``build_query_set``); metrics from ``ctir_es.metrics`` (``map@k`` divides by R,
 ``map_min@k`` by min(k, R) - the paper's convention). Products are ranked by exact cosine
 over the split's products, as ``ctir-es evaluate`` does through the store.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.metrics import mean, per_query
-from ..evaluation.protocol import QuerySet, build_query_set
+from ..metrics import mean, per_query
+from ..protocol import QuerySet, build_query_set
 from ..vocabulary import CANDIDATE_DEPTH
 from .data import TrainingData
 

@@ -27,8 +27,8 @@ import numpy as np
 
 from ..encoders.base import ImageEncoder, TextEncoder
 from ..encoders.onnx.heads import check_modalities, variant_name
-from ..evaluation.protocol import SplitSpec
 from ..products import Product
+from ..protocol import SplitSpec
 from .backoff import Backoff, seen_distance, tune
 from .data import PAIR_MODES, TrainingData
 from .errors import TrainingError
