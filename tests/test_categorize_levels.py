@@ -97,8 +97,10 @@ def test_a_fusion_replaces_the_best_single_signal_only_when_it_wins_clearly() ->
         return {f"p{i}": i not in wrong for i in range(n_right)}
 
     single = right(100, range(90, 100))  # 90 right
-    assert clearly_better(right(100, range(95, 100)), single)  # +5, no losses: 5 >= sqrt(5)
-    # +2 and -1: one product better on a few hundred is noise (1 < sqrt(3))
+    assert clearly_better(right(100, range(95, 100)), single)  # +5, no losses: 5 >= 2 sqrt(5)
+    # +2 and -1: one product better on a few hundred is noise (1 < 2 sqrt(3))
     assert not clearly_better({**right(100, range(92, 100)), "p0": False}, single)
+    # +4 and -1: 3 < 2 sqrt(5) = 4.5 (one standard deviation, 2.2, would have taken it)
+    assert not clearly_better({**right(100, range(94, 100)), "p0": False}, single)
     assert not clearly_better(single, single)
     assert clearly_better(right(100, range(99, 100)), single)  # +9: clear
