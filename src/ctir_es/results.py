@@ -1,15 +1,19 @@
 """What a search returns: ranked, explained results (each with its per-source ranks and scores),
 and the notes a user should see about the ranking (for instance that no product matched the
-words, so the list comes from vectors alone). The CLI renders them, the HTTP API serialises
-them with ``to_json``."""
+words, so the list comes from vectors alone).
+
+``to_json`` is the one JSON shape of a result: the CLI's ``--json`` prints it, the HTTP API
+(``service.serialise``) sends it with its image as a link and its page fields, and the web page
+reads that. ``service/models.py`` describes the same shape for OpenAPI; ``tests/test_result_shape.py``
+checks the two against each other."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .ranking.fusion import SourceScore
+from .ranking.fusion import FUSIONS, SourceScore, contribution
 from .values import Value
 from .vocabulary import LEXICAL_SOURCE
 
@@ -30,18 +34,29 @@ class SearchResult:
     # collapse only (ctir_es.shop.collapse): other products of its group folded under it ("+5 colours")
     collapsed: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: getattr(self, name) for name in ("rank", "id", "title", "categories", "image", "score")}
-        out["values"] = dict(self.values)
+    def to_json(self, fusion: str, weights: Mapping[str, float],
+                image_url: Callable[[str], str] | None = None) -> dict[str, Any]:
+        """This result as JSON; each source with its rank, raw score, normalised score (linear
+        fusion) and its ``contribution`` to the fused score under ``fusion`` and ``weights``.
+        ``image_url`` (product id -> link): the image as ``image_url``, a link, instead of
+        ``image``, the stored path or URL (the HTTP API never sends a local path)."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in ("rank", "id", "title", "categories")}
+        if image_url is None:
+            out["image"] = self.image
+        else:
+            out["image_url"] = image_url(self.id) if self.image else None
+        out.update(score=self.score, values=dict(self.values))
         if self.collapsed is not None:
             out["collapsed"] = self.collapsed
-        out["sources"] = {name: _source_json(s) for name, s in self.sources.items()}
+        method = fusion.split("+", 1)[0]  # "rrf+mmr(0.7)": diversified after rrf fusion
+        out["sources"] = {name: _source_json(s, method, weights.get(name, 1.0)) for name, s in self.sources.items()}
         return out
 
 
-def _source_json(score: SourceScore) -> dict[str, Any]:
-    """A source's rank and raw score (and, for linear fusion, its normalised score)."""
-    shown = {"rank": score.rank, "score": score.score, "normalised": score.normalised}
+def _source_json(score: SourceScore, method: str, weight: float) -> dict[str, Any]:
+    """A source's rank and raw score, its normalised score (linear fusion) and what it added."""
+    shown = {"rank": score.rank, "score": score.score, "normalised": score.normalised,
+             "contribution": contribution(method, score, weight) if method in FUSIONS else None}
     return {k: v for k, v in shown.items() if v is not None}
 
 
@@ -74,11 +89,12 @@ class SearchResponse:
         """The cursor of the next page of a pinned ranking (None: the last page, or not pinned)."""
         return self.page.next_cursor if self.page is not None else None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, image_url: Callable[[str], str] | None = None) -> dict[str, Any]:
+        """The response as JSON, its results by ``SearchResult.to_json`` (``image_url``: there)."""
         out: dict[str, Any] = {name: getattr(self, name) for name in ("query", "mode", "fusion", "sources")}
         out.update(weights=dict(self.weights), calibration_group=self.calibration_group,
                    source_hits=dict(self.source_hits), notices=list(self.notices),
-                   results=[r.to_json() for r in self.results])
+                   results=[r.to_json(self.fusion, self.weights, image_url) for r in self.results])
         if self.shop:
             out.update(facets=dict(self.facets), shop=dict(self.shop))
         if self.page is not None:
