@@ -337,6 +337,19 @@ def test_dripped_headers_end_at_the_image_deadline(header_drip: str, path: str) 
     assert 1.9 <= elapsed < 3.0, elapsed  # was 30 s: the drip's whole length
 
 
+def test_dripped_headers_through_a_proxy_end_at_the_image_deadline(header_drip: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``HTTP_PROXY`` set: the proxy (here the dripping server) gets the same deadline."""
+    for var in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", header_drip)
+    started = time.monotonic()
+    with pytest.raises(ImageError) as caught:
+        ImageLoader(timeout=1.0, deadline=2.0, allow_private=True).fetch("http://127.0.0.1:9/drip/p.jpg")
+    assert caught.value.reason == "too_slow", caught.value
+    assert time.monotonic() - started < 3.0
+
+
 def test_ingest_with_header_dripping_images_keeps_to_the_deadline(tmp_path: Path, header_drip: str) -> None:
     """The real ingest, image_timeout 2 s (so 6 s per image, as in the issue): 4 products whose
     images drip their headers; each is indexed without its image, reason too_slow."""

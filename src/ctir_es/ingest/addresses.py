@@ -167,6 +167,12 @@ class GuardedAdapter(HTTPAdapter):
         # connections that hand their socket to the thread's deadline (ingest/watchdog.py)
         self.poolmanager.pool_classes_by_scheme = dict(POOL_CLASSES)
 
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS managers bring connection classes of their own
+            manager.pool_classes_by_scheme = dict(POOL_CLASSES)
+        return manager
+
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         url = request.url or ""
         parts = urlsplit(url)
