@@ -77,7 +77,9 @@ def unwritable(path: Path) -> str | None:
 def check_quiet_store(path: Path, *, command: str, will_write: bool) -> None:
     """Refuse (``StoreLocked``) while an ingest writes to ``path``: ``command`` would measure a
     partial catalogue; and (``StoreError``) when ``will_write`` and the file cannot be written.
-    Call it before the store is opened."""
+    Call it before the store is opened. A missing store is left to the open to report."""
+    if not path.exists():
+        return
     writer = active_writer(path)
     if writer is not None:
         raise StoreLocked(
