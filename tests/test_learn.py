@@ -74,8 +74,11 @@ def test_learn_writes_the_model_in_place_and_every_surface_serves_it(sample: tup
     with Search.open(settings) as served:
         assert served.category_encoder is not None
         page = served.search(CATEGORY, k=10)
-        assert CLIP_ITA_SOURCE in page.sources and dict(page.weights) == calibration["weights"]
-        assert page.fusion == calibration["method"]
+        # the weights of the query's group (seen, unseen, the seen roots) when it has its own, else
+        # the single ones
+        served_fusion = calibration.get("groups", {}).get(page.calibration_group, calibration)
+        assert CLIP_ITA_SOURCE in page.sources and dict(page.weights) == served_fusion["weights"]
+        assert page.fusion == served_fusion["method"]
         suggestion = served.categorize(id=store.ids()[0], k=3)  # type: ignore[attr-defined]
         assert any(s.name == "clip_ita" and s.weight > 0 for s in suggestion.signals)
         # products ingested later get the vector with no setting
