@@ -211,11 +211,7 @@ class NodeChanges:
     removes: dict[str, set[int]] = field(default_factory=dict)
 
     def add(self, node: str, rowid: int) -> None:
-        gone = self.removes.get(node)
-        if gone is not None and rowid in gone:
-            gone.discard(rowid)
-        else:
-            self.adds.setdefault(node, set()).add(rowid)
+        _record(node, rowid, into=self.adds, cancels=self.removes)
 
     def add_all(self, grouped: dict[str, list[int]]) -> None:
         """``add`` for every (node, rowids) pair, a set update where no removal is pending."""
@@ -227,11 +223,17 @@ class NodeChanges:
                 self.adds.setdefault(node, set()).update(rowids)
 
     def remove(self, node: str, rowid: int) -> None:
-        came = self.adds.get(node)
-        if came is not None and rowid in came:
-            came.discard(rowid)
-        else:
-            self.removes.setdefault(node, set()).add(rowid)
+        _record(node, rowid, into=self.removes, cancels=self.adds)
+
+
+def _record(node: str, rowid: int, *, into: dict[str, set[int]], cancels: dict[str, set[int]]) -> None:
+    """One posting change of ``NodeChanges``: it cancels the opposite change still pending for
+    the same (node, rowid), else it is recorded ``into`` its own kind."""
+    pending = cancels.get(node)
+    if pending is not None and rowid in pending:
+        pending.discard(rowid)
+    else:
+        into.setdefault(node, set()).add(rowid)
 
 
 class TransactionWriter:
