@@ -315,12 +315,17 @@ class ElasticsearchStore:
             bulk = self._bulk(f"bulk indexing into {self.index!r}", lines)
             result.written = bulk.written
             result.errors.update(bulk.errors)
-            if self.refresh:
-                self._refresh()
+        self._after_write(bool(lines), checkpoint)
+        return result
+
+    def _after_write(self, sent: bool, checkpoint: tuple[str, int] | None) -> None:
+        """What ends ``upsert`` and ``write_vectors``: a refresh (when on) if anything was
+        sent, then ``checkpoint`` recorded, only now that every item went out."""
+        if sent and self.refresh:
+            self._refresh()
         if checkpoint is not None:
             key, position = checkpoint
             self._write_checkpoint(key, int(position))
-        return result
 
     def bulk_load(
         self,
@@ -749,14 +754,8 @@ class ElasticsearchStore:
                 lambda: self.client.indices.put_mapping(index=self.index, **body),
             )
             self._read_live()
-        written = 0
-        if ids:
-            written = self._update_vectors(field, ids, matrix)
-            if self.refresh:
-                self._refresh()
-        if checkpoint is not None:
-            key, position = checkpoint
-            self._write_checkpoint(key, int(position))
+        written = self._update_vectors(field, ids, matrix) if ids else 0
+        self._after_write(bool(ids), checkpoint)
         return written
 
     def _update_vectors(self, field: str, ids: list[str], matrix: np.ndarray) -> int:
