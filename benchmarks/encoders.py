@@ -59,6 +59,7 @@ def load_inputs(n_texts: int, n_images: int) -> tuple[list[str], list[Image.Imag
 
 
 def ensure_text(models_dir: Path, model: str, quantize: str | None) -> Path:
+    from ctir_es.encoders.export.common import ExportOptions
     from ctir_es.encoders.export.text import export_sentence_transformer
     from ctir_es.encoders.registry import expected_text_name
 
@@ -67,11 +68,12 @@ def ensure_text(models_dir: Path, model: str, quantize: str | None) -> Path:
     if found:
         return found
     print(f"exporting {name} ...", flush=True)
-    return export_sentence_transformer(model, models_dir=models_dir, quantize=quantize, name=name).path
+    return export_sentence_transformer(model, ExportOptions(models_dir=models_dir, quantize=quantize, name=name)).path
 
 
 def ensure_clip(models_dir: Path, arch: str, weights: str, quantize: str | None) -> Path:
     from ctir_es.encoders.export.clip import export_open_clip
+    from ctir_es.encoders.export.common import ExportOptions
     from ctir_es.encoders.registry import expected_clip_name
 
     name = expected_clip_name(arch, weights) + (f"-{quantize}" if quantize else "")
@@ -79,7 +81,7 @@ def ensure_clip(models_dir: Path, arch: str, weights: str, quantize: str | None)
     if found:
         return found
     print(f"exporting {name} ...", flush=True)
-    return export_open_clip(arch, weights, models_dir=models_dir, quantize=quantize, name=name).path
+    return export_open_clip(arch, weights, ExportOptions(models_dir=models_dir, quantize=quantize, name=name)).path
 
 
 def bench(fns: dict[str, Callable[[], np.ndarray]], n_items: int, rounds: int) -> dict[str, dict[str, Any]]:

@@ -69,11 +69,13 @@ def export() -> None:
 def export_text(ctx: click.Context, model: str, quantize: str, name: str | None, force: bool, as_json: bool,
                 models_dir: Path | None) -> None:
     """A sentence-transformers model (name or folder), pooling and normalisation in the graph."""
+    from ..encoders.export.common import ExportOptions
     from ..encoders.export.text import export_sentence_transformer
 
     settings = settings_from(ctx)
-    result = export_sentence_transformer(model, models_dir=_models_dir(ctx, models_dir), name=name,
-                                         quantize=quantize, force=force, cache_dir=settings.cache_dir)
+    options = ExportOptions(models_dir=_models_dir(ctx, models_dir), name=name, quantize=quantize, force=force,
+                            cache_dir=settings.cache_dir)
+    result = export_sentence_transformer(model, options)
     _report(result.manifest, result.path, as_json)
 
 
@@ -88,10 +90,12 @@ def export_clip(ctx: click.Context, clip_model: str, clip_weights: str, quantize
                 force: bool, as_json: bool, models_dir: Path | None) -> None:
     """The open_clip image and text towers, its BPE tokenizer and preprocessing constants."""
     from ..encoders.export.clip import export_open_clip
+    from ..encoders.export.common import ExportOptions
 
     settings = settings_from(ctx)
-    result = export_open_clip(clip_model, clip_weights, models_dir=_models_dir(ctx, models_dir), name=name,
-                              quantize=quantize, force=force, cache_dir=settings.cache_dir)
+    options = ExportOptions(models_dir=_models_dir(ctx, models_dir), name=name, quantize=quantize, force=force,
+                            cache_dir=settings.cache_dir)
+    result = export_open_clip(clip_model, clip_weights, options)
     _report(result.manifest, result.path, as_json)
 
 

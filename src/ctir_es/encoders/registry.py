@@ -221,10 +221,12 @@ def onnx_text_model_dir(cfg: EncoderConfig, notify: Notify | None = None) -> Pat
     missing = _torch_missing()
     if missing is not None:
         raise _not_exported(f"text model {cfg.text_model!r}", export_cmd, models_dir, "PyTorch is not installed")
+    from .export.common import ExportOptions
     from .export.text import export_sentence_transformer
 
-    result = export_sentence_transformer(cfg.text_model, models_dir=models_dir, cache_dir=cfg.cache_dir,
-                                         name=name)
+    result = export_sentence_transformer(
+        cfg.text_model, ExportOptions(models_dir=models_dir, cache_dir=cfg.cache_dir, name=name)
+    )
     seconds = result.manifest["export"]["seconds"]
     cosine = result.manifest["parity"]["document"]["min_cosine"]
     (notify or _log_notice)(
@@ -264,9 +266,10 @@ def onnx_clip_model_dir(cfg: EncoderConfig, notify: Notify | None = None) -> Pat
     if missing is not None:
         raise _not_exported(what, export_cmd, models_dir, "PyTorch is not installed")
     from .export.clip import export_open_clip
+    from .export.common import ExportOptions
 
-    result = export_open_clip(cfg.clip_architecture, cfg.clip_weights, models_dir=models_dir,
-                              cache_dir=cfg.cache_dir, name=name)
+    result = export_open_clip(cfg.clip_architecture, cfg.clip_weights,
+                              ExportOptions(models_dir=models_dir, cache_dir=cfg.cache_dir, name=name))
     export = result.manifest["export"]
     seconds = export["image"]["seconds"] + export["text"]["seconds"]
     (notify or _log_notice)(f"exported {what} to ONNX once ({seconds:.0f} s): {result.path}")

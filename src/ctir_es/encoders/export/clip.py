@@ -23,7 +23,6 @@ from ..clip import OpenClipEncoder
 from ..models import (
     CLIP_KIND,
     clip_model_name,
-    default_models_dir,
     file_entry,
     safe_name,
     staged_dir,
@@ -103,17 +102,14 @@ def parity_images() -> list[Image.Image]:
 def export_open_clip(
     architecture: str = "ViT-B-32",
     weights: str | None = "laion2b_s34b_b79k",
+    options: common.ExportOptions | None = None,
     *,
-    models_dir: Path | None = None,
-    name: str | None = None,
-    quantize: str | None = None,
-    force: bool = False,
-    cache_dir: Path | None = None,
-    parity_texts: Sequence[str] = (),
     parity_images_extra: Sequence[Image.Image] = (),
 ) -> common.ExportResult:
-    """Export an open_clip architecture with its weights (tag, local file or ``random``)."""
-    quantize = common.check_quantize(quantize)
+    """Export an open_clip architecture with its weights (tag, local file or ``random``);
+    ``options`` as ``export_sentence_transformer`` takes them."""
+    options = options or common.ExportOptions()
+    quantize = options.quantize
     torch = import_torch()
     open_clip = import_open_clip()
     reference = OpenClipEncoder(architecture, weights, batch_size=8).load()
@@ -121,13 +117,13 @@ def export_open_clip(
     model = reference._model
     context = int(source.get("context_length") or 77)
     tokenizer = build_clip_tokenizer(reference._tokenizer, context)
-    name = safe_name(name) if name else clip_model_name(str(source["id"]), quantize)
-    target = (models_dir or default_models_dir(cache_dir)) / name
+    name = safe_name(options.name) if options.name else clip_model_name(str(source["id"]), quantize)
+    target = options.target_dir(name)
     image_size = source["image"]["size"]
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     image_tower, text_tower = _towers(torch, model)
 
-    with staged_dir(target, force=force) as work, tempfile.TemporaryDirectory(prefix="ctir-export-") as tmp:
+    with staged_dir(target, force=options.force) as work, tempfile.TemporaryDirectory(prefix="ctir-export-") as tmp:
         infos = {}
         with common.export_errors(f"open_clip {architecture}"):
             infos["image"] = common.export_onnx(image_tower, (torch.zeros(2, 3, *size),), Path(tmp) / "image.onnx",
@@ -161,7 +157,7 @@ def export_open_clip(
                       "tokenizer": file_entry(work, "tokenizer.json")},
         }
         write_manifest(work, manifest)
-        manifest["parity"] = clip_parity(reference, work, [*common.PARITY_TEXTS, *parity_texts],
+        manifest["parity"] = clip_parity(reference, work, options.all_parity_texts(),
                                          [*parity_images(), *parity_images_extra], quantize, open_clip)
         write_manifest(work, manifest)
     return common.ExportResult(target, manifest)

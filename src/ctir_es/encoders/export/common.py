@@ -23,7 +23,7 @@ import numpy as np
 
 from ...errors import EncoderError, MissingExtraError, one_line
 from .._torch import TRAIN_EXTRA_HINT, import_torch
-from ..models import FORMAT, QUANTIZATIONS
+from ..models import FORMAT, QUANTIZATIONS, default_models_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,31 @@ PARITY_TEXTS: tuple[str, ...] = (
     "Wrist Watches > Titan Analog Watch - For Men",
     " ".join(["a very long product description that repeats itself"] * 60),
 )
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Where and how an export is written, the same for every exporter: into ``models_dir``
+    (default: the one under ``cache_dir``) as ``name`` (default: derived from the model),
+    ``quantize``d or not (checked and normalised here: "none"/"fp32" become None), over an
+    existing export only with ``force``, checked on ``parity_texts`` besides ``PARITY_TEXTS``."""
+
+    models_dir: Path | None = None
+    name: str | None = None
+    quantize: str | None = None
+    force: bool = False
+    cache_dir: Path | None = None
+    parity_texts: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "quantize", check_quantize(self.quantize))
+
+    def target_dir(self, name: str) -> Path:
+        """The folder of the export called ``name`` in the models dir."""
+        return (self.models_dir or default_models_dir(self.cache_dir)) / name
+
+    def all_parity_texts(self) -> list[str]:
+        return [*PARITY_TEXTS, *self.parity_texts]
 
 
 @dataclass(frozen=True)

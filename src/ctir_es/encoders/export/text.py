@@ -17,7 +17,6 @@ from ...errors import EncoderError
 from .._torch import import_torch
 from ..models import (
     SENTENCE_KIND,
-    default_models_dir,
     file_entry,
     safe_name,
     staged_dir,
@@ -79,18 +78,14 @@ def _pooling_includes_prompt(st_model: Any) -> bool:
 
 def export_sentence_transformer(
     model: str,
-    *,
-    models_dir: Path | None = None,
-    name: str | None = None,
-    quantize: str | None = None,
-    force: bool = False,
-    cache_dir: Path | None = None,
-    parity_texts: Sequence[str] = (),
+    options: common.ExportOptions | None = None,
 ) -> common.ExportResult:
-    """Export ``model`` (a name or folder, as ``--text-model`` takes) into the models dir."""
-    quantize = common.check_quantize(quantize)
+    """Export ``model`` (a name or folder, as ``--text-model`` takes) into the models dir
+    (``options``: where, under which name, quantised or not; the defaults when None)."""
+    options = options or common.ExportOptions()
+    quantize = options.quantize
     import_torch()  # fails early, naming the pip command, without the training extra
-    reference = SentenceTextEncoder(model, cache_dir=cache_dir, batch_size=16).load()
+    reference = SentenceTextEncoder(model, cache_dir=options.cache_dir, batch_size=16).load()
     source = reference.manifest
     st_model = reference._model  # the loaded SentenceTransformer
     transformer = _transformer_module(st_model)
@@ -103,10 +98,10 @@ def export_sentence_transformer(
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in hf_tokenizer.model_input_names]
     if "input_ids" not in names or "attention_mask" not in names:
         raise EncoderError(f"text model {model!r} takes inputs {hf_tokenizer.model_input_names}; cannot export")
-    name = safe_name(name) if name else default_text_name(source, quantize)
-    target = (models_dir or default_models_dir(cache_dir)) / name
+    name = safe_name(options.name) if options.name else default_text_name(source, quantize)
+    target = options.target_dir(name)
 
-    with staged_dir(target, force=force) as work, tempfile.TemporaryDirectory(prefix="ctir-export-") as tmp:
+    with staged_dir(target, force=options.force) as work, tempfile.TemporaryDirectory(prefix="ctir-export-") as tmp:
         fp32_path = Path(tmp) / "model.onnx"
         example = hf_tokenizer(["a blender", "kitchen & dining"], padding=True, return_tensors="pt")
         args = tuple(example[n] for n in names)
@@ -142,7 +137,7 @@ def export_sentence_transformer(
             "files": {"model": file_entry(work, "model.onnx"), "tokenizer": file_entry(work, "tokenizer.json")},
         }
         write_manifest(work, manifest)
-        manifest["parity"] = _text_parity(reference, work, [*common.PARITY_TEXTS, *parity_texts], quantize)
+        manifest["parity"] = _text_parity(reference, work, options.all_parity_texts(), quantize)
         write_manifest(work, manifest)
     return common.ExportResult(target, manifest)
 
