@@ -12,6 +12,7 @@ from conftest import sample_products
 
 from ctir_es.config import Settings
 from ctir_es.evaluation import audit, categorize, diverse
+from ctir_es.evaluation.task_input import TaskInput
 from ctir_es.protocol import SplitSpec
 
 
@@ -36,8 +37,9 @@ def test_audit_finds_injected_noise_and_writes_its_report(products: list, tmp_pa
                                                           tiny_text_model_dir: Path) -> None:
     config = audit.AuditEvalConfig(noise=0.1, text_model=str(tiny_text_model_dir), work_dir=tmp_path / "eval")
     stages: list[str] = []
-    result = audit.evaluate_audit(products, _settings(tmp_path), config, dataset_meta={"kind": "jsonl"},
-                                  progress=lambda stage, done, total: stages.append(stage))
+    task = TaskInput(products, _settings(tmp_path), {"kind": "jsonl"},
+                     progress=lambda stage, done, total: stages.append(stage))
+    result = audit.evaluate_audit(task, config)
     assert set(result["results"]) == {"near", "far"} and "audit (far noise)" in stages
     for r in result["results"].values():
         assert r["products"] == len(products) and r["moved"] == round(0.1 * len(products))
@@ -49,7 +51,7 @@ def test_audit_finds_injected_noise_and_writes_its_report(products: list, tmp_pa
     assert text.startswith("# Audit with 10% synthetic category noise")
     assert text.count("\n| near |") == 1 and text.count("\n| far |") == 1
     assert data["results"]["far"]["moved"] == result["results"]["far"]["moved"]
-    again = audit.evaluate_audit(products, _settings(tmp_path), config, dataset_meta={"kind": "jsonl"})
+    again = audit.evaluate_audit(TaskInput(products, _settings(tmp_path), {"kind": "jsonl"}), config)
     assert again["results"] == result["results"]  # the cached noisy indexes, the same numbers
 
 
@@ -57,7 +59,7 @@ def test_diverse_measures_duplicates_with_and_without_mmr(products: list, tmp_pa
                                                           tiny_text_model_dir: Path) -> None:
     config = diverse.DiverseEvalConfig(lambdas=(0.5,), levels=(1, 2), text_model=str(tiny_text_model_dir),
                                        work_dir=tmp_path / "eval")
-    result = diverse.evaluate_diverse(products, _settings(tmp_path), config, dataset_meta={"kind": "jsonl"})
+    result = diverse.evaluate_diverse(TaskInput(products, _settings(tmp_path), {"kind": "jsonl"}), config)
     assert set(result["results"]) == {"plain", "mmr 0.5"} and result["queries"] > 0
     plain, mmr = result["results"]["plain"], result["results"]["mmr 0.5"]
     assert mmr["near_duplicate_rate@10"] <= plain["near_duplicate_rate@10"]
@@ -69,7 +71,7 @@ def test_diverse_measures_duplicates_with_and_without_mmr(products: list, tmp_pa
 def test_categorize_task_reports_every_signal(products: list, tmp_path: Path, tiny_text_model_dir: Path) -> None:
     config = categorize.CategorizeConfig(split=SplitSpec(seed=3), levels=(1, 2), text_model=str(tiny_text_model_dir),
                                          work_dir=tmp_path / "eval")
-    result = categorize.evaluate_categorize(products, _settings(tmp_path), config, dataset_meta={"kind": "jsonl"})
+    result = categorize.evaluate_categorize(TaskInput(products, _settings(tmp_path), {"kind": "jsonl"}), config)
     assert result["dataset"]["hash"].startswith("sha256:") and result["index"]["indexed"] == len(products)
     assert "fused (tuned on val)" in result["results"]
     for row in result["results"].values():

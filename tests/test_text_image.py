@@ -23,6 +23,7 @@ from ctir_es.config import Settings
 from ctir_es.encoders.registry import EncoderConfig, load_image_encoder
 from ctir_es.errors import ConfigError
 from ctir_es.evaluation import text_image as ti
+from ctir_es.evaluation.task_input import TaskInput
 from ctir_es.ingest.images import ImageLoader
 from ctir_es.ingest.pipeline import IngestOptions, Pipeline, index_schema
 from ctir_es.ingest.report import IngestReport
@@ -292,8 +293,8 @@ def _settings(tmp_path: Path, **over: Any) -> Settings:
 
 def _check_aligned_runner(products: list[Product], settings: Settings) -> dict[str, Any]:
     config = ti.TextImageConfig(work_dir=settings.cache_dir / "eval")
-    report = ti.evaluate_text_image(products, settings, config, image_encoder=AlignedClip(),
-                                    dataset_meta={"kind": "test"})
+    task = TaskInput(products, settings, {"kind": "test"})
+    report = ti.evaluate_text_image(task, config, image_encoder=AlignedClip())
     held_out = split_products(products, SplitSpec())["test"]
     assert report["held_out"] == len(held_out)
     assert report["pairs"] == sum(1 for p in held_out if p.images)
@@ -303,8 +304,8 @@ def _check_aligned_runner(products: list[Product], settings: Settings) -> dict[s
         assert result["overall"] == {"n": report["pairs"], "recall@1": 1.0, "recall@5": 1.0, "recall@10": 1.0}
         assert sum(r["n"] for r in result["by_top_category"].values()) == report["pairs"]
         assert set(result["by_top_category"]) == {p.categories[0][0] for p in held_out if p.images}
-    crossed = ti.evaluate_text_image(products, settings, config, image_encoder=AlignedClip(crossed=True),
-                                     dataset_meta={"kind": "test"})
+    crossed = ti.evaluate_text_image(TaskInput(products, settings, {"kind": "test"}), config,
+                                     image_encoder=AlignedClip(crossed=True))
     assert crossed["pairs"] > 10
     for direction in ("t2i", "i2t"):
         assert crossed["results"][direction]["overall"]["recall@10"] == 0.0
@@ -331,8 +332,8 @@ def test_runner_with_the_tiny_clip_matches_an_exact_ranking(tmp_path: Path, clip
     vectors gives (the tiny random model itself is near chance: that is not the point)."""
     products = sample_products()[:150]
     settings = _settings(tmp_path)
-    report = ti.evaluate_text_image(products, settings, ti.TextImageConfig(work_dir=tmp_path / "eval"),
-                                    image_encoder=clip, dataset_meta={"kind": "sample"})
+    report = ti.evaluate_text_image(TaskInput(products, settings, {"kind": "sample"}),
+                                    ti.TextImageConfig(work_dir=tmp_path / "eval"), image_encoder=clip)
     held_out = split_products(products, SplitSpec())["test"]
     assert report["pairs"] == len(held_out) and report["without_image"] == 0  # the sample has every photo
     assert report["encoder"]["id"] == clip.manifest["id"]

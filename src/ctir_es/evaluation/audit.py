@@ -13,7 +13,6 @@ level 1).
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +22,14 @@ import numpy as np
 
 from ..audit import DEFAULT_DEPTH, AuditEntry, audit_products
 from ..categorize.engine import Categorizer
-from ..config import Settings
 from ..products import CategoryPath, Product
 from ..protocol import known_nodes
 from ..ranking.plan import TITLE_VECTOR
 from ..store.base import VectorReader
 from .categorize import load_text_model
 from .error_analysis import common_depth
-from .index import IndexBuilder, Progress
 from .output import md_table, md_title, write_task
+from .task_input import TaskInput
 
 KINDS: dict[str, str] = {
     "near": "moved to the existing path sharing the longest prefix (a sibling leaf when there is one)",
@@ -119,22 +117,14 @@ def score_audit(entries: Sequence[AuditEntry], original: Mapping[str, CategoryPa
     return out
 
 
-def evaluate_audit(
-    products: Sequence[Product],
-    settings: Settings,
-    config: AuditEvalConfig = AuditEvalConfig(),
-    *,
-    dataset_meta: Mapping[str, Any] | None = None,
-    progress: Progress = lambda *a: None,
-) -> dict[str, Any]:
-    started = time.perf_counter()
+def evaluate_audit(task: TaskInput, config: AuditEvalConfig = AuditEvalConfig()) -> dict[str, Any]:
+    products, settings, progress = task.products, task.settings, task.progress
     text = load_text_model(settings, config.text_model)
     results: dict[str, Any] = {}
     examples: dict[str, Any] = {}
     for kind in config.kinds:
         noisy, original = inject_noise(products, config.noise, kind, config.seed)
-        with IndexBuilder.for_products(noisy, settings, kind=f"audit-{kind}", work_dir=config.work_dir,
-                                       progress=progress, rebuild=config.rebuild) as builder:
+        with task.index_builder(config.work_dir, config.rebuild, products=noisy, kind=f"audit-{kind}") as builder:
             index = builder.with_encoders(f"audit-{kind}", text_encoder=text)
             store = index.store
             labels = sorted(known_nodes(noisy))
@@ -156,12 +146,12 @@ def evaluate_audit(
                                "original": list(original.get(e.id, ()))} for e in entries[:10]]
     return {
         "task": "audit",
-        "dataset": dict(dataset_meta or {}),
+        "dataset": task.dataset(),
         "config": {"noise": config.noise, "seed": config.seed, "depth": config.depth,
                    "neighbours": config.neighbours, "kinds": {k: KINDS[k] for k in config.kinds}},
         "results": results,
         "examples": examples,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": task.seconds(),
     }
 
 

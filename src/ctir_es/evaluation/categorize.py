@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +34,9 @@ from ..products import CategoryPath, Product, path_prefixes
 from ..protocol import SplitSpec, known_nodes, split_products, trained_split
 from ..ranking.plan import CLIP_ITA_VECTOR, TITLE_VECTOR
 from ..store.base import VectorReader
-from .index import IndexBuilder, Progress
+from .index import Progress
 from .output import md_table, md_title, write_task
+from .task_input import TaskInput
 
 LABEL_SPACES: dict[str, str] = {
     "train": "the categories of train products (nothing else is known)",
@@ -233,21 +233,13 @@ def hide_categories(product: Product) -> Product:
     return Product.from_mapping({**product.to_json(), "categories": []})
 
 
-def evaluate_categorize(
-    products: Sequence[Product],
-    settings: Settings,
-    config: CategorizeConfig = CategorizeConfig(),
-    *,
-    dataset_meta: Mapping[str, Any] | None = None,
-    progress: Progress = _noop,
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    meta = dict(dataset_meta or {})
+def evaluate_categorize(task: TaskInput, config: CategorizeConfig = CategorizeConfig()) -> dict[str, Any]:
+    products, settings, progress = task.products, task.settings, task.progress
+    meta = task.dataset()
     splits = split_products(products, config.split)
     train_nodes = known_nodes(splits["train"])
     by_id = {p.id: p for p in products}
-    with IndexBuilder.for_products(products, settings, kind=str(meta.get("kind", "")), work_dir=config.work_dir,
-                                   progress=progress, rebuild=config.rebuild) as builder:
+    with task.index_builder(config.work_dir, config.rebuild) as builder:
         meta.update({"hash": f"sha256:{builder.dataset_hash}", "products": len(products),
                      "splits": {k: len(v) for k, v in splits.items()}, "category_nodes": len(known_nodes(products))})
         text = load_text_model(settings, config.text_model)
@@ -304,7 +296,7 @@ def evaluate_categorize(
             "results": rows,
             "index": index.to_json(),
             "notes": notes,
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": task.seconds(),
         }
 
 

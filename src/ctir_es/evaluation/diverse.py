@@ -9,22 +9,20 @@ result above them) and subtree P@10 (the precision cost).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config import Settings
 from ..diversify import DUPLICATE_COSINE, near_duplicate_flags
-from ..products import Product, format_category_path, path_prefixes
+from ..products import format_category_path, path_prefixes
 from ..protocol import known_nodes
 from ..search import Search
 from .categorize import load_text_model
-from .index import IndexBuilder, Progress
 from .output import md_table, md_title, write_task
+from .task_input import TaskInput
 
 
 @dataclass(frozen=True)
@@ -37,18 +35,10 @@ class DiverseEvalConfig:
     rebuild: bool = False
 
 
-def evaluate_diverse(
-    products: Sequence[Product],
-    settings: Settings,
-    config: DiverseEvalConfig = DiverseEvalConfig(),
-    *,
-    dataset_meta: Mapping[str, Any] | None = None,
-    progress: Progress = lambda *a: None,
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    text = load_text_model(settings, config.text_model)
-    with IndexBuilder.for_products(products, settings, kind=str((dataset_meta or {}).get("kind", "")),
-                                   work_dir=config.work_dir, progress=progress, rebuild=config.rebuild) as builder:
+def evaluate_diverse(task: TaskInput, config: DiverseEvalConfig = DiverseEvalConfig()) -> dict[str, Any]:
+    products, progress = task.products, task.progress
+    text = load_text_model(task.settings, config.text_model)
+    with task.index_builder(config.work_dir, config.rebuild) as builder:
         index = builder.with_encoders("categorize-text", text_encoder=text)
         search = Search(index.store, text)
         nodes = sorted(n for n in known_nodes(products) if len(n) in config.levels)
@@ -79,10 +69,10 @@ def evaluate_diverse(
                    "near_duplicate_rate_by_level": {lv: float(np.mean(v)) for lv, v in sorted(per_level[name].items())}}
             for name, r in rows.items()
         }
-        return {"task": "diverse", "dataset": dict(dataset_meta or {}), "queries": len(nodes),
+        return {"task": "diverse", "dataset": task.dataset(), "queries": len(nodes),
                 "config": {"lambdas": list(config.lambdas), "levels": list(config.levels), "k": config.k,
                            "duplicate": f"identical normalised title, or title-vector cosine >= {DUPLICATE_COSINE}"},
-                "results": results_out, "seconds": round(time.perf_counter() - started, 1)}
+                "results": results_out, "seconds": task.seconds()}
 
 
 def markdown(report: Mapping[str, Any], command: str = "") -> str:

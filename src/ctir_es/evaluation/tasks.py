@@ -20,6 +20,7 @@ from ..products import Product
 from ..protocol import SplitSpec
 from . import audit, categorize, diverse, text_image
 from .index import Progress
+from .task_input import TaskInput
 
 
 class Task(Protocol):
@@ -81,8 +82,9 @@ class TaskModule(Protocol):
 
 @dataclass(frozen=True)
 class ModuleTask:
-    """A task implemented by one module: its ``evaluate_*`` function run with ``config`` (and
-    ``extra`` keywords, e.g. the CLIP encoder), its ``markdown`` and ``write``."""
+    """A task implemented by one module: its ``evaluate_*`` function run on a ``TaskInput``
+    with ``config`` (and ``extra`` keywords, e.g. the CLIP encoder), its ``markdown`` and
+    ``write``."""
 
     name: str
     module: TaskModule
@@ -98,14 +100,8 @@ class ModuleTask:
         dataset_meta: Mapping[str, Any] | None = None,
         progress: Progress = _quiet,
     ) -> dict[str, Any]:
-        return self.run(
-            products,
-            settings,
-            self.config,
-            dataset_meta=dataset_meta,
-            progress=progress,
-            **self.extra,
-        )
+        task = TaskInput(products, settings, dict(dataset_meta or {}), progress)
+        return self.run(task, self.config, **self.extra)
 
     def markdown(self, report: Mapping[str, Any], command: str = "") -> str:
         return self.module.markdown(report, command)

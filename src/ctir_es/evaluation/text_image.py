@@ -21,7 +21,6 @@ study (Recall@1/5/10; each held-out product is one (title, image) pair).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from ..schema import VectorQuery
 from ..store.base import Store, VectorReader
 from ..vocabulary import CLIP_TITLE_VECTOR, IMAGE_VECTOR
 from .index import IndexBuilder, Progress
+from .task_input import TaskInput
 
 # direction -> (query vector field, gallery vector field, what it does)
 DIRECTIONS: dict[str, tuple[str, str, str]] = {
@@ -171,23 +171,20 @@ def ranked_by_store(store: Store, queries: Mapping[str, np.ndarray], field_name:
 
 
 def evaluate_text_image(
-    products: Sequence[Product],
-    settings: Settings,
+    task: TaskInput,
     config: TextImageConfig = TextImageConfig(),
     *,
     image_encoder: ImageEncoder | None = None,
     load_images: Callable[[Sequence[str]], list[Any]] | None = None,
-    dataset_meta: Mapping[str, Any] | None = None,
-    progress: Progress = _noop,
 ) -> dict[str, Any]:
     """Recall@K of each direction, overall and per top category, over the held-out pairs.
 
     ``image_encoder`` defaults to the settings' CLIP (``load_clip``); ``load_images`` to an
     ``ImageLoader`` with the settings' cache and timeout.
     """
-    started = time.perf_counter()
-    task = "/".join(config.directions)
-    clip = image_encoder if image_encoder is not None else load_clip(settings, task)
+    products, settings, progress = task.products, task.settings, task.progress
+    name = "/".join(config.directions)
+    clip = image_encoder if image_encoder is not None else load_clip(settings, name)
     if load_images is None:
         from ..ingest.images import ImageLoader
 
@@ -202,8 +199,7 @@ def evaluate_text_image(
     if not held_out:
         raise ConfigError(f"no {'/'.join(config.held_out)} products among {len(products)}: nothing to evaluate "
                           "(a larger catalogue or another --split)")
-    kind = str((dataset_meta or {}).get("kind", ""))
-    digest = dataset_hash(held_out, f"{kind}:text-image")
+    digest = dataset_hash(held_out, f"{task.kind}:text-image")
     work_dir = Path(config.work_dir or settings.cache_dir / "eval")
     builder = IndexBuilder(held_out, digest, settings, work_dir, progress=progress, rebuild=config.rebuild)
     try:
@@ -239,8 +235,8 @@ def evaluate_text_image(
         shared = sum(1 for i in pair_ids if len(qrels[i]) > 1)
         manifest = clip.manifest
         return {
-            "task": task,
-            "dataset": dict(dataset_meta or {}),
+            "task": name,
+            "dataset": task.dataset(),
             "config": config.to_json(),
             "encoder": {"id": manifest.get("id"), "kind": manifest.get("kind"), "dims": manifest.get("dims"),
                         "random": bool(manifest.get("random"))},
@@ -252,7 +248,7 @@ def evaluate_text_image(
             "chance": chance(len(pair_ids), config.ks),
             "index": index.to_json(),
             "results": results,
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": task.seconds(),
         }
     finally:
         builder.close()
