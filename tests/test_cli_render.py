@@ -68,3 +68,28 @@ def test_every_width_from_80_to_200_keeps_the_rank_and_whole_sources() -> None:
         assert (search_footer(_response(), width).startswith("score: the fused score")) == raw
     assert "sources (name#rank:score)" in "".join(_render(120))  # raw scores from 120 columns on
     assert "id-1" in "".join(_render(130)) and "id-1" not in "".join(_render(120))
+
+
+def test_three_sources_show_whole_from_100_columns_and_cut_only_at_80() -> None:
+    """A learned index adds clip_ita: its rank-only list (25 characters) no longer fits the 18
+    kept at 80 columns; wider, the text gives way and every list's rank shows (it was cut at
+    125 columns, while the category column took 40)."""
+    response = _response()
+    for r in response.results:
+        r.sources["clip_ita"] = SourceScore(r.rank + 2, 0.76)
+    response.sources.append("clip_ita")
+
+    def render(width: int) -> list[str]:
+        console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+        console.print(search_table(response, width))
+        return console.export_text().splitlines()
+
+    for width in range(100, 201):
+        lines = render(width)
+        header = next(line for line in lines if "title" in line)
+        raw = "sources (name#rank:score)" in header
+        row = next(line for line in lines if "bm25#1" in line)
+        whole = "bm25#1:10.5 text#41:0.41 clip_ita#3:0.76" if raw else "bm25#1 text#41 clip_ita#3"
+        assert whole in row and all(len(line) <= width for line in lines), (width, row)
+    narrow = next(line for line in render(80) if "bm25#1" in line)
+    assert "bm25#1 text#41 cl…" in narrow and "Cast iron" in narrow

@@ -44,7 +44,8 @@ def search_title(response: SearchResponse) -> str:
 
 TEXT_WANTED = 30  # title and category each get at least this before ids or raw scores are shown
 TEXT_MAX = 40  # ... and at most this
-NARROW_SOURCES = 18  # the rank-only sources column is cut beyond this
+NARROW_SOURCES = 18  # the rank-only sources column is cut beyond this when the text would
+TEXT_MIN = 25  # get less than this each (80 columns); wider, it shows every list's rank
 _EXTRA_COLUMNS = {"id": 10, "image": 12}
 
 
@@ -64,15 +65,18 @@ class _Layout:
 def _layout(response: SearchResponse, width: int) -> _Layout:
     """The widest layout whose title and category keep ``TEXT_WANTED`` columns each: raw scores
     with id and image, then without image, then without id; else ranks only, the category as
-    leaf and root on two lines. Fixed columns are never squeezed, so the rank and the sources
-    stay whole at every width (the text columns give way)."""
+    leaf and root on two lines. Fixed columns are never squeezed, so the rank stays whole at
+    every width and the sources from 100 columns on (the text columns give way); below that a
+    rank-only list longer than ``NARROW_SOURCES`` (three sources) is cut."""
     rank = max(2, *(len(str(r.rank)) for r in response.results)) if response.results else 2
     score = 6
     for raw, extra in ((True, ("id", "image")), (True, ("id",)), (True, ()), (False, ())):
         cells = tuple(_sources_text(r.sources, scores=raw) for r in response.results)
         header = "sources (name#rank:score)" if raw else "sources"
-        sources = max(len(header), *map(len, cells)) if raw else min(max(len(header), *map(len, cells)), NARROW_SOURCES)
+        sources = max(len(header), *map(len, cells))
         columns = 5 + len(extra)
+        if not raw and width - (3 * columns + 1 + rank + score + sources) < 2 * TEXT_MIN:
+            sources = min(sources, NARROW_SOURCES)  # 80 columns: the text keeps its room
         fixed = 3 * columns + 1 + rank + score + sources + sum(_EXTRA_COLUMNS[c] for c in extra)
         free = width - fixed
         if raw and free < 2 * TEXT_WANTED:
@@ -86,8 +90,8 @@ def _layout(response: SearchResponse, width: int) -> _Layout:
 def search_table(response: SearchResponse, width: int = 160) -> Table:
     """One line per result. Wide terminals show each source's raw score, then ids and image
     names as room allows; narrow ones (80 columns) keep rank, title, the leaf and (below it) the
-    root category, the fused score and each source's rank. The rank and the sources are never
-    cut (tested at every width from 80 to 200)."""
+    root category, the fused score and each source's rank. The rank is never cut, nor the sources
+    from 100 columns on (tested at every width from 80 to 200)."""
     layout = _layout(response, width)
     table = Table(title=search_title(response), title_justify="left")
     columns: list[tuple[str, dict[str, Any]]] = [
