@@ -1,5 +1,5 @@
 """Approximate vector indexes persisted beside the embedded store (``<store>.ann/``), opened
-memory-mapped, so a new process pays milliseconds instead of rebuilding (12 s for HNSW at 100k).
+memory-mapped, so a new process pays milliseconds instead of rebuilding (35 s for HNSW at 100k).
 
 Every option searches 8-bit codes: ``sq8`` scans all codes, ``ivf`` scans the ``nprobe`` nearest
 of ~2 sqrt(n) inverted lists of codes, ``hnsw`` walks a graph over codes. The candidates are
