@@ -24,21 +24,42 @@ class NoStore(StoreError):
     """There is no store file at the path (reads never create one)."""
 
 
+# SQLite's primary result codes (sqlite.org/rescode.html): an extended code carries one of these
+# in its low byte (SQLITE_CORRUPT_VTAB, a damaged FTS5 index, is 267 = CORRUPT | 1 << 8).
+SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 8, 10, 11, 13, 26
+
+
+def sqlite_code(exc: BaseException) -> int | None:
+    """The primary SQLite result code of ``exc`` (None for an error that is not SQLite's)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    return sqlite_code(exc) in (SQLITE_CORRUPT, SQLITE_NOTADB)
+
+
+def is_read_only(exc: BaseException) -> bool:
+    return sqlite_code(exc) == SQLITE_READONLY or getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES,
+                                                                                    errno.EPERM)
+
+
 def describe(path: Path, exc: BaseException) -> StoreError:
-    """A SQLite / OS failure as a ``StoreError`` that names the cause and what to do."""
+    """A SQLite / OS failure as a ``StoreError`` that names the cause and what to do: by SQLite's
+    result code or the OS errno, never by the message's words."""
     text = str(exc)
-    low = text.lower()
+    code = sqlite_code(exc)
     err = getattr(exc, "errno", None)
-    if any(word in low for word in ("malformed", "not a database", "corrupt", "vtable constructor failed")):
+    if is_corrupt(exc):
         return StoreCorrupted(f"store {path} is corrupted ({text}); {REBUILD_HINT}")
-    if "full" in low or err == errno.ENOSPC:
+    if code == SQLITE_FULL or err == errno.ENOSPC:
         return StoreError(f"the disk holding store {path} is full ({text}): the batch being written was rolled "
                           "back and every batch committed before is kept; free some space and re-run the same "
                           "command to resume")
-    if "readonly" in low or "read-only" in low or err in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if is_read_only(exc):
         return StoreError(f"store {path} cannot be written ({text}): read-only media or permissions; "
                           "ingest into a writable --store (queries work on read-only media)")
-    if "i/o error" in low or err == errno.EIO:
+    if code == SQLITE_IOERR or err == errno.EIO:
         return StoreError(f"I/O error on store {path} ({text}); nothing after the last committed batch was "
                           "written: check the disk, then re-run to resume")
     return StoreError(f"store {path}: {text}")

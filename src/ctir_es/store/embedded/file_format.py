@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ...errors import StoreError
 from .. import batch_write
+from .failures import is_read_only
 
 SCHEMA_VERSION = 3
 # New files use large pages: a 512-d float32 vector (2 KiB) does not fit twice in a 4 KiB page,
@@ -123,7 +124,7 @@ def upgrade(path: Path, conn: sqlite3.Connection, version: int) -> None:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if "readonly" not in str(exc).lower() and "read-only" not in str(exc).lower():
+        if not is_read_only(exc):
             raise
         if version == 2:
             return
@@ -157,7 +158,7 @@ def upgrade(path: Path, conn: sqlite3.Connection, version: int) -> None:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-        if "readonly" in str(exc).lower() or "read-only" in str(exc).lower():
+        if is_read_only(exc):
             if version == 2:
                 return
             raise _cannot_upgrade(path, exc) from exc

@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 
 from ...errors import StoreCorrupted, StoreError
-from .failures import REBUILD_HINT, describe
+from .failures import REBUILD_HINT, describe, is_corrupt
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -98,7 +98,7 @@ def open_for_reading(path: Path) -> tuple[sqlite3.Connection, str]:
         except sqlite3.OperationalError as exc:  # cannot open / lock / create -shm: try the next mode
             conn.close()
             last = exc
-            if "malformed" in str(exc) or "not a database" in str(exc):
+            if is_corrupt(exc):
                 raise
     assert last is not None
     raise last
