@@ -31,16 +31,6 @@ def pinned_page_json(response: SearchResponse, k: int) -> dict[str, Any]:
     return out
 
 
-def with_shop(page: dict[str, Any], response: SearchResponse, offset: int, k: int) -> dict[str, Any]:
-    """A page of a shop request (facets, sort, collapse): its facets, what was arranged, and each
-    result's ``collapsed``."""
-    if response.shop:
-        page.update(facets=dict(response.facets), shop=dict(response.shop))
-        for item, result in zip(page["results"], response.results[offset : offset + k], strict=False):
-            item["collapsed"] = result.collapsed
-    return page
-
-
 def router(params: Params) -> APIRouter:
     routes = APIRouter(tags=["search"])
     Options = Annotated[SearchOptions, params.options]
@@ -71,10 +61,10 @@ def router(params: Params) -> APIRouter:
                                            pins=service.pins, **options.kwargs(), **shop.kwargs())
             except CursorExpired as exc:
                 raise ApiError(410, "cursor_expired", str(exc)) from None
-            return with_shop(pinned_page_json(pinned, k), pinned, 0, k)
+            return pinned_page_json(pinned, k)
         response = await service.use(Search.search, q, mode=mode, k=params.depth(offset, k),
                                      **options.kwargs(), **shop.kwargs())
-        return with_shop(page_json(response, offset, k), response, offset, k)
+        return page_json(response, offset, k)
 
     @routes.post("/search/image", response_model=SearchPage, responses=documented(400, 409, 413, 415))
     async def search_image(
@@ -94,6 +84,6 @@ def router(params: Params) -> APIRouter:
                                  k=params.depth(offset, k), **options.kwargs(), **shop.kwargs())
 
         response = await service.use(work)
-        return with_shop(page_json(response, offset, k), response, offset, k)
+        return page_json(response, offset, k)
 
     return routes
