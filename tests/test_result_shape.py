@@ -83,3 +83,23 @@ def test_a_diversified_ranking_keeps_the_contributions_of_its_fusion() -> None:
     one = result(1).to_json("rrf+mmr(0.7)", {"bm25": 1.0})
     assert one["sources"]["bm25"]["contribution"] == pytest.approx(1.0 / 61)
     assert "contribution" not in result(1).to_json("custom", {})["sources"]["bm25"]
+
+
+def test_the_product_json_is_exactly_what_the_openapi_model_describes() -> None:
+    """``product_json`` (``GET /products/{id}``) against ``ProductOut``, both ways: every key it
+    sends is a field, every required field is sent, and the model accepts it unchanged."""
+    from ctir_es.products import Product
+    from ctir_es.schema import StoredProduct
+    from ctir_es.service.models import ProductOut
+    from ctir_es.service.serialise import product_json
+
+    for image in ("/data/images/p1.jpg", None):
+        stored = StoredProduct(Product(id="p1", title="pan", categories=(("Kitchen", "Cookware"),),
+                                       attributes={"material": "steel"}, description="a pan", market="in",
+                                       images=("p1.jpg",), values={"price": 499.0, "brand": "Acme"}),
+                               image, ("title_vector",))
+        data = product_json(stored)
+        assert set(data) == fields(ProductOut), set(data) ^ fields(ProductOut)
+        assert required(ProductOut) <= set(data)
+        assert ProductOut.model_validate(data).model_dump() == data
+        assert (data["image_url"] is None) == (image is None)  # a local path never leaves the server
