@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from raw_server import raw_server
 
 from ctir_es.ingest.readers._lines import iter_lines
 from ctir_es.ingest.report import IngestReport
@@ -149,36 +150,16 @@ def test_two_paths_to_one_store_share_one_lock(tmp_path: Path) -> None:
 @pytest.fixture
 def drip_server() -> Iterator[str]:
     """Answers 200 with Content-Length 100,000, then one byte every 0.5 s."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    stop = threading.Event()
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(200):  # bounded: 100 s at most
+            if stop.wait(0.5):
+                return
+            conn.sendall(b"\xff")
 
-    def handle(conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n")
-                for _ in range(200):  # bounded: 100 s at most
-                    if stop.wait(0.5):
-                        return
-                    conn.sendall(b"\xff")
-            except OSError:
-                pass
-
-    def accept() -> None:
-        srv.settimeout(0.5)
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                continue
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
-    stop.set()
-    srv.close()
+    with raw_server(handle) as url:
+        yield url
 
 
 def test_dripping_image_server_costs_a_bounded_time(tmp_path: Path, drip_server: str) -> None:

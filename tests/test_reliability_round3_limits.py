@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from raw_server import raw_server
 from test_reliability_cli import in_namespace
 from test_reliability_ingest import CLI, last_line, run_cli
 
@@ -288,41 +289,21 @@ echo "dry=$?"
 def header_drip() -> Iterator[str]:
     """127.0.0.1: `/drip/...` answers a status line, then one header line every 0.3 s for 30 s;
     `/hop/...` redirects to `/drip/...` after one dripped header (a deadline spans the hops)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    stop = threading.Event()
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
+        request = conn.recv(65536).decode("latin-1")
+        conn.sendall(b"HTTP/1.1 " + (b"302 Found" if " /hop/" in request else b"200 OK") + b"\r\n")
+        if " /hop/" in request:
+            time.sleep(0.3)
+            conn.sendall(b"Location: /drip/next.jpg\r\nContent-Length: 0\r\n\r\n")
+            return
+        for i in range(100):
+            if stop.wait(0.3):
+                return
+            conn.sendall(b"X-Drip-%d: x\r\n" % i)
+        conn.sendall(b"Content-Length: 0\r\n\r\n")
 
-    def handle(conn: socket.socket) -> None:
-        with conn:
-            try:
-                request = conn.recv(65536).decode("latin-1")
-                conn.sendall(b"HTTP/1.1 " + (b"302 Found" if " /hop/" in request else b"200 OK") + b"\r\n")
-                if " /hop/" in request:
-                    time.sleep(0.3)
-                    conn.sendall(b"Location: /drip/next.jpg\r\nContent-Length: 0\r\n\r\n")
-                    return
-                for i in range(100):
-                    if stop.wait(0.3):
-                        return
-                    conn.sendall(b"X-Drip-%d: x\r\n" % i)
-                conn.sendall(b"Content-Length: 0\r\n\r\n")
-            except OSError:
-                pass
-
-    def accept() -> None:
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                continue
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
-    stop.set()
-    srv.close()
+    with raw_server(handle) as url:
+        yield url
 
 
 @pytest.mark.parametrize("path", ["/drip/a.jpg", "/hop/a.jpg"])
