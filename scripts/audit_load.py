@@ -26,7 +26,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,12 @@ import urllib.parse
 from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
+
+from idle_load import (  # the same serve start-up as the idle-socket load
+    cli,
+    free_port,
+    wait_healthy,
+)
 
 ROOTS = ("Kitchen", "Garden", "Office", "Sports")
 MIDDLES = ("Tools", "Storage", "Lighting", "Textiles", "Gadgets")
@@ -95,31 +100,6 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     rank = max(1, -(-int(q * 1000) * len(values) // 1000))  # ceil(q * n) without float error
     return values[min(len(values), rank) - 1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cli() -> list[str]:
-    exe = Path(sys.executable).parent / "ctir-es"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "ctir_es.cli"]
-
-
-def wait_healthy(port: int, proc: subprocess.Popen[bytes], seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"ctir-es serve exited with {proc.returncode}")
-        try:
-            if get(port, "/health", timeout=2)["status"] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"ctir-es serve did not answer within {seconds} s")
 
 
 def machine() -> dict[str, Any]:
