@@ -142,7 +142,8 @@ SETTINGS: tuple[Knob, ...] = (
          choices=ENCODER_BACKENDS),
     Knob("onnx_threads", "CTIR_ES_ONNX_THREADS", "int", "onnxruntime intra-op threads (unset: all cores)",
          limits=(1, 256), optional=True),
-    Knob("onnx_device", "CTIR_ES_ONNX_DEVICE", "str", "onnxruntime device: auto, cpu or cuda",
+    Knob("onnx_device", "CTIR_ES_ONNX_DEVICE", "str", "where ONNX encoders run (flag --device): auto (CUDA when "
+         "onnxruntime offers it, else the CPU), cpu, or cuda (without CUDA: the CPU, with one notice; docs/models.md)",
          choices=("auto", "cpu", "cuda")),
     Knob("onnx_spin", "CTIR_ES_ONNX_SPIN", "bool", "let onnxruntime threads spin between batches (faster "
          "bulk encoding, busier cores)"),
