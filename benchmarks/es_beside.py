@@ -3,16 +3,21 @@
 products and queries (benchmarks/synthetic.py), the same machine, one run.
 
     CTIR_ES_TEST_URL=http://127.0.0.1:9200 python benchmarks/es_beside.py --n 100000 [--dims 512]
+    # the quantised kNN index types side by side, Elasticsearch alone (no embedded store)
+    CTIR_ES_TEST_URL=http://127.0.0.1:9201 python benchmarks/es_beside.py --n 50000 --dims 384 \
+        --es-index-types int8_hnsw,int4_hnsw,bbq_hnsw --engines --pipeline-n 0 --minilm-n 20000
 
 Elasticsearch goes through the project's ``ElasticsearchStore`` (``bulk_load``, no refresh per
 chunk, one refresh at the end, then a force-merge to one segment), once per kNN index type
-(``--es-index-options``: int8_hnsw, the project's default, and hnsw), into indexes with unique
-names that are deleted afterwards. Ingest is also measured without and with an ingest pipeline
+(``--es-index-types``: int8_hnsw, the project's default, and hnsw; int4_hnsw and bbq_hnsw for the
+quantisation comparison), into indexes with unique names that are deleted afterwards. Per type:
+recall@10 against exact kNN over the same vectors (NumPy, brute force), kNN-only and hybrid
+latency (p50, p99, the spread of the round medians) and the index's size on disk. Ingest is also measured without and with an ingest pipeline
 (``--pipeline-n`` products per load, alternating rounds). Queries: one ``search`` call per query =
 one ``_msearch`` round trip (BM25 multi_match + kNN, k=100 per source), then the same client-side
 RRF the embedded store uses. The embedded stores are the cached stores of benchmarks/targets.py
 (one per lexical engine, ``--engines``), each queried with exact kNN and each ``--ann`` index, in
-this process, interleaved with Elasticsearch round by round. Recall@10 against exact over a
+this process, interleaved with Elasticsearch round by round (``--engines`` with no names: none). Recall@10 against exact over a
 ``num_candidates`` sweep, on the synthetic vectors and on real MiniLM text vectors
 (``--minilm-n``, benchmarks/text_vectors.py); Elasticsearch's heap and disk from its stats APIs.
 """
@@ -46,6 +51,8 @@ from ctir_es.products import Product
 from ctir_es.ranking.fusion import fuse
 from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore
+from ctir_es.store.elasticsearch.bodies.index import INDEX_OPTION_TYPES, check_index_options
+from ctir_es.store.elasticsearch.cluster import QUANTIZED_INDEX_OPTIONS
 from ctir_es.store.elasticsearch.connection import EsConnection
 from ctir_es.store.embedded import EmbeddedStore
 
@@ -123,6 +130,29 @@ def pipeline_ingest(url: str, cat: Catalogue, n: int, res: dict[str, Any], round
     return out
 
 
+def index_types(values: list[str]) -> list[str]:
+    """``--es-index-types int8_hnsw,bbq_hnsw`` or ``int8_hnsw bbq_hnsw``: known types, in order, once."""
+    out: list[str] = []
+    for v in values:
+        for t in (x.strip() for x in v.split(",")):
+            if t and t not in out:
+                out.append(t)
+    bad = [t for t in out if t not in INDEX_OPTION_TYPES]
+    if bad or not out:
+        sys.exit(f"unknown --es-index-types {', '.join(bad) or '(none)'}; supported: {', '.join(INDEX_OPTION_TYPES)}")
+    return out
+
+
+def exact_ids(cat: Catalogue, queries: np.ndarray, k: int = 10) -> list[list[str]]:
+    """Exact kNN (cosine on unit vectors = dot product) over the catalogue's own vectors, by brute
+    force in NumPy, in the batches ``Catalogue.documents`` draws them in (same vectors, same ids)."""
+    leaves, centroids = cat.leaves(), cat.centroids()
+    scores = np.concatenate([queries @ cat.vectors(s, min(cat.n, s + 5000), leaves, centroids).T
+                             for s in range(0, cat.n, 5000)], axis=1)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return [[f"p{i:07d}" for i in row] for row in top.tolist()]
+
+
 def timed(fn: Any, n: int) -> list[float]:
     out = []
     for i in range(n):
@@ -141,7 +171,26 @@ def knn_ids(store: Any, queries: np.ndarray, field: str, num_candidates: int | N
             for q in queries]
 
 
-def minilm_recall(url: str, options: list[str], n: int, candidates: list[int], res: dict[str, Any]) -> dict[str, Any]:
+def raw_knn_ids(store: ElasticsearchStore, queries: np.ndarray, field: str, num_candidates: int,
+                oversample: float) -> list[list[str]]:
+    """Top-10 ids of a plain ``knn`` search with ``rescore_vector.oversample`` set by hand (0: no
+    rescoring, the quantised scores as they are), which the store fixes at RESCORE_OVERSAMPLE."""
+    out = []
+    for q in queries:
+        knn = {"field": field, "query_vector": [float(x) for x in q], "k": 10, "num_candidates": num_candidates,
+               "rescore_vector": {"oversample": oversample}}
+        hits = store.client.search(index=store.index, knn=knn, size=10, source=False)["hits"]["hits"]
+        out.append([h["_id"] for h in hits])
+    return out
+
+
+def oversample_sweep(store: ElasticsearchStore, queries: np.ndarray, field: str, truth: list[list[str]],
+                     oversamples: list[float], num_candidates: int = 100) -> dict[str, float]:
+    return {f"{o:g}": recall(raw_knn_ids(store, queries, field, num_candidates, o), truth) for o in oversamples}
+
+
+def minilm_recall(url: str, options: list[str], n: int, candidates: list[int], res: dict[str, Any],
+                  oversamples: list[float] | None = None) -> dict[str, Any]:
     """Recall@10 of Elasticsearch's kNN against exact on real text vectors: ``n`` MiniLM title
     vectors and 200 MiniLM queries (benchmarks/text_vectors.py), per index type and num_candidates."""
     import text_vectors
@@ -159,7 +208,10 @@ def minilm_recall(url: str, options: list[str], n: int, candidates: list[int], r
             store.bulk_load(Document(Product(id=f"m{i}", title=titles[i]), {"t": docs[i]}) for i in range(n))
             store.client.indices.refresh(index=store.index)
             store.client.options(request_timeout=3600).indices.forcemerge(index=store.index, max_num_segments=1)
-            out[opt] = {nc: recall(knn_ids(store, queries, "t", nc), truth_ids) for nc in candidates}
+            out[opt] = {**{nc: recall(knn_ids(store, queries, "t", nc), truth_ids) for nc in candidates},
+                        "default": recall(knn_ids(store, queries, "t"), truth_ids)}
+            if oversamples and opt in QUANTIZED_INDEX_OPTIONS:
+                out.setdefault("oversample", {})[opt] = oversample_sweep(store, queries, "t", truth_ids, oversamples)
         finally:
             drop(store, res)
     return out
@@ -172,16 +224,26 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--url", default=os.environ.get("CTIR_ES_TEST_URL", "http://127.0.0.1:9200"))
-    p.add_argument("--engines", nargs="+", default=["tantivy", "fts5"],
-                   help="lexical engines of the embedded stores to compare (built by targets.py)")
+    p.add_argument("--engines", nargs="*", default=["tantivy", "fts5"],
+                   help="lexical engines of the embedded stores to compare (built by targets.py); none: Elasticsearch alone")
     p.add_argument("--ann", nargs="*", default=["ivf", "hnsw"], help="approximate indexes of the embedded store (beside exact)")
-    p.add_argument("--es-index-options", nargs="+", default=["int8_hnsw", "hnsw"], help="Elasticsearch kNN index types")
+    p.add_argument("--es-index-types", "--es-index-options", dest="es_index_types", nargs="+", default=["int8_hnsw", "hnsw"],
+                   help="Elasticsearch kNN index types, one index each on the same data (comma or space separated), "
+                        f"of {', '.join(INDEX_OPTION_TYPES)}")
     p.add_argument("--candidates", type=int, nargs="+", default=[10, 20, 50, 100, 200, 500])
+    p.add_argument("--oversample", type=float, nargs="*", default=[0, 3, 10],
+                   help="rescore_vector.oversample sweep of the quantised types at num_candidates 100 (0: no rescoring)")
     p.add_argument("--pipeline-n", type=int, default=20_000, help="products for the with/without ingest pipeline figure (0: skip)")
     p.add_argument("--minilm-n", type=int, default=100_000, help="MiniLM title vectors for the recall sweep (0: skip)")
     p.add_argument("--root", type=Path, default=STORES)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
+    a.es_index_types = index_types(a.es_index_types)
+    for t in a.es_index_types:  # bbq_hnsw needs >= 64 dims, int4_hnsw an even number: say so before any work
+        try:
+            check_index_options(t, a.dims, FIELD)
+        except Exception as exc:  # noqa: BLE001 - ConfigError, shown as the reason to stop
+            sys.exit(str(exc))
     cat = Catalogue(a.n, a.dims)
     qv, qt = cat.query_vectors(a.queries), cat.query_texts(a.queries)
     paths = {engine: store_path(a.n, a.dims, engine, a.root) for engine in a.engines}
@@ -189,13 +251,19 @@ def main() -> None:
         if not path.exists():
             sys.exit(f"no embedded store at {path}: run `python benchmarks/targets.py ingest --n {a.n} --dims {a.dims} "
                      f"--engine {engine}` first")
-    res: dict[str, Any] = {"machine": machine(), "n": a.n, "dims": a.dims,
+    res: dict[str, Any] = {"machine": machine(), "n": a.n, "dims": a.dims, "queries": a.queries, "rounds": a.rounds,
                            "command": " ".join(["python", "benchmarks/es_beside.py", *sys.argv[1:]])}
-    es_stores = {opt: es_store(a.url, f"bench-{uuid.uuid4().hex[:10]}", opt) for opt in a.es_index_options}
+    es_stores = {opt: es_store(a.url, f"bench-{uuid.uuid4().hex[:10]}", opt) for opt in a.es_index_types}
     emb: dict[str, EmbeddedStore] = {}
     try:
         client = next(iter(es_stores.values())).client
         res["es_version"] = next(iter(client.nodes.info()["nodes"].values()))["version"]
+        cluster = next(iter(es_stores.values())).session.cluster_info()
+        res["es_licence"] = cluster.licence_type
+        for opt in es_stores:  # an 8.x node without a type stops here, with the reason
+            ok, why = cluster.index_options_support(opt)
+            if not ok:
+                sys.exit(why)
         if a.pipeline_n:
             print(f"ingest pipeline figure ({a.pipeline_n:,} products per load, 4 loads) ...", file=sys.stderr, flush=True)
             res["pipeline"] = pipeline_ingest(a.url, cat, a.pipeline_n, res)
@@ -204,7 +272,8 @@ def main() -> None:
             print(f"loading {a.n:,} products into Elasticsearch ({opt}) ...", file=sys.stderr, flush=True)
             ingest = load_es(es, cat)
             stats = es.client.indices.stats(index=es.index)["_all"]["primaries"]
-            res["es"][opt] = {"ingest": ingest, "disk_bytes": stats["store"]["size_in_bytes"]}
+            res["es"][opt] = {"ingest": ingest, "disk_bytes": stats["store"]["size_in_bytes"],
+                              "rescore_vector": cluster.rescore_vector(opt)}
         nodes = client.nodes.stats(metric="jvm")["nodes"]
         res["es_heap_used_bytes"] = sum(nd["jvm"]["mem"]["heap_used_in_bytes"] for nd in nodes.values())
         res["es_heap_max_bytes"] = sum(nd["jvm"]["mem"]["heap_max_in_bytes"] for nd in nodes.values())
@@ -219,8 +288,14 @@ def main() -> None:
                 return fuse("rrf", runs, HYBRID_WEIGHTS, limit=TOP)
             return run
 
+        def knn(store: Any) -> Any:
+            def run(i: int) -> Any:
+                return store.search(None, [VectorQuery(FIELD, qv[i], "text")], K)
+            return run
+
         systems = {**{f"elasticsearch {opt}": hybrid(es) for opt, es in es_stores.items()},
-                   **{f"embedded {k}": hybrid(s) for k, s in emb.items()}}
+                   **{f"embedded {k}": hybrid(s) for k, s in emb.items()},
+                   **{f"knn elasticsearch {opt}": knn(es) for opt, es in es_stores.items()}}
         for fn in systems.values():  # warm-up (an embedded ANN index never built is built here)
             timed(fn, min(50, a.queries))
         samples: dict[str, list[float]] = {k: [] for k in systems}
@@ -231,15 +306,22 @@ def main() -> None:
                 t = timed(systems[key], a.queries)
                 samples[key] += t
                 medians[key].append(float(np.median(t)))
-        res["hybrid"] = {k: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
-                             "round_p50_min_ms": min(medians[k]), "round_p50_max_ms": max(medians[k])}
-                         for k, v in samples.items()}
-        # recall@10 of each kNN against exact (the embedded exact store's answer), same queries
-        first = next(iter(paths))
-        truth = knn_ids(emb[f"exact, {first}"], qv, FIELD)
-        res["es_recall_at_10"] = {opt: {nc: recall(knn_ids(es, qv, FIELD, nc), truth) for nc in a.candidates}
+        figures = {k: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
+                       "round_p50_min_ms": min(medians[k]), "round_p50_max_ms": max(medians[k])}
+                   for k, v in samples.items()}
+        res["hybrid"] = {k: v for k, v in figures.items() if not k.startswith("knn ")}
+        res["es_knn"] = {k.removeprefix("knn elasticsearch "): v for k, v in figures.items() if k.startswith("knn ")}
+        # recall@10 of each kNN against exact kNN over the same vectors (NumPy brute force), same
+        # queries; "default" is the store's own num_candidates (what ctir-es asks for)
+        truth = exact_ids(cat, qv)
+        res["es_recall_at_10"] = {opt: {**{nc: recall(knn_ids(es, qv, FIELD, nc), truth) for nc in a.candidates},
+                                        "default": recall(knn_ids(es, qv, FIELD), truth)}
                                   for opt, es in es_stores.items()}
-        res["embedded_recall_at_10"] = {kind: recall(knn_ids(emb[f"{kind}, {first}"], qv, FIELD), truth) for kind in a.ann}
+        if cluster.rescore_vector("int8_hnsw"):  # query-side rescore_vector: 8.18+
+            res["es_oversample_recall_at_10"] = {opt: oversample_sweep(es, qv, FIELD, truth, a.oversample)
+                                                 for opt, es in es_stores.items() if opt in QUANTIZED_INDEX_OPTIONS}
+        res["embedded_recall_at_10"] = {kind: recall(knn_ids(emb[f"{kind}, {first}"], qv, FIELD), truth)
+                                        for first in list(paths)[:1] for kind in ["exact", *a.ann]}
         res["embedded_disk_bytes"] = {engine: sum(f.stat().st_size for f in path.parent.glob(path.name + "*") if f.is_file())
                                       + sum(f.stat().st_size for f in path.parent.glob(path.name + ".lexical/*"))
                                       for engine, path in paths.items()}
@@ -251,7 +333,8 @@ def main() -> None:
     if a.minilm_n:
         print(f"MiniLM recall sweep ({a.minilm_n:,} vectors per index type) ...", file=sys.stderr, flush=True)
         try:  # everything above is kept if this part fails
-            res["minilm_recall"] = minilm_recall(a.url, a.es_index_options, a.minilm_n, a.candidates, res)
+            res["minilm_recall"] = minilm_recall(a.url, a.es_index_types, a.minilm_n, a.candidates, res,
+                                                 a.oversample if res.get("es_oversample_recall_at_10") else None)
         except Exception as exc:  # noqa: BLE001 - reported with the results, not instead of them
             res["minilm_recall"] = {"error": f"{type(exc).__name__}: {exc}"}
     res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -269,9 +352,23 @@ def tables(res: dict[str, Any]) -> str:
     for opt, v in res["es"].items():
         i = v["ingest"]
         out.append(f"| {opt} | {i['products_per_s']:,.0f} | {i['seconds']:.0f} | {i['forcemerge_s']:.0f} | {mib(v['disk_bytes'])} |")
-    out += ["", "Embedded store on disk (with its ANN indexes and lexical index): "
-            + ", ".join(f"{e} {mib(b)}" for e, b in res["embedded_disk_bytes"].items())
-            + f". Elasticsearch heap used {mib(res['es_heap_used_bytes'])} of {mib(res['es_heap_max_bytes'])}."]
+    out += ["", ("Embedded store on disk (with its ANN indexes and lexical index): "
+                 + ", ".join(f"{e} {mib(b)}" for e, b in res["embedded_disk_bytes"].items()) + ". "
+                 if res["embedded_disk_bytes"] else "No embedded store in this run. ")
+            + f"Elasticsearch heap used {mib(res['es_heap_used_bytes'])} of {mib(res['es_heap_max_bytes'])}."]
+    out += ["", (f"Elasticsearch kNN index types side by side ({res.get('es_licence')} licence): recall@10 against exact "
+                 "kNN over the same vectors at the num_candidates ctir-es asks for (max(100, 2k)); kNN alone and hybrid "
+                 "(BM25 + kNN in one _msearch, client-side RRF), p50 (round p50 min-max) / p99 over "
+                 f"{res['queries']} queries x {res['rounds']} interleaved rounds; disk after a force-merge to one segment."),
+            "", ("| index type | rescore_vector | recall@10 | kNN p50 ms (min-max) | kNN p99 | hybrid p50 ms (min-max) "
+                 "| hybrid p99 | disk | disk B/product |"), "|---|---|---|---|---|---|---|---|---|"]
+    for opt, v in res["es"].items():
+        kn, hy = res["es_knn"][opt], res["hybrid"][f"elasticsearch {opt}"]
+        out.append(f"| {opt} | {'oversample 3' if v.get('rescore_vector') else 'no'} | "
+                   f"{res['es_recall_at_10'][opt]['default']:.3f} | "
+                   f"{kn['p50_ms']:.2f} ({kn['round_p50_min_ms']:.2f}-{kn['round_p50_max_ms']:.2f}) | {kn['p99_ms']:.2f} | "
+                   f"{hy['p50_ms']:.2f} ({hy['round_p50_min_ms']:.2f}-{hy['round_p50_max_ms']:.2f}) | {hy['p99_ms']:.2f} | "
+                   f"{mib(v['disk_bytes'])} | {v['disk_bytes'] / res['n']:,.0f} |")
     pl = res.get("pipeline")
     if pl:
         out += [""] + ([f"Ingest pipeline figure: error {pl['error']}"] if "error" in pl else [
@@ -288,18 +385,26 @@ def tables(res: dict[str, Any]) -> str:
     out += ["", "Recall@10 against exact kNN on these synthetic clustered vectors, per num_candidates:"]
     for opt, sweep in res["es_recall_at_10"].items():
         out.append(f"- Elasticsearch {opt}: " + ", ".join(f"{nc}: {r:.3f}" for nc, r in sweep.items()))
-    out.append("- embedded: " + ", ".join(f"{k}: {r:.3f}" for k, r in res["embedded_recall_at_10"].items()))
+    if res.get("es_oversample_recall_at_10"):
+        out.append("- rescore_vector.oversample at num_candidates 100 (0: quantised scores, no rescoring; ctir-es asks "
+                   "for 3): " + "; ".join(f"{opt} " + ", ".join(f"{o}: {r:.3f}" for o, r in sw.items())
+                                          for opt, sw in res["es_oversample_recall_at_10"].items()))
+    if res["embedded_recall_at_10"]:
+        out.append("- embedded: " + ", ".join(f"{k}: {r:.3f}" for k, r in res["embedded_recall_at_10"].items()))
     mr = res.get("minilm_recall")
     if mr and "error" in mr:
         out += ["", f"Recall@10 on MiniLM text vectors: error {mr['error']}"]
     elif mr:
         out += ["", (f"Recall@10 against exact on real text vectors ({mr['n']:,} MiniLM title vectors, {mr['dims']} dims, "
                      f"{mr['queries']} MiniLM queries; benchmarks/text_vectors.py), per num_candidates:"), "",
-                "| index | " + " | ".join(str(nc) for nc in next(v for k, v in mr.items() if isinstance(v, dict))) + " |",
-                "|---|" + "---|" * len(next(v for k, v in mr.items() if isinstance(v, dict)))]
+                "| index | " + " | ".join(str(nc) for nc in next(v for k, v in mr.items() if isinstance(v, dict) and k != "oversample")) + " |",
+                "|---|" + "---|" * len(next(v for k, v in mr.items() if isinstance(v, dict) and k != "oversample"))]
         for opt, sweep in mr.items():
-            if isinstance(sweep, dict):
+            if isinstance(sweep, dict) and opt != "oversample":
                 out.append(f"| {opt} | " + " | ".join(f"{r:.3f}" for r in sweep.values()) + " |")
+        if mr.get("oversample"):
+            out += ["", "MiniLM, rescore_vector.oversample at num_candidates 100: " + "; ".join(
+                f"{opt} " + ", ".join(f"{o}: {r:.3f}" for o, r in sw.items()) for opt, sw in mr["oversample"].items())]
     out.append("")
     out.append("Benchmark indexes deleted" + (f", except: {res['undeleted']}" if res.get("undeleted") else ": all"))
     return "\n".join(out) + "\n"
