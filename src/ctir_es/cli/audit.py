@@ -22,7 +22,7 @@ from ..audit import AuditEntry
 from ..filters import Filter
 from ..jsonsafe import csv_row
 from ..search import Search
-from .main import cli, settings_from, store_options
+from .main import cli, device_option, settings_from, store_options
 
 
 @cli.command()
@@ -35,6 +35,7 @@ from .main import cli, settings_from, store_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the ranking to this CSV file.")
+@device_option
 @store_options
 @click.pass_context
 def audit(ctx: click.Context, ids: tuple[str, ...], within: str | None, k: int, depth: int, neighbours: int | None,

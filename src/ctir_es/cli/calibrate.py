@@ -23,7 +23,7 @@ from ..calibrate import (
 from ..ranking.calibration import CALIBRATION_KEY, Calibration, save_calibration
 from ..search import Search
 from ..store.writer_probe import active_writer, check_quiet_store
-from .main import cli, settings_from, store_options
+from .main import cli, device_option, settings_from, store_options
 
 
 @cli.command("calibrate")
@@ -42,6 +42,7 @@ from .main import cli, settings_from, store_options
                    "hidden (hidden), or the mean of both (both; implies --hide-categories).")
 @click.option("--dry-run", is_flag=True, help="Measure and report, but do not store the calibration.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@device_option
 @store_options
 @click.pass_context
 def calibrate_command(ctx: click.Context, seed: int, held_out: float, max_products: int, max_level: int | None,

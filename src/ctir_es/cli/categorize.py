@@ -17,7 +17,7 @@ from ..errors import InvalidRecord, QueryError, one_line
 from ..jsonsafe import loads_untrusted
 from ..products import Product
 from ..search import Search
-from .main import cli, settings_from, store_options
+from .main import cli, device_option, settings_from, store_options
 
 
 def parse_signal_weights(items: tuple[str, ...]) -> dict[str, float]:
@@ -64,6 +64,7 @@ def suggestion_table(s: Suggestion) -> Table:
               help=f"Comma-separated subset of {', '.join(SIGNALS)} [all available].")
 @click.option("--weight", "weights", multiple=True, metavar="SIGNAL=W", help="Fusion weight of a signal.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per input; JSON lines for --jsonl).")
+@device_option
 @store_options
 @click.pass_context
 def categorize(ctx: click.Context, product_id: str | None, text: str | None, image: str | None, jsonl: Path | None,

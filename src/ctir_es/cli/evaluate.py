@@ -19,7 +19,7 @@ from ..evaluation.significance import STAT_TESTS
 from ..evaluation.systems import DEFAULT_TEXT_MODELS
 from ..protocol import QUERY_TEXTS, RELEVANCE, SETTINGS, SplitSpec
 from .eval_tasks import run_task, task_options
-from .main import cli, settings_from, with_options
+from .main import cli, device_option, settings_from, with_options
 from .sources import add_source_commands, source_name
 
 eval_options = with_options([
@@ -60,6 +60,7 @@ eval_options = with_options([
     click.option("--es-url", default=None, metavar="URL",
                  help="Evaluate on Elasticsearch at URL (indexes ctir-eval-*) [env: CTIR_ES_URL]."),
     *task_options(),
+    device_option,
 ])
 
 

@@ -15,7 +15,7 @@ from ..ingest.report import IngestReport
 from ..ingest.run import check_source, ingest_catalogue, load_encoders
 from ..learn.hint import learn_hint
 from ..store.open import open_store
-from .main import cli, settings_from, store_options, with_options
+from .main import cli, device_option, settings_from, store_options, with_options
 from .render import print_report
 from .sources import add_source_commands
 
@@ -39,6 +39,7 @@ ingest_options = with_options([
                  help="Add the clip_ita vector of a trained, exported CLIP-ITA model [env: CTIR_ES_CLIP_ITA]."),
     click.option("--no-clip-titles", is_flag=True,
                  help="Do not encode titles with CLIP's text tower (no image-to-text matching)."),
+    device_option,
     store_options,
 ])
 

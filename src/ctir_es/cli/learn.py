@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..learn import LearnConfig, LearnReport, learn
 from ..search import Search
-from .main import cli, settings_from, store_options
+from .main import cli, device_option, settings_from, store_options
 
 SYSTEMS = (("served", "today, as served"), ("before", "today's sources, recalibrated"),
            ("after", "with the learned model"), ("bm25", "BM25 alone"))
@@ -36,6 +36,7 @@ SYSTEMS = (("served", "today, as served"), ("before", "today's sources, recalibr
               help="Products per in-place write (tests kill a run between two).")
 @click.option("--force", is_flag=True, help="Keep the model even when it does not win (experiments).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@device_option
 @store_options
 @click.pass_context
 def learn_command(ctx: click.Context, modalities: str | None, epochs: int, patience: int, seed: int, held_out: float,

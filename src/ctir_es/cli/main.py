@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import click
 
 from .. import __version__
-from ..config import Settings, load_settings
+from ..config import KNOBS, Settings, load_settings
 from ..errors import CtirError, described
 
 log = logging.getLogger("ctir_es.cli")
@@ -93,9 +93,27 @@ class OneLineFormatter(logging.Formatter):
 
 
 def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
-    """Config file and env, then the command's own flags (None = not given)."""
+    """Config file and env, then the command's own flags (None = not given), ``--device`` among them."""
     check_url_has_no_secret(overrides.get("es_url"))
+    overrides = {"onnx_device": ctx.meta.get(DEVICE_KEY), **overrides}
     return load_settings(config_file=ctx.obj.get("config_file")).with_overrides(**overrides)
+
+
+DEVICE_KEY = "ctir_es.onnx_device"  # where --device leaves its value for settings_from
+
+
+def _remember_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        ctx.meta[DEVICE_KEY] = value
+    return value
+
+
+# --device on every command that encodes; kept out of the commands' signatures (settings_from reads it)
+device_option = click.option(
+    "--device", type=click.Choice(KNOBS["onnx_device"].choices, case_sensitive=False), default=None,
+    expose_value=False, callback=_remember_device,
+    help="Where ONNX encoders run: auto (CUDA when onnxruntime offers it), cpu, or cuda (without CUDA: the CPU, "
+         "with one notice) [env: CTIR_ES_ONNX_DEVICE; default auto].")
 
 
 def check_url_has_no_secret(url: str | None) -> None:

@@ -14,7 +14,7 @@ from ..ranking.weights import parse_weights
 from ..search import Search
 from ..shop.cursor import DirectoryPins
 from ..vocabulary import FUSION_METHODS, MAX_K, MODES
-from .main import cli, settings_from, store_options
+from .main import cli, device_option, settings_from, store_options
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 from ..shop.arrange import shop_summary
@@ -61,6 +61,7 @@ def looks_like_image_file(text: str) -> bool:
 @click.option("--cursor", default=None, metavar="TOKEN",
               help="The next page of a pinned ranking (the cursor --pin printed; same query). Pins are kept "
                    "10 minutes after their last page under the cache dir (docs/shop-search.md).")
+@device_option
 @store_options
 @click.pass_context
 def query(ctx: click.Context, text: str, mode: str | None, k: int, fusion: str | None, weights: tuple[str, ...],

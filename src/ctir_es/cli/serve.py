@@ -11,7 +11,7 @@ import click
 
 from ..errors import MissingExtraError
 from ..search import Search
-from .main import cli, settings_from, store_options, with_options
+from .main import cli, device_option, settings_from, store_options, with_options
 
 # The service's limits: flag, accepted range, default, help.
 LIMITS: tuple[tuple[str, click.ParamType, float, str], ...] = (
@@ -46,6 +46,7 @@ limit_options = with_options([click.option(flag, type=kind, default=default, sho
               help="Training epochs of --learn (tests keep it short).")
 @click.option("--learn-force", is_flag=True, hidden=True, help="--learn keeps the model even when it does not win.")
 @limit_options
+@device_option
 @store_options
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...], learn_too: bool,

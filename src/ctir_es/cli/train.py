@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from ..ingest.run import KINDS
-from .main import cli, settings_from
+from .main import cli, device_option, settings_from
 
 METRIC_COLUMNS = (("precision@1", "P@1"), ("precision@5", "P@5"), ("precision@10", "P@10"),
                   ("map@10", "mAP@10÷R"), ("map_min@10", "mAP@10÷min(k,R)"), ("r-precision", "R-prec"))
@@ -88,6 +88,7 @@ def results_table(result: Any) -> Table:
 @click.option("--clip-weights", default=None, metavar="TAG|FILE|none", help="CLIP weights for the image modality.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N products (quick runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@device_option
 @click.pass_context
 def train(ctx: click.Context, kind: str, source: Path | None, modalities: str | None, setting: str, query_text: str,
           epochs: int, batch_size: int | None, lr: float | None, weight_decay: float | None, lam: float | None,

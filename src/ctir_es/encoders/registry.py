@@ -85,6 +85,7 @@ class EncoderConfig:
     backend: str = field(default_factory=backend_from_env)
     models_dir: Path | None = None  # default: $CTIR_ES_MODELS_DIR or <cache_dir>/models
     threads: int | None = None  # onnx backend; default $CTIR_ES_ONNX_THREADS or onnxruntime's
+    onnx_device: str | None = None  # onnx backend: auto, cpu or cuda; default $CTIR_ES_ONNX_DEVICE or auto
     auto_export: bool = True  # onnx backend: export a missing model when PyTorch is there
 
     def __post_init__(self) -> None:
@@ -100,7 +101,7 @@ class EncoderConfig:
 
     @property
     def runtime(self) -> RuntimeOptions:
-        return RuntimeOptions.from_env(threads=self.threads)
+        return RuntimeOptions.from_env(threads=self.threads, device=self.onnx_device)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> EncoderConfig:
@@ -113,6 +114,7 @@ class EncoderConfig:
             cache_dir=settings.cache_dir,
             models_dir=settings.models_dir,  # None: $CTIR_ES_MODELS_DIR or <cache_dir>/models
             backend=str(getattr(settings, "backend", None) or backend_from_env()).lower(),
+            onnx_device=getattr(settings, "onnx_device", None),  # the setting, from a file, env or --device
         )
         return replace(cfg, **overrides)
 

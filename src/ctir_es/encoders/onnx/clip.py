@@ -23,6 +23,7 @@ from ..inputs import check_images, check_texts, preprocess_rgb
 from ..models import CLIP_KIND, model_file
 from .exported import ExportedModelEncoder
 from .preprocess import ImagePreprocess
+from .providers import active_provider
 from .session import input_names, open_session
 from .text import load_tokenizer
 
@@ -70,6 +71,7 @@ class OnnxClipEncoder(ExportedModelEncoder):
         self._tokenizer = tokenizer
         self._text = text
         self._image = image
+        self.provider = active_provider(image)
 
     def pixels(self, images: Sequence[Image.Image], start: int = 0) -> np.ndarray:
         """The image tower's input for ``images`` (N, 3, H, W), as ``encode_images`` makes it.

@@ -31,6 +31,7 @@ class ExportedModelEncoder(LazyEncoder):
         self.runtime = runtime or RuntimeOptions.from_env()
         self.models_dir = models_dir
         self.model_dir: Path | None = None  # set once loaded
+        self.provider: str | None = None  # the execution provider its sessions run on, set once loaded
 
     def _open(self, model_dir: Path, manifest: dict[str, Any]) -> None:
         """Open the model's sessions and tokenizer (whatever the subclass runs)."""

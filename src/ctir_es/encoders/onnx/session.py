@@ -1,4 +1,4 @@
-"""onnxruntime sessions: the CUDA provider when it is available (and asked for), else the CPU.
+"""onnxruntime sessions: options, and the device they run on (``providers.py``: ``auto``, ``cpu``, ``cuda``).
 
 Threads: ``RuntimeOptions.threads`` or ``$CTIR_ES_ONNX_THREADS``; unset means onnxruntime's
 default (one thread per physical core). Idle worker threads do not spin
@@ -25,15 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from ...config import env_value
-from ...errors import EncoderError, MissingExtraError, one_line
+from ...errors import EncoderError, one_line
+from .providers import DEVICES, check_device, check_session, import_onnxruntime, session_providers
 
-DEVICES = ("auto", "cpu", "cuda")
+__all__ = ["DEVICES", "RuntimeOptions", "import_onnxruntime", "input_names", "open_session"]
 
 
 @dataclass(frozen=True)
 class RuntimeOptions:
     """How ONNX models run. ``device``: ``auto`` (CUDA when onnxruntime has it, else CPU),
-    ``cpu`` or ``cuda`` (an error when CUDA is not available)."""
+    ``cpu`` or ``cuda`` (the CPU with one notice when CUDA is not available; providers.py)."""
 
     threads: int | None = None
     device: str = "auto"
@@ -47,8 +48,7 @@ class RuntimeOptions:
         return self.threads or os.cpu_count() or 1
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise EncoderError(f"unknown ONNX device {self.device!r}; supported: {', '.join(DEVICES)}")
+        object.__setattr__(self, "device", check_device(self.device))  # ConfigError when unknown
         if self.threads is not None and self.threads < 1:
             raise EncoderError("ONNX threads must be >= 1")
 
@@ -57,29 +57,7 @@ class RuntimeOptions:
         """Explicit values win over ``$CTIR_ES_ONNX_THREADS`` / ``$CTIR_ES_ONNX_DEVICE``."""
         threads = threads if threads is not None else env_value("onnx_threads")
         spin = bool(env_value("onnx_spin"))
-        return cls(threads, (device or env_value("onnx_device") or "auto").strip().lower(), spin)
-
-
-def import_onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:  # a core dependency: only a broken install gets here
-        raise MissingExtraError(f"onnxruntime is not installed ({exc}); pip install onnxruntime") from exc
-    return onnxruntime
-
-
-def providers(device: str = "auto") -> list[str]:
-    """The execution providers for ``device``, best first."""
-    ort = import_onnxruntime()
-    available = set(ort.get_available_providers())
-    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "cuda":
-        raise EncoderError(
-            "ONNX device cuda asked for, but onnxruntime has no CUDA provider "
-            f"(available: {', '.join(sorted(available))}); pip install onnxruntime-gpu, or use device auto/cpu"
-        )
-    return ["CPUExecutionProvider"]
+        return cls(threads, device or env_value("onnx_device") or "auto", spin)
 
 
 def open_session(path: Path, options: RuntimeOptions = RuntimeOptions(), *, threads: int | None = None) -> Any:
@@ -96,13 +74,14 @@ def open_session(path: Path, options: RuntimeOptions = RuntimeOptions(), *, thre
         so.inter_op_num_threads = 1
     so.log_severity_level = 3  # errors only: shape-inference chatter is not for users
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin else "0")
+    choice = session_providers(options.device)
     try:
-        return ort.InferenceSession(str(path), sess_options=so, providers=providers(options.device),
-                                    disabled_optimizers=list(options.disabled_optimizers))
-    except EncoderError:
-        raise
+        session = ort.InferenceSession(str(path), sess_options=so, providers=list(choice.providers),
+                                       disabled_optimizers=list(options.disabled_optimizers))
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / ... types
         raise EncoderError(f"onnxruntime cannot load {path}: {one_line(exc)}") from exc
+    check_session(session, choice)
+    return session
 
 
 def input_names(session: Any) -> list[str]:

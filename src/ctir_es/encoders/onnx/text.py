@@ -24,6 +24,7 @@ from ..base import l2_normalise
 from ..inputs import check_texts
 from ..models import SENTENCE_KIND, model_file
 from .exported import ExportedModelEncoder
+from .providers import CUDA, active_provider
 from .session import input_names, open_session
 
 
@@ -64,7 +65,9 @@ class OnnxTextEncoder(ExportedModelEncoder):
         self._pad_id = int(text_cfg.get("pad_id", 0))
         parallel = self.runtime.batch_parallel and self.runtime.workers > 1
         session = open_session(model_file(model_dir, manifest, "model"), self.runtime, threads=1 if parallel else None)
-        self._workers = self.runtime.workers if parallel else 1
+        self.provider = active_provider(session)
+        # side-by-side batches share out CPU cores; a GPU runs one batch at a time, in parallel within it
+        self._workers = self.runtime.workers if parallel and self.provider != CUDA else 1
         self._inputs = tuple(input_names(session))
         unknown = [n for n in self._inputs if n not in ("input_ids", "attention_mask", "token_type_ids")]
         if unknown:
