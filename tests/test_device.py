@@ -49,6 +49,7 @@ no_cuda_here = pytest.mark.skipif(CUDA in AVAILABLE, reason="this onnxruntime of
 def fresh_notices(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts as a new process would: no notice given yet."""
     monkeypatch.setattr(providers, "_NOTICED", set())
+    monkeypatch.setattr(providers, "_CUDA_FAILED", {"failed": False})
     monkeypatch.delenv("CTIR_ES_ONNX_DEVICE", raising=False)
 
 
@@ -166,6 +167,10 @@ def test_a_cuda_session_that_comes_up_on_the_cpu_is_noticed_once(identity_model:
     assert "could not create" in notice and "running on the CPU" in notice
     caplog.clear()
     assert check_session(session, ProviderChoice("cpu", (CPU,))) == CPU and notices(caplog) == []
+    # later sessions of the process go straight to the CPU: no second try, no second notice
+    for device in ("auto", "cuda"):
+        assert session_providers(device) == ProviderChoice(device, (CPU,))
+    assert notices(caplog) == []
 
 
 @no_cuda_here

@@ -93,6 +93,9 @@ def choose_providers(device: str, available: Iterable[str], conflict: str | None
 
 _NOTICED: set[str] = set()  # notices already logged in this process: one each, not one per session
 _NOTICED_LOCK = threading.Lock()
+# Set when a session asked for CUDA came up on the CPU: later sessions of the process ask for the
+# CPU at once, so onnxruntime's own two error lines about the failed CUDA provider appear once too.
+_CUDA_FAILED = {"failed": False}
 
 
 def notice_once(message: str) -> None:
@@ -107,6 +110,8 @@ def notice_once(message: str) -> None:
 def session_providers(device: str = "auto") -> ProviderChoice:
     """The providers a new session gets for ``device`` on this install; a ``cuda`` that cannot be
     had logs its notice (once per process) and runs on the CPU."""
+    if _CUDA_FAILED["failed"]:
+        return ProviderChoice(check_device(device), (CPU,))  # the notice was given when it failed
     ort = import_onnxruntime()
     available = list(ort.get_available_providers())
     conflict = install_conflict() if check_device(device) == "cuda" and CUDA not in available else None
@@ -122,6 +127,7 @@ def check_session(session: Any, choice: ProviderChoice) -> str:
     line of its own: the one notice says what happened and where the fix is."""
     running = active_provider(session)
     if choice.wants_cuda and running != CUDA:
+        _CUDA_FAILED["failed"] = True
         notice_once(f"ONNX device {choice.device}: onnxruntime lists its CUDA provider but could not create it "
                     "(no GPU, or CUDA / cuDNN libraries missing or of another version): running on the CPU; "
                     "see onnxruntime's CUDA requirements (docs/models.md)")
