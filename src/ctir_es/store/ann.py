@@ -10,17 +10,21 @@ matrix) and not a large copy, and the results carry exact scores. (Rescoring fro
 cost ~2 ms per query for 400 candidates: a B-tree lookup each.) The price is disk: the copy is as
 large as the raw vectors.
 
-Staleness rule. The store's meta table holds ``vectors_generation``, bumped by every committed
-write of products or vectors. An index directory is named by field, kind and the generation it
-was built from, and is written to a temporary directory first, then renamed into place (atomic),
-so a reader sees a whole index or none. An index whose generation is not the store's current one
-is never used; see ``EmbeddedStore`` for who rebuilds it and when.
+Staleness rule. An index directory is named by field, kind and the ``vectors_generation`` (meta
+table, bumped by every committed write of products or vectors) it was built from, and records
+the position of the store's ``vector_log`` it has applied and the highest product rowid at its
+build (``meta.json``). It is written to a temporary directory first, then renamed into place
+(atomic), so a reader sees a whole index or none; a newer one replaces older ones of the same
+field and kind. What changed since is not in the index: ``embedded/approximate.py`` masks those
+rows out of its answers and scores their current vectors exactly, and rebuilds it in the
+background when they grow past a bound.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import mmap
 import os
@@ -28,6 +32,7 @@ import re
 import shutil
 import tempfile
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,8 @@ _ROWIDS = "rowids.npy"
 _VECTORS = "vectors.npy"
 _IDS = "ids.npy"
 _META = "meta.json"
+_BUILDING = ".build-"
+_REBUILD_LOCK = ".rebuild.lock"
 
 
 def faiss_module() -> Any:
@@ -129,12 +136,16 @@ class AnnIndex:
     vectors: np.ndarray | RowFile  # in memory (an index built on read-only media) or on disk
     ids: np.ndarray  # fixed-width UTF-8 bytes
     masks: dict[tuple[Any, ...], np.ndarray] = dataclasses.field(default_factory=dict)  # filter -> positions passing it
+    log: int | None = None  # the vector_log position applied (None: built before the log existed)
+    max_rowid: int | None = None  # the highest product rowid of the store at the build
+    store: str = ""  # the store's uuid
 
-    def search(self, query: np.ndarray, k: int, fetch: int,
-               mask: np.ndarray | None = None) -> tuple[list[str], list[float]]:
+    def search(self, query: np.ndarray, k: int, fetch: int, mask: np.ndarray | None = None,
+               drop: np.ndarray | None = None) -> tuple[list[str], list[float]]:
         """The ``k`` best products (ids, exact cosines), best first, among ``fetch`` candidates;
         ``mask`` (a bool per position): only those positions (faiss's ID selector, searched
-        inside the index, so the candidates are all allowed ones)."""
+        inside the index, so the candidates are all allowed ones); ``drop``: ascending positions
+        left out of the answer (rows changed since the build)."""
         faiss = faiss_module()
         params = None
         if mask is not None:
@@ -155,8 +166,10 @@ class AnnIndex:
             _, found = self.index.search(query.reshape(1, -1), min(max(fetch, k), len(self.rowids)), params=params)
         finally:
             faiss.omp_set_num_threads(threads)
-        pos = found[0]
-        return self.rescore(query, k, np.sort(pos[pos >= 0]))  # ascending: the file is read forwards
+        pos = np.sort(found[0][found[0] >= 0])
+        if drop is not None and len(drop):
+            pos = pos[~np.isin(pos, drop, assume_unique=True)]
+        return self.rescore(query, k, pos)  # ascending: the file is read forwards
 
     def rescore(self, query: np.ndarray, k: int, pos: np.ndarray) -> tuple[list[str], list[float]]:
         """The ``k`` best of the positions ``pos`` (ascending) by exact cosine, best first."""
@@ -170,7 +183,8 @@ class AnnIndex:
 
 
 def save(root: Path, field: str, kind: str, generation: int, store_uuid: str, index: Any,
-         rowids: np.ndarray, vectors: np.ndarray, ids: np.ndarray) -> Path | None:
+         rowids: np.ndarray, vectors: np.ndarray, ids: np.ndarray, log: int | None = None,
+         max_rowid: int | None = None) -> Path | None:
     """Write the index into ``root`` atomically; None when ``root`` is not writable (read-only
     media: the index then lives in memory only). Older generations of the same field and kind
     are removed (processes that mapped them keep their pages until they let go)."""
@@ -178,7 +192,7 @@ def save(root: Path, field: str, kind: str, generation: int, store_uuid: str, in
     final = root / index_name(field, kind, generation)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+        tmp = Path(tempfile.mkdtemp(prefix=_BUILDING, dir=root))
     except OSError:
         return None
     try:
@@ -187,7 +201,7 @@ def save(root: Path, field: str, kind: str, generation: int, store_uuid: str, in
         np.save(tmp / _VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
         np.save(tmp / _IDS, ids)
         meta = {"field": field, "kind": kind, "generation": generation, "store": store_uuid,
-                "count": len(rowids), "dims": int(index.d)}
+                "count": len(rowids), "dims": int(index.d), "log": log, "max_rowid": max_rowid}
         (tmp / _META).write_text(json.dumps(meta))
         for name in (_FILE, _ROWIDS, _VECTORS, _IDS, _META):
             with open(tmp / name, "rb") as fh:
@@ -201,7 +215,8 @@ def save(root: Path, field: str, kind: str, generation: int, store_uuid: str, in
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         return None
-    prune(root, field, kind, keep=generation)
+    newest = generations(root, field, kind)
+    prune(root, field, kind, keep=newest[0] if newest else generation)  # a slower, older build never wins
     return final
 
 
@@ -211,6 +226,67 @@ def prune(root: Path, field: str, kind: str, keep: int) -> None:
         for entry in root.iterdir():
             if entry.name.startswith(prefix) and entry.name != index_name(field, kind, keep):
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def generations(root: Path, field: str, kind: str) -> list[int]:
+    """The generations saved for ``field`` and ``kind``, newest first."""
+    prefix = f"{_safe(field)}.{kind}.g"
+    try:
+        names = [e.name[len(prefix):] for e in root.iterdir() if e.name.startswith(prefix)]
+    except OSError:
+        return []
+    return sorted((int(n) for n in names if n.isdigit()), reverse=True)
+
+
+def load_newest(root: Path, field: str, kind: str, store_uuid: str) -> AnnIndex | None:
+    """The newest saved index of ``field`` and ``kind`` that loads (any generation)."""
+    for generation in generations(root, field, kind):
+        found = load(root, field, kind, generation, store_uuid)
+        if found is not None:
+            return found
+    return None
+
+
+def applied_positions(root: Path) -> list[int | None]:
+    """The vector_log position of every saved index beside the store (None: it has none)."""
+    out: list[int | None] = []
+    with contextlib.suppress(OSError):
+        for entry in root.iterdir():
+            if entry.name.startswith("."):
+                continue
+            try:
+                value = json.loads((entry / _META).read_text()).get("log")
+            except (OSError, ValueError):
+                continue
+            out.append(int(value) if isinstance(value, int) else None)
+    return out
+
+
+@contextlib.contextmanager
+def rebuild_lock(root: Path, create: bool = True) -> Iterator[bool]:
+    """One rebuild at a time across processes (an ``flock``, released by the kernel when its
+    holder dies): yields False when another holds it. The holder removes unfinished build
+    directories first (left by a builder killed mid-way; none can be running)."""
+    try:
+        if create:
+            root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / _REBUILD_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        with contextlib.suppress(OSError):
+            for entry in root.iterdir():
+                if entry.name.startswith(_BUILDING):
+                    shutil.rmtree(entry, ignore_errors=True)
+        yield True
+    finally:
+        os.close(fd)
 
 
 def kinds_present(root: Path, field: str) -> set[str]:
@@ -245,7 +321,10 @@ def load(root: Path, field: str, kind: str, generation: int, store_uuid: str) ->
     if not len(rowids) == len(ids) == mapped.shape[0] == index.ntotal or mapped.shape[1] != index.d:
         return None
     tune(kind, index)
-    return AnnIndex(kind, field, generation, index, rowids, int(index.d), vectors, ids)
+    log, top = meta.get("log"), meta.get("max_rowid")
+    return AnnIndex(kind, field, generation, index, rowids, int(index.d), vectors, ids,
+                    log=int(log) if isinstance(log, int) else None, max_rowid=int(top) if isinstance(top, int) else None,
+                    store=store_uuid)
 
 
 def _no_readahead(array: np.ndarray) -> np.ndarray:

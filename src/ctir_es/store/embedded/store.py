@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ...config import LEXICAL_ENGINES
-from ...errors import MissingExtraError, SchemaMismatch, StoreError
+from ...errors import SchemaMismatch, StoreError
 from ...filters import Filter
 from ...products import Product
 from ...schema import (
@@ -99,7 +99,7 @@ class EmbeddedStore:
         self._approx = approximate.ApproximateIndexes(self.path, vector_index)
         self._id_map: tuple[np.ndarray, np.ndarray] | None = None  # rowid -> id for BM25 alone
         self._lexical_alone = 0  # BM25 queries with no id map since the data changed
-        self._wrote = False  # this instance committed a write: it rebuilds stale indexes on close
+        self._wrote = False  # this instance committed a write
         self._seen_version: int | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # runs BM25 beside kNN
         self._pool_pid = 0
@@ -210,6 +210,7 @@ class EmbeddedStore:
                 conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
                 file_format.create_tables(self.path, conn)
                 record_engine(conn, self._lexical_requested or self._lexical_for_new)
+                approximate.create_log(conn)  # what changed since an approximate index was built
             else:
                 conn, self._read_mode = files.open_for_reading(self.path)
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
@@ -259,10 +260,12 @@ class EmbeddedStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._wrote and self._conn is not None and self._wal_lost is None:
-                self._wrote = False
-                with contextlib.suppress(MissingExtraError, StoreError):  # (a -wal lost meanwhile)  # without faiss, readers use exact kNN
-                    self._refresh_vector_indexes()
+            self._wrote = False
+            if self._writable and self._conn is not None and self._wal_lost is None:
+                # no rebuild here (milliseconds): changes reach the indexes through vector_log
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    self._approx.prune_log(self._conn)
+            self._approx.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
@@ -461,7 +464,8 @@ class EmbeddedStore:
                                          f"these have {spec.dims}; nothing was written")
                 written = batch_write.replace_field_vectors(conn, field, ids, matrix)
                 if written:
-                    bump_generation(conn)  # approximate indexes built before are stale
+                    approximate.log_products(conn, ids)  # their rows are not written: log them here
+                    bump_generation(conn)
                 if checkpoint is not None:
                     _set_checkpoint(conn, checkpoint)
             self._after_write(written)
@@ -558,9 +562,9 @@ class EmbeddedStore:
         """(rowids, ids) of the current snapshot when in memory: a loaded vector matrix or
         approximate index, else every id once BM25 alone is asked often (``_lexical_id_map``)."""
         loaded = next(iter(self._vectors.values()), None)
-        index = next(iter(self._ann.values()), None)
+        names = self._approx.names()  # an index with nothing changed since its build
         return ((loaded.rowids, loaded.ids) if loaded is not None
-                else (index.rowids, index.ids) if index is not None else self._lexical_id_map())
+                else names if names is not None else self._lexical_id_map())
 
     def _allowed_rowids(self, filters: Sequence[Filter]) -> np.ndarray:
         """The rowids (ascending) of the products passing ``filters``."""
@@ -615,9 +619,14 @@ class EmbeddedStore:
 
     # -- approximate indexes (approximate.py) -----------------------------------------------------
 
-    def _ann_index(self, field: str) -> ann.AnnIndex | None:
-        """The current approximate index of ``field``, or None for an exact answer."""
-        return self._approx.current(self.conn, field, self._load_field)
+    def _ann_index(self, field: str) -> approximate.Live | None:
+        """The approximate index of ``field`` and what changed since its build, or None for an
+        exact answer."""
+        found = self._approx.current(self.conn, field, self._load_field)
+        if self._approx.prune_due and self._writable:  # a newer index was swapped in
+            with contextlib.suppress(sqlite3.Error, OSError):
+                self._approx.prune_log(self._conn)  # type: ignore[arg-type]
+        return found
 
     def _refresh_vector_indexes(self) -> None:
         """Rebuild the persisted indexes this store has (any kind) that are not current."""
