@@ -3,12 +3,17 @@
     python benchmarks/encoders.py                  # MiniLM text + CLIP ViT-B-32 (random weights) towers
     python benchmarks/encoders.py --only text      # just the sentence encoder
     python benchmarks/encoders.py --json out.json
+    python benchmarks/encoders.py --device cuda    # the ONNX rows on onnxruntime-gpu's CUDA provider
 
 For each encoder: items per second at batch 32 (text) / 16 (images) for the three backends,
 the speed-up over PyTorch, and the cosine of each backend's rows to PyTorch's on real inputs
 (flipkart-1050 titles and photos): fp32 must be >= 0.999, int8's drop is reported. Rounds
 are interleaved (torch, fp32, int8, torch, ...) and the best round counts, because other
 processes on a shared 2-core machine make single timings noisy; the load average is printed.
+
+``--device auto|cpu|cuda`` picks the ONNX rows' execution provider as ``ctir-es --device`` does
+(cuda without CUDA: the CPU, with one notice); the provider that actually ran is printed on each
+row. The PyTorch reference stays on the CPU.
 
 Exports go to the models dir (``--models-dir``, default ``$CTIR_ES_MODELS_DIR`` or
 ``<cache>/models``) and are reused on the next run. No CLIP weights exist offline, so the
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import platform
 import sys
@@ -36,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from ctir_es.encoders import OnnxClipEncoder, OnnxTextEncoder, OpenClipEncoder, SentenceTextEncoder
 from ctir_es.encoders.export.common import row_cosines
 from ctir_es.encoders.models import default_models_dir, find_model
+from ctir_es.encoders.onnx.providers import DEVICES
 from ctir_es.encoders.onnx.session import RuntimeOptions
 
 FLIPKART = Path(os.environ.get("CTIR_ES_FLIPKART_DIR", Path(__file__).resolve().parents[2] / "shared/datasets/flipkart-1050"))
@@ -102,31 +109,39 @@ def bench(fns: dict[str, Callable[[], np.ndarray]], n_items: int, rounds: int) -
     return out
 
 
-def text_rows(models_dir: Path, texts: Sequence[str], batch: int, rounds: int, threads: int | None) -> dict[str, Any]:
-    runtime = RuntimeOptions(threads=threads)
+def with_providers(rows: dict[str, dict[str, Any]], encoders: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each row with the execution provider it actually ran on (torch: the CPU)."""
+    return {name: {**row, "provider": getattr(encoders[name], "provider", None) or "torch-cpu"}
+            for name, row in rows.items()}
+
+
+def text_rows(models_dir: Path, texts: Sequence[str], batch: int, rounds: int, runtime: RuntimeOptions) -> dict[str, Any]:
     torch_enc = SentenceTextEncoder("all-MiniLM-L6-v2", batch_size=batch).load()
     fp32 = OnnxTextEncoder(ensure_text(models_dir, "all-MiniLM-L6-v2", None), batch_size=batch, runtime=runtime)
     int8 = OnnxTextEncoder(ensure_text(models_dir, "all-MiniLM-L6-v2", "int8"), batch_size=batch, runtime=runtime)
     items = list(texts)
-    return bench({"torch": lambda: torch_enc.encode_documents(items),
+    rows = bench({"torch": lambda: torch_enc.encode_documents(items),
                   "onnx-fp32": lambda: fp32.encode_documents(items),
                   "onnx-int8": lambda: int8.encode_documents(items)}, len(items), rounds)
+    return with_providers(rows, {"torch": torch_enc, "onnx-fp32": fp32, "onnx-int8": int8})
 
 
 def clip_rows(models_dir: Path, texts: Sequence[str], images: Sequence[Image.Image], batch: int, rounds: int,
-              threads: int | None) -> dict[str, dict[str, Any]]:
-    runtime = RuntimeOptions(threads=threads)
+              runtime: RuntimeOptions) -> dict[str, dict[str, Any]]:
     torch_enc = OpenClipEncoder("ViT-B-32", "random", batch_size=batch).load()
     fp32 = OnnxClipEncoder(ensure_clip(models_dir, "ViT-B-32", "random", None), batch_size=batch, runtime=runtime)
     int8 = OnnxClipEncoder(ensure_clip(models_dir, "ViT-B-32", "random", "int8"), batch_size=batch, runtime=runtime)
     imgs, items = list(images), list(texts)
+    encoders = {"torch": torch_enc, "onnx-fp32": fp32, "onnx-int8": int8}
     return {
-        "clip-image": bench({"torch": lambda: torch_enc.encode_images(imgs),
-                             "onnx-fp32": lambda: fp32.encode_images(imgs),
-                             "onnx-int8": lambda: int8.encode_images(imgs)}, len(imgs), rounds),
-        "clip-text": bench({"torch": lambda: torch_enc.encode_texts(items),
-                            "onnx-fp32": lambda: fp32.encode_texts(items),
-                            "onnx-int8": lambda: int8.encode_texts(items)}, len(items), rounds),
+        "clip-image": with_providers(bench({"torch": lambda: torch_enc.encode_images(imgs),
+                                            "onnx-fp32": lambda: fp32.encode_images(imgs),
+                                            "onnx-int8": lambda: int8.encode_images(imgs)}, len(imgs), rounds),
+                                     encoders),
+        "clip-text": with_providers(bench({"torch": lambda: torch_enc.encode_texts(items),
+                                           "onnx-fp32": lambda: fp32.encode_texts(items),
+                                           "onnx-int8": lambda: int8.encode_texts(items)}, len(items), rounds),
+                                    encoders),
     }
 
 
@@ -139,6 +154,8 @@ def main() -> None:
     parser.add_argument("--image-batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads [its default]")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="ONNX execution provider: auto (CUDA when onnxruntime offers it), cpu or cuda [auto]")
     parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -146,27 +163,31 @@ def main() -> None:
     from ctir_es.encoders._torch import import_torch
 
     torch = import_torch()
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # the one notice of a cuda fallback
+    runtime = RuntimeOptions(threads=args.threads, device=args.device)
     models_dir = args.models_dir or default_models_dir()
     texts, images = load_inputs(args.texts, args.images)
     load_before = os.getloadavg()
     results: dict[str, Any] = {}
     if args.only in (None, "text"):
-        results["minilm-text"] = text_rows(models_dir, texts, args.text_batch, args.rounds, args.threads)
+        results["minilm-text"] = text_rows(models_dir, texts, args.text_batch, args.rounds, runtime)
     if args.only in (None, "clip"):
-        results.update(clip_rows(models_dir, texts, images, args.image_batch, args.rounds, args.threads))
+        results.update(clip_rows(models_dir, texts, images, args.image_batch, args.rounds, runtime))
     load_after = os.getloadavg()
 
     env = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
            "onnxruntime": __import__("onnxruntime").__version__, "onnx_threads": args.threads or "default",
+           "device": args.device, "onnx_providers_available": __import__("onnxruntime").get_available_providers(),
            "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after": [round(x, 2) for x in load_after]}
     print(f"\n{env}")
     print(f"inputs: {len(texts)} flipkart titles (batch {args.text_batch}), {len(images)} flipkart photos "
           f"(batch {args.image_batch}); best of {args.rounds} interleaved rounds\n")
-    print(f"{'encoder':12s} {'backend':10s} {'items/s':>9s} {'vs torch':>9s} {'min cos':>9s} {'mean cos':>9s}")
+    print(f"{'encoder':12s} {'backend':10s} {'provider (ran)':22s} {'items/s':>9s} {'vs torch':>9s} {'min cos':>9s} "
+          f"{'mean cos':>9s}")
     for enc, rows in results.items():
         for backend, r in rows.items():
-            print(f"{enc:12s} {backend:10s} {r['items_per_s']:9.1f} {r['speedup']:8.2f}x "
+            print(f"{enc:12s} {backend:10s} {r['provider']:22s} {r['items_per_s']:9.1f} {r['speedup']:8.2f}x "
                   f"{r['min_cosine']:9.5f} {r['mean_cosine']:9.5f}")
     failures = [f"{enc} fp32 min cosine {rows['onnx-fp32']['min_cosine']:.6f}" for enc, rows in results.items()
                 if rows["onnx-fp32"]["min_cosine"] < 0.999]
