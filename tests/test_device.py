@@ -255,3 +255,13 @@ def test_ingest_and_query_with_device_cuda_say_it_once_and_succeed(tiny_text_mod
         assert lines[0].startswith("WARNING ctir_es.encoders.onnx.providers: ")
         assert "Traceback" not in done.stderr
     assert json.loads(done.stdout)["results"][0]["id"] == "p1"
+
+
+def test_the_gpu_extra_and_its_install_step_are_declared_and_documented() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert any(dep.startswith("onnxruntime>=") for dep in project["dependencies"])  # CPU by default
+    assert [d for d in project["optional-dependencies"]["gpu"] if d.startswith("onnxruntime-gpu")]
+    models = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
+    assert 'pip install "ctir-es[gpu]"' in models and GPU_INSTALL in models  # the step the notice names
