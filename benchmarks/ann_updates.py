@@ -130,8 +130,8 @@ def recall_at_10(store: EmbeddedStore, exact: EmbeddedStore, qv: np.ndarray, idx
     before = exact._meta(ann.GENERATION_KEY), store._meta(ann.GENERATION_KEY)
     got, truth = [], []
     for i in idx:
-        got.append({h.id for h in store.search(None, [VectorQuery(FIELD, qv[i], "text")], TOP)[FIELD]})
-        truth.append({h.id for h in exact.search(None, [VectorQuery(FIELD, qv[i], "text")], TOP)[FIELD]})
+        got.append({h.id for h in store.search(None, [VectorQuery(FIELD, qv[i], "text")], TOP)["text"]})
+        truth.append({h.id for h in exact.search(None, [VectorQuery(FIELD, qv[i], "text")], TOP)["text"]})
     after = exact._meta(ann.GENERATION_KEY), store._meta(ann.GENERATION_KEY)
     if before != after or before[0] != before[1]:
         return None

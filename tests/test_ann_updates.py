@@ -151,22 +151,28 @@ def test_filters_see_the_changed_values_of_changed_rows(tmp_path: Path, kind: st
     store.close()
 
 
-def test_names_of_lexical_hits_never_come_from_a_changed_index(tmp_path: Path) -> None:
-    """BM25 hits are named from an index's id map only while nothing changed since its build: a
-    rowid deleted (and taken again by a new product) is named from SQLite."""
+def test_names_of_lexical_hits_never_come_from_a_changed_row(tmp_path: Path) -> None:
+    """BM25 hits are named from the index's id map, which holds no rowid changed since its build:
+    a rowid deleted (and taken again by a new product) is named from SQLite."""
     path = tmp_path / "s.db"
     vecs = _vecs(200)
     _fill(path, vecs)
     store = EmbeddedStore(path, vector_index="sq8")
     _top(store, vecs[0])
-    assert store._approx.names() is not None
-    store.delete(["p199"])  # the highest rowid: the next insert takes it again
+    names = store._approx.names()
+    assert names is not None and 200 in names[0].tolist()  # p199's rowid
+    store.delete(["p199", "p5"])  # the highest rowid: the next insert takes it again
     store.upsert([Document(Product(id="fresh", title="unique zebra"), {"v": vecs[1]})])
     _top(store, vecs[0])
-    assert store._approx.names() is None
+    names = store._approx.names()
+    assert names is not None
+    rowids, ids = names[0].tolist(), names[1].tolist()
+    assert 200 not in rowids and 6 not in rowids and rowids == sorted(rowids)
+    index_rowids = store._ann["v"].rowids.tolist()
+    assert all(ids[i] == f"p{r - 1}".encode() for i, r in enumerate(rowids) if r == index_rowids[i])
     from ctir_es.schema import LexicalQuery
-    hits = store.search(LexicalQuery("zebra"), [], 5)
-    assert [h.id for h in next(iter(hits.values()))] == ["fresh"]
+    hits = store.search(LexicalQuery("zebra"), [VectorQuery("v", vecs[1])], 5)
+    assert [h.id for h in hits["bm25"]] == ["fresh"]
     store.close()
 
 

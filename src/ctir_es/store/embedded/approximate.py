@@ -148,6 +148,21 @@ class Delta:
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
     matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     masks: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict)  # filter -> delta rows passing
+    _names: np.ndarray | None = None
+
+    def names(self) -> np.ndarray:
+        """The index's rowids, each dropped one replaced by the last kept one before it (0 at
+        the start): still ascending, and holding no changed rowid."""
+        if self._names is None:
+            rowids = self.index.rowids
+            if not len(self.drop):
+                self._names = rowids
+            else:
+                keep = np.ones(len(rowids), dtype=bool)
+                keep[self.drop] = False
+                last = np.maximum.accumulate(np.where(keep, np.arange(len(rowids)), -1))
+                self._names = np.where(last >= 0, np.asarray(rowids)[np.maximum(last, 0)], 0)
+        return self._names
 
     def arrange(self) -> Delta:
         keys = np.fromiter(sorted(self.rows), dtype=np.int64, count=len(self.rows))
@@ -230,13 +245,13 @@ class ApproximateIndexes:
         return self._generation
 
     def names(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(rowids, ids) of an index with nothing changed since its build, as of the current
-        generation: every product of the snapshot named without SQL."""
+        """(ascending rowids, ids) naming every product of the current snapshot the index holds
+        unchanged (BM25 hits named without SQL): the index's map with each changed row's rowid
+        replaced by its predecessor's, so a lookup of it misses and goes to SQLite."""
         for name, delta in list(self.deltas.items()):
             index = self.loaded.get(name)
-            if (index is delta.index and self._generation is not None and delta.generation == self._generation
-                    and not delta.rows):
-                return index.rowids, index.ids
+            if index is delta.index and self._generation is not None and delta.generation == self._generation:
+                return delta.names(), index.ids
         return None
 
     def current(self, conn: sqlite3.Connection, field: str, load: Callable[[str], VectorCache]) -> Live | None:
