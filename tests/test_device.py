@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -49,7 +50,7 @@ no_cuda_here = pytest.mark.skipif(CUDA in AVAILABLE, reason="this onnxruntime of
 def fresh_notices(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts as a new process would: no notice given yet."""
     monkeypatch.setattr(providers, "_NOTICED", set())
-    monkeypatch.setattr(providers, "_CUDA_FAILED", {"failed": False})
+    monkeypatch.setattr(providers, "_CUDA_FAILED", threading.Event())
     monkeypatch.delenv("CTIR_ES_ONNX_DEVICE", raising=False)
 
 

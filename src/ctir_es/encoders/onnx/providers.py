@@ -2,10 +2,11 @@
 
 - ``auto`` (the default): CUDA when onnxruntime offers its CUDA provider, else the CPU, silently.
 - ``cpu``: the CPU, even where CUDA is there.
-- ``cuda``: CUDA; where onnxruntime has no CUDA provider (the CPU package, no GPU, CUDA or cuDNN
-  libraries missing) the session runs on the CPU and one warning per process says why and how to
-  fix it. A fallback rather than an error: a config written for a GPU server must not stop an
-  ingest on a laptop, and encoders give the same vectors on either device.
+- ``cuda``: CUDA; where onnxruntime has no CUDA provider (the CPU package) or cannot create it
+  (no GPU, CUDA or cuDNN libraries missing: ``check_session``) the session runs on the CPU and one
+  warning per process says why and how to fix it. A fallback rather than an error: a config
+  written for a GPU server must not stop an ingest on a laptop, and the index records the model
+  an encoder runs, not the device.
 
 The CUDA provider comes with the ``onnxruntime-gpu`` package (``pip install 'ctir-es[gpu]'``, see
 docs/models.md). It and the CPU package ``onnxruntime`` install the same ``onnxruntime`` module,
@@ -95,7 +96,7 @@ _NOTICED: set[str] = set()  # notices already logged in this process: one each, 
 _NOTICED_LOCK = threading.Lock()
 # Set when a session asked for CUDA came up on the CPU: later sessions of the process ask for the
 # CPU at once, so onnxruntime's own two error lines about the failed CUDA provider appear once too.
-_CUDA_FAILED = {"failed": False}
+_CUDA_FAILED = threading.Event()
 
 
 def notice_once(message: str) -> None:
@@ -110,7 +111,7 @@ def notice_once(message: str) -> None:
 def session_providers(device: str = "auto") -> ProviderChoice:
     """The providers a new session gets for ``device`` on this install; a ``cuda`` that cannot be
     had logs its notice (once per process) and runs on the CPU."""
-    if _CUDA_FAILED["failed"]:
+    if _CUDA_FAILED.is_set():
         return ProviderChoice(check_device(device), (CPU,))  # the notice was given when it failed
     ort = import_onnxruntime()
     available = list(ort.get_available_providers())
@@ -127,7 +128,7 @@ def check_session(session: Any, choice: ProviderChoice) -> str:
     line of its own: the one notice says what happened and where the fix is."""
     running = active_provider(session)
     if choice.wants_cuda and running != CUDA:
-        _CUDA_FAILED["failed"] = True
+        _CUDA_FAILED.set()
         notice_once(f"ONNX device {choice.device}: onnxruntime lists its CUDA provider but could not create it "
                     "(no GPU, or CUDA / cuDNN libraries missing or of another version): running on the CPU; "
                     "see onnxruntime's CUDA requirements (docs/models.md)")
