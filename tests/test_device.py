@@ -196,6 +196,13 @@ def test_the_config_file_setting_reaches_the_encoders(tmp_path: Path) -> None:
     assert EncoderConfig.from_settings(Settings()).runtime.device == "auto"
 
 
+def test_the_config_file_threads_reach_the_encoders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CTIR_ES_ONNX_THREADS", raising=False)
+    config = tmp_path / "config.toml"
+    config.write_text("onnx_threads = 1\n", encoding="utf-8")
+    assert EncoderConfig.from_settings(load_settings(config_file=config)).runtime.threads == 1
+
+
 # ------------------------------------------------------------------ the CLI
 
 

@@ -115,6 +115,7 @@ class EncoderConfig:
             models_dir=settings.models_dir,  # None: $CTIR_ES_MODELS_DIR or <cache_dir>/models
             backend=str(getattr(settings, "backend", None) or backend_from_env()).lower(),
             onnx_device=getattr(settings, "onnx_device", None),  # the setting, from a file, env or --device
+            threads=getattr(settings, "onnx_threads", None),  # the setting, from a file or env
         )
         return replace(cfg, **overrides)
 
