@@ -52,6 +52,7 @@ from ctir_es.ranking.fusion import fuse
 from ctir_es.schema import Document, IndexSchema, LexicalQuery, VectorField, VectorQuery
 from ctir_es.store.elasticsearch import ElasticsearchStore
 from ctir_es.store.elasticsearch.bodies.index import INDEX_OPTION_TYPES, check_index_options
+from ctir_es.store.elasticsearch.bodies.search import RESCORE_OVERSAMPLE
 from ctir_es.store.elasticsearch.cluster import QUANTIZED_INDEX_OPTIONS
 from ctir_es.store.elasticsearch.connection import EsConnection
 from ctir_es.store.embedded import EmbeddedStore
@@ -378,21 +379,22 @@ def tables(res: dict[str, Any]) -> str:
                  + ", ".join(f"{e} {mib(b)}" for e, b in res["embedded_disk_bytes"].items()) + ". "
                  if res["embedded_disk_bytes"] else "No embedded store in this run. ")
             + f"Elasticsearch heap used {mib(res['es_heap_used_bytes'])} of {mib(res['es_heap_max_bytes'])}."]
-    out += ["", (f"Elasticsearch kNN index types side by side ({res.get('es_licence')} licence): recall@10 against exact "
-                 "kNN over the same vectors at the num_candidates ctir-es asks for (max(100, 2k)); kNN alone and hybrid "
-                 "(BM25 + kNN in one _msearch, client-side RRF), p50 (round p50 min-max) / p99 over "
-                 f"{res['queries']} queries x {res['rounds']} interleaved rounds; disk after a force-merge to one segment; "
-                 "off-heap vector files from _stats/dense_vector (9.1+): floats, quantised vectors, HNSW graph."),
-            "", ("| index type | rescore_vector | recall@10 | kNN p50 ms (min-max) | kNN p99 | hybrid p50 ms (min-max) "
-                 "| hybrid p99 | disk | disk B/product | floats / quantised / graph MiB |"),
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for opt, v in res["es"].items():
-        kn, hy = res["es_knn"][opt], res["hybrid"][f"elasticsearch {opt}"]
-        out.append(f"| {opt} | {'oversample 3' if v.get('rescore_vector') else 'no'} | "
-                   f"{res['es_recall_at_10'][opt]['default']:.3f} | "
-                   f"{kn['p50_ms']:.2f} ({kn['round_p50_min_ms']:.2f}-{kn['round_p50_max_ms']:.2f}) | {kn['p99_ms']:.2f} | "
-                   f"{hy['p50_ms']:.2f} ({hy['round_p50_min_ms']:.2f}-{hy['round_p50_max_ms']:.2f}) | {hy['p99_ms']:.2f} | "
-                   f"{mib(v['disk_bytes'])} | {v['disk_bytes'] / res['n']:,.0f} | {vector_files(v.get('off_heap'))} |")
+    if res.get("es_knn"):  # runs before the side-by-side table have no kNN-only figures
+        out += ["", (f"Elasticsearch kNN index types side by side ({res.get('es_licence')} licence): recall@10 against exact "
+                     "kNN over the same vectors at the num_candidates ctir-es asks for (max(100, 2k)); kNN alone and hybrid "
+                     "(BM25 + kNN in one _msearch, client-side RRF), p50 (round p50 min-max) / p99 over "
+                     f"{res.get('queries')} queries x {res.get('rounds')} interleaved rounds; disk after a force-merge to one segment; "
+                     "off-heap vector files from _stats/dense_vector (9.1+): floats, quantised vectors, HNSW graph."),
+                "", ("| index type | rescore_vector | recall@10 | kNN p50 ms (min-max) | kNN p99 | hybrid p50 ms (min-max) "
+                     "| hybrid p99 | disk | disk B/product | floats / quantised / graph MiB |"),
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for opt, v in res["es"].items():
+            kn, hy = res["es_knn"][opt], res["hybrid"][f"elasticsearch {opt}"]
+            out.append(f"| {opt} | {f'oversample {RESCORE_OVERSAMPLE:g}' if v.get('rescore_vector') else 'no'} | "
+                       f"{res['es_recall_at_10'][opt]['default']:.3f} | "
+                       f"{kn['p50_ms']:.2f} ({kn['round_p50_min_ms']:.2f}-{kn['round_p50_max_ms']:.2f}) | {kn['p99_ms']:.2f} | "
+                       f"{hy['p50_ms']:.2f} ({hy['round_p50_min_ms']:.2f}-{hy['round_p50_max_ms']:.2f}) | {hy['p99_ms']:.2f} | "
+                       f"{mib(v['disk_bytes'])} | {v['disk_bytes'] / res['n']:,.0f} | {vector_files(v.get('off_heap'))} |")
     pl = res.get("pipeline")
     if pl:
         out += [""] + ([f"Ingest pipeline figure: error {pl['error']}"] if "error" in pl else [
@@ -411,7 +413,7 @@ def tables(res: dict[str, Any]) -> str:
         out.append(f"- Elasticsearch {opt}: " + ", ".join(f"{nc}: {r:.3f}" for nc, r in sweep.items()))
     if res.get("es_oversample_recall_at_10"):
         out.append("- rescore_vector.oversample at num_candidates 100 (0: quantised scores, no rescoring; ctir-es asks "
-                   "for 3): " + "; ".join(f"{opt} " + ", ".join(f"{o}: {r:.3f}" for o, r in sw.items())
+                   f"for {RESCORE_OVERSAMPLE:g}): " + "; ".join(f"{opt} " + ", ".join(f"{o}: {r:.3f}" for o, r in sw.items())
                                           for opt, sw in res["es_oversample_recall_at_10"].items()))
     if res["embedded_recall_at_10"]:
         out.append("- embedded: " + ", ".join(f"{k}: {r:.3f}" for k, r in res["embedded_recall_at_10"].items()))
