@@ -22,8 +22,8 @@ deleted, and that delete is in the log), which costs a bulk insert one index loo
 
 Staleness rule. When the delta holds more than ``max(REBUILD_MIN_ROWS, REBUILD_SHARE of the
 index)`` rows, a process that has answered ``REBUILD_AFTER_QUERIES`` queries over that bound
-rebuilds the index in a background thread (one faiss thread, one build at a time across
-processes: ``ann.rebuild_lock``), saves it atomically, and swaps it in on its next query;
+rebuilds the index in a background thread (one faiss thread at the lowest CPU priority, one
+build at a time across processes: ``ann.rebuild_lock``), saves it atomically, and swaps it in on its next query;
 other processes pick up the newer saved index on their next change of data (or within
 ``RECHECK_SECONDS`` while over the bound). Answers are exact with respect to changes whatever
 the delta's size; only their cost grows with it. The writer's ``close`` builds nothing: it
@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -81,6 +82,7 @@ REBUILD_SHARE = 0.02
 REBUILD_MIN_ROWS = 1000
 REBUILD_AFTER_QUERIES = 8  # a one-shot query process never starts a rebuild it would not see end
 RECHECK_SECONDS = 1.0  # over the bound: look for a newer index saved by another process this often
+REBUILD_NICE = 19  # the build thread yields the CPU to the queries beside it
 SCORE_CHUNK = 1024  # rows per matrix-vector product: BLAS stays on this thread (threads cost ms)
 
 LOG_DDL = """
@@ -365,6 +367,8 @@ class ApproximateIndexes:
         try:
             faiss = ann.faiss_module()
             faiss.omp_set_num_threads(1)  # this thread's setting
+            with contextlib.suppress(OSError, AttributeError):  # Linux: niceness is per thread
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REBUILD_NICE)
             with ann.rebuild_lock(ann.ann_dir(self.path)) as mine:
                 if not mine:
                     return  # another process is building it
