@@ -56,6 +56,8 @@ def sample_search(tmp_dir: Path, text_dir: Path, clip: Any | None,
         _built[key] = build_dir / "sample.db"
     path = tmp_dir / "store.db"
     shutil.copyfile(_built[key], path)
+    if Path(str(_built[key]) + ".vectors").is_dir():  # the vectors beside the file (store format 4)
+        shutil.copytree(Path(str(_built[key]) + ".vectors"), Path(str(path) + ".vectors"))
     lexical = _built[key].with_name(_built[key].name + ".lexical")  # the tantivy engine's index, if any
     if lexical.is_dir():
         shutil.copytree(lexical, path.with_name(path.name + ".lexical"))

@@ -35,6 +35,7 @@ def test_python_api_example_runs(
     work = tmp_path / "work"
     (work / "artifacts").mkdir(parents=True)
     shutil.copyfile(store, work / "artifacts" / "sample.db")
+    shutil.copytree(Path(str(store) + ".vectors"), work / "artifacts" / "sample.db.vectors")
     shutil.copyfile(sample_image(), work / "photo.jpg")
     env = {
         **os.environ,

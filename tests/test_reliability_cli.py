@@ -133,6 +133,8 @@ def corrupt_fts(src: Path, dst: Path) -> None:
     """Overwrite the FTS index's root page: the file opens, text search breaks (``src`` must be a
     store of the FTS5 lexical engine, whose BM25 index is a table of the SQLite file)."""
     shutil.copyfile(src, dst)
+    if Path(str(src) + ".vectors").is_dir():  # the vectors beside the file (store format 4)
+        shutil.copytree(Path(str(src) + ".vectors"), Path(str(dst) + ".vectors"))
     with sqlite3.connect(dst) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         assert conn.execute("SELECT value FROM meta WHERE key = 'lexical_engine'").fetchone() == ("fts5",)
@@ -168,6 +170,8 @@ def copy_store(store: Path, dst: Path, *, with_index: bool) -> Path:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     shutil.copyfile(store, dst)
+    if Path(str(store) + ".vectors").is_dir():  # the vectors beside the file (store format 4)
+        shutil.copytree(Path(str(store) + ".vectors"), Path(str(dst) + ".vectors"))
     if with_index:
         shutil.copytree(lexical_index(store), lexical_index(dst))
     return dst

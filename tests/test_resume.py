@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ctir_es.schema import VectorQuery
@@ -96,6 +97,11 @@ def test_kill_and_resume_keeps_each_product_once(flipkart_dir: Path, tiny_text_m
         leftover = conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'checkpoint:%'").fetchone()[0]
     assert n_products == n_ids == n_fts == n_vectors == 1050
     assert leftover == 0  # a completed ingest clears its checkpoint
+    store = EmbeddedStore(db)  # every product's vector readable from the file beside the store, none torn
+    vectors = store.vectors(store.ids(), "title_vector")
+    assert len(vectors) == 1050
+    assert all(np.isfinite(v).all() and abs(float(np.linalg.norm(v)) - 1.0) < 1e-3 for v in vectors.values())
+    store.close()
     if vector_index != "exact":
         _check_index_is_current(db, vector_index)
 

@@ -116,30 +116,42 @@ def test_filtered_knn_broad_and_selective_masks_match_brute_force(tmp_path: Path
     store.close()
 
 
-def test_new_files_use_large_pages_and_a_rowid_vector_table(tmp_path: Path) -> None:
+def test_new_files_use_large_pages_and_keep_vectors_in_a_file_beside(tmp_path: Path) -> None:
     store = EmbeddedStore(tmp_path / "s.db")
     store.setup(SCHEMA)
     store.upsert(CATALOGUE)
     assert store.conn.execute("PRAGMA page_size").fetchone()[0] >= 16384
-    sql = store.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'vectors'").fetchone()[0]
-    assert "WITHOUT ROWID" not in sql
+    (file, dims, rows), = store.conn.execute("SELECT file, dims, rows FROM vector_files").fetchall()
+    assert rows == len(CATALOGUE)
+    assert (tmp_path / "s.db.vectors" / file).stat().st_size == rows * dims * 4
     store.close()
 
 
 def test_a_store_with_the_old_vector_layout_still_works(tmp_path: Path) -> None:
+    """A format-3 store whose vectors table is the old WITHOUT ROWID blob layout: the upgrade
+    moves its vectors to the file and the store answers as before."""
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(
-        "PRAGMA page_size=4096;"
-        "CREATE TABLE vectors (field TEXT NOT NULL, product INTEGER NOT NULL, vec BLOB NOT NULL,"
-        " PRIMARY KEY (field, product)) WITHOUT ROWID;"
-    )
-    conn.close()
     store = EmbeddedStore(path)
     store.setup(SCHEMA)
     assert not store.upsert(CATALOGUE).errors
+    store.close()
+    conn = sqlite3.connect(path)
+    vecs = {r: np.frombuffer(v, np.float32) for r, v in [
+        (r, (tmp_path / "old.db.vectors" / "1.f32").read_bytes()[s * 4 * SCHEMA.vectors["title_vector"].dims:(s + 1) * 4 * SCHEMA.vectors["title_vector"].dims])
+        for r, s in conn.execute("SELECT product, slot FROM vectors")]}
+    conn.executescript(
+        "DROP TABLE vectors; DROP TABLE vector_files;"
+        "CREATE TABLE vectors (field TEXT NOT NULL, product INTEGER NOT NULL, vec BLOB NOT NULL,"
+        " PRIMARY KEY (field, product)) WITHOUT ROWID;"
+        "UPDATE meta SET value = '3' WHERE key = 'store_version';"
+    )
+    conn.executemany("INSERT INTO vectors VALUES ('title_vector', ?, ?)", [(r, v.tobytes()) for r, v in vecs.items()])
+    conn.commit()
+    conn.close()
+    (tmp_path / "old.db.vectors" / "1.f32").unlink()
+    store = EmbeddedStore(path)
     assert store.search(None, [VectorQuery("title_vector", unit(5))], 1)["title_vector"][0].id == "p4"
     store.upsert([CATALOGUE[3]])  # re-upsert replaces the vector row, never duplicates
     assert store.conn.execute("SELECT count(*) FROM vectors").fetchone()[0] == len(CATALOGUE)
-    assert store.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert store.conn.execute("SELECT value FROM meta WHERE key = 'store_version'").fetchone()[0] == "4"
     store.close()

@@ -38,6 +38,8 @@ def tantivy_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def damaged_copy(store: Path, dst: Path, suffix: str) -> Path:
     """A copy of ``store`` whose segment files ending in ``suffix`` have bytes 10-4000 overwritten."""
     shutil.copyfile(store, dst)
+    if Path(str(store) + ".vectors").is_dir():  # the vectors beside the file (store format 4)
+        shutil.copytree(Path(str(store) + ".vectors"), Path(str(dst) + ".vectors"))
     shutil.copytree(lexical_tantivy.index_dir(store), lexical_tantivy.index_dir(dst))
     files = [f for f in lexical_tantivy.index_dir(dst).iterdir() if f.suffix == suffix]
     assert files

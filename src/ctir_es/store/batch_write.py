@@ -23,8 +23,10 @@ set-based statements instead of a dozen statements per product:
   block) are appended to the node's last block while it is small (a one-product write rewrites
   at most ``SMALL_BLOCK`` rowids per node), else start a new block; an update or delete removes
   the product from the blocks of its old nodes, read from its stored row;
-- vectors: one ``INSERT ... SELECT`` per field slicing one float32 blob of the whole batch
-  (``substr`` on a BLOB slices bytes), instead of binding a Python object per row;
+- vectors (store format 4): the batch's matrix of each field appended to the field's file
+  beside the store (``store/vector_file.py``: written and fdatasynced by a thread while SQLite
+  writes the rest of the batch, joined before the COMMIT), and one ``INSERT ... SELECT`` per
+  field of the (product, field, slot) rows that point to them;
 - typed values (store format 3): the product's ``values`` go into ``extra`` (read back exactly)
   and one ``product_values`` row each (``value_rows``), the rows an update replaces.
 
@@ -48,6 +50,7 @@ import orjson
 from ..products import format_category_path
 from ..schema import Document, IndexSchema
 from ..values import Value
+from . import vector_file
 
 NODE_SEP = "\x1f"  # the embedded store's category node separator (never inside a name)
 BULK_TRIGGER_MIN = 64  # fewer new rows than this: the per-row triggers are cheaper than DDL
@@ -82,7 +85,7 @@ class PreparedBatch:
 
     ids: list[str] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)  # products columns from id on (no rowid)
-    nodes: list[set[str]] = field(default_factory=list)  # category node keys per product
+    nodes: list[frozenset[str]] = field(default_factory=list)  # category node keys per product
     values: list[list[tuple[str, str | None, str | None, float | None]]] = field(default_factory=list)
     vectors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # field -> (row slots, matrix)
     written: int = 0  # valid documents (a duplicate id counts each time, as row-by-row did)
@@ -108,7 +111,7 @@ def vector_problems(docs: Sequence[Document], schema: IndexSchema) -> tuple[dict
             arrays.append(arr)
     by_field: dict[str, tuple[list[int], np.ndarray]] = {}
     for name, (slots, arrays) in gathered.items():
-        matrix = np.asarray(arrays, dtype=np.float32)
+        matrix = np.concatenate(arrays).reshape(len(arrays), -1).astype(np.float32, copy=False)
         by_field[name] = (slots, matrix)
         nonfinite = np.asarray(~np.isfinite(matrix).all(axis=1))
         zero = np.asarray(~matrix.any(axis=1))
@@ -130,43 +133,49 @@ def prepare(docs: Sequence[Document], schema: IndexSchema) -> PreparedBatch:
             continue
         latest[doc.product.id] = i
         batch.written += 1
-    slot_of = np.full(len(docs), -1, dtype=np.int64)
-    # A catalogue repeats few distinct paths: each is formatted, split into nodes and encoded
-    # once per batch. The extra JSON is put together from encoded parts (the bytes
+    slot_of = [-1] * len(docs)
+    # A catalogue repeats few distinct category lists: each is formatted, split into nodes and
+    # encoded once per batch. The extra JSON is put together from encoded parts (the bytes
     # ``_dumps({"categories": ..., "attributes": ..., "images": ...})`` gives).
-    paths: dict[tuple[str, ...], tuple[str, tuple[str, ...], str]] = {}
+    combos: dict[Any, tuple[str, str, frozenset[str]]] = {}
+    ids, rows, nodes, values = batch.ids, batch.rows, batch.nodes, batch.values
     for slot, (pid, i) in enumerate(latest.items()):
         slot_of[i] = slot
-        p = docs[i].product
-        image = docs[i].image
-        texts: list[str] = []
-        encoded: list[str] = []
-        nodes: set[str] = set()
-        for path in p.categories:
-            key = path if type(path) is tuple else tuple(path)
-            known = paths.get(key)
-            if known is None:
-                known = paths[key] = (format_category_path(key),
-                                      tuple(NODE_SEP.join(key[:d]) for d in range(1, len(key) + 1)), _dumps(key))
-            texts.append(known[0])
-            encoded.append(known[2])
-            nodes.update(known[1])
+        doc = docs[i]
+        p, image = doc.product, doc.image
+        try:
+            text, encoded, held = combos[p.categories]
+        except KeyError:
+            text, encoded, held = combos[p.categories] = _categories(p.categories)
+        except TypeError:  # unhashable (lists): not remembered
+            text, encoded, held = _categories(p.categories)
         attrs = _dumps(p.attributes if type(p.attributes) is dict else dict(p.attributes)) if p.attributes else "{}"
         images = _dumps(p.images) if p.images else "[]"
-        values = _dumps(p.values if type(p.values) is dict else dict(p.values)) if p.values else ""
-        extra = ('{"categories":[' + ",".join(encoded) + '],"attributes":' + attrs + ',"images":' + images
-                 + (',"values":' + values if values else "") + "}")
-        batch.ids.append(pid)
-        batch.rows.append((pid, p.title, "\n".join(texts), p.attribute_text, p.description,
-                           extra, image, p.market, int(image is not None)))
-        batch.nodes.append(nodes)
-        batch.values.append(value_rows(p.values) if p.values else [])
+        typed = _dumps(p.values if type(p.values) is dict else dict(p.values)) if p.values else ""
+        extra = ('{"categories":[' + encoded + '],"attributes":' + attrs + ',"images":' + images
+                 + (',"values":' + typed + "}" if typed else "}"))
+        ids.append(pid)
+        rows.append((pid, p.title, text, p.attribute_text, p.description, extra, image, p.market,
+                     int(image is not None)))
+        nodes.append(held)
+        values.append(value_rows(p.values) if p.values else [])
+    where = np.asarray(slot_of, dtype=np.int64)
     for name, (positions, matrix) in by_field.items():
-        slots = slot_of[np.asarray(positions, dtype=np.int64)]
+        slots = where[np.asarray(positions, dtype=np.int64)]
         keep = slots >= 0  # dropped: invalid documents and earlier duplicates
-        if keep.any():
+        if keep.all():
+            batch.vectors[name] = (slots, matrix)
+        elif keep.any():
             batch.vectors[name] = (slots[keep], np.ascontiguousarray(matrix[keep]))
     return batch
+
+
+def _categories(paths: Iterable[Sequence[str]]) -> tuple[str, str, frozenset[str]]:
+    """A product's category paths as its row has them: the BM25 text ("A > B", one per line),
+    the JSON arrays (comma-joined, without the outer brackets) and the node keys."""
+    keys = [path if type(path) is tuple else tuple(path) for path in paths]
+    return ("\n".join(format_category_path(key) for key in keys), ",".join(_dumps(key) for key in keys),
+            frozenset(NODE_SEP.join(key[:d]) for key in keys for d in range(1, len(key) + 1)))
 
 
 def fold_keyword(text: str) -> str:
@@ -245,6 +254,7 @@ class TransactionWriter:
         self.conn = conn
         self.changes = NodeChanges()
         self.dropped: list[tuple[str, str]] | None = None  # (name, sql) of the triggers taken out
+        self.appends = vector_file.Appends(conn)  # the vectors' file writes, joined by finish()
 
     def write(self, batch: PreparedBatch) -> np.ndarray:
         """Write one batch; returns the rowid of each of its products."""
@@ -261,10 +271,13 @@ class TransactionWriter:
         return self.dropped
 
     def finish(self) -> None:
+        """Before the COMMIT: postings, triggers, and the vectors synced to their files (an
+        error raises, and the caller's transaction rolls back)."""
         update_postings(self.conn, self.changes)
         for _name, sql in self.dropped or ():
             self.conn.execute(sql)
         self.dropped = None
+        self.appends.wait()
 
 
 def write(conn: sqlite3.Connection, batch: PreparedBatch, owner: TransactionWriter) -> np.ndarray:
@@ -310,20 +323,19 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch, owner: TransactionWrit
         conn.executemany("INSERT INTO product_values (product, name, kw, label, num) VALUES (?, ?, ?, ?, ?)",
                          typed)
     for name, (slots, matrix) in batch.vectors.items():
-        width = matrix.shape[1] * 4
-        conn.execute(
-            f"INSERT INTO vectors (field, product, vec) SELECT ?, j.value, substr(?, j.key * {width} + 1, {width}) "
-            "FROM json_each(?) j",
-            (name, matrix.tobytes(), _dumps(rowids[slots].tolist())),
-        )
+        ff, first = owner.appends.reserve(name, matrix.shape[1], matrix.shape[0])
+        owner.appends.append(ff, first, matrix)  # in a thread, joined before the COMMIT
+        conn.execute("INSERT INTO vectors (product, field, slot) SELECT j.value, ?, ? + j.key FROM json_each(?) j",
+                     (name, first, _dumps(rowids[slots].tolist())))
     return rowids
 
 
 def replace_field_vectors(conn: sqlite3.Connection, field: str, ids: Sequence[str], matrix: np.ndarray) -> int:
     """Inside the caller's transaction: set ``field``'s vector of the stored products among
     ``ids`` (row ``i`` of the float32 ``matrix`` is ``ids[i]``'s), replacing the one they hold;
-    ids not stored are skipped. One query finds the rowids, one ``INSERT OR REPLACE ... SELECT``
-    slices the vectors out of one blob (as ``write`` does). Returns how many were written."""
+    ids not stored are skipped. One query finds the rowids; the vectors are appended to the
+    field's file (synced before this returns) and one ``INSERT OR REPLACE ... SELECT`` points the
+    rows to them (as ``write`` does). Returns how many were written."""
     if not len(ids):
         return 0
     found = conn.execute(
@@ -334,12 +346,11 @@ def replace_field_vectors(conn: sqlite3.Connection, field: str, ids: Sequence[st
     slots = np.fromiter((slot for slot, _ in found), dtype=np.int64, count=len(found))
     rowids = [rowid for _, rowid in found]
     part = np.ascontiguousarray(matrix[slots], dtype=np.float32)  # in the order of ``rowids``
-    width = part.shape[1] * 4
-    conn.execute(
-        f"INSERT OR REPLACE INTO vectors (field, product, vec) SELECT ?, j.value, substr(?, j.key * {width} + 1, {width}) "
-        "FROM json_each(?) j",
-        (field, part.tobytes(), _dumps(rowids)),
-    )
+    appends = vector_file.Appends(conn)
+    ff, first = appends.reserve(field, part.shape[1], part.shape[0])
+    appends.append(ff, first, part, wait=True)
+    conn.execute("INSERT OR REPLACE INTO vectors (product, field, slot) SELECT j.value, ?, ? + j.key FROM json_each(?) j",
+                 (field, first, _dumps(rowids)))
     return len(found)
 
 

@@ -3,8 +3,11 @@
 Format 2 keeps category nodes as postings blocks (store/batch_write.py) instead of format 1's
 category_nodes table of one row per (node, product). Format 3 adds the typed values table
 (product_values); a version of ctir-es that does not know it would update products without
-their values, hence a new format. A writable store of format 1 or 2 is upgraded on open; a
-format-2 store that cannot be written is read as it is (it holds no values).
+their values, hence a new format. Format 4 keeps the vectors in append-only files beside the
+store (store/vector_file.py: ``vectors`` holds each product's slot, ``vector_files`` each field's
+committed length) instead of blobs in SQLite. A writable store of format 1, 2 or 3 is upgraded on
+open; a format-2 or 3 store that cannot be written is read as it is (format 2 holds no values;
+the readers of vectors read blobs where the store has no ``vector_files`` table).
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import sqlite3
 from pathlib import Path
 
 from ...errors import StoreError
-from .. import batch_write
+from .. import batch_write, vector_file
 from .failures import is_read_only
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # New files use large pages: a 512-d float32 vector (2 KiB) does not fit twice in a 4 KiB page,
 # so small pages waste half the file. Existing files keep their page size.
 PAGE_SIZE = 32768
@@ -36,16 +39,7 @@ CREATE TABLE IF NOT EXISTS products (
     market TEXT,
     has_image INTEGER NOT NULL DEFAULT 0
 );
--- (category postings: POSTINGS_DDL below)
--- A rowid table: vectors are large rows, which WITHOUT ROWID tables spill to overflow pages
--- (2.3x the raw size at 512 dims). Stores created before keep their layout; the SQL is the same.
-CREATE TABLE IF NOT EXISTS vectors (
-    field TEXT NOT NULL,
-    product INTEGER NOT NULL REFERENCES products(rowid) ON DELETE CASCADE,
-    vec BLOB NOT NULL,          -- float32, L2-normalised
-    UNIQUE (field, product)
-);
-CREATE INDEX IF NOT EXISTS vectors_product ON vectors(product);
+-- (category postings: POSTINGS_DDL below; vectors: vector_file.VECTORS_DDL, format 4)
 """
 
 # Category nodes (every ancestor prefix of every path, joined with NODE_SEP) -> product rowids, in
@@ -87,7 +81,7 @@ def create_tables(path: Path, conn: sqlite3.Connection) -> None:
         conn.execute(statement)
     conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_version', ?)", (str(SCHEMA_VERSION),))
     if check_format(path, conn) == SCHEMA_VERSION:  # new (older formats: in upgrade)
-        for statement in VALUES_DDL:
+        for statement in (*VALUES_DDL, *vector_file.VECTORS_DDL):
             conn.execute(statement)
 
 
@@ -109,24 +103,26 @@ def check_format(path: Path, conn: sqlite3.Connection) -> int:
         raise StoreError(f"{path} is a SQLite file but not a ctir-es store; check --store")
     row = conn.execute("SELECT value FROM meta WHERE key='store_version'").fetchone()
     version = int(row[0]) if row is not None and str(row[0]).isdigit() else None
-    if version not in (1, 2, SCHEMA_VERSION):
+    if version not in (1, 2, 3, SCHEMA_VERSION):
         raise StoreError(
             f"{path} was written by store format {row[0] if row else '?'}, "
-            f"this ctir-es reads {SCHEMA_VERSION} (and upgrades 1 and 2)"
+            f"this ctir-es reads {SCHEMA_VERSION} (and upgrades 1, 2 and 3)"
         )
     return int(version)  # type: ignore[arg-type]
 
 def upgrade(path: Path, conn: sqlite3.Connection, version: int) -> None:
-    """Format 1 or 2 -> 3 in one transaction. 1 -> 2: category_nodes becomes
+    """Format 1, 2 or 3 -> 4 in one transaction. 1 -> 2: category_nodes becomes
     category_postings (dropped after); 2 -> 3: the product_values table (empty: no older
-    format held values). A format-1 store that cannot be written here cannot be read by
-    this version; a format-2 one is read as it is (value filters see no values)."""
+    format held values); 3 -> 4: the vector blobs moved to files beside the store (written
+    and synced before the COMMIT; seconds per million products). A format-1 store that cannot
+    be written here cannot be read by this version; a format-2 or 3 one is read as it is (value
+    filters of format 2 see no values)."""
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         if not is_read_only(exc):
             raise
-        if version == 2:
+        if version in (2, 3):
             return
         raise _cannot_upgrade(path, exc) from exc
     try:
@@ -152,6 +148,9 @@ def upgrade(path: Path, conn: sqlite3.Connection, version: int) -> None:
         if row is not None and str(row[0]) == "2":
             for statement in VALUES_DDL:
                 conn.execute(statement)
+            row = ("3",)
+        if row is not None and str(row[0]) == "3":
+            vector_file.move_blobs(conn, path)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'store_version'", (str(SCHEMA_VERSION),))
         conn.execute("COMMIT")
     except sqlite3.OperationalError as exc:
@@ -159,7 +158,7 @@ def upgrade(path: Path, conn: sqlite3.Connection, version: int) -> None:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         if is_read_only(exc):
-            if version == 2:
+            if version in (2, 3):
                 return
             raise _cannot_upgrade(path, exc) from exc
         raise

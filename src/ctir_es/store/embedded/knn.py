@@ -17,7 +17,7 @@ import numpy as np
 
 from ...errors import SchemaMismatch
 from ...schema import Hit, VectorQuery
-from .. import scan
+from .. import scan, vector_file
 
 PARALLEL_MIN_ROWS = 20_000  # from this many vectors: hybrid sources in two threads (store/scan.py)
 
@@ -35,7 +35,38 @@ class VectorCache:
 
 
 def load_field(conn: sqlite3.Connection, name: str) -> VectorCache:
-    """Read one field's vectors (and their product ids) in one snapshot, in rowid order."""
+    """Read one field's vectors (and their product ids) in rowid order: the rows and slots in one
+    SQL snapshot, then the field's file (store format 4: every slot a committed row names is in
+    the file before the row is; vector_file.py) or, in a format-3 store read as it is, the blobs."""
+    if not vector_file.in_files(conn):
+        return _load_blobs(conn, name)
+    ff = vector_file.field_file(conn, name)
+    if ff is None:
+        return _empty()
+    rowids: list[int] = []
+    ids: list[str] = []
+    slots: list[int] = []
+    cur = conn.execute(
+        "SELECT v.product, p.id, v.slot FROM vectors v JOIN products p ON p.rowid = v.product "
+        "WHERE v.field = ? ORDER BY v.product",
+        (name,),
+    )
+    while chunk := cur.fetchmany(10_000):
+        for rowid, pid, slot in chunk:
+            rowids.append(rowid)
+            ids.append(pid)
+            slots.append(slot)
+    if not rowids:
+        return _empty()
+    matrix = vector_file.load_matrix(conn, ff, np.asarray(slots, dtype=np.int64))
+    return VectorCache(np.asarray(rowids, dtype=np.int64), np.asarray(ids, dtype=object), matrix)
+
+
+def _empty() -> VectorCache:
+    return VectorCache(np.zeros(0, np.int64), np.zeros(0, object), np.zeros((0, 0), np.float32))
+
+
+def _load_blobs(conn: sqlite3.Connection, name: str) -> VectorCache:
     rowids: list[int] = []
     ids: list[str] = []
     buf = bytearray()
@@ -50,7 +81,7 @@ def load_field(conn: sqlite3.Connection, name: str) -> VectorCache:
             ids.append(pid)
             buf += vec
     if not rowids:
-        return VectorCache(np.zeros(0, np.int64), np.zeros(0, object), np.zeros((0, 0), np.float32))
+        return _empty()
     matrix = np.frombuffer(buf, dtype=np.float32).reshape(len(rowids), -1)
     return VectorCache(np.asarray(rowids, dtype=np.int64), np.asarray(ids, dtype=object), matrix)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ...products import Product
 from ...schema import StoredProduct
+from .. import vector_file
 from ..batch_write import NODE_SEP
 
 CHUNK = 500  # ids per statement: under SQLite's parameter limit
@@ -75,16 +76,26 @@ def product_from_row(pid: str, title: str, description: str, extra: str, market:
 
 
 def vectors(conn: sqlite3.Connection, ids: Sequence[str], field: str) -> dict[str, np.ndarray]:
-    """The stored ``field`` vectors of ``ids`` (an id without one is absent)."""
+    """The stored ``field`` vectors of ``ids`` (an id without one is absent): slots in one SQL
+    snapshot, then the field's file (format 4) or the blobs (format 3 read as it is)."""
     out: dict[str, np.ndarray] = {}
+    in_files = vector_file.in_files(conn)
+    ff = vector_file.field_file(conn, field) if in_files else None
+    if in_files and ff is None:
+        return out
+    column = "v.slot" if in_files else "v.vec"
     for chunk in _chunks(ids):
         marks = ",".join("?" * len(chunk))
         rows = conn.execute(
-            "SELECT p.id, v.vec FROM vectors v JOIN products p ON p.rowid = v.product "
+            f"SELECT p.id, {column} FROM vectors v JOIN products p ON p.rowid = v.product "
             f"WHERE v.field = ? AND p.id IN ({marks})",
             [field, *chunk],
         ).fetchall()
-        out.update((pid, np.frombuffer(vec, dtype=np.float32).copy()) for pid, vec in rows)
+        if ff is not None:
+            found = vector_file.read_vectors(conn, ff, [slot for _, slot in rows])
+            out.update((pid, vec) for (pid, _), vec in zip(rows, found, strict=True))
+        else:
+            out.update((pid, np.frombuffer(vec, dtype=np.float32).copy()) for pid, vec in rows)
     return out
 
 

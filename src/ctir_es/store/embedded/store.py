@@ -56,7 +56,7 @@ from ...schema import (
     WriteResult,
 )
 from ...vocabulary import LEXICAL_SOURCE
-from .. import ann, batch_write, wal_checkpoint
+from .. import ann, batch_write, vector_file, wal_checkpoint
 from ..base import metadata_json, new_vectors
 from . import approximate, file_format, files, knn, locking, reads, stats
 from .approximate import bump_generation
@@ -723,9 +723,9 @@ def _set_checkpoint(conn: sqlite3.Connection, checkpoint: tuple[str, int]) -> No
 
 
 def _stored_dims(conn: sqlite3.Connection, field: str) -> int | None:
-    """The dims of the vectors ``field`` holds (None when no product holds one)."""
-    row = conn.execute("SELECT length(vec) FROM vectors WHERE field = ? LIMIT 1", (field,)).fetchone()
-    return None if row is None else int(row[0]) // 4
+    """The dims of the vectors ``field`` holds (None when no product holds one). Asked by
+    writers only, whose open upgraded the store to vectors in files (format 4)."""
+    return vector_file.stored_dims(conn, field)
 
 
 def _schema_in(conn: sqlite3.Connection) -> IndexSchema | None:
