@@ -3,23 +3,26 @@
 products and queries (benchmarks/synthetic.py), the same machine, one run.
 
     CTIR_ES_TEST_URL=http://127.0.0.1:9200 python benchmarks/es_beside.py --n 100000 [--dims 512]
-    # the quantised kNN index types side by side, Elasticsearch alone (no embedded store)
+    # the kNN index types side by side, Elasticsearch alone (no embedded store; docs/benchmarks.md)
     CTIR_ES_TEST_URL=http://127.0.0.1:9201 python benchmarks/es_beside.py --n 50000 --dims 384 \
-        --es-index-types int8_hnsw,int4_hnsw,bbq_hnsw --engines --pipeline-n 0 --minilm-n 20000
+        --es-index-types int8_hnsw,int4_hnsw,bbq_hnsw,hnsw --engines --pipeline-n 0 --minilm-n 20000
 
 Elasticsearch goes through the project's ``ElasticsearchStore`` (``bulk_load``, no refresh per
 chunk, one refresh at the end, then a force-merge to one segment), once per kNN index type
 (``--es-index-types``: int8_hnsw, the project's default, and hnsw; int4_hnsw and bbq_hnsw for the
 quantisation comparison), into indexes with unique names that are deleted afterwards. Per type:
 recall@10 against exact kNN over the same vectors (NumPy, brute force), kNN-only and hybrid
-latency (p50, p99, the spread of the round medians) and the index's size on disk. Ingest is also measured without and with an ingest pipeline
-(``--pipeline-n`` products per load, alternating rounds). Queries: one ``search`` call per query =
-one ``_msearch`` round trip (BM25 multi_match + kNN, k=100 per source), then the same client-side
-RRF the embedded store uses. The embedded stores are the cached stores of benchmarks/targets.py
-(one per lexical engine, ``--engines``), each queried with exact kNN and each ``--ann`` index, in
-this process, interleaved with Elasticsearch round by round (``--engines`` with no names: none). Recall@10 against exact over a
-``num_candidates`` sweep, on the synthetic vectors and on real MiniLM text vectors
-(``--minilm-n``, benchmarks/text_vectors.py); Elasticsearch's heap and disk from its stats APIs.
+latency (p50, p99, the spread of the round medians), the index's size on disk and its off-heap
+vector files (9.1+), and for the quantised types a ``rescore_vector.oversample`` sweep
+(``--oversample``: recall and the p50 of a plain ``_search``). Ingest is also measured without
+and with an ingest pipeline (``--pipeline-n`` products per load, alternating rounds). Queries:
+one ``search`` call per query = one ``_msearch`` round trip (BM25 multi_match + kNN, k=100 per
+source), then the same client-side RRF the embedded store uses. The embedded stores are the
+cached stores of benchmarks/targets.py (one per lexical engine, ``--engines``; with no names,
+none), each queried with exact kNN and each ``--ann`` index, in this process, interleaved with
+Elasticsearch round by round. Recall@10 against exact over a ``num_candidates`` sweep, on the
+synthetic vectors and on real MiniLM text vectors (``--minilm-n``, benchmarks/text_vectors.py);
+Elasticsearch's heap and disk from its stats APIs.
 """
 
 from __future__ import annotations
