@@ -7,14 +7,16 @@ writer's close time (issue 25, item 3; src/ctir_es/store/embedded/approximate.py
 
 A copy of the synthetic catalogue's store (benchmarks/synthetic.py, cached under
 artifacts/benchmarks/stores/ann_updates with its index built once) is queried by this process
-(hybrid: BM25 + kNN, k=100 each, RRF top 10, one query every ``--pace`` ms), first quiet, then
-while a second process (the writer) streams changes into it: ``--rate`` of the catalogue per
-minute (default 1 %), times ``--speed`` (time compression: --speed 5 for 2 minutes writes what
-10 minutes of the stream would), in batches every ``--tick`` s: 90 % upserts of existing
-products with new vectors (and titles), 5 % deletes, 5 % new products. Every ``--recall-every``
-s the reader measures recall@10 of kNN against exact kNN of the same snapshot (NumPy over the
-current vectors). At the end the writer closes, timed. The reader rebuilds its index in the
-background when the changes pass the bound (approximate.REBUILD_*), as a serving process does.
+(hybrid: BM25 + kNN, k=100 each, RRF top 10, then kNN alone; one pair every ``--pace`` ms) in
+four phases: quiet; streaming, while a second process (the writer) streams changes into it:
+``--rate`` of the catalogue per minute (default 1 %), times ``--speed`` (time compression:
+--speed 5 for 2 minutes writes what 10 minutes of the stream would), in batches every
+``--tick`` s: 90 % upserts of existing products with new vectors (and titles), 5 % deletes, 5 %
+new products; held: the writer closed, the changed rows kept as the stream left them, no
+rebuild started (the cost of the changed rows alone); rebuild: a rebuild allowed (as a serving
+process does past the bound, approximate.REBUILD_*) until it swaps in, plus 5 s, or
+``--rebuild-cap`` s. Every ``--recall-every`` s, recall@10 of kNN against exact kNN (NumPy over
+every current vector) in the same SQLite snapshot. The writer's close is timed.
 
 Printed: the machine and load, sizes, the quiet and streaming hybrid p50 (median of per-window
 p50s, with the spread), their ratio, recall@10 (min / median), the largest delta seen, rebuilds
@@ -46,7 +48,7 @@ from synthetic import FIELD, Catalogue, cached_store
 from ctir_es.ranking.fusion import fuse
 from ctir_es.schema import Document, LexicalQuery, VectorQuery
 from ctir_es.store import ann
-from ctir_es.store.embedded import EmbeddedStore
+from ctir_es.store.embedded import EmbeddedStore, approximate, knn
 
 K = 100
 TOP = 10
@@ -125,16 +127,17 @@ def writer(path: str, n: int, dims: int, per_tick: int, tick: float, seconds: fl
              "deleted": len(deleted), "inserted": next_new - n})
 
 
-def recall_at_10(store: EmbeddedStore, exact: EmbeddedStore, qv: np.ndarray, idx: list[int]) -> float | None:
-    """Mean recall@10 of kNN against exact kNN on the same snapshot (None: a write came between)."""
-    before = exact._meta(ann.GENERATION_KEY), store._meta(ann.GENERATION_KEY)
-    got, truth = [], []
-    for i in idx:
-        got.append({h.id for h in store.search(None, [VectorQuery(FIELD, qv[i], "text")], TOP)["text"]})
-        truth.append({h.id for h in exact.search(None, [VectorQuery(FIELD, qv[i], "text")], TOP)["text"]})
-    after = exact._meta(ann.GENERATION_KEY), store._meta(ann.GENERATION_KEY)
-    if before != after or before[0] != before[1]:
-        return None
+def recall_at_10(store: EmbeddedStore, qv: np.ndarray, idx: list[int]) -> float:
+    """Mean recall@10 of kNN against exact kNN (NumPy over every current vector) in one SQLite
+    snapshot: the store's connection holds a read transaction over both."""
+    conn = store.conn
+    conn.execute("BEGIN")
+    try:
+        cache = knn.load_field(conn, FIELD)
+        got = [{h.id for h in store.search(None, [VectorQuery(FIELD, qv[i], "text")], TOP)["text"]} for i in idx]
+    finally:
+        conn.execute("COMMIT")
+    truth = [set(cache.ids[knn.top_k(cache.matrix @ qv[i], TOP)].tolist()) for i in idx]
     return float(np.mean([len(g & t) / TOP for g, t in zip(got, truth, strict=True)]))
 
 
@@ -168,7 +171,10 @@ class AnnClock:
 
 
 def run_queries(store: EmbeddedStore, qt: list[str], qv: np.ndarray, seconds: float, pace: float,
-                exact: EmbeddedStore, recall_every: float, window: float, clock: AnnClock) -> dict[str, Any]:
+                recall_every: float, window: float, clock: AnnClock, until_swap: bool = False) -> dict[str, Any]:
+    """Paced hybrid queries for ``seconds`` (``until_swap``: or until 5 s after a newer index is in use)."""
+    first_generation = store._ann[FIELD].generation if FIELD in store._ann else None
+    swapped_at: float | None = None
     times: list[tuple[float, float, float, float, bool]] = []  # (at, hybrid ms, its ann ms, knn ms, rebuilding)
     recalls: list[float] = []
     deltas: list[int] = []
@@ -178,6 +184,8 @@ def run_queries(store: EmbeddedStore, qt: list[str], qv: np.ndarray, seconds: fl
     i = 0
     rng = np.random.default_rng(7)
     while time.monotonic() - start < seconds:
+        if until_swap and swapped_at is not None and time.monotonic() - swapped_at > 5:
+            break
         j = i % len(qt)
         clock.take()
         t = time.perf_counter()
@@ -194,13 +202,11 @@ def run_queries(store: EmbeddedStore, qt: list[str], qv: np.ndarray, seconds: fl
         if live is not None:
             deltas.append(len(live.rows))
             generations.add(live.index.generation)
+            if swapped_at is None and first_generation is not None and live.index.generation != first_generation:
+                swapped_at = time.monotonic()
         i += 1
         if time.monotonic() >= next_recall:
-            for _attempt in range(3):
-                r = recall_at_10(store, exact, qv, [int(x) for x in rng.integers(0, len(qv), 20)])
-                if r is not None:
-                    recalls.append(r)
-                    break
+            recalls.append(recall_at_10(store, qv, [int(x) for x in rng.integers(0, len(qv), 20)]))
             next_recall = time.monotonic() + recall_every
         time.sleep(pace / 1e3)
     arr = np.asarray([row[:4] for row in times])
@@ -215,7 +221,8 @@ def run_queries(store: EmbeddedStore, qt: list[str], qv: np.ndarray, seconds: fl
             "p50_rebuilding_ms": float(np.median(lat[rebuilding])) if rebuilding.any() else None,
             "p50_not_rebuilding_ms": float(np.median(lat[~rebuilding])) if (~rebuilding).any() else None,
             "recall": recalls, "max_delta": max(deltas) if deltas else 0,
-            "index_generations": sorted(generations)}
+            "index_generations": sorted(generations), "seconds": time.monotonic() - start,
+            "swapped_after_s": None if swapped_at is None else swapped_at - start}
 
 
 def main() -> None:
@@ -233,6 +240,8 @@ def main() -> None:
     p.add_argument("--recall-every", type=float, default=15.0)
     p.add_argument("--window", type=float, default=15.0, help="seconds per p50 window")
     p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--held-seconds", type=float, default=30.0)
+    p.add_argument("--rebuild-cap", type=float, default=120.0, help="longest wait for a rebuild to swap in")
     p.add_argument("--rebuild", action="store_true", help="rebuild the cached store")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
@@ -249,10 +258,9 @@ def main() -> None:
 
     clock = AnnClock()
     store = EmbeddedStore(scratch, vector_index=a.index)
-    exact = EmbeddedStore(scratch)
     for j in range(20):  # warm: the index mapped, tantivy open
         store.search(LexicalQuery(qt[j]), [VectorQuery(FIELD, qv[j], "text")], K)
-    quiet = run_queries(store, qt, qv, a.quiet_minutes * 60, a.pace, exact, a.recall_every, a.window, clock)
+    quiet = run_queries(store, qt, qv, a.quiet_minutes * 60, a.pace, a.recall_every, a.window, clock)
     print(f"quiet: hybrid p50 {quiet['p50_ms']:.3f} ms over {quiet['queries']} queries, recall@10 {quiet['recall']}",
           flush=True)
 
@@ -261,13 +269,15 @@ def main() -> None:
     proc = ctx.Process(target=writer, args=(str(scratch), a.n, a.dims, per_tick, a.tick, a.minutes * 60, a.index,
                                             results))
     proc.start()
-    busy = run_queries(store, qt, qv, a.minutes * 60, a.pace, exact, a.recall_every, a.window, clock)
+    busy = run_queries(store, qt, qv, a.minutes * 60, a.pace, a.recall_every, a.window, clock)
     wrote = results.get(timeout=600)
     proc.join()
-    after = run_queries(store, qt, qv, min(30.0, a.quiet_minutes * 60), a.pace, exact, a.recall_every, a.window, clock)
-    store._approx.wait(0)
+    saved = approximate.REBUILD_AFTER_QUERIES
+    approximate.REBUILD_AFTER_QUERIES = 10**9  # held: the delta as the stream left it, no writer, no new rebuild
+    held = run_queries(store, qt, qv, a.held_seconds, a.pace, a.recall_every, a.window, clock)
+    approximate.REBUILD_AFTER_QUERIES = saved
+    rebuild = run_queries(store, qt, qv, a.rebuild_cap, a.pace, a.recall_every, a.window, clock, until_swap=True)
     store.close()
-    exact.close()
     load_end = [round(x, 2) for x in os.getloadavg()]
 
     def fmt(x: float | None) -> str:
@@ -293,7 +303,9 @@ def main() -> None:
     print("| phase | queries | hybrid p50 ms | window p50 spread | p90 ms | p99 ms | ANN path p50 ms | kNN alone p50 ms "
           "| share of queries beside a rebuild (p50 beside / not) | recall@10 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, r in (("quiet", quiet), ("streaming", busy), ("after the writer closed", after)):
+    phases = (("quiet", quiet), ("streaming", busy), ("held: writer closed, delta kept, no rebuild", held),
+              ("rebuild allowed, until swapped in + 5 s", rebuild))
+    for name, r in phases:
         beside = (f"{r['rebuilding_share']:.0%} ({fmt(r['p50_rebuilding_ms'])} / {fmt(r['p50_not_rebuilding_ms'])})"
                   if r["rebuilding_share"] else "0 %")
         print(f"| {name} | {r['queries']} | {r['p50_ms']:.3f} | {spread(r['window_p50_ms'])} | {r['p90_ms']:.3f} | "
@@ -306,7 +318,7 @@ def main() -> None:
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"machine": m, "load_end": load_end, "args": {k: str(v) for k, v in vars(a).items()},
-                                      "quiet": quiet, "streaming": busy, "after": after, "writer": wrote,
+                                      "quiet": quiet, "streaming": busy, "held": held, "rebuild": rebuild, "writer": wrote,
                                       "ratio": ratio}, indent=1))
 
 

@@ -141,11 +141,11 @@ class AnnIndex:
     store: str = ""  # the store's uuid
 
     def search(self, query: np.ndarray, k: int, fetch: int, mask: np.ndarray | None = None,
-               drop: np.ndarray | None = None) -> tuple[list[str], list[float]]:
+               dead: np.ndarray | None = None) -> tuple[list[str], list[float]]:
         """The ``k`` best products (ids, exact cosines), best first, among ``fetch`` candidates;
         ``mask`` (a bool per position): only those positions (faiss's ID selector, searched
-        inside the index, so the candidates are all allowed ones); ``drop``: ascending positions
-        left out of the answer (rows changed since the build)."""
+        inside the index, so the candidates are all allowed ones); ``dead`` (a bool per position):
+        positions left out of the answer (rows changed since the build)."""
         faiss = faiss_module()
         params = None
         if mask is not None:
@@ -167,8 +167,8 @@ class AnnIndex:
         finally:
             faiss.omp_set_num_threads(threads)
         pos = np.sort(found[0][found[0] >= 0])
-        if drop is not None and len(drop):
-            pos = pos[~np.isin(pos, drop, assume_unique=True)]
+        if dead is not None:
+            pos = pos[~dead[pos]]
         return self.rescore(query, k, pos)  # ascending: the file is read forwards
 
     def rescore(self, query: np.ndarray, k: int, pos: np.ndarray) -> tuple[list[str], list[float]]:

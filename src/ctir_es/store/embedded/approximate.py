@@ -151,6 +151,14 @@ class Delta:
     matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     masks: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict)  # filter -> delta rows passing
     _names: np.ndarray | None = None
+    _dead: np.ndarray | None = None
+
+    def dead(self) -> np.ndarray | None:
+        """A bool per index position: changed since the build (None when none is)."""
+        if self._dead is None and len(self.drop):
+            self._dead = np.zeros(len(self.index.rowids), dtype=bool)
+            self._dead[self.drop] = True
+        return self._dead
 
     def names(self) -> np.ndarray:
         """The index's rowids, each dropped one replaced by the last kept one before it (0 at
@@ -187,7 +195,8 @@ class Delta:
         if not len(rows) or not k:
             return [], []
         part = self.matrix[rows] if len(rows) != self.matrix.shape[0] else self.matrix
-        scores = np.concatenate([part[i:i + SCORE_CHUNK] @ query for i in range(0, part.shape[0], SCORE_CHUNK)])
+        scores = (part @ query if part.shape[0] <= SCORE_CHUNK
+                  else np.concatenate([part[i:i + SCORE_CHUNK] @ query for i in range(0, part.shape[0], SCORE_CHUNK)]))
         n = min(k, len(scores))
         top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -448,17 +457,18 @@ def _lock_free(root: Path) -> bool:
 
 
 def _merge(a: tuple[list[str], list[float]], b: tuple[list[str], list[float]], k: int) -> list[Hit]:
-    hits = [Hit(pid, s) for pid, s in zip(*a, strict=True)] + [Hit(pid, s) for pid, s in zip(*b, strict=True)]
-    if b[0]:
-        hits.sort(key=lambda h: -h.score)
-    return hits[:k]
+    """Two best-first lists as one, best first (stable: the index's first on ties)."""
+    ids, scores = a[0] + b[0], a[1] + b[1]
+    if b[0] and a[0] and b[1][0] > a[1][min(k, len(a[1])) - 1]:  # some changed row makes the top k
+        order = np.argsort(-np.asarray(scores), kind="stable")[:k].tolist()
+        return [Hit(ids[i], scores[i]) for i in order]
+    return [Hit(pid, s) for pid, s in zip(ids[:k], scores[:k], strict=True)]
 
 
 def _fetch(live: Live, k: int) -> int:
-    """Candidates to fetch: the usual number, plus the dropped rows' expected share of them, twice."""
+    """Candidates to fetch: the usual number, plus the changed rows' expected share of them."""
     fetch = max(k * RESCORE_FACTOR, RESCORE_MIN)
-    dropped = len(live.delta.drop)
-    return fetch + (int(2 * fetch * dropped / max(len(live.index.rowids), 1)) + 8 if dropped else 0)
+    return fetch + -(-fetch * len(live.delta.drop) // max(len(live.index.rowids), 1))
 
 
 def search(live: Live, vq: VectorQuery, k: int) -> list[Hit]:
@@ -466,7 +476,7 @@ def search(live: Live, vq: VectorQuery, k: int) -> list[Hit]:
     with the changed rows scored exactly."""
     index, delta = live.index, live.delta
     query = query_vector(vq, index.dims)
-    found = index.search(query, k, _fetch(live, k), drop=delta.drop)
+    found = index.search(query, k, _fetch(live, k), dead=delta.dead())
     return _merge(found, delta.best(query, k), k)
 
 
