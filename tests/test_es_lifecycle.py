@@ -301,7 +301,8 @@ def test_server_side_rrf_is_one_search_when_the_licence_allows(stub: EsStub) -> 
     searches = [r for r in stub.state.requests[before:] if r.path.endswith("/_search")]
     assert len(searches) == 1 and not any(r.path == "/_msearch" for r in stub.state.requests[before:])
     # int8_hnsw (the default) on 8.18+: the kNN child rescores with the float vectors
-    _, expected = search_bodies.retriever_body("rrf", LEX, VEC, 2, window=100, rescore=True)
+    _, expected = search_bodies.retriever_body("rrf", LEX, VEC, 2, window=100,
+                                                 rescore=search_bodies.RESCORE_OVERSAMPLE)
     assert searches[0].json() == expected
     assert "rescore_vector" in expected["retriever"]["rrf"]["retrievers"][1]["knn"]
     assert searches[0].path == "/products/_search"

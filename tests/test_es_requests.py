@@ -375,6 +375,16 @@ def test_knn_body_golden() -> None:
     golden("knn_body", search_bodies.knn_body(vq, 10, FILTERS))
 
 
+@pytest.mark.parametrize(("options", "oversample"), [("int8_hnsw", 3.0), ("int4_hnsw", 3.0), ("bbq_hnsw", 10.0),
+                                                    ("bbq_flat", 10.0), ("int8_flat", 3.0)])
+def test_rescoring_oversample_by_index_type(options: str, oversample: float) -> None:
+    """bbq ranks its candidates by one bit per dimension: it rescores 10x k, the others 3x."""
+    vq = VectorQuery("image_vector", np.array([0.5, -0.5, 0.5, -0.5], np.float32), "image")
+    body = search_bodies.knn_body(vq, 10, rescore=search_bodies.rescore_oversample(options))
+    assert body["knn"]["rescore_vector"] == {"oversample": oversample}
+    assert "rescore_vector" not in search_bodies.knn_body(vq, 10)["knn"]  # float vectors: no rescoring
+
+
 def test_num_candidates() -> None:
     assert search_bodies.num_candidates(10) == 100
     assert search_bodies.num_candidates(80) == 160

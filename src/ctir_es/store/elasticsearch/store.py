@@ -222,13 +222,16 @@ class ElasticsearchStore:
             )
         return check_filters(filters, schema)
 
-    def _rescore(self) -> bool:
-        """kNN rescoring with the float vectors: quantised index types on 8.18+."""
+    def _rescore(self) -> float:
+        """The oversample of kNN rescoring with the float vectors (0: none): quantised index
+        types on 8.18+."""
         current = self._live_mapping()
         options = mapping.index_options_from_mapping(current) if current else None
         if options not in QUANTIZED_INDEX_OPTIONS:
-            return False  # float vectors: the scores are exact already
-        return self.session.cluster_info().rescore_vector(options)
+            return 0.0  # float vectors: the scores are exact already
+        if not self.session.cluster_info().rescore_vector(options):
+            return 0.0
+        return search_bodies.rescore_oversample(options)
 
     # -------------------------------------------------------- Store protocol
 
@@ -486,7 +489,7 @@ class ElasticsearchStore:
             k,
             filters,
             multi_match_type=self.multi_match_type,
-            rescore=bool(vectors) and self._rescore(),
+            rescore=self._rescore() if vectors else 0.0,
         )
         results: dict[str, list[Hit]] = {}
         if lexical is not None:
@@ -881,7 +884,7 @@ class ElasticsearchStore:
                 window=depth,
                 weights=weights,
                 multi_match_type=self.multi_match_type,
-                rescore=bool(vectors) and self._rescore(),
+                rescore=self._rescore() if vectors else 0.0,
             )
             if body is None:
                 raise ServerFusionUnavailable(method)  # one source: nothing to fuse, no notice

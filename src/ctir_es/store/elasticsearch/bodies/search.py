@@ -145,13 +145,24 @@ def num_candidates(k: int, requested: int | None = None) -> int:
 # candidates by the quantised vectors, rescore them with the float vectors, keep k. The
 # scores are then exact, so they convert back to the cosines the embedded store reports.
 RESCORE_OVERSAMPLE = 3.0
+# bbq keeps one bit per dimension, so its ranking of the candidates is coarse: at oversample 3,
+# recall@10 on Elasticsearch 9.3.2 was 0.866 (50k synthetic x 384) and 0.951 (MiniLM), at 10
+# 0.9995 and 0.977 (int8_hnsw at 3: 1.000 and 0.979), for ~0.7 ms more per search
+# (docs/benchmarks.md, "Elasticsearch 9.x: the quantised kNN index types side by side").
+OVERSAMPLE_BY_TYPE: dict[str, float] = {"bbq_hnsw": 10.0, "bbq_flat": 10.0}
+
+
+def rescore_oversample(index_options: str | None) -> float:
+    """The ``rescore_vector.oversample`` for kNN on an index of this quantised type."""
+    return OVERSAMPLE_BY_TYPE.get(index_options or "", RESCORE_OVERSAMPLE)
 
 
 def knn_body(
-    vq: VectorQuery, k: int, filters: Sequence[Filter] = (), *, rescore: bool = False
+    vq: VectorQuery, k: int, filters: Sequence[Filter] = (), *, rescore: float = 0.0
 ) -> dict[str, Any]:
     """A top-level ``knn`` search body; ``filters`` restrict the approximate search itself;
-    ``rescore`` asks for float-vector rescoring (quantised index types, 8.18+ only)."""
+    ``rescore``: the oversample of float-vector rescoring (quantised index types, 8.18+ only;
+    0: none, see ``rescore_oversample``)."""
     _check_k(k)
     vector = vector_list(vq.vector)
     if not vector or not all(math.isfinite(x) for x in vector):
@@ -166,7 +177,7 @@ def knn_body(
     if clauses:
         knn["filter"] = clauses
     if rescore:
-        knn["rescore_vector"] = {"oversample": RESCORE_OVERSAMPLE}
+        knn["rescore_vector"] = {"oversample": float(rescore)}
     return {**_base(k), "knn": knn, **TIE_BREAK}
 
 
@@ -200,7 +211,7 @@ def msearch_body(
     filters: Sequence[Filter] = (),
     *,
     multi_match_type: str = MULTI_MATCH_TYPE,
-    rescore: bool = False,
+    rescore: float = 0.0,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Result names and the ``_msearch`` header/body list for one round trip.
 
@@ -239,7 +250,7 @@ def _standard_retriever(
 
 
 def _knn_retriever(
-    vq: VectorQuery, k: int, clauses: list[dict[str, Any]], rescore: bool
+    vq: VectorQuery, k: int, clauses: list[dict[str, Any]], rescore: float
 ) -> dict[str, Any]:
     body = knn_body(vq, k, rescore=rescore)["knn"]
     if clauses:
@@ -258,7 +269,7 @@ def retriever_body(
     weights: Mapping[str, float] | None = None,
     rank_constant: int = RRF_RANK_CONSTANT,
     multi_match_type: str = MULTI_MATCH_TYPE,
-    rescore: bool = False,
+    rescore: float = 0.0,
 ) -> tuple[list[str], dict[str, Any] | None]:
     """Source names and ONE ``_search`` body fusing them server-side, or None when fewer than
     two sources have something to search (a compound retriever needs two children).
