@@ -246,3 +246,23 @@ def test_a_missing_or_short_vector_file_is_a_store_error(tmp_path: Path) -> None
     with pytest.raises(StoreError, match="vector file"):
         reader.vectors(["p1"], FIELD)
     reader.close()
+
+
+def test_a_bulk_insert_of_reused_rowids_is_logged_as_the_per_row_trigger_would(tmp_path: Path) -> None:
+    """A batch of many new rows drops the per-row insert triggers and does their work once
+    (batch_write._BULK_TRIGGERS); for the approximate index's change log that is: a new rowid at
+    or below the highest rowid the log holds is logged, one above it is not."""
+    store = EmbeddedStore(tmp_path / "s.db")
+    store.setup(SCHEMA)
+    store.upsert([doc(i) for i in range(300)])
+    store.delete([f"p{i}" for i in range(200, 300)])  # rowids 201-300 logged; SQLite reuses them
+    conn = store._wconn
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'vector_log'").fetchone() is None:
+        pytest.skip("no vector_log in this store")
+    (seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM vector_log").fetchone()
+    store.upsert([doc(i) for i in range(1000, 1200)])  # rowids 201-400
+    added = [r for (r,) in conn.execute("SELECT product FROM vector_log WHERE seq > ? ORDER BY seq", (seq,))]
+    assert added == list(range(201, 301))  # logged up to the log's maximum, not above
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'vector_log_ai'").fetchone()[0] == 1
+    check_vectors(store, 200)
+    store.close()

@@ -25,7 +25,7 @@ set-based statements instead of a dozen statements per product:
   the product from the blocks of its old nodes, read from its stored row;
 - vectors (store format 4): the batch's matrix of each field appended to the field's file
   beside the store (``store/vector_file.py``: written and fdatasynced by a thread while SQLite
-  writes the rest of the batch, joined before the COMMIT), and one ``INSERT ... SELECT`` per
+  writes the rest of the batch, joined by ``sync`` before the COMMIT), and one ``INSERT ... SELECT`` per
   field of the (product, field, slot) rows that point to them;
 - typed values (store format 3): the product's ``values`` go into ``extra`` (read back exactly)
   and one ``product_values`` row each (``value_rows``), the rows an update replaces.
@@ -76,6 +76,10 @@ _BULK_TRIGGERS = {
         "SELECT rowid, title, categories, attributes, description FROM products WHERE rowid BETWEEN ? AND ?"
     ),
     "lexical_log_ai": "INSERT INTO lexical_log(product) SELECT rowid FROM products WHERE rowid BETWEEN ? AND ? ORDER BY rowid",
+    # embedded/approximate.py's LOG_DDL: a new rowid at or below the highest one its log holds is
+    # logged. The log's maximum does not move during this statement (it adds only rowids below it).
+    "vector_log_ai": "INSERT INTO vector_log(product) SELECT rowid FROM products WHERE rowid BETWEEN ? AND ? "
+                     "AND rowid <= (SELECT max(product) FROM vector_log) ORDER BY rowid",
 }
 
 
@@ -271,12 +275,16 @@ class TransactionWriter:
         return self.dropped
 
     def finish(self) -> None:
-        """Before the COMMIT: postings, triggers, and the vectors synced to their files (an
-        error raises, and the caller's transaction rolls back)."""
+        """After the batches: their category postings, and the triggers put back."""
         update_postings(self.conn, self.changes)
         for _name, sql in self.dropped or ():
             self.conn.execute(sql)
         self.dropped = None
+
+    def sync(self) -> None:
+        """Last thing before the COMMIT, and on the way out of a failed transaction too (no
+        append may outlive its transaction): join the vector appends, their bytes on disk; an
+        error raises, and the caller's transaction rolls back."""
         self.appends.wait()
 
 
@@ -286,6 +294,12 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch, owner: TransactionWrit
     rowids = np.zeros(len(batch.ids), dtype=np.int64)
     if not batch.ids:
         return rowids
+    # the vectors first: their file writes and sync (a thread) overlap all the SQL below
+    first_slots: dict[str, int] = {}
+    for name, (_slots, matrix) in batch.vectors.items():
+        ff, first = owner.appends.reserve(name, matrix.shape[1], matrix.shape[0])
+        owner.appends.append(ff, first, matrix)
+        first_slots[name] = first
     found = conn.execute(
         "SELECT j.key, p.rowid, p.extra FROM json_each(?) j JOIN products p ON p.id = j.value", (_dumps(batch.ids),)
     ).fetchall()
@@ -322,11 +336,9 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch, owner: TransactionWrit
     if typed:
         conn.executemany("INSERT INTO product_values (product, name, kw, label, num) VALUES (?, ?, ?, ?, ?)",
                          typed)
-    for name, (slots, matrix) in batch.vectors.items():
-        ff, first = owner.appends.reserve(name, matrix.shape[1], matrix.shape[0])
-        owner.appends.append(ff, first, matrix)  # in a thread, joined before the COMMIT
+    for name, (slots, _matrix) in batch.vectors.items():
         conn.execute("INSERT INTO vectors (product, field, slot) SELECT j.value, ?, ? + j.key FROM json_each(?) j",
-                     (name, first, _dumps(rowids[slots].tolist())))
+                     (name, first_slots[name], _dumps(rowids[slots].tolist())))
     return rowids
 
 

@@ -344,14 +344,17 @@ class EmbeddedStore:
                 with self._write_transaction() as conn:
                     lexical_write = self._lexical_engine.begin_write(conn)
                     writer = batch_write.TransactionWriter(conn)
-                    rowids = writer.write(batch)
-                    writer.finish()
-                    result.written, result.errors = batch.written, batch.errors
-                    lexical_write.add(conn, batch, rowids)
-                    if result.written:
-                        bump_generation(conn)
-                    if checkpoint is not None:
-                        _set_checkpoint(conn, checkpoint)
+                    try:
+                        rowids = writer.write(batch)  # its vectors written and synced by a thread meanwhile
+                        writer.finish()
+                        result.written, result.errors = batch.written, batch.errors
+                        lexical_write.add(conn, batch, rowids)
+                        if result.written:
+                            bump_generation(conn)
+                        if checkpoint is not None:
+                            _set_checkpoint(conn, checkpoint)
+                    finally:
+                        writer.sync()  # the vectors on disk before the COMMIT records them
                 committed = True
             finally:
                 with contextlib.suppress(sqlite3.Error):
