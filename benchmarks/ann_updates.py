@@ -57,13 +57,13 @@ ROOT = HERE.parents[0] / "artifacts" / "benchmarks"
 
 
 def _copy_store(src: Path, dst: Path) -> None:
-    for suffix in ("", "-wal", "-shm", ".ann", ".lexical"):
+    for suffix in ("", "-wal", "-shm", ".ann", ".lexical", ".vectors"):
         target = Path(str(dst) + suffix)
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-    for suffix in ("", ".ann", ".lexical"):
+    for suffix in ("", ".ann", ".lexical", ".vectors"):
         source = Path(str(src) + suffix)
         if source.is_dir():
             shutil.copytree(source, Path(str(dst) + suffix), ignore=shutil.ignore_patterns(".rebuild.lock"))
