@@ -36,8 +36,13 @@ def test_run_smoke_writes_every_section(tmp_path: Path) -> None:
     assert {r["index"] for r in targets["open"]} == {"exact", "sq8", "ivf", "hnsw"}
     assert all(r["persisted_index_used"] for r in targets["open"])  # opened, not rebuilt
     assert all(set(r["modes"]) == {"knn", "lexical", "hybrid"} for r in targets["open"])
+    (updates,) = res["updates"]  # issue 25: the approximate index under a stream of updates
+    assert "error" not in updates, updates.get("error")
+    assert updates["quiet"]["p50_ms"] > 0 and updates["streaming"]["queries"] > 0
+    assert updates["writer"]["changed"] > 0 and updates["writer"]["close_s"] >= 0
     md = (tmp_path / "results.md").read_text()
-    for heading in ("Ingest", "Query latency", "Memory and size", "Issue #14 targets", "hybrid / slower source"):
+    for heading in ("Ingest", "Query latency", "Memory and size", "Issue #14 targets", "hybrid / slower source",
+                    "under updates", "Issue 25's targets"):
         assert heading in md
 
 
