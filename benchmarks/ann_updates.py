@@ -225,6 +225,25 @@ def run_queries(store: EmbeddedStore, qt: list[str], qv: np.ndarray, seconds: fl
             "swapped_after_s": None if swapped_at is None else swapped_at - start}
 
 
+def delta_cost(store: EmbeddedStore, qv: np.ndarray, pairs: int = 300) -> dict[str, Any]:
+    """The changed rows' cost per kNN query, robust to the load drifting between phases: the
+    same index searched with its delta and with none, interleaved (the order alternating)."""
+    live = store._ann_index(FIELD)
+    if live is None:
+        return {}
+    empty = approximate.Live(live.index, approximate.Delta(live.index, 0, 0, 0).arrange())
+    spent: dict[str, list[float]] = {"with": [], "without": []}
+    for i in range(pairs):
+        vq = VectorQuery(FIELD, qv[i % len(qv)], "text")
+        order = (("with", live), ("without", empty)) if i % 2 else (("without", empty), ("with", live))
+        for name, which in order:
+            t = time.perf_counter()
+            approximate.search(which, vq, K)
+            spent[name].append((time.perf_counter() - t) * 1e3)
+    return {"rows": len(live.delta.rows), "with_ms": float(np.median(spent["with"])),
+            "without_ms": float(np.median(spent["without"]))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=100_000)
@@ -275,6 +294,7 @@ def main() -> None:
     saved = approximate.REBUILD_AFTER_QUERIES
     approximate.REBUILD_AFTER_QUERIES = 10**9  # held: the delta as the stream left it, no writer, no new rebuild
     held = run_queries(store, qt, qv, a.held_seconds, a.pace, a.recall_every, a.window, clock)
+    cost = delta_cost(store, qv)
     approximate.REBUILD_AFTER_QUERIES = saved
     rebuild = run_queries(store, qt, qv, a.rebuild_cap, a.pace, a.recall_every, a.window, clock, until_swap=True)
     store.close()
@@ -314,11 +334,15 @@ def main() -> None:
     print(f"streaming / quiet hybrid p50: {ratio:.2f}x (target <= 1.2x); ANN path p50 "
           f"{busy['ann_p50_ms']:.3f} ms streaming against {quiet['ann_p50_ms']:.3f} quiet; recall@10 while streaming: "
           f"{rec(busy['recall'])} (target >= 0.95)")
+    if cost:
+        print(f"changed rows' cost per kNN query (k={K}), interleaved: {cost['with_ms']:.3f} ms with "
+              f"{cost['rows']:,} changed rows against {cost['without_ms']:.3f} ms without "
+              f"({cost['with_ms'] / cost['without_ms']:.2f}x)")
     print(f"writer: {wrote['write_s']:.1f} s writing; close {wrote['close_s'] * 1e3:.1f} ms (target <= 1 s)")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"machine": m, "load_end": load_end, "args": {k: str(v) for k, v in vars(a).items()},
-                                      "quiet": quiet, "streaming": busy, "held": held, "rebuild": rebuild, "writer": wrote,
+                                      "quiet": quiet, "streaming": busy, "held": held, "delta_cost": cost, "rebuild": rebuild, "writer": wrote,
                                       "ratio": ratio}, indent=1))
 
 

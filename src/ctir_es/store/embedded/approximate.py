@@ -18,7 +18,8 @@ every process, the moment its write commits.
 New products are appended above the highest rowid (``batch_write``), so a bulk insert logs
 nothing: its rows are found by rowid. Only an insert at or below the highest rowid the log
 holds is logged (SQLite reuses a rowid only after the product holding the highest one was
-deleted, and that delete is in the log), which costs a bulk insert one index lookup per row.
+deleted, and that delete is in the log); a bulk batch applies that rule once for its rowid range
+(``batch_write``'s bulk triggers).
 
 Staleness rule. When the delta holds more than ``max(REBUILD_MIN_ROWS, REBUILD_SHARE of the
 index)`` rows, a process that has answered ``REBUILD_AFTER_QUERIES`` queries over that bound
