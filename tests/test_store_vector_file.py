@@ -238,6 +238,8 @@ def test_a_missing_or_short_vector_file_is_a_store_error(tmp_path: Path) -> None
     path = vector_file(db)
     os.truncate(path, 10 * DIMS * 4)
     reader = EmbeddedStore(db)
+    (problem,) = reader.check()  # stats --check names it before any query meets it
+    assert problem.startswith(f"vector field {FIELD}: the vector file {path}") and "committed" in problem
     with pytest.raises(StoreError, match="vector file"):
         reader.search(None, [VectorQuery(FIELD, vec(1))], 1)
     reader.close()

@@ -147,6 +147,22 @@ class Appends:
             raise error
 
 
+def short_files(conn: sqlite3.Connection) -> list[str]:
+    """The vector files shorter than their committed length, each named (``stats --check``):
+    the damage a reader would otherwise meet only when it reads that field."""
+    if not in_files(conn):
+        return []
+    directory = folder(store_path(conn))
+    found = []
+    for row in conn.execute("SELECT field, file, dims, rows FROM vector_files"):
+        ff = FieldFile(str(row[0]), str(row[1]), int(row[2]), int(row[3]))
+        try:
+            _check_length(directory / ff.file, ff, cut=False)
+        except StoreError as exc:
+            found.append(f"vector field {ff.field}: {exc}")
+    return found
+
+
 def _check_length(path: Path, ff: FieldFile, *, cut: bool) -> None:
     """A file shorter than its committed length is damage; a longer one holds an uncommitted tail
     (a crash or a rollback after the append: no committed row names it), cut when ``cut`` (the

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ...schema import LEXICAL_FIELDS, IndexSchema
+from .. import vector_file
 from ..batch_write import NODE_SEP
 from .lexical import LexicalEngine
 
@@ -72,6 +73,7 @@ def gaps(conn: sqlite3.Connection, lexical: LexicalEngine, values: bool) -> list
         for field, n in conn.execute("SELECT field, count(*) FROM vectors GROUP BY field"):
             if n > products:
                 found.append(f"vector field {field} holds {n} vectors for {products} products")
+        found += vector_file.short_files(conn)
     finally:
         conn.execute("COMMIT")
     return found
