@@ -266,6 +266,7 @@ def test_cli_calibrate_and_stats(tmp_path: Path, sample: Search, monkeypatch: py
     store = tmp_path / "cli.db"
     sample.close()
     shutil.copyfile(tmp_path / "store.db", store)
+    shutil.copytree(tmp_path / "store.db.vectors", tmp_path / "cli.db.vectors")  # its vectors (format 4)
     runner = CliRunner()
 
     def run(*args: str, code: int = 0) -> str:

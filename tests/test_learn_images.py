@@ -8,6 +8,7 @@ and CLIP."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -111,6 +112,9 @@ def learned(tmp_path_factory: pytest.TempPathFactory, tiny_onnx_text: Path, tiny
             # the store exactly as a kill -9 at this point leaves it (two chunks committed)
             with sqlite3.connect(db) as live, sqlite3.connect(killed) as copy:
                 live.backup(copy)
+            # then the vector files (store format 4): append-only, so at least as long as the
+            # snapshot committed; bytes past that are the uncommitted tail a kill leaves
+            shutil.copytree(Path(str(db) + ".vectors"), Path(str(killed) + ".vectors"))
 
     search = Search(EmbeddedStore(db), text, image, ImageLoader())
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -196,13 +197,21 @@ def test_a_format_2_store_gains_the_values_table_on_open(tmp_path: Path) -> None
     store.setup(IndexSchema(SCHEMA.vectors))
     store.upsert([Document(Product(id=f"p{i}", title=f"pan {i}"), {"t": _vec(i)}) for i in range(6)])
     store.close()
-    with sqlite3.connect(path) as conn:  # what format 2 wrote: no values table
+    with sqlite3.connect(path) as conn:  # what format 2 wrote: no values table, the vectors as blobs
         conn.execute("DROP TABLE product_values")
+        rows = [(rowid, _vec(int(pid[1:])).tobytes()) for rowid, pid in conn.execute("SELECT rowid, id FROM products")]
+        conn.execute("DROP TABLE vectors")
+        conn.execute("DROP TABLE vector_files")
+        conn.execute("CREATE TABLE vectors (field TEXT NOT NULL, product INTEGER NOT NULL REFERENCES products(rowid) "
+                     "ON DELETE CASCADE, vec BLOB NOT NULL, UNIQUE (field, product))")
+        conn.executemany("INSERT INTO vectors VALUES ('t', ?, ?)", rows)
         conn.execute("UPDATE meta SET value = '2' WHERE key = 'store_version'")
+    shutil.rmtree(Path(str(path) + ".vectors"))
     store = EmbeddedStore(path)
     assert store.count() == 6  # a reader that can write the file upgrades it
     version = store.conn.execute("SELECT value FROM meta WHERE key = 'store_version'").fetchone()[0]
-    assert version == str(SCHEMA_VERSION) == "3"
+    assert version == str(SCHEMA_VERSION) == "4"
+    assert store.search(None, [VectorQuery("t", _vec(2))], 1)["t"][0].score == pytest.approx(1.0)  # blobs moved
     brand = check_filters([Filter("brand", "exists", True)], SCHEMA)
     assert store.search(None, [VectorQuery("t", _vec(0))], 10, brand)["t"] == []
     store.setup(SCHEMA)
