@@ -26,8 +26,10 @@ def peak_rss_bytes() -> int:
 
 
 def file_bytes(path: Path) -> int:
-    """The store on disk: the SQLite file plus its WAL (checkpointed stores have none)."""
-    return sum(Path(str(path) + s).stat().st_size for s in ("", "-wal") if Path(str(path) + s).exists())
+    """The store on disk: the SQLite file plus its WAL (checkpointed stores have none) and the
+    vector files beside it (``<store>.vectors/``, store format 4)."""
+    own = sum(Path(str(path) + s).stat().st_size for s in ("", "-wal") if Path(str(path) + s).exists())
+    return own + sum(f.stat().st_size for f in Path(str(path) + ".vectors").glob("*") if f.is_file())
 
 
 def machine() -> dict[str, Any]:

@@ -204,8 +204,12 @@ def issue25_targets(res: dict[str, Any]) -> list[str]:
                      f"{p50:.2f} ms ({best['index']} + {engine})", p50 <= limit))
     rc = t.get("recall") or {}
     recalls = {k: v["recall_at_10"] for k, v in rc.items() if isinstance(v, dict) and "recall_at_10" in v}
-    rows.append(("recall@10 >= 0.95 on MiniLM vectors", ", ".join(f"{k} {v:.3f}" for k, v in recalls.items()) or "not run",
-                 min(recalls.values()) >= 0.95 if recalls else None))
+    fastest = {r["n"]: r["index"] for r in opened
+               if r["modes"]["hybrid"]["p50_ms"] == min(o["modes"]["hybrid"]["p50_ms"] for o in opened if o["n"] == r["n"])}
+    judged = fastest.get(100_000)  # the index the 100k hybrid figure used must hold the recall
+    rows.append((f"recall@10 >= 0.95 on MiniLM vectors (judged on {judged or 'every index'})",
+                 ", ".join(f"{k} {v:.3f}" for k, v in recalls.items()) or "not run",
+                 (recalls[judged] if judged in recalls else min(recalls.values())) >= 0.95 if recalls else None))
     lx = res.get("lexical") or {}
     for case in lx.get("cases", []):
         row = case["rows"].get(f"store ({engine})")
