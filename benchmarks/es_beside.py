@@ -313,9 +313,9 @@ def main() -> None:
             print(f"loading {a.n:,} products into Elasticsearch ({opt}) ...", file=sys.stderr, flush=True)
             ingest = load_es(es, cat)
             stats = es.client.indices.stats(index=es.index)["_all"]["primaries"]
+            rescore = cluster.rescore_vector(opt)
             res["es"][opt] = {"ingest": ingest, "disk_bytes": stats["store"]["size_in_bytes"],
-                              "rescore_vector": cluster.rescore_vector(opt),
-                              "oversample": rescore_oversample(opt) if cluster.rescore_vector(opt) else 0.0,
+                              "rescore_vector": rescore, "oversample": rescore_oversample(opt) if rescore else 0.0,
                               "off_heap": off_heap(es)}
         nodes = client.nodes.stats(metric="jvm")["nodes"]
         res["es_heap_used_bytes"] = sum(nd["jvm"]["mem"]["heap_used_in_bytes"] for nd in nodes.values())

@@ -11,6 +11,7 @@ from typing import Any
 
 from click.testing import CliRunner
 from service_support import sample_store_file
+from store_support import copy_vectors
 
 from ctir_es.cli.main import cli
 
@@ -43,8 +44,7 @@ def calibrated_sample_store(tmp_dir: Path, text_dir: Path) -> Path:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     path = tmp_dir / "calibrated.db"
     shutil.copyfile(_built[key], path)
-    if Path(str(_built[key]) + ".vectors").is_dir():  # the vectors beside the file (store format 4)
-        shutil.copytree(Path(str(_built[key]) + ".vectors"), Path(str(path) + ".vectors"))
+    copy_vectors(_built[key], path)
     lexical = _built[key].with_name(_built[key].name + ".lexical")  # the tantivy engine's index, if any
     if lexical.is_dir():
         shutil.copytree(lexical, path.with_name(path.name + ".lexical"))

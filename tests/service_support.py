@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Self
 
+from store_support import copy_vectors
+
 from ctir_es.ingest.images import ImageLoader
 from ctir_es.ingest.readers import read_jsonl
 from ctir_es.ingest.report import IngestReport
@@ -56,8 +58,7 @@ def sample_search(tmp_dir: Path, text_dir: Path, clip: Any | None,
         _built[key] = build_dir / "sample.db"
     path = tmp_dir / "store.db"
     shutil.copyfile(_built[key], path)
-    if Path(str(_built[key]) + ".vectors").is_dir():  # the vectors beside the file (store format 4)
-        shutil.copytree(Path(str(_built[key]) + ".vectors"), Path(str(path) + ".vectors"))
+    copy_vectors(_built[key], path)
     lexical = _built[key].with_name(_built[key].name + ".lexical")  # the tantivy engine's index, if any
     if lexical.is_dir():
         shutil.copytree(lexical, path.with_name(path.name + ".lexical"))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from service_support import encoders, sample_search
+from store_support import copy_vectors
 
 from ctir_es.calibrate import (
     CalibrationConfig,
@@ -266,7 +267,7 @@ def test_cli_calibrate_and_stats(tmp_path: Path, sample: Search, monkeypatch: py
     store = tmp_path / "cli.db"
     sample.close()
     shutil.copyfile(tmp_path / "store.db", store)
-    shutil.copytree(tmp_path / "store.db.vectors", tmp_path / "cli.db.vectors")  # its vectors (format 4)
+    copy_vectors(tmp_path / "store.db", store)
     runner = CliRunner()
 
     def run(*args: str, code: int = 0) -> str:

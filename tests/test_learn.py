@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from service_support import encoders, sample_search
+from store_support import checkpoint_of
 
 from ctir_es.cli.main import cli
 from ctir_es.config import Settings
@@ -146,15 +146,6 @@ def test_cli_learn_then_stats_and_http_health(sample: tuple[Search, Settings], t
         assert [r["id"] for r in page["results"]] == [r.id for r in served.search(CATEGORY, k=10).results]
 
 
-def _job_checkpoint(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key LIKE 'checkpoint:learn:%'").fetchone()
-            return int(row[0]) if row else 0
-    except sqlite3.Error:
-        return 0
-
-
 def test_kill_9_while_writing_then_learn_resumes(sample: tuple[Search, Settings]) -> None:
     search, settings = sample
     search.close()
@@ -163,12 +154,12 @@ def test_kill_9_while_writing_then_learn_resumes(sample: tuple[Search, Settings]
            "--write-chunk", "1", "--json"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
-    while proc.poll() is None and _job_checkpoint(settings.store) < 20 and time.monotonic() < deadline:
+    while proc.poll() is None and checkpoint_of(settings.store, "checkpoint:learn:%") < 20 and time.monotonic() < deadline:
         time.sleep(0.005)
     assert proc.poll() is None, "learn finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    written_before = _job_checkpoint(settings.store)
+    written_before = checkpoint_of(settings.store, "checkpoint:learn:%")
     assert 20 <= written_before < 280
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from service_support import sample_image, sample_search
+from store_support import copy_vectors
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -35,7 +36,7 @@ def test_python_api_example_runs(
     work = tmp_path / "work"
     (work / "artifacts").mkdir(parents=True)
     shutil.copyfile(store, work / "artifacts" / "sample.db")
-    shutil.copytree(Path(str(store) + ".vectors"), work / "artifacts" / "sample.db.vectors")
+    copy_vectors(store, work / "artifacts" / "sample.db")
     shutil.copyfile(sample_image(), work / "photo.jpg")
     env = {
         **os.environ,

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from store_support import copy_vectors
 from test_reliability_ingest import CLI, GOOD, ingest_json, last_line, run_cli, write_jsonl
 
 from ctir_es.config import Settings
@@ -133,8 +134,7 @@ def corrupt_fts(src: Path, dst: Path) -> None:
     """Overwrite the FTS index's root page: the file opens, text search breaks (``src`` must be a
     store of the FTS5 lexical engine, whose BM25 index is a table of the SQLite file)."""
     shutil.copyfile(src, dst)
-    if Path(str(src) + ".vectors").is_dir():  # the vectors beside the file (store format 4)
-        shutil.copytree(Path(str(src) + ".vectors"), Path(str(dst) + ".vectors"))
+    copy_vectors(src, dst)
     with sqlite3.connect(dst) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         assert conn.execute("SELECT value FROM meta WHERE key = 'lexical_engine'").fetchone() == ("fts5",)
@@ -170,8 +170,7 @@ def copy_store(store: Path, dst: Path, *, with_index: bool) -> Path:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     shutil.copyfile(store, dst)
-    if Path(str(store) + ".vectors").is_dir():  # the vectors beside the file (store format 4)
-        shutil.copytree(Path(str(store) + ".vectors"), Path(str(dst) + ".vectors"))
+    copy_vectors(store, dst)
     if with_index:
         shutil.copytree(lexical_index(store), lexical_index(dst))
     return dst

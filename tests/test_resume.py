@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_support import checkpoint_of
 
 from ctir_es.schema import VectorQuery
 from ctir_es.store import ann
@@ -25,15 +26,6 @@ from ctir_es.store.embedded import EmbeddedStore
 
 # (lexical engine, kNN option): every option appears at least once, each engine with an ANN index
 OPTIONS = [("fts5", "exact"), ("tantivy", "exact"), ("fts5", "ivf"), ("tantivy", "sq8"), ("fts5", "hnsw")]
-
-
-def _checkpoint(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key LIKE 'checkpoint:%'").fetchone()
-            return int(row[0]) if row else 0
-    except sqlite3.Error:
-        return 0
 
 
 def _ingest_cmd(dataset: Path, db: Path, model: Path) -> list[str]:
@@ -62,13 +54,13 @@ def test_kill_and_resume_keeps_each_product_once(flipkart_dir: Path, tiny_text_m
         target = rng.randint(50, 900)  # kill once this many products are committed
         proc = subprocess.Popen(_ingest_cmd(flipkart_dir, db, tiny_text_model_dir), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while proc.poll() is None and _checkpoint(db) < target:
+        while proc.poll() is None and checkpoint_of(db) < target:
             time.sleep(0.01)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
-        if vector_index != "exact" and not built and _checkpoint(db) > 0:
+        if vector_index != "exact" and not built and checkpoint_of(db) > 0:
             # an index built from a partial store: stale once the ingest goes on
             EmbeddedStore(db, vector_index=vector_index).build_vector_index()
             built = True

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_support import checkpoint_of
 
 from ctir_es.errors import StoreError
 from ctir_es.products import Product
@@ -64,15 +65,6 @@ def check_vectors(store: EmbeddedStore, n: int, version: int = 0) -> None:
 # -- kill -9 at random points ------------------------------------------------------------------
 
 
-def _checkpoint(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'checkpoint:kill'").fetchone()
-            return int(row[0]) if row else 0
-    except sqlite3.Error:
-        return 0
-
-
 CHILD = r"""
 import sys
 sys.path.insert(0, sys.argv[5])
@@ -111,7 +103,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path, e
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("ready"), proc.stderr.read() if proc.stderr else line
-        while proc.poll() is None and _checkpoint(db) < target:
+        while proc.poll() is None and checkpoint_of(db, "checkpoint:kill") < target:
             time.sleep(0.002)
         time.sleep(rng.uniform(0.0, 0.02))  # anywhere in the next batch: rows, appends, sync, COMMIT
         if proc.poll() is None:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from store_support import copy_vectors
 from test_reliability_ingest import last_line, run_cli
 
 from ctir_es.errors import MissingExtraError, StoreError
@@ -38,8 +39,7 @@ def tantivy_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def damaged_copy(store: Path, dst: Path, suffix: str) -> Path:
     """A copy of ``store`` whose segment files ending in ``suffix`` have bytes 10-4000 overwritten."""
     shutil.copyfile(store, dst)
-    if Path(str(store) + ".vectors").is_dir():  # the vectors beside the file (store format 4)
-        shutil.copytree(Path(str(store) + ".vectors"), Path(str(dst) + ".vectors"))
+    copy_vectors(store, dst)
     shutil.copytree(lexical_tantivy.index_dir(store), lexical_tantivy.index_dir(dst))
     files = [f for f in lexical_tantivy.index_dir(dst).iterdir() if f.suffix == suffix]
     assert files

@@ -38,52 +38,40 @@ def load_field(conn: sqlite3.Connection, name: str) -> VectorCache:
     """Read one field's vectors (and their product ids) in rowid order: the rows and slots in one
     SQL snapshot, then the field's file (store format 4: every slot a committed row names is in
     the file before the row is; vector_file.py) or, in a format-3 store read as it is, the blobs."""
-    if not vector_file.in_files(conn):
-        return _load_blobs(conn, name)
-    ff = vector_file.field_file(conn, name)
-    if ff is None:
+    files = vector_file.in_files(conn)
+    ff = vector_file.field_file(conn, name) if files else None
+    if files and ff is None:
         return _empty()
+    rowids, ids, values = _field_rows(conn, name, "slot" if files else "vec")
+    if not rowids:
+        return _empty()
+    if ff is not None:
+        matrix = vector_file.load_matrix(conn, ff, np.asarray(values, dtype=np.int64))
+    else:
+        matrix = np.frombuffer(b"".join(values), dtype=np.float32).reshape(len(rowids), -1)
+    return VectorCache(np.asarray(rowids, dtype=np.int64), np.asarray(ids, dtype=object), matrix)
+
+
+def _field_rows(conn: sqlite3.Connection, name: str, column: str) -> tuple[list[int], list[str], list[Any]]:
+    """(product rowids, ids, ``column`` of ``vectors``: the slot, or a format-3 blob) in rowid order."""
     rowids: list[int] = []
     ids: list[str] = []
-    slots: list[int] = []
+    values: list[Any] = []
     cur = conn.execute(
-        "SELECT v.product, p.id, v.slot FROM vectors v JOIN products p ON p.rowid = v.product "
+        f"SELECT v.product, p.id, v.{column} FROM vectors v JOIN products p ON p.rowid = v.product "
         "WHERE v.field = ? ORDER BY v.product",
         (name,),
     )
     while chunk := cur.fetchmany(10_000):
-        for rowid, pid, slot in chunk:
+        for rowid, pid, value in chunk:
             rowids.append(rowid)
             ids.append(pid)
-            slots.append(slot)
-    if not rowids:
-        return _empty()
-    matrix = vector_file.load_matrix(conn, ff, np.asarray(slots, dtype=np.int64))
-    return VectorCache(np.asarray(rowids, dtype=np.int64), np.asarray(ids, dtype=object), matrix)
+            values.append(value)
+    return rowids, ids, values
 
 
 def _empty() -> VectorCache:
     return VectorCache(np.zeros(0, np.int64), np.zeros(0, object), np.zeros((0, 0), np.float32))
-
-
-def _load_blobs(conn: sqlite3.Connection, name: str) -> VectorCache:
-    rowids: list[int] = []
-    ids: list[str] = []
-    buf = bytearray()
-    cur = conn.execute(
-        "SELECT v.product, p.id, v.vec FROM vectors v JOIN products p ON p.rowid = v.product "
-        "WHERE v.field = ? ORDER BY v.product",
-        (name,),
-    )
-    while chunk := cur.fetchmany(10_000):
-        for rowid, pid, vec in chunk:
-            rowids.append(rowid)
-            ids.append(pid)
-            buf += vec
-    if not rowids:
-        return _empty()
-    matrix = np.frombuffer(buf, dtype=np.float32).reshape(len(rowids), -1)
-    return VectorCache(np.asarray(rowids, dtype=np.int64), np.asarray(ids, dtype=object), matrix)
 
 
 def query_vector(vq: VectorQuery, dims: int) -> np.ndarray:
