@@ -178,15 +178,16 @@ def test_load_script_idle_sockets_and_concurrent_searches(tmp_path: Path, awkwar
 
 # -- weak spots: corrupted store under serve ------------------------------------------------------
 
-def test_corruption_found_while_serving_is_json_503_and_health_says_so(tmp_path: Path) -> None:
+def test_corruption_found_while_serving_is_json_500_and_health_503(tmp_path: Path) -> None:
     fts5_store = build_awkward_store(tmp_path, env=engine_env("fts5"))  # damage inside the file
     broken = tmp_path / "broken.db"
     corrupt_fts(fts5_store, broken)
     # the cheap check on open passes: the damage is deeper. /health says so from the start (serve
     # reads every page in the background, issue 24), so this server is never "healthy".
     with Serve(tmp_path, broken, env=engine_env("fts5")) as server:
-        status, err, _ = request(server.port, "/search?q=steel")
-        assert status == 503 and "is corrupted" in err["error"]["message"]
+        status, err, _ = request(server.port, "/search?q=steel")  # no retry mends it: not 503
+        assert status == 500 and err["error"]["code"] == "store_corrupted", err
+        assert "is corrupted" in err["error"]["message"]
         status, err, _ = request(server.port, "/health")
         assert status == 503 and err["error"]["code"] == "store_corrupted"
         assert "Traceback" not in server.output()

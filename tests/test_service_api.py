@@ -14,11 +14,24 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from service_support import CATEGORY, SAMPLE_IMAGES, sample_image, sample_search
 
-from ctir_es.errors import QueryError
+from ctir_es.errors import (
+    AccessDenied,
+    ConfigError,
+    CtirError,
+    EncoderError,
+    LicenceRequired,
+    NotFound,
+    QueryError,
+    SchemaMismatch,
+    StoreCorrupted,
+    StoreLocked,
+    Unreachable,
+)
 from ctir_es.ingest.images import ImageLoader
 from ctir_es.ranking.fusion import SourceScore, contribution
 from ctir_es.search import Search
 from ctir_es.service import Limits, create_app
+from ctir_es.service.errors import documented, status_for
 from ctir_es.service.routes.page import STATIC_FILES
 from ctir_es.store.embedded import EmbeddedStore
 from ctir_es.vocabulary import RRF_K
@@ -459,3 +472,21 @@ def test_health_and_categories(client: TestClient, search: Search) -> None:
     assert cookware["path"] == ["Kitchen & Dining", "Cookware"] and cookware["count"] == 27
     shallow = client.get("/categories", params={"depth": 1}).json()
     assert all(n["children"] == [] for n in shallow["tree"]) and shallow["nodes"] == tree["nodes"]
+
+
+@pytest.mark.parametrize(("error", "status", "code"), [
+    (Unreachable("connection refused"), 503, "unavailable"),  # a retry may succeed
+    (StoreLocked("another process writes"), 503, "unavailable"),
+    (EncoderError("the text encoder failed"), 503, "unavailable"),
+    (StoreCorrupted("the file is corrupted"), 500, "store_corrupted"),  # no retry mends these
+    (SchemaMismatch("other encoders"), 500, "index_mismatch"),
+    (ConfigError("bad setting"), 500, "misconfigured"),
+    (AccessDenied("no privilege"), 502, "store_refused"),
+    (LicenceRequired("basic licence"), 502, "store_refused"),
+    (NotFound("no such product"), 404, "not_found"),
+    (QueryError("empty"), 400, "bad_query"),
+])
+def test_library_errors_map_to_a_status_a_client_can_act_on(error: CtirError, status: int, code: str) -> None:
+    assert status_for(error) == (status, code)
+    documented_statuses = set(documented())
+    assert status in documented_statuses or status < 500  # every 5xx is in the OpenAPI schema

@@ -4,6 +4,11 @@ Library errors (the ``CtirError`` family) map to statuses here; validation error
 routes (404) and wrong methods (405) get the same shape; anything unexpected is a 500 whose
 message says nothing about the server's internals (the traceback goes to the log only).
 
+5xx from the store: 503 ``unavailable`` only where a retry may succeed (the store is unreachable
+or locked by a writer, an encoder could not run); a damaged store is 500 ``store_corrupted``, a
+store that refused the service (no privilege, no licence for the feature) 502 ``store_refused``,
+a wrong configuration 500 ``misconfigured``: a client that retries those only adds load.
+
 422 versus 400: a request that breaks the parameters the API declares in ``/openapi.json``
 (missing or blank ``q``, ``k`` out of range, a wrong type, a malformed JSON body) is 422, as
 FastAPI answers any validation error; a well-formed request the library cannot plan (a
@@ -22,12 +27,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
+    AccessDenied,
+    ConfigError,
     CtirError,
     FilterError,
     ImageError,
+    LicenceRequired,
     NotFound,
     QueryError,
     SchemaMismatch,
+    StoreCorrupted,
     Unsupported,
 )
 from .models import ErrorResponse
@@ -64,14 +73,16 @@ STATUS_DOCS: dict[int, str] = {
     413: "The upload is too large (bytes or pixels).",
     415: "The upload is not a supported raster image.",
     422: "Invalid parameters (missing, blank, out of limits, wrong type).",
-    503: "Timed out or the store/models are unavailable.",
+    500: "The store is damaged, the index was built with other models, or the server is misconfigured.",
+    502: "The store refused the service (a missing privilege or licence).",
+    503: "Timed out or the store/models are unavailable; a retry may succeed.",
 }
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The ``responses=`` of a route: its error statuses, each with the one error shape."""
     return {status: {"model": ErrorResponse, "description": STATUS_DOCS[status]}
-            for status in sorted({*statuses, 422, 503})}
+            for status in sorted({*statuses, 422, 500, 502, 503})}
 
 
 class ApiError(Exception):
@@ -105,7 +116,13 @@ def status_for(exc: CtirError) -> tuple[int, str]:
         return 400, "bad_query"
     if isinstance(exc, SchemaMismatch):
         return 500, "index_mismatch"
-    return 503, "unavailable"  # store, encoder, config: the service cannot work right now
+    if isinstance(exc, StoreCorrupted):
+        return 500, "store_corrupted"
+    if isinstance(exc, (AccessDenied, LicenceRequired)):
+        return 502, "store_refused"
+    if isinstance(exc, ConfigError):
+        return 500, "misconfigured"
+    return 503, "unavailable"  # an unreachable or locked store, an encoder: a retry may succeed
 
 
 def _validation_message(exc: RequestValidationError) -> str:
