@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,9 +27,11 @@ from PIL import Image
 
 from ctir_es.errors import ImageError
 from ctir_es.ingest.addresses import (
+    MAX_LOOKUPS,
     AddressPolicy,
     GuardedAdapter,
     IPAddress,
+    bounded_lookup,
     default_policy,
     numeric_host,
     refusal,
@@ -275,3 +278,41 @@ def test_cli_ingest_refuses_internal_images_and_the_opt_in_fetches_them(tmp_path
     report = _ingest(tmp_path / "env", urls[:1], env={"CTIR_ES_ALLOW_PRIVATE_IMAGES": "1"})
     assert report["images_missing"] == {}
     assert server.hits["/img.png"] == 5
+
+
+def test_a_dns_lookup_that_never_answers_ends_at_the_image_deadline(server: _Server) -> None:
+    """getaddrinfo cannot be interrupted: a resolver stuck on a dead DNS server used to hold the
+    download past its deadline. The lookup now runs in a thread the request stops waiting for."""
+    release = threading.Event()
+
+    def dead_dns(host: str, port: int) -> list[IPAddress]:
+        release.wait(30)  # a DNS server that does not answer
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    loader = ImageLoader(retries=0, deadline=1.0, resolver=dead_dns, allow_private=True)
+    started = time.monotonic()
+    err = _reason(loader, f"http://slow-dns.test:{server.port}/img.png")
+    took = time.monotonic() - started
+    release.set()
+    assert err.reason in {"too_slow", "unreachable"} and took < 5, (err.reason, took)
+    assert server.hits["/img.png"] == 0
+
+
+def test_lookups_stuck_on_dns_are_bounded_in_number() -> None:
+    release = threading.Event()
+
+    def dead_dns(host: str, port: int) -> list[IPAddress]:
+        release.wait(30)
+        return []
+
+    try:
+        for _ in range(MAX_LOOKUPS):  # each gives up waiting; its thread stays stuck
+            with pytest.raises(TimeoutError, match="no DNS answer"):
+                bounded_lookup(dead_dns, "stuck.test", 80, 0.05)
+        with pytest.raises(TimeoutError, match="already waiting"):  # no seventeenth thread
+            bounded_lookup(dead_dns, "stuck.test", 80, 0.05)
+    finally:
+        release.set()
+    time.sleep(0.2)
+    assert bounded_lookup(lambda host, port: [ipaddress.ip_address("192.0.2.1")], "ok.test", 80, 5) == [
+        ipaddress.ip_address("192.0.2.1")]

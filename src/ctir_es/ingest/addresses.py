@@ -11,6 +11,12 @@ keep the original name), so a DNS answer that changes between check and connect 
 cannot move the request. Every redirect hop goes through the adapter again, so a redirect to
 an internal address is refused too. Hostnames spelled as numbers (``2130706433``, ``0177.1``,
 ``0x7f.0.0.1``) resolve to the address they denote before the check.
+
+The lookup is bounded too: ``getaddrinfo`` cannot be interrupted and a DNS server that does not
+answer held it for as long as the resolver's own retries (tens of seconds), past the image's
+deadline. So a name is resolved in a daemon thread that the request waits for until the
+thread's ``watchdog.deadline`` (or ``LOOKUP_TIMEOUT`` outside one); at most ``MAX_LOOKUPS`` run at
+once, stuck ones included, so a dead DNS server cannot pile up threads.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -25,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from .watchdog import POOL_CLASSES
+from .watchdog import POOL_CLASSES, time_left
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (address, port) -> why it is refused, or None when allowed
@@ -37,6 +44,9 @@ _OCTAL = re.compile(r"0[0-7]*")
 _DECIMAL = re.compile(r"[1-9][0-9]*")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: internal to a provider
+LOOKUP_TIMEOUT = 10.0  # seconds for a name lookup outside an image deadline
+MAX_LOOKUPS = 16  # name lookups in flight at once, stuck ones included
+_lookups = threading.BoundedSemaphore(MAX_LOOKUPS)
 
 
 class AddressRefused(Exception):
@@ -145,6 +155,31 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     return seen
 
 
+def bounded_lookup(resolver: Resolver, host: str, port: int, timeout: float) -> list[IPAddress]:
+    """``resolver(host, port)``, given up after ``timeout`` seconds (``TimeoutError``); the
+    lookup itself runs on in its thread until the system resolver gives up."""
+    if not _lookups.acquire(timeout=timeout):
+        raise TimeoutError(f"{MAX_LOOKUPS} name lookups are already waiting for DNS")
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["addresses"] = resolver(host, port)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the waiting request
+            outcome["error"] = exc
+        finally:
+            _lookups.release()
+            done.set()
+
+    threading.Thread(target=run, name="ctir-dns", daemon=True).start()
+    if not done.wait(timeout):
+        raise TimeoutError(f"no DNS answer within {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return list(outcome["addresses"])
+
+
 class GuardedAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` that resolves each request's host once, refuses it by ``policy``
     (``AddressRefused``), and connects to the address it checked.
@@ -198,8 +233,12 @@ class GuardedAdapter(HTTPAdapter):
 
     def _pick(self, host: str, port: int, url: str) -> IPAddress:
         try:
-            addresses = self.resolver(host, port)
-        except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
+            if numeric_host(host) is not None:  # no DNS to wait for
+                addresses = self.resolver(host, port)
+            else:
+                left = time_left()
+                addresses = bounded_lookup(self.resolver, host, port, LOOKUP_TIMEOUT if left is None else left)
+        except (OSError, UnicodeError) as exc:  # socket.gaierror and TimeoutError are OSErrors
             raise requests.ConnectionError(f"cannot resolve {host[:100]}: {exc}") from None
         refused: str | None = None
         for address in addresses:

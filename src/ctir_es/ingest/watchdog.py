@@ -82,6 +82,12 @@ def deadline(when: float) -> Iterator[Deadline]:
         _current.mark = previous
 
 
+def time_left() -> float | None:
+    """Seconds until this thread's deadline (0 once passed), or None outside ``deadline``."""
+    mark: Deadline | None = getattr(_current, "mark", None)
+    return None if mark is None else max(0.0, mark.when - time.monotonic())
+
+
 def _attach(sock: Any) -> None:
     mark: Deadline | None = getattr(_current, "mark", None)
     if mark is not None and isinstance(sock, socket.socket):
