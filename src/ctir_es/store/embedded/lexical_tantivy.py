@@ -20,9 +20,11 @@ batch; any other process catches up on open when no writer holds tantivy's lock.
 therefore see lexical results that lag SQLite by the batch being indexed (milliseconds); hits are
 mapped to ids through the reader's SQLite snapshot, so a deleted product is never returned.
 
-Scoring: BM25 (k1=1.2, b=0.75) per field, weighted and summed over fields, the structure of
-FTS5's ``bm25()`` with weights; analysis: simple tokenizer, lower case, ASCII folding, English
-(Snowball) stemming (FTS5: unicode61 remove_diacritics + Porter).
+Scoring: FTS5's ``bm25()`` (BM25F: the row as one document, weighted term frequencies of the
+queried fields saturated once, k1=1.2, b=0.75, FTS5's IDF), computed by the native scorer
+(``ctir_es_native``, Rust on the tantivy crate, native/) over the index tantivy-py writes;
+analysis: simple tokenizer, lower case, ASCII folding, English (Snowball) stemming (FTS5:
+unicode61 remove_diacritics + Porter).
 """
 
 from __future__ import annotations
@@ -93,6 +95,27 @@ class PendingBatch:
             self.lex._replace(touched, rows, self.max_rowid)
             self.max_rowid = max(self.max_rowid, max(touched))
             self.added += len(rows)
+
+
+@dataclass(frozen=True)
+class NativeQuery:
+    """The arguments of ``ctir_es_native.Reader.search``: analysed terms, (field, weight) with
+    weight > 0, and filters as (field, "must" | "must_not", values)."""
+
+    terms: list[str]
+    weights: list[tuple[str, float]]
+    filters: list[tuple[str, str, list[Any]]]
+
+
+def _native() -> Any:
+    try:
+        import ctir_es_native
+    except ImportError as exc:
+        raise MissingExtraError(
+            "the tantivy lexical engine ranks with ctir-es's native module (ctir_es_native), which is "
+            "not installed: in a checkout, `pip install ./native` (needs Rust's cargo) or `make install`"
+        ) from exc
+    return ctir_es_native
 
 
 def _tantivy() -> Any:
@@ -239,6 +262,9 @@ class TantivyLexical:
         self._writer: Any = None
         self._meta_stamp: tuple[int, int] | None = None  # of state.json
         self._searcher: Any = None
+        self._reader: Any = None  # ctir_es_native.Reader: the searches
+        self._reader_dir: Path | None = None
+        self._reader_stamp: tuple[int, int] | None = None
         self._private_copy: Path | None = None  # a copy of an index on read-only media
         self.applied = 0
         self.max_rowid = 0
@@ -482,52 +508,68 @@ class TantivyLexical:
     def terms(self, text: str) -> list[str]:
         return list(dict.fromkeys(self._analyzer.analyze(text)))[:MAX_QUERY_TERMS]
 
-    def query(self, query: LexicalQuery, filters: Sequence[Filter], rowids: Sequence[int] | None = None) -> Any | None:
-        """``rowids``: only these products (value filters, resolved by SQLite)."""
-        t, schema = self._t, self._schema
+    def native(self) -> Any:
+        """The native BM25F reader of the latest committed view, reloaded when the state file
+        was replaced (after every tantivy commit)."""
+        try:
+            st = os.stat(self.dir / STATE)
+            stamp = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+        if self._reader is None or self._reader_dir != self.dir:
+            with self._native_errors():
+                self._reader = _native().Reader(str(self.dir), list(LEXICAL_FIELDS), "rowid")
+            self._reader_dir, self._reader_stamp = self.dir, stamp
+        elif stamp != self._reader_stamp:
+            with self._native_errors():
+                self._reader.reload()
+            self._reader_stamp = stamp
+        return self._reader
+
+    @contextlib.contextmanager
+    def _native_errors(self) -> Iterator[None]:
+        """The native module's errors as the store's: damaged files name the fix, anything else
+        (an index folder that cannot be opened, a field it lacks) is a plain ``StoreError``."""
+        native = _native()
+        try:
+            yield
+        except native.IndexDamaged as exc:
+            raise damaged(self.store_path, str(exc)) from exc
+        except native.NativeError as exc:
+            raise StoreError(f"the tantivy index {self.dir} of store {self.store_path} cannot be searched "
+                             f"({exc})") from exc
+
+    def query(self, query: LexicalQuery, filters: Sequence[Filter],
+              rowids: Sequence[int] | None = None) -> NativeQuery | None:
+        """The native search's arguments; ``rowids``: only these products (value filters,
+        resolved by SQLite). None: nothing can match (no term, no weighted field)."""
         terms = self.terms(query.text)
-        should = []
-        for name in LEXICAL_FIELDS:
-            weight = float(query.weights.get(name, 0.0))
-            if weight <= 0:
-                continue
-            for term in terms:
-                q = t.Query.term_query(schema, name, term, index_option="freq")
-                should.append((t.Occur.Should, q if weight == 1.0 else t.Query.boost_query(q, weight)))
-        if not should:
+        weights = [(name, float(query.weights.get(name, 0.0))) for name in LEXICAL_FIELDS]
+        weights = [(name, w) for name, w in weights if w > 0]  # FTS5 searches these columns only
+        if not terms or not weights:
             return None
-        text_q = t.Query.boolean_query(should)
-        if not filters and rowids is None:
-            return text_q
-        clauses = [(t.Occur.Must, text_q)]
-        if rowids is not None:
-            clauses.append((t.Occur.Must, t.Query.term_set_query(schema, "rowid", list(rowids))
-                            if len(rowids) else t.Query.empty_query()))
+        clauses = [] if rowids is None else [("rowid", "must", [int(r) for r in rowids])]
         for f in filters:
             clause = self._filter(f)
-            if clause is None:
-                continue
-            clauses.append(clause)
-        return t.Query.boolean_query(clauses)
+            if clause is not None:
+                clauses.append(clause)
+        return NativeQuery(terms, weights, clauses)
 
-    def _filter(self, f: Filter) -> tuple[Any, Any] | None:
-        t, schema = self._t, self._schema
+    def _filter(self, f: Filter) -> tuple[str, str, list[Any]] | None:
+        """One filter as the native search takes it: (field, must | must_not, values); a "must"
+        with no values lets nothing through."""
         if f.field == "category":
-            return t.Occur.Must, t.Query.term_query(schema, "nodes", NODE_SEP.join(f.path), index_option="basic")
+            return "nodes", "must", [NODE_SEP.join(f.path)]
         if f.field == "market" and f.op == "eq":
-            return t.Occur.Must, t.Query.term_query(schema, "market", f.value, index_option="basic")
+            return "market", "must", [f.value]
         if f.field in ("market", "id"):
             field = "pid" if f.field == "id" else "market"
             values = list(f.value)
             if f.op == "not_in":
-                if not values:
-                    return None
-                return t.Occur.MustNot, t.Query.term_set_query(schema, field, values)
-            if not values:
-                return t.Occur.Must, t.Query.empty_query()
-            return t.Occur.Must, t.Query.term_set_query(schema, field, values)
+                return (field, "must_not", values) if values else None
+            return field, "must", values
         if f.field == "has_image":
-            return t.Occur.Must, t.Query.term_query(schema, "has_image", int(f.value))
+            return "has_image", "must", [int(f.value)]
         raise StoreError(f"the tantivy lexical engine cannot filter on {f.field!r}")
 
     def search(self, conn: sqlite3.Connection, query: LexicalQuery, k: int, filters: Sequence[Filter],
@@ -542,28 +584,27 @@ class TantivyLexical:
         q = self.query(query, filters, allowed.tolist() if small else None)
         if q is None:
             return []
-        searcher = self.searcher()
+        reader = self.native()
         limit = k
         if allowed is not None and not small:  # broad: deep enough for k of them at the filter's share
-            limit = max(k, 2 * k * max(int(searcher.num_docs), 1) // len(allowed))
+            limit = max(k, 2 * k * max(int(reader.num_docs()), 1) // len(allowed))
         while True:
-            with self._reading():
-                found = searcher.search(q, limit=limit, count=False).hits
-                if not found:
-                    return []
-                rowids = searcher.fast_field_values("rowid", [addr for _, addr in found])
+            with self._native_errors():
+                found = reader.search(q.terms, q.weights, q.filters, limit)
+            if not found:
+                return []
             if allowed is None or small:
                 break
-            arr = np.asarray(rowids, dtype=np.int64)
+            arr = np.asarray([r for r, _ in found], dtype=np.int64)
             pos = np.minimum(np.searchsorted(allowed, arr), len(allowed) - 1)
             keep = allowed[pos] == arr
             if keep.sum() >= k or len(found) < limit:  # enough, or every match seen: bounded by the index
                 found = [h for h, ok in zip(found, keep.tolist(), strict=True) if ok][:k]
-                rowids = arr[keep][:k].tolist()
                 if not found:
                     return []
                 break
             limit *= 4
+        rowids = [r for r, _ in found]
         ids: dict[int, str] = {}
         missing = rowids
         if known is not None and len(known[0]):
@@ -578,10 +619,10 @@ class TantivyLexical:
         if missing:
             marks = ",".join("?" * len(missing))
             ids.update(conn.execute(f"SELECT rowid, id FROM products WHERE rowid IN ({marks})", missing).fetchall())
-        return [Hit(ids[r], float(s)) for (s, _), r in zip(found, rowids, strict=True) if r in ids]
+        return [Hit(ids[r], float(s)) for r, s in found if r in ids]
 
     def num_docs(self) -> int:
-        return int(self.searcher().num_docs)
+        return int(self.native().num_docs())
 
     # -- the LexicalEngine interface (store/embedded/lexical.py) -------------------------------
 
@@ -640,11 +681,13 @@ class TantivyLexical:
         with self._reading():
             hits = searcher.search(self._t.Query.all_query(), limit=1, count=True)
             searcher.fast_field_values("rowid", [addr for _, addr in hits.hits])
+        self.native()  # and the native reader (the searches') opens it
 
     def close(self) -> None:
         self.release_writer()
         self._index = None
         self._searcher = None
+        self._reader = None
         if self._private_copy is not None:
             shutil.rmtree(self._private_copy, ignore_errors=True)
             self._private_copy = None

@@ -1,0 +1,297 @@
+//! SQLite FTS5's `bm25()` (ext/fts5/fts5_aux.c, fts5Bm25Function) as a tantivy `Query`.
+//!
+//! FTS5 scores a row as one document: for each query term i,
+//!   w_i   = sum over the queried columns c of weight[c] * tf(i, c)
+//!   score += idf_i * w_i * (k1 + 1) / (w_i + k1 * (1 - b + b * nTok / avgdl))
+//! with k1 = 1.2, b = 0.75, nTok the row's token count over ALL its columns (unweighted),
+//! avgdl = all tokens / rows, idf_i = ln((N - nHit_i + 0.5) / (nHit_i + 0.5)) floored at 1e-6
+//! when <= 0, and nHit_i the rows holding term i in a queried column.
+//!
+//! Here a "row" is a tantivy document, the columns are per-field postings (with freqs) and
+//! nTok is the sum of the documents' decoded fieldnorms. tantivy stores a fieldnorm in one byte:
+//! exact up to 40 tokens, rounded down past that (42, 44, ... then coarser), so nTok is
+//! approximate for long fields, where FTS5 counts exactly.
+
+use std::fmt;
+
+use tantivy::fieldnorm::FieldNormReader;
+use tantivy::postings::{Postings, SegmentPostings};
+use tantivy::query::{EmptyScorer, EnableScoring, Explanation, Query, Scorer, Weight};
+use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::{DocId, DocSet, Score, Searcher, SegmentReader, TantivyError, Term, TERMINATED};
+
+pub const K1: f64 = 1.2;
+pub const B: f64 = 0.75;
+const IDF_FLOOR: f64 = 1e-6;
+
+/// The corpus statistics FTS5 reads once per query.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    /// N: live documents.
+    pub num_docs: u64,
+    /// avgdl: tokens of all length fields / documents. tantivy's per-field token totals include
+    /// deleted documents until their segment is merged, so the documents counted here do too
+    /// (`max_doc`): the average of what the totals cover.
+    pub avgdl: f64,
+    /// nHit per term: live documents holding it in a weighted field.
+    pub hits: Vec<u64>,
+}
+
+#[derive(Clone)]
+pub struct Bm25fQuery {
+    terms: Vec<String>,
+    weighted: Vec<(Field, f64)>,
+    length_fields: Vec<Field>,
+}
+
+impl fmt::Debug for Bm25fQuery {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "Bm25f(terms={:?}, fields={:?})", self.terms, self.weighted)
+    }
+}
+
+impl Bm25fQuery {
+    /// `weighted`: the fields searched and their weights (weights <= 0 are left out, as FTS5's
+    /// column filter leaves them out); `length_fields`: every field counted in nTok.
+    pub fn new(terms: Vec<String>, weighted: Vec<(Field, f64)>, length_fields: Vec<Field>) -> Self {
+        let weighted = weighted.into_iter().filter(|(_, w)| *w > 0.0).collect();
+        Bm25fQuery { terms, weighted, length_fields }
+    }
+
+    fn term(&self, field: Field, i: usize) -> Term {
+        Term::from_field_text(field, &self.terms[i])
+    }
+
+    /// N, avgdl and nHit over every segment of `searcher` (one pass over the terms' postings).
+    pub fn stats(&self, searcher: &Searcher) -> tantivy::Result<Stats> {
+        let (mut num_docs, mut max_docs, mut tokens) = (0u64, 0u64, 0u64);
+        let mut hits = vec![0u64; self.terms.len()];
+        for reader in searcher.segment_readers() {
+            num_docs += u64::from(reader.num_docs());
+            max_docs += u64::from(reader.max_doc());
+            for &field in &self.length_fields {
+                tokens += reader.inverted_index(field)?.total_num_tokens();
+            }
+            for (i, hit) in hits.iter_mut().enumerate() {
+                *hit += self.segment_hits(reader, i)?;
+            }
+        }
+        let avgdl = if max_docs > 0 && tokens > 0 { tokens as f64 / max_docs as f64 } else { 1.0 };
+        Ok(Stats { num_docs, avgdl, hits })
+    }
+
+    /// Live documents of one segment holding term `i` in any weighted field.
+    fn segment_hits(&self, reader: &SegmentReader, i: usize) -> tantivy::Result<u64> {
+        let mut lists = Vec::new();
+        for &(field, _) in &self.weighted {
+            let index = reader.inverted_index(field)?;
+            if let Some(p) = index.read_postings(&self.term(field, i), IndexRecordOption::Basic)? {
+                lists.push(p);
+            }
+        }
+        let alive = reader.alive_bitset();
+        if lists.len() == 1 {
+            let p = &lists[0];
+            return Ok(u64::from(match alive {
+                None => p.doc_freq(),
+                Some(bits) => p.doc_freq_given_deletes(bits),
+            }));
+        }
+        if lists.is_empty() {
+            return Ok(0);
+        }
+        // A document holding the term in several fields counts once: a bitset of the union.
+        let mut seen = vec![0u64; (reader.max_doc() as usize).div_ceil(64)];
+        let mut count = 0u64;
+        for mut p in lists {
+            let mut doc = p.doc();
+            while doc != TERMINATED {
+                let (word, bit) = ((doc / 64) as usize, 1u64 << (doc % 64));
+                if seen[word] & bit == 0 {
+                    seen[word] |= bit;
+                    if alive.is_none_or(|bits| bits.is_alive(doc)) {
+                        count += 1;
+                    }
+                }
+                doc = p.advance();
+            }
+        }
+        Ok(count)
+    }
+}
+
+impl Query for Bm25fQuery {
+    fn weight(&self, enable_scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        let idf = match enable_scoring.searcher() {
+            Some(searcher) if enable_scoring.is_scoring_enabled() => {
+                let stats = self.stats(searcher)?;
+                let n = stats.num_docs as f64;
+                let idf = stats.hits.iter().map(|&h| idf(n, h as f64)).collect();
+                Some((idf, stats.avgdl))
+            }
+            _ => None, // matching only (a count): no statistics needed
+        };
+        let (idf, avgdl) = idf.unwrap_or_else(|| (vec![0.0; self.terms.len()], 1.0));
+        Ok(Box::new(Bm25fWeight { query: self.clone(), idf, avgdl }))
+    }
+}
+
+/// FTS5's IDF: a term in more than half the documents gets (almost) none.
+pub fn idf(n: f64, hits: f64) -> f64 {
+    let v = ((n - hits + 0.5) / (hits + 0.5)).ln();
+    if v <= 0.0 {
+        IDF_FLOOR
+    } else {
+        v
+    }
+}
+
+struct Bm25fWeight {
+    query: Bm25fQuery,
+    idf: Vec<f64>,
+    avgdl: f64,
+}
+
+impl Bm25fWeight {
+    fn bm25f_scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Option<Bm25fScorer>> {
+        let mut lists = Vec::new();
+        for (i, _) in self.query.terms.iter().enumerate() {
+            for &(field, weight) in &self.query.weighted {
+                let index = reader.inverted_index(field)?;
+                let term = self.query.term(field, i);
+                if let Some(p) = index.read_postings(&term, IndexRecordOption::WithFreqs)? {
+                    lists.push(TermField { postings: p, term: i, weight });
+                }
+            }
+        }
+        if lists.is_empty() {
+            return Ok(None);
+        }
+        let mut norms = Vec::with_capacity(self.query.length_fields.len());
+        for &field in &self.query.length_fields {
+            norms.push(reader.get_fieldnorms_reader(field)?);
+        }
+        let mut scorer = Bm25fScorer {
+            cost: lists.iter().map(|l| u64::from(l.postings.doc_freq())).sum(),
+            lists,
+            idf: self.idf.clone(),
+            norms,
+            avgdl: self.avgdl,
+            boost: f64::from(boost),
+            freqs: vec![0.0; self.idf.len()],
+            doc: 0,
+        };
+        scorer.doc = scorer.min_doc();
+        Ok(Some(scorer))
+    }
+}
+
+impl Weight for Bm25fWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        Ok(match self.bm25f_scorer(reader, boost)? {
+            Some(s) => Box::new(s),
+            None => Box::new(EmptyScorer),
+        })
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        let mut scorer = self.scorer(reader, 1.0)?;
+        if scorer.doc() > doc || scorer.seek(doc) != doc {
+            return Err(TantivyError::InvalidArgument(format!("document #{doc} does not match")));
+        }
+        Ok(Explanation::new("BM25F (FTS5 bm25)", scorer.score()))
+    }
+}
+
+struct TermField {
+    postings: SegmentPostings,
+    term: usize,
+    weight: f64,
+}
+
+/// The union of every (term, field) posting list, scored as FTS5 scores a row. Exhaustive: every
+/// matching document is scored (no pruning).
+pub struct Bm25fScorer {
+    lists: Vec<TermField>,
+    idf: Vec<f64>,
+    norms: Vec<FieldNormReader>,
+    avgdl: f64,
+    boost: f64,
+    freqs: Vec<f64>,
+    doc: DocId,
+    cost: u64,
+}
+
+impl Bm25fScorer {
+    fn min_doc(&self) -> DocId {
+        self.lists.iter().map(|l| l.postings.doc()).min().unwrap_or(TERMINATED)
+    }
+}
+
+impl DocSet for Bm25fScorer {
+    fn advance(&mut self) -> DocId {
+        let doc = self.doc;
+        if doc == TERMINATED {
+            return TERMINATED;
+        }
+        let mut next = TERMINATED;
+        for l in &mut self.lists {
+            let mut d = l.postings.doc();
+            if d == doc {
+                d = l.postings.advance();
+            }
+            next = next.min(d);
+        }
+        self.doc = next;
+        next
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        if self.doc >= target {
+            return self.doc;
+        }
+        let mut next = TERMINATED;
+        for l in &mut self.lists {
+            let mut d = l.postings.doc();
+            if d < target {
+                d = l.postings.seek(target);
+            }
+            next = next.min(d);
+        }
+        self.doc = next;
+        next
+    }
+
+    fn doc(&self) -> DocId {
+        self.doc
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.cost.min(u64::from(u32::MAX)) as u32
+    }
+
+    fn cost(&self) -> u64 {
+        self.cost
+    }
+}
+
+impl Scorer for Bm25fScorer {
+    fn score(&mut self) -> Score {
+        let doc = self.doc;
+        self.freqs.iter_mut().for_each(|f| *f = 0.0);
+        for l in &self.lists {
+            if l.postings.doc() == doc {
+                self.freqs[l.term] += l.weight * f64::from(l.postings.term_freq());
+            }
+        }
+        let ntok: u32 = self.norms.iter().map(|n| n.fieldnorm(doc)).sum();
+        let k = K1 * (1.0 - B + B * f64::from(ntok) / self.avgdl);
+        let mut score = 0.0;
+        for (f, idf) in self.freqs.iter().zip(&self.idf) {
+            if *f > 0.0 {
+                score += idf * (f * (K1 + 1.0)) / (f + k);
+            }
+        }
+        (score * self.boost) as Score
+    }
+}
