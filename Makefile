@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= $(CURDIR)/artifacts/sample.db
 
-.PHONY: install install-test demo test clean es-up es-down
+.PHONY: install install-test demo test clean es-up es-down os-up os-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ es-up:
 
 es-down:
 	scripts/elasticsearch-local down
+
+# A Docker-free local OpenSearch 2.19.1 with the k-NN plugin (Lucene engine) and lang-painless,
+# on 127.0.0.1:9400 (docs/opensearch.md, "Local node"):
+#   make os-up    fetch once, start the node, print CTIR_ES_OS_URL=...
+#   make os-down  stop it
+os-up:
+	scripts/opensearch-local up
+
+os-down:
+	scripts/opensearch-local down
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

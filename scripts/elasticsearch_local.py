@@ -38,19 +38,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import local_node
+from local_node import (
+    Cluster,
+    LocalNodeError,
+    Node,
+    home,
+    java_version,
+    pick_ports,
+    port_free,
+    run_user,
+    wait_for_health,
+)
 
 GROUP = "org.elasticsearch.distribution.integ-test-zip"
 ARTIFACT = "elasticsearch"
@@ -58,33 +67,20 @@ ARTIFACT = "elasticsearch"
 # 8.19.21 is the newest 8.19.x served (checked 2026-11-25 with `versions`).
 DEFAULT_VERSION = "8.19.21"
 CENTRAL = "https://repo.maven.apache.org/maven2"
-RUN_USER = "ctir-es"
 PLUGIN = "ctir-analysis"
 PLUGIN_SOURCE = Path(__file__).resolve().parent / "es-plugin" / PLUGIN
 DEFAULT_CLUSTER = "ctir-local"
 
 
-class LocalEsError(Exception):
-    """A failure with a one-line explanation for the user."""
+# the shared module's error, under the name this tool always raised
+LocalEsError = LocalNodeError
 
 
 # ------------------------------------------------------------------ locations
 
 
-def home() -> Path:
-    """Where distributions and clusters live. Readable by the run user (not under /root)."""
-    configured = os.environ.get("CTIR_ES_LOCAL_HOME")
-    if configured:
-        return Path(configured).resolve()
-    if os.geteuid() == 0:
-        return Path("/var/tmp/ctir-es-local")
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ctir-es-local"
-
-
 def m2_zip(version: str) -> Path:
-    group = GROUP.replace(".", "/")
-    return Path.home() / ".m2/repository" / group / ARTIFACT / version / f"{ARTIFACT}-{version}.zip"
+    return local_node.m2_path(GROUP, ARTIFACT, version, "zip")
 
 
 # ------------------------------------------------------------------ versions and Java
@@ -105,38 +101,10 @@ def served_versions(timeout: float = 15.0) -> list[str]:
     return re.findall(r"<version>([^<]+)</version>", text)
 
 
-def java_version(java_home: Path) -> int | None:
-    release = java_home / "release"
-    try:
-        text = release.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    found = re.search(r'JAVA_VERSION="(\d+)', text)
-    return int(found.group(1)) if found else None
-
-
 def find_java(version: str) -> Path:
     """A JDK that runs ``version``: 8.x needs 17+, 9.x needs 21+ (ES_JAVA_HOME wins)."""
     need = 21 if major(version) >= 9 else 17
-    candidates: list[Path] = []
-    for var in ("ES_JAVA_HOME", "JAVA_HOME"):
-        if os.environ.get(var):
-            candidates.append(Path(os.environ[var]))
-    jvm = Path("/usr/lib/jvm")
-    if jvm.is_dir():
-        found = [p for p in jvm.iterdir() if p.is_dir() and not p.is_symlink()]
-        candidates += sorted(found, key=lambda p: java_version(p) or 0)
-    seen: list[str] = []
-    for candidate in candidates:
-        got = java_version(candidate)
-        seen.append(f"{candidate} ({got or 'unknown'})")
-        if got is not None and got >= need and (candidate / "bin/java").exists():
-            return candidate
-    raise LocalEsError(
-        f"Elasticsearch {version} needs Java {need}+; none found (looked at: "
-        f"{', '.join(seen) or 'nothing'}). Install a JDK (apt-get install openjdk-17-jdk-headless) "
-        "or set ES_JAVA_HOME"
-    )
+    return local_node.find_java(need, f"Elasticsearch {version}", ("ES_JAVA_HOME", "JAVA_HOME"))
 
 
 # ------------------------------------------------------------------ fetch and unpack
@@ -149,57 +117,20 @@ def fetch(version: str, zip_file: str | None = None) -> Path:
         if not path.is_file():
             raise LocalEsError(f"--zip {zip_file}: no such file")
         return path
-    cached = m2_zip(version)
-    if cached.is_file():
-        return cached
-    mvn = shutil.which("mvn")
-    if mvn is None:
+    if shutil.which("mvn") is None and not m2_zip(version).is_file():
         raise LocalEsError(
             "Maven (mvn) is not installed: install it (apt-get install maven) or download "
             f"{GROUP}:{ARTIFACT}:{version}:zip yourself and pass --zip FILE"
         )
-    artifact = f"{GROUP}:{ARTIFACT}:{version}:zip"
-    print(f"fetching {artifact} with Maven (about 100 MB, cached in ~/.m2) ...", file=sys.stderr)
-    proc = subprocess.run(
-        [mvn, "-q", "-B", "dependency:get", f"-Dartifact={artifact}", "-Dtransitive=false"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if proc.returncode != 0 or not cached.is_file():
-        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "ERROR" in ln][:3]
-        raise LocalEsError(
-            f"Maven could not fetch {artifact}: {' | '.join(lines) or 'no error text'}. "
-            "Is Maven Central reachable, and is the version served? "
-            "(`scripts/elasticsearch-local versions` lists them)"
-        )
-    return cached
+    return local_node.maven_get(
+        GROUP, ARTIFACT, version, "zip", what="about 100 MB",
+        hint="(`scripts/elasticsearch-local versions` lists them)",
+    )  # fmt: skip
 
 
 def unpack(version: str, zip_path: Path) -> Path:
-    """Unpack once into ``home()/dist``; readable by everyone, writable by the owner."""
-    dist = home() / "dist"
-    target = dist / f"elasticsearch-{version}"
-    if (target / "bin/elasticsearch").exists():
-        return target
-    dist.mkdir(parents=True, exist_ok=True)
-    tmp = dist / f".unpack-{version}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(zip_path) as archive:
-        for info in archive.infolist():
-            extracted = Path(archive.extract(info, tmp))
-            mode = (info.external_attr >> 16) & 0o777
-            if mode:
-                extracted.chmod(mode | 0o444 | (0o111 if extracted.is_dir() else 0))
-    inner = tmp / f"elasticsearch-{version}"
-    if not (inner / "bin/elasticsearch").exists():
-        raise LocalEsError(f"{zip_path} does not hold elasticsearch-{version}/bin/elasticsearch")
-    inner.rename(target)
-    shutil.rmtree(tmp, ignore_errors=True)
-    for path in [home(), dist, target]:
-        path.chmod(0o755)
-    return target
+    """Unpack once into ``home()/dist``."""
+    return local_node.unpack(zip_path, f"elasticsearch-{version}", "bin/elasticsearch")
 
 
 # ------------------------------------------------------------------ the english analyser plugin
@@ -254,131 +185,8 @@ def install_english(dist: Path, java_home: Path, version: str) -> str:
     return f"{PLUGIN} built and installed (the english analyser)"
 
 
-# ------------------------------------------------------------------ cluster state
-
-
-@dataclass
-class Node:
-    name: str
-    http_port: int
-    transport_port: int
-    dir: str
-    pid: int | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-
-@dataclass
-class Cluster:
-    name: str
-    version: str
-    java_home: str
-    heap: str
-    nodes: list[Node] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return self.nodes[0].url
-
-    @staticmethod
-    def state_file(name: str) -> Path:
-        return home() / "clusters" / name / "state.json"
-
-    def save(self) -> None:
-        path = self.state_file(self.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
-
-    @classmethod
-    def load(cls, name: str) -> Cluster:
-        path = cls.state_file(name)
-        if not path.is_file():
-            raise LocalEsError(f"no local cluster {name!r} (start one: scripts/elasticsearch-local up)")
-        data = json.loads(path.read_text(encoding="utf-8"))
-        nodes = [Node(**n) for n in data.pop("nodes")]
-        return cls(**data, nodes=nodes)
-
-    def node(self, name: str) -> Node:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        raise LocalEsError(f"no node {name!r}; nodes: {', '.join(n.name for n in self.nodes)}")
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def pick_ports(first: int, count: int, taken: set[int]) -> list[int]:
-    """``count`` free ports from ``first`` upwards (skipping ``taken``)."""
-    out: list[int] = []
-    port = first
-    while len(out) < count and port < 65000:
-        if port not in taken and port_free(port):
-            out.append(port)
-        port += 1
-    if len(out) < count:
-        raise LocalEsError(f"no {count} free ports from {first} on 127.0.0.1")
-    return out
-
-
 def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie or a reused pid of another program is not our node
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return b"org.elasticsearch" in cmdline
-
-
-# ------------------------------------------------------------------ the run user
-
-
-def run_user() -> tuple[int, int] | None:
-    """(uid, gid) to run as when we are root (creating the user once), else None."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam(RUN_USER)
-    except KeyError:
-        proc = subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", RUN_USER],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise LocalEsError(
-                f"Elasticsearch refuses to run as root and user {RUN_USER!r} could not be "
-                f"created: {proc.stderr.strip()}"
-            ) from None
-        entry = pwd.getpwnam(RUN_USER)
-    return entry.pw_uid, entry.pw_gid
-
-
-def chown_tree(path: Path, ids: tuple[int, int] | None) -> None:
-    if ids is None:
-        return
-    for root, dirs, files in os.walk(path):
-        os.chown(root, *ids)
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), *ids)
+    return local_node.alive(pid, b"org.elasticsearch")
 
 
 # ------------------------------------------------------------------ nodes
@@ -406,35 +214,12 @@ def node_settings(cluster: Cluster, node: Node) -> dict[str, object]:
     return settings
 
 
-def write_node_config(dist: Path, cluster: Cluster, node: Node, ids: tuple[int, int] | None) -> None:
-    root = Path(node.dir)
-    config = root / "config"
-    if not config.exists():
-        shutil.copytree(dist / "config", config)
-    for sub in ("data", "logs"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    lines = [f"{key}: {json.dumps(value)}" for key, value in node_settings(cluster, node).items()]
-    (config / "elasticsearch.yml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    chown_tree(root, ids)
-
-
-def last_log_lines(cluster: Cluster, node: Node, count: int = 25) -> str:
-    log = Path(node.dir) / "logs" / f"{cluster.name}.log"
-    try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return f"(no log at {log})"
-    return "\n".join(lines[-count:])
-
-
 def start_node(cluster: Cluster, node: Node, timeout: float) -> None:
     if alive(node.pid):
         return
     dist = home() / "dist" / f"elasticsearch-{cluster.version}"
-    ids = run_user()
-    write_node_config(dist, cluster, node, ids)
-    pid_file = Path(node.dir) / "es.pid"
-    pid_file.unlink(missing_ok=True)
+    ids = run_user("Elasticsearch")
+    local_node.write_node_config(dist, node, "elasticsearch.yml", node_settings(cluster, node), ids)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "ES_JAVA_HOME": cluster.java_home,
@@ -445,92 +230,14 @@ def start_node(cluster: Cluster, node: Node, timeout: float) -> None:
         "LANG": "C.UTF-8",
     }
     Path(env["ES_TMPDIR"]).mkdir(exist_ok=True)
-    chown_tree(Path(env["ES_TMPDIR"]), ids)
-    command = [str(dist / "bin/elasticsearch"), "-d", "-p", str(pid_file)]
-    if ids is not None:
-        runuser = shutil.which("runuser") or next(
-            (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if Path(p).exists()), None
-        )
-        if runuser is None:
-            raise LocalEsError(
-                "running as root needs runuser (util-linux) to start Elasticsearch as "
-                f"{RUN_USER!r}: install util-linux, or run this script as a non-root user"
-            )
-        command = [runuser, "-u", RUN_USER, "--", *command]
-    # -d returns once the node has started (or failed to); bound it anyway
-    try:
-        proc = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=timeout, cwd=node.dir, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise LocalEsError(
-            f"node {node.name} did not start within {timeout:.0f} s; last log lines:\n"
-            + last_log_lines(cluster, node)
-        ) from None
-    if proc.returncode != 0:
-        raise LocalEsError(
-            f"node {node.name} failed to start (exit {proc.returncode}): "
-            f"{(proc.stderr or proc.stdout).strip()[-800:]}\nlast log lines:\n"
-            + last_log_lines(cluster, node)
-        )
-    for _ in range(50):
-        if pid_file.exists() and pid_file.read_text().strip():
-            node.pid = int(pid_file.read_text().strip())
-            break
-        time.sleep(0.1)
-    cluster.save()
+    local_node.chown_tree(Path(env["ES_TMPDIR"]), ids)
+    command = [str(dist / "bin/elasticsearch"), "-d", "-p", str(Path(node.dir) / "es.pid")]
+    local_node.launch(cluster, node, command, env, ids, timeout, "Elasticsearch")
 
 
 def stop_node(node: Node, kill: bool = False, timeout: float = 60.0) -> bool:
     """SIGTERM (or SIGKILL) the node and wait for it to exit. False when it was not running."""
-    if not alive(node.pid):
-        return False
-    assert node.pid is not None
-    os.kill(node.pid, signal.SIGKILL if kill else signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(node.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if alive(node.pid):
-        os.kill(node.pid, signal.SIGKILL)
-        time.sleep(0.5)
-    return True
-
-
-def http_json(url: str, timeout: float = 5.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read().decode())
-
-
-def wait_for_health(
-    cluster: Cluster, status: str, nodes: int, timeout: float, via: list[Node] | None = None
-) -> dict:
-    """Poll ``_cluster/health`` on any live node until ``status`` with ``nodes`` nodes."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        for node in via or cluster.nodes:
-            if not alive(node.pid):
-                continue
-            try:
-                health = http_json(
-                    f"{node.url}/_cluster/health?wait_for_status={status}"
-                    f"&wait_for_nodes={nodes}&timeout=2s"
-                )
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                last = f"{node.name}: {exc}"
-                continue
-            if not health.get("timed_out"):
-                return health
-            last = f"{node.name}: status {health.get('status')}, {health.get('number_of_nodes')} nodes"
-        time.sleep(1.0)
-    dead = [n.name for n in cluster.nodes if not alive(n.pid)]
-    tails = "\n".join(
-        f"--- {n.name} ---\n{last_log_lines(cluster, n)}" for n in cluster.nodes[:3]
-    )
-    raise LocalEsError(
-        f"cluster {cluster.name!r} not {status} with {nodes} node(s) after {timeout:.0f} s "
-        f"({last}{'; exited: ' + ', '.join(dead) if dead else ''}); last log lines:\n{tails}"
-    )
+    return local_node.stop_node(node, kill, timeout, b"org.elasticsearch")
 
 
 # ------------------------------------------------------------------ commands
@@ -588,9 +295,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                     "run `scripts/elasticsearch-local down --purge` to start afresh"
                 )
     existing.save()
-    home().chmod(0o755)
-    for directory in [home() / "clusters", Cluster.state_file(name).parent]:
-        directory.chmod(0o755)
+    existing.prepare_dirs()
     started = time.monotonic()
     print(
         f"starting Elasticsearch {args.version} ({len(existing.nodes)} node(s), heap "
@@ -618,36 +323,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    try:
-        cluster = Cluster.load(args.cluster)
-    except LocalEsError:
-        print(f"no local cluster {args.cluster!r}", file=sys.stderr)
-        return 0
-    for node in cluster.nodes:
-        if stop_node(node):
-            print(f"stopped {node.name}", file=sys.stderr)
-        node.pid = None
-    cluster.save()
-    if args.purge:
-        shutil.rmtree(Cluster.state_file(args.cluster).parent, ignore_errors=True)
-        print(f"removed the data of {args.cluster!r}", file=sys.stderr)
-    return 0
+    return local_node.down(args.cluster, "elasticsearch", args.purge, b"org.elasticsearch")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     cluster = Cluster.load(args.cluster)
-    out = {"cluster": cluster.name, "version": cluster.version, "url": cluster.url, "nodes": []}
-    for node in cluster.nodes:
-        out["nodes"].append(
-            {"name": node.name, "url": node.url, "pid": node.pid, "running": alive(node.pid)}
-        )
-    live = [n for n in cluster.nodes if alive(n.pid)]
-    if live:
-        try:
-            out["health"] = http_json(f"{live[0].url}/_cluster/health")
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            out["health"] = {"error": str(exc)}
-    print(json.dumps(out, indent=2))
+    print(json.dumps(local_node.status(cluster, b"org.elasticsearch"), indent=2))
     return 0
 
 
