@@ -146,12 +146,15 @@ class EsConnection:
             raise ConfigError(f"request_timeout must be > 0 seconds, got {self.request_timeout!r}")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> EsConnection:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, prefix: str = ENV_PREFIX, **overrides: Any
+    ) -> EsConnection:
         """Settings from ``CTIR_ES_*`` variables; keyword overrides (not None) win.
 
         Reads CTIR_ES_URL, CTIR_ES_INDEX, CTIR_ES_API_KEY, CTIR_ES_USERNAME,
         CTIR_ES_PASSWORD, CTIR_ES_BEARER_TOKEN, CTIR_ES_CA_CERTS, CTIR_ES_SSL_FINGERPRINT,
         CTIR_ES_VERIFY_CERTS, CTIR_ES_REQUEST_TIMEOUT and CTIR_ES_API_COMPAT ("8", "9" or "none").
+        ``prefix`` names another engine's variables (OpenSearch: ``CTIR_ES_OS_URL``, ...).
         """
         env = os.environ if env is None else env
         fields = set(cls.__dataclass_fields__)
@@ -171,19 +174,19 @@ class EsConnection:
             "ca_certs",
             "ssl_fingerprint",
         ):
-            raw = env.get(ENV_PREFIX + name.upper())
+            raw = env.get(prefix + name.upper())
             if raw is not None and raw.strip():
                 values[name] = raw.strip()
-        if (raw := env.get("CTIR_ES_VERIFY_CERTS")) is not None and raw.strip():
-            values["verify_certs"] = parse_bool("CTIR_ES_VERIFY_CERTS", raw)
-        if (raw := env.get("CTIR_ES_REQUEST_TIMEOUT")) is not None and raw.strip():
+        if (raw := env.get(f"{prefix}VERIFY_CERTS")) is not None and raw.strip():
+            values["verify_certs"] = parse_bool(f"{prefix}VERIFY_CERTS", raw)
+        if (raw := env.get(f"{prefix}REQUEST_TIMEOUT")) is not None and raw.strip():
             try:
                 values["request_timeout"] = float(raw)
             except ValueError:
                 raise ConfigError(
-                    f"CTIR_ES_REQUEST_TIMEOUT must be a number of seconds, got {raw!r}"
+                    f"{prefix}REQUEST_TIMEOUT must be a number of seconds, got {raw!r}"
                 ) from None
-        if (raw := env.get("CTIR_ES_API_COMPAT")) is not None and raw.strip():
+        if (raw := env.get(f"{prefix}API_COMPAT")) is not None and raw.strip():
             text = raw.strip().lower()
             if text in ("none", "off"):
                 values["api_compat"] = None

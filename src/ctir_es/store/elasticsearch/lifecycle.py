@@ -95,7 +95,7 @@ def new_index_analyzer(session: EsSession) -> str:
     analyzer = session.cluster_info().text_analyzer
     if analyzer != mapping.TEXT_ANALYZER:
         session.notice(
-            "this Elasticsearch has no analysis-common module (the test distribution): text "
+            f"this {session.engine} has no analysis-common module (the test distribution): text "
             f"fields use the {analyzer} analyser, without English stemming"
         )
     return analyzer
@@ -176,6 +176,7 @@ def _index_body(
         replicas=replicas,
         text_analyzer=new_index_analyzer(session),
         unlisted=unlisted,
+        vectors=session.vectors,
     )
 
 
@@ -210,7 +211,7 @@ def create_index(
 def setup(session: EsSession, name: str, plan: IndexPlan, schema: IndexSchema) -> IndexSchema:
     """``Store.setup`` for Elasticsearch: see the module docstring."""
     for field_name, vf in schema.vectors.items():
-        mapping.vector_mapping(field_name, vf, plan.index_options)  # fail fast, before any I/O
+        session.vectors.vector_mapping(field_name, vf, plan.index_options)  # fail fast, before any I/O
     live = resolve(session, name)
     if live.kind is None:
         versioned = bodies.parse_versioned(name) is not None
@@ -250,12 +251,12 @@ def setup(session: EsSession, name: str, plan: IndexPlan, schema: IndexSchema) -
     if conflicts:
         raise SchemaMismatch(
             f"index {where!r} holds typed values of other types: {'; '.join(conflicts)}. Nothing "
-            "was written. Elasticsearch cannot change a mapped field's type: type the value as the "
+            f"was written. {session.engine} cannot change a mapped field's type: type the value as the "
             "index does, give it another name, or build a new index version beside it and swap "
             f"it in ({mismatch_hint(session, name, live)})"
         )
     options = mapping.index_options_from_mapping(current) or plan.index_options
-    added = mapping.added_vector_properties(existing, schema, options)
+    added = mapping.added_vector_properties(existing, schema, options, session.vectors)
     new_values = mapping.added_values(existing, current, schema)
     merged = mapping.merged_schema(existing, schema)
     summary = not mapping.has_summary(current)  # an index created before the field: add it
@@ -426,7 +427,7 @@ def _copy(session: EsSession, source: str, dest: str, timeout: float) -> tuple[s
 
         return "server", session.call(f"copying {source!r} into {dest!r}", server)
     session.notice(
-        "this Elasticsearch has no reindex module (the test distribution): copying "
+        f"this {session.engine} has no reindex module (the test distribution): copying "
         "client-side (scroll + bulk)"
     )
 
@@ -481,9 +482,9 @@ def reindex(
         index_options or mapping.index_options_from_mapping(live.mapping) or plan.index_options
     )
     # vector fields written in place but not in the schema yet (VectorWriter) are mapped too
-    unlisted = mapping.unlisted_vector_fields(live.mapping)
+    unlisted = mapping.unlisted_vector_fields(live.mapping, session.vectors)
     for name, vf in {**schema.vectors, **unlisted}.items():
-        mapping.vector_mapping(name, vf, options)  # e.g. bbq_hnsw needs >= 64 dims
+        session.vectors.vector_mapping(name, vf, options)  # e.g. bbq_hnsw needs >= 64 dims
     dest = bodies.versioned_name(
         alias, bodies.next_version(alias, versions(session, alias) + [source])
     )

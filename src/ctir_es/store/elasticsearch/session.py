@@ -17,6 +17,7 @@ import elasticsearch
 from elasticsearch import Elasticsearch
 
 from ...errors import AccessDenied, CtirError, LicenceRequired, StoreError, Unreachable
+from .bodies.index import ELASTICSEARCH, VectorMappings
 from .bodies.responses import error_class, error_text, refused_feature
 from .cluster import ClusterInfo, data_nodes_from_nodes, modules_from_nodes
 from .connection import EsConnection, build_client
@@ -32,7 +33,14 @@ def response_body(response: Any) -> Any:
 
 
 class EsSession:
-    """The client for ``connection`` (built on first use) and what is known of the cluster."""
+    """The client for ``connection`` (built on first use) and what is known of the cluster.
+
+    ``engine``, ``vectors`` and ``start_hint`` are what another engine speaking the same REST
+    dialect changes (``ctir_es.store.opensearch.session.OsSession``)."""
+
+    engine = "Elasticsearch"
+    vectors: VectorMappings = ELASTICSEARCH  # how this engine maps vector fields
+    start_hint = "scripts/elasticsearch-local up, or set CTIR_ES_URL"
 
     def __init__(self, connection: EsConnection, client: Elasticsearch | None = None) -> None:
         self.connection = connection
@@ -43,8 +51,12 @@ class EsSession:
     @property
     def client(self) -> Elasticsearch:
         if self._client is None:
-            self._client = build_client(self.connection)
+            self._client = self.new_client()
         return self._client
+
+    def new_client(self) -> Elasticsearch:
+        """The engine's client for ``connection`` (no I/O)."""
+        return build_client(self.connection)
 
     def call(self, what: str, fn: Callable[[], _T]) -> _T:
         """Run one request; client errors become ``StoreError`` with secrets removed."""
@@ -55,7 +67,7 @@ class EsSession:
             raise
         except elasticsearch.AuthenticationException:
             raise StoreError(
-                f"{what}: Elasticsearch at {conn.redacted_url} rejected the credentials (401); "
+                f"{what}: {self.engine} at {conn.redacted_url} rejected the credentials (401); "
                 "set CTIR_ES_API_KEY, CTIR_ES_USERNAME and CTIR_ES_PASSWORD, or CTIR_ES_BEARER_TOKEN"
             ) from None
         except elasticsearch.ApiError as exc:
@@ -65,9 +77,9 @@ class EsSession:
             if isinstance(exc, elastic_transport.TlsError):
                 hint = " (TLS: set CTIR_ES_CA_CERTS or CTIR_ES_SSL_FINGERPRINT)"
             raise Unreachable(
-                f"{what}: cannot reach Elasticsearch at {conn.redacted_url}: "
+                f"{what}: cannot reach {self.engine} at {conn.redacted_url}: "
                 f"{conn.scrub(type(exc).__name__ + ': ' + str(exc))[:300]}{hint}; is it running? "
-                "(scripts/elasticsearch-local up, or set CTIR_ES_URL)"
+                f"({self.start_hint})"
             ) from None
 
     def api_error(self, what: str, status: int, body: Any) -> StoreError:
@@ -83,7 +95,7 @@ class EsSession:
             )
         if kind is AccessDenied:
             return AccessDenied(
-                f"{what}: the Elasticsearch user lacks a privilege on {conn.index!r} ({status}): "
+                f"{what}: the {self.engine} user lacks a privilege on {conn.index!r} ({status}): "
                 f"{detail}. Searching needs `read` and "
                 "`view_index_metadata` on the index and its versions; ingesting also `write`, "
                 "`create_index` and `manage` (docs/elasticsearch.md, \"Users and privileges\")"

@@ -100,11 +100,14 @@ class ElasticsearchStore:
     ``max_backoff`` shape bulk writes (see ``bulk``). ``sleep`` is for tests.
     """
 
+    backend = "elasticsearch"  # stats()["backend"]
+    session_class: type[EsSession] = EsSession  # the engine's dialect (OpenSearch has its own)
+
     def __init__(
         self,
         connection: EsConnection | None = None,
         *,
-        index_options: str = mapping.DEFAULT_INDEX_OPTIONS,
+        index_options: str | None = None,
         shards: int = 1,
         replicas: int | None = None,
         refresh: bool = True,
@@ -113,19 +116,20 @@ class ElasticsearchStore:
         max_retries: int = 5,
         initial_backoff: float = 1.0,
         max_backoff: float = 60.0,
-        multi_match_type: str = search_bodies.MULTI_MATCH_TYPE,
+        multi_match_type: str | None = None,
         num_candidates: int | None = None,
         client: Elasticsearch | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        if index_options not in mapping.INDEX_OPTION_TYPES:
-            raise ConfigError(
-                f"unknown index_options type {index_options!r}; supported: {', '.join(mapping.INDEX_OPTION_TYPES)}"
-            )
+        self.connection = connection if connection is not None else EsConnection.from_env()
+        self.session = self.session_class(self.connection, client)
+        types = self.session.vectors.index_option_types
+        if index_options is None:
+            index_options = self.session.vectors.default_index_options
+        if index_options not in types:
+            raise ConfigError(f"unknown index_options type {index_options!r}; supported: {', '.join(types)}")
         if num_candidates is not None:
             search_bodies.num_candidates(1, num_candidates)  # validates
-        self.connection = connection if connection is not None else EsConnection.from_env()
-        self.session = EsSession(self.connection, client)
         self.plan = IndexPlan(index_options, shards, replicas)
         self.refresh = refresh
         self.bulk_options = BulkOptions(
@@ -135,15 +139,20 @@ class ElasticsearchStore:
             initial_backoff=initial_backoff,
             max_backoff=max_backoff,
         )
-        self.multi_match_type = multi_match_type
+        self._multi_match_type = multi_match_type
         self.num_candidates = num_candidates
         self._sleep = sleep
         self._live: dict[str, Any] | None = None  # mapping of the live index, once read
         self._meta_index_ready = False
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> ElasticsearchStore:
+    def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> Self:
         return cls(EsConnection.from_env(env), **options)
+
+    @property
+    def multi_match_type(self) -> str:
+        """The lexical query type: the one given, else ``combined_fields`` (BM25F)."""
+        return self._multi_match_type or search_bodies.MULTI_MATCH_TYPE
 
     @property
     def index(self) -> str:
@@ -159,7 +168,7 @@ class ElasticsearchStore:
         return self.session.client
 
     def __repr__(self) -> str:
-        return f"ElasticsearchStore(url={self.connection.redacted_url!r}, index={self.index!r})"
+        return f"{type(self).__name__}(url={self.connection.redacted_url!r}, index={self.index!r})"
 
     __str__ = __repr__
 
@@ -297,7 +306,7 @@ class ElasticsearchStore:
             return self.session.call(what, lambda: self._writer().write(lines))
         except BulkUnreachable as exc:
             raise BulkUnreachable(
-                f"cannot reach Elasticsearch at {self.connection.redacted_url}: {exc}",
+                f"cannot reach {self.session.engine} at {self.connection.redacted_url}: {exc}",
                 exc.result,
                 exc.pending,
             ) from None
@@ -468,6 +477,28 @@ class ElasticsearchStore:
             for vq in vectors
         ]
 
+    def _msearch_body(
+        self, lexical: LexicalQuery | None, vectors: Sequence[VectorQuery], k: int, filters: Sequence[Filter]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """Result names and the ``_msearch`` lines of one ``search`` (the engine's bodies)."""
+        return search_bodies.msearch_body(
+            self.index,
+            lexical,
+            vectors,
+            k,
+            filters,
+            multi_match_type=self.multi_match_type,
+            rescore=self._rescore() if vectors else 0.0,
+        )
+
+    def _score_converters(
+        self, vectors: Sequence[VectorQuery], schema: IndexSchema | None
+    ) -> dict[str, Callable[[float], float] | None]:
+        """Per result name, how the engine's kNN score turns back into the similarity."""
+        if schema is None:  # unknown (mapping unreadable): ctir-es fields are cosine
+            return {vq.name: responses.cosine_from_score for vq in vectors}
+        return responses.vector_score_converters(vectors, schema)
+
     def search(
         self,
         lexical: LexicalQuery | None,
@@ -482,23 +513,13 @@ class ElasticsearchStore:
         schema = self._query_schema() if vectors else None  # the mapping is read once per store
         search_bodies.check_vector_queries(vectors, schema)
         vectors = self._with_candidates(vectors)
-        names, searches = search_bodies.msearch_body(
-            self.index,
-            lexical,
-            vectors,
-            k,
-            filters,
-            multi_match_type=self.multi_match_type,
-            rescore=self._rescore() if vectors else 0.0,
-        )
+        names, searches = self._msearch_body(lexical, vectors, k, filters)
         results: dict[str, list[Hit]] = {}
         if lexical is not None:
             results[LEXICAL_SOURCE] = []  # stays empty when the text has nothing to search
         if not searches:
             return results
-        converters = responses.vector_score_converters(vectors, schema)
-        if schema is None:  # unknown (mapping unreadable): ctir-es fields are cosine
-            converters = {vq.name: responses.cosine_from_score for vq in vectors}
+        converters = self._score_converters(vectors, schema)
         for attempt in range(PARTIAL_RETRIES + 1):
             response = self.session.body(
                 f"searching {self.index!r}", lambda: self.client.msearch(searches=searches)
@@ -580,7 +601,7 @@ class ElasticsearchStore:
         vectors = schema.vectors if schema else {}
         live = lifecycle.resolve(self.session, self.index)
         return {
-            "backend": "elasticsearch",
+            "backend": self.backend,
             "url": self.connection.redacted_url,
             "index": self.index,
             "live_index": live.concrete,
@@ -629,7 +650,7 @@ class ElasticsearchStore:
             return {}
         if field not in schema.vectors:
             current = self._live_mapping()
-            if current is None or mapping.mapped_vector_field(current, field) is None:
+            if current is None or mapping.mapped_vector_field(current, field, self.session.vectors) is None:
                 return {}
 
         def mget() -> dict[str, np.ndarray]:
@@ -742,9 +763,9 @@ class ElasticsearchStore:
         ids, matrix = new_vectors(field, spec, vectors)  # no I/O: a bad vector writes nothing
         current, schema = self._existing_index(f"writing {field!r} vectors")
         options = mapping.index_options_from_mapping(current) or self.plan.index_options
-        body = mapping.add_vector_field_body(field, spec, options)  # checks the name and dims
+        body = mapping.add_vector_field_body(field, spec, options, self.session.vectors)  # checks name and dims
         listed = schema.vectors.get(field)
-        mapped = mapping.mapped_vector_field(current, field)
+        mapped = mapping.mapped_vector_field(current, field, self.session.vectors)
         for what, known in (("the schema", listed), ("the mapping", mapped)):
             if known is not None and known.dims != spec.dims:
                 raise SchemaMismatch(
@@ -810,11 +831,11 @@ class ElasticsearchStore:
         a mapped field's dims or similarity: those raise ``SchemaMismatch``."""
         current, schema = self._existing_index(f"setting vector field {field!r}")
         options = mapping.index_options_from_mapping(current) or self.plan.index_options
-        mapped = mapping.mapped_vector_field(current, field)
+        mapped = mapping.mapped_vector_field(current, field, self.session.vectors)
         if mapped is not None and (mapped.dims, mapped.similarity) != (spec.dims, spec.similarity):
             raise SchemaMismatch(
                 f"index {self.index!r} maps vector field {field!r} with {mapped.dims} dims "
-                f"({mapped.similarity}), not {spec.dims} ({spec.similarity}); Elasticsearch cannot "
+                f"({mapped.similarity}), not {spec.dims} ({spec.similarity}); {self.session.engine} cannot "
                 "change a mapped field: write the new vectors to another field, or build a new "
                 "index version with the new encoders and swap it in (`ctir-es es swap`)"
             )
@@ -826,6 +847,7 @@ class ElasticsearchStore:
             mapping.text_analyzer_from_mapping(current),
             mapping.mapping_version_from_mapping(current) or 1,
             add_property=mapped is None,
+            vectors=self.session.vectors,
         )
         self.session.call(
             f"setting vector field {field!r} of {self.index!r}",

@@ -213,6 +213,34 @@ def vector_mapping(
     }
 
 
+class VectorMappings:
+    """What differs between engines in the index bodies: how a vector field is mapped and read
+    back, the index types it may use, and the index settings kNN needs. Elasticsearch's
+    ``dense_vector`` here; OpenSearch's ``knn_vector`` subclasses it
+    (``ctir_es.store.opensearch.bodies.index``). Every other part of the mapping is shared."""
+
+    engine = "Elasticsearch"
+    default_index_options = DEFAULT_INDEX_OPTIONS
+    index_option_types: Mapping[str, tuple[bool, int]] = INDEX_OPTION_TYPES
+
+    def vector_mapping(self, name: str, field: VectorField, index_options: str) -> dict[str, Any]:
+        return vector_mapping(name, field, index_options)
+
+    def mapped_vector_field(self, mapping: Mapping[str, Any], name: str) -> VectorField | None:
+        """The vector property ``name`` of a GET-mapping body (dims and similarity), or None."""
+        prop = _properties(mapping).get(name)
+        if not isinstance(prop, Mapping) or prop.get("type") != "dense_vector" or prop.get("dims") is None:
+            return None
+        return VectorField(int(prop["dims"]), str(prop.get("similarity", "cosine")))
+
+    def index_settings(self) -> dict[str, Any]:
+        """Index settings beyond shards and replicas (none on Elasticsearch)."""
+        return {}
+
+
+ELASTICSEARCH = VectorMappings()
+
+
 def meta(
     schema: IndexSchema,
     index_options: str = DEFAULT_INDEX_OPTIONS,
@@ -317,17 +345,18 @@ def mappings(
     index_options: str = DEFAULT_INDEX_OPTIONS,
     text_analyzer: str = TEXT_ANALYZER,
     unlisted: Mapping[str, VectorField] | None = None,
+    vectors: VectorMappings = ELASTICSEARCH,
 ) -> dict[str, Any]:
-    """Mappings for ``schema``: product fields plus one ``dense_vector`` per vector field.
-    ``unlisted`` vector fields are mapped too but left out of ``_meta`` (see
+    """Mappings for ``schema``: product fields plus one vector field (``vectors``' kind) per
+    vector field. ``unlisted`` vector fields are mapped too but left out of ``_meta`` (see
     ``unlisted_vector_fields``)."""
     properties = product_properties(text_analyzer)
     properties[VALUES_FIELD] = values_mapping(schema.values)
     for name, field in schema.vectors.items():
-        properties[name] = vector_mapping(name, field, index_options)
+        properties[name] = vectors.vector_mapping(name, field, index_options)
     for name, field in (unlisted or {}).items():
         if name not in schema.vectors:
-            properties[name] = vector_mapping(name, field, index_options)
+            properties[name] = vectors.vector_mapping(name, field, index_options)
     return {
         "dynamic": "strict",
         "dynamic_templates": dynamic_templates(),
@@ -344,6 +373,7 @@ def index_body(
     replicas: int | None = None,
     text_analyzer: str = TEXT_ANALYZER,
     unlisted: Mapping[str, VectorField] | None = None,
+    vectors: VectorMappings = ELASTICSEARCH,
 ) -> dict[str, Any]:
     """The create-index body (``settings`` + ``mappings``).
 
@@ -354,9 +384,10 @@ def index_body(
     index: dict[str, Any] = {"number_of_shards": shards}
     if replicas is not None:
         index["number_of_replicas"] = replicas
+    index.update(vectors.index_settings())
     return {
         "settings": {"index": index},
-        "mappings": mappings(schema, index_options, text_analyzer, unlisted),
+        "mappings": mappings(schema, index_options, text_analyzer, unlisted, vectors),
     }
 
 
@@ -392,11 +423,14 @@ def text_analyzer_from_mapping(mapping: Mapping[str, Any]) -> str:
 
 
 def added_vector_properties(
-    existing: IndexSchema, wanted: IndexSchema, index_options: str = DEFAULT_INDEX_OPTIONS
+    existing: IndexSchema,
+    wanted: IndexSchema,
+    index_options: str = DEFAULT_INDEX_OPTIONS,
+    vectors: VectorMappings = ELASTICSEARCH,
 ) -> dict[str, Any]:
     """Mappings for vector fields in ``wanted`` that the index lacks (for put-mapping)."""
     return {
-        name: vector_mapping(name, field, index_options)
+        name: vectors.vector_mapping(name, field, index_options)
         for name, field in wanted.vectors.items()
         if name not in existing.vectors
     }
@@ -473,22 +507,27 @@ def values_put_mapping(values: Mapping[str, ValueSpec]) -> dict[str, Any]:
 # list it yet; ``set_vector_field_body`` then records it in ``_meta`` (the schema in force).
 
 
-def _properties(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+def mapping_properties(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``properties`` of a GET-mapping body (``{"mappings": {...}}`` or bare), or ``{}``."""
     body = mapping.get("mappings", mapping)
     properties = body.get("properties") if isinstance(body, Mapping) else None
     return properties if isinstance(properties, Mapping) else {}
 
 
-def mapped_vector_field(mapping: Mapping[str, Any], name: str) -> VectorField | None:
-    """The ``dense_vector`` property ``name`` of a GET-mapping body (dims and similarity; no
-    encoder manifest), or None when it is not mapped as one."""
-    prop = _properties(mapping).get(name)
-    if not isinstance(prop, Mapping) or prop.get("type") != "dense_vector" or prop.get("dims") is None:
-        return None
-    return VectorField(int(prop["dims"]), str(prop.get("similarity", "cosine")))
+_properties = mapping_properties
 
 
-def unlisted_vector_fields(mapping: Mapping[str, Any]) -> dict[str, VectorField]:
+def mapped_vector_field(
+    mapping: Mapping[str, Any], name: str, vectors: VectorMappings = ELASTICSEARCH
+) -> VectorField | None:
+    """The vector property ``name`` of a GET-mapping body (dims and similarity; no encoder
+    manifest), or None when it is not mapped as one."""
+    return vectors.mapped_vector_field(mapping, name)
+
+
+def unlisted_vector_fields(
+    mapping: Mapping[str, Any], vectors: VectorMappings = ELASTICSEARCH
+) -> dict[str, VectorField]:
     """Vector fields in the mapping that ``_meta`` does not list (written in place, waiting
     for ``set_vector_field``): a new index version must map them too, or copying documents
     that hold them fails (``dynamic: strict``)."""
@@ -497,18 +536,21 @@ def unlisted_vector_fields(mapping: Mapping[str, Any]) -> dict[str, VectorField]
     out: dict[str, VectorField] = {}
     for name in sorted(_properties(mapping)):
         if name not in listed and name not in RESERVED_FIELDS:
-            field = mapped_vector_field(mapping, name)
+            field = vectors.mapped_vector_field(mapping, name)
             if field is not None:
                 out[name] = field
     return out
 
 
 def add_vector_field_body(
-    name: str, field: VectorField, index_options: str = DEFAULT_INDEX_OPTIONS
+    name: str,
+    field: VectorField,
+    index_options: str = DEFAULT_INDEX_OPTIONS,
+    vectors: VectorMappings = ELASTICSEARCH,
 ) -> dict[str, Any]:
-    """``PUT {index}/_mapping`` adding one ``dense_vector`` field, ``_meta`` left as it is (so
-    the schema does not list the field yet)."""
-    return {"properties": {name: vector_mapping(name, field, index_options)}}
+    """``PUT {index}/_mapping`` adding one vector field, ``_meta`` left as it is (so the schema
+    does not list the field yet)."""
+    return {"properties": {name: vectors.vector_mapping(name, field, index_options)}}
 
 
 def replaced_schema(existing: IndexSchema, name: str, field: VectorField) -> IndexSchema:
@@ -525,13 +567,14 @@ def set_vector_field_body(
     mapping_version: int = MAPPING_VERSION,
     *,
     add_property: bool = True,
+    vectors: VectorMappings = ELASTICSEARCH,
 ) -> dict[str, Any]:
     """``PUT {index}/_mapping`` recording ``name`` with ``field`` in ``_meta`` (``schema`` is
     the index's schema before; ``_meta`` is replaced whole, so the index's own options,
     analyser and mapping version are passed), plus its ``dense_vector`` property unless the
     index maps it already (``add_property=False``: dims and similarity cannot change)."""
     body: dict[str, Any] = {}
-    prop = vector_mapping(name, field, index_options)
+    prop = vectors.vector_mapping(name, field, index_options)
     if add_property:
         body["properties"] = {name: prop}
     body["_meta"] = meta(

@@ -99,14 +99,20 @@ def text_query(text: str, weights: Mapping[str, float], match_type: str) -> dict
     return {"multi_match": {"query": text, "type": match_type, "fields": fields}}
 
 
-def _check_k(k: int) -> None:
+def check_k(k: int) -> None:
     if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k > MAX_K:
         raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
 
 
-def _base(k: int) -> dict[str, Any]:
+_check_k = check_k
+
+
+def base_body(k: int) -> dict[str, Any]:
     # ids and scores are all the ranking layer needs: no _source, no total count.
     return {"size": k, "_source": False, "track_total_hits": False}
+
+
+_base = base_body
 
 
 # Equal scores are ordered by product id: every copy of a shard (primary or replica, before or
