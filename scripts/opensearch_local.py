@@ -3,8 +3,9 @@
 
 Maven Central publishes OpenSearch's own test distribution,
 ``org.opensearch.distribution.integ-test-zip:opensearch:<version>`` (a zip holding the server
-and transport-netty4 only: no security plugin, no lang-painless, no k-NN). This tool fetches
-it with Maven (cached in ~/.m2), unpacks it once and adds the two plugins ctir-es needs:
+and transport-netty4 only: no security plugin, no lang-painless, no analysis-common, no
+k-NN). This tool fetches it with Maven (cached in ~/.m2), unpacks it once and adds what
+ctir-es needs:
 
 - **lang-painless**, which k-NN extends (``extended.plugins=lang-painless``). Maven Central
   serves it only as a jar, so the module folder is assembled here the way the full
@@ -12,6 +13,10 @@ it with Maven (cached in ~/.m2), unpacks it once and adds the two plugins ctir-e
   pom names (antlr4-runtime, asm, asm-util, asm-tree, asm-commons, asm-analysis and
   opensearch-scripting-painless-spi; what the server's ``lib/`` already holds is skipped), a
   ``plugin-descriptor.properties`` and the module's ``plugin-security.policy``.
+- **analysis-common**, the module of the ``english`` analyser (and the other "built in"
+  ones), served as a jar only too and assembled the same way (it extends lang-painless), so
+  the text fields get the same analysis as on a production cluster and on the local
+  Elasticsearch (whose script adds an ``english`` analyser plugin).
 - **opensearch-knn**, ``org.opensearch.plugin:opensearch-knn:<version>.0`` (a plugin zip,
   installed with ``bin/opensearch-plugin``). It ships without its native libraries (the faiss
   and nmslib JNI), so only its Lucene engine answers (docs/opensearch.md, "Local node").
@@ -39,6 +44,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import local_node
@@ -55,6 +61,7 @@ DEFAULT_PORT = 9400  # 9200 and 9201 are the local Elasticsearch's
 URL_VAR = "CTIR_ES_OS_URL"
 KNN = "opensearch-knn"
 PAINLESS = "lang-painless"
+ANALYSIS = "analysis-common"
 # modules/lang-painless/src/main/plugin-metadata/plugin-security.policy in OpenSearch's sources
 PAINLESS_POLICY = """grant {
   // needed to generate runtime classes
@@ -120,49 +127,70 @@ def pom_dependencies(pom: Path) -> list[tuple[str, str, str, bool]]:
     return out
 
 
-def painless_jars(dist: Path, version: str) -> list[Path]:
-    """lang-painless's jar and every dependency its pom (and theirs) names that the server's
-    ``lib/`` does not already hold, fetched with Maven."""
+def module_jars(dist: Path, artifact: str, version: str) -> list[Path]:
+    """``org.opensearch.plugin:<artifact>:<version>``'s jar and every dependency its pom (and
+    theirs) names that the server's ``lib/`` does not already hold, fetched with Maven."""
     in_lib = {p.name for p in (dist / "lib").glob("*.jar")}
     jars: list[Path] = []
     seen: set[str] = set()
-    todo = [(PLUGIN_GROUP, PAINLESS, version, False)]
+    todo = [(PLUGIN_GROUP, artifact, version, False)]
     while todo:
-        group, artifact, ver, excluded = todo.pop(0)
-        key = f"{group}:{artifact}"
-        if key in seen or f"{artifact}-{ver}.jar" in in_lib:
+        group, name, ver, excluded = todo.pop(0)
+        key = f"{group}:{name}"
+        if key in seen or f"{name}-{ver}.jar" in in_lib:
             continue
         seen.add(key)
-        jars.append(local_node.maven_get(group, artifact, ver, "jar"))
+        jars.append(local_node.maven_get(group, name, ver, "jar"))
         if not excluded:
-            todo += pom_dependencies(local_node.maven_get(group, artifact, ver, "pom"))
+            todo += pom_dependencies(local_node.maven_get(group, name, ver, "pom"))
     return jars
 
 
-def install_painless(dist: Path, version: str) -> str:
-    """Assemble ``modules/lang-painless`` (where the full distribution keeps it)."""
-    target = dist / "modules" / PAINLESS
+@dataclass(frozen=True)
+class Module:
+    """A module of the full distribution that Maven Central serves as a jar only."""
+
+    name: str
+    classname: str
+    description: str
+    extended: str = ""
+    policy: str = ""
+
+
+MODULES = (
+    Module(PAINLESS, "org.opensearch.painless.PainlessPlugin",
+           "An easy, safe and fast scripting language for OpenSearch", policy=PAINLESS_POLICY),
+    # the english analyser (and every other "built in" one): what production clusters have
+    Module(ANALYSIS, "org.opensearch.analysis.common.CommonAnalysisPlugin",
+           'Adds "built in" analyzers to OpenSearch.', extended=PAINLESS),
+)
+
+
+def install_module(dist: Path, version: str, module: Module) -> str:
+    """Assemble ``modules/<name>`` the way the full distribution ships it: the jars, a
+    ``plugin-descriptor.properties`` and the module's ``plugin-security.policy``."""
+    target = dist / "modules" / module.name
     if (target / "plugin-descriptor.properties").is_file():
-        return f"{PAINLESS} present"
-    jars = painless_jars(dist, version)
-    tmp = dist / "modules" / f".{PAINLESS}-{os.getpid()}"
+        return f"{module.name} present"
+    jars = module_jars(dist, module.name, version)
+    tmp = dist / "modules" / f".{module.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for jar in jars:
         shutil.copy2(jar, tmp / jar.name)
     (tmp / "plugin-descriptor.properties").write_text(
         "# assembled by scripts/opensearch-local from Maven Central's jars (the zip is not served)\n"
-        "description=An easy, safe and fast scripting language for OpenSearch\n"
-        f"version={version}\nname={PAINLESS}\nclassname=org.opensearch.painless.PainlessPlugin\n"
-        f"java.version=11\nopensearch.version={version}\ncustom.foldername=\nextended.plugins=\n"
-        "has.native.controller=false\n",
+        f"description={module.description}\nversion={version}\nname={module.name}\n"
+        f"classname={module.classname}\njava.version=11\nopensearch.version={version}\n"
+        f"custom.foldername=\nextended.plugins={module.extended}\nhas.native.controller=false\n",
         encoding="utf-8",
     )
-    (tmp / "plugin-security.policy").write_text(PAINLESS_POLICY, encoding="utf-8")
+    if module.policy:
+        (tmp / "plugin-security.policy").write_text(module.policy, encoding="utf-8")
     for path in [tmp, *tmp.iterdir()]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     tmp.rename(target)
-    return f"{PAINLESS} assembled from {len(jars)} jars"
+    return f"{module.name} assembled from {len(jars)} jar(s)"
 
 
 def install_knn(dist: Path, version: str, java_home: Path) -> str:
@@ -185,7 +213,8 @@ def install_knn(dist: Path, version: str, java_home: Path) -> str:
 def prepare(version: str, zip_file: str | None, java_home: Path) -> Path:
     """The unpacked distribution with lang-painless and k-NN in it."""
     dist = local_node.unpack(fetch(version, zip_file), f"opensearch-{version}", "bin/opensearch")
-    print(install_painless(dist, version), file=sys.stderr)
+    for module in MODULES:
+        print(install_module(dist, version, module), file=sys.stderr)
     print(install_knn(dist, version, java_home), file=sys.stderr)
     return dist
 

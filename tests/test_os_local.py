@@ -1,7 +1,8 @@
 """scripts/opensearch-local: its answers without a node (status of a stopped node, the pom it
 assembles lang-painless from, the JVM paths it fixes), and, against a real node, what the
-node holds: the k-NN plugin, the assembled lang-painless, no security plugin, loopback only,
-and a Lucene HNSW cosine ``knn_vector`` that indexes and answers a filtered ``knn`` query.
+node holds: the k-NN plugin, the assembled lang-painless and analysis-common (the english
+analyser), no security plugin, loopback only, and a Lucene HNSW cosine ``knn_vector`` that
+indexes and answers a filtered ``knn`` query.
 """
 
 from __future__ import annotations
@@ -165,10 +166,18 @@ def test_the_node_has_knn_and_painless_and_no_security(os_url: str) -> None:  # 
     modules = {m["name"] for m in node["modules"]}
     assert "opensearch-knn" in plugins
     assert "lang-painless" in modules | plugins
+    assert "analysis-common" in modules | plugins
     assert "opensearch-security" not in plugins
     knn = next(p for p in node["plugins"] if p["name"] == "opensearch-knn")
     assert knn["extended_plugins"] == ["lang-painless"]
     assert node["http"]["publish_address"].startswith("127.0.0.1:")
+
+
+@pytest.mark.integration
+def test_the_english_analyser_stems(os_url: str) -> None:  # noqa: F811
+    """analysis-common, assembled by the script: category names are plural, titles singular."""
+    tokens = os_json(os_url, "/_analyze", {"analyzer": "english", "text": "Blenders and Cookwares"})["tokens"]
+    assert [t["token"] for t in tokens] == ["blender", "cookwar"]
 
 
 @pytest.mark.integration
