@@ -85,19 +85,35 @@ _BULK_TRIGGERS = {
 
 @dataclass
 class PreparedBatch:
-    """The rows of one batch, ready to write: one entry per distinct valid product id."""
+    """The rows of one batch, ready to write: one entry per distinct valid product id, column by
+    column (``products``' columns from id on, without rowid; zip them into rows in C)."""
 
     ids: list[str] = field(default_factory=list)
-    rows: list[tuple[Any, ...]] = field(default_factory=list)  # products columns from id on (no rowid)
+    titles: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)  # BM25 text: one "A > B" per line
+    attributes: list[str] = field(default_factory=list)  # BM25 text: "Name: value ; ..."
+    descriptions: list[str] = field(default_factory=list)
+    extras: list[str] = field(default_factory=list)  # JSON read back by ``get``
+    images: list[str | None] = field(default_factory=list)
+    markets: list[str | None] = field(default_factory=list)
     nodes: list[frozenset[str]] = field(default_factory=list)  # category node keys per product
-    values: list[list[tuple[str, str | None, str | None, float | None]]] = field(default_factory=list)
+    values: list[Sequence[tuple[str, str | None, str | None, float | None]]] = field(default_factory=list)
     vectors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # field -> (row slots, matrix)
     written: int = 0  # valid documents (a duplicate id counts each time, as row-by-row did)
     errors: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def rows(self) -> list[tuple[Any, ...]]:
+        """(id, title, categories, attributes, description, extra, image, market, has_image) per product."""
+        return list(zip(self.ids, self.titles, self.categories, self.attributes, self.descriptions, self.extras,
+                        self.images, self.markets, [int(i is not None) for i in self.images], strict=True))
+
 
 def vector_problems(docs: Sequence[Document], schema: IndexSchema) -> tuple[dict[int, str], dict[str, tuple[list[int], np.ndarray]]]:
     """Problems by document position, and the well-shaped vectors by field (positions, float32 matrix)."""
+    fast = _stacked(docs, schema)
+    if fast is not None:
+        return _finite(fast, {})
     problems: dict[int, str] = {}
     gathered: dict[str, tuple[list[int], list[np.ndarray]]] = {}
     for i, doc in enumerate(docs):
@@ -113,10 +129,42 @@ def vector_problems(docs: Sequence[Document], schema: IndexSchema) -> tuple[dict
             slots, arrays = gathered.setdefault(name, ([], []))
             slots.append(i)
             arrays.append(arr)
-    by_field: dict[str, tuple[list[int], np.ndarray]] = {}
-    for name, (slots, arrays) in gathered.items():
-        matrix = np.concatenate(arrays).reshape(len(arrays), -1).astype(np.float32, copy=False)
-        by_field[name] = (slots, matrix)
+    by_field = {name: (slots, np.concatenate(arrays).reshape(len(arrays), -1).astype(np.float32, copy=False))
+                for name, (slots, arrays) in gathered.items()}
+    return _finite(by_field, problems)
+
+
+def _stacked(docs: Sequence[Document], schema: IndexSchema) -> dict[str, tuple[list[int], np.ndarray]] | None:
+    """The vectors by field when every one is of a schema field and of its shape (the usual
+    batch), checked per matrix rather than per vector; None sends the batch the slow way, which
+    names each problem."""
+    held = [doc.vectors for doc in docs]
+    expected = sum([len(vectors) for vectors in held])
+    out: dict[str, tuple[list[int], np.ndarray]] = {}
+    found = 0
+    for name, spec in schema.vectors.items():
+        column = [vectors.get(name) for vectors in held]
+        positions = [i for i, vec in enumerate(column) if vec is not None]
+        if not positions:
+            continue
+        if len(positions) < len(column):
+            column = [column[i] for i in positions]
+        try:
+            # one copy into a new matrix (np.stack takes twice as long: a view per vector)
+            matrix = np.array(column).astype(np.float32, copy=False)
+        except (ValueError, TypeError):
+            return None
+        if matrix.shape != (len(positions), spec.dims):
+            return None
+        out[name] = (positions, matrix)
+        found += len(positions)
+    return out if found == expected else None  # else a vector of a field the schema lacks
+
+
+def _finite(by_field: dict[str, tuple[list[int], np.ndarray]], problems: dict[int, str]
+            ) -> tuple[dict[int, str], dict[str, tuple[list[int], np.ndarray]]]:
+    """Add the vectors holding NaN, infinity or only zeros to ``problems``."""
+    for name, (slots, matrix) in by_field.items():
         nonfinite = np.asarray(~np.isfinite(matrix).all(axis=1))
         zero = np.asarray(~matrix.any(axis=1))
         for j in np.flatnonzero(nonfinite | zero).tolist():
@@ -126,46 +174,63 @@ def vector_problems(docs: Sequence[Document], schema: IndexSchema) -> tuple[dict
     return problems, by_field
 
 
+_NO_VALUES: tuple[tuple[str, str | None, str | None, float | None], ...] = ()
+
+
 def prepare(docs: Sequence[Document], schema: IndexSchema) -> PreparedBatch:
-    """Validate ``docs`` and build their rows (no I/O)."""
+    """Validate ``docs`` and build their rows (no I/O). Column by column, with what a product
+    costs per row kept to what varies: ~1 us of Python per product here is 10% of an ingest."""
     problems, by_field = vector_problems(docs, schema)
     batch = PreparedBatch()
-    latest: dict[str, int] = {}  # id -> position of its last valid document (first-seen order)
-    for i, doc in enumerate(docs):
-        if i in problems:
-            batch.errors[doc.product.id] = problems[i]
-            continue
-        latest[doc.product.id] = i
-        batch.written += 1
-    slot_of = [-1] * len(docs)
+    if problems:
+        for i in sorted(problems):  # a later document of the same id has the last word
+            batch.errors[docs[i].product.id] = problems[i]
+        kept = [(i, doc) for i, doc in enumerate(docs) if i not in problems]
+    else:
+        kept = list(enumerate(docs))
+    batch.written = len(kept)
+    # id -> position of its last valid document, in first-seen order
+    latest = {doc.product.id: i for i, doc in kept}
+    order = list(latest.values())
+    chosen = docs if len(order) == len(docs) else [docs[i] for i in order]
+    products = [doc.product for doc in chosen]
+    batch.ids = list(latest)
+    batch.titles = [p.title for p in products]
+    batch.descriptions = [p.description for p in products]
+    batch.images = [doc.image for doc in chosen]
+    batch.markets = [p.market for p in products]
     # A catalogue repeats few distinct category lists: each is formatted, split into nodes and
     # encoded once per batch. The extra JSON is put together from encoded parts (the bytes
     # ``_dumps({"categories": ..., "attributes": ..., "images": ...})`` gives).
     combos: dict[Any, tuple[str, str, frozenset[str]]] = {}
-    ids, rows, nodes, values = batch.ids, batch.rows, batch.nodes, batch.values
-    for slot, (pid, i) in enumerate(latest.items()):
-        slot_of[i] = slot
-        doc = docs[i]
-        p, image = doc.product, doc.image
+    cats, attrs, extras, nodes, values = batch.categories, batch.attributes, batch.extras, batch.nodes, batch.values
+    for p in products:
         try:
             text, encoded, held = combos[p.categories]
         except KeyError:
             text, encoded, held = combos[p.categories] = _categories(p.categories)
         except TypeError:  # unhashable (lists): not remembered
             text, encoded, held = _categories(p.categories)
-        attrs = _dumps(p.attributes if type(p.attributes) is dict else dict(p.attributes)) if p.attributes else "{}"
-        images = _dumps(p.images) if p.images else "[]"
-        typed = _dumps(p.values if type(p.values) is dict else dict(p.values)) if p.values else ""
-        extra = ('{"categories":[' + encoded + '],"attributes":' + attrs + ',"images":' + images
-                 + (',"values":' + typed + "}" if typed else "}"))
-        ids.append(pid)
-        rows.append((pid, p.title, text, p.attribute_text, p.description, extra, image, p.market,
-                     int(image is not None)))
+        cats.append(text)
         nodes.append(held)
-        values.append(value_rows(p.values) if p.values else [])
-    where = np.asarray(slot_of, dtype=np.int64)
+        if p.attributes:
+            attrs.append(p.attribute_text)
+            attributes = _dumps(p.attributes if type(p.attributes) is dict else dict(p.attributes))
+        else:
+            attrs.append("")
+            attributes = "{}"
+        images = _dumps(p.images) if p.images else "[]"
+        if p.values:
+            extras.append(f'{{"categories":[{encoded}],"attributes":{attributes},"images":{images},"values":'
+                          f'{_dumps(p.values if type(p.values) is dict else dict(p.values))}}}')
+            values.append(value_rows(p.values))
+        else:
+            extras.append(f'{{"categories":[{encoded}],"attributes":{attributes},"images":{images}}}')
+            values.append(_NO_VALUES)
+    slot_of = np.full(len(docs), -1, dtype=np.int64)
+    slot_of[np.asarray(order, dtype=np.int64)] = np.arange(len(order), dtype=np.int64)
     for name, (positions, matrix) in by_field.items():
-        slots = where[np.asarray(positions, dtype=np.int64)]
+        slots = slot_of[np.asarray(positions, dtype=np.int64)]
         keep = slots >= 0  # dropped: invalid documents and earlier duplicates
         if keep.all():
             batch.vectors[name] = (slots, matrix)
@@ -313,29 +378,28 @@ def write(conn: sqlite3.Connection, batch: PreparedBatch, owner: TransactionWrit
     rowids[new_slots] = np.arange(top + 1, top + 1 + len(new_slots), dtype=np.int64)
     old = [int(r) for r in rowids[existing]]
     if old:
-        conn.executemany(
-            "UPDATE products SET title = ?, categories = ?, attributes = ?, description = ?, extra = ?, image = ?, "
-            "market = ?, has_image = ? WHERE rowid = ?",
-            [(*batch.rows[s][1:], int(rowids[s])) for s in np.flatnonzero(existing).tolist()],
-        )
+        for sql, rows in _product_rows(batch, np.flatnonzero(existing).tolist(), rowids, update=True):
+            conn.executemany(sql, rows)
         conn.executemany("DELETE FROM vectors WHERE product = ?", [(r,) for r in old])
         conn.executemany("DELETE FROM product_values WHERE product = ?", [(r,) for r in old])
     if len(new_slots):
-        _insert_products(conn, batch, new_slots.tolist(), int(top) + 1, int(top) + len(new_slots), owner)
+        _insert_products(conn, batch, new_slots.tolist(), rowids, owner)
     grouped: dict[str, list[int]] = {}
+    fresh: dict[frozenset[str], list[int]] = {}  # new products by node set: a batch repeats few
     for slot, (rowid, nodes) in enumerate(zip(rowids.tolist(), batch.nodes, strict=True)):
         before = old_nodes.get(slot)
-        if before is not None:  # an update changes only the nodes it gains or loses
-            for node in before - nodes:
-                changes.remove(node, rowid)
-            nodes = nodes - before
-        for node in nodes:
+        if before is None:
+            fresh.setdefault(nodes, []).append(rowid)
+            continue
+        for node in before - nodes:  # an update changes only the nodes it gains or loses
+            changes.remove(node, rowid)
+        for node in nodes - before:
             grouped.setdefault(node, []).append(rowid)
+    for nodes, members in fresh.items():
+        for node in nodes:
+            grouped.setdefault(node, []).extend(members)
     changes.add_all(grouped)
-    typed = [(rowid, *row) for rowid, rows in zip(rowids.tolist(), batch.values, strict=True) for row in rows]
-    if typed:
-        conn.executemany("INSERT INTO product_values (product, name, kw, label, num) VALUES (?, ?, ?, ?, ?)",
-                         typed)
+    _insert_values(conn, rowids, batch.values)
     for name, (slots, _matrix) in batch.vectors.items():
         conn.execute("INSERT INTO vectors (product, field, slot) SELECT j.value, ?, ? + j.key FROM json_each(?) j",
                      (name, first_slots[name], _dumps(rowids[slots].tolist())))
@@ -369,9 +433,8 @@ def replace_field_vectors(conn: sqlite3.Connection, field: str, ids: Sequence[st
 def lexical_rows(batch: PreparedBatch, rowids: np.ndarray) -> list[tuple[Any, ...]]:
     """The batch as the tantivy engine indexes it: (rowid, id, title, categories, attributes,
     description, market, has_image, nodes), the columns its catch-up would read back from SQLite."""
-    return [(rowid, pid, title, cats, attrs, desc, market, has_image, nodes)
-            for rowid, (pid, title, cats, attrs, desc, _extra, _image, market, has_image), nodes
-            in zip(rowids.tolist(), batch.rows, batch.nodes, strict=True)]
+    return list(zip(rowids.tolist(), batch.ids, batch.titles, batch.categories, batch.attributes, batch.descriptions,
+                    batch.markets, [int(image is not None) for image in batch.images], batch.nodes, strict=True))
 
 
 # -- category postings -----------------------------------------------------------------------
@@ -459,21 +522,88 @@ def remove_products(conn: sqlite3.Connection, stored: Iterable[tuple[int, str]])
     update_postings(conn, changes)
 
 
-def _insert_products(conn: sqlite3.Connection, batch: PreparedBatch, slots: list[int], first: int, last: int,
+def _insert_products(conn: sqlite3.Connection, batch: PreparedBatch, slots: list[int], rowids: np.ndarray,
                      owner: TransactionWriter) -> None:
-    # No rowid is bound: a rowid table gives each new row max(rowid) + 1, which is first..last in
-    # slot order (checked below), so the rows of a batch of new products go in as prepared.
-    rows = batch.rows if len(slots) == len(batch.rows) else [batch.rows[s] for s in slots]
+    first, last = int(rowids[slots[0]]), int(rowids[slots[-1]])  # consecutive, from max(rowid) + 1
     triggers: list[tuple[str, str]] = []
-    if owner.dropped is not None or len(rows) >= BULK_TRIGGER_MIN:
+    if owner.dropped is not None or len(slots) >= BULK_TRIGGER_MIN:
         triggers = owner.drop_triggers()  # once per transaction; put back by owner.finish()
-    conn.executemany(
-        "INSERT INTO products (id, title, categories, attributes, description, extra, image, market, has_image) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    for sql, rows in _product_rows(batch, slots, rowids, update=False):
+        conn.executemany(sql, rows)
     (top,) = conn.execute("SELECT max(rowid) FROM products").fetchone()
     if top != last:  # cannot happen in a rowid table without AUTOINCREMENT; never write past it
         raise sqlite3.DatabaseError(f"products: new rows ended at rowid {top}, expected {last}")
     for name, _sql in triggers:
         conn.execute(_BULK_TRIGGERS[name], (first, last))
+
+
+def _product_rows(batch: PreparedBatch, slots: list[int], rowids: np.ndarray, *, update: bool
+                  ) -> list[tuple[str, Any]]:
+    """(SQL, rows) that insert or update the products of ``slots``, image and market written as
+    NULL literals where they are None: Python's sqlite3 binds None through its adapter lookup
+    (two failed attribute lookups, ~0.35 us a value), a third of the cost of a product's row.
+    Rows of one pattern (the usual batch) go in slot order and, for an insert, without a
+    rowid: the table numbers them from max(rowid) + 1, its cheapest append. Mixed patterns name
+    their rowids."""
+    every = len(slots) == len(batch.ids)
+    cols: list[list[Any]] = [batch.ids, batch.titles, batch.categories, batch.attributes, batch.descriptions,
+                             batch.extras, batch.images, batch.markets]
+    if not every:
+        cols = [[col[s] for s in slots] for col in cols]
+    images, markets = cols[6], cols[7]
+    no_image, no_market = images.count(None), markets.count(None)
+    numbered = update or no_image not in (0, len(slots)) or no_market not in (0, len(slots))
+    keys = rowids[slots].tolist() if numbered else []
+    if not numbered:
+        patterns = [(no_image > 0, no_market > 0, list(range(len(slots))))]
+    else:
+        split: dict[tuple[bool, bool], list[int]] = {}
+        for j, (image, market) in enumerate(zip(images, markets, strict=True)):
+            split.setdefault((image is None, market is None), []).append(j)
+        patterns = [(a, b, js) for (a, b), js in split.items()]
+    out: list[tuple[str, Any]] = []
+    for image_null, market_null, js in patterns:
+        picked = cols[:6] + ([] if image_null else [images]) + ([] if market_null else [markets])
+        if len(js) != len(slots):
+            picked = [[col[j] for j in js] for col in picked]
+        image_sql, market_sql = ("NULL" if image_null else "?"), ("NULL" if market_null else "?")
+        has_image = "0" if image_null else "1"
+        if update:
+            sql = (f"UPDATE products SET title = ?, categories = ?, attributes = ?, description = ?, extra = ?, "
+                   f"image = {image_sql}, market = {market_sql}, has_image = {has_image} WHERE rowid = ?")
+            numbers = [keys[j] for j in js] if len(js) != len(slots) else keys
+            out.append((sql, list(zip(*picked[1:], numbers, strict=True))))
+        elif numbered:
+            sql = ("INSERT INTO products (rowid, id, title, categories, attributes, description, extra, image, "
+                   f"market, has_image) VALUES (?, ?, ?, ?, ?, ?, ?, {image_sql}, {market_sql}, {has_image})")
+            numbers = [keys[j] for j in js] if len(js) != len(slots) else keys
+            out.append((sql, list(zip(numbers, *picked, strict=True))))
+        else:
+            sql = ("INSERT INTO products (id, title, categories, attributes, description, extra, image, market, "
+                   f"has_image) VALUES (?, ?, ?, ?, ?, ?, {image_sql}, {market_sql}, {has_image})")
+            out.append((sql, zip(*picked, strict=True)))
+    return out
+
+
+def _insert_values(conn: sqlite3.Connection, rowids: np.ndarray, values: list[Sequence[tuple[str, str | None, str | None, float | None]]]) -> None:
+    """The typed values' rows, in three statements by which columns are NULL (see _product_rows)."""
+    numbers: list[tuple[int, str, float | None]] = []
+    labelled: list[tuple[int, str, str | None, str | None]] = []
+    keywords: list[tuple[int, str, str | None]] = []
+    for rowid, rows in zip(rowids.tolist(), values, strict=True):
+        for name, kw, label, num in rows:
+            if kw is None:
+                numbers.append((rowid, name, num))
+            elif label is None:
+                keywords.append((rowid, name, kw))
+            else:
+                labelled.append((rowid, name, kw, label))
+    if numbers:
+        conn.executemany("INSERT INTO product_values (product, name, kw, label, num) VALUES (?, ?, NULL, NULL, ?)",
+                         numbers)
+    if keywords:
+        conn.executemany("INSERT INTO product_values (product, name, kw, label, num) VALUES (?, ?, ?, NULL, NULL)",
+                         keywords)
+    if labelled:
+        conn.executemany("INSERT INTO product_values (product, name, kw, label, num) VALUES (?, ?, ?, ?, NULL)",
+                         labelled)
