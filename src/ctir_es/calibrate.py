@@ -656,7 +656,7 @@ def copy_index(source: Store, target: Store, schema: Any, hide: set[str]) -> int
 @contextmanager
 def scratch_store(store: Store) -> Iterator[Store]:
     """An empty store of the same kind, deleted afterwards: a temporary SQLite file, or a
-    temporary index on the same Elasticsearch cluster."""
+    temporary index on the same Elasticsearch (or OpenSearch) cluster."""
     from .store.elasticsearch import ElasticsearchStore
     from .store.embedded import EmbeddedStore
 
@@ -670,7 +670,8 @@ def scratch_store(store: Store) -> Iterator[Store]:
                 scratch.close()
     elif isinstance(store, ElasticsearchStore):
         conn = store.connection.with_index(f"{store.index}-calibration-{uuid.uuid4().hex[:8]}")
-        scratch_es = ElasticsearchStore(conn, index_options=store.index_options)
+        # the same class: an OpenSearchStore's scratch index is on OpenSearch too
+        scratch_es = type(store)(conn, index_options=store.index_options)
         try:
             yield scratch_es
         finally:

@@ -75,6 +75,8 @@ class Settings:
     fusion_location: str = "client"
     allowed_hosts: str | None = None  # serve: Host names answered, comma-separated (None: local + bind host)
     es_options: Mapping[str, Any] = field(default_factory=dict)  # [elasticsearch] table of the file
+    os_url: str | None = None
+    os_options: Mapping[str, Any] = field(default_factory=dict)  # [opensearch] table of the file
     value_types: Mapping[str, ValueSpec] = field(default_factory=dict)  # [values] table: ingest's type overrides
 
     @property
@@ -92,6 +94,23 @@ class Settings:
     @property
     def use_images(self) -> bool:
         return enabled(self.clip_weights) is not None
+
+    @property
+    def engine(self) -> str:
+        """``opensearch``, ``elasticsearch`` or ``embedded``: which store the URLs name. Both
+        URLs set is a ``ConfigError`` (which one was meant cannot be guessed)."""
+        if self.es_url and self.os_url:
+            raise ConfigError(
+                "both an Elasticsearch URL (--es-url, CTIR_ES_URL or [elasticsearch] url) and an "
+                "OpenSearch URL (--os-url, CTIR_ES_OS_URL or [opensearch] url) are set: unset one"
+            )
+        return "opensearch" if self.os_url else "elasticsearch" if self.es_url else "embedded"
+
+    @property
+    def server_url(self) -> str | None:
+        """The URL of the search server in use (None: the embedded store)."""
+        engine = self.engine
+        return self.os_url if engine == "opensearch" else self.es_url if engine == "elasticsearch" else None
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Apply flags; ``None`` means "not given" and keeps the current value."""
@@ -128,7 +147,10 @@ SETTINGS: tuple[Knob, ...] = (
     Knob("es_url", "CTIR_ES_URL", "str", "Elasticsearch URL(s), comma-separated; unset = embedded store "
          "(credentials: CTIR_ES_API_KEY or CTIR_ES_USERNAME/CTIR_ES_PASSWORD, or [elasticsearch])",
          optional=True),
-    Knob("es_index", "CTIR_ES_INDEX", "str", "the Elasticsearch index (alias) name"),
+    Knob("es_index", "CTIR_ES_INDEX", "str", "the Elasticsearch or OpenSearch index (alias) name"),
+    Knob("os_url", "CTIR_ES_OS_URL", "str", "OpenSearch URL(s), comma-separated, instead of an Elasticsearch URL "
+         "(credentials: CTIR_ES_OS_USERNAME/CTIR_ES_OS_PASSWORD or CTIR_ES_OS_BEARER_TOKEN, or [opensearch])",
+         optional=True),
     Knob("text_model", "CTIR_ES_TEXT_MODEL", "str", "text encoder: a known name, a local model dir, or none"),
     Knob("clip_architecture", "CTIR_ES_CLIP_MODEL", "str", "CLIP architecture (open_clip name or config file)"),
     Knob("clip_weights", "CTIR_ES_CLIP_WEIGHTS", "str", "CLIP weights: a tag, a file, or none for text-only",
@@ -212,7 +234,7 @@ def _coerce_one(knob: Knob, value: Any) -> Any:
 def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if key == "es_options":
+        if key in ("es_options", "os_options"):
             out[key] = value
             continue
         if key == "value_types":
@@ -272,6 +294,13 @@ def _file_values(path: Path) -> dict[str, Any]:
     if "index" in es:
         values["es_index"] = es["index"]
     values["es_options"] = {k: v for k, v in es.items() if k not in ("url", "index")}
+    opensearch = data.pop("opensearch", {})
+    if not isinstance(opensearch, dict):
+        raise ConfigError(f"{path}: [opensearch] must be a table")
+    if "url" in opensearch:
+        values["os_url"] = opensearch["url"]
+    # the index name is one setting for both engines; [opensearch] may name its own
+    values["os_options"] = {k: v for k, v in opensearch.items() if k != "url"}
     if "values" in data:
         values["value_types"] = config_value_types(data.pop("values"), str(path))
     values.update(data)

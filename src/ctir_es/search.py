@@ -695,8 +695,9 @@ class Search:
 
 def _nothing_indexed(settings: Settings) -> str:
     """Say which store was read and what to type next (``make demo`` writes its own store)."""
-    if settings.es_url:
-        return f"nothing indexed yet in Elasticsearch index {settings.es_index!r}: run `ctir-es ingest ...` first"
+    if settings.server_url:
+        engine = "OpenSearch" if settings.engine == "opensearch" else "Elasticsearch"
+        return f"nothing indexed yet in {engine} index {settings.es_index!r}: run `ctir-es ingest ...` first"
     hint = "run `ctir-es ingest sample` (or jsonl / flipkart / xmarket) first"
     from pathlib import Path
 

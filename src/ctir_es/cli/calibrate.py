@@ -56,7 +56,7 @@ def calibrate_command(ctx: click.Context, seed: int, held_out: float, max_produc
     config = CalibrationConfig(seed=seed, held_out=held_out, max_products=max_products, max_level=max_level,
                                hide_categories=hide_categories, tune_for=tune_for)
     console = Console(stderr=True)
-    embedded = None if settings.es_url else settings.store
+    embedded = None if settings.server_url else settings.store
     if embedded is not None:  # not during an ingest, nor on a store it cannot write (before opening it)
         check_quiet_store(embedded, command="calibrate", will_write=not dry_run)
     with Search.open(settings) as search:

@@ -23,13 +23,16 @@ from ..store.elasticsearch.bodies.index import (
 )
 from ..store.elasticsearch.connection import DEFAULT_URL
 from ..store.open import open_store
-from .main import cli, settings_from
+from .main import cli, os_url_option, settings_from
 
 
 def es_settings(ctx: click.Context, es_url: str | None, **store_options: Any) -> Settings:
     """Settings whose store is Elasticsearch (default URL when none is configured)."""
     settings = settings_from(ctx, es_url=es_url)
-    options = {**settings.es_options, **{k: v for k, v in store_options.items() if v is not None}}
+    given = {k: v for k, v in store_options.items() if v is not None}
+    if settings.engine == "opensearch":  # the same lifecycle commands, on OpenSearch
+        return settings.with_overrides(os_options={**settings.os_options, **given})
+    options = {**settings.es_options, **given}
     return settings.with_overrides(es_url=settings.es_url or DEFAULT_URL, es_options=options)
 
 
@@ -38,7 +41,7 @@ def open_es(settings: Settings) -> Any:
 
     store = open_store(settings)
     if not isinstance(store, ElasticsearchStore):  # pragma: no cover - es_url is always set
-        raise ConfigError("these commands need Elasticsearch: set CTIR_ES_URL")
+        raise ConfigError("these commands need Elasticsearch or OpenSearch: set CTIR_ES_URL or CTIR_ES_OS_URL")
     return store
 
 
@@ -47,6 +50,7 @@ def echo_json(data: Any) -> None:
 
 
 def es_url_option(fn: Any) -> Any:
+    fn = os_url_option(fn)
     return click.option(
         "--es-url", default=None, metavar="URL",
         help=f"Elasticsearch URL (credentials from env/config only) [env: CTIR_ES_URL; default {DEFAULT_URL}].",
@@ -237,7 +241,7 @@ def es_drop(ctx: click.Context, es_url: str | None, yes: bool) -> None:
     """Delete every version of the index, its alias and its checkpoints."""
     settings = es_settings(ctx, es_url)
     if not yes:
-        click.confirm(f"Delete {settings.es_index} and all its versions at {settings.es_url}?", abort=True)
+        click.confirm(f"Delete {settings.es_index} and all its versions at {settings.server_url}?", abort=True)
     store = open_es(settings)
     try:
         gone = store.drop()

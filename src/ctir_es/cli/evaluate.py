@@ -19,7 +19,7 @@ from ..evaluation.significance import STAT_TESTS
 from ..evaluation.systems import DEFAULT_TEXT_MODELS
 from ..protocol import QUERY_TEXTS, RELEVANCE, SETTINGS, SplitSpec
 from .eval_tasks import run_task, task_options
-from .main import cli, device_option, settings_from, with_options
+from .main import cli, device_option, os_url_option, settings_from, with_options
 from .sources import add_source_commands, source_name
 
 eval_options = with_options([
@@ -59,6 +59,7 @@ eval_options = with_options([
     click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout."),
     click.option("--es-url", default=None, metavar="URL",
                  help="Evaluate on Elasticsearch at URL (indexes ctir-eval-*) [env: CTIR_ES_URL]."),
+    os_url_option,
     *task_options(),
     device_option,
 ])

@@ -34,9 +34,9 @@ def build(ctx: click.Context, kind: str | None, as_json: bool, store: Path | Non
     write makes it stale (exact answers until the next build or the writer's close).
     """
     settings = settings_from(ctx, store=store)
-    if settings.es_url:
-        raise ConfigError("`ctir-es index build` is for the embedded store; Elasticsearch keeps its own HNSW "
-                          "graphs current (see `ctir-es es` for its index lifecycle)")
+    if settings.server_url:
+        raise ConfigError("`ctir-es index build` is for the embedded store; Elasticsearch and OpenSearch keep "
+                          "their own HNSW graphs current (see `ctir-es es` for the index lifecycle)")
     kind = kind or (settings.vector_index if settings.vector_index in KINDS else None)
     if kind is None:
         raise click.UsageError(f"name the index: --vector-index {'|'.join(KINDS)} (the vector_index setting "

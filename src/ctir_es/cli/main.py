@@ -69,7 +69,7 @@ def cli(ctx: click.Context, config_file: Path | None, verbose: int) -> None:
 
     Ingest a catalogue, then ask for a category such as "Kitchen > Blenders".
     The embedded store (one SQLite file) is the default; set --es-url or CTIR_ES_URL
-    to use Elasticsearch.
+    to use Elasticsearch, --os-url or CTIR_ES_OS_URL to use OpenSearch.
     """
     _VERBOSITY["level"] = verbose
     level = logging.WARNING - 10 * min(verbose, 2)
@@ -95,11 +95,27 @@ class OneLineFormatter(logging.Formatter):
 def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
     """Config file and env, then the command's own flags (None = not given), ``--device`` among them."""
     check_url_has_no_secret(overrides.get("es_url"))
-    overrides = {"onnx_device": ctx.meta.get(DEVICE_KEY), **overrides}
-    return load_settings(config_file=ctx.obj.get("config_file")).with_overrides(**overrides)
+    check_url_has_no_secret(ctx.meta.get(OS_URL_KEY), "--os-url", "CTIR_ES_OS_", "[opensearch]")
+    overrides = {"onnx_device": ctx.meta.get(DEVICE_KEY), "os_url": ctx.meta.get(OS_URL_KEY), **overrides}
+    settings = load_settings(config_file=ctx.obj.get("config_file")).with_overrides(**overrides)
+    _ = settings.engine  # both URLs set: a ConfigError now, before any work
+    return settings
 
 
 DEVICE_KEY = "ctir_es.onnx_device"  # where --device leaves its value for settings_from
+OS_URL_KEY = "ctir_es.os_url"  # where --os-url leaves its value for settings_from
+
+
+def _remember_os_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        ctx.meta[OS_URL_KEY] = value
+    return value
+
+
+# --os-url beside every --es-url; kept out of the commands' signatures (settings_from reads it)
+os_url_option = click.option(
+    "--os-url", default=None, metavar="URL", expose_value=False, callback=_remember_os_url,
+    help="Use OpenSearch at URL instead (credentials from env/config only) [env: CTIR_ES_OS_URL].")
 
 
 def _remember_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -116,23 +132,25 @@ device_option = click.option(
          "with one notice) [env: CTIR_ES_ONNX_DEVICE; default auto].")
 
 
-def check_url_has_no_secret(url: str | None) -> None:
-    """Refuse ``--es-url https://user:secret@host``: a command line is visible to every user
-    (``ps``, shell history). Secrets come from the environment or the config file only."""
+def check_url_has_no_secret(url: str | None, flag: str = "--es-url", env: str = "CTIR_ES_",
+                            table: str = "[elasticsearch]") -> None:
+    """Refuse ``--es-url https://user:secret@host`` (and ``--os-url``): a command line is visible
+    to every user (``ps``, shell history). Secrets come from the environment or the config file only."""
     if not url:
         return
     try:
         parts = urlsplit(url)
         has_userinfo = "@" in parts.netloc
     except ValueError:
-        raise click.BadParameter("not a valid URL", param_hint="--es-url") from None
+        raise click.BadParameter("not a valid URL", param_hint=flag) from None
     if has_userinfo:
         host = parts.netloc.rsplit("@", 1)[-1]
+        key = f" (or {env}API_KEY)" if flag == "--es-url" else ""
         raise click.BadParameter(
             f"holds credentials, which anyone on this machine can read in `ps` and the shell history: "
-            f"pass --es-url {parts.scheme}://{host} and set CTIR_ES_USERNAME and CTIR_ES_PASSWORD "
-            "(or CTIR_ES_API_KEY) in the environment, or put them under [elasticsearch] in the config file",
-            param_hint="--es-url",
+            f"pass {flag} {parts.scheme}://{host} and set {env}USERNAME and {env}PASSWORD{key} in the "
+            f"environment, or put them under {table} in the config file",
+            param_hint=flag,
         )
 
 
@@ -148,7 +166,8 @@ def with_options(options: Sequence[Decorator]) -> Decorator:
 
 
 def store_options(fn: Any) -> Any:
-    """--store / --es-url, shared by every command that opens a store."""
+    """--store / --es-url / --os-url, shared by every command that opens a store."""
+    fn = os_url_option(fn)
     fn = click.option("--es-url", default=None, metavar="URL",
                       help="Use Elasticsearch at URL (credentials from env/config only) [env: CTIR_ES_URL].")(fn)
     fn = click.option("--store", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -94,7 +94,7 @@ def serve(ctx: click.Context, host: str, port: int, image_roots: tuple[Path, ...
         api_key = os.environ.get(API_KEY_ENV, "").strip() or None  # environment only; never echoed
         app = create_app(search, roots, limits, check_store=True, allowed_hosts=hosts, api_key=api_key)
         service = app.state.service
-        where = settings.es_url and "Elasticsearch" or str(settings.store)
+        where = {"elasticsearch": "Elasticsearch", "opensearch": "OpenSearch"}.get(settings.engine, str(settings.store))
         click.echo(f"ctir-es: {search.store.count()} products from {where}", err=True)
         for problem in root_problems:
             click.echo(f"ctir-es: {problem}; serving no local images: pass --image-root DIR", err=True)

@@ -127,7 +127,7 @@ class IndexBuilder:
     def _lexical_engine(self) -> str | None:
         """The lexical engine of a new embedded index (None with Elasticsearch): what
         ``open_store`` gives a new store, the setting's, else the store's default."""
-        if self.settings.es_url:
+        if self.settings.server_url:
             return None
         return str(self.settings.lexical_engine or env_value("lexical_engine") or DEFAULT_LEXICAL_ENGINE)
 
@@ -136,16 +136,17 @@ class IndexBuilder:
         return f"{self.dataset_hash[:16]}-{tag}" + (f"-{engine}" if engine else "")
 
     def _settings_for(self, name: str) -> Settings:
-        if self.settings.es_url:
+        if self.settings.server_url:
             return self.settings.with_overrides(es_index=f"ctir-eval-{name}")
         return self.settings.with_overrides(store=self.work_dir / f"{name}.db")
 
     def _marker_path(self, name: str) -> Path:
-        backend = "es" if self.settings.es_url else "embedded"
+        backend = {"elasticsearch": "es", "opensearch": "os"}.get(self.settings.engine, "embedded")
         return self.work_dir / f"{name}.{backend}.json"
 
     def _location(self, settings: Settings) -> str:
-        return f"elasticsearch index {settings.es_index}" if settings.es_url else str(settings.store)
+        engine = settings.engine
+        return f"{engine} index {settings.es_index}" if engine != "embedded" else str(settings.store)
 
     # -- building -------------------------------------------------------------------------
 
@@ -174,7 +175,7 @@ class IndexBuilder:
                          dict(data.get("rejected", {})), dict(data.get("images_missing", {})), engine)
 
     def _fresh_store(self, settings: Settings) -> Store:
-        if settings.es_url:
+        if settings.server_url:
             store = open_store(settings)
             drop = getattr(store, "drop", None)
             if callable(drop) and store.schema() is not None:

@@ -151,7 +151,7 @@ def _check_slices(products: Sequence[Product], config: LearnConfig) -> None:
 def _model_name(settings: Settings) -> str:
     from ..encoders.models import safe_name
 
-    where = settings.es_index if settings.es_url else Path(settings.store).stem
+    where = settings.es_index if settings.server_url else Path(settings.store).stem
     return safe_name(f"learned-{where}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
 
 
