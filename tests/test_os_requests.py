@@ -258,7 +258,7 @@ def test_the_client_speaks_plain_json_and_needs_no_product_header(fake_os: str) 
     runs = store.search(LEXICAL, [VectorQuery("title_vector", np.array([1.0, 0, 0, 0]), "text")], 2)
     assert [h.id for h in runs["bm25"]] == ["p1"]
     assert [(h.id, round(h.score, 6)) for h in runs["text"]] == [("p2", 0.8), ("p1", 0.5)]  # 2s - 1
-    method, path, headers, body = next(r for r in _FakeOpenSearch.requests if r[1].startswith("/_msearch"))
+    _, _, headers, body = next(r for r in _FakeOpenSearch.requests if r[1].startswith("/_msearch"))
     assert headers["content-type"] == "application/x-ndjson" and headers["accept"] == "application/json"
     lines = [json.loads(line) for line in body.decode().splitlines()]
     assert lines[3]["query"]["knn"]["title_vector"]["method_parameters"] == {"ef_search": 100}
@@ -284,7 +284,7 @@ def test_search_fused_sends_one_hybrid_query_where_neural_search_is_reported(fak
     assert [h.id for h in hits] == ["p2", "p1"]
     _, _, _, body = next(r for r in _FakeOpenSearch.requests if r[1].startswith("/products/_search"))
     sent = json.loads(body)
-    assert [list(q)[0] for q in sent["query"]["hybrid"]["queries"]] == ["multi_match", "knn"]
+    assert [next(iter(q)) for q in sent["query"]["hybrid"]["queries"]] == ["multi_match", "knn"]
     assert "normalization-processor" in sent["search_pipeline"]["phase_results_processors"][0]
     store.close()
 
