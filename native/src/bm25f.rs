@@ -194,6 +194,20 @@ impl Weight for Bm25fWeight {
         })
     }
 
+    /// Top-k collection (TopDocs) without filters: MaxScore pruning on the static bound of each
+    /// term, idf * (k1 + 1) (its contribution as its weighted frequency grows without end).
+    fn for_each_pruning(
+        &self,
+        threshold: Score,
+        reader: &SegmentReader,
+        callback: &mut dyn FnMut(DocId, Score) -> Score,
+    ) -> tantivy::Result<()> {
+        if let Some(mut scorer) = self.bm25f_scorer(reader, 1.0)? {
+            scorer.max_score(threshold, callback);
+        }
+        Ok(())
+    }
+
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
         let mut scorer = self.scorer(reader, 1.0)?;
         if scorer.doc() > doc || scorer.seek(doc) != doc {
@@ -225,6 +239,61 @@ pub struct Bm25fScorer {
 impl Bm25fScorer {
     fn min_doc(&self) -> DocId {
         self.lists.iter().map(|l| l.postings.doc()).min().unwrap_or(TERMINATED)
+    }
+}
+
+impl Bm25fScorer {
+    /// MaxScore (Turtle and Flood, 1995): with the terms in ascending order of their bound, the
+    /// longest prefix whose bounds add up to at most the threshold is "non-essential": a document
+    /// holding only those terms cannot enter the top k, so candidates come from the other
+    /// terms' lists alone and the non-essential lists are only sought to them.
+    fn max_score(&mut self, mut threshold: Score, callback: &mut dyn FnMut(DocId, Score) -> Score) {
+        // A bound a hair above the exact one: scores are rounded to f32 when compared.
+        let bounds: Vec<f64> = self.idf.iter().map(|idf| idf * (K1 + 1.0) * self.boost * (1.0 + 1e-6)).collect();
+        let mut order: Vec<usize> = (0..bounds.len()).collect();
+        order.sort_by(|&a, &b| bounds[a].total_cmp(&bounds[b]));
+        let mut rank = vec![0usize; bounds.len()]; // term -> its position in `order`
+        for (pos, &t) in order.iter().enumerate() {
+            rank[t] = pos;
+        }
+        // prefix[p]: the bounds of the p terms with the smallest ones
+        let mut prefix = vec![0.0f64; order.len() + 1];
+        for (p, &t) in order.iter().enumerate() {
+            prefix[p + 1] = prefix[p] + bounds[t];
+        }
+        let essential_from = |threshold: Score| prefix.iter().rposition(|&s| s <= f64::from(threshold)).unwrap_or(0);
+        let mut first = essential_from(threshold);
+        loop {
+            if first >= order.len() {
+                return; // even every term together cannot beat the threshold
+            }
+            let candidate = self
+                .lists
+                .iter()
+                .filter(|l| rank[l.term] >= first)
+                .map(|l| l.postings.doc())
+                .min()
+                .unwrap_or(TERMINATED);
+            if candidate == TERMINATED {
+                return;
+            }
+            for l in &mut self.lists {
+                if rank[l.term] < first && l.postings.doc() < candidate {
+                    l.postings.seek(candidate);
+                }
+            }
+            self.doc = candidate;
+            let score = self.score();
+            if score > threshold {
+                threshold = callback(candidate, score);
+                first = essential_from(threshold);
+            }
+            for l in &mut self.lists {
+                if l.postings.doc() == candidate {
+                    l.postings.advance();
+                }
+            }
+        }
     }
 }
 

@@ -110,9 +110,10 @@ impl Reader {
             "must_not" => Occur::MustNot,
             other => return Err(BadQuery::new_err(format!("unknown occur {other:?} (must, must_not)"))),
         };
+        let bad = |e: PyErr| BadQuery::new_err(format!("the values of the filter on {field:?}: {e}"));
         let values = match self.schema.get_field_entry(f).field_type() {
-            FieldType::U64(_) => Values::Int(values.extract()?),
-            FieldType::Str(_) => Values::Text(values.extract()?),
+            FieldType::U64(_) => Values::Int(values.extract().map_err(bad)?),
+            FieldType::Str(_) => Values::Text(values.extract().map_err(bad)?),
             other => {
                 return Err(BadQuery::new_err(format!("cannot filter on {field:?} ({:?})", other.value_type())))
             }
