@@ -120,6 +120,17 @@ class EsSession:
         except StoreError as exc:
             return None, str(exc)[:200]
 
+    def nodes_info(self) -> tuple[Any, str | None]:
+        """``GET _nodes/plugins`` (version, roles, modules and plugins of every node; needs
+        ``monitor``): ``(body, None)`` or ``(None, why)``."""
+        return self._optional(
+            "reading the cluster's modules",
+            lambda: self.client.nodes.info(
+                metric="plugins",
+                filter_path="nodes.*.version,nodes.*.roles,nodes.*.modules.name,nodes.*.plugins.name",
+            ),
+        )
+
     def cluster_info(self, refresh: bool = False) -> ClusterInfo:
         """Version, licence and modules, read once per session.
 
@@ -130,13 +141,7 @@ class EsSession:
         """
         if self._cluster is not None and not refresh:
             return self._cluster
-        nodes, nodes_error = self._optional(
-            "reading the cluster's modules",
-            lambda: self.client.nodes.info(
-                metric="plugins",
-                filter_path="nodes.*.version,nodes.*.roles,nodes.*.modules.name,nodes.*.plugins.name",
-            ),
-        )
+        nodes, nodes_error = self.nodes_info()
         version, modules = modules_from_nodes(nodes)
         root: dict[str, Any] | None = None
         if version is None:  # no monitor privilege, or Serverless (no _nodes API)

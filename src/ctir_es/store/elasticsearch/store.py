@@ -481,6 +481,7 @@ class ElasticsearchStore:
         self, lexical: LexicalQuery | None, vectors: Sequence[VectorQuery], k: int, filters: Sequence[Filter]
     ) -> tuple[list[str], list[dict[str, Any]]]:
         """Result names and the ``_msearch`` lines of one ``search`` (the engine's bodies)."""
+        rescore = self._rescore() if vectors else 0.0
         return search_bodies.msearch_body(
             self.index,
             lexical,
@@ -488,7 +489,7 @@ class ElasticsearchStore:
             k,
             filters,
             multi_match_type=self.multi_match_type,
-            rescore=self._rescore() if vectors else 0.0,
+            vector_body=lambda vq, k, filters: search_bodies.knn_body(vq, k, filters, rescore=rescore),
         )
 
     def _score_converters(
@@ -890,31 +891,16 @@ class ElasticsearchStore:
                 f"unknown fusion {method!r}; supported: {', '.join(search_bodies.RETRIEVER_FUSIONS)}"
             )
         depth = window or min(search_bodies.MAX_K, max(MIN_FUSION_WINDOW, 2 * k))
-        ok, why = self.cluster_info().fusion_support(method)
-        if ok and method == "rrf" and weights and len(set(weights.values()) | {1.0}) > 1:
-            ok, why = False, "the rrf retriever of Elasticsearch 8.x takes no per-source weights"
+        ok, why = self._fusion_support(method, weights)
         if ok:
             filters = self._checked_filters(filters)
             schema = self._query_schema() if vectors else None
             search_bodies.check_vector_queries(vectors, schema)
-            _names, body = search_bodies.retriever_body(
-                method,
-                lexical,
-                self._with_candidates(vectors),
-                k,
-                filters,
-                window=depth,
-                weights=weights,
-                multi_match_type=self.multi_match_type,
-                rescore=self._rescore() if vectors else 0.0,
-            )
+            body = self._fused_body(method, lexical, self._with_candidates(vectors), k, filters, depth, weights)
             if body is None:
                 raise ServerFusionUnavailable(method)  # one source: nothing to fuse, no notice
             try:
-                response = self.session.body(
-                    f"searching {self.index!r} ({method} retriever)",
-                    lambda: self.client.search(index=self.index, **body),
-                )
+                response = self._send_fused(method, body)
             except TypeError:
                 # a client older than 8.14 has no ``retriever`` argument
                 why = "the installed elasticsearch client is older than 8.14"
@@ -926,6 +912,42 @@ class ElasticsearchStore:
         unavailable = ServerFusionUnavailable(method, why)
         self.session.notice(f"{unavailable}; fusing client-side")
         raise unavailable
+
+    def _fusion_support(self, method: str, weights: Mapping[str, float] | None) -> tuple[bool, str]:
+        """``(allowed, reason)`` for server-side ``method`` fusion with these weights."""
+        ok, why = self.cluster_info().fusion_support(method)
+        if ok and method == "rrf" and weights and len(set(weights.values()) | {1.0}) > 1:
+            ok, why = False, "the rrf retriever of Elasticsearch 8.x takes no per-source weights"
+        return ok, why
+
+    def _fused_body(
+        self,
+        method: str,
+        lexical: LexicalQuery | None,
+        vectors: Sequence[VectorQuery],
+        k: int,
+        filters: Sequence[Filter],
+        depth: int,
+        weights: Mapping[str, float] | None,
+    ) -> dict[str, Any] | None:
+        """The one ``_search`` body fusing the sources (a retriever), or None for one source."""
+        return search_bodies.retriever_body(
+            method,
+            lexical,
+            vectors,
+            k,
+            filters,
+            window=depth,
+            weights=weights,
+            multi_match_type=self.multi_match_type,
+            rescore=self._rescore() if vectors else 0.0,
+        )[1]
+
+    def _send_fused(self, method: str, body: dict[str, Any]) -> Any:
+        return self.session.body(
+            f"searching {self.index!r} ({method} retriever)",
+            lambda: self.client.search(index=self.index, **body),
+        )
 
     # -------------------------------------------------------- beyond the protocol: lifecycle
 

@@ -26,13 +26,7 @@ class OsSession(EsSession):
         and ``distribution``). Either may fail; what cannot be read stays unknown."""
         if isinstance(self._cluster, OsClusterInfo) and not refresh:
             return self._cluster
-        nodes, nodes_error = self._optional(
-            "reading the cluster's plugins",
-            lambda: self.client.nodes.info(
-                metric="plugins",
-                filter_path="nodes.*.version,nodes.*.roles,nodes.*.modules.name,nodes.*.plugins.name",
-            ),
-        )
+        nodes, nodes_error = self.nodes_info()
         version, modules = modules_from_nodes(nodes)
         root, _ = self._optional("reading the cluster version", lambda: self.client.info())
         number: Any = ((root or {}).get("version") or {}).get("number") or version or "0.0.0"

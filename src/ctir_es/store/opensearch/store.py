@@ -15,13 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ...errors import ConfigError, LicenceRequired, QueryError, ServerFusionUnavailable
+from ...errors import ConfigError
 from ...filters import Filter
-from ...schema import Hit, IndexSchema, LexicalQuery, VectorQuery
+from ...schema import IndexSchema, LexicalQuery, VectorQuery
 from ..elasticsearch import lifecycle
-from ..elasticsearch.bodies import responses
-from ..elasticsearch.bodies import search as es_search
-from ..elasticsearch.store import MIN_FUSION_WINDOW, ElasticsearchStore
+from ..elasticsearch.store import ElasticsearchStore
 from .bodies import hybrid
 from .bodies import search as search_bodies
 from .cluster import KNN_PLUGIN, OsClusterInfo
@@ -93,59 +91,45 @@ class OpenSearchStore(ElasticsearchStore):
     ) -> dict[str, Callable[[float], float] | None]:
         return search_bodies.vector_score_converters(vectors, schema)
 
-    def search_fused(
+    def _fusion_support(self, method: str, weights: Mapping[str, float] | None) -> tuple[bool, str]:
+        """Server-side fusion is one ``hybrid`` query (``bodies.hybrid``), sent only where the
+        cluster reports the neural-search plugin; ``search_fused`` otherwise raises
+        ``ServerFusionUnavailable`` with the reason and the caller fuses client-side."""
+        return self.cluster_info().fusion_support(method)
+
+    def _fused_body(
         self,
+        method: str,
         lexical: LexicalQuery | None,
         vectors: Sequence[VectorQuery],
         k: int,
-        filters: Sequence[Filter] = (),
-        *,
-        method: str = "rrf",
-        weights: Mapping[str, float] | None = None,
-        window: int | None = None,
-    ) -> list[Hit]:
-        """One ``hybrid`` query fused by a temporary search pipeline (``bodies.hybrid``) where
-        the cluster reports the neural-search plugin; else ``ServerFusionUnavailable`` with
-        the reason (logged once), and the caller fuses ``search`` runs itself."""
-        if method not in hybrid.FUSIONS:
-            raise QueryError(f"unknown fusion {method!r}; supported: {', '.join(hybrid.FUSIONS)}")
-        depth = window or min(es_search.MAX_K, max(MIN_FUSION_WINDOW, 2 * k))
-        info = self.cluster_info()
-        ok, why = info.fusion_support(method)
-        if ok:
-            filters = self._checked_filters(filters)
-            schema = self._query_schema() if vectors else None
-            es_search.check_vector_queries(vectors, schema)
-            _names, body = hybrid.hybrid_body(
-                method,
-                lexical,
-                self._with_candidates(vectors),
-                k,
-                filters,
-                window=depth,
-                weights=weights,
-                lexical_type=self.multi_match_type,
-                ef_search=info.ef_search_in_query,
-            )
-            if body is None:
-                raise ServerFusionUnavailable(method)  # one source: nothing to fuse, no notice
-            try:
-                response = self.session.body(
-                    f"searching {self.index!r} (hybrid query, {method} fusion)",
-                    lambda: self.client.perform_request(
-                        "POST",
-                        f"/{self.index}/_search",
-                        headers={"accept": "application/json", "content-type": "application/json"},
-                        body=body,
-                    ),
-                )
-            except LicenceRequired as exc:  # a security plugin refusing the feature
-                why = str(exc)
-            else:
-                return responses.parse_hits(response)[:k]
-        unavailable = ServerFusionUnavailable(method, why)
-        self.session.notice(f"{unavailable}; fusing client-side")
-        raise unavailable
+        filters: Sequence[Filter],
+        depth: int,
+        weights: Mapping[str, float] | None,
+    ) -> dict[str, Any] | None:
+        return hybrid.hybrid_body(
+            method,
+            lexical,
+            vectors,
+            k,
+            filters,
+            window=depth,
+            weights=weights,
+            lexical_type=self.multi_match_type,
+            ef_search=self.cluster_info().ef_search_in_query,
+        )[1]
+
+    def _send_fused(self, method: str, body: dict[str, Any]) -> Any:
+        # the typed search() knows no search_pipeline in the body: the request as it is
+        return self.session.body(
+            f"searching {self.index!r} (hybrid query, {method} fusion)",
+            lambda: self.client.perform_request(
+                "POST",
+                f"/{self.index}/_search",
+                headers={"accept": "application/json", "content-type": "application/json"},
+                body=body,
+            ),
+        )
 
     def status(self) -> dict[str, Any]:
         out = lifecycle.status(self.session, self.index)

@@ -31,7 +31,7 @@ check the requests the store makes. Reference pages (Elasticsearch 8.x) they fol
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -218,10 +218,13 @@ def msearch_body(
     *,
     multi_match_type: str = MULTI_MATCH_TYPE,
     rescore: float = 0.0,
+    vector_body: Callable[[VectorQuery, int, Sequence[Filter]], dict[str, Any]] | None = None,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Result names and the ``_msearch`` header/body list for one round trip.
 
     The lexical search is left out when it has nothing to search; its result is then empty.
+    ``vector_body`` builds each kNN search (default: ``knn_body`` with ``rescore``; OpenSearch
+    passes its ``knn`` query).
     """
     names: list[str] = []
     searches: list[dict[str, Any]] = []
@@ -232,7 +235,8 @@ def msearch_body(
             searches += [{"index": index}, body]
     for vq in vectors:
         names.append(vq.name)
-        searches += [{"index": index}, knn_body(vq, k, filters, rescore=rescore)]
+        body = vector_body(vq, k, filters) if vector_body else knn_body(vq, k, filters, rescore=rescore)
+        searches += [{"index": index}, body]
     return names, searches
 
 

@@ -26,7 +26,6 @@ from typing import Any
 from ctir_es.errors import QueryError
 from ctir_es.filters import Filter
 from ctir_es.schema import IndexSchema, LexicalQuery, VectorQuery
-from ctir_es.vocabulary import LEXICAL_SOURCE
 
 from ...elasticsearch.bodies.documents import vector_list
 from ...elasticsearch.bodies.filters import es_filter
@@ -35,9 +34,9 @@ from ...elasticsearch.bodies.search import (
     TIE_BREAK,
     base_body,
     check_k,
-    lexical_body,
     num_candidates,
 )
+from ...elasticsearch.bodies.search import msearch_body as es_msearch_body
 
 CROSS_FIELDS = "cross_fields"
 
@@ -80,19 +79,17 @@ def msearch_body(
     lexical_type: str = CROSS_FIELDS,
     ef_search: bool = True,
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Result names and the ``_msearch`` header/body list for one round trip (the lexical
-    search left out when it has nothing to search)."""
-    names: list[str] = []
-    searches: list[dict[str, Any]] = []
-    if lexical is not None:
-        body = lexical_body(lexical, k, filters, multi_match_type=lexical_type)
-        if body is not None:
-            names.append(LEXICAL_SOURCE)
-            searches += [{"index": index}, body]
-    for vq in vectors:
-        names.append(vq.name)
-        searches += [{"index": index}, knn_body(vq, k, filters, ef_search=ef_search)]
-    return names, searches
+    """Result names and the ``_msearch`` header/body list for one round trip: Elasticsearch's,
+    with the ``knn`` query and the lexical query type the cluster has."""
+    return es_msearch_body(
+        index,
+        lexical,
+        vectors,
+        k,
+        filters,
+        multi_match_type=lexical_type,
+        vector_body=lambda vq, k, filters: knn_body(vq, k, filters, ef_search=ef_search),
+    )
 
 
 def inner_product_from_score(score: float) -> float:
