@@ -184,7 +184,7 @@ SETTINGS: tuple[Knob, ...] = (
          "BM25, ranks a little worse on broad queries); an existing store keeps its own",
          choices=LEXICAL_ENGINES, optional=True),
     Knob("fusion_location", "CTIR_ES_FUSION_LOCATION", "str", "client (every store, per-source breakdown), "
-         "server (an Elasticsearch retriever) or auto", choices=FUSION_LOCATIONS),
+         "server (an Elasticsearch retriever, or OpenSearch's hybrid query where neural-search is installed) or auto", choices=FUSION_LOCATIONS),
     Knob("allowed_hosts", "CTIR_ES_ALLOWED_HOSTS", "str", "serve: the Host header names it answers, "
          "comma-separated (*.example.com, or * for any: behind a proxy that checks it); others get 400 "
          "(DNS rebinding). Unset: 127.0.0.1, localhost, [::1] and the --host it binds (any for 0.0.0.0)",
