@@ -137,6 +137,8 @@ def test_evaluate_on_opensearch_matches_the_embedded_table(
     on_os = run(*args, "--out", str(tmp_path / "os"), "--os-url", os_url, "--rebuild")
     try:
         assert _eval_indices(os_url), "evaluate --os-url built no ctir-eval-* index on OpenSearch"
+        assert {i["location"].split(" ")[0] for i in on_os["indexes"]} == {"opensearch"}
+        assert {i["lexical_engine"] for i in on_os["indexes"]} == {"opensearch"}
         names = [s["name"] for s in on_os["systems"]]
         assert names == [s["name"] for s in embedded["systems"]]
         dense = "text-tiny-st"

@@ -52,13 +52,13 @@ class EvalIndex:
     indexed: int
     rejected: dict[str, str] = field(default_factory=dict)
     images_missing: dict[str, int] = field(default_factory=dict)
-    lexical_engine: str | None = None  # of an embedded store; None: Elasticsearch
+    lexical_engine: str | None = None  # of an embedded store; None: the server's (Elasticsearch, OpenSearch)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "key": self.key,
             "location": self.location,
-            "lexical_engine": self.lexical_engine or "elasticsearch",
+            "lexical_engine": self.lexical_engine or self.location.split(" ", 1)[0],
             "cached": self.cached,
             "build_seconds": round(self.seconds, 2),
             "indexed": self.indexed,

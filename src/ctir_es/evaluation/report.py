@@ -298,7 +298,10 @@ def _reproducibility_md(result: EvalResult) -> list[str]:
 
 def _backend(result: EvalResult) -> str:
     locs = [i["location"] for i in result.indexes]
-    return "Elasticsearch" if any(loc.startswith("elasticsearch") for loc in locs) else "embedded store"
+    for prefix, name in (("elasticsearch", "Elasticsearch"), ("opensearch", "OpenSearch")):
+        if any(loc.startswith(prefix) for loc in locs):
+            return name
+    return "embedded store"
 
 
 def _significance_md(result: EvalResult) -> list[str]:
