@@ -57,6 +57,7 @@ def test_the_commands_on_opensearch_answer_as_on_the_embedded_store(
         stats = json.loads(on_os("stats", "--json"))
         assert stats["backend"] == "opensearch" and stats["products"] == 120
         assert json.loads(on_os("es", "status", "--json"))["cluster"]["knn"] is True
+        assert "cluster: OpenSearch" in on_os("es", "status") and "opensearch-knn" in on_os("es", "status")
         query = ["query", "Kitchen > Cookware", "--k", "10", "--weight", "bm25=0", "--json"]  # kNN alone
         mine, theirs = (json.loads(run(*query)) for run in (on_os, embedded))
         assert [r["id"] for r in mine["results"]] == [r["id"] for r in theirs["results"]]

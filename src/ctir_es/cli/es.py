@@ -171,8 +171,13 @@ def es_status(ctx: click.Context, es_url: str | None, as_json: bool) -> None:
         if status.get("needs_reindex"):
             click.echo("an older mapping: run `ctir-es es reindex`")
     cluster = status["cluster"]
-    click.echo(f"cluster: Elasticsearch {cluster['version']}, licence {cluster['licence']['type']}, "
-               f"{cluster.get('data_nodes') or '?'} data node(s)")
+    if status.get("engine") == "opensearch":  # no licence; its plugins decide instead
+        plugins = ", ".join(cluster.get("plugins") or []) or "?"
+        click.echo(f"cluster: OpenSearch {cluster['version']}, plugins {plugins}, "
+                   f"{cluster.get('data_nodes') or '?'} data node(s), lexical query {cluster.get('lexical_query')}")
+    else:
+        click.echo(f"cluster: Elasticsearch {cluster['version']}, licence {cluster['licence']['type']}, "
+                   f"{cluster.get('data_nodes') or '?'} data node(s)")
     for method, info in cluster["server_side_fusion"].items():
         click.echo(f"  server-side {method}: {'yes' if info['allowed'] else 'no'} ({info['reason']})")
 
