@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -49,6 +50,7 @@ from ...schema import LEXICAL_FIELDS, Hit, LexicalQuery
 from ..batch_write import NODE_SEP, PreparedBatch, lexical_rows, stored_nodes
 
 MAX_QUERY_TERMS = 64
+WORD = re.compile(r"\w+")  # a query word, as lexical_fts5.fts_query splits them
 # Value filters are answered by SQLite (the product_values table) as a set of rowids. Up to this
 # many, the set goes into the query (a term set on rowid: ~5 ms to build at 20k, ~60 ms with the
 # search at 100k, measured on 200k documents); above it the filter is broad (at least this many
@@ -506,7 +508,11 @@ class TantivyLexical:
         return self._searcher
 
     def terms(self, text: str) -> list[str]:
-        return list(dict.fromkeys(self._analyzer.analyze(text)))[:MAX_QUERY_TERMS]
+        """The analysed terms of ``text``, word by word as FTS5's query takes them (one phrase per
+        distinct word, ``lexical_fts5.fts_query``): two words with one stem ("towels towel")
+        give the term twice, and each adds its own share to the score, as in FTS5."""
+        words = list(dict.fromkeys(w.lower() for w in WORD.findall(text)))[:MAX_QUERY_TERMS]
+        return [t for w in words for t in self._analyzer.analyze(w)][:MAX_QUERY_TERMS]
 
     def native(self) -> Any:
         """The native BM25F reader of the latest committed view, reloaded when the state file
