@@ -54,15 +54,19 @@ def _expected(docs: list[Document], first: int = 1) -> list[tuple[int, str, str 
     return [(first + k, d.product.id, d.image, d.product.market, int(d.image is not None)) for k, d in enumerate(docs)]
 
 
+@pytest.mark.parametrize("n", [N, 2 * batch_write.MULTI_ROWS + 7])  # one multi-row INSERT or more, and the rest
 @pytest.mark.parametrize("pattern", ["alternating", "image only", "market only", "neither", "both"])
-def test_new_rows_keep_batch_order_and_their_nulls(store: EmbeddedStore, pattern: str) -> None:
+def test_new_rows_keep_batch_order_and_their_nulls(store: EmbeddedStore, pattern: str, n: int) -> None:
     flags = {"alternating": lambda i: (i % 2 == 0, i % 3 == 0), "image only": lambda i: (True, False),
              "market only": lambda i: (False, True), "neither": lambda i: (False, False), "both": lambda i: (True, True)}
-    docs = [_doc(i, image=flags[pattern](i)[0], market=flags[pattern](i)[1]) for i in range(N)]
-    assert store.upsert(docs).written == N
+    docs = [_doc(i, image=flags[pattern](i)[0], market=flags[pattern](i)[1]) for i in range(n)]
+    assert store.upsert(docs).written == n
     assert _rows(store) == _expected(docs)
+    titles = store.conn.execute("SELECT title, categories, attributes, description FROM products ORDER BY rowid")
+    assert titles.fetchall() == [(d.product.title, "A > " + d.product.categories[0][1], d.product.attribute_text, "")
+                                 for d in docs]
     # a small batch (per-row triggers) after the bulk one takes the next rowids, mixed too
-    more = [_doc(N + i, image=i % 2 == 1, market=i % 2 == 0) for i in range(3)]
+    more = [_doc(n + i, image=i % 2 == 1, market=i % 2 == 0) for i in range(3)]
     store.upsert(more)
     assert _rows(store) == _expected(docs + more)
     got = store.get([d.product.id for d in docs + more])
