@@ -139,6 +139,7 @@ def test_hybrid_bodies_golden() -> None:
     names, rrf = hybrid.hybrid_body("rrf", LEXICAL, [TEXT, IMAGE], 10, [Filter("market", "eq", "us")], window=100)
     assert names == ["bm25", "text", "image"]
     golden("os_hybrid_rrf", rrf)
+    assert rrf is not None and rrf["size"] == 100  # each sub-query's depth: the window, not k
     _, linear = hybrid.hybrid_body("linear", LEXICAL, [TEXT], 10, window=100, weights={"bm25": 1.0, "text": 0.3})
     golden("os_hybrid_linear", linear)
     assert linear is not None
@@ -286,6 +287,7 @@ def test_search_fused_sends_one_hybrid_query_where_neural_search_is_reported(fak
     sent = json.loads(body)
     assert [next(iter(q)) for q in sent["query"]["hybrid"]["queries"]] == ["multi_match", "knn"]
     assert "normalization-processor" in sent["search_pipeline"]["phase_results_processors"][0]
+    assert sent["size"] == 100  # max(100, 2k) per sub-query; the store keeps the top k
     store.close()
 
 

@@ -16,6 +16,9 @@ exactly like the other stores (``ctir_es.ranking.fusion``). References:
 - ``score-ranker-processor`` (2.19+): ``combination.technique`` ``rrf`` with
   ``rank_constant`` (default 60, ours ``RRF_K``) and optional weights
   (search-pipelines/score-ranker-processor);
+- each sub-query gathers the request's ``size`` hits per shard before the pipeline runs
+  (the normalization processor's docs advise 100-200), so ``size`` is the fusion window and
+  the store keeps the top ``k`` of the fused list;
 - the pipeline travels in the request body (``"search_pipeline": {...}``, a temporary pipeline
   for that request only: search-pipelines/using-search-pipeline), so no pipeline is created
   on the cluster and the user needs no cluster privilege for it.
@@ -36,7 +39,7 @@ from ctir_es.schema import LexicalQuery, VectorQuery
 from ctir_es.vocabulary import LEXICAL_SOURCE, RRF_K
 
 from ...elasticsearch.bodies.filters import es_filter
-from ...elasticsearch.bodies.search import base_body, check_k, text_query
+from ...elasticsearch.bodies.search import check_k, text_query
 from .search import CROSS_FIELDS, knn_clause
 
 MAX_SUBQUERIES = 5  # the hybrid query takes at most five
@@ -137,7 +140,8 @@ def hybrid_body(
     ef_search: bool = True,
 ) -> tuple[list[str], dict[str, Any] | None]:
     """Source names and ONE ``_search`` body fusing them on the cluster (the hybrid query and
-    its temporary pipeline), or None when fewer than two sources have something to search."""
+    its temporary pipeline), ``window`` deep, or None when fewer than two sources have
+    something to search. The fused list is ``window`` long: the caller keeps its top ``k``."""
     if method not in FUSIONS:
         raise QueryError(f"unknown server-side fusion {method!r}; supported: {', '.join(FUSIONS)}")
     check_k(k)
@@ -148,4 +152,7 @@ def hybrid_body(
     if query is None:
         return names, None
     pipeline = rrf_pipeline(names, weights) if method == "rrf" else normalization_pipeline(names, weights)
-    return names, {**base_body(k), "query": query, "search_pipeline": pipeline}
+    # each sub-query collects ``size`` hits per shard before the pipeline fuses them, so size is
+    # the window (the caller keeps the top k); total-hit tracking stays the default, as the
+    # plugin's collector expects
+    return names, {"size": depth, "_source": False, "query": query, "search_pipeline": pipeline}
