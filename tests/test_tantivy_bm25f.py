@@ -173,6 +173,29 @@ def test_scores_are_fts5s_bm25_on_a_hand_made_catalogue(small_store: Any) -> Non
     assert_same_scores(engine_scores(store, path, "steel", {"title": 1.0, "description": 1.0}), floor)
 
 
+def test_statistics_add_up_over_segments(tmp_path: Path) -> None:
+    """Each batch is a tantivy commit, a segment of its own: N, avgdl and nHit are the whole
+    index's, and every segment is scored with them."""
+    import json
+
+    path = tmp_path / "s.db"
+    store = EmbeddedStore(path, lexical="tantivy")
+    store.setup(IndexSchema())
+    for start in range(0, len(CATALOGUE), 3):
+        assert not store.upsert([Document(p) for p in CATALOGUE[start:start + 3]]).errors
+    try:
+        assert len(json.loads((lt.index_dir(path) / "meta.json").read_text())["segments"]) >= 2
+        ref = Reference(analysed_rows(path))
+        for text, weights in QUERIES:
+            w = dict(LexicalQuery(text).weights) if weights is None else weights
+            assert_same_scores(engine_scores(store, path, text, weights), ref.scores(store._lex.terms(text), w))
+            q = LexicalQuery(text) if weights is None else LexicalQuery(text, weights)
+            best = sorted(ref.scores(store._lex.terms(text), w).values(), reverse=True)
+            assert [h.score for h in store.search(q, [], 2)["bm25"]] == pytest.approx(best[:2], rel=1e-6, abs=1e-5)
+    finally:
+        store.close()
+
+
 def test_the_ranking_is_fts5s_own_where_the_tokenizers_agree(tmp_path: Path) -> None:
     """On text both analyzers split and stem alike, the two engines give the same scores, but
     for a product with a field past 40 tokens (tantivy's rounded length: within 1 %)."""

@@ -12,10 +12,13 @@
 //! exact up to 40 tokens, rounded down past that (42, 44, ... then coarser), so nTok is
 //! approximate for long fields, where FTS5 counts exactly.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use tantivy::fieldnorm::FieldNormReader;
-use tantivy::postings::{Postings, SegmentPostings};
+use tantivy::index::SegmentId;
+use tantivy::postings::{Postings, SegmentPostings, TermInfo};
 use tantivy::query::{EmptyScorer, EnableScoring, Explanation, Query, Scorer, Weight};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{DocId, DocSet, Score, Searcher, SegmentReader, TantivyError, Term, TERMINATED};
@@ -35,6 +38,9 @@ pub struct Stats {
     pub avgdl: f64,
     /// nHit per term: live documents holding it in a weighted field.
     pub hits: Vec<u64>,
+    /// Per segment, the term dictionary entry of each (term, weighted field), term-major: the
+    /// scorers open their postings from these instead of looking every term up again.
+    infos: HashMap<SegmentId, Arc<Vec<Option<TermInfo>>>>,
 }
 
 #[derive(Clone)]
@@ -66,27 +72,41 @@ impl Bm25fQuery {
     pub fn stats(&self, searcher: &Searcher) -> tantivy::Result<Stats> {
         let (mut num_docs, mut max_docs, mut tokens) = (0u64, 0u64, 0u64);
         let mut hits = vec![0u64; self.terms.len()];
+        let mut infos = HashMap::new();
         for reader in searcher.segment_readers() {
             num_docs += u64::from(reader.num_docs());
             max_docs += u64::from(reader.max_doc());
             for &field in &self.length_fields {
                 tokens += reader.inverted_index(field)?.total_num_tokens();
             }
+            let found = self.term_infos(reader)?;
             for (i, hit) in hits.iter_mut().enumerate() {
-                *hit += self.segment_hits(reader, i)?;
+                *hit += self.segment_hits(reader, &found, i)?;
             }
+            infos.insert(reader.segment_id(), Arc::new(found));
         }
         let avgdl = if max_docs > 0 && tokens > 0 { tokens as f64 / max_docs as f64 } else { 1.0 };
-        Ok(Stats { num_docs, avgdl, hits })
+        Ok(Stats { num_docs, avgdl, hits, infos })
+    }
+
+    /// The term dictionary entry of each (term, weighted field) in one segment, term-major.
+    fn term_infos(&self, reader: &SegmentReader) -> tantivy::Result<Vec<Option<TermInfo>>> {
+        let mut out = Vec::with_capacity(self.terms.len() * self.weighted.len());
+        for i in 0..self.terms.len() {
+            for &(field, _) in &self.weighted {
+                out.push(reader.inverted_index(field)?.get_term_info(&self.term(field, i))?);
+            }
+        }
+        Ok(out)
     }
 
     /// Live documents of one segment holding term `i` in any weighted field.
-    fn segment_hits(&self, reader: &SegmentReader, i: usize) -> tantivy::Result<u64> {
+    fn segment_hits(&self, reader: &SegmentReader, infos: &[Option<TermInfo>], i: usize) -> tantivy::Result<u64> {
         let mut lists = Vec::new();
-        for &(field, _) in &self.weighted {
-            let index = reader.inverted_index(field)?;
-            if let Some(p) = index.read_postings(&self.term(field, i), IndexRecordOption::Basic)? {
-                lists.push(p);
+        for (f, &(field, _)) in self.weighted.iter().enumerate() {
+            if let Some(info) = &infos[i * self.weighted.len() + f] {
+                let index = reader.inverted_index(field)?;
+                lists.push(index.read_postings_from_terminfo(info, IndexRecordOption::Basic)?);
             }
         }
         let alive = reader.alive_bitset();
@@ -122,17 +142,17 @@ impl Bm25fQuery {
 
 impl Query for Bm25fQuery {
     fn weight(&self, enable_scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
-        let idf = match enable_scoring.searcher() {
+        let scored = match enable_scoring.searcher() {
             Some(searcher) if enable_scoring.is_scoring_enabled() => {
                 let stats = self.stats(searcher)?;
                 let n = stats.num_docs as f64;
                 let idf = stats.hits.iter().map(|&h| idf(n, h as f64)).collect();
-                Some((idf, stats.avgdl))
+                Some((idf, stats.avgdl, stats.infos))
             }
             _ => None, // matching only (a count): no statistics needed
         };
-        let (idf, avgdl) = idf.unwrap_or_else(|| (vec![0.0; self.terms.len()], 1.0));
-        Ok(Box::new(Bm25fWeight { query: self.clone(), idf, avgdl }))
+        let (idf, avgdl, infos) = scored.unwrap_or_else(|| (vec![0.0; self.terms.len()], 1.0, HashMap::new()));
+        Ok(Box::new(Bm25fWeight { query: self.clone(), idf, avgdl, infos }))
     }
 }
 
@@ -150,17 +170,22 @@ struct Bm25fWeight {
     query: Bm25fQuery,
     idf: Vec<f64>,
     avgdl: f64,
+    infos: HashMap<SegmentId, Arc<Vec<Option<TermInfo>>>>,
 }
 
 impl Bm25fWeight {
     fn bm25f_scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Option<Bm25fScorer>> {
+        let infos = match self.infos.get(&reader.segment_id()) {
+            Some(found) => found.clone(),
+            None => Arc::new(self.query.term_infos(reader)?), // a segment the statistics did not see
+        };
         let mut lists = Vec::new();
-        for (i, _) in self.query.terms.iter().enumerate() {
-            for &(field, weight) in &self.query.weighted {
-                let index = reader.inverted_index(field)?;
-                let term = self.query.term(field, i);
-                if let Some(p) = index.read_postings(&term, IndexRecordOption::WithFreqs)? {
-                    lists.push(TermField { postings: p, term: i, weight });
+        for i in 0..self.query.terms.len() {
+            for (f, &(field, weight)) in self.query.weighted.iter().enumerate() {
+                if let Some(info) = &infos[i * self.query.weighted.len() + f] {
+                    let index = reader.inverted_index(field)?;
+                    let postings = index.read_postings_from_terminfo(info, IndexRecordOption::WithFreqs)?;
+                    lists.push(TermField { postings, term: i, weight });
                 }
             }
         }
