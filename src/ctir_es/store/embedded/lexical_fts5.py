@@ -19,6 +19,11 @@ from ..batch_write import PreparedBatch
 from .sql_filters import filter_sql
 
 MAX_QUERY_TERMS = 64
+# FTS5 writes its index in leaves of about ``pgsz`` bytes (4050 by default, sized for 4 KiB pages).
+# In a file of 32 KiB pages (every store since format 2) leaves near the page size cost FTS5 8%
+# fewer instructions per product at 100k (callgrind: 26.4k -> 24.2k; 185 leaf rows instead of
+# 1,345). Leaves only cut the same doclists in other places: scores are the same.
+LEAF_BYTES = {32768: 28672, 65536: 61440}  # page size -> pgsz (a leaf may outgrow pgsz by a term)
 
 FTS_DDL = """
 CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(
@@ -42,6 +47,25 @@ CREATE TRIGGER IF NOT EXISTS products_au AFTER UPDATE ON products BEGIN
     VALUES (new.rowid, new.title, new.categories, new.attributes, new.description);
 END;
 """
+
+
+def set_leaf_size(conn: sqlite3.Connection) -> None:
+    """Give the FTS5 index leaves of about the file's page size (``LEAF_BYTES``), once: a store
+    whose index records a ``pgsz`` keeps it, and nothing is written then (a read first: even an
+    INSERT that adds no row would take the write lock). Older stores get it on a writable open
+    that finds the write lock free; their existing leaves stay as they are (FTS5 reads both)."""
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    leaf = LEAF_BYTES.get(int(page_size))
+    if leaf is None or conn.execute("SELECT 1 FROM products_fts_config WHERE k = 'pgsz'").fetchone() is not None:
+        return
+    (waits,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    conn.execute("PRAGMA busy_timeout = 0")  # another writer at work, read-only media: next time
+    try:
+        conn.execute("INSERT INTO products_fts(products_fts, rank) VALUES ('pgsz', ?)", (leaf,))
+    except sqlite3.OperationalError:
+        pass  # only the leaves' size: never worth failing or delaying an open
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(waits)}")
 
 
 def fts_query(text: str, fields: Iterable[str]) -> str | None:
@@ -74,6 +98,8 @@ class Fts5Lexical:
 
     @classmethod
     def open(cls, path: Path, conn: sqlite3.Connection, writable: bool) -> Fts5Lexical:
+        if writable:
+            set_leaf_size(conn)
         return cls()
 
     def bm25(self, conn: sqlite3.Connection, query: LexicalQuery, k: int, filters: Sequence[Filter],
