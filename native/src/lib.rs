@@ -198,6 +198,7 @@ impl Reader {
 impl Reader {
     fn run(&self, text: Bm25fQuery, filters: &[Filter], limit: usize) -> PyResult<Vec<(u64, f32)>> {
         let searcher = self.reader.searcher();
+        let text = text.for_top(limit);
         let clauses: Vec<_> = filters.iter().filter_map(Filter::query).collect();
         let query: Box<dyn Query> = if clauses.is_empty() {
             Box::new(text)
