@@ -231,7 +231,8 @@ impl Weight for Bm25fWeight {
     }
 
     /// Top-k collection (TopDocs) without filters: MaxScore pruning on the static bound of each
-    /// term, idf * (k1 + 1) (its contribution as its weighted frequency grows without end).
+    /// term, idf * (k1 + 1) (its contribution as its weighted frequency grows without end), for
+    /// a short top k; window by window for a deep one.
     fn for_each_pruning(
         &self,
         threshold: Score,
@@ -265,8 +266,9 @@ struct TermField {
     weight: f64,
 }
 
-/// The union of every (term, field) posting list, scored as FTS5 scores a row. Exhaustive: every
-/// matching document is scored (no pruning).
+/// The union of every (term, field) posting list, scored as FTS5 scores a row. As a DocSet
+/// (inside a BooleanQuery with filters) it scores every matching document it is moved to; an
+/// unfiltered top k goes through `max_score` or `windowed` instead.
 pub struct Bm25fScorer {
     lists: Vec<TermField>,
     idf: Vec<f64>,
