@@ -5,8 +5,9 @@ matrix per field), then written inside the caller's transaction (``TransactionWr
 set-based statements instead of a dozen statements per product:
 
 - products: existing ids are found with one query and updated in place (same rowid, so the
-  lexical triggers see an update); new ids are inserted with one ``executemany`` of the rows as
-  prepared, and SQLite numbers them after the current maximum rowid (checked);
+  lexical triggers see an update); new ids are inserted in multi-row INSERTs of the columns as
+  prepared (``_insert_many``), and SQLite numbers them after the current maximum rowid (checked);
+  a missing image or market is a NULL literal in the SQL, never a bound None (``_product_rows``);
 - the per-row lexical triggers (FTS5's ``products_ai``, tantivy's ``lexical_log_ai``) cost far
   more per row than the same work done once per batch (about 38 us against 3 us per product
   for FTS5), so for a batch of many new rows they are dropped and re-created inside the same
@@ -101,12 +102,6 @@ class PreparedBatch:
     vectors: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # field -> (row slots, matrix)
     written: int = 0  # valid documents (a duplicate id counts each time, as row-by-row did)
     errors: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def rows(self) -> list[tuple[Any, ...]]:
-        """(id, title, categories, attributes, description, extra, image, market, has_image) per product."""
-        return list(zip(self.ids, self.titles, self.categories, self.attributes, self.descriptions, self.extras,
-                        self.images, self.markets, [int(i is not None) for i in self.images], strict=True))
 
 
 def vector_problems(docs: Sequence[Document], schema: IndexSchema) -> tuple[dict[int, str], dict[str, tuple[list[int], np.ndarray]]]:
