@@ -5,6 +5,7 @@ per vector, which names each problem). Real SQLite files; correctness only, neve
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,79 @@ def test_prepare_errors_name_the_last_bad_duplicate(tmp_path: Path) -> None:
     batch = batch_write.prepare([nan, good, zero], SCHEMA)
     assert batch.errors == {"d": "vector 't' is all zeros (cosine is undefined)"}
     assert batch.ids == ["d"] and batch.titles == ["good"] and batch.written == 1
+
+
+# -- kill -9 while batches of both row paths are written ----------------------------------------
+
+CHILD = r"""
+import sys
+sys.path.insert(0, sys.argv[3])
+from test_store_batch_rows import SCHEMA, kill_doc
+from ctir_es.store.embedded import EmbeddedStore
+db, n = sys.argv[1], int(sys.argv[2])
+store = EmbeddedStore(db, new_lexical="fts5")
+with store.exclusive_writer():
+    store.setup(SCHEMA)
+    start = store.checkpoint("kill") or 0
+    print("ready", start, flush=True)
+    for s in range(start, n, KILL_BATCH):
+        store.upsert([kill_doc(i) for i in range(s, min(n, s + KILL_BATCH))], checkpoint=("kill", min(n, s + KILL_BATCH)))
+    store.clear_checkpoint("kill")
+store.close()
+print("done", flush=True)
+""".replace("KILL_BATCH", str(2 * batch_write.MULTI_ROWS + 188))
+KILL_BATCH = 2 * batch_write.MULTI_ROWS + 188  # two multi-row INSERTs and the rest
+
+
+def kill_doc(i: int) -> Document:
+    """Batches alternate: every product with image and market (multi-row INSERTs, rowids from
+    SQLite), then mixed (rowids named), so a kill lands in either path."""
+    if (i // KILL_BATCH) % 2 == 0:
+        return _doc(i, image=True, market=True)
+    return _doc(i, image=i % 3 != 0, market=i % 2 == 0)
+
+
+def test_sigkill_in_either_row_path_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from store_support import checkpoint_of
+
+    n = KILL_BATCH * 10
+    db = tmp_path / "s.db"
+    rng = random.Random(25)
+    cmd = [sys.executable, "-c", CHILD, str(db), str(n), str(Path(__file__).parent)]
+    kills, finished = 0, False
+    for target in sorted(rng.sample(range(KILL_BATCH, n - KILL_BATCH, KILL_BATCH), 4)):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("ready"), proc.stderr.read() if proc.stderr else line
+        while proc.poll() is None and checkpoint_of(db, "checkpoint:kill") < target:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.03))  # somewhere in the next batch
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        out, err = proc.communicate()
+        if "done" in out:
+            finished = True
+            break
+        assert proc.returncode == -signal.SIGKILL, err
+    if not finished:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert "done" in done.stdout, done.stderr
+    assert kills >= 3
+    store = EmbeddedStore(db)
+    docs = [kill_doc(i) for i in range(n)]
+    assert _rows(store) == _expected(docs)  # rowids 1..n in order: nothing lost, nothing twice
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM products_fts_docsize").fetchone() == (n,)
+        conn.execute("INSERT INTO products_fts(products_fts, rank) VALUES ('integrity-check', 1)")
+        assert conn.execute("SELECT count(*) FROM vectors").fetchone() == (n,)
+        assert conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'checkpoint:%'").fetchone() == (0,)
+    assert store.check() == []
+    store.close()
