@@ -179,9 +179,10 @@ SETTINGS: tuple[Knob, ...] = (
          "an intranet catalogue (off: refused, counted as image missing 'refused')"),
     Knob("vector_index", "CTIR_ES_VECTOR_INDEX", "str", "embedded kNN: exact, or with the [ann] extra "
          "sq8, ivf or hnsw (docs/benchmarks.md)", choices=("exact", "sq8", "ivf", "hnsw")),
-    Knob("lexical_engine", "CTIR_ES_LEXICAL_ENGINE", "str", "BM25 engine of NEW embedded stores: fts5 "
-         "(unset: the default, SQLite FTS5 inside the file) or tantivy (an index beside it, about 10x faster "
-         "BM25 at 100k products, FTS5's BM25F scoring through the native scorer); an existing store keeps its own",
+    Knob("lexical_engine", "CTIR_ES_LEXICAL_ENGINE", "str", "BM25 engine of NEW embedded stores: tantivy "
+         "(unset: the default; an index beside the file, FTS5's BM25F scoring through the native scorer, about "
+         "10x faster BM25 at 100k products; fts5 where the native module is not installed) or fts5 (SQLite FTS5 "
+         "inside the file); an existing store keeps its own",
          choices=LEXICAL_ENGINES, optional=True),
     Knob("fusion_location", "CTIR_ES_FUSION_LOCATION", "str", "client (every store, per-source breakdown), "
          "server (an Elasticsearch retriever, or OpenSearch's hybrid query where neural-search is installed) or auto", choices=FUSION_LOCATIONS),

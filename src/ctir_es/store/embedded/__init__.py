@@ -7,7 +7,8 @@
 - ``locking``         one writer per file: a ``flock`` on its inode, the holder's pid beside it
 - ``sql_filters``     the filter grammar as SQL over ``products``
 - ``lexical``         the ``LexicalEngine`` interface and the engine a store records, with
-  ``lexical_fts5`` (SQLite FTS5 in the file, the default) and ``lexical_tantivy`` (beside it)
+  ``lexical_tantivy`` (beside the file, ranked by the native scorer: the default) and
+  ``lexical_fts5`` (SQLite FTS5 in the file)
 - ``knn``             exact kNN over the float32 matrix of a field
 - ``approximate``     the approximate indexes' lifecycle (their files: ``store/ann.py``)
 - ``reads``           products, vectors and category counts read back

@@ -1,13 +1,15 @@
 """The lexical (BM25) engine of an embedded store, behind one small interface.
 
-Two engines implement ``LexicalEngine``: FTS5 inside the SQLite file (``lexical_fts5``, the
-default) and a tantivy index beside it (``lexical_tantivy``). The engine is chosen when a store
-is created and recorded in its ``meta`` table; an existing store keeps its own. The store calls
-the interface and never asks which engine it holds.
+Two engines implement ``LexicalEngine``: a tantivy index beside the SQLite file, ranked by the
+native BM25F scorer (``lexical_tantivy``, the default) and FTS5 inside the file
+(``lexical_fts5``). The engine is chosen when a store is created and recorded in its ``meta``
+table; an existing store keeps its own. The store calls the interface and never asks which
+engine it holds.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,18 +19,31 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from ...config import env_name, env_value
-from ...errors import StoreError
+from ...errors import MissingExtraError, StoreError
 from ...filters import Filter
 from ...schema import Hit, LexicalQuery
 from ..batch_write import PreparedBatch
 from . import lexical_fts5, lexical_tantivy
 
+log = logging.getLogger("ctir_es.store")
 LEXICAL_ENV = env_name("lexical_engine")  # the engine of NEW stores when the constructor names none
-# When nothing names one. tantivy is 13-95x faster at BM25 and passes the same contract and
-# kill/resume, but it sums one BM25 per field where FTS5 scores the row as one document, and that
-# ranks worse on flipkart-1050: mAP@10 -2.3 for BM25 and -5.5 for BM25 + MiniLM on random-level
-# category queries, -1.8 points of categorize top-1 (README, docs/evaluation.md). Quality first.
-DEFAULT_LEXICAL_ENGINE = "fts5"
+# When nothing names one: tantivy. With the native scorer (ctir_es_native) it scores FTS5's
+# BM25F, within noise of FTS5 on every flipkart-1050 table (docs/evaluation.md), about 10x faster
+# at 100k products. Without the native module (a bare `pip install` that skipped ./native), new
+# stores get FTS5 and one notice says how to have the fast engine: a working store first.
+DEFAULT_LEXICAL_ENGINE = "tantivy"
+FALLBACK_LEXICAL_ENGINE = "fts5"
+
+
+def default_engine() -> str:
+    """The engine of a new store that nothing names: ``DEFAULT_LEXICAL_ENGINE`` when it can run."""
+    try:
+        lexical_tantivy.native_module()
+    except MissingExtraError as exc:
+        log.warning("new store: the %s lexical engine, not the faster %s one (%s)",
+                    FALLBACK_LEXICAL_ENGINE, DEFAULT_LEXICAL_ENGINE, exc)
+        return FALLBACK_LEXICAL_ENGINE
+    return DEFAULT_LEXICAL_ENGINE
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,7 @@ def record_engine(conn: sqlite3.Connection, wanted: str | None) -> None:
     engine = recorded(conn)
     if engine is None:
         old = conn.execute("SELECT 1 FROM sqlite_master WHERE name='products_fts'").fetchone()
-        engine = "fts5" if old else (wanted or env_value("lexical_engine") or DEFAULT_LEXICAL_ENGINE)
+        engine = "fts5" if old else (wanted or env_value("lexical_engine") or default_engine())
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('lexical_engine', ?)", (engine,))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_uuid', ?)", (lexical_tantivy.new_store_uuid(),))
         engine = recorded(conn)

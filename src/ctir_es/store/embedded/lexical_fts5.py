@@ -1,4 +1,4 @@
-"""The FTS5 lexical engine (the default): BM25 inside the SQLite file.
+"""The FTS5 lexical engine: BM25 inside the SQLite file (the default before the native scorer).
 
 An external-content FTS5 table over ``products``, kept in step by triggers (the pattern from the
 FTS5 docs), so a batch and its text index commit together and there is nothing to catch up.

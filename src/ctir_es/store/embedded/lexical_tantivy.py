@@ -109,7 +109,7 @@ class NativeQuery:
     filters: list[tuple[str, str, list[Any]]]
 
 
-def _native() -> Any:
+def native_module() -> Any:
     try:
         import ctir_es_native
     except ImportError as exc:
@@ -524,7 +524,7 @@ class TantivyLexical:
             stamp = None
         if self._reader is None or self._reader_dir != self.dir:
             with self._native_errors():
-                self._reader = _native().Reader(str(self.dir), list(LEXICAL_FIELDS), "rowid")
+                self._reader = native_module().Reader(str(self.dir), list(LEXICAL_FIELDS), "rowid")
             self._reader_dir, self._reader_stamp = self.dir, stamp
         elif stamp != self._reader_stamp:
             with self._native_errors():
@@ -536,7 +536,7 @@ class TantivyLexical:
     def _native_errors(self) -> Iterator[None]:
         """The native module's errors as the store's: damaged files name the fix, anything else
         (an index folder that cannot be opened, a field it lacks) is a plain ``StoreError``."""
-        native = _native()
+        native = native_module()
         try:
             yield
         except native.IndexDamaged as exc:
