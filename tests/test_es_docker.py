@@ -119,7 +119,12 @@ def test_dockerfile_installs_pinned_torch_first() -> None:
     torch = next(i for i, line in enumerate(lines) if 'pip install "torch==${TORCH_VERSION}"' in line)
     package = next(i for i, line in enumerate(lines) if line.startswith('RUN pip install ".['))
     assert torch < package
+    # the native scorer's wheel, built in its own stage, is installed before the package
+    assert "FROM python:3.11-slim AS native" in lines and "RUN pip wheel --no-deps --wheel-dir /wheels ./native" in lines
+    native = next(i for i, line in enumerate(lines) if line.startswith("RUN pip install /tmp/wheels/"))
+    assert lines.index("FROM python:3.11-slim") < native < package
     assert any(line.startswith("USER ") and "root" not in line for line in lines)
     assert 'ENTRYPOINT ["ctir-es"]' in lines
     ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
     assert "**" in ignore and "!src/**" in ignore and "!pyproject.toml" in ignore
+    assert "!native/**" in ignore and "native/target" in ignore
