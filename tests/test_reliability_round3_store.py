@@ -271,8 +271,9 @@ def test_a_wal_deleted_under_a_reader_is_reported(tmp_path: Path) -> None:
 # -- stats --check compares the counts ----------------------------------------------------------
 
 def test_stats_check_names_a_gap_between_products_and_the_fts5_index_or_orphan_rows(tmp_path: Path) -> None:
+    fts5 = {"CTIR_ES_LEXICAL_ENGINE": "fts5"}
     store = tmp_path / "s.db"
-    assert run_cli(tmp_path, "ingest", "sample", "--store", str(store), *BM25).returncode == 0
+    assert run_cli(tmp_path, "ingest", "sample", "--store", str(store), *BM25, env=fts5).returncode == 0
     assert stats_check(tmp_path, store).returncode == 0
     with contextlib.closing(sqlite3.connect(store)) as conn:
         rowid, title, cats, attrs, desc = conn.execute(
@@ -286,7 +287,7 @@ def test_stats_check_names_a_gap_between_products_and_the_fts5_index_or_orphan_r
     assert len(out.stderr.strip().splitlines()) == 1
 
     other = tmp_path / "o.db"
-    assert run_cli(tmp_path, "ingest", "sample", "--store", str(other), *BM25).returncode == 0
+    assert run_cli(tmp_path, "ingest", "sample", "--store", str(other), *BM25, env=fts5).returncode == 0
     with contextlib.closing(sqlite3.connect(other)) as conn:  # a product gone, its postings left behind
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("DELETE FROM products WHERE rowid = (SELECT min(rowid) FROM products)")

@@ -38,7 +38,8 @@ class TestEmbeddedStoreSourcesInParallel(StoreContract):
 
 
 def test_parallel_hybrid_equals_sequential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = EmbeddedStore(tmp_path / "s.db")
+    # FTS5: the engine whose BM25 runs in a side thread beside the exact scan (beside_exact_scan)
+    store = EmbeddedStore(tmp_path / "s.db", new_lexical="fts5")
     store.setup(SCHEMA)
     store.upsert(CATALOGUE)
     query = (LexicalQuery("steel cooker watch"), [VectorQuery("title_vector", unit(0, 5))], 5)

@@ -106,7 +106,7 @@ def test_embedded_a_call_is_a_few_statements_not_one_per_product(embedded: Embed
         assert embedded.write_vectors(FIELD, SPEC, vectors, checkpoint=("learn", 3000)) == 3000
     finally:
         embedded._wconn.set_trace_callback(None)
-    assert len(statements) < 15, statements
+    assert len(statements) < 20, statements  # a constant few (the tantivy engine adds its log's), never ~3000
     embedded.set_vector_field(FIELD, SPEC)
     assert top(embedded, FIELD, vecs[1234], 1) == ["x1234"]
     got = embedded.vectors(["x7", "x2999"], FIELD)
