@@ -77,6 +77,26 @@ def exact_top(matrix: np.ndarray, qv: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def lexical_matches(store: EmbeddedStore, texts: list[str]) -> list[int]:
+    """Products each query's BM25 has to score (any of its words in any text field)."""
+    from ctir_es.schema import LEXICAL_FIELDS
+    from ctir_es.store.embedded import fts_query
+
+    if store.lexical_engine == "fts5":
+        return [store.conn.execute("SELECT count(*) FROM products_fts WHERE products_fts MATCH ?",
+                                   (fts_query(t, LEXICAL_FIELDS),)).fetchone()[0] for t in texts]
+    import tantivy
+
+    lexical = store._lexical_engine  # the tantivy engine: count with tantivy-py over its index
+    searcher = lexical.searcher()
+    counts = []
+    for text in texts:
+        should = [(tantivy.Occur.Should, tantivy.Query.term_query(lexical._schema, field, term))
+                  for term in lexical.terms(text) for field in LEXICAL_FIELDS]
+        counts.append(searcher.search(tantivy.Query.boolean_query(should), limit=1, count=True).count if should else 0)
+    return counts
+
+
 def bench(n: int, dims: int, *, index: str = "exact", queries: int = 200, rounds: int = 3,
           store_root: Path, k: int = K, modes: tuple[str, ...] = ("lexical", "knn", "hybrid"),
           brute: bool = True, rebuild: bool = False) -> dict[str, Any]:
@@ -104,12 +124,8 @@ def bench(n: int, dims: int, *, index: str = "exact", queries: int = 200, rounds
     fns = {"lexical": lex, "knn": knn, "hybrid": hybrid}
     for mode in modes:
         out["modes"][mode] = time_queries(fns[mode], queries, rounds)
-    from ctir_es.schema import LEXICAL_FIELDS
-    from ctir_es.store.embedded import fts_query
-
-    counts = [store.conn.execute("SELECT count(*) FROM products_fts WHERE products_fts MATCH ?",
-                                 (fts_query(t, LEXICAL_FIELDS),)).fetchone()[0] for t in qt[:50]]
-    out["lexical_matches_mean"] = float(np.mean(counts))  # products each query's BM25 has to score
+    out["lexical_engine"] = store.lexical_engine
+    out["lexical_matches_mean"] = float(np.mean(lexical_matches(store, qt[:50])))
     out["rss_query_bytes"] = rss_bytes()
     out["rss_before_open_bytes"] = rss_start
     out["file_bytes"] = file_bytes(path)
