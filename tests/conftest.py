@@ -4,6 +4,7 @@ inside the fixtures that need them, so collecting tests never requires the train
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,12 @@ import pytest
 
 # the real Elasticsearch fixtures (es_connection, make_store) for every test module
 pytest_plugins = ["es_fixtures"]
+
+# The product's own store URLs never reach a test: a shell that exported them (after `make os-up`,
+# say) would send every command the tests run to that cluster. The integration tests find their
+# nodes through CTIR_ES_TEST_URL / CTIR_ES_OS_TEST_URL instead; tests that mean a URL set their own.
+for _var in ("CTIR_ES_URL", "CTIR_ES_OS_URL"):
+    os.environ.pop(_var, None)
 
 # =====================================================================================
 # Tiny encoder models (tests/test_encoders.py and anything that needs real encoders).

@@ -1,7 +1,9 @@
 """The real OpenSearch the integration tests share: ``os_url`` (one node per session).
 
-The node is the one named by ``CTIR_ES_OS_URL`` (CI starts a local node with
-``scripts/opensearch-local up``, which prints that line); a URL that is set but does not answer,
+The node is the one named by ``CTIR_ES_OS_TEST_URL`` (CI starts a local node with
+``scripts/opensearch-local up`` and exports the URL it prints under this name). Not
+``CTIR_ES_OS_URL``: that is the product's own setting, and every command a test runs would take
+it and use OpenSearch (conftest.py drops it from the tests' environment). A URL that is set but does not answer,
 is not healthy or lacks the k-NN plugin FAILS the tests. Without the variable the tests are
 skipped with a reason naming the script (there is no OpenSearch container fallback: no Docker
 engine runs here). Import the fixture into a test module (``from os_fixtures import os_url``).
@@ -22,10 +24,10 @@ from typing import Any
 
 import pytest
 
-OS_URL_VAR = "CTIR_ES_OS_URL"
+OS_URL_VAR = "CTIR_ES_OS_TEST_URL"
 NO_NODE = (
     f"no OpenSearch: set {OS_URL_VAR} (start a local node with `scripts/opensearch-local up`, "
-    "or `make os-up`)"
+    "or `make os-up`, and set it to the URL it prints)"
 )
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "opensearch-local"
 

@@ -1,7 +1,7 @@
 """The CLI on OpenSearch: ``--os-url`` on the commands that open a store, end to end on a real
 node (a small catalogue, the tiny text model, no images), with the same answers as the
 embedded store where they must be the same; and both URLs at once as one clear error.
-Marked ``integration`` (``CTIR_ES_OS_URL``) except the last test, which needs no node."""
+Marked ``integration`` (``CTIR_ES_OS_TEST_URL``) except the last test, which needs no node."""
 
 from __future__ import annotations
 

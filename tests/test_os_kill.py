@@ -2,7 +2,7 @@
 the OpenSearch node mid-way; then run the same ingest again - every product exactly once, and
 the rerun says where it resumed.
 
-- The process kill runs on the node the integration tests share (``CTIR_ES_OS_URL``), on an
+- The process kill runs on the node the integration tests share (``CTIR_ES_OS_TEST_URL``), on an
   index of its own.
 - The node kill runs on a node of its own (``scripts/opensearch-local --cluster ctir-os-fault``,
   port 9450), so the shared node is never killed; skipped (with the reason) without Java or

@@ -8,7 +8,7 @@ exact top 10, up to the order of products whose cosines tie at float32 precision
 row's length once across columns and counts a row once for IDF, OpenSearch 2.19's
 ``cross_fields`` blends each term's statistics across fields (``combined_fields``, what the
 Elasticsearch store uses, arrived in 3.2); the mean top-10 overlap measured here is asserted
-as a floor and printed (``pytest -s``). Marked ``integration`` (``CTIR_ES_OS_URL``).
+as a floor and printed (``pytest -s``). Marked ``integration`` (``CTIR_ES_OS_TEST_URL``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 OpenSearch's own (``knn_vector`` mappings, the ``knn`` query with filters, the lexical query
 type, lifecycle and reindex on the shared code, hybrid fusion refused with the reason).
 
-The node is the one named by ``CTIR_ES_OS_URL`` (``make os-up`` / ``scripts/opensearch-local
+The node is the one named by ``CTIR_ES_OS_TEST_URL`` (``make os-up`` / ``scripts/opensearch-local
 up`` prints it): a URL that is set but does not answer FAILS; without it everything here is
 skipped with a reason naming the script (``tests/os_fixtures.py``). Every test gets its own
 alias (and versions), deleted afterwards.
