@@ -156,6 +156,15 @@ def test_summary_says_when_the_model_is_stale(sample: Search, tmp_path: Path) ->
     summary = learned_summary(store, schema)
     assert summary["unseen_categories"] == unseen and summary["stale"] is True and summary["hint"] == RETRAIN_HINT
 
+    # the held-out categories it never saw when it learned (learn's comparison slices) are not
+    # news: a model just learned is not stale for them; one category more is
+    save_learned(store, LearnedModel.from_json({**record_json(model_dir), "unseen_at_learn": unseen}))
+    summary = learned_summary(store, schema)
+    assert summary["unseen_categories"] == unseen and summary["unseen_at_learn"] == unseen
+    assert summary["stale"] is False and summary["status"] == "in use" and "hint" not in summary
+    save_learned(store, LearnedModel.from_json({**record_json(model_dir), "unseen_at_learn": unseen - 1}))
+    assert learned_summary(store, schema)["stale"] is True
+
     # a damaged record is reported, not raised
     store.put_metadata(LEARNED_KEY, {"version": 7})  # type: ignore[attr-defined]
     damaged = learned_summary(store, schema)

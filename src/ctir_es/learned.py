@@ -49,6 +49,9 @@ class LearnedModel:
     written_since: int = 0  # products written by ingests since
     metrics: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)  # before / after
     kept: bool = True  # False: learn measured it worse than before and did not put it in use
+    # category nodes of the index the model did not see when it learned (the held-out slices);
+    # None in records of older versions. Only nodes beyond these make it stale.
+    unseen_at_learn: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +67,7 @@ class LearnedModel:
             "written_since": self.written_since,
             "metrics": {k: dict(v) for k, v in self.metrics.items()},
             "kept": self.kept,
+            **({} if self.unseen_at_learn is None else {"unseen_at_learn": self.unseen_at_learn}),
         }
 
     @classmethod
@@ -87,10 +91,11 @@ class LearnedModel:
             kept = data.get("kept", True)
             if not isinstance(kept, bool):
                 raise TypeError("kept must be true or false")
+            unseen_at_learn = None if data.get("unseen_at_learn") is None else int(data["unseen_at_learn"])
             return cls(
                 model=_text(data, "model"), path=_text(data, "path"), variant=str(data.get("variant") or ""),
                 modalities=tuple(modalities), created=str(data.get("created") or ""),
-                written_since=written, metrics=metrics, kept=kept, **counts,
+                written_since=written, metrics=metrics, kept=kept, unseen_at_learn=unseen_at_learn, **counts,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"the stored learned-model record is not readable ({one_line(exc, 200)}); "
@@ -220,7 +225,9 @@ def learned_summary(store: Store, schema: IndexSchema, models_dir: Path | None =
     if record is None:
         return {"status": "none", "note": "no model learned on this index (run `ctir-es learn`)", **problem}
     unseen = _unseen(store, record, max_age)
-    stale = record.stale_share > STALE_SHARE or bool(unseen)
+    # categories new since learn: the ones it never saw beyond those already there (held out)
+    new = unseen if unseen is None or record.unseen_at_learn is None else max(0, unseen - record.unseen_at_learn)
+    stale = record.stale_share > STALE_SHARE or bool(new)
     out: dict[str, Any] = {
         "status": "stale" if stale else ("in use" if record.kept else "not kept"),
         "model": record.model,
@@ -235,6 +242,7 @@ def learned_summary(store: Store, schema: IndexSchema, models_dir: Path | None =
         "written_since": record.written_since,
         "written_share": round(record.stale_share, 4),
         "unseen_categories": unseen,
+        "unseen_at_learn": record.unseen_at_learn,
         "stale": stale,
         **problem,
     }

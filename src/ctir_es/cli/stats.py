@@ -108,7 +108,9 @@ def learned_lines(summary: dict[str, Any]) -> list[str]:
             f"products" + (f" - {figures}" if figures else ""),
             f"  since: {summary.get('written_since')} products written "
             f"({100 * float(summary.get('written_share') or 0):.1f}%), "
-            + ("unseen categories unknown" if unseen is None else f"{unseen} categories it never saw"),
+            + ("unseen categories unknown" if unseen is None else f"{unseen} categories it never saw"
+               + ("" if summary.get("unseen_at_learn") is None
+                  else f" ({summary['unseen_at_learn']} of them held out when it learned)")),
         ]
         if summary.get("hint"):
             lines.append(f"  hint: {summary['hint']}")

@@ -341,6 +341,8 @@ def _learned_record(report: LearnReport, products: Sequence[Product], labelled: 
             "variant": report.training["config"]["variant"], "modalities": report.training["modalities"],
             "created": _now(), "products": len(products), "trained_products": report.training["data"]
             .get("split_sizes", {}).get("train", 0), "labelled_products": labelled, "categories_seen": len(seen),
+            "unseen_at_learn": len({prefix for p in products for path in p.categories
+                                    for prefix in path_prefixes(path)} - seen),
             "written_since": 0, "metrics": metrics, "kept": True}
 
 
