@@ -180,37 +180,16 @@ def kill_doc(i: int) -> Document:
 
 def test_sigkill_in_either_row_path_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     import random
-    import signal
-    import subprocess
     import sys
-    import time
 
-    from store_support import checkpoint_of
+    from store_support import kill_at_checkpoints
 
     n = KILL_BATCH * 10
     db = tmp_path / "s.db"
     rng = random.Random(25)
     cmd = [sys.executable, "-c", CHILD, str(db), str(n), str(Path(__file__).parent)]
-    kills, finished = 0, False
-    for target in sorted(rng.sample(range(KILL_BATCH, n - KILL_BATCH, KILL_BATCH), 4)):
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("ready"), proc.stderr.read() if proc.stderr else line
-        while proc.poll() is None and checkpoint_of(db, "checkpoint:kill") < target:
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0.0, 0.03))  # somewhere in the next batch
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        out, err = proc.communicate()
-        if "done" in out:
-            finished = True
-            break
-        assert proc.returncode == -signal.SIGKILL, err
-    if not finished:
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        assert "done" in done.stdout, done.stderr
+    targets = sorted(rng.sample(range(KILL_BATCH, n - KILL_BATCH, KILL_BATCH), 4))
+    kills = kill_at_checkpoints(cmd, db, targets, rng, pause=0.03)
     assert kills >= 3
     store = EmbeddedStore(db)
     docs = [kill_doc(i) for i in range(n)]

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from store_support import checkpoint_of
+from store_support import kill_at_checkpoints
 
 from ctir_es.errors import StoreError
 from ctir_es.products import Product
@@ -96,27 +93,8 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path, e
     db = tmp_path / "s.db"
     rng = random.Random(engine + index)
     cmd = [sys.executable, "-c", CHILD, str(db), engine, index, str(n), str(Path(__file__).parent)]
-    kills, finished = 0, False
-    targets = sorted(rng.sample(range(400, n - 400, 400), 4))
-    for target in targets:  # killed once this many products are committed, a random moment after
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("ready"), proc.stderr.read() if proc.stderr else line
-        while proc.poll() is None and checkpoint_of(db, "checkpoint:kill") < target:
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0.0, 0.02))  # anywhere in the next batch: rows, appends, sync, COMMIT
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        out, err = proc.communicate()
-        if "done" in out:
-            finished = True
-            break
-        assert proc.returncode == -signal.SIGKILL, err
-    if not finished:
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        assert "done" in done.stdout, done.stderr
+    targets = sorted(rng.sample(range(400, n - 400, 400), 4))  # killed once this many are committed
+    kills = kill_at_checkpoints(cmd, db, targets, rng, pause=0.02)  # anywhere in the next batch
     assert kills >= 3
     store = EmbeddedStore(db, vector_index=index)
     assert store.count() == n
